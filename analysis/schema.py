@@ -1,0 +1,177 @@
+"""Canonical tables as pandera models: the one place that names columns and their rules.
+
+Code refers to a column as ``Participants.severity`` (pandera returns the column name), never
+as a string literal scattered around the package.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+SEVERITY_LEVELS = ("mild", "moderate", "severe")
+UNDERLYING_CONDITIONS = ("none", "disc", "nerve_entrapment", "other")
+SEX_LEVELS = ("female", "male")
+PHASES = (1, 2, 3)
+PAIN_SITES = ("pain_low_back", "pain_hip", "pain_knee")
+
+# The domain's exercise catalogue: canonical name -> programme phase it belongs to.
+EXERCISE_PHASE = {
+    "glute_bridge": 1,
+    "clam_shell": 1,
+    "side_lying_leg_lift": 1,
+    "weighted_hip_thrust": 2,
+    "step_up": 2,
+    "cable_kickback": 2,
+    "squat": 2,
+    "deadlift": 2,
+    "lunge": 3,
+    "single_leg_deadlift": 3,
+    "lateral_bound": 3,
+}
+
+# Why a participant's follow-up ended without recovery (competing event = withdrawn).
+CENSOR_WITHDRAWN = "withdrawn"
+CENSOR_LOST = "lost_to_follow_up"
+CENSOR_END = "end_of_follow_up"
+CENSOR_REASONS = (CENSOR_WITHDRAWN, CENSOR_LOST, CENSOR_END)
+EVENT_RECOVERED = "recovered"
+EVENT_TYPES = (EVENT_RECOVERED, CENSOR_WITHDRAWN, "censored")
+
+
+class _Strict(pa.DataFrameModel):
+    class Config:
+        strict = True
+        coerce = True
+
+
+class Participants(_Strict):
+    participant_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    site: Series[str]
+    enrolled_on: Series[pd.Timestamp]
+    age_years: Series[float] = pa.Field(ge=16, le=100, nullable=True)
+    sex: Series[str] = pa.Field(isin=SEX_LEVELS, nullable=True)
+    bmi: Series[float] = pa.Field(ge=12, le=70, nullable=True)
+    severity: Series[str] = pa.Field(isin=SEVERITY_LEVELS)
+    symptom_months: Series[float] = pa.Field(ge=0, le=600, nullable=True)
+    underlying_condition: Series[str] = pa.Field(isin=UNDERLYING_CONDITIONS)
+    baseline_sitting_hours: Series[float] = pa.Field(ge=0, le=24, nullable=True)
+    withdrawn_on: Series[pd.Timestamp] = pa.Field(nullable=True)
+    withdrawal_reason: Series[str] = pa.Field(nullable=True)
+
+
+class Diary(_Strict):
+    participant_id: Series[str]
+    date: Series[pd.Timestamp]
+    sitting_hours: Series[float] = pa.Field(ge=0, le=24, nullable=True)
+    sitting_breaks: Series[float] = pa.Field(ge=0, le=200, nullable=True)
+    pain_low_back: Series[float] = pa.Field(ge=0, le=10, nullable=True)
+    pain_hip: Series[float] = pa.Field(ge=0, le=10, nullable=True)
+    pain_knee: Series[float] = pa.Field(ge=0, le=10, nullable=True)
+    session_done: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+
+
+class Sessions(_Strict):
+    participant_id: Series[str]
+    date: Series[pd.Timestamp]
+    phase: Series[int] = pa.Field(isin=PHASES)
+    exercise: Series[str] = pa.Field(isin=tuple(EXERCISE_PHASE))
+    sets: Series[float] = pa.Field(ge=1, le=20, nullable=True)
+    reps: Series[float] = pa.Field(ge=1, le=200, nullable=True)
+    load_kg: Series[float] = pa.Field(ge=0, le=400, nullable=True)
+    form_quality: Series[float] = pa.Field(ge=1, le=5, nullable=True)
+
+
+class Assessments(_Strict):
+    participant_id: Series[str]
+    date: Series[pd.Timestamp]
+    activation_score: Series[float] = pa.Field(ge=0, le=10, nullable=True)
+    hip_abduction_n: Series[float] = pa.Field(ge=0, le=1000, nullable=True)
+    single_leg_balance_s: Series[float] = pa.Field(ge=0, le=300, nullable=True)
+    trendelenburg_positive: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+    phase_assigned: Series[int] = pa.Field(isin=PHASES)
+    clinician_recovered: Series[pd.BooleanDtype] = pa.Field(nullable=True)
+
+
+CANONICAL_TABLES: dict[str, type[_Strict]] = {
+    "participants": Participants,
+    "diary": Diary,
+    "sessions": Sessions,
+    "assessments": Assessments,
+}
+
+
+class Quarantine(_Strict):
+    table: Series[str]
+    source_file: Series[str]
+    source_row: Series[int] = pa.Field(ge=2)
+    column: Series[str] = pa.Field(nullable=True)
+    value: Series[str] = pa.Field(nullable=True)
+    rule: Series[str]
+    reason: Series[str]
+
+
+class Recovery(pa.DataFrameModel):
+    """One row per participant: the time-to-recovery analysis frame."""
+
+    participant_id: Series[str] = pa.Field(unique=True)
+    site: Series[str]
+    age_years: Series[float] = pa.Field(nullable=True)
+    sex: Series[str] = pa.Field(nullable=True)
+    bmi: Series[float] = pa.Field(nullable=True)
+    severity: Series[str] = pa.Field(isin=SEVERITY_LEVELS)
+    symptom_months: Series[float] = pa.Field(nullable=True)
+    chronic: Series[bool]
+    underlying_condition: Series[str] = pa.Field(isin=UNDERLYING_CONDITIONS)
+    baseline_sitting_hours: Series[float] = pa.Field(nullable=True)
+    recovered: Series[bool]
+    time_to_recovery_days: Series[float] = pa.Field(ge=0)
+    interval_lower_days: Series[float] = pa.Field(ge=0)
+    interval_upper_days: Series[float] = pa.Field(ge=0, nullable=True)
+    censor_reason: Series[str] = pa.Field(isin=CENSOR_REASONS, nullable=True)
+    event_type: Series[str] = pa.Field(isin=EVENT_TYPES)
+    overall_adherence: Series[float] = pa.Field(ge=0, nullable=True)
+    adherence_group: Series[str] = pa.Field(nullable=True)
+    mean_sitting_hours: Series[float] = pa.Field(ge=0, le=24, nullable=True)
+    sitting_band: Series[str] = pa.Field(nullable=True)
+
+    class Config:
+        coerce = True
+
+
+class WeeklyIntervals(pa.DataFrameModel):
+    """Start/stop rows (days since enrolment) for time-varying models, lifelines' convention."""
+
+    participant_id: Series[str]
+    start: Series[float] = pa.Field(ge=0)
+    stop: Series[float] = pa.Field(gt=0)
+    event: Series[bool]
+    weekly_adherence: Series[float] = pa.Field(ge=0, nullable=True)
+    weekly_sitting_hours: Series[float] = pa.Field(ge=0, le=24, nullable=True)
+    phase: Series[int] = pa.Field(isin=PHASES)
+
+    class Config:
+        coerce = True
+
+
+class WeeklyTrajectories(pa.DataFrameModel):
+    """Participant x week (week 0 = first week after enrolment)."""
+
+    participant_id: Series[str]
+    week: Series[int] = pa.Field(ge=0)
+    pain_low_back: Series[float] = pa.Field(nullable=True)
+    pain_hip: Series[float] = pa.Field(nullable=True)
+    pain_knee: Series[float] = pa.Field(nullable=True)
+    hip_abduction_n: Series[float] = pa.Field(nullable=True)
+    weekly_adherence: Series[float] = pa.Field(nullable=True)
+    weekly_sitting_hours: Series[float] = pa.Field(nullable=True)
+    adherence_group: Series[str] = pa.Field(nullable=True)
+
+    class Config:
+        coerce = True
+
+
+def column_names(model: type[pa.DataFrameModel]) -> list[str]:
+    """The columns of a canonical table, in contract order."""
+    return list(model.to_schema().columns)
