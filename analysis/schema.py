@@ -102,6 +102,11 @@ CANONICAL_TABLES: dict[str, type[_Strict]] = {
 }
 
 
+# A quarantined "row" is kept out of the clean table whole; a quarantined "value" was set to
+# missing in a row that is otherwise kept. Either way the original text is kept here.
+QUARANTINE_SCOPES = ("row", "value")
+
+
 class Quarantine(_Strict):
     table: Series[str]
     source_file: Series[str]
@@ -110,6 +115,16 @@ class Quarantine(_Strict):
     value: Series[str] = pa.Field(nullable=True)
     rule: Series[str]
     reason: Series[str]
+    scope: Series[str] = pa.Field(isin=QUARANTINE_SCOPES)
+
+
+# Columns that identify one record: duplicates are judged on these.
+RECORD_KEYS: dict[str, tuple[str, ...]] = {
+    "participants": (Participants.participant_id,),
+    "diary": (Diary.participant_id, Diary.date),
+    "sessions": (Sessions.participant_id, Sessions.date, Sessions.exercise),
+    "assessments": (Assessments.participant_id, Assessments.date),
+}
 
 
 class Recovery(pa.DataFrameModel):

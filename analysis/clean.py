@@ -1,0 +1,582 @@
+"""Lossless cleaning of the four canonical tables.
+
+Each rule is a small named step. What is unambiguous is fixed and counted (units, date formats,
+flag spellings, whitespace, case, exercise-name variants); what is not is quarantined with a
+reason: a whole row when it cannot be placed (no participant, no date, unknown exercise), or a
+single value when the rest of the row is sound (pain 11 becomes missing, the 11 is kept in the
+quarantine). For every table: input rows = kept + quarantined rows + merged duplicates.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from analysis.schema import (
+    CANONICAL_TABLES,
+    EXERCISE_PHASE,
+    RECORD_KEYS,
+    Assessments,
+    Diary,
+    Participants,
+    Quarantine,
+    Sessions,
+    column_names,
+)
+
+SOURCE_ROW = Quarantine.source_row
+TABLE_ORDER = ("participants", "diary", "sessions", "assessments")
+
+MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "."})
+TRUE_SPELLINGS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+FALSE_SPELLINGS = frozenset({"false", "f", "no", "n", "0", "0.0"})
+CANONICAL_FLAG_SPELLINGS = frozenset({"true", "false"})
+CATEGORY_SYNONYMS = {"f": "female", "m": "male", "woman": "female", "man": "male", "disk": "disc"}
+
+# Unit suffixes a raw numeric cell may carry, per canonical column: suffix -> factor to canonical.
+HOURS_UNITS = {
+    "h": 1.0,
+    "hr": 1.0,
+    "hrs": 1.0,
+    "hours": 1.0,
+    "min": 1 / 60,
+    "mins": 1 / 60,
+    "minutes": 1 / 60,
+}
+UNIT_SUFFIXES: dict[str, dict[str, float]] = {
+    Diary.sitting_hours: HOURS_UNITS,
+    Participants.baseline_sitting_hours: HOURS_UNITS,
+    Sessions.load_kg: {"kg": 1.0, "kgs": 1.0, "lb": 0.45359237, "lbs": 0.45359237},
+    Assessments.hip_abduction_n: {"n": 1.0, "kgf": 9.80665, "lbf": 4.4482216152605},
+}
+# Hours columns where a bare number at or above `clean.sitting_minutes_threshold` is minutes.
+MINUTES_PRONE_COLUMNS = (Diary.sitting_hours, Participants.baseline_sitting_hours)
+NUMBER_WITH_UNIT = re.compile(r"^\s*(-?\d+(?:[.,]\d+)?)\s*([a-zA-Z]+)\s*$")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """How one canonical column is parsed, read off its pandera model."""
+
+    name: str
+    kind: str  # id | date | number | level | flag | category | exercise | text
+    required: bool
+    low: float | None = None
+    high: float | None = None
+    levels: tuple = ()
+
+
+def column_specs(model: type[pa.DataFrameModel]) -> list[ColumnSpec]:
+    """Parsing specs for a table, so bounds and levels have one source: the schema."""
+    specs = []
+    for name, column in model.to_schema().columns.items():
+        stats = {check.name: check.statistics for check in column.checks}
+        levels = tuple(stats.get("isin", {}).get("allowed_values", ()))
+        low = stats.get("greater_than_or_equal_to", {}).get("min_value")
+        high = stats.get("less_than_or_equal_to", {}).get("max_value")
+        dtype = str(column.dtype)
+        if name == Participants.participant_id:
+            kind = "id"
+        elif dtype.startswith("datetime"):
+            kind = "date"
+        elif dtype == "boolean":
+            kind = "flag"
+        elif dtype.startswith("int") and levels:
+            kind = "level"
+        elif dtype.startswith(("float", "int")):
+            kind = "number"
+        elif set(levels) == set(EXERCISE_PHASE):
+            kind = "exercise"
+        elif levels:
+            kind = "category"
+        else:
+            kind = "text"
+        specs.append(ColumnSpec(name, kind, not column.nullable, low, high, levels))
+    return specs
+
+
+@dataclass
+class CleanResult:
+    """One table cleaned: the kept rows, the quarantine entries and the counts per rule."""
+
+    table: str
+    kept: pd.DataFrame
+    quarantined: pd.DataFrame
+    counts: dict = field(default_factory=dict)
+
+
+class _Ledger:
+    """Collects quarantine entries and fix counts while a table is cleaned."""
+
+    def __init__(self, table: str, source_file: str, raw: pd.DataFrame) -> None:
+        self.table, self.source_file = table, source_file
+        self.source_rows = raw[SOURCE_ROW]
+        self.rejected = pd.Series(False, index=raw.index)
+        self.entries: list[pd.DataFrame] = []
+        self.fixes: Counter[str] = Counter()
+        self.row_rules: Counter[str] = Counter()
+        self.value_rules: Counter[str] = Counter()
+
+    def _record(self, mask, rule, column, values, reason, scope) -> None:
+        values = pd.Series(values, index=mask.index) if np.isscalar(values) else values
+        self.entries.append(
+            pd.DataFrame(
+                {
+                    Quarantine.table: self.table,
+                    Quarantine.source_file: self.source_file,
+                    Quarantine.source_row: self.source_rows[mask].astype("int64"),
+                    Quarantine.column: column,
+                    Quarantine.value: values[mask].astype(str),
+                    Quarantine.rule: rule,
+                    Quarantine.reason: reason,
+                    Quarantine.scope: scope,
+                }
+            )
+        )
+
+    def reject_rows(self, mask: pd.Series, rule: str, column, values, reason: str) -> None:
+        """Quarantine whole rows (each row once, under the first rule that rejects it)."""
+        new = mask & ~self.rejected
+        if new.any():
+            self._record(new, rule, column, values, reason, "row")
+            self.rejected |= new
+            self.row_rules[rule] += int(new.sum())
+
+    def reject_values(self, mask: pd.Series, rule: str, column: str, values, reason: str) -> None:
+        """Quarantine single values; the caller sets them to missing and keeps the row."""
+        if mask.any():
+            self._record(mask, rule, column, values, reason, "value")
+            self.value_rules[rule] += int(mask.sum())
+
+    def reject(self, spec: ColumnSpec, mask: pd.Series, rule: str, values, reason: str) -> None:
+        """A bad value in a required column loses the row; in an optional one, only the value."""
+        if spec.required:
+            self.reject_rows(mask, rule, spec.name, values, reason)
+        else:
+            self.reject_values(mask, rule, spec.name, values, reason)
+
+    def fix(self, rule: str, count: int) -> None:
+        if count:
+            self.fixes[rule] += int(count)
+
+    def quarantine_frame(self) -> pd.DataFrame:
+        columns = column_names(Quarantine)
+        if not self.entries:
+            return pd.DataFrame({name: pd.Series(dtype=object) for name in columns}).astype(
+                {Quarantine.source_row: "int64"}
+            )
+        return pd.concat(self.entries, ignore_index=True)[columns]
+
+
+# --- text-level rules -------------------------------------------------------------------------
+
+
+def trim_whitespace(values: pd.Series, ledger: _Ledger) -> pd.Series:
+    """Strip stray whitespace around a cell (and collapse inner runs of spaces)."""
+    stripped = values.str.strip()
+    inner = stripped.str.contains("  ", regex=False)
+    if inner.any():
+        stripped = stripped.where(~inner, stripped.str.replace(r"\s+", " ", regex=True))
+    ledger.fix("trim_whitespace", (stripped != values).sum())
+    return stripped
+
+
+def missing_mask(values: pd.Series) -> pd.Series:
+    """Cells that say 'no value' in any of the usual spellings."""
+    return values.str.lower().isin(MISSING_TOKENS)
+
+
+# --- typed parsers ----------------------------------------------------------------------------
+
+
+def parse_ids(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series:
+    """Participant ids are case-insensitive: upper-case them."""
+    upper = values.str.upper()
+    ledger.fix("normalise_id_case", (upper != values).sum())
+    return upper
+
+
+def parse_dates(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, formats: list[str]):
+    """Parse with each configured format in turn (day first); never guess per cell."""
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
+    pending = values != ""
+    for position, fmt in enumerate(formats):
+        if not pending.any():
+            break
+        attempt = pd.to_datetime(values[pending], format=fmt, errors="coerce")
+        hit = attempt.notna()
+        parsed.loc[attempt.index[hit]] = attempt[hit]
+        if position > 0:
+            ledger.fix("date_format", hit.sum())
+        pending.loc[attempt.index[hit]] = False
+    ledger.reject(
+        spec, pending, "unparseable_date", values, f"not a date in any of the formats {formats}"
+    )
+    return parsed
+
+
+def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
+    """Numbers with their units converted to the canonical unit; out-of-range values rejected."""
+    numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    unparsed = numbers.isna() & (values != "")
+    if unparsed.any():
+        comma = values[unparsed].str.fullmatch(r"-?\d+,\d+")
+        if comma.any():
+            index = comma.index[comma]
+            numbers.loc[index] = pd.to_numeric(values[index].str.replace(",", "."))
+            ledger.fix("decimal_comma", len(index))
+        units = UNIT_SUFFIXES.get(spec.name, {})
+        still = numbers.isna() & (values != "")
+        if units and still.any():
+            parts = values[still].str.extract(NUMBER_WITH_UNIT)
+            factor = parts[1].str.lower().map(units)
+            convertible = factor.notna()
+            index = parts.index[convertible]
+            amount = pd.to_numeric(parts.loc[index, 0].str.replace(",", "."))
+            numbers.loc[index] = amount * factor[convertible]
+            for unit, count in parts.loc[index, 1].str.lower().value_counts().items():
+                if units[unit] != 1.0:
+                    ledger.fix(f"unit_{unit}_to_canonical", count)
+    if spec.name in MINUTES_PRONE_COLUMNS:
+        minutes = numbers >= params["sitting_minutes_threshold"]
+        numbers = numbers.where(~minutes, numbers / 60)
+        ledger.fix("sitting_minutes_to_hours", minutes.sum())
+    not_number = numbers.isna() & (values != "")
+    ledger.reject(spec, not_number, "not_a_number", values, "not a number in a known unit")
+    out_of_range = pd.Series(False, index=values.index)
+    if spec.low is not None:
+        out_of_range |= numbers < spec.low
+    if spec.high is not None:
+        out_of_range |= numbers > spec.high
+    ledger.reject(
+        spec,
+        out_of_range,
+        "out_of_range",
+        values,
+        f"outside the plausible range {spec.low} to {spec.high}",
+    )
+    return numbers.where(~out_of_range)
+
+
+def parse_levels(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series:
+    """Whole-number codes such as the programme phase; '2.0' is 2."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    valid = numbers.isin(spec.levels)
+    ledger.reject(
+        spec, ~valid & (values != ""), "unknown_level", values, f"not one of {list(spec.levels)}"
+    )
+    return numbers.where(valid)
+
+
+def parse_flags(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series:
+    """yes/no, Y/N, 1/0, TRUE/FALSE in any case mean the same; record each re-spelling."""
+    lower = values.str.lower()
+    flags = pd.Series(pd.NA, index=values.index, dtype="boolean")
+    flags[lower.isin(TRUE_SPELLINGS)] = True
+    flags[lower.isin(FALSE_SPELLINGS)] = False
+    ledger.fix("flag_spelling", (flags.notna() & ~values.isin(CANONICAL_FLAG_SPELLINGS)).sum())
+    ledger.reject(spec, flags.isna() & (values != ""), "unknown_flag", values, "not a yes/no value")
+    return flags
+
+
+def normalise_label(values: pd.Series) -> pd.Series:
+    """Lower case, spaces and hyphens as underscores: 'Nerve entrapment' -> 'nerve_entrapment'."""
+    return values.str.lower().str.replace(r"[\s\-]+", "_", regex=True)
+
+
+def parse_categories(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series:
+    """Canonical lower-case levels; case, spacing and a few synonyms are fixed."""
+    labels = normalise_label(values).replace(CATEGORY_SYNONYMS)
+    changed = (labels != values) & (values != "")
+    ledger.fix("normalise_category", changed.sum())
+    valid = labels.isin(spec.levels)
+    ledger.reject(
+        spec, ~valid & (values != ""), "unknown_category", values, f"not one of {list(spec.levels)}"
+    )
+    return labels.where(valid)
+
+
+def _exercise_key(name: str) -> str:
+    """Order- and plural-insensitive key: 'Hip thrust (weighted)' ~ 'weighted_hip_thrust'."""
+    tokens = re.findall(r"[a-z]+", name.lower())
+    singular = [
+        t[:-1] if len(t) > 3 and t.endswith("s") and not t.endswith("ss") else t for t in tokens
+    ]
+    return "".join(sorted(singular))
+
+
+def match_exercise_names(names: pd.Series, min_similarity: float) -> dict[str, str | None]:
+    """Map each distinct raw name to a catalogue exercise, or None when nothing is close enough."""
+    by_key = {_exercise_key(name): name for name in EXERCISE_PHASE}
+    by_squashed = {name.replace("_", ""): name for name in EXERCISE_PHASE}
+    mapping: dict[str, str | None] = {}
+    for raw in names.unique():
+        key = _exercise_key(raw)
+        squashed = re.sub(r"[^a-z]", "", raw.lower())
+        match = by_key.get(key) or by_squashed.get(squashed) or by_squashed.get(squashed[:-1])
+        if match is None:
+            close = difflib.get_close_matches(
+                squashed, list(by_squashed), n=1, cutoff=min_similarity
+            )
+            match = by_squashed[close[0]] if close else None
+        mapping[raw] = match
+    return mapping
+
+
+def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
+    """Exercise names matched to the catalogue (variants, plurals, one-letter typos)."""
+    mapping = match_exercise_names(values[values != ""], params["exercise_name_min_similarity"])
+    matched = values.map(mapping)
+    ledger.fix("exercise_name", (matched.notna() & (matched != values)).sum())
+    ledger.reject(
+        spec,
+        matched.isna() & (values != ""),
+        "unknown_exercise",
+        values,
+        "no catalogue exercise is close to this name",
+    )
+    return matched
+
+
+# --- whole-table cleaning ---------------------------------------------------------------------
+
+
+def _parse_column(raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict) -> pd.Series:
+    values = trim_whitespace(raw.fillna("").astype(str), ledger)
+    missing = missing_mask(values) if spec.kind != "category" else values == ""
+    values = values.where(~missing, "")
+    if spec.required:
+        ledger.reject_rows(
+            missing, "missing_required", spec.name, raw.fillna(""), "a required value is missing"
+        )
+    if spec.kind == "id":
+        return parse_ids(values, spec, ledger).where(~missing)
+    if spec.kind == "date":
+        return parse_dates(values, spec, ledger, params["date_formats"])
+    if spec.kind == "number":
+        return parse_numbers(values, spec, ledger, params)
+    if spec.kind == "level":
+        return parse_levels(values, spec, ledger)
+    if spec.kind == "flag":
+        return parse_flags(values, spec, ledger)
+    if spec.kind == "category":
+        return parse_categories(values, spec, ledger)
+    if spec.kind == "exercise":
+        return parse_exercises(values, spec, ledger, params)
+    return values.where(~missing)
+
+
+def _reject_implausible_dates(
+    typed: pd.DataFrame, ledger: _Ledger, enrolment: pd.Series | None, params: dict, as_of: date
+) -> None:
+    """Dates after `as_of` are in the future; visit/diary dates before enrolment are misfiled."""
+    date_column = Participants.enrolled_on if enrolment is None else Diary.date
+    dates = typed[date_column]
+    ledger.reject_rows(
+        dates > pd.Timestamp(as_of),
+        "future_date",
+        date_column,
+        dates.dt.strftime("%Y-%m-%d"),
+        f"date after the export date {as_of}",
+    )
+    if enrolment is not None:
+        enrolled = typed[Diary.participant_id].map(enrolment)
+        allowed = pd.Timedelta(days=params["days_before_enrolment_allowed"])
+        ledger.reject_rows(
+            dates < enrolled - allowed,
+            "date_before_enrolment",
+            date_column,
+            dates.dt.strftime("%Y-%m-%d"),
+            "date before the participant enrolled",
+        )
+
+
+def _reject_unknown_participants(
+    typed: pd.DataFrame, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
+) -> None:
+    ids = typed[Diary.participant_id]
+    quarantined_participant = ~ids.isin(kept_ids) & ids.isin(raw_ids)
+    ledger.reject_rows(
+        quarantined_participant,
+        "participant_quarantined",
+        Diary.participant_id,
+        ids,
+        "the participant's own row is in quarantine",
+    )
+    ledger.reject_rows(
+        ~ids.isin(kept_ids) & ids.notna(),
+        "unknown_participant",
+        Diary.participant_id,
+        ids,
+        "participant id not in the participants table",
+    )
+
+
+def _withdrawal_before_enrolment(typed: pd.DataFrame, ledger: _Ledger) -> pd.DataFrame:
+    early = typed[Participants.withdrawn_on] < typed[Participants.enrolled_on]
+    ledger.reject_values(
+        early,
+        "withdrawal_before_enrolment",
+        Participants.withdrawn_on,
+        typed[Participants.withdrawn_on].dt.strftime("%Y-%m-%d"),
+        "withdrawal date before enrolment",
+    )
+    typed.loc[early, Participants.withdrawn_on] = pd.NaT
+    return typed
+
+
+def _merge_duplicates(typed: pd.DataFrame, table: str, ledger: _Ledger) -> tuple[pd.DataFrame, int]:
+    """Exact repeats merge into one row; rows sharing a key but not values are quarantined."""
+    alive = typed[~ledger.rejected]
+    repeat = alive.duplicated(keep="first")
+    merged = int(repeat.sum())
+    alive = alive[~repeat]
+    key = list(RECORD_KEYS[table])
+    conflict = alive.duplicated(subset=key, keep=False)
+    if conflict.any():
+        mask = pd.Series(False, index=typed.index)
+        mask.loc[alive.index[conflict]] = True
+        ledger.reject_rows(
+            mask,
+            "conflicting_duplicate",
+            ", ".join(key),
+            typed[key].astype(str).agg(" / ".join, axis=1),
+            "another row has the same key with different values",
+        )
+        alive = alive[~conflict]
+    return alive, merged
+
+
+def clean_table(
+    table: str,
+    raw: pd.DataFrame,
+    *,
+    source_file: str,
+    params: dict,
+    as_of: date,
+    participants: pd.DataFrame | None = None,
+    raw_participant_ids: pd.Index | None = None,
+) -> CleanResult:
+    """Clean one raw table (all cells as text, plus `source_row`) into its canonical form.
+
+    Child tables (diary, sessions, assessments) need the already-cleaned `participants` to check
+    ids and enrolment dates; `raw_participant_ids` tells a quarantined participant from an
+    unknown one.
+    """
+    model = CANONICAL_TABLES[table]
+    ledger = _Ledger(table, source_file, raw)
+    typed = pd.DataFrame(index=raw.index)
+    for spec in column_specs(model):
+        column = raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index)
+        typed[spec.name] = _parse_column(column, spec, ledger, params)
+    if table == "participants":
+        _reject_implausible_dates(typed, ledger, None, params, as_of)
+        typed = _withdrawal_before_enrolment(typed, ledger)
+    else:
+        enrolment = participants.set_index(Participants.participant_id)[Participants.enrolled_on]
+        _reject_unknown_participants(
+            typed,
+            ledger,
+            enrolment.index,
+            raw_participant_ids if raw_participant_ids is not None else enrolment.index,
+        )
+        _reject_implausible_dates(typed, ledger, enrolment, params, as_of)
+    kept, merged = _merge_duplicates(typed, table, ledger)
+    kept = model.validate(kept.reset_index(drop=True))
+    quarantined = ledger.quarantine_frame()
+    counts = {
+        "input_rows": len(raw),
+        "kept": len(kept),
+        "quarantined": int(ledger.rejected.sum()),
+        "merged_duplicates": merged,
+        "quarantined_rows_by_rule": dict(sorted(ledger.row_rules.items())),
+        "quarantined_values_by_rule": dict(sorted(ledger.value_rules.items())),
+        "fixes_by_rule": dict(sorted(ledger.fixes.items())),
+    }
+    return CleanResult(table, kept, quarantined, counts)
+
+
+@dataclass
+class StudyCleanResult:
+    """All four tables cleaned, with one quarantine frame and the cleaning report."""
+
+    tables: dict[str, pd.DataFrame]
+    quarantine: pd.DataFrame
+    report: dict
+
+
+def clean_study(
+    raw_tables: dict[str, pd.DataFrame], source_files: dict[str, str], params: dict, as_of: date
+) -> StudyCleanResult:
+    """Clean participants first (ids and enrolment dates), then the tables that refer to them."""
+    results: dict[str, CleanResult] = {}
+    participants = clean_table(
+        "participants",
+        raw_tables["participants"],
+        source_file=source_files["participants"],
+        params=params,
+        as_of=as_of,
+    )
+    results["participants"] = participants
+    raw_ids = pd.Index(
+        raw_tables["participants"][Participants.participant_id]
+        .fillna("")
+        .astype(str)
+        .str.strip()
+        .str.upper()
+    )
+    for table in TABLE_ORDER[1:]:
+        results[table] = clean_table(
+            table,
+            raw_tables[table],
+            source_file=source_files[table],
+            params=params,
+            as_of=as_of,
+            participants=participants.kept,
+            raw_participant_ids=raw_ids,
+        )
+    quarantine = pd.concat([r.quarantined for r in results.values()], ignore_index=True)
+    report = {
+        "as_of": as_of.isoformat(),
+        "tables": {
+            table: {"source_file": source_files[table], **result.counts}
+            for table, result in results.items()
+        },
+    }
+    return StudyCleanResult({t: r.kept for t, r in results.items()}, quarantine, report)
+
+
+def cleaning_report_markdown(report: dict) -> str:
+    """The cleaning report for people: the row accounting per table, then each rule's count."""
+    lines = [
+        "# Cleaning report",
+        "",
+        f"Dates after {report['as_of']} count as future dates.",
+        "",
+        "| table | input rows | kept | quarantined | merged duplicates | balanced |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for table, counts in report["tables"].items():
+        balanced = counts["input_rows"] == (
+            counts["kept"] + counts["quarantined"] + counts["merged_duplicates"]
+        )
+        lines.append(
+            f"| {table} | {counts['input_rows']} | {counts['kept']} | {counts['quarantined']} | "
+            f"{counts['merged_duplicates']} | {'yes' if balanced else 'NO'} |"
+        )
+    for heading, key in (
+        ("Rows quarantined, by rule", "quarantined_rows_by_rule"),
+        ("Values set to missing and quarantined, by rule", "quarantined_values_by_rule"),
+        ("Values fixed, by rule", "fixes_by_rule"),
+    ):
+        lines += ["", f"## {heading}", "", "| table | rule | count |", "|---|---|---:|"]
+        for table, counts in report["tables"].items():
+            lines += [f"| {table} | {rule} | {n} |" for rule, n in counts[key].items()]
+    return "\n".join(lines) + "\n"

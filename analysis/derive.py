@@ -1,0 +1,326 @@
+"""Outcome definitions: recovery, censoring, adherence and sitting exposures, weekly frames.
+
+All times are days since enrolment (day 0 = the enrolment date), so no calendar date leaves
+this module. Recovery is only ever observed at a clinic visit: the event is known to lie in
+(previous visit, recovery visit], and both bounds are kept for interval-censored models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.schema import (
+    CENSOR_END,
+    CENSOR_LOST,
+    CENSOR_WITHDRAWN,
+    EVENT_RECOVERED,
+    PAIN_SITES,
+    Assessments,
+    Diary,
+    Participants,
+    Recovery,
+    WeeklyIntervals,
+    WeeklyTrajectories,
+    column_names,
+)
+
+DAY = "day"
+WEEK = "week"
+PID_CODE = "participant_code"
+DAYS_PER_WEEK = 7
+BASELINE_COLUMNS = (
+    Participants.site,
+    Participants.age_years,
+    Participants.sex,
+    Participants.bmi,
+    Participants.severity,
+    Participants.symptom_months,
+    Participants.underlying_condition,
+    Participants.baseline_sitting_hours,
+)
+
+
+@dataclass
+class DerivedFrames:
+    """The three analysis frames `derive` writes."""
+
+    recovery: pd.DataFrame
+    weekly_intervals: pd.DataFrame
+    weekly_trajectories: pd.DataFrame
+
+
+def _days_since_enrolment(frame: pd.DataFrame, enrolled: pd.Series) -> pd.Series:
+    start = frame[Diary.participant_id].map(enrolled)
+    return (frame[Diary.date] - start).dt.days
+
+
+def _secondary_pain_before_visits(
+    diary: pd.DataFrame, visits: pd.DataFrame, window_days: int
+) -> pd.DataFrame:
+    """Mean pain per site over the `window_days` days before each visit (visit day excluded).
+
+    A site with no diary value in the window has an unknown (NaN) mean, which fails the
+    recovery definition: recovery must be shown, not assumed.
+    """
+    means = pd.DataFrame(index=visits.index, columns=list(PAIN_SITES), dtype=float)
+    if diary.empty or visits.empty:
+        return means
+    diary = diary.sort_values([PID_CODE, DAY])
+    key = diary[PID_CODE].to_numpy(np.int64) * 100_000 + diary[DAY].to_numpy(np.int64)
+    visit_key = visits[PID_CODE].to_numpy(np.int64) * 100_000 + visits[DAY].to_numpy(np.int64)
+    first = np.searchsorted(key, visit_key - window_days, side="left")
+    last = np.searchsorted(key, visit_key, side="left")
+    for site in PAIN_SITES:
+        values = diary[site].to_numpy(float)
+        present = ~np.isnan(values)
+        cum_sum = np.concatenate([[0.0], np.cumsum(np.where(present, values, 0.0))])
+        cum_n = np.concatenate([[0], np.cumsum(present)])
+        count = cum_n[last] - cum_n[first]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means[site] = np.where(count > 0, (cum_sum[last] - cum_sum[first]) / count, np.nan)
+    return means
+
+
+def recovery_visits(visits: pd.DataFrame, diary: pd.DataFrame, definition: dict) -> pd.Series:
+    """True at each visit where the configured recovery definition holds."""
+    pain = _secondary_pain_before_visits(diary, visits, definition["pain_window_days"])
+    holds = visits[Assessments.phase_assigned] >= definition["min_phase"]
+    for site in PAIN_SITES:
+        holds &= pain[site] <= definition["max_secondary_pain"]
+    if definition["require_clinician"]:
+        holds &= visits[Assessments.clinician_recovered].fillna(False).astype(bool)
+    return holds
+
+
+def _band(values: pd.Series, cutoffs: list[float], labels: list[str]) -> pd.Series:
+    """Left-closed bands: [-inf, c1), [c1, c2), ..., [ck, inf)."""
+    bins = [-np.inf, *cutoffs, np.inf]
+    return pd.cut(values, bins=bins, labels=labels, right=False).astype(object)
+
+
+def _daily_grid(exit_day: pd.Series) -> pd.DataFrame:
+    """One row per participant-day from day 0 up to (not including) each person's exit day."""
+    lengths = exit_day.clip(lower=0).to_numpy(np.int64)
+    codes = np.repeat(exit_day.index.to_numpy(np.int64), lengths)
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    days = np.arange(lengths.sum(), dtype=np.int64) - offsets
+    return pd.DataFrame({PID_CODE: codes, DAY: days})
+
+
+def _phase_on_days(grid: pd.DataFrame, visits: pd.DataFrame) -> np.ndarray:
+    """The phase in effect each day: the last visit's assignment, phase 1 before any visit."""
+    ordered = visits.sort_values([PID_CODE, DAY])
+    visit_key = ordered[PID_CODE].to_numpy(np.int64) * 100_000 + ordered[DAY].to_numpy(np.int64)
+    day_key = grid[PID_CODE].to_numpy(np.int64) * 100_000 + grid[DAY].to_numpy(np.int64)
+    position = np.searchsorted(visit_key, day_key, side="right") - 1
+    valid = position >= 0
+    same_person = np.zeros(len(grid), dtype=bool)
+    same_person[valid] = (
+        ordered[PID_CODE].to_numpy()[position[valid]] == grid[PID_CODE].to_numpy()[valid]
+    )
+    phases = np.ones(len(grid), dtype=np.int64)
+    phases[same_person] = ordered[Assessments.phase_assigned].to_numpy(np.int64)[
+        position[same_person]
+    ]
+    return phases
+
+
+def weekly_exposures(
+    diary: pd.DataFrame,
+    sessions: pd.DataFrame,
+    visits: pd.DataFrame,
+    exit_day: pd.Series,
+    prescribed_per_week: dict,
+) -> pd.DataFrame:
+    """Per participant-week: sessions done, prescribed, adherence, mean sitting, phase at start.
+
+    A day counts as a done session when the diary says so or the sessions log has an exercise
+    that day. Prescriptions follow the phase in effect each day, so a week that changes phase
+    is prorated. Adherence is capped at 1 (extra sessions do not bank).
+    """
+    grid = _daily_grid(exit_day)
+    grid["phase"] = _phase_on_days(grid, visits)
+    rate = {int(phase): per_week / DAYS_PER_WEEK for phase, per_week in prescribed_per_week.items()}
+    grid["prescribed"] = grid["phase"].map(rate)
+    done_days = pd.concat(
+        [
+            diary.loc[diary[Diary.session_done].fillna(False).astype(bool), [PID_CODE, DAY]],
+            sessions[[PID_CODE, DAY]],
+        ]
+    ).drop_duplicates()
+    grid = grid.merge(done_days.assign(done=1.0), on=[PID_CODE, DAY], how="left")
+    grid = grid.merge(diary[[PID_CODE, DAY, Diary.sitting_hours]], on=[PID_CODE, DAY], how="left")
+    grid["done"] = grid["done"].fillna(0.0)
+    grid[WEEK] = grid[DAY] // DAYS_PER_WEEK
+    weekly = grid.groupby([PID_CODE, WEEK], sort=True).agg(
+        sessions_done=("done", "sum"),
+        sessions_prescribed=("prescribed", "sum"),
+        weekly_sitting_hours=(Diary.sitting_hours, "mean"),
+        phase=("phase", "first"),
+        diary_days=(Diary.sitting_hours, "size"),
+    )
+    weekly["weekly_adherence"] = (weekly["sessions_done"] / weekly["sessions_prescribed"]).clip(
+        upper=1.0
+    )
+    return weekly.reset_index()
+
+
+def _last_contact_day(frames: list[pd.DataFrame], codes: pd.Index) -> pd.Series:
+    days = pd.concat([frame[[PID_CODE, DAY]] for frame in frames])
+    return days.groupby(PID_CODE)[DAY].max().reindex(codes)
+
+
+def derive_recovery(
+    participants: pd.DataFrame,
+    diary: pd.DataFrame,
+    sessions: pd.DataFrame,
+    assessments: pd.DataFrame,
+    params: dict,
+) -> DerivedFrames:
+    """Build the recovery, weekly-interval and weekly-trajectory frames from clean tables."""
+    follow_up = params["follow_up_days"]
+    people = participants.reset_index(drop=True)
+    code_of = pd.Series(people.index, index=people[Participants.participant_id])
+    enrolled = people.set_index(Participants.participant_id)[Participants.enrolled_on]
+
+    def in_window(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.assign(
+            **{
+                PID_CODE: frame[Diary.participant_id].map(code_of),
+                DAY: _days_since_enrolment(frame, enrolled),
+            }
+        )
+        frame = frame[frame[PID_CODE].notna() & frame[DAY].between(0, follow_up)]
+        return frame.astype({PID_CODE: np.int64, DAY: np.int64})
+
+    diary, sessions, visits = in_window(diary), in_window(sessions), in_window(assessments)
+    withdrawn_day = (people[Participants.withdrawn_on] - people[Participants.enrolled_on]).dt.days
+    # Visits after a withdrawal do not count: the participant had left the study.
+    visits = visits[~(visits[DAY] > visits[PID_CODE].map(withdrawn_day))]
+    visits = visits.sort_values([PID_CODE, DAY]).reset_index(drop=True)
+    visits["recovered_here"] = recovery_visits(visits, diary, params["recovery"]).to_numpy()
+
+    first_recovery = visits[visits["recovered_here"]].groupby(PID_CODE)[DAY].min()
+    recovery_day = first_recovery.reindex(people.index)
+    before = visits.merge(
+        recovery_day.rename("recovery_day"), left_on=PID_CODE, right_index=True, how="left"
+    )
+    before = before[before["recovery_day"].isna() | (before[DAY] < before["recovery_day"])]
+    last_negative_visit = before.groupby(PID_CODE)[DAY].max().reindex(people.index)
+
+    recovered = recovery_day.notna() & ~(withdrawn_day < recovery_day)
+    withdrawn = ~recovered & withdrawn_day.notna()
+    last_contact = _last_contact_day([diary, sessions, visits], people.index)
+    lost = (
+        ~recovered
+        & ~withdrawn
+        & (last_contact.fillna(-1) < follow_up - params["lost_after_days_without_contact"])
+    )
+    censor_reason = pd.Series(pd.NA, index=people.index, dtype=object)
+    censor_reason[withdrawn] = CENSOR_WITHDRAWN
+    censor_reason[lost] = CENSOR_LOST
+    censor_reason[~recovered & ~withdrawn & ~lost] = CENSOR_END
+    event_type = censor_reason.where(censor_reason == CENSOR_WITHDRAWN, "censored")
+    event_type[recovered] = EVENT_RECOVERED
+
+    lower = last_negative_visit.fillna(0.0)
+    time = lower.copy()
+    time[recovered] = recovery_day[recovered]
+    time[withdrawn] = withdrawn_day[withdrawn].clip(lower=0)
+    upper = recovery_day.where(recovered)
+
+    exit_day = time.where(recovered | withdrawn, last_contact.fillna(0).clip(upper=follow_up))
+    weekly = weekly_exposures(
+        diary,
+        sessions,
+        visits,
+        time.astype(np.int64),
+        params["adherence"]["prescribed_sessions_per_week"],
+    )
+    totals = weekly.groupby(PID_CODE)[["sessions_done", "sessions_prescribed"]].sum()
+    overall_adherence = (totals["sessions_done"] / totals["sessions_prescribed"]).clip(upper=1.0)
+    overall_adherence = overall_adherence.reindex(people.index)
+    has_activity = pd.Series(
+        people.index.isin(pd.concat([diary[PID_CODE], sessions[PID_CODE]])), index=people.index
+    )
+    overall_adherence = overall_adherence.where(has_activity)
+    in_study_diary = diary[diary[DAY] < diary[PID_CODE].map(exit_day.clip(lower=1))]
+    mean_sitting = (
+        in_study_diary.groupby(PID_CODE)[Diary.sitting_hours].mean().reindex(people.index)
+    )
+
+    adherence_cfg, sitting_cfg = params["adherence"], params["sitting"]
+    recovery = people[[Participants.participant_id, *BASELINE_COLUMNS]].copy()
+    recovery[Recovery.chronic] = (
+        people[Participants.symptom_months] >= params["chronic_after_months"]
+    )
+    recovery[Recovery.recovered] = recovered
+    recovery[Recovery.time_to_recovery_days] = time.astype(float)
+    recovery[Recovery.interval_lower_days] = lower.astype(float)
+    recovery[Recovery.interval_upper_days] = upper.astype(float)
+    recovery[Recovery.censor_reason] = censor_reason
+    recovery[Recovery.event_type] = event_type
+    recovery[Recovery.overall_adherence] = overall_adherence
+    recovery[Recovery.adherence_group] = _band(
+        overall_adherence, adherence_cfg["group_cutoffs"], adherence_cfg["group_labels"]
+    )
+    recovery[Recovery.mean_sitting_hours] = mean_sitting
+    recovery[Recovery.sitting_band] = _band(
+        mean_sitting, sitting_cfg["band_cutoffs"], sitting_cfg["band_labels"]
+    )
+    recovery = Recovery.validate(recovery[column_names(Recovery)])
+
+    intervals = weekly_intervals(weekly, time, recovered, people[Participants.participant_id])
+    trajectories = weekly_trajectories(diary, visits, weekly, recovery)
+    return DerivedFrames(recovery, intervals, trajectories)
+
+
+def weekly_intervals(
+    weekly: pd.DataFrame, exit_time: pd.Series, event: pd.Series, participant_ids: pd.Series
+) -> pd.DataFrame:
+    """Start/stop rows (lifelines' convention): one per week at risk, the event on the last.
+
+    `exit_time` and `event` are indexed by participant code, so a benchmark can pass true
+    recovery days instead of the visit-detected ones.
+    """
+    rows = weekly[[PID_CODE, WEEK, "weekly_adherence", "weekly_sitting_hours", "phase"]].copy()
+    rows["start"] = (rows[WEEK] * DAYS_PER_WEEK).astype(float)
+    rows["stop"] = np.minimum(rows["start"] + DAYS_PER_WEEK, rows[PID_CODE].map(exit_time))
+    rows = rows[rows["stop"] > rows["start"]]
+    last = rows["stop"] == rows[PID_CODE].map(exit_time)
+    rows["event"] = last & rows[PID_CODE].map(event).astype(bool)
+    rows[WeeklyIntervals.participant_id] = rows[PID_CODE].map(participant_ids)
+    return WeeklyIntervals.validate(rows[column_names(WeeklyIntervals)].reset_index(drop=True))
+
+
+def weekly_trajectories(
+    diary: pd.DataFrame,
+    visits: pd.DataFrame,
+    weekly: pd.DataFrame,
+    recovery: pd.DataFrame,
+) -> pd.DataFrame:
+    """Participant x week: mean pain per site, strength at visits that week, exposures.
+
+    Pain and strength follow every week with data up to the end of follow-up; exposures stop
+    at each person's event or censoring time.
+    """
+    diary = diary.assign(**{WEEK: diary[DAY] // DAYS_PER_WEEK})
+    pain = diary.groupby([PID_CODE, WEEK])[list(PAIN_SITES)].mean()
+    visits = visits.assign(**{WEEK: visits[DAY] // DAYS_PER_WEEK})
+    strength = visits.groupby([PID_CODE, WEEK])[Assessments.hip_abduction_n].mean()
+    exposures = weekly.set_index([PID_CODE, WEEK])[["weekly_adherence", "weekly_sitting_hours"]]
+    frame = pain.join(strength, how="outer").join(exposures, how="outer").reset_index()
+    frame[WeeklyTrajectories.participant_id] = frame[PID_CODE].map(
+        recovery[Recovery.participant_id]
+    )
+    frame[WeeklyTrajectories.adherence_group] = frame[PID_CODE].map(
+        recovery[Recovery.adherence_group]
+    )
+    return WeeklyTrajectories.validate(
+        frame[column_names(WeeklyTrajectories)]
+        .sort_values([WeeklyTrajectories.participant_id, WEEK])
+        .reset_index(drop=True)
+    )

@@ -1,0 +1,290 @@
+"""File edges: reading raw exports (CSV, XLSX, parquet, REDCap via a mapping) and atomic writes.
+
+Everything a reader returns is text (so cleaning sees exactly what the file says) plus a
+`source_row` column: the row as a spreadsheet shows it, header = row 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow
+import yaml
+
+from analysis.clean import SOURCE_ROW, TABLE_ORDER, column_specs
+from analysis.errors import DataError, ParameterError
+from analysis.schema import CANONICAL_TABLES, Participants
+
+RAW_SUFFIXES = (".csv", ".parquet", ".xlsx")
+# Units a mapping file may declare for a column, and the suffix the cleaner converts from.
+DECLARABLE_UNITS = {
+    "minutes": "min",
+    "hours": "h",
+    "lb": "lb",
+    "kg": "kg",
+    "kgf": "kgf",
+    "lbf": "lbf",
+    "newtons": "n",
+}
+
+
+# --- parameters and mapping -------------------------------------------------------------------
+
+
+def read_yaml(path: Path, what: str) -> dict:
+    """A YAML mapping file, or a one-line error naming it."""
+    if not path.is_file():
+        raise ParameterError(f"{what} file not found: {path}")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        row = mark.line + 1 if mark else None
+        raise DataError(
+            f"not valid YAML ({getattr(error, 'problem', error)})", file=str(path), row=row
+        ) from None
+    if not isinstance(content, dict):
+        raise DataError("expected a mapping of keys to values", file=str(path))
+    return content
+
+
+@dataclass
+class TableSource:
+    """Where one canonical table comes from: a file, and how its columns map to ours."""
+
+    path: Path
+    columns: dict[str, str] = field(default_factory=dict)  # canonical -> source column
+    units: dict[str, str] = field(default_factory=dict)  # canonical column -> declared unit
+    sheet: str | int | None = None
+
+
+def table_sources(raw_dir: Path, mapping: dict | None) -> dict[str, TableSource]:
+    """Each table's source: from the mapping file, else `<table>.csv|parquet|xlsx` in raw_dir."""
+    if not raw_dir.is_dir():
+        raise DataError(
+            "raw data folder not found",
+            file=str(raw_dir),
+            hint="pass --raw with the folder holding the study export",
+        )
+    declared = (mapping or {}).get("tables", {})
+    sources = {}
+    for table in TABLE_ORDER:
+        spec = declared.get(table)
+        if spec:
+            sources[table] = TableSource(
+                raw_dir / spec["file"],
+                spec.get("columns", {}),
+                spec.get("units", {}),
+                spec.get("sheet"),
+            )
+            continue
+        candidates = [raw_dir / f"{table}{suffix}" for suffix in RAW_SUFFIXES]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            raise DataError(
+                f"no {table} table found",
+                file=str(candidates[0]),
+                hint="name it so, or describe the export in a --mapping file",
+            )
+        sources[table] = TableSource(found)
+    return sources
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+
+def _first_malformed_row(path: Path) -> tuple[int | None, str]:
+    """Locate the first row whose field count differs from the header (for the error message)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, strict=True)
+            header = next(reader)
+            for record in reader:
+                if len(record) != len(header):
+                    return (
+                        reader.line_num,
+                        f"{len(record)} fields where the header has {len(header)}",
+                    )
+    except csv.Error as error:
+        return reader.line_num, str(error)
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    return None, "unreadable CSV"
+
+
+def read_csv_text(path: Path) -> pd.DataFrame:
+    """A CSV as text cells; malformed files raise DataError naming the row."""
+    with path.open("rb") as handle:
+        head = handle.read(65536)
+    if not head.strip():
+        raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
+    if b"\x00" in head:
+        raise DataError("this is not a text CSV (binary content)", file=str(path))
+    try:
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, na_filter=False, engine="pyarrow"
+        )
+    except (pyarrow.ArrowInvalid, UnicodeDecodeError, ValueError) as error:
+        row, problem = _first_malformed_row(path)
+        raise DataError(
+            f"malformed CSV: {problem or error}",
+            file=str(path),
+            row=row,
+            hint="the file may be truncated; re-export it",
+        ) from None
+    return frame.fillna("")
+
+
+def _text_cell(value) -> str:
+    """One spreadsheet/parquet cell as the text a CSV export would hold."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT:
+        return ""
+    if isinstance(value, datetime.date):
+        stamp = pd.Timestamp(value)
+        return stamp.strftime("%Y-%m-%d") if stamp == stamp.normalize() else stamp.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _frame_as_text(frame: pd.DataFrame) -> pd.DataFrame:
+    text = pd.DataFrame(index=frame.index)
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_datetime64_any_dtype(column):
+            text[str(name)] = column.dt.strftime("%Y-%m-%d").fillna("")
+        else:
+            text[str(name)] = column.map(_text_cell).astype(object)
+    return text
+
+
+def read_table_file(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
+    """Read a CSV, XLSX or parquet file as text cells with `source_row`."""
+    if not path.is_file():
+        raise DataError("file not found", file=str(path))
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            frame = read_csv_text(path)
+        elif suffix == ".parquet":
+            frame = _frame_as_text(pd.read_parquet(path))
+        elif suffix in (".xlsx", ".xlsm"):
+            frame = _frame_as_text(pd.read_excel(path, sheet_name=sheet or 0, dtype=object))
+        else:
+            raise DataError(
+                f"unsupported file type {suffix!r}", file=str(path), hint="use CSV, XLSX or parquet"
+            )
+    except DataError:
+        raise
+    except Exception as error:  # noqa: BLE001 - any reader failure becomes one clear line
+        raise DataError(
+            f"cannot read the file ({type(error).__name__}: {error})", file=str(path)
+        ) from None
+    frame = frame.reset_index(drop=True)
+    frame[SOURCE_ROW] = frame.index + 2
+    return frame
+
+
+def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) -> pd.DataFrame:
+    """Rename mapped columns to canonical names, tag declared units, check required columns."""
+    renamed = frame.rename(columns={src: dst for dst, src in source.columns.items()})
+    for spec in column_specs(CANONICAL_TABLES[table]):
+        if spec.name not in renamed.columns:
+            if spec.required:
+                raise DataError(
+                    f"required column {spec.name!r} is missing",
+                    file=str(source.path),
+                    row=1,
+                    column=spec.name,
+                    hint="rename it, or map it in a --mapping file",
+                )
+            renamed[spec.name] = ""
+    for column, unit in source.units.items():
+        if unit not in DECLARABLE_UNITS:
+            raise ParameterError(
+                f"unknown unit {unit!r} for {column}; use one of {sorted(DECLARABLE_UNITS)}"
+            )
+        values = renamed[column]
+        bare = (values.str.strip() != "") & ~values.str.contains("[a-zA-Z]", regex=True)
+        renamed.loc[bare, column] = values[bare] + " " + DECLARABLE_UNITS[unit]
+    return renamed
+
+
+def read_raw_study(raw_dir: Path, mapping_path: Path | None = None):
+    """All four raw tables as text frames, and the file each came from."""
+    mapping = read_yaml(mapping_path, "mapping") if mapping_path else None
+    if mapping and "redcap" in mapping:
+        return read_redcap_study(raw_dir, mapping["redcap"])
+    tables, files = {}, {}
+    for table, source in table_sources(raw_dir, mapping).items():
+        frame = read_table_file(source.path, source.sheet)
+        tables[table] = canonical_raw_table(table, frame, source)
+        files[table] = source.path.name
+    return tables, files
+
+
+def read_redcap_study(raw_dir: Path, spec: dict):
+    """Raw tables from a REDCap export: instruments mapped onto the canonical tables."""
+    from analysis.redcap import read_redcap
+
+    export = read_redcap(
+        raw_dir / spec["data"],
+        raw_dir / spec["dictionary"],
+        raw_dir / spec["event_mapping"] if spec.get("event_mapping") else None,
+    )
+    tables, files = {}, {}
+    for table in TABLE_ORDER:
+        target = spec["tables"][table]
+        instrument = export.instruments[target["instrument"]]
+        columns = {
+            export.record_id: Participants.participant_id,
+            **{src: dst for dst, src in target.get("columns", {}).items()},
+        }
+        frame = _frame_as_text(instrument.drop(columns=[SOURCE_ROW], errors="ignore"))
+        frame[SOURCE_ROW] = (
+            instrument[SOURCE_ROW].to_numpy() if SOURCE_ROW in instrument else (frame.index + 2)
+        )
+        source = TableSource(raw_dir / spec["data"], {}, target.get("units", {}))
+        tables[table] = canonical_raw_table(table, frame.rename(columns=columns), source)
+        files[table] = spec["data"]
+    return tables, files
+
+
+# --- atomic writers ---------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
+
+
+def write_text(text: str, path: Path) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_json(content, path: Path) -> None:
+    write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n", path)

@@ -1,0 +1,217 @@
+"""Outcome derivation on tiny hand-made cohorts whose every value is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.derive import derive_recovery
+from analysis.schema import (
+    CENSOR_END,
+    CENSOR_LOST,
+    CENSOR_WITHDRAWN,
+    EVENT_RECOVERED,
+    Assessments,
+    Diary,
+    Participants,
+    Recovery,
+    Sessions,
+    column_names,
+)
+
+ENROLLED = pd.Timestamp("2025-01-06")  # a Monday, so week 0 is days 0-6
+
+
+def person(pid: str, **overrides) -> dict:
+    row = {
+        Participants.participant_id: pid,
+        Participants.site: "site_A",
+        Participants.enrolled_on: ENROLLED,
+        Participants.age_years: 40.0,
+        Participants.sex: "female",
+        Participants.bmi: 24.0,
+        Participants.severity: "mild",
+        Participants.symptom_months: 2.0,
+        Participants.underlying_condition: "none",
+        Participants.baseline_sitting_hours: 8.0,
+        Participants.withdrawn_on: pd.NaT,
+        Participants.withdrawal_reason: None,
+    }
+    return row | overrides
+
+
+def diary_days(pid: str, days: range, pain: float, sitting: float = 8.0, done=True) -> list[dict]:
+    return [
+        {
+            Diary.participant_id: pid,
+            Diary.date: ENROLLED + pd.Timedelta(days=day),
+            Diary.sitting_hours: sitting,
+            Diary.sitting_breaks: 3.0,
+            Diary.pain_low_back: pain,
+            Diary.pain_hip: pain,
+            Diary.pain_knee: pain,
+            Diary.session_done: done(day) if callable(done) else done,
+        }
+        for day in days
+    ]
+
+
+def visit(pid: str, day: int, phase: int, recovered: bool, strength: float = 100.0) -> dict:
+    return {
+        Assessments.participant_id: pid,
+        Assessments.date: ENROLLED + pd.Timedelta(days=day),
+        Assessments.activation_score: 5.0,
+        Assessments.hip_abduction_n: strength,
+        Assessments.single_leg_balance_s: 20.0,
+        Assessments.trendelenburg_positive: False,
+        Assessments.phase_assigned: phase,
+        Assessments.clinician_recovered: recovered,
+    }
+
+
+def frame(rows: list[dict], model) -> pd.DataFrame:
+    columns = column_names(model)
+    out = pd.DataFrame(rows, columns=columns)
+    return model.validate(out) if rows else out
+
+
+@pytest.fixture
+def cohort(params):
+    """P1 recovers at visit 3; P2 withdraws before any visit; P3 has no diary; P4 misses visit
+    2 and recovers at visit 3 (day 42); P5 is followed to the end without recovering; P6 stops
+    all contact after day 30 (lost)."""
+    participants = [
+        person("P1"),
+        person("P2", withdrawn_on=ENROLLED + pd.Timedelta(days=10), withdrawal_reason="moved"),
+        person("P3"),
+        person("P4", severity="severe"),
+        person("P5", symptom_months=12.0),
+        person("P6"),
+    ]
+    diary = (
+        diary_days("P1", range(0, 28), pain=5.0, sitting=10.0)
+        + diary_days("P1", range(28, 43), pain=1.0, sitting=6.0)
+        + diary_days("P2", range(0, 10), pain=6.0, done=False)
+        + diary_days("P4", range(0, 42), pain=1.0, done=lambda day: day % 2 == 0)
+        + diary_days("P5", range(0, 281), pain=4.0)
+        + diary_days("P6", range(0, 31), pain=4.0)
+    )
+    visits = [
+        visit("P1", 14, 1, False),
+        visit("P1", 28, 2, False),
+        visit("P1", 42, 3, True),
+        visit("P3", 14, 3, True),
+        visit("P4", 14, 2, False),
+        visit("P4", 42, 3, True),
+        *[visit("P5", day, 3, False) for day in range(14, 281, 14)],
+        visit("P6", 14, 1, False),
+        visit("P6", 28, 1, False),
+    ]
+    sessions = [
+        {
+            Sessions.participant_id: "P3",
+            Sessions.date: ENROLLED + pd.Timedelta(days=3),
+            Sessions.phase: 1,
+            Sessions.exercise: "glute_bridge",
+            Sessions.sets: 3.0,
+            Sessions.reps: 15.0,
+            Sessions.load_kg: np.nan,
+            Sessions.form_quality: 3.0,
+        },
+    ]
+    return derive_recovery(
+        frame(participants, Participants),
+        frame(diary, Diary),
+        frame(sessions, Sessions),
+        frame(visits, Assessments),
+        params["derive"],
+    )
+
+
+def row(frames, pid: str) -> pd.Series:
+    recovery = frames.recovery
+    return recovery.set_index(Recovery.participant_id).loc[pid]
+
+
+def test_recovery_at_third_visit_keeps_both_interval_bounds(cohort):
+    p1 = row(cohort, "P1")
+    assert p1[Recovery.recovered]
+    assert p1[Recovery.event_type] == EVENT_RECOVERED
+    assert p1[Recovery.time_to_recovery_days] == 42
+    assert p1[Recovery.interval_lower_days] == 28
+    assert p1[Recovery.interval_upper_days] == 42
+    assert pd.isna(p1[Recovery.censor_reason])
+
+
+def test_withdrawal_before_first_visit_is_a_competing_event_at_its_day(cohort):
+    p2 = row(cohort, "P2")
+    assert not p2[Recovery.recovered]
+    assert p2[Recovery.censor_reason] == CENSOR_WITHDRAWN
+    assert p2[Recovery.event_type] == CENSOR_WITHDRAWN
+    assert p2[Recovery.time_to_recovery_days] == 10
+    assert p2[Recovery.interval_lower_days] == 0
+    assert pd.isna(p2[Recovery.interval_upper_days])
+    assert p2[Recovery.overall_adherence] == 0
+    assert p2[Recovery.adherence_group] == "low"
+
+
+def test_no_diary_means_recovery_cannot_be_shown(cohort):
+    """Pain must be shown to be low: with no diary the definition never holds."""
+    p3 = row(cohort, "P3")
+    assert not p3[Recovery.recovered]
+    assert p3[Recovery.censor_reason] == CENSOR_LOST
+    assert p3[Recovery.time_to_recovery_days] == 14
+    assert pd.isna(p3[Recovery.mean_sitting_hours])
+
+
+def test_missed_visit_widens_the_interval(cohort):
+    p4 = row(cohort, "P4")
+    assert p4[Recovery.recovered]
+    assert (p4[Recovery.interval_lower_days], p4[Recovery.interval_upper_days]) == (14, 42)
+    # Sessions on even days: phase 1 (daily) for days 0-13 -> 7/14; phase 2 (3/week) for days
+    # 14-41, 14 sessions against 12 prescribed, capped per week at 1.
+    weekly = cohort.weekly_intervals.query("participant_id == 'P4'")
+    assert weekly["weekly_adherence"].round(6).tolist() == [
+        round(4 / 7, 6),
+        round(3 / 7, 6),
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ]
+    assert weekly["phase"].tolist() == [1, 1, 2, 2, 2, 2]
+
+
+def test_end_of_follow_up_and_loss(cohort, params):
+    p5, p6 = row(cohort, "P5"), row(cohort, "P6")
+    assert p5[Recovery.censor_reason] == CENSOR_END
+    assert p5[Recovery.time_to_recovery_days] == params["derive"]["follow_up_days"]
+    assert p5[Recovery.chronic]
+    assert p6[Recovery.censor_reason] == CENSOR_LOST
+    assert p6[Recovery.time_to_recovery_days] == 28
+
+
+def test_weekly_intervals_follow_lifelines_start_stop_convention(cohort):
+    p1 = cohort.weekly_intervals.query("participant_id == 'P1'")
+    assert p1["start"].tolist() == [0, 7, 14, 21, 28, 35]
+    assert p1["stop"].tolist() == [7, 14, 21, 28, 35, 42]
+    assert p1["event"].tolist() == [False] * 5 + [True]
+    assert p1["weekly_sitting_hours"].tolist() == [10.0] * 4 + [6.0] * 2
+    assert p1["weekly_adherence"].tolist() == [1.0] * 6
+    assert not cohort.weekly_intervals.query("participant_id == 'P2'")["event"].any()
+
+
+def test_weekly_trajectories_hold_pain_and_strength(cohort):
+    p1 = cohort.weekly_trajectories.query("participant_id == 'P1'").set_index("week")
+    assert p1.loc[0, "pain_hip"] == 5.0
+    assert p1.loc[5, "pain_hip"] == 1.0
+    assert p1.loc[2, "hip_abduction_n"] == 100.0
+    assert (p1["adherence_group"] == "high").all()
+
+
+def test_one_row_per_participant_and_no_calendar_dates(cohort):
+    recovery = cohort.recovery
+    assert recovery[Recovery.participant_id].tolist() == ["P1", "P2", "P3", "P4", "P5", "P6"]
+    for derived in (cohort.recovery, cohort.weekly_intervals, cohort.weekly_trajectories):
+        assert not any(pd.api.types.is_datetime64_any_dtype(t) for t in derived.dtypes)
