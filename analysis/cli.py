@@ -1,0 +1,286 @@
+"""The `ga-rehab` command: one sub-command per pipeline stage, `run` for all of them.
+
+Only this module (and the readers/writers it calls in `analysis.io`) touches files; every path
+comes from an option.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from analysis import io
+from analysis.errors import GaRehabError
+from analysis.schema import CANONICAL_TABLES, Recovery
+
+app = typer.Typer(
+    help="Clean, derive, model and report a gluteal-amnesia rehabilitation cohort study.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+_state = {"debug": False}
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="The study's params.yaml (every tunable lives there).")
+]
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+@app.callback()
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    """Each stage reads the previous stage's folder and writes only its own."""
+    _state["debug"] = debug
+
+
+def one_line_errors(command: Callable) -> Callable:
+    """Print the toolkit's errors as one line and exit non-zero; tracebacks only with --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except GaRehabError as error:
+            if _state["debug"]:
+                raise
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            sys.exit(1)
+        except (KeyboardInterrupt, typer.Exit):
+            raise
+        except Exception as error:  # noqa: BLE001 - an unexpected failure still gets one line
+            if _state["debug"]:
+                raise
+            console.print(
+                f"[bold red]unexpected error:[/] {type(error).__name__}: {error} "
+                "(run with --debug for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(2)
+
+    return wrapper
+
+
+def stage_progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def load_params(path: Path, stage: str) -> dict:
+    return io.read_yaml(path, "params")[stage]
+
+
+# --- simulate ---------------------------------------------------------------------------------
+
+
+def run_simulate(
+    out: Path,
+    participants: int,
+    seed: int,
+    mess_rate: float,
+    follow_up_weeks: int,
+    output_format: str,
+) -> None:
+    from analysis.simulate import simulate_study, to_redcap
+
+    study = simulate_study(
+        participants=participants, seed=seed, mess_rate=mess_rate, follow_up_weeks=follow_up_weeks
+    )
+    if output_format == "redcap":
+        data, dictionary = to_redcap(study)
+        io.write_csv(data, out / "redcap_data.csv")
+        io.write_csv(dictionary, out / "redcap_dictionary.csv")
+    else:
+        for table, frame in study.tables.items():
+            io.write_csv(frame, out / f"{table}.csv")
+    io.write_json(study.truth, out / "truth.json")
+    io.write_csv(study.injected_defects, out / "injected_defects.csv")
+
+
+@app.command()
+@one_line_errors
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder to write the raw study into.")],
+    participants: Annotated[int, typer.Option(min=1, help="Number of participants.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 20261125,
+    mess_rate: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="Share of rows given a recorded defect.")
+    ] = 0.0,
+    follow_up_weeks: Annotated[int, typer.Option(min=8, help="Weeks of follow-up.")] = 40,
+    output_format: Annotated[
+        str, typer.Option("--format", help="csv (four tables) or redcap (one flat export).")
+    ] = "csv",
+) -> None:
+    """Write a synthetic study with known truth (truth.json, injected_defects.csv)."""
+    if output_format not in ("csv", "redcap"):
+        raise typer.BadParameter("--format must be csv or redcap")
+    with stage_progress() as progress:
+        progress.add_task(f"simulating {participants} participants", total=None)
+        run_simulate(out, participants, seed, mess_rate, follow_up_weeks, output_format)
+    console.print(f"wrote a study of {participants} participants to {out}")
+
+
+# --- clean ------------------------------------------------------------------------------------
+
+
+def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict) -> dict:
+    from analysis.clean import clean_study, cleaning_report_markdown
+
+    tables, files = io.read_raw_study(raw, mapping)
+    as_of = date.fromisoformat(str(params["as_of"])) if params.get("as_of") else date.today()
+    result = clean_study(tables, files, params, as_of)
+    # Everything is computed before the first write, so a failure leaves no partial outputs.
+    for table, frame in result.tables.items():
+        io.write_parquet(frame, out / f"{table}.parquet")
+    io.write_parquet(result.quarantine, out / "quarantine.parquet")
+    io.write_json(result.report, out / "cleaning_report.json")
+    io.write_text(cleaning_report_markdown(result.report), out / "cleaning_report.md")
+    return result.report
+
+
+def print_cleaning_summary(report: dict) -> None:
+    table = Table(title="Cleaning", title_justify="left")
+    for heading in ("table", "input rows", "kept", "quarantined", "merged duplicates", "fixes"):
+        table.add_column(heading, justify="left" if heading == "table" else "right")
+    for name, counts in report["tables"].items():
+        table.add_row(
+            name,
+            str(counts["input_rows"]),
+            str(counts["kept"]),
+            str(counts["quarantined"]),
+            str(counts["merged_duplicates"]),
+            str(sum(counts["fixes_by_rule"].values())),
+        )
+    Console().print(table)
+
+
+@app.command()
+@one_line_errors
+def clean(
+    raw: Annotated[Path, typer.Option(help="Folder with the raw export.")],
+    out: Annotated[Path, typer.Option(help="Folder for clean tables and the quarantine.")],
+    mapping: Annotated[
+        Path | None, typer.Option(help="Mapping file for other file/column names, units, REDCap.")
+    ] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Validate and normalise the four tables; every rejected row goes to quarantine."""
+    with stage_progress() as progress:
+        progress.add_task("cleaning", total=None)
+        report = run_clean(raw, out, mapping, load_params(params, "clean"))
+    print_cleaning_summary(report)
+
+
+# --- derive -----------------------------------------------------------------------------------
+
+
+def read_clean_tables(folder: Path) -> dict[str, pd.DataFrame]:
+    tables = {}
+    for table in CANONICAL_TABLES:
+        path = folder / f"{table}.parquet"
+        if not path.is_file():
+            raise GaRehabError(f"{path} not found: run `ga-rehab clean` first")
+        tables[table] = pd.read_parquet(path)
+    return tables
+
+
+def run_derive(clean_dir: Path, out: Path, params: dict):
+    from analysis.derive import derive_recovery
+
+    tables = read_clean_tables(clean_dir)
+    frames = derive_recovery(
+        tables["participants"], tables["diary"], tables["sessions"], tables["assessments"], params
+    )
+    io.write_parquet(frames.recovery, out / "recovery.parquet")
+    io.write_parquet(frames.weekly_intervals, out / "weekly_intervals.parquet")
+    io.write_parquet(frames.weekly_trajectories, out / "weekly_trajectories.parquet")
+    return frames
+
+
+def print_cohort_summary(recovery: pd.DataFrame) -> None:
+    table = Table(title="Cohort", title_justify="left")
+    for heading in ("adherence group", "n", "recovered", "withdrawn", "median days (observed)"):
+        table.add_column(heading, justify="left" if heading == "adherence group" else "right")
+    grouped = recovery.groupby(recovery[Recovery.adherence_group].fillna("unknown"))
+    for group, rows in grouped:
+        recovered = rows[rows[Recovery.recovered]]
+        table.add_row(
+            str(group),
+            str(len(rows)),
+            str(len(recovered)),
+            str(int((rows[Recovery.event_type] == "withdrawn").sum())),
+            f"{recovered[Recovery.time_to_recovery_days].median():.0f}" if len(recovered) else "-",
+        )
+    Console().print(table)
+
+
+@app.command()
+@one_line_errors
+def derive(
+    clean_dir: Annotated[Path, typer.Option("--clean", help="Folder written by `ga-rehab clean`.")],
+    out: Annotated[Path, typer.Option(help="Folder for the analysis frames.")],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Recovery, censoring, exposures and weekly frames, by the definitions in params.yaml."""
+    with stage_progress() as progress:
+        progress.add_task("deriving outcomes", total=None)
+        frames = run_derive(clean_dir, out, load_params(params, "derive"))
+    print_cohort_summary(frames.recovery)
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+@app.command()
+@one_line_errors
+def run(
+    raw: Annotated[
+        Path | None,
+        typer.Option(help="Your study export; without it the built-in synthetic study is used."),
+    ] = None,
+    data: Annotated[Path, typer.Option(help="Data folder (raw/, interim/, processed/).")] = Path(
+        "data"
+    ),
+    mapping: Annotated[Path | None, typer.Option(help="Mapping file for --raw.")] = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """The whole pipeline: (simulate ->) clean -> derive, with a summary."""
+    settings = io.read_yaml(params, "params")
+    with stage_progress() as progress:
+        if raw is None:
+            raw = data / "raw"
+            sim = settings["simulate"]
+            progress.add_task(f"simulating {sim['participants']} participants", total=None)
+            run_simulate(
+                raw,
+                sim["participants"],
+                sim["seed"],
+                sim["mess_rate"],
+                sim["follow_up_weeks"],
+                "csv",
+            )
+        progress.add_task("cleaning", total=None)
+        report = run_clean(raw, data / "interim", mapping, settings["clean"])
+        progress.add_task("deriving outcomes", total=None)
+        frames = run_derive(data / "interim", data / "processed", settings["derive"])
+    print_cleaning_summary(report)
+    print_cohort_summary(frames.recovery)

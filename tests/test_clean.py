@@ -1,0 +1,295 @@
+"""Cleaning rules on small hand-made tables: every fix counted, every rejection quarantined."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from analysis.clean import SOURCE_ROW, clean_study, clean_table, match_exercise_names
+from analysis.errors import DataError
+from analysis.schema import (
+    CANONICAL_TABLES,
+    EXERCISE_PHASE,
+    Diary,
+    Participants,
+    Quarantine,
+    Sessions,
+    column_names,
+)
+
+AS_OF = date(2026, 11, 25)
+FILES = {table: f"{table}.csv" for table in CANONICAL_TABLES}
+
+
+def raw(table: str, rows: list[dict]) -> pd.DataFrame:
+    """A raw table as a reader returns it: text cells plus the spreadsheet row."""
+    frame = pd.DataFrame(rows, columns=column_names(CANONICAL_TABLES[table])).fillna("")
+    frame[SOURCE_ROW] = range(2, len(frame) + 2)
+    return frame
+
+
+def participant(pid="P001", **overrides) -> dict:
+    row = dict(
+        participant_id=pid,
+        site="site_A",
+        enrolled_on="2025-01-06",
+        age_years="40",
+        sex="female",
+        bmi="24.5",
+        severity="mild",
+        symptom_months="3",
+        underlying_condition="none",
+        baseline_sitting_hours="8",
+        withdrawn_on="",
+        withdrawal_reason="",
+    )
+    return row | overrides
+
+
+def diary(pid="P001", day="2025-01-07", **overrides) -> dict:
+    row = dict(
+        participant_id=pid,
+        date=day,
+        sitting_hours="8.5",
+        sitting_breaks="3",
+        pain_low_back="4",
+        pain_hip="3",
+        pain_knee="1",
+        session_done="true",
+    )
+    return row | overrides
+
+
+def session(pid="P001", day="2025-01-07", exercise="glute_bridge", **overrides) -> dict:
+    row = dict(
+        participant_id=pid,
+        date=day,
+        phase="1",
+        exercise=exercise,
+        sets="3",
+        reps="15",
+        load_kg="",
+        form_quality="3",
+    )
+    return row | overrides
+
+
+def visit(pid="P001", day="2025-01-20", **overrides) -> dict:
+    row = dict(
+        participant_id=pid,
+        date=day,
+        activation_score="4.5",
+        hip_abduction_n="120.5",
+        single_leg_balance_s="12",
+        trendelenburg_positive="true",
+        phase_assigned="1",
+        clinician_recovered="false",
+    )
+    return row | overrides
+
+
+def clean_all(params, participants=None, diaries=(), sessions=(), visits=()):
+    tables = {
+        "participants": raw("participants", participants or [participant()]),
+        "diary": raw("diary", list(diaries)),
+        "sessions": raw("sessions", list(sessions)),
+        "assessments": raw("assessments", list(visits)),
+    }
+    return clean_study(tables, FILES, params["clean"], AS_OF)
+
+
+def assert_balanced(report: dict) -> None:
+    for counts in report["tables"].values():
+        assert counts["input_rows"] == (
+            counts["kept"] + counts["quarantined"] + counts["merged_duplicates"]
+        )
+
+
+def test_clean_rows_pass_unchanged(params):
+    result = clean_all(params, diaries=[diary()], sessions=[session()], visits=[visit()])
+    assert result.quarantine.empty
+    kept = result.tables["diary"].iloc[0]
+    assert kept[Diary.sitting_hours] == 8.5 and bool(kept[Diary.session_done]) is True
+    assert all(not counts["fixes_by_rule"] for counts in result.report["tables"].values())
+
+
+def test_units_formats_flags_case_and_whitespace_are_fixed_and_counted(params):
+    result = clean_all(
+        params,
+        participants=[
+            participant(
+                " p001 ",
+                severity="Mild ",
+                underlying_condition=" Disc",
+                enrolled_on="06/01/2025",
+                baseline_sitting_hours="480",
+            )
+        ],
+        diaries=[
+            diary("P001", "07/01/2025", sitting_hours="420 min", session_done="Y"),
+            diary("p001", "2025/01/08", sitting_hours="540", session_done="0"),
+            diary("P001", "9 Jan 2025", sitting_hours="6,5", session_done="TRUE"),
+        ],
+        sessions=[
+            session(exercise="Glute Bridge", load_kg="22 lb"),
+            session(exercise="hip thrust (weighted)", phase="2.0"),
+        ],
+    )
+    assert result.quarantine.empty
+    people = result.tables["participants"].iloc[0]
+    assert people[Participants.participant_id] == "P001"
+    assert people[Participants.severity] == "mild"
+    assert people[Participants.underlying_condition] == "disc"
+    assert people[Participants.enrolled_on] == pd.Timestamp("2025-01-06")
+    assert people[Participants.baseline_sitting_hours] == 8.0
+    days = result.tables["diary"].sort_values(Diary.date)
+    assert days[Diary.sitting_hours].tolist() == [7.0, 9.0, 6.5]
+    assert days[Diary.session_done].tolist() == [True, False, True]
+    exercises = result.tables["sessions"]
+    assert exercises[Sessions.exercise].tolist() == ["glute_bridge", "weighted_hip_thrust"]
+    assert exercises[Sessions.load_kg].iloc[0] == pytest.approx(22 * 0.45359237)
+    fixes = result.report["tables"]["diary"]["fixes_by_rule"]
+    assert fixes == {
+        "date_format": 3,
+        "decimal_comma": 1,
+        "flag_spelling": 3,
+        "normalise_id_case": 1,
+        "sitting_minutes_to_hours": 1,
+        "unit_min_to_canonical": 1,
+    }
+    assert result.report["tables"]["sessions"]["fixes_by_rule"]["unit_lb_to_canonical"] == 1
+
+
+def test_out_of_range_values_are_quarantined_and_the_row_kept(params):
+    result = clean_all(params, diaries=[diary(pain_hip="11", sitting_hours="30")])
+    kept = result.tables["diary"].iloc[0]
+    assert pd.isna(kept[Diary.pain_hip]) and pd.isna(kept[Diary.sitting_hours])
+    assert kept[Diary.pain_low_back] == 4
+    entries = result.quarantine.sort_values(Quarantine.column)
+    assert entries[Quarantine.column].tolist() == ["pain_hip", "sitting_hours"]
+    assert entries[Quarantine.value].tolist() == ["11", "30"]
+    assert set(entries[Quarantine.scope]) == {"value"}
+    assert set(entries[Quarantine.source_row]) == {2}
+
+
+@pytest.mark.parametrize(
+    ("row", "rule"),
+    [
+        (diary("P999"), "unknown_participant"),
+        (diary(""), "missing_required"),
+        (diary(day=""), "missing_required"),
+        (diary(day="2025-01-01"), "date_before_enrolment"),
+        (diary(day="2032-03-01"), "future_date"),
+        (diary(day="31/31/2025"), "unparseable_date"),
+    ],
+)
+def test_rows_that_cannot_be_placed_go_to_quarantine_with_their_row(params, row, rule):
+    result = clean_all(params, diaries=[diary(day="2025-01-10"), row])
+    assert len(result.tables["diary"]) == 1
+    entry = result.quarantine.iloc[0]
+    assert (entry[Quarantine.rule], entry[Quarantine.source_row], entry[Quarantine.scope]) == (
+        rule,
+        3,
+        "row",
+    )
+    assert entry[Quarantine.source_file] == "diary.csv"
+    assert_balanced(result.report)
+
+
+def test_duplicates_merge_and_conflicts_are_quarantined(params):
+    result = clean_all(
+        params,
+        diaries=[diary(), diary(), diary(day="2025-01-09"), diary(day="2025-01-09", pain_hip="7")],
+    )
+    counts = result.report["tables"]["diary"]
+    assert (counts["kept"], counts["merged_duplicates"], counts["quarantined"]) == (1, 1, 2)
+    assert set(result.quarantine[Quarantine.rule]) == {"conflicting_duplicate"}
+    assert_balanced(result.report)
+
+
+def test_a_quarantined_participant_takes_their_rows_along_with_the_reason(params):
+    result = clean_all(params, participants=[participant(severity="unknown")], diaries=[diary()])
+    rules = result.quarantine.groupby(Quarantine.table)[Quarantine.rule].first().to_dict()
+    assert rules == {"participants": "unknown_category", "diary": "participant_quarantined"}
+
+
+def test_exercise_variants_and_typos_match_the_catalogue(params):
+    names = pd.Series(
+        [
+            "Glute Bridge",
+            "glute-bridges",
+            "clamshell",
+            "Side lying leg lift",
+            "single leg deadlift",
+            "lunges",
+            "glute brdige",
+            "Step Up",
+            "yoga",
+        ]
+    )
+    mapping = match_exercise_names(names, params["clean"]["exercise_name_min_similarity"])
+    assert mapping == {
+        "Glute Bridge": "glute_bridge",
+        "glute-bridges": "glute_bridge",
+        "clamshell": "clam_shell",
+        "Side lying leg lift": "side_lying_leg_lift",
+        "single leg deadlift": "single_leg_deadlift",
+        "lunges": "lunge",
+        "glute brdige": "glute_bridge",
+        "Step Up": "step_up",
+        "yoga": None,
+    }
+    assert all(name in EXERCISE_PHASE for name in mapping.values() if name)
+
+
+def test_cleaning_clean_output_again_changes_nothing(params, tmp_path):
+    from analysis.io import read_table_file
+
+    first = clean_all(
+        params,
+        participants=[participant(enrolled_on="06/01/2025"), participant("P002", bmi="")],
+        diaries=[diary(sitting_hours="420 min"), diary("P002", pain_hip="12")],
+        sessions=[session(exercise="Glute Bridge", load_kg="22 lb")],
+        visits=[visit(trendelenburg_positive="yes")],
+    )
+    again_raw = {}
+    for table, frame in first.tables.items():
+        path = tmp_path / f"{table}.parquet"
+        frame.to_parquet(path)
+        again_raw[table] = read_table_file(path)
+    second = clean_study(again_raw, FILES, params["clean"], AS_OF)
+    assert second.quarantine.empty
+    for table, frame in first.tables.items():
+        pd.testing.assert_frame_equal(second.tables[table], frame)
+        assert not second.report["tables"][table]["fixes_by_rule"]
+
+
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    cells=st.lists(st.fixed_dictionaries({name: TEXT for name in column_names(Diary)}), max_size=6)
+)
+def test_random_diary_text_cleans_without_loss(params, cells):
+    """Whatever text arrives, cleaning either keeps or quarantines every row (never raises)."""
+    try:
+        result = clean_all(params, diaries=cells)
+    except DataError:
+        return
+    assert_balanced(result.report)
+
+
+def test_clean_table_needs_no_participants_for_the_participants_table(params):
+    result = clean_table(
+        "participants",
+        raw("participants", [participant()]),
+        source_file="p.csv",
+        params=params["clean"],
+        as_of=AS_OF,
+    )
+    assert len(result.kept) == 1
