@@ -120,6 +120,15 @@ def _first_malformed_row(path: Path) -> tuple[int | None, str]:
     return None, "unreadable CSV"
 
 
+def _quote_count(path: Path) -> int:
+    """Double quotes in the file: an odd count means a quoted cell never closes (truncation)."""
+    count = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 24):
+            count += chunk.count(b'"')
+    return count
+
+
 def read_csv_text(path: Path) -> pd.DataFrame:
     """A CSV as text cells; malformed files raise DataError naming the row."""
     with path.open("rb") as handle:
@@ -128,6 +137,14 @@ def read_csv_text(path: Path) -> pd.DataFrame:
         raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
     if b"\x00" in head:
         raise DataError("this is not a text CSV (binary content)", file=str(path))
+    if _quote_count(path) % 2:
+        row, problem = _first_malformed_row(path)
+        raise DataError(
+            f"malformed CSV: {problem}",
+            file=str(path),
+            row=row,
+            hint="a quoted cell never closes; the file may be truncated",
+        )
     try:
         frame = pd.read_csv(
             path, dtype=str, keep_default_na=False, na_filter=False, engine="pyarrow"

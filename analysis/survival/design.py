@@ -1,0 +1,37 @@
+"""Covariate design matrices shared by every regression (one dummy-coding convention)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+from analysis.errors import DataError
+
+
+def is_categorical(column: pd.Series) -> bool:
+    """Strings, categories and booleans are coded as factors; numbers are used as they are."""
+    return is_bool_dtype(column) or not is_numeric_dtype(column)
+
+
+def design_matrix(frame: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
+    """Numeric covariates as they are, factors as treatment dummies against the first sorted level.
+
+    Dummy columns are named ``covariate[level]`` (R names them ``covariatelevel``). Rows keep the
+    frame's index so callers can align durations, events and weights.
+    """
+    missing = [name for name in covariates if name not in frame.columns]
+    if missing:
+        raise DataError(f"covariate(s) not in the frame: {', '.join(missing)}", column=missing[0])
+    parts = []
+    for name in covariates:
+        column = frame[name]
+        if not is_categorical(column):
+            parts.append(column.astype(float).rename(name))
+            continue
+        levels = sorted(column.dropna().unique(), key=str)
+        for level in levels[1:]:
+            dummy = (column == level).astype(float).where(column.notna())
+            parts.append(dummy.rename(f"{name}[{level}]"))
+    if not parts:
+        return pd.DataFrame(index=frame.index)
+    return pd.concat(parts, axis=1)

@@ -1,0 +1,403 @@
+"""Kaplan-Meier curves, log-rank tests and restricted mean survival time, as R's survival."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from lifelines import KaplanMeierFitter
+from scipy import stats
+
+from analysis.conventions import CONVENTIONS
+from analysis.errors import DataError
+from analysis.results import TIDY_COLUMNS, ModelResult
+
+SINGLE_GROUP = "all"
+CURVE_COLUMNS = (
+    "group",
+    "time",
+    "n_risk",
+    "n_event",
+    "n_censor",
+    "survival",
+    "std_error",
+    "conf_low",
+    "conf_high",
+)
+MEDIAN_COLUMNS = ("group", "n", "events", "median", "conf_low", "conf_high")
+# survfit compares S(t) with 0.5 to this tolerance, so a curve that is 0.5 up to rounding
+# takes the midpoint rule as R does.
+_HALF_TOLERANCE = np.sqrt(np.finfo(float).eps)
+
+
+def _z_value() -> float:
+    return float(stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2))
+
+
+def _complete_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
+    """The rows with every used column present, and how many were dropped."""
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise DataError(f"column(s) not in the frame: {', '.join(missing)}", column=missing[0])
+    complete = frame.loc[frame[columns].notna().all(axis=1), columns]
+    dropped = len(frame) - len(complete)
+    if len(complete) == 0:
+        raise DataError("no rows with all of the used columns present", column=columns[0])
+    return complete, dropped
+
+
+def _check_survival_columns(frame: pd.DataFrame, duration: str, event: str) -> None:
+    if not set(pd.unique(frame[event].astype(float))) <= {0.0, 1.0}:
+        raise DataError("event must be 0/1 or boolean", column=event)
+    if (frame[duration].astype(float) < 0).any():
+        raise DataError("durations must not be negative", column=duration)
+
+
+def _prepare(
+    frame: pd.DataFrame, duration: str, event: str, others: list[str]
+) -> tuple[pd.DataFrame, int]:
+    used, dropped = _complete_rows(frame, [duration, event, *others])
+    _check_survival_columns(used, duration, event)
+    return used, dropped
+
+
+def _dropped_note(dropped: int, columns: list[str]) -> str:
+    return f"{dropped} row(s) with a missing value in {', '.join(columns)} dropped"
+
+
+def _sorted_levels(values: pd.Series) -> list[Any]:
+    return sorted(pd.unique(values))
+
+
+def _survfit_median(times: np.ndarray, curve: np.ndarray) -> float:
+    """First time the curve is <= 0.5; the midpoint of the flat stretch where it is exactly 0.5."""
+    keep = ~np.isnan(curve) & (curve < 0.5 + _HALF_TOLERANCE)
+    if not keep.any():
+        return np.nan
+    times, curve = times[keep], curve[keep]
+    below = curve < curve[0]
+    if abs(curve[0] - 0.5) < _HALF_TOLERANCE and below.any():
+        return float((times[0] + times[np.argmax(below)]) / 2)
+    return float(times[0])
+
+
+def _kaplan_meier_curve(durations: np.ndarray, events: np.ndarray, label: Any):
+    """One group's lifelines fit and its survfit-style table (every distinct time observed)."""
+    fitter = KaplanMeierFitter(alpha=1 - CONVENTIONS.confidence_level)
+    fitter.fit(durations, event_observed=events, label=str(label))
+    table = fitter.event_table
+    table = table[table["removed"] > 0]
+    n_risk = table["at_risk"].to_numpy(float)
+    n_event = table["observed"].to_numpy(float)
+    survival = fitter.survival_function_at_times(table.index.to_numpy()).to_numpy()
+    # Greenwood variance of the cumulative hazard; infinite once everyone at risk has died.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        greenwood = np.cumsum(n_event / (n_risk * (n_risk - n_event)))
+        log_se = np.sqrt(greenwood)
+        defined = survival > 0
+        z = _z_value()
+        # conf.type = "log" (R's default) rather than lifelines' log(-log) interval.
+        conf_low = np.where(defined, survival * np.exp(-z * log_se), np.nan)
+        conf_high = np.where(defined, np.minimum(survival * np.exp(z * log_se), 1.0), np.nan)
+    curve = pd.DataFrame(
+        {
+            "group": label,
+            "time": table.index.to_numpy(float),
+            "n_risk": n_risk.astype(int),
+            "n_event": n_event.astype(int),
+            "n_censor": table["censored"].to_numpy(int),
+            "survival": survival,
+            "std_error": np.where(defined, survival * log_se, np.nan),
+            "conf_low": conf_low,
+            "conf_high": conf_high,
+        }
+    )
+    return fitter, curve
+
+
+@dataclass(kw_only=True)
+class KaplanMeierResult(ModelResult):
+    """Kaplan-Meier curves per group with survfit's medians and log-scale Greenwood CIs."""
+
+    medians: pd.DataFrame
+    curves: pd.DataFrame
+    durations: dict[Any, np.ndarray] = field(default_factory=dict)
+
+    def survival_at(self, times) -> pd.DataFrame:
+        """Survival with CI at chosen times per group (step function, right-continuous).
+
+        As summary(survfit, times=, extend=TRUE): before the first time S = 1; after a group's
+        last observed time the last value is carried forward although no one is left at risk.
+        """
+        times = np.asarray(times, dtype=float)
+        parts = []
+        for group, curve in self.curves.groupby("group", sort=False):
+            row = np.searchsorted(curve["time"].to_numpy(), times, side="right") - 1
+            values = curve.iloc[np.maximum(row, 0)].reset_index(drop=True)
+            before_first = row < 0
+            part = pd.DataFrame({"group": group, "time": times})
+            part["n_risk"] = self._n_risk(group, times)
+            for name, start in (
+                ("survival", 1.0),
+                ("std_error", 0.0),
+                ("conf_low", 1.0),
+                ("conf_high", 1.0),
+            ):
+                part[name] = np.where(before_first, start, values[name].to_numpy())
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True)
+
+    def at_risk(self, times) -> pd.DataFrame:
+        """Numbers at risk (still followed, time >= t) per group at chosen times: a risk table."""
+        times = np.asarray(times, dtype=float)
+        return pd.concat(
+            [
+                pd.DataFrame({"group": group, "time": times, "n_risk": self._n_risk(group, times)})
+                for group in self.durations
+            ],
+            ignore_index=True,
+        )
+
+    def _n_risk(self, group: Any, times: np.ndarray) -> np.ndarray:
+        durations = self.durations[group]
+        return len(durations) - np.searchsorted(durations, times, side="left")
+
+    def tidy(self) -> pd.DataFrame:
+        """The medians: one row per group with n, events, median and its CI."""
+        return self.medians.copy()
+
+
+def kaplan_meier(
+    df: pd.DataFrame, duration: str, event: str, group: str | None = None
+) -> KaplanMeierResult:
+    """Kaplan-Meier estimate per group, with medians, CIs and risk tables as R's survfit.
+
+    CIs are conf.type="log" on Greenwood's variance; the median's CI is read off the CI curves,
+    so its upper limit is missing (NaN) when the upper CI curve never reaches 0.5, and the
+    median itself is NaN when the survival curve does not (median not reached).
+    """
+    others = [group] if group is not None else []
+    used, dropped = _prepare(df, duration, event, others)
+    labels = used[group] if group is not None else pd.Series(SINGLE_GROUP, index=used.index)
+    fitted, curves, medians, durations = {}, [], [], {}
+    for level in _sorted_levels(labels):
+        rows = used[labels == level]
+        times = rows[duration].to_numpy(float)
+        events = rows[event].to_numpy(float)
+        fitter, curve = _kaplan_meier_curve(times, events, level)
+        fitted[level] = fitter
+        curves.append(curve)
+        durations[level] = np.sort(times)
+        curve_times = curve["time"].to_numpy()
+        medians.append(
+            {
+                "group": level,
+                "n": len(rows),
+                "events": int(events.sum()),
+                "median": _survfit_median(curve_times, curve["survival"].to_numpy()),
+                "conf_low": _survfit_median(curve_times, curve["conf_low"].to_numpy()),
+                "conf_high": _survfit_median(curve_times, curve["conf_high"].to_numpy()),
+            }
+        )
+    medians_frame = pd.DataFrame(medians, columns=list(MEDIAN_COLUMNS))
+    result = KaplanMeierResult(
+        fitted=fitted,
+        coefficients=medians_frame,
+        medians=medians_frame,
+        curves=pd.concat(curves, ignore_index=True),
+        durations=durations,
+    )
+    if dropped:
+        result.note(_dropped_note(dropped, [duration, event, *others]))
+    return result
+
+
+@dataclass(kw_only=True)
+class LogrankResult(ModelResult):
+    """A (stratified) log-rank test: chi-square statistic and observed/expected per group."""
+
+    statistic: float
+    dof: int
+    p_value: float
+    groups: pd.DataFrame
+
+
+def _logrank_counts(
+    durations: np.ndarray, events: np.ndarray, group_codes: np.ndarray, n_groups: int
+):
+    """Observed, expected and the variance matrix of O - E over one stratum's event times."""
+    event_times = np.unique(durations[events == 1])
+    at_risk = np.zeros((len(event_times), n_groups))
+    died = np.zeros((len(event_times), n_groups))
+    for code in range(n_groups):
+        in_group = group_codes == code
+        times = np.sort(durations[in_group])
+        at_risk[:, code] = len(times) - np.searchsorted(times, event_times, side="left")
+        death_times = durations[in_group & (events == 1)]
+        died[:, code] = np.bincount(
+            np.searchsorted(event_times, death_times), minlength=len(event_times)
+        )
+    total_at_risk = at_risk.sum(axis=1)
+    total_died = died.sum(axis=1)
+    share = at_risk / total_at_risk[:, None]
+    expected = (share * total_died[:, None]).sum(axis=0)
+    # Hypergeometric variance; a time with one subject at risk contributes nothing.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(
+            total_at_risk > 1,
+            total_died * (total_at_risk - total_died) / (total_at_risk - 1),
+            0.0,
+        )
+    variance = np.einsum("t,tg,th->gh", spread, share, -share)
+    variance[np.diag_indices(n_groups)] += (spread[:, None] * share).sum(axis=0)
+    return died.sum(axis=0), expected, variance
+
+
+def logrank_test(
+    df: pd.DataFrame, duration: str, event: str, group: str, strata: str | list[str] | None = None
+) -> LogrankResult:
+    """Log-rank test of equal survival across two or more groups, as R's survdiff (rho = 0).
+
+    With strata, observed - expected and its variance are summed over strata (survdiff with
+    strata()); the expected counts per group are then totals over strata. Written by hand since
+    lifelines' logrank tests have no strata.
+    """
+    strata_columns = [strata] if isinstance(strata, str) else list(strata or [])
+    used, dropped = _prepare(df, duration, event, [group, *strata_columns])
+    levels = _sorted_levels(used[group])
+    if len(levels) < 2:
+        raise DataError("the log-rank test needs at least two groups", column=group)
+    codes = pd.Categorical(used[group], categories=levels).codes
+    durations = used[duration].to_numpy(float)
+    events = used[event].to_numpy(float)
+    stratum_keys = (
+        used.groupby(strata_columns, sort=True).ngroup().to_numpy()
+        if strata_columns
+        else np.zeros(len(used), dtype=int)
+    )
+    observed = np.zeros(len(levels))
+    expected = np.zeros(len(levels))
+    variance = np.zeros((len(levels), len(levels)))
+    for key in np.unique(stratum_keys):
+        rows = stratum_keys == key
+        o, e, v = _logrank_counts(durations[rows], events[rows], codes[rows], len(levels))
+        observed, expected, variance = observed + o, expected + e, variance + v
+    difference = observed - expected
+    # survdiff's rule: groups with no expected events carry no information and leave the test.
+    informative = np.flatnonzero(expected > 0)[:-1]
+    statistic = float(
+        difference[informative]
+        @ np.linalg.solve(variance[np.ix_(informative, informative)], difference[informative])
+    )
+    dof = len(informative)
+    p_value = float(stats.chi2.sf(statistic, dof))
+    counts = np.bincount(codes, minlength=len(levels))
+    groups_frame = pd.DataFrame(
+        {"group": levels, "n": counts, "observed": observed, "expected": expected}
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        groups_frame["o_minus_e_squared_over_e"] = difference**2 / expected
+        groups_frame["o_minus_e_squared_over_v"] = difference**2 / np.diag(variance)
+    tidy = pd.DataFrame([{"term": group, "statistic": statistic, "dof": dof, "p_value": p_value}])
+    result = LogrankResult(
+        fitted=None,
+        coefficients=tidy,
+        statistic=statistic,
+        dof=dof,
+        p_value=p_value,
+        groups=groups_frame,
+    )
+    if dropped:
+        result.note(_dropped_note(dropped, [duration, event, group, *strata_columns]))
+    return result
+
+
+def _restricted_mean(curve: pd.DataFrame, horizon: float, start: float) -> tuple[float, float]:
+    """Area under one Kaplan-Meier curve up to the horizon and its Greenwood-type SE.
+
+    As survival's survmean (print(survfit, rmean=)) and survRM2::rmst1; past the last observed
+    time the curve is extended flat to the horizon.
+    """
+    time = curve["time"].to_numpy(float)
+    n_risk = curve["n_risk"].to_numpy(float)
+    n_event = curve["n_event"].to_numpy(float)
+    keep = time <= horizon
+    survival = curve["survival"].to_numpy(float)[keep]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hazard_term = np.where(n_risk == n_event, 0.0, n_event / (n_risk * (n_risk - n_event)))[
+            keep
+        ]
+    times = np.append(time[keep], horizon)
+    heights = np.concatenate([[1.0], survival])
+    rectangles = np.diff(np.concatenate([[start], times])) * heights
+    area_after = np.cumsum(rectangles[1:][::-1])
+    variance = np.sum(area_after**2 * hazard_term[::-1])
+    return float(rectangles.sum() + start), float(np.sqrt(variance))
+
+
+@dataclass(kw_only=True)
+class RmstResult(ModelResult):
+    """Restricted mean survival time per group and the differences between groups."""
+
+    horizon: float
+    per_group: pd.DataFrame
+
+
+def rmst_difference(
+    df: pd.DataFrame, duration: str, event: str, group: str, horizon: float
+) -> RmstResult:
+    """Restricted mean survival time up to `horizon` per group and its difference between groups.
+
+    Differences are each later sorted level minus the first, with SE sqrt(var1 + var2) for
+    independent groups and a normal (Wald) test, as survRM2::rmst2 unadjusted. A horizon beyond
+    a group's last follow-up extrapolates that curve flat (R's survmean does; survRM2 refuses).
+    """
+    km = kaplan_meier(df, duration, event, group)
+    levels = list(km.fitted)
+    if len(levels) < 2:
+        raise DataError("an RMST difference needs at least two groups", column=group)
+    start = min(0.0, min(float(times.min()) for times in km.durations.values()))
+    z = _z_value()
+    rows = []
+    for level, curve in km.curves.groupby("group", sort=False):
+        estimate, std_error = _restricted_mean(curve, horizon, start)
+        rows.append(
+            {
+                "group": level,
+                "horizon": horizon,
+                "rmst": estimate,
+                "std_error": std_error,
+                "conf_low": estimate - z * std_error,
+                "conf_high": estimate + z * std_error,
+            }
+        )
+    per_group = pd.DataFrame(rows).set_index("group", drop=False)
+    reference = per_group.loc[levels[0]]
+    differences = []
+    for level in levels[1:]:
+        compared = per_group.loc[level]
+        estimate = compared["rmst"] - reference["rmst"]
+        std_error = float(np.hypot(compared["std_error"], reference["std_error"]))
+        statistic = estimate / std_error
+        differences.append(
+            {
+                "term": f"{level} - {levels[0]}",
+                "estimate": estimate,
+                "std_error": std_error,
+                "statistic": statistic,
+                "p_value": 2 * stats.norm.sf(abs(statistic)),
+                "conf_low": estimate - z * std_error,
+                "conf_high": estimate + z * std_error,
+            }
+        )
+    result = RmstResult(
+        fitted=km,
+        coefficients=pd.DataFrame(differences, columns=list(TIDY_COLUMNS)),
+        horizon=horizon,
+        per_group=per_group.reset_index(drop=True),
+    )
+    for message in km.notes:
+        result.notes.append(message)
+    return result

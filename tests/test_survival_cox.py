@@ -1,0 +1,140 @@
+"""Cox models against R survival 3.5-3 (coxph, concordance, cox.zph).
+
+References come from tests/data/cox_reference.R (datasets survival::lung, veteran and heart,
+exported beside it as cox_*.csv); the R calls are listed in MODELS' docstrings below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines.utils import concordance_index
+
+from analysis.errors import ModelWarning
+from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
+from analysis.survival.cox import fit_cox, fit_cox_time_varying
+from analysis.testing import assert_ci_contains_estimate, assert_close_to_reference
+
+DATA = Path(__file__).parent / "data"
+RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def lung() -> pd.DataFrame:
+    return pd.read_csv(DATA / "cox_lung.csv")
+
+
+@pytest.fixture(scope="module")
+def fits(lung) -> dict:
+    """The models of cox_reference.R, fitted once for the module.
+
+    veteran:      coxph(Surv(time, event) ~ trt + karno + age + celltype, veteran_data)
+    lung:         coxph(Surv(time, event) ~ age + sex + ph_ecog, lung_data)
+    lung_strata:  coxph(Surv(time, event) ~ age + ph_ecog + strata(sex), lung_data)
+    lung_cluster: coxph(Surv(time, event) ~ age + sex, lung_data, cluster = inst)
+    heart:        coxph(Surv(start, stop, event) ~ age + year + surgery + transplant, heart_data)
+    """
+    veteran = pd.read_csv(DATA / "cox_veteran.csv")
+    heart = pd.read_csv(DATA / "cox_heart.csv")
+    # The lung fits drop rows missing ph_ecog or inst; that note is tested on its own below.
+    with pytest.warns(ModelWarning, match="1 row"):
+        lung_fit = fit_cox(lung, "time", "event", ["age", "sex", "ph_ecog"])
+    with pytest.warns(ModelWarning, match="1 row"):
+        strata_fit = fit_cox(lung, "time", "event", ["age", "ph_ecog"], strata="sex")
+    with pytest.warns(ModelWarning, match="1 row"):
+        cluster_fit = fit_cox(lung, "time", "event", ["age", "sex"], cluster="inst")
+    return {
+        "veteran": fit_cox(veteran, "time", "event", ["trt", "karno", "age", "celltype"]),
+        "lung": lung_fit,
+        "lung_strata": strata_fit,
+        "lung_cluster": cluster_fit,
+        "heart": fit_cox_time_varying(
+            heart, "id", "start", "stop", "event", ["age", "year", "surgery", "transplant"]
+        ),
+    }
+
+
+MODELS = ["veteran", "lung", "lung_strata", "lung_cluster", "heart"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_coefficients_match_coxph(fits, model):
+    """coef, sqrt(diag(vcov)) (robust with cluster), z, Wald p, confint and exp() of them."""
+    reference = pd.read_csv(DATA / "cox_reference_coefficients.csv")
+    reference = reference[reference["model"] == model].reset_index(drop=True)
+    tidy = fits[model].tidy()
+    assert list(tidy.columns) == list(TIDY_COLUMNS + HAZARD_RATIO_COLUMNS)
+    assert list(tidy["term"]) == list(reference["term"])
+    for column in tidy.columns[1:]:
+        assert_close_to_reference(tidy[column], reference[column], RTOL)
+    assert_ci_contains_estimate(tidy)
+    assert_ci_contains_estimate(
+        tidy, estimate="hazard_ratio", low="hr_conf_low", high="hr_conf_high"
+    )
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_fit_statistics_match_coxph(fits, model):
+    """fit$n, fit$nevent, fit$loglik[2], concordance(fit)$concordance."""
+    reference = pd.read_csv(DATA / "cox_reference_fit.csv").set_index("model").loc[model]
+    result = fits[model]
+    assert (result.n, result.events) == (reference["n"], reference["events"])
+    assert_close_to_reference(
+        [result.log_likelihood, result.concordance],
+        [reference["log_likelihood"], reference["concordance"]],
+        RTOL,
+    )
+
+
+@pytest.mark.parametrize("model", ["veteran", "lung", "lung_strata", "lung_cluster"])
+def test_proportional_hazards_test_matches_cox_zph(fits, model):
+    """cox.zph(fit)$table (transform = "km"): chisq, df, p per term (celltype: 3 df) and GLOBAL."""
+    reference = pd.read_csv(DATA / "cox_reference_zph.csv")
+    reference = reference[reference["model"] == model].reset_index(drop=True)
+    table = fits[model].proportional_hazards_test()
+    assert list(table["term"]) == list(reference["term"])
+    assert list(table["dof"]) == list(reference["dof"])
+    assert_close_to_reference(table["statistic"], reference["statistic"], RTOL)
+    assert_close_to_reference(table["p_value"], reference["p_value"], RTOL)
+
+
+def test_unstratified_concordance_agrees_with_lifelines(fits, lung):
+    """R's and lifelines' Harrell's C agree without strata (lifelines ranks survival times)."""
+    result = fits["lung"]
+    used = lung.dropna(subset=["ph_ecog"])
+    risk = used[["age", "sex", "ph_ecog"]].to_numpy() @ result.tidy()["estimate"].to_numpy()
+    theirs = concordance_index(used["time"], -risk, used["event"])
+    assert result.concordance == pytest.approx(theirs, rel=1e-12)
+
+
+def test_missing_rows_dropped_with_a_note(lung):
+    with pytest.warns(ModelWarning, match="1 row.*ph_ecog"):
+        result = fit_cox(lung, "time", "event", ["age", "ph_ecog"])
+    assert result.n == len(lung) - 1
+    assert "dropped" in result.notes[0]
+
+
+def test_separated_data_warns_with_a_note_not_nan():
+    """Every treated subject fails before every control: the MLE is infinite (R warns too)."""
+    rng = np.random.default_rng(20240501)
+    arm = np.repeat(["control", "treated"], 20)
+    frame = pd.DataFrame(
+        {
+            "days": np.where(arm == "treated", rng.uniform(1, 5, 40), rng.uniform(6, 10, 40)),
+            "recovered": 1,
+            "arm": arm,
+            "noise": rng.normal(size=40),
+        }
+    )
+    with pytest.warns(ModelWarning, match="penalizer"):
+        result = fit_cox(frame, "days", "recovered", ["arm", "noise"])
+    assert result.notes
+    assert np.isfinite(result.tidy().drop(columns="term").to_numpy()).all()
+
+
+def test_time_varying_fit_has_no_zph(fits):
+    with pytest.raises(NotImplementedError):
+        fits["heart"].proportional_hazards_test()
