@@ -15,22 +15,40 @@ from analysis.errors import DataError
 from analysis.io import read_raw_study, read_table_file, write_atomic, write_csv
 from analysis.schema import CANONICAL_TABLES, Diary, Participants, column_names
 
-PARTICIPANT = dict(participant_id="P001", site="site_A", enrolled_on="2025-01-06",
-                   age_years="40", sex="female", bmi="24", severity="mild", symptom_months="3",
-                   underlying_condition="none", baseline_sitting_hours="8", withdrawn_on="",
-                   withdrawal_reason="")
-DIARY = dict(participant_id="P001", date="2025-01-07", sitting_hours="8", sitting_breaks="3",
-             pain_low_back="4", pain_hip="3", pain_knee="1", session_done="true")
+PARTICIPANT = dict(
+    participant_id="P001",
+    site="site_A",
+    enrolled_on="2025-01-06",
+    age_years="40",
+    sex="female",
+    bmi="24",
+    severity="mild",
+    symptom_months="3",
+    underlying_condition="none",
+    baseline_sitting_hours="8",
+    withdrawn_on="",
+    withdrawal_reason="",
+)
+DIARY = dict(
+    participant_id="P001",
+    date="2025-01-07",
+    sitting_hours="8",
+    sitting_breaks="3",
+    pain_low_back="4",
+    pain_hip="3",
+    pain_knee="1",
+    session_done="true",
+)
 
 
 def write_canonical_study(folder: Path) -> None:
     folder.mkdir(exist_ok=True)
     pd.DataFrame([PARTICIPANT]).to_csv(folder / "participants.csv", index=False)
-    pd.DataFrame([DIARY, DIARY | {"date": "2025-01-08"}]).to_csv(folder / "diary.csv",
-                                                                    index=False)
+    pd.DataFrame([DIARY, DIARY | {"date": "2025-01-08"}]).to_csv(folder / "diary.csv", index=False)
     for table in ("sessions", "assessments"):
         pd.DataFrame(columns=column_names(CANONICAL_TABLES[table])).to_csv(
-            folder / f"{table}.csv", index=False)
+            folder / f"{table}.csv", index=False
+        )
 
 
 def test_csv_cells_stay_text_and_rows_count_like_a_spreadsheet(tmp_path):
@@ -65,7 +83,8 @@ def test_missing_file_and_missing_required_column(tmp_path):
         read_table_file(tmp_path / "nope.csv")
     write_canonical_study(tmp_path / "raw")
     pd.DataFrame([{k: v for k, v in DIARY.items() if k != "date"}]).to_csv(
-        tmp_path / "raw" / "diary.csv", index=False)
+        tmp_path / "raw" / "diary.csv", index=False
+    )
     with pytest.raises(DataError, match=r"diary.csv, row 1, column 'date': required column"):
         read_raw_study(tmp_path / "raw")
 
@@ -74,7 +93,8 @@ def test_mapping_reads_xlsx_and_parquet_with_other_names_and_units(tmp_path):
     raw = tmp_path / "raw"
     write_canonical_study(raw)
     baseline = pd.DataFrame([PARTICIPANT]).rename(
-        columns={"participant_id": "Subject ID", "baseline_sitting_hours": "Sitting per day"})
+        columns={"participant_id": "Subject ID", "baseline_sitting_hours": "Sitting per day"}
+    )
     baseline["Sitting per day"] = 480
     baseline["enrolled_on"] = pd.Timestamp("2025-01-06")
     baseline.to_excel(raw / "baseline.xlsx", sheet_name="Baseline", index=False)
@@ -83,12 +103,20 @@ def test_mapping_reads_xlsx_and_parquet_with_other_names_and_units(tmp_path):
     log.to_parquet(raw / "log.parquet")
     mapping = {
         "tables": {
-            "participants": {"file": "baseline.xlsx", "sheet": "Baseline",
-                             "columns": {"participant_id": "Subject ID",
-                                         "baseline_sitting_hours": "Sitting per day"},
-                             "units": {"baseline_sitting_hours": "minutes"}},
-            "diary": {"file": "log.parquet", "columns": {"sitting_hours": "sitting_min"},
-                      "units": {"sitting_hours": "minutes"}},
+            "participants": {
+                "file": "baseline.xlsx",
+                "sheet": "Baseline",
+                "columns": {
+                    "participant_id": "Subject ID",
+                    "baseline_sitting_hours": "Sitting per day",
+                },
+                "units": {"baseline_sitting_hours": "minutes"},
+            },
+            "diary": {
+                "file": "log.parquet",
+                "columns": {"sitting_hours": "sitting_min"},
+                "units": {"sitting_hours": "minutes"},
+            },
         }
     }
     (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping))
@@ -123,7 +151,9 @@ def test_atomic_write_leaves_nothing_behind_on_failure(tmp_path):
     assert target.read_text() == "a\n1\n"
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(content=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 def test_random_bytes_either_read_or_raise_our_error(tmp_path, content):
     path = tmp_path / "random.csv"
