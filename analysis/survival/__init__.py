@@ -1,6 +1,14 @@
 """Survival models over any tidy DataFrame, column names in, tidy results out."""
 
+from analysis.survival.aft import AftResult, fit_aft
+from analysis.survival.competing import (
+    CumulativeIncidenceResult,
+    FineGrayResult,
+    cumulative_incidence,
+    fit_fine_gray,
+)
 from analysis.survival.cox import CoxResult, fit_cox, fit_cox_time_varying
+from analysis.survival.interval import TurnbullResult, turnbull
 from analysis.survival.nonparametric import (
     KaplanMeierResult,
     LogrankResult,
@@ -11,13 +19,21 @@ from analysis.survival.nonparametric import (
 )
 
 __all__ = [
+    "AftResult",
     "CoxResult",
+    "CumulativeIncidenceResult",
+    "FineGrayResult",
     "KaplanMeierResult",
     "LogrankResult",
     "RmstResult",
+    "TurnbullResult",
+    "cumulative_incidence",
+    "fit_aft",
     "fit_cox",
     "fit_cox_time_varying",
+    "fit_fine_gray",
     "kaplan_meier",
     "logrank_test",
     "rmst_difference",
+    "turnbull",
 ]

@@ -1,0 +1,452 @@
+"""Parametric accelerated-failure-time models (survreg's Weibull, log-normal, log-logistic).
+
+The likelihood is written here on survreg's scale, log T = X beta + scale * W, because lifelines
+parameterises the same models differently (rho/lambda, alpha/beta) and reports neither survreg's
+Log(scale) row nor interval bounds with survreg's Surv(type="interval2") meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special, stats
+
+from analysis.conventions import CONVENTIONS
+from analysis.errors import ConvergenceError, DataError
+from analysis.results import TIDY_COLUMNS, ModelResult
+from analysis.survival.design import design_matrix, is_categorical
+
+Distribution = Literal["weibull", "lognormal", "loglogistic"]
+INTERCEPT = "(Intercept)"
+LOG_SCALE = "Log(scale)"
+_GRADIENT_TOLERANCE = 1e-7
+
+
+@dataclass(frozen=True)
+class _ErrorDistribution:
+    """The standardised error W of log T: log density, log cdf, log survival and quantiles."""
+
+    name: str
+
+    def log_pdf(self, z: np.ndarray) -> np.ndarray:
+        if self.name == "weibull":  # minimum extreme value
+            return z - np.exp(z)
+        if self.name == "lognormal":
+            return -0.5 * z**2 - 0.5 * np.log(2 * np.pi)
+        return -z - 2 * np.logaddexp(0, -z)
+
+    def log_pdf_slope(self, z: np.ndarray) -> np.ndarray:
+        """d log f(z) / dz."""
+        if self.name == "weibull":
+            return 1 - np.exp(z)
+        if self.name == "lognormal":
+            return -z
+        return -np.tanh(z / 2)
+
+    def log_cdf(self, z: np.ndarray) -> np.ndarray:
+        if self.name == "weibull":
+            return np.log(-np.expm1(-np.exp(z)))
+        if self.name == "lognormal":
+            return special.log_ndtr(z)
+        return -np.logaddexp(0, -z)
+
+    def log_sf(self, z: np.ndarray) -> np.ndarray:
+        if self.name == "weibull":
+            return -np.exp(z)
+        if self.name == "lognormal":
+            return special.log_ndtr(-z)
+        return -np.logaddexp(0, z)
+
+    def quantile(self, probability: np.ndarray) -> np.ndarray:
+        if self.name == "weibull":
+            return np.log(-np.log1p(-probability))
+        if self.name == "lognormal":
+            return special.ndtri(probability)
+        return np.log(probability / (1 - probability))
+
+
+@dataclass
+class _CensoredLogTimes:
+    """Log-time bounds by censoring kind; NaN where a bound does not apply."""
+
+    exact: np.ndarray  # log t for observed events
+    right: np.ndarray  # log lower bound, event after it
+    left: np.ndarray  # log upper bound, event at or before it
+    interval_lower: np.ndarray
+    interval_upper: np.ndarray
+
+    @property
+    def kinds(self) -> dict[str, np.ndarray]:
+        return {
+            "exact": ~np.isnan(self.exact),
+            "right": ~np.isnan(self.right),
+            "left": ~np.isnan(self.left),
+            "interval": ~np.isnan(self.interval_lower),
+        }
+
+    def centre(self) -> np.ndarray:
+        """One representative log time per row, for starting values only."""
+        midpoint = (self.interval_lower + self.interval_upper) / 2
+        return np.fmax(np.fmax(self.exact, self.right), np.fmax(self.left, midpoint))
+
+
+@dataclass
+class _Likelihood:
+    """survreg's log-likelihood (on the time scale) in (beta, log scale) and its gradient."""
+
+    design: np.ndarray
+    times: _CensoredLogTimes
+    error: _ErrorDistribution
+
+    def __post_init__(self) -> None:
+        self.kinds = self.times.kinds
+
+    def value_and_gradient(self, parameters: np.ndarray) -> tuple[float, np.ndarray]:
+        beta, log_scale = parameters[:-1], parameters[-1]
+        scale = np.exp(log_scale)
+        linear = self.design @ beta
+        loglik = 0.0
+        slope_linear = np.zeros_like(linear)  # d loglik / d eta, per row
+        slope_log_scale = 0.0
+        error, times, kinds = self.error, self.times, self.kinds
+        with np.errstate(all="ignore"):
+            rows = kinds["exact"]
+            if rows.any():
+                z = (times.exact[rows] - linear[rows]) / scale
+                # -log t is the Jacobian from log time to time, included by survreg.
+                loglik += np.sum(error.log_pdf(z) - log_scale - times.exact[rows])
+                dz = error.log_pdf_slope(z)
+                slope_linear[rows] = -dz / scale
+                slope_log_scale += np.sum(-z * dz - 1)
+            rows = kinds["right"]
+            if rows.any():
+                z = (times.right[rows] - linear[rows]) / scale
+                loglik += np.sum(error.log_sf(z))
+                dz = -np.exp(error.log_pdf(z) - error.log_sf(z))
+                slope_linear[rows] = -dz / scale
+                slope_log_scale += np.sum(-z * dz)
+            rows = kinds["left"]
+            if rows.any():
+                z = (times.left[rows] - linear[rows]) / scale
+                loglik += np.sum(error.log_cdf(z))
+                dz = np.exp(error.log_pdf(z) - error.log_cdf(z))
+                slope_linear[rows] = -dz / scale
+                slope_log_scale += np.sum(-z * dz)
+            rows = kinds["interval"]
+            if rows.any():
+                z_lower = (times.interval_lower[rows] - linear[rows]) / scale
+                z_upper = (times.interval_upper[rows] - linear[rows]) / scale
+                log_mass = self._log_interval_mass(z_lower, z_upper)
+                loglik += np.sum(log_mass)
+                dz_upper = np.exp(error.log_pdf(z_upper) - log_mass)
+                dz_lower = -np.exp(error.log_pdf(z_lower) - log_mass)
+                slope_linear[rows] = -(dz_upper + dz_lower) / scale
+                slope_log_scale += np.sum(-z_upper * dz_upper - z_lower * dz_lower)
+        gradient = np.append(self.design.T @ slope_linear, slope_log_scale)
+        return float(loglik), gradient
+
+    def _log_interval_mass(self, z_lower: np.ndarray, z_upper: np.ndarray) -> np.ndarray:
+        """log(F(z_upper) - F(z_lower)), from whichever tail keeps the difference accurate."""
+        error = self.error
+        from_survival = error.log_sf(z_lower) + np.log1p(
+            -np.exp(error.log_sf(z_upper) - error.log_sf(z_lower))
+        )
+        from_cdf = error.log_cdf(z_upper) + np.log1p(
+            -np.exp(error.log_cdf(z_lower) - error.log_cdf(z_upper))
+        )
+        return np.where(z_lower > 0, from_survival, from_cdf)
+
+    def negative(self, parameters: np.ndarray) -> tuple[float, np.ndarray]:
+        """Negative log-likelihood per row and its gradient (the scale BFGS expects)."""
+        value, gradient = self.value_and_gradient(parameters)
+        n = len(self.design)
+        if not np.isfinite(value):
+            return np.inf, np.zeros_like(gradient)
+        return -value / n, -gradient / n
+
+    def hessian(self, parameters: np.ndarray) -> np.ndarray:
+        """Hessian of the log-likelihood by central differences of the analytic gradient."""
+        size = len(parameters)
+        hessian = np.empty((size, size))
+        for column in range(size):
+            step = 1e-5 * max(1.0, abs(parameters[column]))
+            shift = np.zeros(size)
+            shift[column] = step
+            upper = self.value_and_gradient(parameters + shift)[1]
+            lower = self.value_and_gradient(parameters - shift)[1]
+            hessian[:, column] = (upper - lower) / (2 * step)
+        return (hessian + hessian.T) / 2
+
+
+@dataclass
+class AftFit:
+    """What the optimiser found: parameters (beta..., log scale), covariance, iterations."""
+
+    parameters: pd.Series
+    covariance: pd.DataFrame
+    optimizer: optimize.OptimizeResult
+
+
+@dataclass
+class AftResult(ModelResult):
+    """A survreg-style AFT fit: log-time coefficients, survreg's scale, log-likelihood, AIC."""
+
+    distribution: str = "weibull"
+    scale: float = np.nan
+    log_likelihood: float = np.nan
+    aic: float = np.nan
+    n_observations: int = 0
+    covariates: list[str] = field(default_factory=list)
+    factor_levels: dict[str, list] = field(default_factory=dict)
+
+    @property
+    def params(self) -> pd.Series:
+        """Coefficients on the log-time scale, Intercept first (survreg's coef())."""
+        return self.fitted.parameters.drop(LOG_SCALE)
+
+    def predict_quantiles(
+        self, frame: pd.DataFrame, quantiles: tuple[float, ...] = (0.1, 0.5, 0.9)
+    ) -> pd.DataFrame:
+        """Predicted time quantiles per row, one column each (R's predict(type="quantile"))."""
+        design = _prediction_design(frame, self.covariates, self.factor_levels)
+        design = design.reindex(columns=self.params.index[1:], fill_value=0.0)
+        linear = self.params.iloc[0] + design.to_numpy(float) @ self.params.iloc[1:].to_numpy()
+        error = _ErrorDistribution(self.distribution)
+        offsets = error.quantile(np.asarray(quantiles, dtype=float))
+        times = np.exp(linear[:, None] + self.scale * offsets[None, :])
+        return pd.DataFrame(times, index=frame.index, columns=list(quantiles))
+
+
+def fit_aft(
+    df: pd.DataFrame,
+    covariates: list[str],
+    distribution: Distribution = "weibull",
+    duration: str | None = None,
+    event: str | None = None,
+    lower: str | None = None,
+    upper: str | None = None,
+) -> AftResult:
+    """Fit survreg's AFT model to right-censored (duration, event) or interval-censored data.
+
+    Interval bounds follow Surv(type="interval2"): (lower, upper], upper missing or infinite =
+    right-censored at lower, lower == upper = exact event, lower missing or 0 = left-censored at
+    upper. Standard errors are Wald, from the observed information in (beta, log scale).
+    """
+    if distribution not in ("weibull", "lognormal", "loglogistic"):
+        raise DataError(f"unknown AFT distribution {distribution!r}")
+    right_censored = duration is not None and event is not None
+    interval_censored = lower is not None and upper is not None
+    if right_censored == interval_censored:
+        raise DataError("give either duration and event, or lower and upper")
+    notes: list[str] = []
+    outcome_columns = [duration, event] if right_censored else [lower]
+    required = list(covariates) + [c for c in outcome_columns if c is not None]
+    missing_columns = [name for name in required + ([upper] if upper else []) if name not in df]
+    if missing_columns:
+        raise DataError("column not in the frame", column=missing_columns[0])
+    complete = df[list(covariates)].notna().all(axis=1)
+    if right_censored:
+        complete &= df[[duration, event]].notna().all(axis=1)
+    if (~complete).any():
+        notes.append(f"{int((~complete).sum())} row(s) with missing values dropped")
+    used = df.loc[complete]
+    if right_censored:
+        times = _right_censored_times(used[duration], used[event])
+    else:
+        times = _interval_censored_times(used[lower], used[upper])
+    if not (
+        times.kinds["exact"].any() or times.kinds["left"].any() or times.kinds["interval"].any()
+    ):
+        raise ConvergenceError("no events: every row is right-censored, the AFT model has no MLE")
+
+    covariate_design = design_matrix(used, list(covariates))
+    design = pd.concat([pd.Series(1.0, index=used.index, name=INTERCEPT), covariate_design], axis=1)
+    design, aliased = _drop_aliased_columns(design)
+    if aliased:
+        notes.append(f"aliased (collinear or constant) term(s) dropped: {', '.join(aliased)}")
+
+    likelihood = _Likelihood(design.to_numpy(float), times, _ErrorDistribution(distribution))
+    optimum, fit_notes = _maximise(likelihood, design)
+    notes.extend(fit_notes)
+    names = [*design.columns, LOG_SCALE]
+    information = -likelihood.hessian(optimum.x)
+    try:
+        covariance = np.linalg.inv(information)
+    except np.linalg.LinAlgError as error:
+        raise ConvergenceError("the information matrix is singular at the optimum") from error
+    if not np.all(np.isfinite(covariance)) or np.any(np.diag(covariance) <= 0):
+        raise ConvergenceError("the information matrix is not positive definite at the optimum")
+    parameters = pd.Series(optimum.x, index=names)
+    log_likelihood = likelihood.value_and_gradient(optimum.x)[0]
+    fitted = AftFit(parameters, pd.DataFrame(covariance, index=names, columns=names), optimum)
+    result = AftResult(
+        fitted=fitted,
+        coefficients=_tidy_table(parameters, np.sqrt(np.diag(covariance))),
+        distribution=distribution,
+        scale=float(np.exp(optimum.x[-1])),
+        log_likelihood=log_likelihood,
+        aic=-2 * log_likelihood + 2 * len(names),
+        n_observations=len(used),
+        covariates=list(covariates),
+        factor_levels={
+            name: sorted(used[name].dropna().unique(), key=str)
+            for name in covariates
+            if is_categorical(used[name])
+        },
+    )
+    for message in notes:
+        result.note(message)
+    return result
+
+
+def _right_censored_times(duration: pd.Series, event: pd.Series) -> _CensoredLogTimes:
+    time = duration.to_numpy(float)
+    if np.any(time <= 0):
+        raise DataError("durations must be positive for an AFT model", column=duration.name)
+    observed = event.astype(bool).to_numpy()
+    log_time = np.log(time)
+    nan = np.full(len(time), np.nan)
+    return _CensoredLogTimes(
+        exact=np.where(observed, log_time, np.nan),
+        right=np.where(observed, np.nan, log_time),
+        left=nan,
+        interval_lower=nan.copy(),
+        interval_upper=nan.copy(),
+    )
+
+
+def _interval_censored_times(lower: pd.Series, upper: pd.Series) -> _CensoredLogTimes:
+    low = lower.to_numpy(float)
+    high = upper.to_numpy(float)
+    open_above = np.isnan(high) | np.isposinf(high)
+    open_below = np.isnan(low) | (low <= 0)
+    if np.any(open_above & open_below):
+        raise DataError(
+            "a row has neither a positive lower nor a finite upper bound", column=lower.name
+        )
+    if np.any(~open_above & ~open_below & (low > high)):
+        raise DataError("lower bound above upper bound", column=lower.name)
+    exact = ~open_above & ~open_below & (low == high)
+    interval = ~open_above & ~open_below & (low < high)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_low, log_high = np.log(low), np.log(high)
+    return _CensoredLogTimes(
+        exact=np.where(exact, log_low, np.nan),
+        right=np.where(open_above, log_low, np.nan),
+        left=np.where(open_below, log_high, np.nan),
+        interval_lower=np.where(interval, log_low, np.nan),
+        interval_upper=np.where(interval, log_high, np.nan),
+    )
+
+
+def _drop_aliased_columns(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep columns that add rank, in order (R reports later aliased terms as NA)."""
+    kept: list[str] = []
+    for name in design.columns:
+        candidate = design[[*kept, name]].to_numpy(float)
+        if np.linalg.matrix_rank(candidate) == len(kept) + 1:
+            kept.append(name)
+    return design[kept], [name for name in design.columns if name not in kept]
+
+
+def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.ndarray]:
+    """Least squares on a representative log time, then intercept-only, as fallbacks in order."""
+    centre = likelihood.times.centre()
+    x = design.to_numpy(float)
+    beta, *_ = np.linalg.lstsq(x, centre, rcond=None)
+    spread = np.std(centre - x @ beta)
+    least_squares = np.append(beta, np.log(spread if spread > 0 else 1.0))
+    intercept_only = np.zeros(x.shape[1] + 1)
+    intercept_only[0] = np.mean(centre)
+    return [least_squares, intercept_only]
+
+
+def _maximise(
+    likelihood: _Likelihood, design: pd.DataFrame
+) -> tuple[optimize.OptimizeResult, list[str]]:
+    """BFGS from least-squares starting values; retry from intercept-only values if that fails."""
+    notes: list[str] = []
+    for attempt, start in enumerate(_starting_values(likelihood, design)):
+        optimum = optimize.minimize(
+            likelihood.negative, start, jac=True, method="BFGS", options={"gtol": 1e-10}
+        )
+        optimum = _polish_with_newton(likelihood, optimum)
+        gradient = likelihood.value_and_gradient(optimum.x)[1]
+        if np.all(np.isfinite(optimum.x)) and np.max(np.abs(gradient)) < _GRADIENT_TOLERANCE * max(
+            1.0, len(design)
+        ):
+            if attempt:
+                notes.append("AFT fit converged only from intercept-only starting values")
+            return optimum, notes
+    raise ConvergenceError(
+        "the AFT likelihood did not converge from least-squares or intercept-only starting values"
+    )
+
+
+def _polish_with_newton(
+    likelihood: _Likelihood, optimum: optimize.OptimizeResult, steps: int = 5
+) -> optimize.OptimizeResult:
+    """A few Newton steps from BFGS's answer, so the estimates are as exact as survreg's."""
+    parameters = optimum.x.copy()
+    for _ in range(steps):
+        value, gradient = likelihood.value_and_gradient(parameters)
+        if not np.all(np.isfinite(gradient)):
+            break
+        try:
+            step = np.linalg.solve(-likelihood.hessian(parameters), gradient)
+        except np.linalg.LinAlgError:
+            break
+        candidate = parameters + step
+        if not likelihood.value_and_gradient(candidate)[0] >= value - 1e-9:
+            break
+        parameters = candidate
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    optimum.x = parameters
+    return optimum
+
+
+def _tidy_table(parameters: pd.Series, std_errors: np.ndarray) -> pd.DataFrame:
+    """survreg's summary table (Value, Std. Error, z, p) with Wald limits, snake-cased."""
+    z_critical = stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2)
+    estimate = parameters.to_numpy()
+    statistic = estimate / std_errors
+    table = pd.DataFrame(
+        {
+            "term": parameters.index,
+            "estimate": estimate,
+            "std_error": std_errors,
+            "statistic": statistic,
+            "p_value": 2 * stats.norm.sf(np.abs(statistic)),
+            "conf_low": estimate - z_critical * std_errors,
+            "conf_high": estimate + z_critical * std_errors,
+        }
+    )
+    return table[list(TIDY_COLUMNS)]
+
+
+def _prediction_design(
+    frame: pd.DataFrame, covariates: list[str], factor_levels: dict[str, list]
+) -> pd.DataFrame:
+    """Dummy-code a new frame against the levels seen in the fit (not the frame's own levels)."""
+    parts = []
+    for name in covariates:
+        if name not in frame:
+            raise DataError("covariate not in the frame", column=name)
+        column = frame[name]
+        if name not in factor_levels:
+            parts.append(column.astype(float).rename(name))
+            continue
+        unknown = set(column.dropna().unique()) - set(factor_levels[name])
+        if unknown:
+            raise DataError(
+                f"level(s) not seen in the fit: {sorted(unknown, key=str)}", column=name
+            )
+        for level in factor_levels[name][1:]:
+            parts.append((column == level).astype(float).rename(f"{name}[{level}]"))
+    if not parts:
+        return pd.DataFrame(index=frame.index)
+    return pd.concat(parts, axis=1)
