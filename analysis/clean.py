@@ -513,9 +513,17 @@ class StudyCleanResult:
 
 
 def clean_study(
-    raw_tables: dict[str, pd.DataFrame], source_files: dict[str, str], params: dict, as_of: date
+    raw_tables: dict[str, pd.DataFrame],
+    source_files: dict[str, str],
+    params: dict,
+    as_of: date,
+    reader_quarantine: pd.DataFrame | None = None,
 ) -> StudyCleanResult:
-    """Clean participants first (ids and enrolment dates), then the tables that refer to them."""
+    """Clean participants first (ids and enrolment dates), then the tables that refer to them.
+
+    `reader_quarantine` holds what a reader already rejected (e.g. REDCap values that do not
+    fit the data dictionary); it joins the quarantine and is counted in the report.
+    """
     results: dict[str, CleanResult] = {}
     participants = clean_table(
         "participants",
@@ -542,9 +550,20 @@ def clean_study(
             participants=participants.kept,
             raw_participant_ids=raw_ids,
         )
-    quarantine = pd.concat([r.quarantined for r in results.values()], ignore_index=True)
+    quarantines = [r.quarantined for r in results.values()]
+    reader_counts = {}
+    if reader_quarantine is not None and not reader_quarantine.empty:
+        quarantines.insert(0, reader_quarantine[column_names(Quarantine)])
+        reader_counts = {
+            f"{table}: {rule}": int(n)
+            for (table, rule), n in reader_quarantine.groupby([Quarantine.table, Quarantine.rule])
+            .size()
+            .items()
+        }
+    quarantine = pd.concat(quarantines, ignore_index=True)
     report = {
         "as_of": as_of.isoformat(),
+        "reader_quarantine_by_rule": reader_counts,
         "tables": {
             table: {"source_file": source_files[table], **result.counts}
             for table, result in results.items()

@@ -145,9 +145,11 @@ def simulate(
 def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict) -> dict:
     from analysis.clean import clean_study, cleaning_report_markdown
 
-    tables, files = io.read_raw_study(raw, mapping)
+    raw_study = io.read_raw_study(raw, mapping)
     as_of = date.fromisoformat(str(params["as_of"])) if params.get("as_of") else date.today()
-    result = clean_study(tables, files, params, as_of)
+    result = clean_study(
+        raw_study.tables, raw_study.files, params, as_of, reader_quarantine=raw_study.quarantine
+    )
     # Everything is computed before the first write, so a failure leaves no partial outputs.
     for table, frame in result.tables.items():
         io.write_parquet(frame, out / f"{table}.parquet")
@@ -247,6 +249,66 @@ def derive(
     print_cohort_summary(frames.recovery)
 
 
+# --- fit ------------------------------------------------------------------------------------
+
+
+def read_derived_frames(folder: Path) -> dict[str, pd.DataFrame]:
+    frames = {}
+    for name in ("recovery", "weekly_intervals", "weekly_trajectories"):
+        path = folder / f"{name}.parquet"
+        if not path.is_file():
+            raise GaRehabError(f"{path} not found: run `ga-rehab derive` first")
+        frames[name] = pd.read_parquet(path)
+    return frames
+
+
+def run_fit(processed: Path, models_dir: Path, metrics_path: Path, params: dict):
+    from analysis.fit import run_models
+
+    frames = read_derived_frames(processed)
+    outputs = run_models(
+        frames["recovery"], frames["weekly_intervals"], frames["weekly_trajectories"], params
+    )
+    for name, table in outputs.tables.items():
+        io.write_csv(table, models_dir / f"{name}.csv")
+    io.write_json(outputs.metrics, metrics_path)
+    return outputs
+
+
+def print_fit_summary(outputs) -> None:
+    table = Table(title="Models", title_justify="left")
+    table.add_column("headline")
+    table.add_column("value", justify="right")
+    metrics = outputs.metrics
+    for group, median in metrics.get("km_median_days", {}).items():
+        table.add_row(
+            f"KM median days to recovery, {group} adherence",
+            "not reached" if median is None else f"{median:.0f}",
+        )
+    if "cox_concordance" in metrics:
+        table.add_row("Cox concordance", f"{metrics['cox_concordance']:.3f}")
+    if "aft_best_distribution" in metrics:
+        table.add_row("best AFT distribution (AIC)", metrics["aft_best_distribution"])
+    failed = [model for model, kind, _ in outputs.notes if kind == "failed"]
+    table.add_row("models failed", ", ".join(failed) or "none")
+    Console().print(table)
+
+
+@app.command()
+@one_line_errors
+def fit(
+    processed: Annotated[Path, typer.Option(help="Folder written by `ga-rehab derive`.")],
+    models: Annotated[Path, typer.Option(help="Folder for the tidy model tables (CSV).")],
+    metrics: Annotated[Path, typer.Option(help="Headline figures for `dvc metrics`.")],
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Survival, competing-risks and mixed models configured in params.yaml."""
+    with stage_progress() as progress:
+        progress.add_task("fitting models", total=None)
+        outputs = run_fit(processed, models, metrics, load_params(params, "fit"))
+    print_fit_summary(outputs)
+
+
 # --- run --------------------------------------------------------------------------------------
 
 
@@ -260,10 +322,13 @@ def run(
     data: Annotated[Path, typer.Option(help="Data folder (raw/, interim/, processed/).")] = Path(
         "data"
     ),
+    reports: Annotated[Path, typer.Option(help="Folder for models, metrics and reports.")] = Path(
+        "reports"
+    ),
     mapping: Annotated[Path | None, typer.Option(help="Mapping file for --raw.")] = None,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """The whole pipeline: (simulate ->) clean -> derive, with a summary."""
+    """The whole pipeline: (simulate ->) clean -> derive -> fit, with a summary."""
     settings = io.read_yaml(params, "params")
     with stage_progress() as progress:
         if raw is None:
@@ -282,5 +347,10 @@ def run(
         report = run_clean(raw, data / "interim", mapping, settings["clean"])
         progress.add_task("deriving outcomes", total=None)
         frames = run_derive(data / "interim", data / "processed", settings["derive"])
+        progress.add_task("fitting models", total=None)
+        outputs = run_fit(
+            data / "processed", reports / "models", reports / "metrics.json", settings["fit"]
+        )
     print_cleaning_summary(report)
     print_cohort_summary(frames.recovery)
+    print_fit_summary(outputs)

@@ -235,8 +235,17 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
     return renamed
 
 
-def read_raw_study(raw_dir: Path, mapping_path: Path | None = None):
-    """All four raw tables as text frames, and the file each came from."""
+@dataclass
+class RawStudy:
+    """The four raw tables as text, the file each came from, and what the reader quarantined."""
+
+    tables: dict[str, pd.DataFrame]
+    files: dict[str, str]
+    quarantine: pd.DataFrame | None = None
+
+
+def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
+    """All four raw tables as text frames, from plain files or a REDCap export."""
     mapping = read_yaml(mapping_path, "mapping") if mapping_path else None
     if mapping and "redcap" in mapping:
         return read_redcap_study(raw_dir, mapping["redcap"])
@@ -245,34 +254,47 @@ def read_raw_study(raw_dir: Path, mapping_path: Path | None = None):
         frame = read_table_file(source.path, source.sheet)
         tables[table] = canonical_raw_table(table, frame, source)
         files[table] = source.path.name
-    return tables, files
+    return RawStudy(tables, files)
 
 
-def read_redcap_study(raw_dir: Path, spec: dict):
-    """Raw tables from a REDCap export: instruments mapped onto the canonical tables."""
+def read_redcap_study(raw_dir: Path, spec: dict) -> RawStudy:
+    """Raw tables from a REDCap export: instruments mapped onto the canonical tables.
+
+    Values the REDCap reader rejected against the data dictionary are already missing in the
+    instrument frames; its quarantine entries are carried along under the canonical table name.
+    """
     from analysis.redcap import read_redcap
 
+    data_file = raw_dir / spec["data"]
     export = read_redcap(
-        raw_dir / spec["data"],
+        data_file,
         raw_dir / spec["dictionary"],
         raw_dir / spec["event_mapping"] if spec.get("event_mapping") else None,
     )
-    tables, files = {}, {}
+    tables, files, table_of_instrument = {}, {}, {}
     for table in TABLE_ORDER:
         target = spec["tables"][table]
+        if target["instrument"] not in export.instruments:
+            raise DataError(
+                f"instrument {target['instrument']!r} not in the export",
+                file=str(data_file),
+                hint="check the mapping's instrument names",
+            )
         instrument = export.instruments[target["instrument"]]
+        table_of_instrument[target["instrument"]] = table
         columns = {
             export.record_id: Participants.participant_id,
             **{src: dst for dst, src in target.get("columns", {}).items()},
         }
-        frame = _frame_as_text(instrument.drop(columns=[SOURCE_ROW], errors="ignore"))
-        frame[SOURCE_ROW] = (
-            instrument[SOURCE_ROW].to_numpy() if SOURCE_ROW in instrument else (frame.index + 2)
-        )
-        source = TableSource(raw_dir / spec["data"], {}, target.get("units", {}))
+        frame = _frame_as_text(instrument.reset_index(drop=True))
+        frame[SOURCE_ROW] = instrument.index.to_numpy()
+        source = TableSource(data_file, {}, target.get("units", {}))
         tables[table] = canonical_raw_table(table, frame.rename(columns=columns), source)
-        files[table] = spec["data"]
-    return tables, files
+        files[table] = data_file.name
+    quarantine = export.quarantine.assign(
+        table=export.quarantine["table"].replace(table_of_instrument)
+    )
+    return RawStudy(tables, files, quarantine)
 
 
 # --- atomic writers ---------------------------------------------------------------------------

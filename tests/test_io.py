@@ -120,7 +120,8 @@ def test_mapping_reads_xlsx_and_parquet_with_other_names_and_units(tmp_path):
         }
     }
     (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(mapping))
-    tables, files = read_raw_study(raw, tmp_path / "mapping.yaml")
+    study = read_raw_study(raw, tmp_path / "mapping.yaml")
+    tables, files = study.tables, study.files
     assert files["participants"] == "baseline.xlsx"
     people = tables["participants"].iloc[0]
     assert people[Participants.participant_id] == "P001"
