@@ -101,21 +101,25 @@ def _band(values: pd.Series, cutoffs: list[float], labels: list[str]) -> pd.Seri
     return pd.cut(values, bins=bins, labels=labels, right=False).astype(object)
 
 
-def _daily_grid(exit_day: pd.Series) -> pd.DataFrame:
-    """One row per participant-day from day 0 up to (not including) each person's exit day."""
-    lengths = exit_day.clip(lower=0).to_numpy(np.int64)
-    codes = np.repeat(exit_day.index.to_numpy(np.int64), lengths)
-    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    days = np.arange(lengths.sum(), dtype=np.int64) - offsets
-    return pd.DataFrame({PID_CODE: codes, DAY: days})
+def _weekly_grid(days_in_study: pd.Series) -> pd.DataFrame:
+    """One row per participant-week covering days 0 .. days_in_study - 1, with its day count."""
+    lengths = days_in_study.clip(lower=0).to_numpy(np.int64)
+    weeks = -(-lengths // DAYS_PER_WEEK)
+    codes = np.repeat(days_in_study.index.to_numpy(np.int64), weeks)
+    offsets = np.repeat(np.cumsum(weeks) - weeks, weeks)
+    week = np.arange(weeks.sum(), dtype=np.int64) - offsets
+    days = np.minimum(DAYS_PER_WEEK, np.repeat(lengths, weeks) - week * DAYS_PER_WEEK)
+    return pd.DataFrame({PID_CODE: codes, WEEK: week, "days": days})
 
 
-def _phase_on_days(grid: pd.DataFrame, visits: pd.DataFrame) -> np.ndarray:
-    """The phase in effect each day: the last visit's assignment, phase 1 before any visit."""
+def _phase_by_week(grid: pd.DataFrame, visits: pd.DataFrame) -> np.ndarray:
+    """Phase prescribed each week: assigned at the last visit before the week began (phase 1
+    before any visit), since a new prescription starts with the following week."""
     ordered = visits.sort_values([PID_CODE, DAY])
     visit_key = ordered[PID_CODE].to_numpy(np.int64) * 100_000 + ordered[DAY].to_numpy(np.int64)
-    day_key = grid[PID_CODE].to_numpy(np.int64) * 100_000 + grid[DAY].to_numpy(np.int64)
-    position = np.searchsorted(visit_key, day_key, side="right") - 1
+    week_start = grid[WEEK].to_numpy(np.int64) * DAYS_PER_WEEK
+    last_day_before = grid[PID_CODE].to_numpy(np.int64) * 100_000 + week_start - 1
+    position = np.searchsorted(visit_key, last_day_before, side="right") - 1
     valid = position >= 0
     same_person = np.zeros(len(grid), dtype=bool)
     same_person[valid] = (
@@ -132,40 +136,38 @@ def weekly_exposures(
     diary: pd.DataFrame,
     sessions: pd.DataFrame,
     visits: pd.DataFrame,
-    exit_day: pd.Series,
+    days_in_study: pd.Series,
     prescribed_per_week: dict,
 ) -> pd.DataFrame:
-    """Per participant-week: sessions done, prescribed, adherence, mean sitting, phase at start.
+    """Per participant-week: sessions done, prescribed, adherence, mean sitting, phase.
 
     A day counts as a done session when the diary says so or the sessions log has an exercise
-    that day. Prescriptions follow the phase in effect each day, so a week that changes phase
-    is prorated. Adherence is capped at 1 (extra sessions do not bank).
+    that day. A partial last week has a prorated prescription. Adherence is capped at 1
+    (extra sessions do not bank).
     """
-    grid = _daily_grid(exit_day)
-    grid["phase"] = _phase_on_days(grid, visits)
-    rate = {int(phase): per_week / DAYS_PER_WEEK for phase, per_week in prescribed_per_week.items()}
-    grid["prescribed"] = grid["phase"].map(rate)
+    grid = _weekly_grid(days_in_study)
+    grid["phase"] = _phase_by_week(grid, visits)
+    per_week = {int(phase): float(n) for phase, n in prescribed_per_week.items()}
+    grid["sessions_prescribed"] = grid["phase"].map(per_week) * grid["days"] / DAYS_PER_WEEK
     done_days = pd.concat(
         [
             diary.loc[diary[Diary.session_done].fillna(False).astype(bool), [PID_CODE, DAY]],
             sessions[[PID_CODE, DAY]],
         ]
     ).drop_duplicates()
-    grid = grid.merge(done_days.assign(done=1.0), on=[PID_CODE, DAY], how="left")
-    grid = grid.merge(diary[[PID_CODE, DAY, Diary.sitting_hours]], on=[PID_CODE, DAY], how="left")
-    grid["done"] = grid["done"].fillna(0.0)
-    grid[WEEK] = grid[DAY] // DAYS_PER_WEEK
-    weekly = grid.groupby([PID_CODE, WEEK], sort=True).agg(
-        sessions_done=("done", "sum"),
-        sessions_prescribed=("prescribed", "sum"),
-        weekly_sitting_hours=(Diary.sitting_hours, "mean"),
-        phase=("phase", "first"),
-        diary_days=(Diary.sitting_hours, "size"),
-    )
-    weekly["weekly_adherence"] = (weekly["sessions_done"] / weekly["sessions_prescribed"]).clip(
+    done_days = done_days[done_days[DAY] < done_days[PID_CODE].map(days_in_study)]
+    done = done_days.groupby([PID_CODE, done_days[DAY] // DAYS_PER_WEEK]).size()
+    in_study = diary[diary[DAY] < diary[PID_CODE].map(days_in_study)]
+    sitting = in_study.groupby([PID_CODE, in_study[DAY] // DAYS_PER_WEEK])[
+        Diary.sitting_hours
+    ].mean()
+    grid = grid.set_index([PID_CODE, WEEK])
+    grid["sessions_done"] = done.reindex(grid.index, fill_value=0).astype(float)
+    grid["weekly_sitting_hours"] = sitting.reindex(grid.index)
+    grid["weekly_adherence"] = (grid["sessions_done"] / grid["sessions_prescribed"]).clip(
         upper=1.0
     )
-    return weekly.reset_index()
+    return grid.reset_index()
 
 
 def _last_contact_day(frames: list[pd.DataFrame], codes: pd.Index) -> pd.Series:
@@ -232,12 +234,14 @@ def derive_recovery(
     time[withdrawn] = withdrawn_day[withdrawn].clip(lower=0)
     upper = recovery_day.where(recovered)
 
-    exit_day = time.where(recovered | withdrawn, last_contact.fillna(0).clip(upper=follow_up))
+    # Exposures cover every day with data (a week's adherence uses the whole week, also past
+    # the event day within it); the models then use the weeks up to each person's exit time.
+    days_in_study = np.maximum(last_contact.fillna(-1) + 1, time).astype(np.int64)
     weekly = weekly_exposures(
         diary,
         sessions,
         visits,
-        time.astype(np.int64),
+        days_in_study,
         params["adherence"]["prescribed_sessions_per_week"],
     )
     totals = weekly.groupby(PID_CODE)[["sessions_done", "sessions_prescribed"]].sum()
@@ -247,10 +251,7 @@ def derive_recovery(
         people.index.isin(pd.concat([diary[PID_CODE], sessions[PID_CODE]])), index=people.index
     )
     overall_adherence = overall_adherence.where(has_activity)
-    in_study_diary = diary[diary[DAY] < diary[PID_CODE].map(exit_day.clip(lower=1))]
-    mean_sitting = (
-        in_study_diary.groupby(PID_CODE)[Diary.sitting_hours].mean().reindex(people.index)
-    )
+    mean_sitting = diary.groupby(PID_CODE)[Diary.sitting_hours].mean().reindex(people.index)
 
     adherence_cfg, sitting_cfg = params["adherence"], params["sitting"]
     recovery = people[[Participants.participant_id, *BASELINE_COLUMNS]].copy()

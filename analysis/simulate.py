@@ -1,0 +1,1473 @@
+"""Synthetic gluteal-amnesia cohort with known ground truth and injected mess (pure, no file I/O).
+
+The recovery hazard uses each week's realised adherence and mean diary sitting hours, exactly as
+the derive stage computes them, so a time-varying Cox model on derived weekly intervals can
+recover the generating coefficients (up to the interval censoring of periodic clinic visits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import DataError, ParameterError
+from analysis.schema import (
+    EXERCISE_PHASE,
+    PAIN_SITES,
+    SEVERITY_LEVELS,
+    SEX_LEVELS,
+    UNDERLYING_CONDITIONS,
+    Assessments,
+    Diary,
+    Participants,
+    Sessions,
+    column_names,
+)
+
+TABLES = ("participants", "diary", "sessions", "assessments")
+DEFECT_COLUMNS = ("table", "source_row", "column", "kind", "truth_row")
+
+SITES = ("site_A", "site_B", "site_C", "site_D", "site_E")
+SITE_SHARES = (0.33, 0.27, 0.21, 0.16, 0.03)
+SEVERITY_SHARES = (0.40, 0.38, 0.22)
+CONDITION_SHARES = (0.60, 0.17, 0.10, 0.13)
+CHRONIC_SHARE = 0.55
+FEMALE_SHARE = 0.56
+ENROLMENT_FIRST = np.datetime64("2024-01-01")
+ENROLMENT_LAST = np.datetime64("2025-06-30")
+WITHDRAWAL_REASONS = ("moved away", "lost interest", "time constraints", "other")
+WITHDRAWAL_REASON_SHARES = (0.2, 0.35, 0.3, 0.15)
+
+# Symptom months are drawn away from the cut-off so "chronic" cannot depend on >= versus >.
+CHRONIC_AFTER_MONTHS = 6.0
+RECENT_MONTHS_RANGE = (0.5, 5.9)
+CHRONIC_MONTHS_MIN = 6.1
+
+# Log hazard ratios keyed by the covariate names of the derived analysis frames.
+HAZARD_COEFFICIENTS = {
+    "weekly_adherence": 2.0,
+    "weekly_sitting_hours": -0.12,
+    "severity[moderate]": -0.55,
+    "severity[severe]": -1.0,
+    "chronic": -0.8,
+    "underlying_condition[disc]": -0.7,
+    "underlying_condition[nerve_entrapment]": -1.0,
+    "underlying_condition[other]": -0.35,
+}
+# Weibull baseline H0(t) = (t / scale) ** shape, t in days since enrolment. No lag term: pain
+# falls on the progress scale, and a lag would leave it high in the window before early recoveries.
+BASELINE_SHAPE = 2.5
+BASELINE_SCALE_DAYS = 70.0
+
+PRESCRIBED_SESSIONS_PER_WEEK = {1: 7, 2: 3, 3: 3}
+ADHERENCE_MODEL = {
+    "person_logit_mean": 1.0,
+    "person_logit_sd": 1.5,
+    "weekly_ar1": 0.6,
+    "weekly_sd": 0.7,
+    "logit_change_per_week": -0.04,
+    "logit_shift_phases_2_3": 0.4,
+}
+SITTING_MODEL = {
+    "person_mean_hours": 8.3,
+    "person_sd_hours": 1.8,
+    "person_range_hours": [3.0, 14.0],
+    "weekly_ar1": 0.7,
+    "weekly_sd_hours": 0.8,
+    "daily_sd_hours": 0.9,
+    "daily_range_hours": [1.0, 18.0],
+}
+WITHDRAWAL_MODEL = {
+    "weekly_probability_full_adherence": 0.003,
+    "log_rate_per_unit_non_adherence": 2.2,
+    "adherence_used": "previous week's realised adherence (person's propensity in week 0)",
+}
+# Loss to follow-up needs room between its first day and its margin before the end.
+MIN_FOLLOW_UP_WEEKS = 8
+LOSS_MODEL = {"share": 0.05, "first_day": 14, "days_before_end_of_follow_up": 35}
+VISIT_SCHEDULE = {"every_days": 14, "jitter_days": 2, "missed_share": 0.10, "day_0_visit": True}
+PHASE_THRESHOLDS = {
+    "phase_2": {"min_progress": 0.25, "min_activation_score": 5.0},
+    "phase_3": {"min_progress": 0.6, "min_strength_fraction_of_target": 0.85},
+    "effective_from": "the start of the week after the visit that assigns it",
+}
+# Pain falls to nothing once this fraction of the way to recovery (time scale, progress ** 1/k).
+PAIN_FREE_AT_RECOVERY_FRACTION = 0.7
+
+PHASE_EXERCISES = {
+    phase: tuple(name for name, owner in EXERCISE_PHASE.items() if owner == phase)
+    for phase in (1, 2, 3)
+}
+EXERCISE_NAMES = tuple(EXERCISE_PHASE)
+# Starting load for a typical participant (kg); None = bodyweight exercise.
+START_LOAD_KG = {
+    "glute_bridge": None,
+    "clam_shell": None,
+    "side_lying_leg_lift": None,
+    "weighted_hip_thrust": 30.0,
+    "step_up": 6.0,
+    "cable_kickback": 7.5,
+    "squat": 25.0,
+    "deadlift": 35.0,
+    "lunge": 8.0,
+    "single_leg_deadlift": 8.0,
+    "lateral_bound": None,
+}
+EXERCISES_PER_SESSION = (2, 3)
+EXERCISES_PER_SESSION_SHARES = (0.25, 0.75)
+LOAD_GAIN_PER_WEEK = {1: 0.0, 2: 0.04, 3: 0.02}
+SETS_RANGE = {1: (2, 3), 2: (3, 4), 3: (3, 3)}
+REPS_RANGE = {1: (12, 25), 2: (8, 12), 3: (8, 12)}
+TYPICAL_STRENGTH_N = {"female": 190.0, "male": 250.0}
+
+# Spellings a study team really writes; the cleaner is tested against these.
+EXERCISE_VARIANTS = {
+    "glute_bridge": ("Glute Bridge", "glute-bridges", "glute bridges"),
+    "clam_shell": ("clamshell", "Clam Shells", "clam-shell"),
+    "side_lying_leg_lift": ("Side lying leg lift", "side-lying leg lifts"),
+    "weighted_hip_thrust": ("hip thrust (weighted)", "Weighted Hip Thrust", "weighted hip thrusts"),
+    "step_up": ("Step Up", "step-ups", "stepup"),
+    "cable_kickback": ("Cable Kickback", "cable kickbacks", "cable kick-back"),
+    "squat": ("squats", "Squats"),
+    "deadlift": ("Deadlift", "dead lift", "deadlifts"),
+    "lunge": ("lunges", "Lunges"),
+    "single_leg_deadlift": ("single leg deadlift", "Single-Leg Deadlift"),
+    "lateral_bound": ("Lateral Bound", "lateral bounds", "lateral-bound"),
+}
+EXERCISE_TYPO_SHARE = 0.3
+TRUE_SPELLINGS = ("yes", "Y", "1", "TRUE", "True")
+FALSE_SPELLINGS = ("no", "N", "0", "FALSE", "False")
+MESSY_DATE_FORMATS = ("%d/%m/%Y", "%Y/%m/%d", "%d.%m.%Y", "day_month_name")
+FUTURE_YEARS = (2031, 2035)
+
+DEFECT_KINDS = (
+    "duplicate_row",
+    "date_format",
+    "sitting_minutes",
+    "load_lb",
+    "exercise_variant",
+    "out_of_range",
+    "date_before_enrolment",
+    "future_date",
+    "missing_required",
+    "missing_value",
+    "unknown_participant",
+    "whitespace_case",
+    "flag_spelling",
+)
+TABLE_DEFECT_KINDS = {
+    "participants": (
+        "duplicate_row",
+        "date_format",
+        "out_of_range",
+        "missing_value",
+        "whitespace_case",
+    ),
+    "diary": (
+        "duplicate_row",
+        "date_format",
+        "sitting_minutes",
+        "out_of_range",
+        "date_before_enrolment",
+        "future_date",
+        "missing_required",
+        "missing_value",
+        "unknown_participant",
+        "whitespace_case",
+        "flag_spelling",
+    ),
+    "sessions": (
+        "duplicate_row",
+        "date_format",
+        "load_lb",
+        "exercise_variant",
+        "out_of_range",
+        "date_before_enrolment",
+        "future_date",
+        "missing_required",
+        "missing_value",
+        "unknown_participant",
+        "whitespace_case",
+    ),
+    "assessments": (
+        "duplicate_row",
+        "date_format",
+        "out_of_range",
+        "date_before_enrolment",
+        "future_date",
+        "missing_required",
+        "missing_value",
+        "unknown_participant",
+        "whitespace_case",
+        "flag_spelling",
+    ),
+}
+OPTIONAL_NUMBERS = {
+    "participants": (
+        Participants.age_years,
+        Participants.bmi,
+        Participants.symptom_months,
+        Participants.baseline_sitting_hours,
+    ),
+    "diary": (Diary.sitting_hours, Diary.sitting_breaks, *PAIN_SITES),
+    "sessions": (Sessions.sets, Sessions.reps, Sessions.load_kg, Sessions.form_quality),
+    "assessments": (
+        Assessments.activation_score,
+        Assessments.hip_abduction_n,
+        Assessments.single_leg_balance_s,
+    ),
+}
+CASE_PRONE_COLUMNS = {
+    "participants": (
+        Participants.participant_id,
+        Participants.sex,
+        Participants.severity,
+        Participants.underlying_condition,
+    ),
+    "diary": (Diary.participant_id,),
+    "sessions": (Sessions.participant_id, Sessions.exercise),
+    "assessments": (Assessments.participant_id,),
+}
+FLAG_COLUMNS = {
+    "diary": (Diary.session_done,),
+    "assessments": (Assessments.trendelenburg_positive, Assessments.clinician_recovered),
+}
+
+
+@dataclass
+class SimulatedStudy:
+    """Raw tables as written to CSV (all strings), the generating truth and the defect ledger."""
+
+    tables: dict[str, pd.DataFrame]
+    truth: dict
+    injected_defects: pd.DataFrame
+
+
+@dataclass
+class _Cohort:
+    """Latent and observed arrays of one simulated cohort (participants x days)."""
+
+    baseline: dict[str, np.ndarray]
+    enrol_day: np.ndarray
+    diary_end: np.ndarray
+    exit_day: np.ndarray
+    exit_reason: np.ndarray
+    recovery_day: np.ndarray
+    overall_adherence: np.ndarray
+    sitting: np.ndarray
+    breaks: np.ndarray
+    pain: np.ndarray
+    session_done: np.ndarray
+    phase: np.ndarray
+    recovery_fraction: np.ndarray
+    phase_start_day: np.ndarray
+    visit_day: np.ndarray
+    visit_attended: np.ndarray
+    visit_measures: dict[str, np.ndarray]
+    withdrawal_reason: np.ndarray
+
+
+def _sigmoid(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+def _format_numbers(values: np.ndarray, decimals: int, missing: np.ndarray | None = None):
+    """Numbers as fixed-decimal strings ("" where missing), by lookup over the value range."""
+    scaled = np.rint(np.asarray(values, dtype=float) * 10**decimals)
+    if missing is None:
+        missing = np.isnan(scaled)
+    if missing.all():
+        return np.full(scaled.shape, "", dtype=object)
+    codes = np.where(missing, 0, scaled).astype(np.int64)
+    low, high = codes[~missing].min(), codes[~missing].max()
+    lookup = np.array(
+        [f"{code / 10**decimals:.{decimals}f}" for code in range(low, high + 1)], dtype=object
+    )
+    text = lookup[np.clip(codes - low, 0, high - low)]
+    text[missing] = ""
+    return text
+
+
+def _format_dates(epoch_days: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 as ISO dates, by lookup over the date range."""
+    if len(epoch_days) == 0:
+        return np.array([], dtype=object)
+    low, high = int(epoch_days.min()), int(epoch_days.max())
+    lookup = np.datetime_as_string(np.arange(low, high + 1).astype("datetime64[D]")).astype(object)
+    return lookup[epoch_days - low]
+
+
+def _format_flags(values: np.ndarray) -> np.ndarray:
+    return np.where(values, "true", "false").astype(object)
+
+
+def _draw_baseline(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Baseline characteristics and the person-level latent traits."""
+    female = rng.random(n) < FEMALE_SHARE
+    chronic = rng.random(n) < CHRONIC_SHARE
+    severity = rng.choice(len(SEVERITY_LEVELS), size=n, p=SEVERITY_SHARES)
+    chronic_months = CHRONIC_MONTHS_MIN + rng.lognormal(np.log(14.0), 0.9, n)
+    recent_months = rng.uniform(*RECENT_MONTHS_RANGE, n)
+    sitting_mean = np.clip(
+        rng.normal(SITTING_MODEL["person_mean_hours"], SITTING_MODEL["person_sd_hours"], n),
+        *SITTING_MODEL["person_range_hours"],
+    )
+    age = np.clip(np.rint(rng.normal(44.0, 13.0, n)), 18, 75)
+    typical_strength = np.where(female, TYPICAL_STRENGTH_N["female"], TYPICAL_STRENGTH_N["male"])
+    severity_pain = np.array([3.0, 4.5, 6.0])[severity]
+    site_pain_scale = np.array([1.0, 0.8, 0.55])
+    site_pain_free = rng.random((n, len(PAIN_SITES))) < np.array([0.1, 0.3, 0.5])
+    pain_level = severity_pain[:, None] * site_pain_scale * rng.lognormal(0.0, 0.3, (n, 3))
+    return {
+        "female": female,
+        "age": age,
+        "bmi": np.round(np.clip(rng.lognormal(np.log(27.0), 0.17, n), 16.0, 50.0), 1),
+        "site": rng.choice(len(SITES), size=n, p=SITE_SHARES),
+        "severity": severity,
+        "chronic": chronic,
+        "symptom_months": np.round(
+            np.minimum(np.where(chronic, chronic_months, recent_months), 240), 1
+        ),
+        "condition": rng.choice(len(UNDERLYING_CONDITIONS), size=n, p=CONDITION_SHARES),
+        "sitting_mean": sitting_mean,
+        "baseline_sitting": np.round(np.clip(sitting_mean + rng.normal(0, 0.8, n), 1, 18), 1),
+        "adherence_logit": rng.normal(
+            ADHERENCE_MODEL["person_logit_mean"], ADHERENCE_MODEL["person_logit_sd"], n
+        ),
+        "threshold": rng.exponential(1.0, n),
+        "strength_target": typical_strength * rng.lognormal(0.0, 0.15, n),
+        "balance_target": np.clip(rng.normal(34.0 - 0.2 * (age - 40), 6.0), 8.0, 60.0),
+        "pain_level": np.where(site_pain_free, 0.0, np.minimum(pain_level, 9.0)),
+        "breaks_per_hour": rng.uniform(0.4, 1.4, n),
+        "load_scale": typical_strength / TYPICAL_STRENGTH_N["male"] * rng.lognormal(0, 0.15, n),
+    }
+
+
+def _static_log_hazard(baseline: dict[str, np.ndarray]) -> np.ndarray:
+    """The time-fixed part of the linear predictor."""
+    severity = np.array(
+        [
+            0.0,
+            HAZARD_COEFFICIENTS["severity[moderate]"],
+            HAZARD_COEFFICIENTS["severity[severe]"],
+        ]
+    )
+    condition = np.array(
+        [
+            0.0,
+            HAZARD_COEFFICIENTS["underlying_condition[disc]"],
+            HAZARD_COEFFICIENTS["underlying_condition[nerve_entrapment]"],
+            HAZARD_COEFFICIENTS["underlying_condition[other]"],
+        ]
+    )
+    return (
+        severity[baseline["severity"]]
+        + condition[baseline["condition"]]
+        + HAZARD_COEFFICIENTS["chronic"] * baseline["chronic"]
+    )
+
+
+def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> _Cohort:
+    """Walk the cohort forward week by week (vectorised over participants)."""
+    days = follow_up_weeks * 7
+    baseline = _draw_baseline(n, rng)
+    enrol_span = int((ENROLMENT_LAST - ENROLMENT_FIRST).astype(int))
+    enrol_day = int(ENROLMENT_FIRST.astype(int)) + rng.integers(0, enrol_span + 1, n)
+
+    visits = days // VISIT_SCHEDULE["every_days"] + 1
+    jitter = VISIT_SCHEDULE["jitter_days"]
+    visit_day = VISIT_SCHEDULE["every_days"] * np.arange(visits) + rng.integers(
+        -jitter, jitter + 1, (n, visits)
+    )
+    visit_day[:, 0] = 0
+    scheduled_visit = (rng.random((n, visits)) >= VISIT_SCHEDULE["missed_share"]) & (
+        visit_day < days
+    )
+    scheduled_visit[:, 0] = True
+    visit_noise = {
+        "activation": rng.normal(0.0, 0.7, (n, visits)),
+        "strength": rng.normal(0.0, 0.05, (n, visits)),
+    }
+
+    lost = rng.random(n) < LOSS_MODEL["share"]
+    lost_day = rng.integers(
+        LOSS_MODEL["first_day"], days - LOSS_MODEL["days_before_end_of_follow_up"], n
+    )
+    diary_end = np.where(lost, lost_day, days)
+    exit_reason = np.where(lost, "lost", "end").astype(object)
+
+    static_log_hazard = _static_log_hazard(baseline)
+    threshold = baseline["threshold"]
+    cumulative_hazard = np.zeros(n)
+    recovery_day = np.full(n, -1)
+    phase_now = np.ones(n, dtype=np.int8)
+    phase_assigned = np.ones(n, dtype=np.int8)
+    phase_start_day = np.zeros((n, 4), dtype=np.int64)
+    adherence_deviation = rng.normal(0.0, ADHERENCE_MODEL["weekly_sd"], n)
+    sitting_deviation = rng.normal(0.0, SITTING_MODEL["weekly_sd_hours"], n)
+    previous_adherence = _sigmoid(baseline["adherence_logit"])
+    prescribed_rate = np.array([0, *(PRESCRIBED_SESSIONS_PER_WEEK[p] for p in (1, 2, 3))])
+
+    sitting = np.empty((n, days), dtype=np.float32)
+    session_done = np.zeros((n, days), dtype=bool)
+    phase = np.empty((n, days), dtype=np.int8)
+    progress = np.empty((n, days))
+    activation = np.full((n, visits), np.nan)
+    strength = np.full((n, visits), np.nan)
+    visit_progress = np.full((n, visits), np.nan)
+    visit_phase = np.zeros((n, visits), dtype=np.int8)
+    attended = np.zeros((n, visits), dtype=bool)
+
+    for week in range(follow_up_weeks):
+        first, stop = 7 * week, 7 * week + 7
+        if week:
+            adherence_deviation = ADHERENCE_MODEL["weekly_ar1"] * adherence_deviation + np.sqrt(
+                1 - ADHERENCE_MODEL["weekly_ar1"] ** 2
+            ) * rng.normal(0.0, ADHERENCE_MODEL["weekly_sd"], n)
+            sitting_deviation = SITTING_MODEL["weekly_ar1"] * sitting_deviation + np.sqrt(
+                1 - SITTING_MODEL["weekly_ar1"] ** 2
+            ) * rng.normal(0.0, SITTING_MODEL["weekly_sd_hours"], n)
+        changed = phase_assigned != phase_now
+        phase_start_day[changed, phase_assigned[changed]] = first
+        phase_now = phase_assigned.copy()
+        phase[:, first:stop] = phase_now[:, None]
+
+        adherence_probability = _sigmoid(
+            baseline["adherence_logit"]
+            + adherence_deviation
+            + ADHERENCE_MODEL["logit_change_per_week"] * week
+            + ADHERENCE_MODEL["logit_shift_phases_2_3"] * (phase_now > 1)
+        )
+        # Phases 2-3 prescribe three sessions a week, on days the participant picks.
+        day_rank = rng.random((n, 7)).argsort(axis=1).argsort(axis=1)
+        scheduled = (phase_now[:, None] == 1) | (day_rank < PRESCRIBED_SESSIONS_PER_WEEK[2])
+        done = scheduled & (rng.random((n, 7)) < adherence_probability[:, None])
+        session_done[:, first:stop] = done
+        weekly_adherence = done.sum(axis=1) / prescribed_rate[phase_now]
+
+        daily_sitting = np.round(
+            np.clip(
+                (baseline["sitting_mean"] + sitting_deviation)[:, None]
+                + rng.normal(0.0, SITTING_MODEL["daily_sd_hours"], (n, 7)),
+                *SITTING_MODEL["daily_range_hours"],
+            ),
+            1,
+        )
+        sitting[:, first:stop] = daily_sitting
+        weekly_sitting = daily_sitting.mean(axis=1)
+
+        log_hazard = (
+            static_log_hazard
+            + HAZARD_COEFFICIENTS["weekly_adherence"] * weekly_adherence
+            + HAZARD_COEFFICIENTS["weekly_sitting_hours"] * weekly_sitting
+        )
+        baseline_cumulative = (np.arange(first, stop + 1) / BASELINE_SCALE_DAYS) ** BASELINE_SHAPE
+        hazard_at_day_end = cumulative_hazard[:, None] + np.exp(log_hazard)[:, None] * (
+            baseline_cumulative[1:] - baseline_cumulative[0]
+        )
+        hazard_at_day_start = np.column_stack([cumulative_hazard, hazard_at_day_end[:, :-1]])
+        progress[:, first:stop] = np.minimum(hazard_at_day_start / threshold[:, None], 1.0)
+        reached = hazard_at_day_end >= threshold[:, None]
+        newly = (recovery_day < 0) & reached[:, -1]
+        recovery_day[newly] = first + 1 + reached[newly].argmax(axis=1)
+        cumulative_hazard = hazard_at_day_end[:, -1]
+
+        in_study = diary_end > first
+        withdrawal_probability = WITHDRAWAL_MODEL["weekly_probability_full_adherence"] * np.exp(
+            WITHDRAWAL_MODEL["log_rate_per_unit_non_adherence"] * (1 - previous_adherence)
+        )
+        withdrawal_day = first + rng.integers(1, 8, n)
+        withdraws = (
+            in_study & (rng.random(n) < withdrawal_probability) & (withdrawal_day < diary_end)
+        )
+        diary_end[withdraws] = withdrawal_day[withdraws]
+        exit_reason[withdraws] = "withdrawn"
+        previous_adherence = weekly_adherence
+
+        for visit in range(visits):
+            day = visit_day[:, visit]
+            at_visit = scheduled_visit[:, visit] & (day >= first) & (day < stop) & (day < diary_end)
+            if not at_visit.any():
+                continue
+            rows = np.flatnonzero(at_visit)
+            visit_days = day[rows]
+            progress_then = progress[rows, visit_days]
+            fraction = progress_then ** (1 / BASELINE_SHAPE)
+            activation[rows, visit] = np.clip(
+                2.0 + 7.0 * fraction + visit_noise["activation"][rows, visit], 0.0, 10.0
+            )
+            strength[rows, visit] = (0.55 + 0.45 * fraction) * (
+                1 + visit_noise["strength"][rows, visit]
+            )
+            ready_for_3 = (progress_then >= PHASE_THRESHOLDS["phase_3"]["min_progress"]) & (
+                strength[rows, visit]
+                >= PHASE_THRESHOLDS["phase_3"]["min_strength_fraction_of_target"]
+            )
+            ready_for_2 = (progress_then >= PHASE_THRESHOLDS["phase_2"]["min_progress"]) & (
+                activation[rows, visit] >= PHASE_THRESHOLDS["phase_2"]["min_activation_score"]
+            )
+            rule = np.where(ready_for_3, 3, np.where(ready_for_2, 2, 1))
+            phase_assigned[rows] = np.maximum(phase_assigned[rows], rule)
+            visit_phase[rows, visit] = phase_assigned[rows]
+            visit_progress[rows, visit] = progress_then
+            attended[rows, visit] = True
+            recovered = (recovery_day[rows] >= 0) & (visit_days >= recovery_day[rows])
+            diary_end[rows[recovered]] = visit_days[recovered] + 1
+            exit_reason[rows[recovered]] = "recovered"
+
+    exit_day = np.where(exit_reason == "recovered", diary_end - 1, diary_end)
+    recovery_day = np.where((recovery_day >= 0) & (recovery_day <= exit_day), recovery_day, -1)
+    in_study_days = np.arange(days) < diary_end[:, None]
+    prescribed = (prescribed_rate[phase] / 7.0 * in_study_days).sum(axis=1)
+    overall_adherence = (session_done & in_study_days).sum(axis=1) / prescribed
+
+    fraction = progress ** (1 / BASELINE_SHAPE)
+    pain_scale = np.clip(1 - fraction / PAIN_FREE_AT_RECOVERY_FRACTION, 0, None) ** 1.5
+    pain = np.clip(
+        np.rint(
+            baseline["pain_level"][:, :, None] * pain_scale[:, None, :]
+            + rng.normal(0.0, 0.6, (n, len(PAIN_SITES), days))
+        ),
+        0,
+        10,
+    ).astype(np.int8)
+    breaks = rng.poisson(sitting * baseline["breaks_per_hour"][:, None]).astype(np.int16)
+    visit_fraction = visit_progress ** (1 / BASELINE_SHAPE)
+    balance = np.clip(
+        baseline["balance_target"][:, None] * (0.45 + 0.55 * visit_fraction)
+        + rng.normal(0.0, 3.0, (n, visits)),
+        0.5,
+        120.0,
+    )
+    trendelenburg = rng.random((n, visits)) < _sigmoid(2.5 - 6.0 * visit_fraction)
+    reasons = rng.choice(len(WITHDRAWAL_REASONS), size=n, p=WITHDRAWAL_REASON_SHARES)
+    return _Cohort(
+        baseline=baseline,
+        enrol_day=enrol_day,
+        diary_end=diary_end,
+        exit_day=exit_day,
+        exit_reason=exit_reason,
+        recovery_day=recovery_day,
+        overall_adherence=overall_adherence,
+        sitting=sitting,
+        breaks=breaks,
+        pain=pain,
+        session_done=session_done,
+        phase=phase,
+        recovery_fraction=fraction,
+        phase_start_day=phase_start_day,
+        visit_day=visit_day,
+        visit_attended=attended,
+        visit_measures={
+            "activation": activation,
+            "strength": strength * baseline["strength_target"][:, None],
+            "balance": balance,
+            "trendelenburg": trendelenburg,
+            "phase": visit_phase,
+            "recovered": visit_progress >= 1.0,
+        },
+        withdrawal_reason=np.asarray(WITHDRAWAL_REASONS, dtype=object)[reasons],
+    )
+
+
+def participant_ids(n: int) -> np.ndarray:
+    """Zero-padded ids P00001.. wide enough for n participants."""
+    width = max(5, len(str(n)))
+    return np.array([f"P{number:0{width}d}" for number in range(1, n + 1)], dtype=object)
+
+
+def _participants_table(cohort: _Cohort, ids: np.ndarray) -> pd.DataFrame:
+    baseline = cohort.baseline
+    withdrawn = cohort.exit_reason == "withdrawn"
+    withdrawn_on = _format_dates(cohort.enrol_day + cohort.exit_day)
+    columns = {
+        Participants.participant_id: ids,
+        Participants.site: np.asarray(SITES, dtype=object)[baseline["site"]],
+        Participants.enrolled_on: _format_dates(cohort.enrol_day),
+        Participants.age_years: _format_numbers(baseline["age"], 0),
+        Participants.sex: np.where(baseline["female"], SEX_LEVELS[0], SEX_LEVELS[1]).astype(object),
+        Participants.bmi: _format_numbers(baseline["bmi"], 1),
+        Participants.severity: np.asarray(SEVERITY_LEVELS, dtype=object)[baseline["severity"]],
+        Participants.symptom_months: _format_numbers(baseline["symptom_months"], 1),
+        Participants.underlying_condition: np.asarray(UNDERLYING_CONDITIONS, dtype=object)[
+            baseline["condition"]
+        ],
+        Participants.baseline_sitting_hours: _format_numbers(baseline["baseline_sitting"], 1),
+        Participants.withdrawn_on: np.where(withdrawn, withdrawn_on, "").astype(object),
+        Participants.withdrawal_reason: np.where(withdrawn, cohort.withdrawal_reason, "").astype(
+            object
+        ),
+    }
+    return pd.DataFrame(columns, columns=column_names(Participants))
+
+
+def _diary_table(cohort: _Cohort, ids: np.ndarray) -> pd.DataFrame:
+    person, day = np.nonzero(np.arange(cohort.sitting.shape[1]) < cohort.diary_end[:, None])
+    pain = cohort.pain[person, :, day]
+    columns = {
+        Diary.participant_id: ids[person],
+        Diary.date: _format_dates(cohort.enrol_day[person] + day),
+        Diary.sitting_hours: _format_numbers(cohort.sitting[person, day], 1),
+        Diary.sitting_breaks: _format_numbers(cohort.breaks[person, day], 0),
+        **{site: _format_numbers(pain[:, index], 0) for index, site in enumerate(PAIN_SITES)},
+        Diary.session_done: _format_flags(cohort.session_done[person, day]),
+    }
+    return pd.DataFrame(columns, columns=column_names(Diary))
+
+
+def _sessions_table(cohort: _Cohort, ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    in_study = np.arange(cohort.sitting.shape[1]) < cohort.diary_end[:, None]
+    person, day = np.nonzero(cohort.session_done & in_study)
+    phase = cohort.phase[person, day].astype(np.int64)
+    exercises_done = rng.choice(
+        EXERCISES_PER_SESSION, size=len(person), p=EXERCISES_PER_SESSION_SHARES
+    )
+    # Rank the catalogue at random per session; a session does its phase's top-ranked exercises.
+    rank_keys = rng.random((len(person), len(EXERCISE_NAMES)))
+    catalogue_phase = np.array([EXERCISE_PHASE[name] for name in EXERCISE_NAMES])
+    rank_keys[catalogue_phase[None, :] != phase[:, None]] = np.inf
+    order = rank_keys.argsort(axis=1)
+    session = np.repeat(np.arange(len(person)), exercises_done)
+    position = np.arange(len(session)) - np.repeat(
+        np.cumsum(exercises_done) - exercises_done, exercises_done
+    )
+    exercise = order[session, position]
+    person, day, phase = person[session], day[session], phase[session]
+
+    sets_low = np.array([0, *(SETS_RANGE[p][0] for p in (1, 2, 3))])[phase]
+    sets_high = np.array([0, *(SETS_RANGE[p][1] for p in (1, 2, 3))])[phase]
+    reps_low = np.array([0, *(REPS_RANGE[p][0] for p in (1, 2, 3))])[phase]
+    reps_high = np.array([0, *(REPS_RANGE[p][1] for p in (1, 2, 3))])[phase]
+    start_load = np.array(
+        [np.nan if START_LOAD_KG[name] is None else START_LOAD_KG[name] for name in EXERCISE_NAMES]
+    )[exercise]
+    weeks_in_phase = (day - cohort.phase_start_day[person, phase]) / 7.0
+    load_gain = np.array([0, *(LOAD_GAIN_PER_WEEK[p] for p in (1, 2, 3))])[phase]
+    load = (
+        np.round(
+            2
+            * start_load
+            * cohort.baseline["load_scale"][person]
+            * (1 + load_gain * weeks_in_phase)
+        )
+        / 2
+    )
+    fraction = cohort.recovery_fraction[person, day]
+    form = np.clip(np.rint(1.8 + 3.2 * fraction + rng.normal(0.0, 0.6, len(person))), 1, 5)
+    columns = {
+        Sessions.participant_id: ids[person],
+        Sessions.date: _format_dates(cohort.enrol_day[person] + day),
+        Sessions.phase: _format_numbers(phase, 0),
+        Sessions.exercise: np.asarray(EXERCISE_NAMES, dtype=object)[exercise],
+        Sessions.sets: _format_numbers(rng.integers(sets_low, sets_high + 1), 0),
+        Sessions.reps: _format_numbers(rng.integers(reps_low, reps_high + 1), 0),
+        Sessions.load_kg: _format_numbers(load, 1),
+        Sessions.form_quality: _format_numbers(form, 0),
+    }
+    return pd.DataFrame(columns, columns=column_names(Sessions))
+
+
+def _assessments_table(cohort: _Cohort, ids: np.ndarray) -> pd.DataFrame:
+    person, visit = np.nonzero(cohort.visit_attended)
+    measures = {name: values[person, visit] for name, values in cohort.visit_measures.items()}
+    columns = {
+        Assessments.participant_id: ids[person],
+        Assessments.date: _format_dates(cohort.enrol_day[person] + cohort.visit_day[person, visit]),
+        Assessments.activation_score: _format_numbers(measures["activation"], 1),
+        Assessments.hip_abduction_n: _format_numbers(measures["strength"], 1),
+        Assessments.single_leg_balance_s: _format_numbers(measures["balance"], 1),
+        Assessments.trendelenburg_positive: _format_flags(measures["trendelenburg"]),
+        Assessments.phase_assigned: _format_numbers(measures["phase"], 0),
+        Assessments.clinician_recovered: _format_flags(measures["recovered"]),
+    }
+    return pd.DataFrame(columns, columns=column_names(Assessments))
+
+
+def _nullable_day(values: np.ndarray, present: np.ndarray) -> list[int | None]:
+    return [int(value) if keep else None for value, keep in zip(values, present, strict=True)]
+
+
+def _truth(
+    cohort: _Cohort, ids: np.ndarray, seed: int, mess_rate: float, follow_up_weeks: int
+) -> dict:
+    recovery = _nullable_day(cohort.recovery_day, cohort.recovery_day >= 0)
+    withdrawn = _nullable_day(cohort.exit_day, cohort.exit_reason == "withdrawn")
+    lost = _nullable_day(cohort.exit_day, cohort.exit_reason == "lost")
+    adherence = np.round(cohort.overall_adherence, 4).tolist()
+    return {
+        "seed": int(seed),
+        "participant_count": len(ids),
+        "mess_rate": float(mess_rate),
+        "follow_up_weeks": int(follow_up_weeks),
+        "generating_parameters": {
+            **HAZARD_COEFFICIENTS,
+            "baseline_hazard": {
+                "form": "weibull",
+                "cumulative": "H0(t) = (t / scale_days) ** shape, t in days since enrolment",
+                "shape": BASELINE_SHAPE,
+                "scale_days": BASELINE_SCALE_DAYS,
+            },
+            "hazard_time_scale": (
+                "day d lies in week d // 7; that week's realised adherence (sessions done / "
+                "prescribed) and mean diary sitting hours enter the hazard; recovery day T is the "
+                "first whole day with cumulative hazard >= an Exp(1) threshold"
+            ),
+            "chronic_after_months": CHRONIC_AFTER_MONTHS,
+            "prescribed_sessions_per_week": {
+                str(phase): rate for phase, rate in PRESCRIBED_SESSIONS_PER_WEEK.items()
+            },
+            "adherence": ADHERENCE_MODEL,
+            "sitting": SITTING_MODEL,
+            "withdrawal": WITHDRAWAL_MODEL,
+            "loss_to_follow_up": LOSS_MODEL,
+            "visit_schedule": VISIT_SCHEDULE,
+            "phase_thresholds": PHASE_THRESHOLDS,
+            "pain_free_at_recovery_fraction": PAIN_FREE_AT_RECOVERY_FRACTION,
+            "site_shares": dict(zip(SITES, SITE_SHARES, strict=True)),
+        },
+        "participants": [
+            {
+                "participant_id": participant,
+                "true_recovery_day": recovery_day,
+                "withdrawn_day": withdrawn_day,
+                "lost_day": lost_day,
+                "overall_adherence": participant_adherence,
+            }
+            for participant, recovery_day, withdrawn_day, lost_day, participant_adherence in zip(
+                ids, recovery, withdrawn, lost, adherence, strict=True
+            )
+        ],
+    }
+
+
+def simulate_study(
+    participants: int, seed: int, mess_rate: float = 0.0, follow_up_weeks: int = 40
+) -> SimulatedStudy:
+    """A synthetic study: raw string tables, the generating truth and the injected defects."""
+    if participants < 1:
+        raise ParameterError(f"participants must be at least 1, got {participants}")
+    if not 0.0 <= mess_rate <= 0.5:
+        raise ParameterError(f"mess_rate must lie in [0, 0.5], got {mess_rate}")
+    if follow_up_weeks < MIN_FOLLOW_UP_WEEKS:
+        raise ParameterError(
+            f"follow_up_weeks must be at least {MIN_FOLLOW_UP_WEEKS}, got {follow_up_weeks}"
+        )
+    cohort_seed, table_seed, mess_seed = np.random.SeedSequence(seed).spawn(3)
+    cohort = _simulate_cohort(participants, follow_up_weeks, np.random.default_rng(cohort_seed))
+    ids = participant_ids(participants)
+    clean = {
+        "participants": _participants_table(cohort, ids),
+        "diary": _diary_table(cohort, ids),
+        "sessions": _sessions_table(cohort, ids, np.random.default_rng(table_seed)),
+        "assessments": _assessments_table(cohort, ids),
+    }
+    truth = _truth(cohort, ids, seed, mess_rate, follow_up_weeks)
+    tables, defects = inject_mess(clean, mess_rate, np.random.default_rng(mess_seed))
+    return SimulatedStudy(tables=tables, truth=truth, injected_defects=defects)
+
+
+# --- mess ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _MessContext:
+    """What the defect writers need to know about the study."""
+
+    table: str
+    enrolment_day: dict[str, int]
+    participants: int
+    rng: np.random.Generator
+
+
+def _date_column(table: str) -> str:
+    return Participants.enrolled_on if table == "participants" else Diary.date
+
+
+def _iso_to_epoch_days(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values.astype("datetime64[D]").astype(np.int64))
+
+
+def _write_messy_date(epoch_day: int, rng: np.random.Generator) -> str:
+    """A day-first or year-first date in one of the non-ISO formats the cleaner accepts."""
+    date = pd.Timestamp(np.datetime64(int(epoch_day), "D"))
+    style = MESSY_DATE_FORMATS[rng.integers(len(MESSY_DATE_FORMATS))]
+    if style == "day_month_name":
+        return f"{date.day} {date.strftime('%b %Y')}"
+    return date.strftime(style)
+
+
+def _swap_adjacent_letters(name: str, rng: np.random.Generator) -> str:
+    """A one-typo spelling: two different adjacent letters swapped."""
+    spaced = name.replace("_", " ")
+    positions = [
+        index
+        for index in range(len(spaced) - 1)
+        if spaced[index].isalpha() and spaced[index + 1].isalpha()
+        if spaced[index] != spaced[index + 1]
+    ]
+    index = positions[rng.integers(len(positions))]
+    return spaced[:index] + spaced[index + 1] + spaced[index] + spaced[index + 2 :]
+
+
+def _exercise_variant(name: str, rng: np.random.Generator) -> str:
+    if len(name) >= 6 and rng.random() < EXERCISE_TYPO_SHARE:
+        return _swap_adjacent_letters(name, rng)
+    variants = EXERCISE_VARIANTS[name]
+    return variants[rng.integers(len(variants))]
+
+
+def _whitespace_case(value: str, rng: np.random.Generator) -> str:
+    """Stray spaces and changed case, never equal to the original."""
+    styles = (str.lower, str.upper, str.title)
+    text = styles[rng.integers(len(styles))](value)
+    padding = (" ", "", "  ")
+    text = padding[rng.integers(3)] + text + padding[rng.integers(3)]
+    return text if text != value else f" {text} "
+
+
+def _pick_columns(
+    values: dict[str, np.ndarray], rows: np.ndarray, columns: tuple[str, ...], rng
+) -> np.ndarray:
+    """One column per row, chosen among the given columns that hold a value in that row."""
+    filled = np.column_stack([values[column][rows] != "" for column in columns])
+    keys = np.where(filled, rng.random(filled.shape), -1.0)
+    return np.asarray(columns, dtype=object)[keys.argmax(axis=1)]
+
+
+def _apply_duplicate_row(values, rows, context) -> np.ndarray:
+    return np.full(len(rows), "", dtype=object)
+
+
+def _apply_date_format(values, rows, context) -> np.ndarray:
+    column = _date_column(context.table)
+    days = _iso_to_epoch_days(values[column][rows])
+    values[column][rows] = [_write_messy_date(day, context.rng) for day in days]
+    return np.full(len(rows), column, dtype=object)
+
+
+def _apply_sitting_minutes(values, rows, context) -> np.ndarray:
+    column = Diary.sitting_hours
+    minutes = np.rint(values[column][rows].astype(float) * 60).astype(int)
+    unit = np.where(context.rng.random(len(rows)) < 0.5, "", " min")
+    values[column][rows] = [f"{value}{suffix}" for value, suffix in zip(minutes, unit, strict=True)]
+    return np.full(len(rows), column, dtype=object)
+
+
+def _apply_load_lb(values, rows, context) -> np.ndarray:
+    column = Sessions.load_kg
+    pounds = values[column][rows].astype(float) * 2.20462
+    unit = np.where(context.rng.random(len(rows)) < 0.5, " lb", "lbs")
+    values[column][rows] = [
+        f"{value:.1f}{suffix}" for value, suffix in zip(pounds, unit, strict=True)
+    ]
+    return np.full(len(rows), column, dtype=object)
+
+
+def _apply_exercise_variant(values, rows, context) -> np.ndarray:
+    column = Sessions.exercise
+    values[column][rows] = [_exercise_variant(name, context.rng) for name in values[column][rows]]
+    return np.full(len(rows), column, dtype=object)
+
+
+def _out_of_range_value(column: str, rng: np.random.Generator) -> str:
+    if column in PAIN_SITES:
+        return str(rng.choice([-1, *range(11, 16)]))
+    if column == Diary.sitting_hours:
+        return f"{rng.uniform(25.0, 40.0):.1f}"
+    if column == Sessions.form_quality:
+        return str(rng.choice([0, 6, 7, 8, 9]))
+    if column == Participants.age_years:
+        return "150"
+    if column == Participants.bmi:
+        return str(rng.choice([5, 120]))
+    return f"{rng.uniform(11.0, 20.0):.1f}"
+
+
+OUT_OF_RANGE_COLUMNS = {
+    "participants": (Participants.age_years, Participants.bmi),
+    "diary": (Diary.sitting_hours, *PAIN_SITES),
+    "sessions": (Sessions.form_quality,),
+    "assessments": (Assessments.activation_score,),
+}
+
+
+def _apply_out_of_range(values, rows, context) -> np.ndarray:
+    columns = _pick_columns(values, rows, OUT_OF_RANGE_COLUMNS[context.table], context.rng)
+    for row, column in zip(rows, columns, strict=True):
+        values[column][row] = _out_of_range_value(column, context.rng)
+    return columns
+
+
+def _apply_date_before_enrolment(values, rows, context) -> np.ndarray:
+    enrolled = np.array(
+        [context.enrolment_day[participant] for participant in values[Diary.participant_id][rows]]
+    )
+    earlier = enrolled - context.rng.integers(1, 61, len(rows))
+    values[Diary.date][rows] = _format_dates(earlier)
+    return np.full(len(rows), Diary.date, dtype=object)
+
+
+def _apply_future_date(values, rows, context) -> np.ndarray:
+    first = np.datetime64(f"{FUTURE_YEARS[0]}-01-01").astype(np.int64)
+    last = np.datetime64(f"{FUTURE_YEARS[1]}-12-31").astype(np.int64)
+    column = _date_column(context.table)
+    values[column][rows] = _format_dates(context.rng.integers(first, last + 1, len(rows)))
+    return np.full(len(rows), column, dtype=object)
+
+
+def _apply_missing_required(values, rows, context) -> np.ndarray:
+    columns = _pick_columns(values, rows, (Diary.participant_id, Diary.date), context.rng)
+    for row, column in zip(rows, columns, strict=True):
+        values[column][row] = ""
+    return columns
+
+
+def _apply_missing_value(values, rows, context) -> np.ndarray:
+    columns = _pick_columns(values, rows, OPTIONAL_NUMBERS[context.table], context.rng)
+    for row, column in zip(rows, columns, strict=True):
+        values[column][row] = ""
+    return columns
+
+
+def _apply_unknown_participant(values, rows, context) -> np.ndarray:
+    width = len(participant_ids(context.participants)[-1]) - 1
+    numbers = context.rng.integers(
+        context.participants + 1, max(10**width, context.participants + 2), len(rows)
+    )
+    column = Diary.participant_id
+    values[column][rows] = [f"P{number:0{width}d}" for number in numbers]
+    return np.full(len(rows), column, dtype=object)
+
+
+def _apply_whitespace_case(values, rows, context) -> np.ndarray:
+    columns = _pick_columns(values, rows, CASE_PRONE_COLUMNS[context.table], context.rng)
+    for row, column in zip(rows, columns, strict=True):
+        values[column][row] = _whitespace_case(values[column][row], context.rng)
+    return columns
+
+
+def _apply_flag_spelling(values, rows, context) -> np.ndarray:
+    columns = _pick_columns(values, rows, FLAG_COLUMNS[context.table], context.rng)
+    for row, column in zip(rows, columns, strict=True):
+        spellings = TRUE_SPELLINGS if values[column][row] == "true" else FALSE_SPELLINGS
+        values[column][row] = spellings[context.rng.integers(len(spellings))]
+    return columns
+
+
+DEFECT_WRITERS = {
+    "duplicate_row": _apply_duplicate_row,
+    "date_format": _apply_date_format,
+    "sitting_minutes": _apply_sitting_minutes,
+    "load_lb": _apply_load_lb,
+    "exercise_variant": _apply_exercise_variant,
+    "out_of_range": _apply_out_of_range,
+    "date_before_enrolment": _apply_date_before_enrolment,
+    "future_date": _apply_future_date,
+    "missing_required": _apply_missing_required,
+    "missing_value": _apply_missing_value,
+    "unknown_participant": _apply_unknown_participant,
+    "whitespace_case": _apply_whitespace_case,
+    "flag_spelling": _apply_flag_spelling,
+}
+
+
+def _eligible(kind: str, values: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Rows where a defect of this kind would really change a cell."""
+    if kind == "load_lb":
+        return values[Sessions.load_kg][rows] != ""
+    return np.ones(len(rows), dtype=bool)
+
+
+def _inject_table(
+    clean: pd.DataFrame, mess_rate: float, context: _MessContext
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One table with defects in round(mess_rate * rows) distinct rows, and their ledger."""
+    rng = context.rng
+    values = {column: clean[column].to_numpy(dtype=object, copy=True) for column in clean}
+    defect_count = int(round(mess_rate * len(clean)))
+    rows = np.sort(rng.choice(len(clean), size=defect_count, replace=False))
+    kinds = TABLE_DEFECT_KINDS[context.table]
+    eligible = np.column_stack([_eligible(kind, values, rows) for kind in kinds])
+    chosen = np.where(eligible, rng.random(eligible.shape), -1.0).argmax(axis=1)
+    columns = np.empty(len(rows), dtype=object)
+    for index, kind in enumerate(kinds):
+        mine = chosen == index
+        if mine.any():
+            columns[mine] = DEFECT_WRITERS[kind](values, rows[mine], context)
+
+    duplicated = np.zeros(len(clean), dtype=np.int64)
+    is_duplicate = np.asarray(kinds, dtype=object)[chosen] == "duplicate_row"
+    duplicated[rows[is_duplicate]] = 1
+    messy_order = np.repeat(np.arange(len(clean)), 1 + duplicated)
+    messy = pd.DataFrame({column: values[column][messy_order] for column in clean})
+    position = np.arange(len(clean)) + np.cumsum(duplicated) - duplicated
+    # A copy sits right after its original; a spreadsheet shows the header as row 1.
+    source_row = position[rows] + is_duplicate + 2
+    defects = pd.DataFrame(
+        {
+            "table": context.table,
+            "source_row": source_row.astype(np.int64),
+            "column": columns.astype(object),
+            "kind": np.asarray(kinds, dtype=object)[chosen],
+            "truth_row": pd.array(rows, dtype="Int64"),
+        },
+        columns=list(DEFECT_COLUMNS),
+    )
+    return messy, defects
+
+
+def inject_mess(
+    clean: dict[str, pd.DataFrame], mess_rate: float, rng: np.random.Generator
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Copies of the clean tables with defects in a share of rows, and one ledger row per defect."""
+    enrolled = clean["participants"]
+    enrolment_day = dict(
+        zip(
+            enrolled[Participants.participant_id],
+            _iso_to_epoch_days(enrolled[Participants.enrolled_on].to_numpy()).tolist(),
+            strict=True,
+        )
+    )
+    messy, ledgers = {}, []
+    for table in TABLES:
+        context = _MessContext(table, enrolment_day, len(enrolled), rng)
+        messy[table], ledger = _inject_table(clean[table], mess_rate, context)
+        ledgers.append(ledger)
+    defects = pd.concat(ledgers, ignore_index=True)
+    defects["truth_row"] = defects["truth_row"].astype("Int64")
+    return messy, defects
+
+
+# --- REDCap export ---------------------------------------------------------------------------
+
+REDCAP_DICTIONARY_COLUMNS = (
+    "field_name",
+    "form_name",
+    "section_header",
+    "field_type",
+    "field_label",
+    "select_choices_or_calculations",
+    "field_note",
+    "text_validation_type_or_show_slider_number",
+    "text_validation_min",
+    "text_validation_max",
+    "identifier",
+    "branching_logic",
+    "required_field",
+    "custom_alignment",
+    "question_number",
+    "matrix_group_name",
+    "matrix_ranking",
+    "field_annotation",
+)
+REDCAP_RECORD_ID = Participants.participant_id
+REDCAP_REPEAT_INSTRUMENT = "redcap_repeat_instrument"
+REDCAP_REPEAT_INSTANCE = "redcap_repeat_instance"
+REDCAP_COMPLETE = "2"
+# Instrument name -> the canonical table it holds; "baseline" is the one non-repeating form.
+REDCAP_INSTRUMENTS = {
+    "baseline": "participants",
+    "diary": "diary",
+    "exercise_session": "sessions",
+    "clinic_visit": "assessments",
+}
+REDCAP_PAIN_SITES_FIELD = "pain_sites_at_baseline"
+REDCAP_PAIN_SITE_LABELS = ("Low back", "Hip", "Knee")
+
+
+@dataclass(frozen=True)
+class RedcapField:
+    """One data-dictionary row; `column` is the canonical column the field holds."""
+
+    name: str
+    form: str
+    field_type: str
+    label: str
+    column: str | None = None
+    choices: tuple[tuple[str, str, str], ...] = ()
+    validation: str = ""
+    minimum: str = ""
+    maximum: str = ""
+
+
+def _coded(levels: tuple[str, ...], labels: tuple[str, ...]) -> tuple[tuple[str, str, str], ...]:
+    """(code, label, canonical level) for a radio or dropdown, coded 1.. in level order."""
+    return tuple(
+        (str(code), label, level)
+        for code, (label, level) in enumerate(zip(labels, levels, strict=True), start=1)
+    )
+
+
+YESNO = (("1", "Yes", "true"), ("0", "No", "false"))
+REDCAP_FIELDS = (
+    RedcapField(
+        REDCAP_RECORD_ID, "baseline", "text", "Participant ID", Participants.participant_id
+    ),
+    RedcapField("site", "baseline", "text", "Site", Participants.site),
+    RedcapField(
+        "enrolled_on",
+        "baseline",
+        "text",
+        "Date enrolled",
+        Participants.enrolled_on,
+        validation="date_ymd",
+    ),
+    RedcapField(
+        "age_years",
+        "baseline",
+        "text",
+        "Age (years)",
+        Participants.age_years,
+        validation="integer",
+        minimum="16",
+        maximum="100",
+    ),
+    RedcapField(
+        "sex",
+        "baseline",
+        "radio",
+        "Sex",
+        Participants.sex,
+        choices=_coded(SEX_LEVELS, ("Female", "Male")),
+    ),
+    RedcapField(
+        "bmi",
+        "baseline",
+        "text",
+        "Body mass index (kg/m2)",
+        Participants.bmi,
+        validation="number",
+        minimum="12",
+        maximum="70",
+    ),
+    RedcapField(
+        "severity",
+        "baseline",
+        "radio",
+        "Severity",
+        Participants.severity,
+        choices=_coded(SEVERITY_LEVELS, ("Mild", "Moderate", "Severe")),
+    ),
+    RedcapField(
+        "symptom_months",
+        "baseline",
+        "text",
+        "Symptom duration (months)",
+        Participants.symptom_months,
+        validation="number",
+        minimum="0",
+    ),
+    RedcapField(
+        "underlying_condition",
+        "baseline",
+        "dropdown",
+        "Underlying condition",
+        Participants.underlying_condition,
+        choices=_coded(UNDERLYING_CONDITIONS, ("None", "Disc", "Nerve entrapment", "Other")),
+    ),
+    RedcapField(
+        "baseline_sitting_hours",
+        "baseline",
+        "text",
+        "Daily sitting at baseline (hours)",
+        Participants.baseline_sitting_hours,
+        validation="number",
+        minimum="0",
+        maximum="24",
+    ),
+    RedcapField(
+        "withdrawn_on",
+        "baseline",
+        "text",
+        "Date withdrawn",
+        Participants.withdrawn_on,
+        validation="date_ymd",
+    ),
+    RedcapField(
+        "withdrawal_reason",
+        "baseline",
+        "text",
+        "Reason for withdrawal",
+        Participants.withdrawal_reason,
+    ),
+    RedcapField(
+        REDCAP_PAIN_SITES_FIELD,
+        "baseline",
+        "checkbox",
+        "Secondary pain sites at baseline",
+        choices=tuple(
+            (str(code), label, site)
+            for code, (label, site) in enumerate(
+                zip(REDCAP_PAIN_SITE_LABELS, PAIN_SITES, strict=True), start=1
+            )
+        ),
+    ),
+    RedcapField("diary_date", "diary", "text", "Diary date", Diary.date, validation="date_ymd"),
+    RedcapField(
+        "sitting_hours",
+        "diary",
+        "text",
+        "Sitting (hours)",
+        Diary.sitting_hours,
+        validation="number",
+        minimum="0",
+        maximum="24",
+    ),
+    RedcapField(
+        "sitting_breaks",
+        "diary",
+        "text",
+        "Sitting breaks",
+        Diary.sitting_breaks,
+        validation="integer",
+        minimum="0",
+    ),
+    *(
+        RedcapField(
+            site,
+            "diary",
+            "text",
+            f"{label} pain (0-10)",
+            site,
+            validation="integer",
+            minimum="0",
+            maximum="10",
+        )
+        for site, label in zip(PAIN_SITES, REDCAP_PAIN_SITE_LABELS, strict=True)
+    ),
+    RedcapField(
+        "session_done",
+        "diary",
+        "yesno",
+        "Exercise session done",
+        Diary.session_done,
+        choices=YESNO,
+    ),
+    RedcapField(
+        "session_date",
+        "exercise_session",
+        "text",
+        "Session date",
+        Sessions.date,
+        validation="date_ymd",
+    ),
+    RedcapField(
+        "phase",
+        "exercise_session",
+        "text",
+        "Programme phase",
+        Sessions.phase,
+        validation="integer",
+        minimum="1",
+        maximum="3",
+    ),
+    RedcapField(
+        "exercise",
+        "exercise_session",
+        "dropdown",
+        "Exercise",
+        Sessions.exercise,
+        choices=_coded(
+            EXERCISE_NAMES,
+            tuple(name.replace("_", " ").capitalize() for name in EXERCISE_NAMES),
+        ),
+    ),
+    RedcapField(
+        "sets",
+        "exercise_session",
+        "text",
+        "Sets",
+        Sessions.sets,
+        validation="integer",
+        minimum="1",
+        maximum="20",
+    ),
+    RedcapField(
+        "reps",
+        "exercise_session",
+        "text",
+        "Repetitions",
+        Sessions.reps,
+        validation="integer",
+        minimum="1",
+        maximum="200",
+    ),
+    RedcapField(
+        "load_kg",
+        "exercise_session",
+        "text",
+        "Load (kg, blank = bodyweight)",
+        Sessions.load_kg,
+        validation="number",
+        minimum="0",
+        maximum="400",
+    ),
+    RedcapField(
+        "form_quality",
+        "exercise_session",
+        "text",
+        "Form quality (1-5)",
+        Sessions.form_quality,
+        validation="integer",
+        minimum="1",
+        maximum="5",
+    ),
+    RedcapField(
+        "visit_date",
+        "clinic_visit",
+        "text",
+        "Visit date",
+        Assessments.date,
+        validation="date_ymd",
+    ),
+    RedcapField(
+        "activation_score",
+        "clinic_visit",
+        "text",
+        "Gluteal activation score (0-10)",
+        Assessments.activation_score,
+        validation="number",
+        minimum="0",
+        maximum="10",
+    ),
+    RedcapField(
+        "hip_abduction_n",
+        "clinic_visit",
+        "text",
+        "Hip abduction strength (N)",
+        Assessments.hip_abduction_n,
+        validation="number",
+        minimum="0",
+        maximum="1000",
+    ),
+    RedcapField(
+        "single_leg_balance_s",
+        "clinic_visit",
+        "text",
+        "Single-leg balance (s)",
+        Assessments.single_leg_balance_s,
+        validation="number",
+        minimum="0",
+        maximum="300",
+    ),
+    RedcapField(
+        "trendelenburg_positive",
+        "clinic_visit",
+        "yesno",
+        "Trendelenburg sign positive",
+        Assessments.trendelenburg_positive,
+        choices=YESNO,
+    ),
+    RedcapField(
+        "phase_assigned",
+        "clinic_visit",
+        "text",
+        "Phase assigned",
+        Assessments.phase_assigned,
+        validation="integer",
+        minimum="1",
+        maximum="3",
+    ),
+    RedcapField(
+        "clinician_recovered",
+        "clinic_visit",
+        "yesno",
+        "Clinician judges recovered",
+        Assessments.clinician_recovered,
+        choices=YESNO,
+    ),
+)
+
+
+def redcap_dictionary() -> pd.DataFrame:
+    """The REDCap data dictionary of the study design (API header style)."""
+    rows = [
+        {
+            "field_name": field.name,
+            "form_name": field.form,
+            "field_type": field.field_type,
+            "field_label": field.label,
+            "select_choices_or_calculations": ""
+            if field.field_type == "yesno"
+            else " | ".join(f"{code}, {label}" for code, label, _ in field.choices),
+            "text_validation_type_or_show_slider_number": field.validation,
+            "text_validation_min": field.minimum,
+            "text_validation_max": field.maximum,
+        }
+        for field in REDCAP_FIELDS
+    ]
+    return pd.DataFrame(rows, columns=list(REDCAP_DICTIONARY_COLUMNS)).fillna("")
+
+
+def _redcap_columns() -> list[str]:
+    """Export columns: record id, repeat columns, then each form's fields and its _complete."""
+    columns = [REDCAP_RECORD_ID, REDCAP_REPEAT_INSTRUMENT, REDCAP_REPEAT_INSTANCE]
+    for form in REDCAP_INSTRUMENTS:
+        for field in REDCAP_FIELDS:
+            if field.form != form or field.name == REDCAP_RECORD_ID:
+                continue
+            if field.field_type == "checkbox":
+                columns += [f"{field.name}___{code}" for code, _, _ in field.choices]
+            else:
+                columns.append(field.name)
+        columns.append(f"{form}_complete")
+    return columns
+
+
+def _pain_sites_at_baseline(study: SimulatedStudy) -> dict[str, np.ndarray]:
+    """Checkbox columns: a site is ticked when the enrolment-day diary scores its pain >= 1."""
+    participants = study.tables["participants"]
+    diary = study.tables["diary"]
+    enrolment = diary.merge(
+        participants[[Participants.participant_id, Participants.enrolled_on]],
+        left_on=[Diary.participant_id, Diary.date],
+        right_on=[Participants.participant_id, Participants.enrolled_on],
+    ).set_index(Diary.participant_id)
+    pain = enrolment.reindex(participants[Participants.participant_id])
+    checkbox = next(field for field in REDCAP_FIELDS if field.field_type == "checkbox")
+    return {
+        f"{checkbox.name}___{code}": np.where(pd.to_numeric(pain[site]).fillna(0) >= 1, "1", "0")
+        for code, _, site in checkbox.choices
+    }
+
+
+def to_redcap(study: SimulatedStudy) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A clean study as a REDCap flat export with repeating instruments, and its dictionary."""
+    if len(study.injected_defects):
+        raise DataError("a REDCap export needs canonical values", hint="simulate with mess_rate=0")
+    participant_order = {
+        participant: index
+        for index, participant in enumerate(
+            study.tables["participants"][Participants.participant_id]
+        )
+    }
+    blocks = []
+    for form_index, (form, table) in enumerate(REDCAP_INSTRUMENTS.items()):
+        frame = study.tables[table]
+        block = {REDCAP_RECORD_ID: frame[Participants.participant_id].to_numpy()}
+        for field in REDCAP_FIELDS:
+            if field.form != form or field.column is None or field.name == REDCAP_RECORD_ID:
+                continue
+            values = frame[field.column]
+            if field.choices:
+                values = values.map({level: code for code, _, level in field.choices})
+            block[field.name] = values.to_numpy(dtype=object)
+        if form == "baseline":
+            block.update(_pain_sites_at_baseline(study))
+            block[REDCAP_REPEAT_INSTRUMENT] = ""
+            block[REDCAP_REPEAT_INSTANCE] = ""
+        else:
+            instance = frame.groupby(Participants.participant_id, sort=False).cumcount() + 1
+            block[REDCAP_REPEAT_INSTRUMENT] = form
+            block[REDCAP_REPEAT_INSTANCE] = instance.astype(str).to_numpy(dtype=object)
+        block[f"{form}_complete"] = REDCAP_COMPLETE
+        block = pd.DataFrame(block)
+        block["_participant"] = block[REDCAP_RECORD_ID].map(participant_order)
+        block["_form"] = form_index
+        blocks.append(block)
+    data = pd.concat(blocks, ignore_index=True)
+    data = data.sort_values(["_participant", "_form"], kind="stable").reset_index(drop=True)
+    data = data[_redcap_columns()].fillna("").astype(object)
+    return data, redcap_dictionary()

@@ -1,0 +1,145 @@
+"""Simulate -> clean -> derive on studies with known truth (injected defects, true recovery days)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.clean import SOURCE_ROW, clean_study
+from analysis.derive import derive_recovery
+from analysis.schema import CANONICAL_TABLES, RECORD_KEYS, Quarantine, Recovery
+from analysis.simulate import simulate_study
+
+AS_OF = date(2026, 11, 25)
+SEED = 7
+PARTICIPANTS = 400
+MESS_RATE = 0.05
+
+
+def raw_frames(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The simulator's tables as a CSV reader returns them."""
+    return {t: f.assign(**{SOURCE_ROW: np.arange(2, len(f) + 2)}) for t, f in tables.items()}
+
+
+def run_clean(study, params):
+    files = {table: f"{table}.csv" for table in CANONICAL_TABLES}
+    return clean_study(raw_frames(study.tables), files, params["clean"], AS_OF)
+
+
+@pytest.fixture(scope="module")
+def clean_truth(params):
+    return run_clean(simulate_study(PARTICIPANTS, SEED, mess_rate=0.0), params)
+
+
+@pytest.fixture(scope="module")
+def messy(params):
+    study = simulate_study(PARTICIPANTS, SEED, mess_rate=MESS_RATE)
+    return study, run_clean(study, params)
+
+
+def test_a_clean_study_passes_cleaning_untouched(clean_truth):
+    assert clean_truth.quarantine.empty
+    for table, counts in clean_truth.report["tables"].items():
+        assert counts["kept"] == counts["input_rows"], table
+        assert counts["fixes_by_rule"] == {}, table
+
+
+def test_every_row_is_accounted_for(messy):
+    _, cleaned = messy
+    for counts in cleaned.report["tables"].values():
+        assert counts["input_rows"] == (
+            counts["kept"] + counts["quarantined"] + counts["merged_duplicates"]
+        )
+
+
+def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rounded so unit conversions (lb -> kg -> lb, minutes -> hours) compare equal."""
+    return frame.round(6).astype(object).where(frame.notna(), None)
+
+
+def test_injected_defects_are_fixed_or_quarantined(messy, clean_truth):
+    study, cleaned = messy
+    defects = study.injected_defects
+    quarantined = set(
+        zip(
+            cleaned.quarantine[Quarantine.table],
+            cleaned.quarantine[Quarantine.source_row],
+            strict=True,
+        )
+    )
+    handled = []
+    for defect in defects.itertuples():
+        if (defect.table, int(defect.source_row)) in quarantined:
+            handled.append(True)
+            continue
+        key = list(RECORD_KEYS[defect.table])
+        truth_row = clean_truth.tables[defect.table].iloc[[int(defect.truth_row)]]
+        kept = cleaned.tables[defect.table].merge(truth_row[key], on=key)
+        if len(kept) != 1:
+            handled.append(False)
+            continue
+        expected = _normalised(truth_row.reset_index(drop=True))
+        actual = _normalised(kept)
+        if defect.kind == "missing_value":
+            expected[defect.column] = None
+        handled.append(expected.equals(actual))
+    share = np.mean(handled)
+    missed = defects[~np.array(handled)]
+    assert share >= 0.99, missed.groupby("kind").size().to_dict()
+
+
+def test_clean_rows_are_almost_never_quarantined(messy):
+    study, cleaned = messy
+    defective = set(
+        zip(study.injected_defects["table"], study.injected_defects["source_row"], strict=True)
+    )
+    rows = cleaned.quarantine[cleaned.quarantine[Quarantine.scope] == "row"]
+    clean_rows_lost = sum(
+        (t, r) not in defective
+        for t, r in zip(rows[Quarantine.table], rows[Quarantine.source_row], strict=True)
+    )
+    total_rows = sum(len(frame) for frame in study.tables.values())
+    assert clean_rows_lost / total_rows <= 0.001
+
+
+@pytest.fixture(scope="module")
+def derived_truth(params, clean_truth):
+    study = simulate_study(PARTICIPANTS, SEED, mess_rate=0.0)
+    tables = clean_truth.tables
+    frames = derive_recovery(
+        tables["participants"],
+        tables["diary"],
+        tables["sessions"],
+        tables["assessments"],
+        params["derive"],
+    )
+    truth = pd.DataFrame(study.truth["participants"]).set_index("participant_id")
+    truth = truth.rename(columns={"overall_adherence": "true_overall_adherence"})
+    return frames, truth
+
+
+def test_derived_recovery_brackets_the_true_day(derived_truth):
+    frames, truth = derived_truth
+    recovery = frames.recovery.set_index(Recovery.participant_id).join(truth)
+    recovered = recovery[recovery[Recovery.recovered]]
+    inside = (recovered["true_recovery_day"] > recovered[Recovery.interval_lower_days]) & (
+        recovered["true_recovery_day"] <= recovered[Recovery.interval_upper_days]
+    )
+    assert inside.mean() >= 0.99
+    # Nobody is declared recovered without a true recovery.
+    assert recovered["true_recovery_day"].notna().all()
+    never = recovery[recovery["true_recovery_day"].isna()]
+    assert not never[Recovery.recovered].any()
+
+
+def test_derived_censoring_and_adherence_match_the_truth(derived_truth):
+    frames, truth = derived_truth
+    recovery = frames.recovery.set_index(Recovery.participant_id).join(truth)
+    withdrawn = recovery[Recovery.censor_reason] == "withdrawn"
+    assert (withdrawn == (recovery["withdrawn_day"].notna() & ~recovery[Recovery.recovered])).all()
+    np.testing.assert_allclose(
+        recovery[Recovery.overall_adherence], recovery["true_overall_adherence"], atol=0.01
+    )
