@@ -60,13 +60,16 @@ def km_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None
     overall = kaplan_meier(recovery, DURATION, EVENT)
     outputs.tables["km_medians"] = pd.concat([km.medians, overall.medians], ignore_index=True)
     outputs.tables["km_curves"] = km.curves
+    outputs.tables["km_curves_overall"] = overall.curves
     outputs.tables["km_at_risk"] = km.at_risk(params["km_times_days"])
     outputs.tables["km_survival_at"] = km.survival_at(params["km_times_days"])
     logrank = logrank_test(grouped, DURATION, EVENT, group)
     stratified = logrank_test(grouped, DURATION, EVENT, group, strata=params["stratify_logrank_by"])
     outputs.tables["logrank"] = pd.concat(
-        [logrank.tidy().assign(strata="none"),
-         stratified.tidy().assign(strata=params["stratify_logrank_by"])],
+        [
+            logrank.tidy().assign(strata="none"),
+            stratified.tidy().assign(strata=params["stratify_logrank_by"]),
+        ],
         ignore_index=True,
     )
     outputs.tables["logrank_groups"] = logrank.groups
@@ -80,8 +83,9 @@ def km_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None
     outputs.metrics["logrank_p_value"] = _finite(logrank.p_value)
 
 
-def cox_models(recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict,
-               outputs: FitOutputs) -> None:
+def cox_models(
+    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> None:
     """Cox on baseline covariates (with its PH checks) and the time-varying weekly model."""
     cox = fit_cox(recovery, DURATION, EVENT, params["cox_covariates"])
     outputs.tables["cox"] = cox.tidy()
@@ -91,11 +95,18 @@ def cox_models(recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict,
     _record_notes(outputs, "cox", cox.notes)
 
     baseline = [c for c in params["time_varying_covariates"] if c not in intervals.columns]
-    frame = intervals.merge(recovery[[Recovery.participant_id, *baseline]],
-                            on=WeeklyIntervals.participant_id, how="left")
+    frame = intervals.merge(
+        recovery[[Recovery.participant_id, *baseline]],
+        on=WeeklyIntervals.participant_id,
+        how="left",
+    )
     frame = frame.assign(**{WeeklyIntervals.event: frame[WeeklyIntervals.event].astype(int)})
     time_varying = fit_cox_time_varying(
-        frame, WeeklyIntervals.participant_id, "start", "stop", WeeklyIntervals.event,
+        frame,
+        WeeklyIntervals.participant_id,
+        "start",
+        "stop",
+        WeeklyIntervals.event,
         params["time_varying_covariates"],
     )
     outputs.tables["cox_time_varying"] = time_varying.tidy()
@@ -104,7 +115,7 @@ def cox_models(recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict,
 
 
 def interval_censored_frame(recovery: pd.DataFrame) -> pd.DataFrame:
-    """People with some information on recovery: (0, inf) intervals tell nothing and are left out."""
+    """People with any information on recovery; (0, inf) intervals tell nothing."""
     upper = recovery[Recovery.interval_upper_days]
     informative = upper.notna() | (recovery[Recovery.interval_lower_days] > 0)
     return recovery[informative]
@@ -115,15 +126,29 @@ def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> Non
     frame = interval_censored_frame(recovery)
     fits, summaries, coefficients = {}, [], []
     for distribution in params["aft_distributions"]:
-        fitted = _run(outputs, f"aft_{distribution}", lambda d=distribution: fit_aft(
-            frame, params["aft_covariates"], distribution=d,
-            lower=Recovery.interval_lower_days, upper=Recovery.interval_upper_days))
+        fitted = _run(
+            outputs,
+            f"aft_{distribution}",
+            lambda d=distribution: fit_aft(
+                frame,
+                params["aft_covariates"],
+                distribution=d,
+                lower=Recovery.interval_lower_days,
+                upper=Recovery.interval_upper_days,
+            ),
+        )
         if fitted is None:
             continue
         fits[distribution] = fitted
-        summaries.append({"distribution": distribution, "n": fitted.n_observations,
-                          "log_likelihood": fitted.log_likelihood, "aic": fitted.aic,
-                          "scale": fitted.scale})
+        summaries.append(
+            {
+                "distribution": distribution,
+                "n": fitted.n_observations,
+                "log_likelihood": fitted.log_likelihood,
+                "aic": fitted.aic,
+                "scale": fitted.scale,
+            }
+        )
         coefficients.append(fitted.tidy().assign(distribution=distribution))
     if not fits:
         return
@@ -139,25 +164,35 @@ def turnbull_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -
     """The honest nonparametric curve for recovery known only between two visits."""
     frame = interval_censored_frame(recovery)
     overall = turnbull(frame, Recovery.interval_lower_days, Recovery.interval_upper_days)
-    grouped = turnbull(with_group(frame, params), Recovery.interval_lower_days,
-                       Recovery.interval_upper_days, group=params["group"])
-    outputs.tables["turnbull_curves"] = pd.concat([overall.curves, grouped.curves],
-                                                  ignore_index=True)
+    grouped = turnbull(
+        with_group(frame, params),
+        Recovery.interval_lower_days,
+        Recovery.interval_upper_days,
+        group=params["group"],
+    )
+    outputs.tables["turnbull_curves"] = pd.concat(
+        [overall.curves, grouped.curves], ignore_index=True
+    )
     outputs.tables["turnbull_survival_at"] = pd.concat(
-        [overall.survival_at(params["km_times_days"]),
-         grouped.survival_at(params["km_times_days"])], ignore_index=True)
+        [
+            overall.survival_at(params["km_times_days"]),
+            grouped.survival_at(params["km_times_days"]),
+        ],
+        ignore_index=True,
+    )
 
 
 def competing_risk_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
     """Cumulative incidence of recovery and withdrawal, and Fine-Gray for recovery."""
-    cif = cumulative_incidence(with_group(recovery, params), DURATION, Recovery.event_type,
-                               group=params["group"])
+    cif = cumulative_incidence(
+        with_group(recovery, params), DURATION, Recovery.event_type, group=params["group"]
+    )
     outputs.tables["cumulative_incidence"] = cif.table
-    fine_gray = fit_fine_gray(recovery, DURATION, Recovery.event_type, EVENT_RECOVERED,
-                              params["fine_gray_covariates"])
+    fine_gray = fit_fine_gray(
+        recovery, DURATION, Recovery.event_type, EVENT_RECOVERED, params["fine_gray_covariates"]
+    )
     outputs.tables["fine_gray"] = fine_gray.tidy()
-    outputs.metrics["fine_gray_subdistribution_hazard_ratios"] = _hazard_ratios(
-        fine_gray.tidy())
+    outputs.metrics["fine_gray_subdistribution_hazard_ratios"] = _hazard_ratios(fine_gray.tidy())
     _record_notes(outputs, "fine_gray", fine_gray.notes)
 
 
@@ -172,9 +207,17 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
         names=[WeeklyTrajectories.week, params["group"]],
     ).to_frame(index=False)
     for outcome in spec["outcomes"]:
-        fitted = _run(outputs, f"mixed_{outcome}", lambda o=outcome: fit_mixed(
-            frame, f"{o} ~ {spec['fixed']}", WeeklyTrajectories.participant_id,
-            re_formula=spec["random"], reml=spec["reml"]))
+        fitted = _run(
+            outputs,
+            f"mixed_{outcome}",
+            lambda o=outcome: fit_mixed(
+                frame,
+                f"{o} ~ {spec['fixed']}",
+                WeeklyTrajectories.participant_id,
+                re_formula=spec["random"],
+                reml=spec["reml"],
+            ),
+        )
         if fitted is None:
             continue
         fixed.append(fitted.tidy().assign(outcome=outcome))
@@ -186,8 +229,9 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
         outputs.tables["mixed_predictions"] = pd.concat(predictions, ignore_index=True)
 
 
-def run_models(recovery: pd.DataFrame, intervals: pd.DataFrame, trajectories: pd.DataFrame,
-               params: dict) -> FitOutputs:
+def run_models(
+    recovery: pd.DataFrame, intervals: pd.DataFrame, trajectories: pd.DataFrame, params: dict
+) -> FitOutputs:
     """All configured models; each family's failure is recorded and the rest still run."""
     outputs = FitOutputs()
     outputs.metrics["participants"] = len(recovery)

@@ -1,0 +1,494 @@
+"""Report tables: small-cell suppression, cohort flow, Table 1, tidy formatting, privacy guard.
+
+Pure functions on DataFrames: each returns a new frame ready for HTML and never reads a file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
+
+from analysis.errors import DataError
+from analysis.schema import (
+    CENSOR_END,
+    CENSOR_LOST,
+    CENSOR_WITHDRAWN,
+    EVENT_RECOVERED,
+    SEVERITY_LEVELS,
+    SEX_LEVELS,
+    UNDERLYING_CONDITIONS,
+    Recovery,
+)
+
+SUPPRESSED_COLUMN = "suppressed"
+FLOW_COLUMNS = ("stage", "n", "detail")
+
+# Stages of the cohort flow, in the order a CONSORT diagram reads them. The main stages are the
+# boxes down the middle; the others say who left (or what was removed) between two main stages.
+STAGE_ENROLLED = "enrolled"
+STAGE_PARTICIPANT_QUARANTINED = "participant rows quarantined"
+STAGE_PARTICIPANT_DUPLICATES = "duplicate participant rows merged"
+STAGE_INCLUDED = "included after cleaning"
+STAGE_RECORDS_QUARANTINED = "records quarantined"
+STAGE_NOT_IN_ANALYSIS_FRAME = "not in the analysis frame"
+STAGE_NO_GROUP = "no adherence group"
+STAGE_ANALYSED = "analysed"
+STAGE_RECOVERED = "recovered"
+STAGE_WITHDRAWN = "withdrawn"
+STAGE_LOST = "lost to follow-up"
+STAGE_END_OF_FOLLOW_UP = "censored at end of follow-up"
+MAIN_STAGES = (STAGE_ENROLLED, STAGE_INCLUDED, STAGE_ANALYSED)
+OUTCOME_STAGES = (STAGE_RECOVERED, STAGE_WITHDRAWN, STAGE_LOST, STAGE_END_OF_FOLLOW_UP)
+
+TABLE_ONE_CONTINUOUS = (
+    Recovery.age_years,
+    Recovery.bmi,
+    Recovery.symptom_months,
+    Recovery.baseline_sitting_hours,
+    Recovery.mean_sitting_hours,
+    Recovery.overall_adherence,
+)
+TABLE_ONE_CATEGORICAL = (
+    Recovery.sex,
+    Recovery.severity,
+    Recovery.underlying_condition,
+    Recovery.chronic,
+    Recovery.site,
+)
+# Readable row labels with units; tableone appends the summary kind (", mean (SD)", ", n (%)").
+TABLE_ONE_LABELS = {
+    Recovery.age_years: "Age (years)",
+    Recovery.bmi: "BMI (kg/m²)",
+    Recovery.symptom_months: "Symptom duration (months)",
+    Recovery.baseline_sitting_hours: "Baseline sitting (hours/day)",
+    Recovery.mean_sitting_hours: "Mean sitting during follow-up (hours/day)",
+    Recovery.overall_adherence: "Overall adherence (completed/prescribed)",
+    Recovery.sex: "Sex",
+    Recovery.severity: "Severity",
+    Recovery.underlying_condition: "Underlying condition",
+    Recovery.chronic: "Chronic (symptoms beyond the cut-off)",
+    Recovery.site: "Site",
+}
+TABLE_ONE_LEVEL_ORDER = {
+    Recovery.sex: list(SEX_LEVELS),
+    Recovery.severity: list(SEVERITY_LEVELS),
+    Recovery.underlying_condition: list(UNDERLYING_CONDITIONS),
+    Recovery.chronic: [False, True],
+}
+TABLE_ONE_VARIABLE = "variable"
+TABLE_ONE_LEVEL = "level"
+SMD_PREFIX = "SMD"
+
+# Columns a tidy table may carry that name a row rather than hold a number.
+LABEL_COLUMNS = ("term", "group", "outcome", "distribution", "strata", "event", "model")
+
+
+# --- small-cell suppression -------------------------------------------------------------------
+
+
+def small_count_mark(min_cell_size: int) -> str:
+    """How a suppressed count is shown, e.g. "<5"."""
+    return f"<{min_cell_size}"
+
+
+def is_small_count(counts: pd.Series, min_cell_size: int, suppress_zero: bool = False) -> pd.Series:
+    """Counts below the threshold; zero is kept unless asked, as it identifies no one."""
+    values = pd.to_numeric(counts, errors="coerce")
+    small = values < min_cell_size
+    if not suppress_zero:
+        small &= values != 0
+    return small.fillna(False).astype(bool)
+
+
+def suppress_small_cells(
+    frame: pd.DataFrame,
+    count_columns: Sequence[str],
+    min_cell_size: int,
+    estimate_columns: Sequence[str] | None = None,
+    suppress_zero: bool = False,
+) -> pd.DataFrame:
+    """A copy where counts below `min_cell_size` show as "<k" and their row's estimates are blanked.
+
+    A row is suppressed when any of its `count_columns` is small; every small count becomes the
+    mark, and `estimate_columns` (default: every other numeric column) become missing, so no
+    estimate computed from fewer than k people is shown. The `suppressed` column says which rows.
+    Secondary (complementary) suppression across rows is not done here.
+    """
+    missing = [name for name in count_columns if name not in frame.columns]
+    if missing:
+        raise DataError(
+            f"count column(s) not in the frame: {', '.join(missing)}", column=missing[0]
+        )
+    if estimate_columns is None:
+        estimate_columns = [
+            name
+            for name in frame.columns
+            if name not in count_columns
+            and name != SUPPRESSED_COLUMN
+            and is_numeric_dtype(frame[name])
+            and not pd.api.types.is_bool_dtype(frame[name])
+        ]
+    small = pd.DataFrame(
+        {name: is_small_count(frame[name], min_cell_size, suppress_zero) for name in count_columns},
+        index=frame.index,
+    )
+    suppressed_rows = small.any(axis=1)
+    result = frame.copy()
+    mark = small_count_mark(min_cell_size)
+    for name in count_columns:
+        result[name] = result[name].astype(object).where(~small[name], mark)
+    for name in estimate_columns:
+        result[name] = result[name].astype(object).where(~suppressed_rows, np.nan)
+    result[SUPPRESSED_COLUMN] = suppressed_rows | (
+        frame[SUPPRESSED_COLUMN].astype(bool) if SUPPRESSED_COLUMN in frame else False
+    )
+    return result
+
+
+def groups_to_suppress(recovery: pd.DataFrame, group: str, min_cell_size: int) -> list:
+    """Levels of `group` with fewer than `min_cell_size` people: not to be plotted or shown."""
+    sizes = recovery[group].dropna().value_counts()
+    return sorted(sizes.index[sizes < min_cell_size].tolist(), key=str)
+
+
+# --- cohort flow ------------------------------------------------------------------------------
+
+
+def cohort_flow(cleaning_report: dict, recovery: pd.DataFrame, group: str = "adherence_group"):
+    """CONSORT-style counts (stage, n, detail) from the cleaning report and the analysis frame.
+
+    enrolled - participant rows quarantined - duplicates merged = included; included - people
+    not in the analysis frame - people with no adherence group = analysed; analysed = recovered
+    + withdrawn + lost to follow-up + censored at end of follow-up. Records quarantined in the
+    child tables are rows (diary days, sessions, visits), not people, and are listed apart.
+    Counts are exact: pass the result through `suppress_small_cells` for a public report.
+    """
+    tables = cleaning_report["tables"]
+    participants = tables["participants"]
+    rows = [(STAGE_ENROLLED, participants["input_rows"], "participant rows in the export")]
+    for rule, count in participants.get("quarantined_rows_by_rule", {}).items():
+        rows.append((STAGE_PARTICIPANT_QUARANTINED, count, rule))
+    if participants.get("merged_duplicates", 0):
+        rows.append(
+            (
+                STAGE_PARTICIPANT_DUPLICATES,
+                participants["merged_duplicates"],
+                "repeated rows of one participant",
+            )
+        )
+    rows.append((STAGE_INCLUDED, participants["kept"], "participants in the clean table"))
+    for table, counts in tables.items():
+        if table == "participants":
+            continue
+        for rule, count in counts.get("quarantined_rows_by_rule", {}).items():
+            rows.append((STAGE_RECORDS_QUARANTINED, count, f"{table}: {rule}"))
+    not_in_frame = participants["kept"] - len(recovery)
+    if not_in_frame:
+        rows.append(
+            (
+                STAGE_NOT_IN_ANALYSIS_FRAME,
+                not_in_frame,
+                "in the clean table but not in the derived frame",
+            )
+        )
+    grouped = recovery[recovery[group].notna()]
+    rows.append((STAGE_NO_GROUP, len(recovery) - len(grouped), "no adherence data to group by"))
+    rows.append((STAGE_ANALYSED, len(grouped), "with a known adherence group"))
+    event_type = grouped[Recovery.event_type]
+    censored = grouped[event_type == "censored"][Recovery.censor_reason]
+    rows += [
+        (STAGE_RECOVERED, int((event_type == EVENT_RECOVERED).sum()), "of those analysed"),
+        (STAGE_WITHDRAWN, int((event_type == CENSOR_WITHDRAWN).sum()), "competing event"),
+        (STAGE_LOST, int((censored == CENSOR_LOST).sum()), "censored at last contact"),
+        (
+            STAGE_END_OF_FOLLOW_UP,
+            int((censored != CENSOR_LOST).sum()),
+            "not recovered by the end of follow-up",
+        ),
+    ]
+    if (censored.notna() & ~censored.isin([CENSOR_LOST, CENSOR_END])).any():
+        raise DataError(
+            "censored rows with a censor reason other than lost or end of follow-up",
+            column=Recovery.censor_reason,
+        )
+    flow = pd.DataFrame(rows, columns=list(FLOW_COLUMNS))
+    flow["n"] = flow["n"].astype(int)
+    return flow
+
+
+# --- Table 1 ----------------------------------------------------------------------------------
+
+
+def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
+    """Table 1 by group with standardized mean differences (tableone), small cells suppressed.
+
+    `params` gives min_cell_size (report block) and group_order (fit block): the whole
+    params.yaml, either block, or both merged. People with no group are left out. Categorical
+    counts below min_cell_size show as "<k" with their percentage hidden; where that leaves one
+    hidden cell in a variable's column, the next smallest is shown as "suppressed" too, so it
+    cannot be recovered from the column total. A group column with fewer than min_cell_size
+    people is blanked entirely, with the SMDs against it.
+    """
+    from tableone import TableOne  # imported here: tableone is slow to import
+
+    # Accept the whole params.yaml as well as its blocks.
+    params = {**params.get("fit", {}), **params.get("report", {}), **params}
+    min_cell_size = int(params.get("min_cell_size", 5))
+    frame = recovery[recovery[group].notna()].copy()
+    continuous = [name for name in TABLE_ONE_CONTINUOUS if name in frame]
+    categorical = [name for name in TABLE_ONE_CATEGORICAL if name in frame]
+    for name in categorical:
+        # tableone sorts levels as strings; booleans read better as yes/no.
+        if pd.api.types.is_bool_dtype(frame[name]):
+            frame[name] = frame[name].map({True: "yes", False: "no"})
+    order = {
+        name: [_level_text(level) for level in levels]
+        for name, levels in TABLE_ONE_LEVEL_ORDER.items()
+        if name in categorical
+    }
+    group_order = [level for level in params.get("group_order", []) if level in set(frame[group])]
+    group_order += sorted(set(frame[group]) - set(group_order), key=str)
+    order[group] = group_order
+    order = {
+        name: [level for level in levels if level in set(frame[name].dropna())]
+        for name, levels in order.items()
+    }
+    table = TableOne(
+        frame[[*continuous, *categorical, group]],
+        columns=[*continuous, *categorical],
+        categorical=categorical,
+        continuous=continuous,
+        groupby=group,
+        pval=False,
+        smd=True,
+        order=order,
+        rename={name: label for name, label in TABLE_ONE_LABELS.items() if name in frame},
+        missing=True,
+    ).tableone
+    flat = _flatten_table_one(table)
+    return _suppress_table_one(flat, [str(level) for level in group_order], min_cell_size)
+
+
+def _level_text(level) -> str:
+    return {True: "yes", False: "no"}.get(level, str(level)) if isinstance(level, bool) else level
+
+
+def _flatten_table_one(table: pd.DataFrame) -> pd.DataFrame:
+    """tableone's (variable, level) x (grouped-by, column) frame as plain columns."""
+    flat = table.copy()
+    flat.columns = [column[-1] if isinstance(column, tuple) else column for column in flat.columns]
+    index = flat.index.to_frame(index=False)
+    flat = flat.reset_index(drop=True)
+    flat.insert(0, TABLE_ONE_LEVEL, index.iloc[:, 1].astype(str).to_numpy())
+    flat.insert(0, TABLE_ONE_VARIABLE, index.iloc[:, 0].astype(str).to_numpy())
+    flat.columns = [str(name) for name in flat.columns]
+    return flat
+
+
+def _leading_count(cell) -> float:
+    match = re.match(r"\s*(\d+)", str(cell))
+    return float(match.group(1)) if match else np.nan
+
+
+def _suppress_table_one(flat: pd.DataFrame, groups: list[str], min_cell_size: int):
+    """Hide categorical counts below the threshold (with one complementary cell) and tiny groups."""
+    mark = small_count_mark(min_cell_size)
+    result = flat.copy()
+    categorical_rows = result[TABLE_ONE_VARIABLE].str.endswith(", n (%)")
+    count_columns = [name for name in ["Overall", *groups] if name in result]
+    for _, rows in result[categorical_rows].groupby(TABLE_ONE_VARIABLE, sort=False):
+        for column in count_columns:
+            counts = rows[column].map(_leading_count)
+            small = is_small_count(counts, min_cell_size)
+            if small.sum() == 1 and len(rows) > 1:
+                # One hidden cell could be recovered as the group total minus the others.
+                others = counts[~small & (counts > 0)]
+                if len(others):
+                    small[others.idxmin()] = True
+            result.loc[small[small].index, column] = [
+                mark if count < min_cell_size else "suppressed" for count in counts[small]
+            ]
+    if "Missing" in result:
+        missing = result["Missing"].map(_leading_count)
+        hidden = is_small_count(missing, min_cell_size)
+        result.loc[hidden, "Missing"] = mark
+    n_row = result[TABLE_ONE_VARIABLE] == "n"
+    for column in groups:
+        if column in result and _leading_count(result.loc[n_row, column].iloc[0]) < min_cell_size:
+            result[column] = ""
+            result.loc[n_row, column] = mark
+            # An SMD against a hidden group would describe fewer than k people.
+            for smd in smd_columns(result):
+                if re.search(rf"[(,]{re.escape(column)}[,)]", smd):
+                    result[smd] = ""
+    return result
+
+
+def smd_columns(table: pd.DataFrame) -> list[str]:
+    """The standardized-mean-difference columns of a flattened Table 1."""
+    return [name for name in table.columns if str(name).startswith(SMD_PREFIX)]
+
+
+# --- tidy model tables ------------------------------------------------------------------------
+
+
+def format_p_value(p_value: float, digits: int = 3) -> str:
+    """A p-value for a report: "<0.001" below the last shown digit, otherwise rounded."""
+    if p_value is None or pd.isna(p_value):
+        return ""
+    floor = 10.0**-digits
+    return f"<{floor:.{digits}f}" if p_value < floor else f"{p_value:.{digits}f}"
+
+
+def format_interval(estimate: float, low: float, high: float, digits: int = 2) -> str:
+    """ "1.23 (1.01-1.50)"; " to " between the limits when one is negative."""
+    if pd.isna(estimate):
+        return ""
+    separator = " to " if min(low, high) < 0 else "-"
+    limits = [("NA" if pd.isna(value) else f"{value:.{digits}f}") for value in (low, high)]
+    return f"{estimate:.{digits}f} ({limits[0]}{separator}{limits[1]})"
+
+
+def readable_term(term: str) -> str:
+    """A model term for people: "severity[moderate]" -> "Severity: moderate"."""
+    if term == "(Intercept)":
+        return "Intercept"
+    parts = []
+    for piece in str(term).split(":"):
+        match = re.fullmatch(r"(.+?)\[(?:T\.)?(.+)\]", piece)
+        name, level = (match.group(1), match.group(2)) if match else (piece, None)
+        name = name.replace("_", " ")
+        parts.append(f"{name}: {level}" if level is not None else name)
+    text = " × ".join(parts)
+    return text[:1].upper() + text[1:]
+
+
+def format_tidy(
+    tidy: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    digits: int = 2,
+    p_digits: int = 3,
+) -> pd.DataFrame:
+    """A report-ready copy of a tidy model table: readable terms, rounded numbers, p as text.
+
+    Adds "estimate (95% CI)" and, for hazard-ratio tables, "hazard ratio (95% CI)" as text;
+    `columns` picks and orders the output columns (after those are added).
+    """
+    table = tidy.copy()
+    if "term" in table:
+        table["term"] = table["term"].map(readable_term)
+    if {"estimate", "conf_low", "conf_high"} <= set(table.columns):
+        table["estimate (95% CI)"] = [
+            format_interval(*values, digits=digits)
+            for values in table[["estimate", "conf_low", "conf_high"]].to_numpy(float)
+        ]
+    if {"hazard_ratio", "hr_conf_low", "hr_conf_high"} <= set(table.columns):
+        table["hazard ratio (95% CI)"] = [
+            format_interval(*values, digits=digits)
+            for values in table[["hazard_ratio", "hr_conf_low", "hr_conf_high"]].to_numpy(float)
+        ]
+    for name in table.columns:
+        if name == "p_value" or name.endswith("p_value"):
+            table[name] = table[name].map(lambda p: format_p_value(p, p_digits))
+        elif is_numeric_dtype(table[name]) and not pd.api.types.is_bool_dtype(table[name]):
+            if pd.api.types.is_integer_dtype(table[name]):
+                continue
+            table[name] = table[name].map(lambda v: "" if pd.isna(v) else f"{v:.{digits}f}")
+    if columns is not None:
+        unknown = [name for name in columns if name not in table]
+        if unknown:
+            raise DataError(f"column(s) not in the table: {', '.join(unknown)}", column=unknown[0])
+        table = table[list(columns)]
+    return table.reset_index(drop=True)
+
+
+# --- privacy guard ----------------------------------------------------------------------------
+
+_MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_YEAR = r"(?:1[89]|20)\d{2}"
+DATE_PATTERNS = (
+    # 2024-03-12, 2024/03/12, 2024.03.12, optionally with a time
+    re.compile(rf"(?<![\d.]){_YEAR}([-/.])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])(?!\d)"),
+    # 12/03/2024, 03-12-2024, 12.03.2024 (day or month first)
+    re.compile(rf"(?<![\d.])\d{{1,2}}([-/.])\d{{1,2}}\1{_YEAR}(?![\d.]\d)"),
+    # 12 Mar 2024, 12-Mar-2024
+    re.compile(rf"(?<!\d)\d{{1,2}}[ -]{_MONTHS}[ -]{_YEAR}(?!\d)", re.IGNORECASE),
+    # March 12, 2024
+    re.compile(rf"(?<![a-z]){_MONTHS} \d{{1,2}},? {_YEAR}(?!\d)", re.IGNORECASE),
+)
+IDENTIFIER_COLUMNS = (Recovery.participant_id,)
+
+
+def _identifier_pattern(identifiers: Iterable) -> re.Pattern | None:
+    names = sorted(
+        {str(value).strip() for value in identifiers if pd.notna(value)} - {""},
+        key=len,
+        reverse=True,
+    )
+    if not names:
+        return None
+    alternatives = "|".join(re.escape(name) for name in names)
+    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def _labelled_texts(frame_or_text) -> list[tuple[str, str]]:
+    """(where, text) for every cell, index value and column name; a string is one text."""
+    if isinstance(frame_or_text, str):
+        return [("text", frame_or_text)]
+    frame = frame_or_text
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame()
+    texts = [("column name", str(name)) for name in frame.columns]
+    texts += [("column name", str(name)) for name in frame.columns.names if name is not None]
+    texts += [("index name", str(name)) for name in frame.index.names if name is not None]
+    texts += [("index", str(value)) for value in frame.index]
+    for name in frame.columns:
+        values = frame[name]
+        texts += [(f"cell in column {name!r}", str(value)) for value in values.dropna().unique()]
+    return texts
+
+
+def find_identifiers_or_dates(frame_or_text, identifiers: Iterable = ()) -> list[str]:
+    """Every participant id, calendar date or identifying column in a frame or text, described.
+
+    Looks in cells, index values and names, and column names; a datetime column or a date
+    object in a cell counts even before it is written out as text.
+    """
+    findings: list[str] = []
+    pattern = _identifier_pattern(identifiers)
+    if isinstance(frame_or_text, pd.Series):
+        frame_or_text = frame_or_text.to_frame()
+    if isinstance(frame_or_text, pd.DataFrame):
+        frame = frame_or_text
+        for name in frame.columns:
+            if str(name) in IDENTIFIER_COLUMNS:
+                findings.append(f"identifier column {name!r}")
+            if is_datetime64_any_dtype(frame[name]):
+                findings.append(f"date column {name!r}")
+        if is_datetime64_any_dtype(frame.index):
+            findings.append("date index")
+    for where, text in _labelled_texts(frame_or_text):
+        if pattern is not None and (match := pattern.search(text)):
+            findings.append(f"participant id {match.group(0)!r} in {where}")
+        for date_pattern in DATE_PATTERNS:
+            if match := date_pattern.search(text):
+                findings.append(f"date {match.group(0)!r} in {where}")
+                break
+    return findings
+
+
+def assert_no_identifiers(frame_or_text, identifiers: Iterable = ()) -> None:
+    """Raise DataError if a report table (or its text) shows a participant id or a date."""
+    findings = find_identifiers_or_dates(frame_or_text, identifiers)
+    if findings:
+        shown = "; ".join(findings[:5]) + (
+            f"; and {len(findings) - 5} more" if len(findings) > 5 else ""
+        )
+        raise DataError(
+            f"identifying content in a report table: {shown}",
+            hint="drop identifiers and dates before a table leaves the analysis",
+        )
