@@ -17,7 +17,9 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
+import pandera.pandas as pandera
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from analysis.schema import (
     CANONICAL_TABLES,
@@ -34,6 +36,8 @@ from analysis.schema import (
 SOURCE_ROW = Quarantine.source_row
 TABLE_ORDER = ("participants", "diary", "sessions", "assessments")
 
+TEXT_DTYPE = pd.StringDtype("pyarrow")
+PLAIN_NUMBER = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
 MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "."})
 TRUE_SPELLINGS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
 FALSE_SPELLINGS = frozenset({"false", "f", "no", "n", "0", "0.0"})
@@ -73,7 +77,7 @@ class ColumnSpec:
     levels: tuple = ()
 
 
-def column_specs(model: type[pa.DataFrameModel]) -> list[ColumnSpec]:
+def column_specs(model: type[pandera.DataFrameModel]) -> list[ColumnSpec]:
     """Parsing specs for a table, so bounds and levels have one source: the schema."""
     specs = []
     for name, column in model.to_schema().columns.items():
@@ -126,6 +130,9 @@ class _Ledger:
 
     def _record(self, mask, rule, column, values, reason, scope) -> None:
         values = pd.Series(values, index=mask.index) if np.isscalar(values) else values
+        values = values[mask]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            values = values.dt.strftime("%Y-%m-%d")
         self.entries.append(
             pd.DataFrame(
                 {
@@ -133,7 +140,7 @@ class _Ledger:
                     Quarantine.source_file: self.source_file,
                     Quarantine.source_row: self.source_rows[mask].astype("int64"),
                     Quarantine.column: column,
-                    Quarantine.value: values[mask].astype(str),
+                    Quarantine.value: values.astype(str),
                     Quarantine.rule: rule,
                     Quarantine.reason: reason,
                     Quarantine.scope: scope,
@@ -222,9 +229,26 @@ def parse_dates(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, formats: l
     return parsed
 
 
+def to_float(values: pd.Series) -> pd.Series:
+    """Plain decimal numbers as floats, anything else NaN (vectorized over Arrow strings)."""
+    text = pa.chunked_array(pa.array(values.astype(TEXT_DTYPE).array))
+    plain = pc.match_substring_regex(text, PLAIN_NUMBER)
+    numbers = pc.cast(pc.if_else(plain, text, None), pa.float64())
+    return pd.Series(numbers.to_numpy(zero_copy_only=False), index=values.index)
+
+
+def map_values(values: pd.Series, mapping) -> pd.Series:
+    """`Series.map` through the distinct values only (fast on long columns of few values)."""
+    codes, uniques = pd.factorize(values)
+    mapped = pd.Series(uniques, dtype=object).map(mapping)
+    # A trailing missing slot, of the mapped dtype: factorize codes missing values as -1.
+    mapped = mapped.reindex(range(len(uniques) + 1)).to_numpy()
+    return pd.Series(mapped[codes], index=values.index)
+
+
 def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
     """Numbers with their units converted to the canonical unit; out-of-range values rejected."""
-    numbers = pd.to_numeric(values, errors="coerce").astype(float)
+    numbers = to_float(values)
     unparsed = numbers.isna() & (values != "")
     if unparsed.any():
         comma = values[unparsed].str.fullmatch(r"-?\d+,\d+")
@@ -267,7 +291,7 @@ def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: 
 
 def parse_levels(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series:
     """Whole-number codes such as the programme phase; '2.0' is 2."""
-    numbers = pd.to_numeric(values, errors="coerce")
+    numbers = to_float(values)
     valid = numbers.isin(spec.levels)
     ledger.reject(
         spec, ~valid & (values != ""), "unknown_level", values, f"not one of {list(spec.levels)}"
@@ -333,7 +357,7 @@ def match_exercise_names(names: pd.Series, min_similarity: float) -> dict[str, s
 def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
     """Exercise names matched to the catalogue (variants, plurals, one-letter typos)."""
     mapping = match_exercise_names(values[values != ""], params["exercise_name_min_similarity"])
-    matched = values.map(mapping)
+    matched = map_values(values, mapping)
     ledger.fix("exercise_name", (matched.notna() & (matched != values)).sum())
     ledger.reject(
         spec,
@@ -349,7 +373,7 @@ def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params
 
 
 def _parse_column(raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict) -> pd.Series:
-    values = trim_whitespace(raw.fillna("").astype(str), ledger)
+    values = trim_whitespace(raw.astype(TEXT_DTYPE).fillna(""), ledger)
     missing = missing_mask(values) if spec.kind != "category" else values == ""
     values = values.where(~missing, "")
     if spec.required:
@@ -383,17 +407,17 @@ def _reject_implausible_dates(
         dates > pd.Timestamp(as_of),
         "future_date",
         date_column,
-        dates.dt.strftime("%Y-%m-%d"),
+        dates,
         f"date after the export date {as_of}",
     )
     if enrolment is not None:
-        enrolled = typed[Diary.participant_id].map(enrolment)
+        enrolled = map_values(typed[Diary.participant_id], enrolment)
         allowed = pd.Timedelta(days=params["days_before_enrolment_allowed"])
         ledger.reject_rows(
             dates < enrolled - allowed,
             "date_before_enrolment",
             date_column,
-            dates.dt.strftime("%Y-%m-%d"),
+            dates,
             "date before the participant enrolled",
         )
 
@@ -425,7 +449,7 @@ def _withdrawal_before_enrolment(typed: pd.DataFrame, ledger: _Ledger) -> pd.Dat
         early,
         "withdrawal_before_enrolment",
         Participants.withdrawn_on,
-        typed[Participants.withdrawn_on].dt.strftime("%Y-%m-%d"),
+        typed[Participants.withdrawn_on],
         "withdrawal date before enrolment",
     )
     typed.loc[early, Participants.withdrawn_on] = pd.NaT

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow
+import pyarrow.csv
 import yaml
 
 from analysis.clean import SOURCE_ROW, TABLE_ORDER, column_specs
@@ -24,6 +25,7 @@ from analysis.errors import DataError, ParameterError
 from analysis.schema import CANONICAL_TABLES, Participants
 
 RAW_SUFFIXES = (".csv", ".parquet", ".xlsx")
+TEXT_DTYPE = pd.StringDtype("pyarrow")
 # Units a mapping file may declare for a column, and the suffix the cleaner converts from.
 DECLARABLE_UNITS = {
     "minutes": "min",
@@ -146,10 +148,26 @@ def read_csv_text(path: Path) -> pd.DataFrame:
             hint="a quoted cell never closes; the file may be truncated",
         )
     try:
-        frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, na_filter=False, engine="pyarrow"
+        with path.open(newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle))
+        # Every column read as text, empty cells as "", kept in Arrow memory: cleaning's string
+        # work then runs vectorized instead of over Python objects.
+        table = pyarrow.csv.read_csv(
+            path,
+            convert_options=pyarrow.csv.ConvertOptions(
+                column_types={name: pyarrow.string() for name in header},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
         )
-    except (pyarrow.ArrowInvalid, UnicodeDecodeError, ValueError) as error:
+        frame = table.to_pandas(types_mapper={pyarrow.string(): TEXT_DTYPE}.get)
+    except (
+        pyarrow.ArrowInvalid,
+        UnicodeDecodeError,
+        ValueError,
+        StopIteration,
+        csv.Error,
+    ) as error:
         row, problem = _first_malformed_row(path)
         raise DataError(
             f"malformed CSV: {problem or error}",
@@ -162,7 +180,12 @@ def read_csv_text(path: Path) -> pd.DataFrame:
 
 def _text_cell(value) -> str:
     """One spreadsheet/parquet cell as the text a CSV export would hold."""
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NaT:
+    if (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, float) and pd.isna(value))
+    ):
         return ""
     if isinstance(value, datetime.date):
         stamp = pd.Timestamp(value)
@@ -180,7 +203,7 @@ def _frame_as_text(frame: pd.DataFrame) -> pd.DataFrame:
             text[str(name)] = column.dt.strftime("%Y-%m-%d").fillna("")
         else:
             text[str(name)] = column.map(_text_cell).astype(object)
-    return text
+    return text.astype(TEXT_DTYPE)
 
 
 def read_table_file(path: Path, sheet: str | int | None = None) -> pd.DataFrame:

@@ -6,9 +6,15 @@ as a string literal scattered around the package.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
+
+# Text in the canonical tables lives in Arrow memory: millions of ids, dates and labels are
+# then checked and written without a detour through Python objects.
+Text = Annotated[pd.StringDtype, "pyarrow", pd.NA]
 
 SEVERITY_LEVELS = ("mild", "moderate", "severe")
 UNDERLYING_CONDITIONS = ("none", "disc", "nerve_entrapment", "other")
@@ -47,22 +53,22 @@ class _Strict(pa.DataFrameModel):
 
 
 class Participants(_Strict):
-    participant_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
-    site: Series[str]
+    participant_id: Series[Text] = pa.Field(unique=True, str_length={"min_value": 1})
+    site: Series[Text]
     enrolled_on: Series[pd.Timestamp]
     age_years: Series[float] = pa.Field(ge=16, le=100, nullable=True)
-    sex: Series[str] = pa.Field(isin=SEX_LEVELS, nullable=True)
+    sex: Series[Text] = pa.Field(isin=SEX_LEVELS, nullable=True)
     bmi: Series[float] = pa.Field(ge=12, le=70, nullable=True)
-    severity: Series[str] = pa.Field(isin=SEVERITY_LEVELS)
+    severity: Series[Text] = pa.Field(isin=SEVERITY_LEVELS)
     symptom_months: Series[float] = pa.Field(ge=0, le=600, nullable=True)
-    underlying_condition: Series[str] = pa.Field(isin=UNDERLYING_CONDITIONS)
+    underlying_condition: Series[Text] = pa.Field(isin=UNDERLYING_CONDITIONS)
     baseline_sitting_hours: Series[float] = pa.Field(ge=0, le=24, nullable=True)
     withdrawn_on: Series[pd.Timestamp] = pa.Field(nullable=True)
-    withdrawal_reason: Series[str] = pa.Field(nullable=True)
+    withdrawal_reason: Series[Text] = pa.Field(nullable=True)
 
 
 class Diary(_Strict):
-    participant_id: Series[str]
+    participant_id: Series[Text]
     date: Series[pd.Timestamp]
     sitting_hours: Series[float] = pa.Field(ge=0, le=24, nullable=True)
     sitting_breaks: Series[float] = pa.Field(ge=0, le=200, nullable=True)
@@ -73,10 +79,10 @@ class Diary(_Strict):
 
 
 class Sessions(_Strict):
-    participant_id: Series[str]
+    participant_id: Series[Text]
     date: Series[pd.Timestamp]
     phase: Series[int] = pa.Field(isin=PHASES)
-    exercise: Series[str] = pa.Field(isin=tuple(EXERCISE_PHASE))
+    exercise: Series[Text] = pa.Field(isin=tuple(EXERCISE_PHASE))
     sets: Series[float] = pa.Field(ge=1, le=20, nullable=True)
     reps: Series[float] = pa.Field(ge=1, le=200, nullable=True)
     load_kg: Series[float] = pa.Field(ge=0, le=400, nullable=True)
@@ -84,7 +90,7 @@ class Sessions(_Strict):
 
 
 class Assessments(_Strict):
-    participant_id: Series[str]
+    participant_id: Series[Text]
     date: Series[pd.Timestamp]
     activation_score: Series[float] = pa.Field(ge=0, le=10, nullable=True)
     hip_abduction_n: Series[float] = pa.Field(ge=0, le=1000, nullable=True)

@@ -1,4 +1,4 @@
-"""Simulate -> clean -> derive on studies with known truth (injected defects, true recovery days)."""
+"""Simulate -> clean -> derive on studies with known truth: defects, true recovery days."""
 
 from __future__ import annotations
 

@@ -1,0 +1,112 @@
+"""Time simulate, clean and derive on large simulated studies; print rows/s and peak memory.
+
+    uv run --frozen python benchmarks/pipeline.py --participants 1000 20000 --workdir /tmp/bench
+
+Each stage runs in a fresh process (so peak RSS is that stage's own), next to a plain
+`pandas.read_csv(engine="pyarrow")` of the same raw files as the yardstick for cleaning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+STAGE_SCRIPT = """
+import resource, sys, time, json
+start = time.perf_counter()
+from analysis.cli import app
+try:
+    app(sys.argv[1:], standalone_mode=False)
+finally:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": time.perf_counter() - start, "peak_mb": peak}), file=sys.stderr)
+"""
+READ_SCRIPT = """
+import json, sys, time, resource
+import pandas as pd
+start = time.perf_counter()
+rows = sum(len(pd.read_csv(p, engine="pyarrow")) for p in sys.argv[1:])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": time.perf_counter() - start, "peak_mb": peak, "rows": rows}),
+      file=sys.stderr)
+"""
+
+
+def run_stage(args: list[str]) -> dict:
+    process = subprocess.run(
+        [sys.executable, "-c", STAGE_SCRIPT, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(process.stderr.strip().splitlines()[-1])
+
+
+def plain_read(raw: Path) -> dict:
+    files = [str(raw / f"{t}.csv") for t in ("participants", "diary", "sessions", "assessments")]
+    process = subprocess.run(
+        [sys.executable, "-c", READ_SCRIPT, *files], capture_output=True, text=True, check=True
+    )
+    return json.loads(process.stderr.strip().splitlines()[-1])
+
+
+def benchmark(participants: int, workdir: Path, mess_rate: float) -> dict:
+    raw, interim, processed = (
+        workdir / str(participants) / d for d in ("raw", "interim", "processed")
+    )
+    simulate = run_stage(
+        [
+            "simulate",
+            "--out",
+            str(raw),
+            "--participants",
+            str(participants),
+            "--mess-rate",
+            str(mess_rate),
+        ]
+    )
+    read = plain_read(raw)
+    clean = run_stage(["clean", "--raw", str(raw), "--out", str(interim), "--params", str(PARAMS)])
+    derive = run_stage(
+        ["derive", "--clean", str(interim), "--out", str(processed), "--params", str(PARAMS)]
+    )
+    rows = read["rows"]
+    return {
+        "participants": participants,
+        "raw_rows": rows,
+        "simulate": simulate,
+        "plain_read": read,
+        "clean": clean,
+        "derive": derive,
+        "clean_over_read": clean["seconds"] / read["seconds"],
+        "clean_plus_derive_seconds": clean["seconds"] + derive["seconds"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--participants", type=int, nargs="+", default=[1000, 20000])
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--mess-rate", type=float, default=0.02)
+    options = parser.parse_args()
+    print(
+        f"{'participants':>12} {'rows':>10} {'stage':>10} {'seconds':>8} {'rows/s':>12} "
+        f"{'peak MB':>8}"
+    )
+    for n in options.participants:
+        result = benchmark(n, options.workdir, options.mess_rate)
+        for stage in ("simulate", "plain_read", "clean", "derive"):
+            figures = result[stage]
+            print(
+                f"{n:>12} {result['raw_rows']:>10} {stage:>10} {figures['seconds']:>8.2f} "
+                f"{result['raw_rows'] / figures['seconds']:>12,.0f} {figures['peak_mb']:>8.0f}"
+            )
+        print(
+            f"{n:>12} clean / plain read = {result['clean_over_read']:.2f}x; "
+            f"clean + derive = {result['clean_plus_derive_seconds']:.1f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
