@@ -7,6 +7,7 @@ comes from an option.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -262,6 +263,9 @@ def read_derived_frames(folder: Path) -> dict[str, pd.DataFrame]:
     return frames
 
 
+TIMELINE_MODEL_FILE = "timeline_model.json"
+
+
 def run_fit(processed: Path, models_dir: Path, metrics_path: Path, params: dict):
     from analysis.fit import run_models
 
@@ -271,6 +275,8 @@ def run_fit(processed: Path, models_dir: Path, metrics_path: Path, params: dict)
     )
     for name, table in outputs.tables.items():
         io.write_csv(table, models_dir / f"{name}.csv")
+    if outputs.timeline_model is not None:
+        io.write_json(outputs.timeline_model, models_dir / TIMELINE_MODEL_FILE)
     io.write_json(outputs.metrics, metrics_path)
     return outputs
 
@@ -305,8 +311,45 @@ def fit(
     """Survival, competing-risks and mixed models configured in params.yaml."""
     with stage_progress() as progress:
         progress.add_task("fitting models", total=None)
-        outputs = run_fit(processed, models, metrics, load_params(params, "fit"))
+        outputs = run_fit(processed, models, metrics, io.read_yaml(params, "params"))
     print_fit_summary(outputs)
+
+
+@app.command()
+@one_line_errors
+def timeline(
+    severity: Annotated[str, typer.Option(help="mild, moderate or severe.")],
+    adherence: Annotated[float, typer.Option(help="Share of prescribed sessions done, 0-1.")],
+    sitting_hours: Annotated[float, typer.Option(help="Mean daily sitting hours.")],
+    symptom_months: Annotated[
+        float | None, typer.Option(help="How long symptoms have lasted, in months.")
+    ] = None,
+    underlying: Annotated[
+        str, typer.Option(help="none, disc, nerve_entrapment or other.")
+    ] = "none",
+    models: Annotated[Path, typer.Option(help="Folder written by `ga-rehab fit`.")] = Path(
+        "reports/models"
+    ),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """One person's calibrated recovery range, in words a clinician can quote."""
+    from analysis.timeline import TimelineModel
+
+    path = models / TIMELINE_MODEL_FILE
+    if not path.is_file():
+        raise GaRehabError(f"{path} not found: run `ga-rehab fit` first")
+    model = TimelineModel.from_dict(json.loads(path.read_text()))
+    chronic_after = load_params(params, "derive")["chronic_after_months"]
+    typer.echo(
+        model.describe_range(
+            severity,
+            adherence,
+            sitting_hours,
+            symptom_months=symptom_months,
+            underlying_condition=underlying,
+            chronic_after_months=chronic_after,
+        )
+    )
 
 
 # --- run --------------------------------------------------------------------------------------
@@ -349,7 +392,7 @@ def run(
         frames = run_derive(data / "interim", data / "processed", settings["derive"])
         progress.add_task("fitting models", total=None)
         outputs = run_fit(
-            data / "processed", reports / "models", reports / "metrics.json", settings["fit"]
+            data / "processed", reports / "models", reports / "metrics.json", settings
         )
     print_cleaning_summary(report)
     print_cohort_summary(frames.recovery)

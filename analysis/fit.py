@@ -41,7 +41,7 @@ class FitOutputs:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     notes: list[tuple[str, str, str]] = field(default_factory=list)
-    aft_fits: dict = field(default_factory=dict)  # distribution -> AftResult, for timelines
+    timeline_model: dict | None = None  # TimelineModel.to_dict(), for `ga-rehab timeline`
 
     def notes_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.notes, columns=list(MODEL_NOTE_COLUMNS))
@@ -114,6 +114,19 @@ def cox_models(
     _record_notes(outputs, "cox_time_varying", time_varying.notes)
 
 
+def time_varying_frame(
+    intervals: pd.DataFrame, recovery: pd.DataFrame, covariates: list[str]
+) -> pd.DataFrame:
+    """Weekly start/stop rows joined to the baseline covariates the model also adjusts for."""
+    baseline = [c for c in covariates if c not in intervals.columns]
+    frame = intervals.merge(
+        recovery[[Recovery.participant_id, *baseline]],
+        on=WeeklyIntervals.participant_id,
+        how="left",
+    )
+    return frame.assign(**{WeeklyIntervals.event: frame[WeeklyIntervals.event].astype(int)})
+
+
 def interval_censored_frame(recovery: pd.DataFrame) -> pd.DataFrame:
     """People with any information on recovery; (0, inf) intervals tell nothing."""
     upper = recovery[Recovery.interval_upper_days]
@@ -122,7 +135,7 @@ def interval_censored_frame(recovery: pd.DataFrame) -> pd.DataFrame:
 
 
 def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """The interval-censored AFT family, the best by AIC flagged; fits kept for timelines."""
+    """The interval-censored AFT family, the best by AIC flagged."""
     frame = interval_censored_frame(recovery)
     fits, summaries, coefficients = {}, [], []
     for distribution in params["aft_distributions"]:
@@ -157,7 +170,6 @@ def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> Non
     outputs.tables["aft_models"] = table.assign(best_by_aic=table["distribution"] == best)
     outputs.tables["aft_coefficients"] = pd.concat(coefficients, ignore_index=True)
     outputs.metrics["aft_best_distribution"] = best
-    outputs.aft_fits = fits
 
 
 def turnbull_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
@@ -229,20 +241,55 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
         outputs.tables["mixed_predictions"] = pd.concat(predictions, ignore_index=True)
 
 
+def timeline_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """Calibrated recovery ranges per profile, the quoted ranges checked, calibration."""
+    # Imported here: the timeline module builds on this module's analysis frames.
+    from analysis.timeline import (
+        calibration_diagnostics,
+        compare_with_quoted_ranges,
+        timeline_table,
+    )
+
+    timeline = timeline_table(recovery, params["timeline"], params["fit"], params["derive"])
+    outputs.tables["timeline"] = timeline.tidy()
+    outputs.tables["timeline_model_comparison"] = timeline.model_comparison
+    comparison = compare_with_quoted_ranges(timeline, recovery, params["timeline"])
+    outputs.tables["timeline_quoted_ranges"] = comparison
+    calibration = calibration_diagnostics(
+        recovery, params["timeline"], params["fit"], seed=params["timeline"]["seed"]
+    )
+    outputs.tables["calibration_summary"] = calibration.summary
+    outputs.tables["calibration_table"] = calibration.calibration_table
+    outputs.timeline_model = timeline.timeline_model.to_dict()
+    outputs.metrics["timeline_quoted_range_verdicts"] = dict(
+        zip(comparison["claim"], comparison["verdict"], strict=True)
+    )
+    outputs.metrics["calibration"] = {
+        row.metric: _finite(row.value) for row in calibration.summary.itertuples()
+    }
+    _record_notes(outputs, "timeline", timeline.notes)
+
+
 def run_models(
     recovery: pd.DataFrame, intervals: pd.DataFrame, trajectories: pd.DataFrame, params: dict
 ) -> FitOutputs:
-    """All configured models; each family's failure is recorded and the rest still run."""
+    """All configured models; each family's failure is recorded and the rest still run.
+
+    `params` is the whole params.yaml: the `fit` block, plus `timeline` and `derive` for the
+    calibrated recovery ranges.
+    """
+    fit_params = params["fit"]
     outputs = FitOutputs()
     outputs.metrics["participants"] = len(recovery)
     outputs.metrics["recovered"] = int(recovery[EVENT].sum())
     outputs.metrics["withdrawn"] = int((recovery[Recovery.event_type] == "withdrawn").sum())
-    _run(outputs, "kaplan_meier", lambda: km_models(recovery, params, outputs))
-    _run(outputs, "cox", lambda: cox_models(recovery, intervals, params, outputs))
-    _run(outputs, "turnbull", lambda: turnbull_models(recovery, params, outputs))
-    _run(outputs, "competing_risks", lambda: competing_risk_models(recovery, params, outputs))
-    _run(outputs, "mixed", lambda: mixed_models(trajectories, params, outputs))
-    _run(outputs, "aft", lambda: aft_models(recovery, params, outputs))
+    _run(outputs, "kaplan_meier", lambda: km_models(recovery, fit_params, outputs))
+    _run(outputs, "cox", lambda: cox_models(recovery, intervals, fit_params, outputs))
+    _run(outputs, "turnbull", lambda: turnbull_models(recovery, fit_params, outputs))
+    _run(outputs, "competing_risks", lambda: competing_risk_models(recovery, fit_params, outputs))
+    _run(outputs, "mixed", lambda: mixed_models(trajectories, fit_params, outputs))
+    _run(outputs, "aft", lambda: aft_models(recovery, fit_params, outputs))
+    _run(outputs, "timeline", lambda: timeline_models(recovery, params, outputs))
     outputs.tables["model_notes"] = outputs.notes_frame()
     return outputs
 

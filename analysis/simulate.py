@@ -68,7 +68,7 @@ ADHERENCE_MODEL = {
     "weekly_ar1": 0.6,
     "weekly_sd": 0.7,
     "logit_change_per_week": -0.04,
-    "logit_shift_phases_2_3": 0.4,
+    "logit_shift_phases_2_3": 0.0,
 }
 SITTING_MODEL = {
     "person_mean_hours": 8.3,
