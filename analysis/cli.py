@@ -352,6 +352,75 @@ def timeline(
     )
 
 
+# --- report ---------------------------------------------------------------------------------
+
+NotebooksOption = Annotated[Path, typer.Option(help="Folder with the report notebooks.")]
+RepoOption = Annotated[
+    Path, typer.Option(help="The git work tree whose commit the provenance block records.")
+]
+
+
+def run_report(
+    raw: Path | None,
+    data: Path,
+    reports: Path,
+    params: Path,
+    notebooks: Path,
+    repo: Path,
+    overrides: dict,
+) -> list:
+    from analysis.report import render_all
+
+    return render_all(
+        raw=raw,
+        interim=data / "interim",
+        processed=data / "processed",
+        models=reports / "models",
+        reports=reports,
+        params_file=params,
+        notebooks=notebooks,
+        overrides=overrides,
+        repo=repo,
+    )
+
+
+def print_reports(rendered: list) -> None:
+    table = Table(title="Reports", title_justify="left")
+    table.add_column("report")
+    table.add_column("file")
+    table.add_column("seconds", justify="right")
+    for report in rendered:
+        table.add_row(report.name, str(report.html), f"{report.seconds:.1f}")
+    Console().print(table)
+
+
+@app.command()
+@one_line_errors
+def report(
+    data: Annotated[Path, typer.Option(help="Data folder (raw/, interim/, processed/).")] = Path(
+        "data"
+    ),
+    reports: Annotated[
+        Path, typer.Option(help="Folder with models/ and metrics.json; HTML goes here.")
+    ] = Path("reports"),
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="Override a report parameter: key=value (repeatable)."),
+    ] = None,
+    notebooks: NotebooksOption = Path("notebooks"),
+    repo: RepoOption = Path("."),
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Run the notebooks with papermill and render HTML reports (whole study and per site)."""
+    from analysis.report import parse_param_overrides
+
+    overrides = parse_param_overrides(param or [])
+    with stage_progress() as progress:
+        progress.add_task("rendering reports", total=None)
+        rendered = run_report(data / "raw", data, reports, params, notebooks, repo, overrides)
+    print_reports(rendered)
+
+
 # --- run --------------------------------------------------------------------------------------
 
 
@@ -369,9 +438,11 @@ def run(
         "reports"
     ),
     mapping: Annotated[Path | None, typer.Option(help="Mapping file for --raw.")] = None,
+    notebooks: NotebooksOption = Path("notebooks"),
+    repo: RepoOption = Path("."),
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """The whole pipeline: (simulate ->) clean -> derive -> fit, with a summary."""
+    """The whole pipeline: (simulate ->) clean -> derive -> fit -> report, with a summary."""
     settings = io.read_yaml(params, "params")
     with stage_progress() as progress:
         if raw is None:
@@ -387,13 +458,16 @@ def run(
                 "csv",
             )
         progress.add_task("cleaning", total=None)
-        report = run_clean(raw, data / "interim", mapping, settings["clean"])
+        cleaning = run_clean(raw, data / "interim", mapping, settings["clean"])
         progress.add_task("deriving outcomes", total=None)
         frames = run_derive(data / "interim", data / "processed", settings["derive"])
         progress.add_task("fitting models", total=None)
         outputs = run_fit(
             data / "processed", reports / "models", reports / "metrics.json", settings
         )
-    print_cleaning_summary(report)
+        progress.add_task("rendering reports", total=None)
+        rendered = run_report(raw, data, reports, params, notebooks, repo, {})
+    print_cleaning_summary(cleaning)
     print_cohort_summary(frames.recovery)
     print_fit_summary(outputs)
+    print_reports(rendered)

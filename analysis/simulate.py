@@ -89,8 +89,10 @@ MIN_FOLLOW_UP_WEEKS = 8
 LOSS_MODEL = {"share": 0.05, "first_day": 14, "days_before_end_of_follow_up": 35}
 VISIT_SCHEDULE = {"every_days": 14, "jitter_days": 2, "missed_share": 0.10, "day_0_visit": True}
 PHASE_THRESHOLDS = {
-    "phase_2": {"min_progress": 0.25, "min_activation_score": 5.0},
-    "phase_3": {"min_progress": 0.6, "min_strength_fraction_of_target": 0.85},
+    "phase_2": {"min_accumulated_training": 0.25},
+    "phase_3": {"min_accumulated_training": 0.6},
+    "accumulated_training": "cumulative recovery hazard so far / log(2) (the median threshold)",
+    "at_recovery": "phase 3 is recorded at every visit on or after the true recovery day",
     "effective_from": "the start of the week after the visit that assigns it",
 }
 # Pain falls to nothing once this fraction of the way to recovery (time scale, progress ** 1/k).
@@ -501,21 +503,22 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
             strength[rows, visit] = (0.55 + 0.45 * fraction) * (
                 1 + visit_noise["strength"][rows, visit]
             )
-            ready_for_3 = (progress_then >= PHASE_THRESHOLDS["phase_3"]["min_progress"]) & (
-                strength[rows, visit]
-                >= PHASE_THRESHOLDS["phase_3"]["min_strength_fraction_of_target"]
-            )
-            ready_for_2 = (progress_then >= PHASE_THRESHOLDS["phase_2"]["min_progress"]) & (
-                activation[rows, visit] >= PHASE_THRESHOLDS["phase_2"]["min_activation_score"]
-            )
+            # Phases follow the training accumulated so far (cumulative hazard against the
+            # median threshold), never the person's hidden threshold: a prescription that knew
+            # how close someone was to recovery would make adherence a marker of it.
+            accumulated = progress_then * threshold[rows] / np.log(2.0)
+            ready_for_3 = accumulated >= PHASE_THRESHOLDS["phase_3"]["min_accumulated_training"]
+            ready_for_2 = accumulated >= PHASE_THRESHOLDS["phase_2"]["min_accumulated_training"]
+            recovered_now = (recovery_day[rows] >= 0) & (visit_days >= recovery_day[rows])
+            # A recovered person is functionally integrated: the clinician records phase 3.
+            ready_for_3 |= recovered_now
             rule = np.where(ready_for_3, 3, np.where(ready_for_2, 2, 1))
             phase_assigned[rows] = np.maximum(phase_assigned[rows], rule)
             visit_phase[rows, visit] = phase_assigned[rows]
             visit_progress[rows, visit] = progress_then
             attended[rows, visit] = True
-            recovered = (recovery_day[rows] >= 0) & (visit_days >= recovery_day[rows])
-            diary_end[rows[recovered]] = visit_days[recovered] + 1
-            exit_reason[rows[recovered]] = "recovered"
+            diary_end[rows[recovered_now]] = visit_days[recovered_now] + 1
+            exit_reason[rows[recovered_now]] = "recovered"
 
     exit_day = np.where(exit_reason == "recovered", diary_end - 1, diary_end)
     recovery_day = np.where((recovery_day >= 0) & (recovery_day <= exit_day), recovery_day, -1)

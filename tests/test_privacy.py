@@ -1,0 +1,137 @@
+"""Privacy of rendered reports: no identifier or calendar date leaves, small cells are hidden.
+
+Uses the shared rendered study of test_report.py: a simulated study in which one participant was
+renamed to a canary id in every raw file before clean/derive/fit/report. The one date a report
+may show is when it was rendered: it sits on its own line labelled RENDERED_AT_LABEL, and those
+lines (only those) are left out of the date check.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pandas as pd
+import pytest
+
+from analysis.provenance import RENDERED_AT_LABEL
+from analysis.tables import find_identifiers_or_dates
+from tests.test_report import CANARY_ID, build_rendered_study
+
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# Columns of report CSVs that count people.
+COUNT_COLUMNS = ("n", "n_risk", "events", "n_in_profile", "recovered", "withdrawn", "censored")
+MIN_CELL_SIZE = 5
+
+
+@pytest.fixture(scope="session")
+def rendered_study(tmp_path_factory):
+    return build_rendered_study(tmp_path_factory.getbasetemp() / "rendered_study")
+
+
+def outputs_text(path) -> str:
+    """Every output of an executed notebook as text (what a reader of the .ipynb can see)."""
+    notebook = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            parts.append(str(output.get("text", "")))
+            for mime, value in output.get("data", {}).items():
+                if not mime.startswith("image/"):
+                    parts.append(str(value))
+    return "\n".join(parts)
+
+
+def without_rendered_at(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if RENDERED_AT_LABEL not in line)
+
+
+def test_the_canary_was_planted_and_analysed(rendered_study):
+    recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
+    assert CANARY_ID in set(recovery["participant_id"])
+    assert CANARY_ID in (rendered_study.data / "raw" / "participants.csv").read_text()
+
+
+def test_canary_identifier_appears_in_no_report_output(rendered_study):
+    files = [
+        *rendered_study.html_files,
+        *rendered_study.csv_files,
+        *rendered_study.executed_notebooks,
+    ]
+    assert len(rendered_study.html_files) >= 4 and rendered_study.csv_files
+    for path in files:
+        text = path.read_text()
+        for needle in (CANARY_ID, "CANARY", rendered_study.canary_original_id):
+            assert needle.lower() not in text.lower(), f"{needle} in {path.name}"
+
+
+def test_no_participant_id_or_date_in_any_csv(rendered_study):
+    recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
+    identifiers = recovery["participant_id"].tolist()
+    for path in rendered_study.csv_files:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert find_identifiers_or_dates(table, identifiers) == [], path.name
+        assert not ISO_DATE.search(path.read_text()), path.name
+
+
+def test_no_calendar_date_in_html_or_notebook_outputs(rendered_study):
+    """Only the labelled render time may look like a date; it is excluded line by line."""
+    for path in rendered_study.html_files:
+        text = path.read_text()
+        assert sum(RENDERED_AT_LABEL in line for line in text.splitlines()) == 1, path.name
+        visible = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", without_rendered_at(text))
+        assert not ISO_DATE.search(visible), f"{path.name}: {ISO_DATE.search(visible)}"
+        assert find_identifiers_or_dates(visible) == [], path.name
+    for path in rendered_study.executed_notebooks:
+        assert not ISO_DATE.search(without_rendered_at(outputs_text(path))), path.name
+
+
+def test_no_count_below_the_threshold_is_shown(rendered_study):
+    for path in rendered_study.csv_files:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        for column in set(COUNT_COLUMNS) & set(table.columns):
+            counts = pd.to_numeric(table[column], errors="coerce")
+            small = counts[(counts > 0) & (counts < MIN_CELL_SIZE)]
+            assert small.empty, f"{path.name}:{column} shows {small.tolist()}"
+
+
+def test_no_small_count_is_quoted_in_text(rendered_study):
+    quoted = re.compile(rf"\bn\s*=\s*([1-{MIN_CELL_SIZE - 1}])\b")
+    for path in [*rendered_study.csv_files, *rendered_study.html_files]:
+        match = quoted.search(path.read_text())
+        assert match is None, f"{path.name}: {match.group(0) if match else ''}"
+
+
+def test_a_small_site_triggers_suppression(rendered_study):
+    recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
+    sizes = recovery.groupby(["site", "adherence_group"]).size()
+    small = sizes[sizes < MIN_CELL_SIZE]
+    assert not small.empty, "the simulated study has no small site-group"
+    site, group = small.index[0]
+    if (recovery["site"] == site).sum() < MIN_CELL_SIZE:
+        assert not (rendered_study.reports / f"study_report_{site}.html").exists()
+        return
+    files = rendered_study.reports / f"study_report_{site}_files"
+    outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str)
+    row = outcomes[outcomes["group"] == group].iloc[0]
+    assert row["n"] == f"<{MIN_CELL_SIZE}" and row["suppressed"] == "True"
+    # The small group is left out of every curve and model of the site report (all of them
+    # are left out when every group of the site is small).
+    for name in ("km_curves", "km_at_risk", "km_medians", "cumulative_incidence"):
+        if (files / f"{name}.csv").exists():
+            table = pd.read_csv(files / f"{name}.csv", dtype=str)
+            assert group not in set(table["group"]), name
+    html = (rendered_study.reports / f"study_report_{site}.html").read_text()
+    assert re.search(rf"Group\(s\) [^<]*\b{group}\b[^<]* had fewer than {MIN_CELL_SIZE}", html)
+    # The whole-study Table 1 hides the site's small cells too.
+    table_one = pd.read_csv(
+        rendered_study.reports / "study_report_files" / "table_one.csv", dtype=str
+    )
+    assert (table_one == f"<{MIN_CELL_SIZE}").any().any()
+
+
+def test_curves_stop_before_fewer_than_k_are_at_risk(rendered_study):
+    for path in rendered_study.reports.glob("*_files/km_curves*.csv"):
+        curves = pd.read_csv(path)
+        assert (curves["n_risk"] >= MIN_CELL_SIZE).all(), path
+        assert not {"n_event", "n_censor"} & set(curves.columns), path

@@ -1,0 +1,456 @@
+"""The report stage: parameters, notebooks, rendering (papermill + nbconvert) and provenance.
+
+One small simulated study is run through clean/derive/fit and rendered once per session
+(`rendered_study`, shared with test_privacy.py and test_browser.py through a module cache).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from analysis import report
+from analysis.cli import run_clean, run_derive, run_fit, run_simulate
+from analysis.errors import ParameterError
+from analysis.provenance import RENDERED_AT_LABEL, collect_provenance, file_digests, git_state
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+CANARY_ID = "CANARY-ID-12345"
+STUDY_PARTICIPANTS = 300
+STUDY_SEED = 20261125
+
+
+@dataclass(frozen=True)
+class RenderedStudy:
+    """A simulated study with a canary participant, run through every stage into `root`."""
+
+    root: Path
+    data: Path
+    reports: Path
+    params_file: Path
+    canary_original_id: str
+    rendered: tuple
+
+    @property
+    def html_files(self) -> list[Path]:
+        return sorted(self.reports.glob("*.html"))
+
+    @property
+    def csv_files(self) -> list[Path]:
+        return sorted(self.reports.glob("*_files/*.csv"))
+
+    @property
+    def executed_notebooks(self) -> list[Path]:
+        return sorted((self.reports / "executed").glob("*.ipynb"))
+
+
+def _plant_canary(raw: Path) -> str:
+    """Rename one analysed participant to the canary id in every raw file; returns the old id."""
+    participants = pd.read_csv(raw / "participants.csv", dtype=str)
+    original = participants["participant_id"].str.strip().str.upper().iloc[3]
+    pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(original)}(?![A-Za-z0-9])", re.IGNORECASE)
+    for path in raw.iterdir():
+        if path.suffix in (".csv", ".json"):
+            path.write_text(pattern.sub(CANARY_ID, path.read_text()))
+    return original
+
+
+def _quick_params(root: Path) -> Path:
+    """The project's params with a cheaper timeline (the report may have to compute it)."""
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["simulate"]["participants"] = STUDY_PARTICIPANTS
+    params["timeline"]["bootstrap_samples"] = 10
+    params["timeline"]["calibration_folds"] = 2
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@functools.cache
+def build_rendered_study(root: Path) -> RenderedStudy:
+    """Simulate, plant the canary, clean, derive, fit and render every report (once)."""
+    root.mkdir(parents=True, exist_ok=True)
+    params_file = _quick_params(root)
+    params = yaml.safe_load(params_file.read_text())
+    data, reports = root / "data", root / "reports"
+    run_simulate(data / "raw", STUDY_PARTICIPANTS, STUDY_SEED, 0.02, 40, "csv")
+    original = _plant_canary(data / "raw")
+    run_clean(data / "raw", data / "interim", None, params["clean"])
+    run_derive(data / "interim", data / "processed", params["derive"])
+    run_fit(data / "processed", reports / "models", reports / "metrics.json", params)
+    rendered = report.render_all(
+        raw=data / "raw",
+        interim=data / "interim",
+        processed=data / "processed",
+        models=reports / "models",
+        reports=reports,
+        params_file=params_file,
+        notebooks=NOTEBOOKS,
+        repo=PROJECT_ROOT,
+    )
+    return RenderedStudy(root, data, reports, params_file, original, tuple(rendered))
+
+
+@pytest.fixture(scope="session")
+def rendered_study(tmp_path_factory) -> RenderedStudy:
+    """The shared rendered study (built on first use by any of the report test modules)."""
+    return build_rendered_study(tmp_path_factory.getbasetemp() / "rendered_study")
+
+
+# --- parameters -------------------------------------------------------------------------------
+
+
+def test_param_overrides_are_typed_literals():
+    overrides = report.parse_param_overrides(
+        [
+            "min_cell_size=10",
+            "site=site_A",
+            "adherence_cutoffs=[0.6, 0.9]",
+            "site_reports=false",
+            "figure_dpi=120.5",
+            "label=None",
+            "text='quoted'",
+        ]
+    )
+    assert overrides == {
+        "min_cell_size": 10,
+        "site": "site_A",
+        "adherence_cutoffs": [0.6, 0.9],
+        "site_reports": False,
+        "figure_dpi": 120.5,
+        "label": None,
+        "text": "quoted",
+    }
+
+
+@pytest.mark.parametrize("item", ["no_equals_sign", "=5", "two words=1", "1abc=2"])
+def test_param_override_without_a_name_is_an_error(item):
+    with pytest.raises(ParameterError, match="key=value"):
+        report.parse_param_overrides([item])
+
+
+def test_unknown_override_is_rejected_before_anything_runs(tmp_path):
+    with pytest.raises(ParameterError, match="unknown report parameter.*min_cel_size"):
+        report.report_jobs(
+            raw=None,
+            interim=tmp_path,
+            processed=tmp_path,
+            models=tmp_path,
+            reports=tmp_path,
+            params_file=PROJECT_ROOT / "params.yaml",
+            notebooks=NOTEBOOKS,
+            overrides={"min_cel_size": 3},
+        )
+
+
+def test_regroup_adherence_bands_are_left_closed():
+    recovery = pd.DataFrame({"overall_adherence": [0.0, 0.59, 0.6, 0.89, 0.9, 1.2, None]})
+    regrouped = report.regroup_adherence(recovery, [0.6, 0.9], ["a", "b", "c"])
+    assert regrouped["adherence_group"].tolist() == ["a", "a", "b", "b", "c", "c", None]
+
+
+@pytest.mark.parametrize(
+    ("cutoffs", "labels", "message"),
+    [
+        ([0.5], ["a", "b", "c"], "need 2 labels"),
+        ([0.8, 0.5], ["a", "b", "c"], "must increase"),
+        ([0.5], ["a", "a"], "must differ"),
+    ],
+)
+def test_regroup_adherence_rejects_inconsistent_groups(cutoffs, labels, message):
+    recovery = pd.DataFrame({"overall_adherence": [0.1]})
+    with pytest.raises(ParameterError, match=message):
+        report.regroup_adherence(recovery, cutoffs, labels)
+
+
+# --- notebooks as committed -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", report.REPORT_NOTEBOOKS)
+def test_notebook_is_committed_clean_with_one_literal_parameters_cell(name):
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    nbformat.validate(notebook)
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    for statement in ast.parse(tagged[0].source).body:
+        assert isinstance(statement, ast.Assign), "only assignments in the parameters cell"
+        ast.literal_eval(statement.value)  # literal defaults only
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None
+
+
+@pytest.mark.parametrize("name", report.REPORT_NOTEBOOKS)
+def test_notebook_defaults_point_into_the_repository(name):
+    """Opened in JupyterLab from notebooks/, the defaults find the study's folders."""
+    defaults = report.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+    expected = {
+        "interim_dir": PROJECT_ROOT / "data" / "interim",
+        "processed_dir": PROJECT_ROOT / "data" / "processed",
+        "models_dir": PROJECT_ROOT / "reports" / "models",
+        "params_file": PROJECT_ROOT / "params.yaml",
+        "cleaning_report": PROJECT_ROOT / "data" / "interim" / "cleaning_report.json",
+        "tables_dir": PROJECT_ROOT / "reports" / f"{name}_files",
+    }
+    for key, path in expected.items():
+        assert (NOTEBOOKS / defaults[key]).resolve() == path.resolve()
+    assert defaults["min_cell_size"] == 5
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def test_every_report_is_rendered_with_its_csvs(rendered_study):
+    names = {item.name for item in rendered_study.rendered}
+    assert {"study_report", "adherence_groups", "timeline_calibration"} <= names
+    sites = report.study_sites(rendered_study.data / "processed")
+    sizes = report.site_sizes(rendered_study.data / "processed")
+    assert {f"study_report_{site}" for site in sites if sizes[site] >= 5} <= names
+    for item in rendered_study.rendered:
+        assert item.html.is_file() and item.executed.is_file()
+        assert sorted(item.tables_dir.glob("*.csv")), f"{item.name} wrote no CSV"
+    study_tables = {path.stem for path in (rendered_study.reports / "study_report_files").iterdir()}
+    assert {
+        "cohort_flow",
+        "table_one",
+        "km_curves",
+        "km_at_risk",
+        "km_medians",
+        "logrank",
+        "rmst_difference",
+        "turnbull_curves",
+        "cox",
+        "cox_ph_test",
+        "cox_time_varying",
+        "cumulative_incidence",
+        "fine_gray",
+        "mixed_predictions",
+        "trajectory_means",
+        "methods_conventions",
+        "methods_models",
+        "model_notes",
+        "provenance_files",
+    } <= study_tables
+    assert not list(rendered_study.reports.glob(".*")), "staging folders left behind"
+
+
+def test_html_has_no_code_and_every_figure_embedded(rendered_study):
+    for path in rendered_study.html_files:
+        html = path.read_text()
+        assert 'class="jp-CodeMirrorEditor' not in html, f"{path.name} shows code cells"
+        assert "import matplotlib" not in html and "read_study_params" not in html, path.name
+        assert re.search(r'<img[^>]+src="data:image/png;base64,', html), path.name
+        external = re.findall(r'(?:src|href)="(https?:)?//[^"]*"', html)
+        assert not external, f"{path.name} loads {external[:3]}"
+        assert RENDERED_AT_LABEL in html
+        assert "Traceback" not in html, path.name
+
+
+def test_no_cell_printed_a_warning_or_an_error(rendered_study):
+    for path in rendered_study.executed_notebooks:
+        for cell in nbformat.read(path, as_version=4).cells:
+            for output in cell.get("outputs", []):
+                assert output.get("name") != "stderr", f"{path.name}: {output.get('text')}"
+                assert output.get("output_type") != "error", path.name
+
+
+def test_study_report_sections_are_present(rendered_study):
+    html = (rendered_study.reports / "study_report.html").read_text()
+    for heading in (
+        "Cohort flow",
+        "Table 1",
+        "Time to recovery by adherence group",
+        "Turnbull",
+        "Cox proportional hazards",
+        "Time-varying Cox",
+        "Competing risks",
+        "Pain and strength over the weeks",
+        "Methods",
+        "Model notes",
+        "Provenance",
+        "Number at risk",
+        "Log-rank",
+        "RMST",
+        "Fine-Gray",
+        "SHA-256",
+    ):
+        assert heading in html, heading
+
+
+def test_site_report_is_restricted_to_its_site(rendered_study):
+    recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
+    site = recovery["site"].value_counts().index[0]
+    files = rendered_study.reports / f"study_report_{site}_files"
+    table_one = pd.read_csv(files / "table_one.csv")
+    n_row = table_one[table_one["variable"] == "n"].iloc[0]
+    in_site = recovery[recovery["site"] == site]
+    assert int(n_row["Overall"]) == in_site["adherence_group"].notna().sum()
+
+
+def test_rendering_twice_gives_the_same_numbers(rendered_study, tmp_path):
+    """Same inputs and parameters: identical CSVs, and HTML differing only in the timestamp."""
+    first = next(item for item in rendered_study.rendered if item.name == "study_report")
+    parameters = report.report_jobs(
+        raw=rendered_study.data / "raw",
+        interim=rendered_study.data / "interim",
+        processed=rendered_study.data / "processed",
+        models=rendered_study.reports / "models",
+        reports=tmp_path,
+        params_file=rendered_study.params_file,
+        notebooks=NOTEBOOKS,
+        repo=PROJECT_ROOT,
+    )[0].parameters
+    second_html = report.render_report(
+        NOTEBOOKS / "study_report.ipynb",
+        tmp_path / "study_report.html",
+        parameters,
+        tables_dir=tmp_path / "study_report_files",
+    )
+    first_csvs = sorted(path.name for path in first.tables_dir.glob("*.csv"))
+    assert first_csvs == sorted(path.name for path in (tmp_path / "study_report_files").iterdir())
+    for name in first_csvs:
+        assert (first.tables_dir / name).read_bytes() == (
+            tmp_path / "study_report_files" / name
+        ).read_bytes(), name
+
+    def without_timestamp(path: Path) -> list[str]:
+        return [line for line in path.read_text().splitlines() if RENDERED_AT_LABEL not in line]
+
+    assert without_timestamp(first.html) == without_timestamp(second_html)
+
+
+def test_a_failing_cell_raises_report_error_and_replaces_nothing(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("value = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("raise ValueError(f'boom {value}')"),
+    ]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "language": "python",
+        "display_name": "Python 3",
+    }
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(notebook, path)
+    out = tmp_path / "reports" / "broken.html"
+    out.parent.mkdir()
+    out.write_text("the previous, finished report")
+    (tmp_path / "reports" / "broken_files").mkdir()
+    (tmp_path / "reports" / "broken_files" / "old.csv").write_text("a\n1\n")
+    with pytest.raises(report.ReportError, match=r"ValueError: boom 2"):
+        report.render_report(
+            path, out, {"value": 2}, tables_dir=tmp_path / "reports" / "broken_files"
+        )
+    assert out.read_text() == "the previous, finished report"
+    assert [p.name for p in (tmp_path / "reports" / "broken_files").iterdir()] == ["old.csv"]
+    assert (tmp_path / "reports" / "executed" / "broken.failed.ipynb").is_file()
+    assert not (tmp_path / "reports" / "executed" / "broken.ipynb").exists()
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "broken.html",
+        "broken_files",
+        "executed",
+    ]
+
+
+# --- provenance -------------------------------------------------------------------------------
+
+
+def test_provenance_block_lists_inputs_parameters_versions_git_and_seeds(rendered_study):
+    files = rendered_study.reports / "study_report_files"
+    hashed = pd.read_csv(files / "provenance_files.csv")
+    assert set(hashed["stage"]) == {"raw", "interim", "processed", "models", "params"}
+    assert (hashed["sha256"].str.fullmatch(r"[0-9a-f]{64}")).all()
+    packages = set(pd.read_csv(files / "provenance_packages.csv")["package"])
+    assert {
+        "pandas",
+        "numpy",
+        "scipy",
+        "statsmodels",
+        "lifelines",
+        "matplotlib",
+        "seaborn",
+        "papermill",
+        "ga-rehab",
+    } <= packages
+    environment = dict(pd.read_csv(files / "provenance_environment.csv", dtype=str).to_numpy())
+    assert environment["simulate.seed"] == str(STUDY_SEED)
+    assert environment["timeline.seed"] == "20261125"
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", environment["git_commit"])
+    assert environment["git_dirty"] in ("yes", "no", "unknown")
+    parameters = set(pd.read_csv(files / "provenance_parameters.csv")["parameter"])
+    assert {"min_cell_size", "site", "params_file"} <= parameters
+
+
+def test_git_outside_a_repository_is_unknown(tmp_path):
+    assert git_state(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}
+    assert git_state(None) == {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def test_git_without_git_installed_is_unknown(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert git_state(PROJECT_ROOT)["git_commit"] == "unknown"
+
+
+def test_provenance_differs_only_in_the_timestamp(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "participants.csv").write_text("participant_id\nP1\n")
+    params = {"simulate": {"seed": 1}, "timeline": {"seed": 2}}
+    first, second = (
+        collect_provenance(
+            {"raw": tmp_path / "raw"},
+            {"a": 1},
+            params,
+            tmp_path,
+            now=datetime(2030, 1, day, tzinfo=UTC),
+        )
+        for day in (1, 2)
+    )
+    for name, table in first.tables().items():
+        pd.testing.assert_frame_equal(table, second.tables()[name])
+    assert first.rendered_at != second.rendered_at
+    assert first.rendered_at_line().startswith(RENDERED_AT_LABEL)
+
+
+def test_file_digests_mark_missing_inputs(tmp_path):
+    digests = file_digests({"models": tmp_path / "absent"})
+    assert digests["sha256"].tolist() == ["missing"]
+
+
+def test_cleaning_report_is_read_as_json(rendered_study):
+    inputs = report.read_report_inputs(
+        rendered_study.data / "processed",
+        rendered_study.reports / "models",
+        rendered_study.data / "interim" / "cleaning_report.json",
+    )
+    assert inputs.cleaning_report == json.loads(
+        (rendered_study.data / "interim" / "cleaning_report.json").read_text()
+    )
+    assert "km_curves" in inputs.models
+    with pytest.raises(ParameterError, match="not in the study"):
+        report.filter_site(inputs, "no_such_site")
+
+
+def test_render_all_rejects_a_missing_params_file(tmp_path):
+    with pytest.raises(ParameterError, match="params file not found"):
+        report.render_all(
+            raw=None,
+            interim=tmp_path,
+            processed=tmp_path,
+            models=tmp_path,
+            reports=tmp_path,
+            params_file=tmp_path / "absent.yaml",
+            notebooks=NOTEBOOKS,
+        )
+    shutil.rmtree(tmp_path, ignore_errors=True)
