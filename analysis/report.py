@@ -315,7 +315,8 @@ def render_report(
     parameters = dict(parameters)
     if tables_dir is not None:
         # Same folder name as the final one, so the notebook can name it in its text.
-        parameters["tables_dir"] = str(staging / Path(tables_dir).name)
+        # Absolute: the kernel runs in the notebooks' folder, not the caller's.
+        parameters["tables_dir"] = str((staging / Path(tables_dir).name).resolve())
     own_kernel = kernel is None
     kernel = kernel or ReportKernel(notebook.parent, kernel_name)
     try:
@@ -395,6 +396,9 @@ def site_sizes(processed: Path) -> pd.Series:
     return recovery[Recovery.site].dropna().astype(str).value_counts().sort_index()
 
 
+SITE_REPORTS_FOLDER = "sites"
+
+
 def report_jobs(
     *,
     raw: Path | None,
@@ -435,7 +439,9 @@ def report_jobs(
     reports = Path(reports)
     executed_dir = reports / "executed"
 
-    def job(name: str, notebook: str, extra: Mapping | None = None) -> ReportJob:
+    def job(
+        name: str, notebook: str, extra: Mapping | None = None, folder: Path = reports
+    ) -> ReportJob:
         accepted = declared[notebook]
         parameters = {
             key: value
@@ -446,8 +452,8 @@ def report_jobs(
             name=name,
             notebook=notebooks / f"{notebook}.ipynb",
             parameters=parameters,
-            html=reports / f"{name}.html",
-            tables_dir=reports / f"{name}_files",
+            html=folder / f"{name}.html",
+            tables_dir=folder / f"{name}_files",
             executed=executed_dir / f"{name}.ipynb",
         )
 
@@ -456,7 +462,15 @@ def report_jobs(
         min_cell_size = int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
         for site, size in site_sizes(processed).items():
             if size >= min_cell_size:
-                jobs.append(job(f"{STUDY_REPORT}_{_slug(site)}", STUDY_REPORT, {"site": site}))
+                # Site reports share one folder, so the pipeline can declare it as one output.
+                jobs.append(
+                    job(
+                        f"{STUDY_REPORT}_{_slug(site)}",
+                        STUDY_REPORT,
+                        {"site": site},
+                        reports / SITE_REPORTS_FOLDER,
+                    )
+                )
     return jobs
 
 

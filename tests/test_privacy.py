@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from analysis.provenance import RENDERED_AT_LABEL
+from analysis.report import SITE_REPORTS_FOLDER
 from analysis.tables import find_identifiers_or_dates
 from tests.test_report import CANARY_ID, build_rendered_study
 
@@ -109,9 +110,11 @@ def test_a_small_site_triggers_suppression(rendered_study):
     assert not small.empty, "the simulated study has no small site-group"
     site, group = small.index[0]
     if (recovery["site"] == site).sum() < MIN_CELL_SIZE:
-        assert not (rendered_study.reports / f"study_report_{site}.html").exists()
+        assert not (
+            rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}.html"
+        ).exists()
         return
-    files = rendered_study.reports / f"study_report_{site}_files"
+    files = rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}_files"
     outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str)
     row = outcomes[outcomes["group"] == group].iloc[0]
     assert row["n"] == f"<{MIN_CELL_SIZE}" and row["suppressed"] == "True"
@@ -131,7 +134,7 @@ def test_a_small_site_triggers_suppression(rendered_study):
 
 
 def test_curves_stop_before_fewer_than_k_are_at_risk(rendered_study):
-    for path in rendered_study.reports.glob("*_files/km_curves*.csv"):
+    for path in rendered_study.reports.glob("**/*_files/km_curves*.csv"):
         curves = pd.read_csv(path)
         assert (curves["n_risk"] >= MIN_CELL_SIZE).all(), path
         assert not {"n_event", "n_censor"} & set(curves.columns), path

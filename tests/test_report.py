@@ -24,6 +24,7 @@ from analysis import report
 from analysis.cli import run_clean, run_derive, run_fit, run_simulate
 from analysis.errors import ParameterError
 from analysis.provenance import RENDERED_AT_LABEL, collect_provenance, file_digests, git_state
+from analysis.report import SITE_REPORTS_FOLDER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
@@ -45,11 +46,15 @@ class RenderedStudy:
 
     @property
     def html_files(self) -> list[Path]:
-        return sorted(self.reports.glob("*.html"))
+        return sorted(self.reports.glob("*.html")) + sorted(
+            (self.reports / SITE_REPORTS_FOLDER).glob("*.html")
+        )
 
     @property
     def csv_files(self) -> list[Path]:
-        return sorted(self.reports.glob("*_files/*.csv"))
+        return sorted(self.reports.glob("*_files/*.csv")) + sorted(
+            (self.reports / SITE_REPORTS_FOLDER).glob("*_files/*.csv")
+        )
 
     @property
     def executed_notebooks(self) -> list[Path]:
@@ -292,7 +297,7 @@ def test_study_report_sections_are_present(rendered_study):
 def test_site_report_is_restricted_to_its_site(rendered_study):
     recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
     site = recovery["site"].value_counts().index[0]
-    files = rendered_study.reports / f"study_report_{site}_files"
+    files = rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}_files"
     table_one = pd.read_csv(files / "table_one.csv")
     n_row = table_one[table_one["variable"] == "n"].iloc[0]
     in_site = recovery[recovery["site"] == site]
