@@ -164,9 +164,7 @@ def weekly_exposures(
     grid = grid.set_index([PID_CODE, WEEK])
     grid["sessions_done"] = done.reindex(grid.index, fill_value=0).astype(float)
     grid["weekly_sitting_hours"] = sitting.reindex(grid.index)
-    grid["weekly_adherence"] = (grid["sessions_done"] / grid["sessions_prescribed"]).clip(
-        upper=1.0
-    )
+    grid["weekly_adherence"] = (grid["sessions_done"] / grid["sessions_prescribed"]).clip(upper=1.0)
     return grid.reset_index()
 
 

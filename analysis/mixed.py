@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
-from scipy import stats
 
-from analysis.conventions import CONVENTIONS
 from analysis.errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -31,7 +29,7 @@ from analysis.errors import (
     ModelWarning,
     ParameterError,
 )
-from analysis.results import TIDY_COLUMNS, ModelResult
+from analysis.results import ModelResult, wald_table
 
 INTERCEPT_TERM = "(Intercept)"
 RESIDUAL_GROUP = "Residual"
@@ -378,18 +376,4 @@ def _tidy_fixed_effects(
 ) -> pd.DataFrame:
     """TIDY_COLUMNS for the fixed effects: Wald statistic, normal p-value and Wald interval."""
     estimate = np.asarray(estimates, dtype=float)
-    std_error = np.sqrt(np.diag(covariance))
-    statistic = estimate / std_error
-    z = stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2)
-    tidy = pd.DataFrame(
-        {
-            "term": names,
-            "estimate": estimate,
-            "std_error": std_error,
-            "statistic": statistic,
-            "p_value": 2 * stats.norm.sf(np.abs(statistic)),
-            "conf_low": estimate - z * std_error,
-            "conf_high": estimate + z * std_error,
-        }
-    )
-    return tidy[list(TIDY_COLUMNS)]
+    return wald_table(names, estimate, np.sqrt(np.diag(covariance)))

@@ -6,12 +6,48 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
+from analysis.conventions import CONVENTIONS
 from analysis.errors import ModelWarning
 
 TIDY_COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
 HAZARD_RATIO_COLUMNS = ("hazard_ratio", "hr_conf_low", "hr_conf_high")
+
+
+def z_critical() -> float:
+    """The normal quantile for the declared confidence level (1.96 at 95 %)."""
+    return float(stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2))
+
+
+def wald_table(terms, estimate, std_error) -> pd.DataFrame:
+    """TIDY_COLUMNS from estimates and standard errors: z statistic, two-sided p, Wald CI."""
+    estimate = np.asarray(estimate, dtype=float)
+    std_error = np.asarray(std_error, dtype=float)
+    statistic = estimate / std_error
+    z = z_critical()
+    return pd.DataFrame(
+        {
+            "term": list(terms),
+            "estimate": estimate,
+            "std_error": std_error,
+            "statistic": statistic,
+            "p_value": 2 * stats.norm.sf(np.abs(statistic)),
+            "conf_low": estimate - z * std_error,
+            "conf_high": estimate + z * std_error,
+        }
+    )[list(TIDY_COLUMNS)]
+
+
+def with_hazard_ratios(table: pd.DataFrame) -> pd.DataFrame:
+    """A log-hazard tidy table with the hazard ratio and its CI (exponentiated) beside it."""
+    return table.assign(
+        hazard_ratio=np.exp(table["estimate"]),
+        hr_conf_low=np.exp(table["conf_low"]),
+        hr_conf_high=np.exp(table["conf_high"]),
+    )[[*TIDY_COLUMNS, *HAZARD_RATIO_COLUMNS]]
 
 
 @dataclass

@@ -12,11 +12,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
-from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError
-from analysis.results import TIDY_COLUMNS, ModelResult
+from analysis.results import ModelResult, wald_table
 from analysis.survival.design import design_matrix, is_categorical
 
 Distribution = Literal["weibull", "lognormal", "loglogistic"]
@@ -411,21 +410,7 @@ def _polish_with_newton(
 
 def _tidy_table(parameters: pd.Series, std_errors: np.ndarray) -> pd.DataFrame:
     """survreg's summary table (Value, Std. Error, z, p) with Wald limits, snake-cased."""
-    z_critical = stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2)
-    estimate = parameters.to_numpy()
-    statistic = estimate / std_errors
-    table = pd.DataFrame(
-        {
-            "term": parameters.index,
-            "estimate": estimate,
-            "std_error": std_errors,
-            "statistic": statistic,
-            "p_value": 2 * stats.norm.sf(np.abs(statistic)),
-            "conf_low": estimate - z_critical * std_errors,
-            "conf_high": estimate + z_critical * std_errors,
-        }
-    )
-    return table[list(TIDY_COLUMNS)]
+    return wald_table(parameters.index, parameters.to_numpy(), std_errors)
 
 
 def _prediction_design(

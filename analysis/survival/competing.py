@@ -11,19 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS, ModelResult
+from analysis.results import TIDY_COLUMNS, ModelResult, wald_table, with_hazard_ratios, z_critical
 from analysis.survival.design import design_matrix
 
 ALL_ROWS = "all"
 CIF_COLUMNS = ("group", "event", "time", "estimate", "std_error", "conf_low", "conf_high")
-
-
-def _z_critical() -> float:
-    return float(stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2))
 
 
 def _complete_rows(df: pd.DataFrame, columns: list[str], notes: list[str]) -> pd.DataFrame:
@@ -134,7 +128,7 @@ def _aalen_johansen(
         influence_before[:, k] = current
         current = current * (1 - total_hazard[k]) - survival_before[k] * total_influence[:, k]
 
-    z = _z_critical()
+    z = z_critical()
     pieces = []
     for event in event_labels:
         hazard, influence = hazard_and_influence(np.array([value == event for value in label]))
@@ -419,20 +413,4 @@ def _drop_aliased_columns(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]
 
 
 def _hazard_ratio_table(beta: np.ndarray, std_errors: np.ndarray, names: list[str]) -> pd.DataFrame:
-    z = _z_critical()
-    statistic = beta / std_errors
-    table = pd.DataFrame(
-        {
-            "term": names,
-            "estimate": beta,
-            "std_error": std_errors,
-            "statistic": statistic,
-            "p_value": 2 * stats.norm.sf(np.abs(statistic)),
-            "conf_low": beta - z * std_errors,
-            "conf_high": beta + z * std_errors,
-        }
-    )
-    table["hazard_ratio"] = np.exp(table["estimate"])
-    table["hr_conf_low"] = np.exp(table["conf_low"])
-    table["hr_conf_high"] = np.exp(table["conf_high"])
-    return table[[*TIDY_COLUMNS, *HAZARD_RATIO_COLUMNS]]
+    return with_hazard_ratios(wald_table(names, beta, std_errors))

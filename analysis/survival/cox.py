@@ -15,7 +15,7 @@ from scipy import stats
 
 from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS, ModelResult
+from analysis.results import ModelResult, wald_table, with_hazard_ratios
 from analysis.survival.design import design_matrix
 
 FALLBACK_PENALIZER = 0.01
@@ -55,10 +55,6 @@ class CoxResult(ModelResult):
         return self._ph_test()
 
 
-def _z_value() -> float:
-    return float(stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2))
-
-
 def _complete_rows(df: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
     missing = [name for name in columns if name not in df.columns]
     if missing:
@@ -80,23 +76,7 @@ def _terms(covariates: list[str], design: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def _tidy(estimate: np.ndarray, std_error: np.ndarray, names: list[str]) -> pd.DataFrame:
-    z = _z_value()
-    statistic = estimate / std_error
-    table = pd.DataFrame(
-        {
-            "term": names,
-            "estimate": estimate,
-            "std_error": std_error,
-            "statistic": statistic,
-            "p_value": 2 * stats.norm.sf(np.abs(statistic)),
-            "conf_low": estimate - z * std_error,
-            "conf_high": estimate + z * std_error,
-        }
-    )
-    table["hazard_ratio"] = np.exp(table["estimate"])
-    table["hr_conf_low"] = np.exp(table["conf_low"])
-    table["hr_conf_high"] = np.exp(table["conf_high"])
-    return table[list(TIDY_COLUMNS + HAZARD_RATIO_COLUMNS)]
+    return with_hazard_ratios(wald_table(names, estimate, std_error))
 
 
 def _fit_with_fallback(fit: Callable[[float], object], notes: list[str]):

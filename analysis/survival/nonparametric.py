@@ -12,7 +12,7 @@ from scipy import stats
 
 from analysis.conventions import CONVENTIONS
 from analysis.errors import DataError
-from analysis.results import TIDY_COLUMNS, ModelResult
+from analysis.results import TIDY_COLUMNS, ModelResult, z_critical
 
 SINGLE_GROUP = "all"
 CURVE_COLUMNS = (
@@ -30,10 +30,6 @@ MEDIAN_COLUMNS = ("group", "n", "events", "median", "conf_low", "conf_high")
 # survfit compares S(t) with 0.5 to this tolerance, so a curve that is 0.5 up to rounding
 # takes the midpoint rule as R does.
 _HALF_TOLERANCE = np.sqrt(np.finfo(float).eps)
-
-
-def _z_value() -> float:
-    return float(stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2))
 
 
 def _complete_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
@@ -97,7 +93,7 @@ def _kaplan_meier_curve(durations: np.ndarray, events: np.ndarray, label: Any):
         greenwood = np.cumsum(n_event / (n_risk * (n_risk - n_event)))
         log_se = np.sqrt(greenwood)
         defined = survival > 0
-        z = _z_value()
+        z = z_critical()
         # conf.type = "log" (R's default) rather than lifelines' log(-log) interval.
         conf_low = np.where(defined, survival * np.exp(-z * log_se), np.nan)
         conf_high = np.where(defined, np.minimum(survival * np.exp(z * log_se), 1.0), np.nan)
@@ -359,7 +355,7 @@ def rmst_difference(
     if len(levels) < 2:
         raise DataError("an RMST difference needs at least two groups", column=group)
     start = min(0.0, min(float(times.min()) for times in km.durations.values()))
-    z = _z_value()
+    z = z_critical()
     rows = []
     for level, curve in km.curves.groupby("group", sort=False):
         estimate, std_error = _restricted_mean(curve, horizon, start)
