@@ -124,7 +124,7 @@ def test_a_small_site_triggers_suppression(rendered_study):
         if (files / f"{name}.csv").exists():
             table = pd.read_csv(files / f"{name}.csv", dtype=str)
             assert group not in set(table["group"]), name
-    html = (rendered_study.reports / f"study_report_{site}.html").read_text()
+    html = (rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}.html").read_text()
     assert re.search(rf"Group\(s\) [^<]*\b{group}\b[^<]* had fewer than {MIN_CELL_SIZE}", html)
     # The whole-study Table 1 hides the site's small cells too.
     table_one = pd.read_csv(
