@@ -181,11 +181,8 @@ def _fit_one(low: np.ndarray, high: np.ndarray, column: str) -> TurnbullFit:
         mass = -np.diff(np.concatenate([[1.0], survival[support_position]]))
         return TurnbullFit(support, mass, curve_times, survival, 0, True)
 
-    start = admissible.sum(axis=0)
-    survival_at_support = 1 - np.cumsum(start) / start.sum()
-    converged, iterations = False, 0
-    while not converged and iterations < _MAX_ITERATIONS:
-        iterations += 1
+    def em_step(survival_at_support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One self-consistency step: the survival curve, and its values at the support."""
         # E step: each censored row's unit spread over its admissible support points.
         mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
         weighted = admissible * mass[None, :]
@@ -193,7 +190,25 @@ def _fit_one(low: np.ndarray, high: np.ndarray, column: str) -> TurnbullFit:
         expected = (weighted / np.where(totals > 0, totals, 1.0)).sum(axis=0)
         # M step as survival does it: Kaplan-Meier with those expected events added.
         survival = kaplan_meier(expected)
-        updated = survival[support_position]
+        return survival, survival[support_position]
+
+    start = admissible.sum(axis=0)
+    survival_at_support = 1 - np.cumsum(start) / start.sum()
+    converged, iterations = False, 0
+    while not converged and iterations < _MAX_ITERATIONS:
+        iterations += 1
+        # SQUAREM (Varadhan & Roland 2008): extrapolate along two EM steps, project back onto
+        # non-increasing curves in [0, 1], then take one EM step from there. Same fixed point
+        # as plain EM, reached in far fewer iterations (EM alone needs ~10^4 here).
+        _, first = em_step(survival_at_support)
+        _, second = em_step(first)
+        step, curvature = first - survival_at_support, second - 2 * first + survival_at_support
+        scale = np.linalg.norm(curvature)
+        alpha = -np.linalg.norm(step) / scale if scale > 0 else -1.0
+        alpha = min(alpha, -1.0)
+        proposal = survival_at_support - 2 * alpha * step + alpha**2 * curvature
+        proposal = np.minimum.accumulate(np.clip(proposal, 0.0, 1.0))
+        survival, updated = em_step(proposal)
         converged = np.max(np.abs(updated - survival_at_support)) < _TOLERANCE
         survival_at_support = updated
     mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
