@@ -14,20 +14,17 @@ import pandas as pd
 
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import TIDY_COLUMNS, ModelResult, wald_table, with_hazard_ratios, z_critical
-from analysis.survival.design import design_matrix
+from analysis.survival.design import complete_rows, design_matrix
 
 ALL_ROWS = "all"
 CIF_COLUMNS = ("group", "event", "time", "estimate", "std_error", "conf_low", "conf_high")
 
 
 def _complete_rows(df: pd.DataFrame, columns: list[str], notes: list[str]) -> pd.DataFrame:
-    missing = [name for name in columns if name not in df]
-    if missing:
-        raise DataError("column not in the frame", column=missing[0])
-    complete = df[columns].notna().all(axis=1)
-    if (~complete).any():
-        notes.append(f"{int((~complete).sum())} row(s) with missing values dropped")
-    return df.loc[complete]
+    used, dropped = complete_rows(df, columns)
+    if dropped:
+        notes.append(f"{dropped} row(s) with missing values dropped")
+    return used
 
 
 # --- Aalen-Johansen --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from scipy import stats
 from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import ModelResult, wald_table, with_hazard_ratios
-from analysis.survival.design import design_matrix
+from analysis.survival.design import check_event_indicator, complete_rows, design_matrix
 
 FALLBACK_PENALIZER = 0.01
 # lifelines stops Newton-Raphson at a step norm of 1e-7; a tighter stop lets estimates agree
@@ -53,18 +53,6 @@ class CoxResult(ModelResult):
         if self._ph_test is None:
             raise NotImplementedError("cox.zph-style tests are implemented for fit_cox only")
         return self._ph_test()
-
-
-def _complete_rows(df: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
-    missing = [name for name in columns if name not in df.columns]
-    if missing:
-        raise DataError(f"column(s) not in the frame: {', '.join(missing)}", column=missing[0])
-    used = df.loc[df[columns].notna().all(axis=1)]
-    if used.empty:
-        raise DataError("no rows with all of the used columns present", column=columns[0])
-    if not set(pd.unique(used[columns[1]].astype(float))) <= {0.0, 1.0}:
-        raise DataError("event must be 0/1 or boolean", column=columns[1])
-    return used, len(df) - len(used)
 
 
 def _terms(covariates: list[str], design: pd.DataFrame) -> dict[str, list[str]]:
@@ -306,7 +294,8 @@ def fit_cox(
     strata_columns = [strata] if isinstance(strata, str) else list(strata or [])
     extra = [cluster] if cluster is not None else []
     used_columns = [duration, event, *covariates, *strata_columns, *extra]
-    used, dropped = _complete_rows(df, used_columns)
+    used, dropped = complete_rows(df, used_columns)
+    check_event_indicator(used, event)
     design = design_matrix(used, covariates)
     frame = design.assign(
         **{_DURATION: used[duration].astype(float), _EVENT: used[event].astype(float)}
@@ -372,7 +361,8 @@ def fit_cox_time_varying(
     intervals. Rows missing any used column are dropped, and the result says how many.
     """
     used_columns = [stop, event, start, id, *covariates]
-    used, dropped = _complete_rows(df, used_columns)
+    used, dropped = complete_rows(df, used_columns)
+    check_event_indicator(used, event)
     if (used[stop] <= used[start]).any():
         raise DataError("every interval needs stop > start", column=stop)
     design = design_matrix(used, covariates)

@@ -13,6 +13,26 @@ def is_categorical(column: pd.Series) -> bool:
     return is_bool_dtype(column) or not is_numeric_dtype(column)
 
 
+def complete_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
+    """The rows with every used column present, and how many were dropped.
+
+    Missing columns, or no complete row at all, are a DataError naming the column.
+    """
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise DataError(f"column(s) not in the frame: {', '.join(missing)}", column=missing[0])
+    used = frame.loc[frame[columns].notna().all(axis=1)]
+    if used.empty:
+        raise DataError("no rows with all of the used columns present", column=columns[0])
+    return used, len(frame) - len(used)
+
+
+def check_event_indicator(frame: pd.DataFrame, event: str) -> None:
+    """An event column holds 0/1 or booleans only."""
+    if not set(pd.unique(frame[event].astype(float))) <= {0.0, 1.0}:
+        raise DataError("event must be 0/1 or boolean", column=event)
+
+
 def design_matrix(frame: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     """Numeric covariates as they are, factors as treatment dummies against the first sorted level.
 

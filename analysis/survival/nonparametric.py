@@ -13,6 +13,7 @@ from scipy import stats
 from analysis.conventions import CONVENTIONS
 from analysis.errors import DataError
 from analysis.results import TIDY_COLUMNS, ModelResult, z_critical
+from analysis.survival.design import check_event_indicator, complete_rows
 
 SINGLE_GROUP = "all"
 CURVE_COLUMNS = (
@@ -32,21 +33,8 @@ MEDIAN_COLUMNS = ("group", "n", "events", "median", "conf_low", "conf_high")
 _HALF_TOLERANCE = np.sqrt(np.finfo(float).eps)
 
 
-def _complete_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, int]:
-    """The rows with every used column present, and how many were dropped."""
-    missing = [name for name in columns if name not in frame.columns]
-    if missing:
-        raise DataError(f"column(s) not in the frame: {', '.join(missing)}", column=missing[0])
-    complete = frame.loc[frame[columns].notna().all(axis=1), columns]
-    dropped = len(frame) - len(complete)
-    if len(complete) == 0:
-        raise DataError("no rows with all of the used columns present", column=columns[0])
-    return complete, dropped
-
-
 def _check_survival_columns(frame: pd.DataFrame, duration: str, event: str) -> None:
-    if not set(pd.unique(frame[event].astype(float))) <= {0.0, 1.0}:
-        raise DataError("event must be 0/1 or boolean", column=event)
+    check_event_indicator(frame, event)
     if (frame[duration].astype(float) < 0).any():
         raise DataError("durations must not be negative", column=duration)
 
@@ -54,7 +42,7 @@ def _check_survival_columns(frame: pd.DataFrame, duration: str, event: str) -> N
 def _prepare(
     frame: pd.DataFrame, duration: str, event: str, others: list[str]
 ) -> tuple[pd.DataFrame, int]:
-    used, dropped = _complete_rows(frame, [duration, event, *others])
+    used, dropped = complete_rows(frame, [duration, event, *others])
     _check_survival_columns(used, duration, event)
     return used, dropped
 
