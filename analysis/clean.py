@@ -426,7 +426,9 @@ def _reject_unknown_participants(
     typed: pd.DataFrame, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
 ) -> None:
     ids = typed[Diary.participant_id]
-    quarantined_participant = ~ids.isin(kept_ids) & ids.isin(raw_ids)
+    known = map_values(ids, lambda pid: pid in kept_ids).eq(True)
+    in_export = map_values(ids, lambda pid: pid in raw_ids).eq(True)
+    quarantined_participant = ~known & in_export
     ledger.reject_rows(
         quarantined_participant,
         "participant_quarantined",
@@ -435,7 +437,7 @@ def _reject_unknown_participants(
         "the participant's own row is in quarantine",
     )
     ledger.reject_rows(
-        ~ids.isin(kept_ids) & ids.notna(),
+        ~known & ids.notna(),
         "unknown_participant",
         Diary.participant_id,
         ids,

@@ -293,3 +293,10 @@ def test_clean_table_needs_no_participants_for_the_participants_table(params):
         as_of=AS_OF,
     )
     assert len(result.kept) == 1
+
+
+def test_impossible_calendar_dates_are_not_rolled_over(params):
+    """31 February is no date: it must not become 3 March."""
+    result = clean_all(params, diaries=[diary(day="2025-02-30"), diary(day="30/02/2025")])
+    assert result.tables["diary"].empty
+    assert set(result.quarantine[Quarantine.rule]) == {"unparseable_date"}
