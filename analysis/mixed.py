@@ -51,7 +51,7 @@ OPTIMIZER_ATTEMPTS: tuple[tuple[str, dict], ...] = (
 # tolerance the variances are only good to ~1e-4, at 1e-8 they agree with lme4 to ~1e-6. A
 # converged fit is therefore polished with bfgs at gtol 1e-8 from where it stopped; starting
 # there costs a few iterations, where a cold start at 1e-8 can run to maxiter (10x slower).
-POLISH = ("bfgs", {"gtol": 1e-8, "maxiter": 200})
+POLISH = ("bfgs", {"gtol": 1e-8, "maxiter": 40})
 
 # statsmodels messages that fit_mixed replaces with its own checks: retries are what
 # OPTIMIZER_ATTEMPTS does anyway, and the "boundary" test (a variance below 0.01 in the data's
