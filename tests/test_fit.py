@@ -84,7 +84,7 @@ def fitted(tmp_path_factory):
 
 def test_every_model_writes_its_table_and_none_failed(fitted):
     written = {p.stem for p in (fitted / "models").glob("*.csv")}
-    assert EXPECTED_TABLES <= written
+    assert written >= EXPECTED_TABLES
     notes = pd.read_csv(fitted / "models" / "model_notes.csv")
     assert "failed" not in set(notes["kind"]), notes.to_string()
 
