@@ -52,13 +52,21 @@ def with_group(recovery: pd.DataFrame, params: dict) -> pd.DataFrame:
     return recovery[recovery[params["group"]].notna()]
 
 
+def in_group_order(table: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Rows in the configured group order (low, moderate, high), not alphabetical."""
+    rank = {group: position for position, group in enumerate(params["group_order"])}
+    return table.sort_values("group", key=lambda groups: groups.map(rank)).reset_index(drop=True)
+
+
 def km_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
     """Kaplan-Meier by group (withdrawal censored), log-rank (plain and stratified), RMST."""
     grouped = with_group(recovery, params)
     group = params["group"]
     km = kaplan_meier(grouped, DURATION, EVENT, group=group)
     overall = kaplan_meier(recovery, DURATION, EVENT)
-    outputs.tables["km_medians"] = pd.concat([km.medians, overall.medians], ignore_index=True)
+    outputs.tables["km_medians"] = pd.concat(
+        [in_group_order(km.medians, params), overall.medians], ignore_index=True
+    )
     outputs.tables["km_curves"] = km.curves
     outputs.tables["km_curves_overall"] = overall.curves
     outputs.tables["km_at_risk"] = km.at_risk(params["km_times_days"])
@@ -74,7 +82,7 @@ def km_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None
     )
     outputs.tables["logrank_groups"] = logrank.groups
     rmst = rmst_difference(grouped, DURATION, EVENT, group, params["rmst_horizon_days"])
-    outputs.tables["rmst_groups"] = rmst.per_group
+    outputs.tables["rmst_groups"] = in_group_order(rmst.per_group, params)
     outputs.tables["rmst_difference"] = rmst.tidy()
     outputs.metrics["km_median_days"] = {
         str(row.group): _finite(row.median) for row in km.medians.itertuples()
