@@ -22,7 +22,7 @@ from rich.table import Table
 
 from analysis import io
 from analysis.errors import GaRehabError
-from analysis.schema import CANONICAL_TABLES, Recovery
+from analysis.schema import Recovery
 
 app = typer.Typer(
     help="Clean, derive, model and report a gluteal-amnesia rehabilitation cohort study.",
@@ -196,20 +196,10 @@ def clean(
 # --- derive -----------------------------------------------------------------------------------
 
 
-def read_clean_tables(folder: Path) -> dict[str, pd.DataFrame]:
-    tables = {}
-    for table in CANONICAL_TABLES:
-        path = folder / f"{table}.parquet"
-        if not path.is_file():
-            raise GaRehabError(f"{path} not found: run `ga-rehab clean` first")
-        tables[table] = pd.read_parquet(path)
-    return tables
-
-
 def run_derive(clean_dir: Path, out: Path, params: dict):
     from analysis.derive import derive_recovery
 
-    tables = read_clean_tables(clean_dir)
+    tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean")
     frames = derive_recovery(
         tables["participants"], tables["diary"], tables["sessions"], tables["assessments"], params
     )
@@ -253,23 +243,13 @@ def derive(
 # --- fit ------------------------------------------------------------------------------------
 
 
-def read_derived_frames(folder: Path) -> dict[str, pd.DataFrame]:
-    frames = {}
-    for name in ("recovery", "weekly_intervals", "weekly_trajectories"):
-        path = folder / f"{name}.parquet"
-        if not path.is_file():
-            raise GaRehabError(f"{path} not found: run `ga-rehab derive` first")
-        frames[name] = pd.read_parquet(path)
-    return frames
-
-
 TIMELINE_MODEL_FILE = "timeline_model.json"
 
 
 def run_fit(processed: Path, models_dir: Path, metrics_path: Path, params: dict):
     from analysis.fit import run_models
 
-    frames = read_derived_frames(processed)
+    frames = io.read_stage_frames(processed, io.DERIVED_FRAMES, "derive")
     outputs = run_models(
         frames["recovery"], frames["weekly_intervals"], frames["weekly_trajectories"], params
     )

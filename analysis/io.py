@@ -320,6 +320,23 @@ def read_redcap_study(raw_dir: Path, spec: dict) -> RawStudy:
     return RawStudy(tables, files, quarantine)
 
 
+# --- stage outputs ----------------------------------------------------------------------------
+
+CLEAN_TABLES = TABLE_ORDER
+DERIVED_FRAMES = ("recovery", "weekly_intervals", "weekly_trajectories")
+
+
+def read_stage_frames(folder: Path, names: tuple[str, ...], stage: str) -> dict[str, pd.DataFrame]:
+    """The parquet frames an earlier stage wrote, or a one-line error saying which to run."""
+    frames = {}
+    for name in names:
+        path = Path(folder) / f"{name}.parquet"
+        if not path.is_file():
+            raise DataError(f"not found: run `ga-rehab {stage}` first", file=str(path))
+        frames[name] = pd.read_parquet(path)
+    return frames
+
+
 # --- atomic writers ---------------------------------------------------------------------------
 
 

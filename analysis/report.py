@@ -28,6 +28,7 @@ import pandas as pd
 import yaml
 
 from analysis.errors import GaRehabError, ParameterError
+from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.schema import EVENT_TYPES, Recovery, WeeklyIntervals, WeeklyTrajectories
 from analysis.tables import (
     SUPPRESSED_COLUMN,
@@ -51,7 +52,6 @@ DEFAULT_MIN_CELL_SIZE = 5
 RENDER_OPTIONS = ("site_reports", "jobs", "timeout_seconds")
 # Notebook parameters that say where outputs go; they are not inputs, so provenance omits them.
 OUTPUT_PARAMETERS = ("tables_dir",)
-DERIVED_FRAMES = ("recovery", "weekly_intervals", "weekly_trajectories")
 # Tables the fit stage writes for the timeline notebook (reports/models/<name>.csv).
 TIMELINE_TABLES = (
     "timeline",
@@ -622,12 +622,7 @@ def read_report_inputs(
 ) -> ReportInputs:
     """The derive stage's frames, the cleaning report and every reports/models/*.csv table."""
     processed, models = Path(processed_dir), Path(models_dir)
-    frames = {}
-    for name in DERIVED_FRAMES:
-        path = processed / f"{name}.parquet"
-        if not path.is_file():
-            raise ReportError(f"{path} not found: run `ga-rehab derive` first")
-        frames[name] = pd.read_parquet(path)
+    frames = read_stage_frames(processed, DERIVED_FRAMES, "derive")
     report_path = Path(cleaning_report)
     if not report_path.is_file():
         raise ReportError(f"{report_path} not found: run `ga-rehab clean` first")
