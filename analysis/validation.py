@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
+
 import numpy as np
 import pandas as pd
 
+from analysis.clean import SOURCE_ROW, StudyCleanResult, clean_study
+from analysis.derive import DerivedFrames, derive_recovery
 from analysis.schema import WeeklyIntervals
+from analysis.simulate import SimulatedStudy, simulate_study
+
+
+@dataclass
+class SimulatedPipeline:
+    """A simulated study (with its truth), its cleaning and its derived frames."""
+
+    simulated: SimulatedStudy
+    cleaned: StudyCleanResult
+    derived: DerivedFrames
+
+
+def simulate_clean_derive(
+    participants: int, seed: int, params: dict, as_of: date, mess_rate: float = 0.0
+) -> SimulatedPipeline:
+    """Simulate a study and run it through clean and derive in memory, as the CLI would."""
+    simulated = simulate_study(participants, seed=seed, mess_rate=mess_rate)
+    raw = {
+        table: frame.assign(**{SOURCE_ROW: np.arange(2, len(frame) + 2)})
+        for table, frame in simulated.tables.items()
+    }
+    files = {table: f"{table}.csv" for table in raw}
+    cleaned = clean_study(raw, files, params["clean"], as_of)
+    tables = cleaned.tables
+    derived = derive_recovery(
+        tables["participants"],
+        tables["diary"],
+        tables["sessions"],
+        tables["assessments"],
+        params["derive"],
+    )
+    return SimulatedPipeline(simulated, cleaned, derived)
 
 
 def true_day_intervals(intervals: pd.DataFrame, truth_days: pd.Series) -> pd.DataFrame:

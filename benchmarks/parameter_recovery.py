@@ -15,35 +15,26 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.clean import SOURCE_ROW, clean_study
-from analysis.derive import derive_recovery
 from analysis.fit import time_varying_frame
 from analysis.schema import SEVERITY_LEVELS, UNDERLYING_CONDITIONS, WeeklyIntervals
-from analysis.simulate import simulate_study
 from analysis.survival import fit_cox_time_varying
-from analysis.validation import coverage, true_day_intervals, truth_in_model_coding
+from analysis.validation import (
+    coverage,
+    simulate_clean_derive,
+    true_day_intervals,
+    truth_in_model_coding,
+)
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 FACTORS = {"severity": SEVERITY_LEVELS, "underlying_condition": UNDERLYING_CONDITIONS}
 
 
 def one_study(seed: int, participants: int, params: dict) -> pd.DataFrame:
-    simulated = simulate_study(participants, seed=seed)
-    raw = {
-        t: f.assign(**{SOURCE_ROW: np.arange(2, len(f) + 2)}) for t, f in simulated.tables.items()
-    }
-    tables = clean_study(raw, {t: t for t in raw}, params["clean"], date(2026, 11, 25)).tables
-    derived = derive_recovery(
-        tables["participants"],
-        tables["diary"],
-        tables["sessions"],
-        tables["assessments"],
-        params["derive"],
-    )
+    pipeline = simulate_clean_derive(participants, seed, params, date(2026, 11, 25))
+    simulated, derived = pipeline.simulated, pipeline.derived
     truth = truth_in_model_coding(simulated.truth["generating_parameters"], FACTORS)
     true_days = pd.DataFrame(simulated.truth["participants"]).set_index("participant_id")[
         "true_recovery_day"

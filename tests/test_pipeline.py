@@ -8,10 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.clean import SOURCE_ROW, clean_study
-from analysis.derive import derive_recovery
-from analysis.schema import CANONICAL_TABLES, RECORD_KEYS, Quarantine, Recovery
-from analysis.simulate import simulate_study
+from analysis.schema import RECORD_KEYS, Quarantine, Recovery
+from analysis.validation import simulate_clean_derive
 
 AS_OF = date(2026, 11, 25)
 SEED = 7
@@ -19,25 +17,20 @@ PARTICIPANTS = 400
 MESS_RATE = 0.05
 
 
-def raw_frames(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The simulator's tables as a CSV reader returns them."""
-    return {t: f.assign(**{SOURCE_ROW: np.arange(2, len(f) + 2)}) for t, f in tables.items()}
-
-
-def run_clean(study, params):
-    files = {table: f"{table}.csv" for table in CANONICAL_TABLES}
-    return clean_study(raw_frames(study.tables), files, params["clean"], AS_OF)
+@pytest.fixture(scope="module")
+def truth_pipeline(params):
+    return simulate_clean_derive(PARTICIPANTS, SEED, params, AS_OF)
 
 
 @pytest.fixture(scope="module")
-def clean_truth(params):
-    return run_clean(simulate_study(PARTICIPANTS, SEED, mess_rate=0.0), params)
+def clean_truth(truth_pipeline):
+    return truth_pipeline.cleaned
 
 
 @pytest.fixture(scope="module")
 def messy(params):
-    study = simulate_study(PARTICIPANTS, SEED, mess_rate=MESS_RATE)
-    return study, run_clean(study, params)
+    pipeline = simulate_clean_derive(PARTICIPANTS, SEED, params, AS_OF, mess_rate=MESS_RATE)
+    return pipeline.simulated, pipeline.cleaned
 
 
 def test_a_clean_study_passes_cleaning_untouched(clean_truth):
@@ -106,19 +99,11 @@ def test_clean_rows_are_almost_never_quarantined(messy):
 
 
 @pytest.fixture(scope="module")
-def derived_truth(params, clean_truth):
-    study = simulate_study(PARTICIPANTS, SEED, mess_rate=0.0)
-    tables = clean_truth.tables
-    frames = derive_recovery(
-        tables["participants"],
-        tables["diary"],
-        tables["sessions"],
-        tables["assessments"],
-        params["derive"],
-    )
-    truth = pd.DataFrame(study.truth["participants"]).set_index("participant_id")
+def derived_truth(truth_pipeline):
+    pipeline = truth_pipeline
+    truth = pd.DataFrame(pipeline.simulated.truth["participants"]).set_index("participant_id")
     truth = truth.rename(columns={"overall_adherence": "true_overall_adherence"})
-    return frames, truth
+    return pipeline.derived, truth
 
 
 def test_derived_recovery_brackets_the_true_day(derived_truth):

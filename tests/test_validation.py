@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from datetime import date
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.clean import SOURCE_ROW, clean_study
-from analysis.derive import derive_recovery
 from analysis.fit import time_varying_frame
 from analysis.schema import SEVERITY_LEVELS, UNDERLYING_CONDITIONS, WeeklyIntervals
-from analysis.simulate import simulate_study
 from analysis.survival import fit_cox_time_varying
-from analysis.validation import coverage, true_day_intervals, truth_in_model_coding
+from analysis.validation import (
+    coverage,
+    simulate_clean_derive,
+    true_day_intervals,
+    truth_in_model_coding,
+)
 
 FACTORS = {"severity": SEVERITY_LEVELS, "underlying_condition": UNDERLYING_CONDITIONS}
 KEY_EFFECTS = ["weekly_adherence", "weekly_sitting_hours", "severity[moderate]", "severity[severe]"]
@@ -23,20 +24,8 @@ KEY_EFFECTS = ["weekly_adherence", "weekly_sitting_hours", "severity[moderate]",
 @pytest.fixture(scope="module")
 def study(params):
     """A 3,000-person study, simulated, cleaned and derived (seed fixed, chosen in advance)."""
-    simulated = simulate_study(3000, seed=2026)
-    raw = {
-        t: f.assign(**{SOURCE_ROW: np.arange(2, len(f) + 2)}) for t, f in simulated.tables.items()
-    }
-    cleaned = clean_study(raw, {t: t for t in raw}, params["clean"], date(2026, 11, 25))
-    tables = cleaned.tables
-    derived = derive_recovery(
-        tables["participants"],
-        tables["diary"],
-        tables["sessions"],
-        tables["assessments"],
-        params["derive"],
-    )
-    return simulated, derived
+    pipeline = simulate_clean_derive(3000, 2026, params, date(2026, 11, 25))
+    return pipeline.simulated, pipeline.derived
 
 
 def fit_and_cover(derived, intervals, params, truth):
