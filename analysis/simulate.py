@@ -399,6 +399,7 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
     )
     diary_end = np.where(lost, lost_day, days)
     exit_reason = np.where(lost, "lost", "end").astype(object)
+    detection_day = np.full(n, -1)
 
     static_log_hazard = _static_log_hazard(baseline)
     threshold = baseline["threshold"]
@@ -490,7 +491,13 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
 
         for visit in range(visits):
             day = visit_day[:, visit]
-            at_visit = scheduled_visit[:, visit] & (day >= first) & (day < stop) & (day < diary_end)
+            at_visit = (
+                scheduled_visit[:, visit]
+                & (day >= first)
+                & (day < stop)
+                & (day < diary_end)
+                & (detection_day < 0)
+            )
             if not at_visit.any():
                 continue
             rows = np.flatnonzero(at_visit)
@@ -517,10 +524,14 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
             visit_phase[rows, visit] = phase_assigned[rows]
             visit_progress[rows, visit] = progress_then
             attended[rows, visit] = True
-            diary_end[rows[recovered_now]] = visit_days[recovered_now] + 1
-            exit_reason[rows[recovered_now]] = "recovered"
+            detected = rows[recovered_now]
+            detection_day[detected] = visit_days[recovered_now]
+            # The diary runs to the end of the week of the visit that detects recovery, so that
+            # week's adherence and sitting are observed whole, as they entered the hazard.
+            diary_end[detected] = np.minimum((visit_days[recovered_now] // 7 + 1) * 7, days)
+            exit_reason[detected] = "recovered"
 
-    exit_day = np.where(exit_reason == "recovered", diary_end - 1, diary_end)
+    exit_day = np.where(exit_reason == "recovered", detection_day, diary_end)
     recovery_day = np.where((recovery_day >= 0) & (recovery_day <= exit_day), recovery_day, -1)
     in_study_days = np.arange(days) < diary_end[:, None]
     prescribed = (prescribed_rate[phase] / 7.0 * in_study_days).sum(axis=1)
