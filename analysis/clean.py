@@ -459,25 +459,28 @@ def _withdrawal_before_enrolment(typed: pd.DataFrame, ledger: _Ledger) -> pd.Dat
 
 
 def _merge_duplicates(typed: pd.DataFrame, table: str, ledger: _Ledger) -> tuple[pd.DataFrame, int]:
-    """Exact repeats merge into one row; rows sharing a key but not values are quarantined."""
+    """Exact repeats merge into one row; rows sharing a key but not values are quarantined.
+
+    Only rows whose key repeats can be either, so whole rows are compared among those alone.
+    """
     alive = typed[~ledger.rejected]
-    repeat = alive.duplicated(keep="first")
-    merged = int(repeat.sum())
-    alive = alive[~repeat]
     key = list(RECORD_KEYS[table])
-    conflict = alive.duplicated(subset=key, keep=False)
-    if conflict.any():
-        mask = pd.Series(False, index=typed.index)
-        mask.loc[alive.index[conflict]] = True
+    shared_key = alive[alive.duplicated(subset=key, keep=False)]
+    repeats = shared_key.index[shared_key.duplicated(keep="first")]
+    alive = alive.drop(repeats)
+    shared_key = shared_key.drop(repeats)
+    conflicting = shared_key.index[shared_key.duplicated(subset=key, keep=False)]
+    if len(conflicting):
+        mask = pd.Series(typed.index.isin(conflicting), index=typed.index)
         ledger.reject_rows(
             mask,
             "conflicting_duplicate",
             ", ".join(key),
-            typed[key].astype(str).agg(" / ".join, axis=1),
+            typed.loc[conflicting, key].astype(str).agg(" / ".join, axis=1),
             "another row has the same key with different values",
         )
-        alive = alive[~conflict]
-    return alive, merged
+        alive = alive.drop(conflicting)
+    return alive, len(repeats)
 
 
 def clean_table(
