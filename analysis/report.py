@@ -161,6 +161,11 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
   p.rendered-at { color: #555; font-size: 12px; }
 </style>
 {%- endblock extra_css -%}
+{%- block data_png scoped -%}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}" alt="Figure">
+</div>
+{%- endblock data_png -%}
 """
 
 
@@ -181,7 +186,19 @@ def export_html(executed: Path, title: str) -> str:
         embed_images=True,
     )
     body, _ = exporter.from_notebook_node(notebook)
-    return body
+    return with_figure_descriptions(body)
+
+
+def with_figure_descriptions(html: str) -> str:
+    """Give every figure an alternative text: the section heading it illustrates."""
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(html, "html.parser")
+    for image in soup.find_all("img"):
+        heading = image.find_previous(["h1", "h2", "h3", "h4"])
+        if heading is not None:
+            image["alt"] = f"Figure: {heading.get_text(strip=True).rstrip('¶')}"
+    return str(soup)
 
 
 def _cell_error(error: Exception) -> str:
@@ -399,6 +416,14 @@ def site_sizes(processed: Path) -> pd.Series:
 SITE_REPORTS_FOLDER = "sites"
 
 
+def model_table_files(models: Path) -> list[Path]:
+    """The fit stage's tables, or a ReportError saying to run it: a report needs them."""
+    files = sorted(Path(models).glob("*.csv"))
+    if not files:
+        raise ReportError(f"{models} holds no model tables: run `ga-rehab fit` first")
+    return files
+
+
 def report_jobs(
     *,
     raw: Path | None,
@@ -427,6 +452,7 @@ def report_jobs(
             f"unknown report parameter(s): {', '.join(unknown)} "
             f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
         )
+    model_table_files(models)
     paths = {
         "raw_dir": None if raw is None else str(Path(raw).resolve()),
         "interim_dir": str(Path(interim).resolve()),
@@ -626,7 +652,7 @@ def read_report_inputs(
     report_path = Path(cleaning_report)
     if not report_path.is_file():
         raise ReportError(f"{report_path} not found: run `ga-rehab clean` first")
-    tables = {path.stem: pd.read_csv(path) for path in sorted(models.glob("*.csv"))}
+    tables = {path.stem: pd.read_csv(path) for path in model_table_files(models)}
     return ReportInputs(
         recovery=frames["recovery"],
         weekly_intervals=frames["weekly_intervals"],

@@ -459,3 +459,18 @@ def test_render_all_rejects_a_missing_params_file(tmp_path):
             notebooks=NOTEBOOKS,
         )
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_rendering_without_the_fit_stage_fails_before_starting(tmp_path):
+    with pytest.raises(report.ReportError, match="run `ga-rehab fit` first"):
+        report.model_table_files(tmp_path / "models")
+
+
+def test_every_figure_is_described_by_its_section():
+    html = (
+        "<h2>Cox proportional hazards</h2><div><img src='a.png' alt='Figure'></div>"
+        "<h3>Later</h3><img src='b.png'>"
+    )
+    described = report.with_figure_descriptions(html)
+    assert 'alt="Figure: Cox proportional hazards"' in described
+    assert 'alt="Figure: Later"' in described
