@@ -30,6 +30,7 @@ from analysis.survival import fit_aft, turnbull
 from analysis.survival.aft import INTERCEPT, AftResult
 from analysis.survival.cox import _concordance
 from analysis.survival.design import is_categorical
+from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
 
 DAYS_PER_WEEK = 7.0
 DAYS_PER_MONTH = 365.25 / 12
@@ -103,23 +104,6 @@ def _first_time_at_or_below(times: np.ndarray, survival: np.ndarray, level: floa
     """
     reached = np.flatnonzero(survival <= level + _LEVEL_TOLERANCE)
     return float(times[reached[0]]) if reached.size else np.nan
-
-
-def _step_value(times: np.ndarray, values: np.ndarray, at: np.ndarray, start: float = 1.0):
-    """A right-continuous step function (value `start` before the first time) evaluated at `at`."""
-    position = np.searchsorted(times, at, side="right") - 1
-    return np.where(position >= 0, values[np.maximum(position, 0)], start)
-
-
-def _kaplan_meier_steps(durations: np.ndarray, events: np.ndarray):
-    """Kaplan-Meier curve as (distinct times, S at those times); events before exits at ties."""
-    times = np.unique(durations)
-    exits = np.searchsorted(np.sort(durations), times, side="left")
-    at_risk = len(durations) - exits
-    events_at = np.bincount(np.searchsorted(times, durations[events]), minlength=len(times)).astype(
-        float
-    )
-    return times, np.cumprod(1 - events_at / at_risk)
 
 
 def _typical_value(column: pd.Series) -> Any:
@@ -1072,7 +1056,7 @@ def _fold_assignment(n: int, folds: int, rng: np.random.Generator) -> np.ndarray
 
 def _censoring_survival(durations: np.ndarray, recovered: np.ndarray):
     """Kaplan-Meier of the censoring time G(t) (recovery counts as censoring for it)."""
-    return _kaplan_meier_steps(durations, ~recovered)
+    return kaplan_meier_steps(durations, ~recovered)
 
 
 def _brier_scores(
@@ -1085,8 +1069,8 @@ def _brier_scores(
     """Graf et al.'s IPCW Brier score at each grid time for predicted S(t) (people x grid)."""
     times, survival = censoring
     # G(T_i-) for people recovered by t; G(t) for people still unrecovered at t.
-    at_event = _step_value(times, survival, durations - 1e-9)
-    at_grid = _step_value(times, survival, grid)
+    at_event = step_function_at(times, survival, durations - 1e-9)
+    at_grid = step_function_at(times, survival, grid)
     recovered_by = recovered[:, None] & (durations[:, None] <= grid[None, :])
     still_waiting = durations[:, None] > grid[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -1104,7 +1088,7 @@ def _integrate(grid: np.ndarray, values: np.ndarray) -> float:
 def _turnbull_survival_at(rows: pd.DataFrame, lower: str, upper: str, times: np.ndarray):
     curve, messages = _run_collecting_model_warnings(lambda: turnbull(rows, lower, upper))
     fit = next(iter(curve.fitted.values()))
-    return _step_value(fit.times, fit.survival, times), messages
+    return step_function_at(fit.times, fit.survival, times), messages
 
 
 def _coarsen_outwards(
@@ -1140,7 +1124,7 @@ def _band_coverage(predictions: pd.DataFrame, band: tuple[float, float]) -> tupl
         lambda: turnbull(pit, "pit_lower", "pit_upper")
     )
     fit = next(iter(curve.fitted.values()))
-    survival = _step_value(fit.times, fit.survival, np.asarray(band))
+    survival = step_function_at(fit.times, fit.survival, np.asarray(band))
     turnbull_coverage = float(survival[0] - survival[1])
 
     low, high = predictions["band_low_days"], predictions["band_high_days"]
@@ -1228,11 +1212,13 @@ def calibration_diagnostics(
             part[f"predicted_recovered_by_week_{week:g}"] = by_week[column].to_numpy()
         parts.append(part)
         model_surv.append(1 - model.probability_recovered_by(test, grid).to_numpy())
-        train_times, train_survival = _kaplan_meier_steps(
+        train_times, train_survival = kaplan_meier_steps(
             train[Recovery.time_to_recovery_days].to_numpy(float),
             train[Recovery.recovered].astype(bool).to_numpy(),
         )
-        null_surv.append(np.tile(_step_value(train_times, train_survival, grid), (len(test), 1)))
+        null_surv.append(
+            np.tile(step_function_at(train_times, train_survival, grid), (len(test), 1))
+        )
         fold_concordance.append(
             _harrell_c(
                 -np.log(predicted[MEDIAN].to_numpy()), durations[test.index], recovered[test.index]

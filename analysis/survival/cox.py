@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, CoxTimeVaryingFitter, KaplanMeierFitter
+from lifelines import CoxPHFitter, CoxTimeVaryingFitter
 from lifelines.exceptions import ConvergenceError as LifelinesConvergenceError
 from lifelines.exceptions import ConvergenceWarning as LifelinesConvergenceWarning
 from scipy import stats
@@ -17,6 +17,7 @@ from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import ModelResult, wald_table, with_hazard_ratios
 from analysis.survival.design import check_event_indicator, complete_rows, design_matrix
+from analysis.survival.nonparametric import kaplan_meier_steps
 
 FALLBACK_PENALIZER = 0.01
 # lifelines stops Newton-Raphson at a step norm of 1e-7; a tighter stop lets estimates agree
@@ -195,11 +196,9 @@ def _efron_event_time_pieces(design, risk_score, stop, event, strata):
 
 def _left_km_transform(durations: np.ndarray, events: np.ndarray) -> np.ndarray:
     """1 - KM(t-) of the pooled sample at each subject's time (cox.zph transform="km")."""
-    fitter = KaplanMeierFitter().fit(durations, event_observed=events)
-    curve = fitter.survival_function_.iloc[:, 0]
-    before = np.searchsorted(curve.index.to_numpy(float), durations, side="left") - 1
-    survival_before = np.where(before >= 0, curve.to_numpy()[np.maximum(before, 0)], 1.0)
-    return 1.0 - survival_before
+    times, survival = kaplan_meier_steps(durations, events.astype(bool))
+    before = np.searchsorted(times, durations, side="left") - 1
+    return 1.0 - np.where(before >= 0, survival[np.maximum(before, 0)], 1.0)
 
 
 def _zph_table(

@@ -67,6 +67,26 @@ def _survfit_median(times: np.ndarray, curve: np.ndarray) -> float:
     return float(times[0])
 
 
+def kaplan_meier_steps(durations: np.ndarray, events: np.ndarray):
+    """Kaplan-Meier as arrays: (distinct times, S at those times); events before exits at ties.
+
+    The bare estimate, for loops that need many curves fast (cross-validation, weights).
+    """
+    times = np.unique(durations)
+    exits = np.searchsorted(np.sort(durations), times, side="left")
+    at_risk = len(durations) - exits
+    events_at = np.bincount(np.searchsorted(times, durations[events]), minlength=len(times)).astype(
+        float
+    )
+    return times, np.cumprod(1 - events_at / at_risk)
+
+
+def step_function_at(times: np.ndarray, values: np.ndarray, at: np.ndarray, start: float = 1.0):
+    """A right-continuous step function (value `start` before the first time) evaluated at `at`."""
+    position = np.searchsorted(times, at, side="right") - 1
+    return np.where(position >= 0, values[np.maximum(position, 0)], start)
+
+
 def _kaplan_meier_curve(durations: np.ndarray, events: np.ndarray, label: Any):
     """One group's lifelines fit and its survfit-style table (every distinct time observed)."""
     fitter = KaplanMeierFitter(alpha=1 - CONVENTIONS.confidence_level)
