@@ -416,6 +416,11 @@ def site_sizes(processed: Path) -> pd.Series:
 SITE_REPORTS_FOLDER = "sites"
 
 
+def report_options(params_file: Path, overrides: Mapping | None) -> dict:
+    """The `report` block of params.yaml with the command line's overrides on top."""
+    return {**(_read_params(params_file).get("report") or {}), **dict(overrides or {})}
+
+
 def model_table_files(models: Path) -> list[Path]:
     """The fit stage's tables, or a ReportError saying to run it: a report needs them."""
     files = sorted(Path(models).glob("*.csv"))
@@ -442,8 +447,7 @@ def report_jobs(
     names its parameters cell declares, plus absolute paths to every input. A site with fewer
     participants than min_cell_size gets no report (it could describe fewer than k people).
     """
-    settings = _read_params(params_file)
-    block = {**(settings.get("report") or {}), **dict(overrides or {})}
+    block = report_options(params_file, overrides)
     declared = {name: notebook_parameters(notebooks / f"{name}.ipynb") for name in REPORT_NOTEBOOKS}
     known = set().union(*(set(names) for names in declared.values())) | set(RENDER_OPTIONS)
     unknown = sorted(set(overrides or {}) - known)
@@ -522,8 +526,7 @@ def render_all(
     notebooks; the first failure raises ReportError once the running ones finish. `repo` is
     where git is asked for the commit (None: "unknown").
     """
-    settings = _read_params(params_file)
-    block = {**(settings.get("report") or {}), **dict(overrides or {})}
+    block = report_options(params_file, overrides)
     planned = report_jobs(
         raw=raw,
         interim=interim,
