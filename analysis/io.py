@@ -362,7 +362,7 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_text(text: str, path: Path) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(content, path: Path) -> None:

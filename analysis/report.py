@@ -28,7 +28,7 @@ import pandas as pd
 import yaml
 
 from analysis.errors import GaRehabError, ParameterError
-from analysis.io import DERIVED_FRAMES, read_stage_frames
+from analysis.io import DERIVED_FRAMES, read_stage_frames, write_text
 from analysis.schema import EVENT_TYPES, Recovery, WeeklyIntervals, WeeklyTrajectories
 from analysis.tables import (
     SUPPRESSED_COLUMN,
@@ -113,19 +113,6 @@ def notebook_parameters(notebook: Path) -> dict[str, object]:
 
 
 # --- rendering --------------------------------------------------------------------------------
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    """Write through a temporary file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def _replace_folder(staged: Path, final: Path) -> None:
@@ -368,7 +355,7 @@ def render_report(
             staged_tables = staging / Path(tables_dir).name
             staged_tables.mkdir(exist_ok=True)
             _replace_folder(staged_tables, Path(tables_dir))
-        _atomic_write_text(html, output_html)
+        write_text(html, output_html)
         os.replace(partial, executed)
         failed.unlink(missing_ok=True)
     finally:
