@@ -10,7 +10,6 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -113,7 +112,8 @@ def run_simulate(
     else:
         for table, frame in study.tables.items():
             io.write_csv(frame, out / f"{table}.csv")
-    io.write_json(study.truth, out / "truth.json")
+    io.write_json({io.EXPORT_DATE_KEY: study.export_date.isoformat()}, out / io.EXPORT_INFO_FILE)
+    io.write_published_json(study.truth, out / "truth.json")
     io.write_csv(study.injected_defects, out / "injected_defects.csv")
 
 
@@ -143,13 +143,24 @@ def simulate(
 # --- clean ------------------------------------------------------------------------------------
 
 
-def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict) -> dict:
+def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict, params_path: Path) -> dict:
     from analysis.clean import clean_study, cleaning_report_markdown
 
     raw_study = io.read_raw_study(raw, mapping)
-    as_of = date.fromisoformat(str(params["as_of"])) if params.get("as_of") else date.today()
+    configured = params.get(io.EXPORT_DATE_KEY)
+    export_date = io.resolve_export_date(
+        raw_study.stated_export_dates,
+        None
+        if configured is None
+        else io.parse_export_date(configured, str(params_path), f"clean.{io.EXPORT_DATE_KEY}"),
+        str(params_path),
+    )
     result = clean_study(
-        raw_study.tables, raw_study.files, params, as_of, reader_quarantine=raw_study.quarantine
+        raw_study.tables,
+        raw_study.files,
+        params,
+        export_date,
+        reader_quarantine=raw_study.quarantine,
     )
     # Everything is computed before the first write, so a failure leaves no partial outputs.
     for table, frame in result.tables.items():
@@ -189,7 +200,7 @@ def clean(
     """Validate and normalise the four tables; every rejected row goes to quarantine."""
     with stage_progress() as progress:
         progress.add_task("cleaning", total=None)
-        report = run_clean(raw, out, mapping, load_params(params, "clean"))
+        report = run_clean(raw, out, mapping, load_params(params, "clean"), params)
     print_cleaning_summary(report)
 
 
@@ -254,10 +265,10 @@ def run_fit(processed: Path, models_dir: Path, metrics_path: Path, params: dict)
         frames["recovery"], frames["weekly_intervals"], frames["weekly_trajectories"], params
     )
     for name, table in outputs.tables.items():
-        io.write_csv(table, models_dir / f"{name}.csv")
+        io.write_published_csv(table, models_dir / f"{name}.csv")
     if outputs.timeline_model is not None:
-        io.write_json(outputs.timeline_model, models_dir / TIMELINE_MODEL_FILE)
-    io.write_json(outputs.metrics, metrics_path)
+        io.write_published_json(outputs.timeline_model, models_dir / TIMELINE_MODEL_FILE)
+    io.write_published_json(outputs.metrics, metrics_path)
     return outputs
 
 
@@ -335,9 +346,6 @@ def timeline(
 # --- report ---------------------------------------------------------------------------------
 
 NotebooksOption = Annotated[Path, typer.Option(help="Folder with the report notebooks.")]
-RepoOption = Annotated[
-    Path, typer.Option(help="The git work tree whose commit the provenance block records.")
-]
 
 
 def run_report(
@@ -346,7 +354,6 @@ def run_report(
     reports: Path,
     params: Path,
     notebooks: Path,
-    repo: Path,
     overrides: dict,
 ) -> list:
     from analysis.report import render_all
@@ -360,7 +367,6 @@ def run_report(
         params_file=params,
         notebooks=notebooks,
         overrides=overrides,
-        repo=repo,
     )
 
 
@@ -388,7 +394,6 @@ def report(
         typer.Option("--param", help="Override a report parameter: key=value (repeatable)."),
     ] = None,
     notebooks: NotebooksOption = Path("notebooks"),
-    repo: RepoOption = Path("."),
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Run the notebooks with papermill and render HTML reports (whole study and per site)."""
@@ -397,7 +402,7 @@ def report(
     overrides = parse_param_overrides(param or [])
     with stage_progress() as progress:
         progress.add_task("rendering reports", total=None)
-        rendered = run_report(data / "raw", data, reports, params, notebooks, repo, overrides)
+        rendered = run_report(data / "raw", data, reports, params, notebooks, overrides)
     print_reports(rendered)
 
 
@@ -419,7 +424,6 @@ def run(
     ),
     mapping: Annotated[Path | None, typer.Option(help="Mapping file for --raw.")] = None,
     notebooks: NotebooksOption = Path("notebooks"),
-    repo: RepoOption = Path("."),
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """The whole pipeline: (simulate ->) clean -> derive -> fit -> report, with a summary."""
@@ -438,7 +442,7 @@ def run(
                 "csv",
             )
         progress.add_task("cleaning", total=None)
-        cleaning = run_clean(raw, data / "interim", mapping, settings["clean"])
+        cleaning = run_clean(raw, data / "interim", mapping, settings["clean"], params)
         progress.add_task("deriving outcomes", total=None)
         frames = run_derive(data / "interim", data / "processed", settings["derive"])
         progress.add_task("fitting models", total=None)
@@ -446,7 +450,7 @@ def run(
             data / "processed", reports / "models", reports / "metrics.json", settings
         )
         progress.add_task("rendering reports", total=None)
-        rendered = run_report(raw, data, reports, params, notebooks, repo, {})
+        rendered = run_report(raw, data, reports, params, notebooks, {})
     print_cleaning_summary(cleaning)
     print_cohort_summary(frames.recovery)
     print_fit_summary(outputs)

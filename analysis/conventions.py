@@ -32,6 +32,10 @@ class Conventions:
     cumulative_incidence: str = "Aalen-Johansen, tied times handled exactly (no jitter), as survfit"
     fine_gray_se: str = "subject-level robust sandwich, as cmprsk::crr"
     mixed_fixed_effect_se: str = "(X' V^-1 X)^-1 at the (RE)ML estimates, as lme4"
+    # Every number written to a model table, metrics or a report CSV: the last digits of a
+    # float differ between CPUs and BLAS builds, and must not change the bytes of a study.
+    published_significant_digits: int = 6
+    published_p_value_significant_digits: int = 3
 
     def table(self) -> pd.DataFrame:
         """One row per convention (name, choice) for a report's methods section."""

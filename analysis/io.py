@@ -22,9 +22,13 @@ import yaml
 
 from analysis.clean import SOURCE_ROW, TABLE_ORDER, column_specs
 from analysis.errors import DataError, ParameterError
+from analysis.rounding import rounded_content, rounded_frame
 from analysis.schema import CANONICAL_TABLES, Participants
 
 RAW_SUFFIXES = (".csv", ".parquet", ".xlsx")
+# A study export may state its export date in this file beside its tables (the simulator does).
+EXPORT_INFO_FILE = "export.json"
+EXPORT_DATE_KEY = "export_date"
 TEXT_DTYPE = pd.StringDtype("pyarrow")
 # Units a mapping file may declare for a column, and the suffix the cleaner converts from.
 DECLARABLE_UNITS = {
@@ -265,19 +269,93 @@ class RawStudy:
     tables: dict[str, pd.DataFrame]
     files: dict[str, str]
     quarantine: pd.DataFrame | None = None
+    # Where the export states its own export date (file name -> date), if anywhere.
+    stated_export_dates: dict[str, datetime.date] = field(default_factory=dict)
 
 
 def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
     """All four raw tables as text frames, from plain files or a REDCap export."""
     mapping = read_yaml(mapping_path, "mapping") if mapping_path else None
     if mapping and "redcap" in mapping:
-        return read_redcap_study(raw_dir, mapping["redcap"])
-    tables, files = {}, {}
-    for table, source in table_sources(raw_dir, mapping).items():
-        frame = read_table_file(source.path, source.sheet)
-        tables[table] = canonical_raw_table(table, frame, source)
-        files[table] = source.path.name
-    return RawStudy(tables, files)
+        study = read_redcap_study(raw_dir, mapping["redcap"])
+    else:
+        tables, files = {}, {}
+        for table, source in table_sources(raw_dir, mapping).items():
+            frame = read_table_file(source.path, source.sheet)
+            tables[table] = canonical_raw_table(table, frame, source)
+            files[table] = source.path.name
+        study = RawStudy(tables, files)
+    study.stated_export_dates = stated_export_dates(raw_dir, mapping_path, mapping)
+    return study
+
+
+def stated_export_dates(
+    raw_dir: Path, mapping_path: Path | None, mapping: dict | None
+) -> dict[str, datetime.date]:
+    """The export date as the export states it: in the mapping file and/or in export.json."""
+    stated = {}
+    if mapping and mapping.get(EXPORT_DATE_KEY) is not None:
+        stated[str(mapping_path)] = parse_export_date(
+            mapping[EXPORT_DATE_KEY], str(mapping_path), EXPORT_DATE_KEY
+        )
+    info_path = raw_dir / EXPORT_INFO_FILE
+    if info_path.is_file():
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise DataError(f"not valid JSON ({error})", file=str(info_path)) from None
+        if not isinstance(info, dict) or EXPORT_DATE_KEY not in info:
+            raise DataError(
+                f"no {EXPORT_DATE_KEY!r} key", file=str(info_path), column=EXPORT_DATE_KEY
+            )
+        stated[str(info_path)] = parse_export_date(
+            info[EXPORT_DATE_KEY], str(info_path), EXPORT_DATE_KEY
+        )
+    return stated
+
+
+def parse_export_date(value, source: str, key: str) -> datetime.date:
+    """An ISO date (YYYY-MM-DD) stated as the export date, or a one-line error naming where."""
+    if isinstance(value, datetime.date):
+        return value
+    try:
+        return datetime.date.fromisoformat(str(value))
+    except ValueError:
+        raise DataError(
+            f"export date {value!r} is not a YYYY-MM-DD date", file=source, column=key
+        ) from None
+
+
+def resolve_export_date(
+    stated: dict[str, datetime.date], configured: datetime.date | None, params_file: str
+) -> datetime.date:
+    """The one export date of a study: stated by the export and/or configured, never guessed.
+
+    Dates after it count as "in the future" when cleaning, so it must be a fact of the export;
+    the day the pipeline runs would make the same export clean differently on another day.
+    """
+    sources = dict(stated)
+    if configured is not None:
+        sources[f"{params_file} (clean.{EXPORT_DATE_KEY})"] = configured
+    if not sources:
+        raise DataError(
+            "the export date is not stated",
+            file=params_file,
+            column=f"clean.{EXPORT_DATE_KEY}",
+            hint=(
+                f"state it as {EXPORT_DATE_KEY}: YYYY-MM-DD in the mapping file or in params.yaml "
+                f"(clean.{EXPORT_DATE_KEY}), or in {EXPORT_INFO_FILE} beside the export"
+            ),
+        )
+    dates = set(sources.values())
+    if len(dates) > 1:
+        listed = ", ".join(f"{where}: {when}" for where, when in sources.items())
+        raise DataError(
+            f"the export date is stated differently ({listed})",
+            column=EXPORT_DATE_KEY,
+            hint="state one export date",
+        )
+    return dates.pop()
 
 
 def read_redcap_study(raw_dir: Path, spec: dict) -> RawStudy:
@@ -359,6 +437,16 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
+
+
+def write_published_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A results table for people and for DVC, numbers at their published precision."""
+    write_csv(rounded_frame(frame), path)
+
+
+def write_published_json(content, path: Path) -> None:
+    """Results or metrics as JSON, numbers at their published precision."""
+    write_json(rounded_content(content), path)
 
 
 def write_text(text: str, path: Path) -> None:

@@ -1,25 +1,25 @@
-"""Provenance of a report: input file hashes, parameters, package versions, git state, seeds.
+"""Provenance of a report: input file hashes, parameters, package versions, code, seeds.
 
-Everything here is deterministic for the same inputs and parameters except `rendered_at`, the
-one value allowed to differ between two renders; reports show it on a line of its own, labelled
-with RENDERED_AT_LABEL, so privacy checks can tell it from a participant's calendar date.
+Everything here is deterministic for the same inputs, code and parameters: a report rendered
+again from the same study, on any day and from any clone, has the same bytes. So there is no
+render time (a calendar date, which reports never show) and no git state (the commit that
+records a report's hash in dvc.lock cannot be named inside that report); the code is
+identified by the SHA-256 of its source files instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import platform
-import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 UNKNOWN = "unknown"
-RENDERED_AT_LABEL = "Report rendered at (UTC):"
+PACKAGE_DIR = Path(__file__).resolve().parent
 REPORTED_PACKAGES = (
     "pandas",
     "numpy",
@@ -85,8 +85,13 @@ def file_digests(inputs: Mapping[str, Path | str | None]) -> pd.DataFrame:
 
 
 def package_versions(packages: tuple[str, ...] = REPORTED_PACKAGES) -> pd.DataFrame:
-    """Installed version of each package (and of Python), "not installed" when absent."""
-    rows = [{"package": "python", "version": platform.python_version()}]
+    """Installed version of each package (and of Python), "not installed" when absent.
+
+    Python is given as major.minor: the lock file fixes every package, and a patch release of
+    the interpreter must not change a report's bytes.
+    """
+    major, minor, _ = platform.python_version_tuple()
+    rows = [{"package": "python", "version": f"{major}.{minor}"}]
     for name in packages:
         try:
             version = metadata.version(name)
@@ -96,36 +101,17 @@ def package_versions(packages: tuple[str, ...] = REPORTED_PACKAGES) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def _git(repo: Path, *arguments: str) -> str | None:
-    """Output of a read-only git command in `repo`, or None when git or the repo is absent."""
-    try:
-        # --no-optional-locks: `status` must not refresh (write) the index of the user's repo.
-        completed = subprocess.run(
-            ["git", "--no-optional-locks", "-C", str(repo), *arguments],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return completed.stdout
+def code_digest(package_dir: Path = PACKAGE_DIR) -> str:
+    """SHA-256 over the toolkit's source files (relative path and bytes, in path order).
 
-
-def git_state(repo: Path | str | None) -> dict[str, str]:
-    """The commit checked out in `repo` and whether its tracked or untracked files differ.
-
-    git runs with `-C repo`, never in the working directory; no git, no repository or no
-    commit yet gives "unknown" for both.
+    It identifies the code that made a report as a commit would, but is the same for every
+    clone and checkout of that code, so a re-rendered report keeps its bytes.
     """
-    if repo is None:
-        return {"git_commit": UNKNOWN, "git_dirty": UNKNOWN}
-    commit = _git(Path(repo), "rev-parse", "HEAD")
-    status = _git(Path(repo), "status", "--porcelain") if commit else None
-    return {
-        "git_commit": commit.strip() if commit else UNKNOWN,
-        "git_dirty": UNKNOWN if status is None else ("yes" if status.strip() else "no"),
-    }
+    digest = hashlib.sha256()
+    for path in sorted(package_dir.rglob("*.py")):
+        digest.update(path.relative_to(package_dir).as_posix().encode() + b"\0")
+        digest.update(sha256_of(path).encode())
+    return digest.hexdigest()
 
 
 def random_seeds(study_params: Mapping) -> dict[str, str]:
@@ -139,13 +125,12 @@ def random_seeds(study_params: Mapping) -> dict[str, str]:
 
 @dataclass
 class Provenance:
-    """What a report was made from; `rendered_at` is the only field that varies between runs."""
+    """What a report was made from: inputs, parameters, package versions, code and seeds."""
 
     files: pd.DataFrame
     parameters: pd.DataFrame
     packages: pd.DataFrame
     environment: pd.DataFrame
-    rendered_at: str = field(default="")
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The deterministic tables by name (for CSVs beside the report)."""
@@ -155,10 +140,6 @@ class Provenance:
             "provenance_packages": self.packages,
             "provenance_environment": self.environment,
         }
-
-    def rendered_at_line(self) -> str:
-        """The labelled timestamp, one line (the single date a report may show)."""
-        return f"{RENDERED_AT_LABEL} {self.rendered_at}"
 
 
 def parameters_table(parameters: Mapping) -> pd.DataFrame:
@@ -170,15 +151,10 @@ def parameters_table(parameters: Mapping) -> pd.DataFrame:
 
 
 def collect_provenance(
-    inputs: Mapping[str, Path | str | None],
-    parameters: Mapping,
-    study_params: Mapping,
-    repo: Path | str | None,
-    now: datetime | None = None,
+    inputs: Mapping[str, Path | str | None], parameters: Mapping, study_params: Mapping
 ) -> Provenance:
-    """Hashes of `inputs` (stage -> file or folder), parameters, versions, git state and seeds."""
-    environment = {**git_state(repo), **random_seeds(study_params)}
-    moment = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    """Hashes of `inputs` (stage -> file or folder), parameters, versions, code and seeds."""
+    environment = {"code_sha256": code_digest(), **random_seeds(study_params)}
     return Provenance(
         files=file_digests(inputs),
         parameters=parameters_table(parameters),
@@ -186,5 +162,4 @@ def collect_provenance(
         environment=pd.DataFrame(
             [{"item": name, "value": value} for name, value in environment.items()]
         ),
-        rendered_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

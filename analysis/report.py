@@ -15,7 +15,6 @@ import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -28,7 +27,7 @@ import pandas as pd
 import yaml
 
 from analysis.errors import GaRehabError, ParameterError
-from analysis.io import DERIVED_FRAMES, read_stage_frames, write_text
+from analysis.io import DERIVED_FRAMES, read_stage_frames, write_published_csv, write_text
 from analysis.schema import EVENT_TYPES, Recovery, WeeklyIntervals, WeeklyTrajectories
 from analysis.tables import (
     SUPPRESSED_COLUMN,
@@ -277,11 +276,33 @@ def _tags(cell) -> list[str]:
     return cell.get("metadata", {}).get("tags", [])
 
 
-def _without_reset_cell(executed: Path) -> None:
+# papermill's run-specific metadata: timings and where the run wrote its temporary files.
+_RUN_SPECIFIC_METADATA = ("start_time", "end_time", "duration", "input_path", "output_path")
+
+
+def _normalised_executed(executed: Path) -> None:
+    """The executed notebook without the reset cell, run-specific metadata or kernel counters.
+
+    What remains (sources, parameters, outputs) is the same for every run of the same inputs,
+    so the executed notebooks reproduce byte for byte like the reports.
+    """
     import nbformat
 
     node = nbformat.read(executed, as_version=4)
     node.cells = [cell for cell in node.cells if RESET_CELL_TAG not in _tags(cell)]
+    for key in _RUN_SPECIFIC_METADATA:
+        node.metadata.get("papermill", {}).pop(key, None)
+    for cell in node.cells:
+        for key in _RUN_SPECIFIC_METADATA:
+            cell.get("metadata", {}).get("papermill", {}).pop(key, None)
+        cell.get("metadata", {}).pop("execution", None)  # nbclient's per-cell timestamps
+    code_cells = [cell for cell in node.cells if cell.cell_type == "code"]
+    for count, cell in enumerate(code_cells, start=1):
+        # A kernel serves several notebooks, so its counter depends on which ran before.
+        cell["execution_count"] = count
+        for output in cell.get("outputs", []):
+            if "execution_count" in output:
+                output["execution_count"] = count
     nbformat.write(_with_stable_cell_ids(node), executed)
 
 
@@ -314,13 +335,19 @@ def render_report(
     executed.parent.mkdir(parents=True, exist_ok=True)
     output_html.parent.mkdir(parents=True, exist_ok=True)
     failed = executed.with_name(f"{executed.stem}.failed.ipynb")
-    staging = Path(tempfile.mkdtemp(dir=output_html.parent, prefix=f".{output_html.stem}."))
+    # A fixed staging name: the notebook is told where it writes, and that must not vary
+    # between runs (one writer per output folder at a time).
+    staging = output_html.parent / f".{output_html.stem}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     partial = staging / executed.name
     parameters = dict(parameters)
     if tables_dir is not None:
-        # Same folder name as the final one, so the notebook can name it in its text.
-        # Absolute: the kernel runs in the notebooks' folder, not the caller's.
-        parameters["tables_dir"] = str((staging / Path(tables_dir).name).resolve())
+        # Same folder name as the final one, so the notebook can name it in its text; relative
+        # to the notebooks' folder, where the kernel runs.
+        parameters["tables_dir"] = Path(
+            os.path.relpath((staging / Path(tables_dir).name).resolve(), notebook.parent.resolve())
+        ).as_posix()
     own_kernel = kernel is None
     kernel = kernel or ReportKernel(notebook.parent, kernel_name)
     try:
@@ -340,7 +367,7 @@ def render_report(
             )
         except PapermillExecutionError as error:
             if partial.exists():
-                _without_reset_cell(partial)
+                _normalised_executed(partial)
                 os.replace(partial, failed)
             raise ReportError(
                 f"{notebook.name}: {_cell_error(error)} (executed notebook kept at {failed})"
@@ -349,7 +376,7 @@ def render_report(
             raise
         except Exception as error:  # kernel missing or dead, timeout: still the stage's error
             raise ReportError(f"{notebook.name} could not be run: {_cell_error(error)}") from error
-        _without_reset_cell(partial)
+        _normalised_executed(partial)
         html = export_html(partial, title=output_html.stem.replace("_", " "))
         if tables_dir is not None:
             staged_tables = staging / Path(tables_dir).name
@@ -426,12 +453,12 @@ def report_jobs(
     params_file: Path,
     notebooks: Path,
     overrides: Mapping | None = None,
-    repo: Path | None = None,
 ) -> list[ReportJob]:
     """Every report to render: the three notebooks, then one study report per site.
 
     Each notebook gets the `report` block of params.yaml (overridden by `overrides`) for the
-    names its parameters cell declares, plus absolute paths to every input. A site with fewer
+    names its parameters cell declares, plus the path of every input relative to the notebooks'
+    folder, where the kernel runs (so no machine's absolute paths reach a report). A site with fewer
     participants than min_cell_size gets no report (it could describe fewer than k people).
     """
     block = report_options(params_file, overrides)
@@ -444,14 +471,17 @@ def report_jobs(
             f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
         )
     model_table_files(models)
+
+    def seen_from_notebooks(path: Path) -> str:
+        return Path(os.path.relpath(Path(path).resolve(), Path(notebooks).resolve())).as_posix()
+
     paths = {
-        "raw_dir": None if raw is None else str(Path(raw).resolve()),
-        "interim_dir": str(Path(interim).resolve()),
-        "processed_dir": str(Path(processed).resolve()),
-        "models_dir": str(Path(models).resolve()),
-        "cleaning_report": str((Path(interim) / "cleaning_report.json").resolve()),
-        "params_file": str(Path(params_file).resolve()),
-        "repo_dir": None if repo is None else str(Path(repo).resolve()),
+        "raw_dir": None if raw is None else seen_from_notebooks(raw),
+        "interim_dir": seen_from_notebooks(interim),
+        "processed_dir": seen_from_notebooks(processed),
+        "models_dir": seen_from_notebooks(models),
+        "cleaning_report": seen_from_notebooks(Path(interim) / "cleaning_report.json"),
+        "params_file": seen_from_notebooks(params_file),
     }
     reports = Path(reports)
     executed_dir = reports / "executed"
@@ -501,7 +531,6 @@ def render_all(
     params_file: Path,
     notebooks: Path,
     overrides: Mapping | None = None,
-    repo: Path | None = None,
     jobs: int | None = None,
     on_done: Callable[[RenderedReport], None] | None = None,
 ) -> list[RenderedReport]:
@@ -510,8 +539,7 @@ def render_all(
     Outputs: reports/<name>.html, the CSVs behind it in reports/<name>_files/, the executed
     notebook in reports/executed/<name>.ipynb. Notebooks run on `jobs` kernels at once
     (default: the report block's `jobs`, else one per CPU), each kernel reused for several
-    notebooks; the first failure raises ReportError once the running ones finish. `repo` is
-    where git is asked for the commit (None: "unknown").
+    notebooks; the first failure raises ReportError once the running ones finish.
     """
     block = report_options(params_file, overrides)
     planned = report_jobs(
@@ -523,7 +551,6 @@ def render_all(
         params_file=params_file,
         notebooks=notebooks,
         overrides=overrides,
-        repo=repo,
     )
     workers = jobs or block.get("jobs") or os.cpu_count() or 1
     timeout = int(block.get("timeout_seconds", 600))
@@ -1075,7 +1102,7 @@ class ReportData:
         if findings:
             raise ReportError(f"table {name!r} would show {'; '.join(findings[:3])}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        table.to_csv(self.folder / f"{name}.csv", index=False)
+        write_published_csv(table, self.folder / f"{name}.csv")
         self.written.append(name)
         return table
 
@@ -1279,13 +1306,6 @@ def notes_for_report(models: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     if notes is None or notes.empty:
         return pd.DataFrame([{"model": "all", "kind": "", "message": "no warnings or failures"}])
     return _unique_notes(notes.fillna(""))
-
-
-def rendered_at_html(provenance):
-    """The labelled render time as one HTML line (excluded, by its label, from date checks)."""
-    from IPython.display import HTML
-
-    return HTML(f'<p class="rendered-at">{_escape(provenance.rendered_at_line())}</p>')
 
 
 # --- adherence regrouping ---------------------------------------------------------------------

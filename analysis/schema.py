@@ -21,6 +21,7 @@ UNDERLYING_CONDITIONS = ("none", "disc", "nerve_entrapment", "other")
 SEX_LEVELS = ("female", "male")
 PHASES = (1, 2, 3)
 PAIN_SITES = ("pain_low_back", "pain_hip", "pain_knee")
+DAYS_PER_WEEK = 7
 
 # The domain's exercise catalogue: canonical name -> programme phase it belongs to.
 EXERCISE_PHASE = {

@@ -8,12 +8,14 @@ recover the generating coefficients (up to the interval censoring of periodic cl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 import numpy as np
 import pandas as pd
 
 from analysis.errors import DataError, ParameterError
 from analysis.schema import (
+    DAYS_PER_WEEK,
     EXERCISE_PHASE,
     PAIN_SITES,
     SEVERITY_LEVELS,
@@ -245,6 +247,9 @@ class SimulatedStudy:
     tables: dict[str, pd.DataFrame]
     truth: dict
     injected_defects: pd.DataFrame
+    # The day the study's data were exported: a fact of the study (its last possible data day),
+    # so cleaning the same export on any day gives the same result.
+    export_date: date
 
 
 @dataclass
@@ -779,7 +784,18 @@ def simulate_study(
     }
     truth = _truth(cohort, ids, seed, mess_rate, follow_up_weeks)
     tables, defects = inject_mess(clean, mess_rate, np.random.default_rng(mess_seed))
-    return SimulatedStudy(tables=tables, truth=truth, injected_defects=defects)
+    return SimulatedStudy(
+        tables=tables,
+        truth=truth,
+        injected_defects=defects,
+        export_date=study_export_date(follow_up_weeks),
+    )
+
+
+def study_export_date(follow_up_weeks: int) -> date:
+    """The export date: the day after the last enrolled person's follow-up can end."""
+    last_day = ENROLMENT_LAST + np.timedelta64(follow_up_weeks * DAYS_PER_WEEK + 1, "D")
+    return date.fromisoformat(str(last_day))
 
 
 # --- mess ------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ class SimulatedPipeline:
 
 
 def simulate_clean_derive(
-    participants: int, seed: int, params: dict, as_of: date, mess_rate: float = 0.0
+    participants: int, seed: int, params: dict, mess_rate: float = 0.0
 ) -> SimulatedPipeline:
     """Simulate a study and run it through clean and derive in memory, as the CLI would."""
     simulated = simulate_study(participants, seed=seed, mess_rate=mess_rate)
@@ -33,7 +32,7 @@ def simulate_clean_derive(
         for table, frame in simulated.tables.items()
     }
     files = {table: f"{table}.csv" for table in raw}
-    cleaned = clean_study(raw, files, params["clean"], as_of)
+    cleaned = clean_study(raw, files, params["clean"], simulated.export_date)
     tables = cleaned.tables
     derived = derive_recovery(
         tables["participants"],

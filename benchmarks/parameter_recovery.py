@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +32,7 @@ FACTORS = {"severity": SEVERITY_LEVELS, "underlying_condition": UNDERLYING_CONDI
 
 
 def one_study(seed: int, participants: int, params: dict) -> pd.DataFrame:
-    pipeline = simulate_clean_derive(participants, seed, params, date(2026, 11, 25))
+    pipeline = simulate_clean_derive(participants, seed, params)
     simulated, derived = pipeline.simulated, pipeline.derived
     truth = truth_in_model_coding(simulated.truth["generating_parameters"], FACTORS)
     true_days = pd.DataFrame(simulated.truth["participants"]).set_index("participant_id")[

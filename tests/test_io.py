@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from analysis.clean import SOURCE_ROW
 from analysis.errors import DataError
-from analysis.io import read_raw_study, read_table_file, write_atomic, write_csv
+from analysis.io import EXPORT_INFO_FILE, read_raw_study, read_table_file, write_atomic, write_csv
 from analysis.schema import CANONICAL_TABLES, Diary, Participants, column_names
 
 PARTICIPANT = dict(
@@ -49,6 +49,7 @@ def write_canonical_study(folder: Path) -> None:
         pd.DataFrame(columns=column_names(CANONICAL_TABLES[table])).to_csv(
             folder / f"{table}.csv", index=False
         )
+    (folder / EXPORT_INFO_FILE).write_text('{"export_date": "2025-06-30"}')
 
 
 def test_csv_cells_stay_text_and_rows_count_like_a_spreadsheet(tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +9,6 @@ import pytest
 from analysis.schema import RECORD_KEYS, Quarantine, Recovery
 from analysis.validation import simulate_clean_derive
 
-AS_OF = date(2026, 11, 25)
 SEED = 7
 PARTICIPANTS = 400
 MESS_RATE = 0.05
@@ -19,7 +16,7 @@ MESS_RATE = 0.05
 
 @pytest.fixture(scope="module")
 def truth_pipeline(params):
-    return simulate_clean_derive(PARTICIPANTS, SEED, params, AS_OF)
+    return simulate_clean_derive(PARTICIPANTS, SEED, params)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +26,7 @@ def clean_truth(truth_pipeline):
 
 @pytest.fixture(scope="module")
 def messy(params):
-    pipeline = simulate_clean_derive(PARTICIPANTS, SEED, params, AS_OF, mess_rate=MESS_RATE)
+    pipeline = simulate_clean_derive(PARTICIPANTS, SEED, params, mess_rate=MESS_RATE)
     return pipeline.simulated, pipeline.cleaned
 
 

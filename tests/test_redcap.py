@@ -129,6 +129,18 @@ VIGNETTE_HEADER = (
 )
 
 
+# The project's own small hand-written exports (tests/data/redcap/README.md): they keep the
+# reader covered on a plain clone, where the shared real exports are absent.
+OWN_EXPORTS = Path(__file__).parent / "data" / "redcap"
+
+
+def own_paths(name: str) -> tuple[Path, Path, Path | None]:
+    """Records, dictionary and (if any) instrument-event mapping of one own export."""
+    folder = OWN_EXPORTS / name
+    mapping = folder / "form_event_mapping.csv"
+    return folder / "data.csv", folder / "dictionary.csv", (mapping if mapping.is_file() else None)
+
+
 def fixture_paths(root: Path, name: str) -> tuple[Path, Path, Path | None]:
     """Absolute paths of one fixture's records, dictionary and mapping."""
     data, dictionary, mapping = FIXTURES[name]
@@ -174,6 +186,66 @@ def write_dictionary(path: Path, rows: list[tuple[str, str, str, str, str]]) -> 
     ).fillna("")
     frame.to_csv(path, index=False)
     return path
+
+
+# --- the project's own exports (always run) ------------------------------------------------
+
+
+def test_own_repeating_export_instruments_instances_and_validation_misfit():
+    data, dictionary, _ = own_paths("repeating")
+    export = read_redcap(data, dictionary)
+    assert {name: len(frame) for name, frame in export.instruments.items()} == {
+        "intake": 2,
+        "blood_pressure": 3,
+        "laboratory": 1,
+        "image": 2,
+    }
+    assert export.instruments["blood_pressure"][REPEAT_INSTANCE_COLUMN].tolist() == [1, 2, 1]
+    assert export.instruments["blood_pressure"]["sbp"].tolist() == [120.0, 118.0, 131.0]
+    intake = export.instruments["intake"]
+    assert intake["height"].tolist() == [1.7, 1.6]
+    assert intake.loc[6, FORM_STATUS_COLUMN] == "Unverified"
+    # "tall" is no number: that one value is missing and quarantined, the row is kept.
+    assert pd.isna(intake.loc[6, "weight"])
+    misfit = export.quarantine.iloc[0]
+    assert len(export.quarantine) == 1
+    assert (misfit[Quarantine.source_row], misfit[Quarantine.column], misfit[Quarantine.value]) == (
+        6,
+        "weight",
+        "tall",
+    )
+    assert misfit[Quarantine.rule] == "redcap_validation_number_1dp"
+    assert_nothing_lost(export, data_rows(data))
+
+
+def test_own_longitudinal_export_events_arms_checkboxes_and_a_bad_date():
+    data, dictionary, mapping = own_paths("longitudinal")
+    export = read_redcap(data, dictionary, mapping)
+    enrolment, visit = export.instruments["enrolment"], export.instruments["visit"]
+    assert enrolment.index.tolist() == [2, 6, 8] and visit.index.tolist() == [3, 7, 9]
+    assert enrolment[ARM_COLUMN].tolist() == [1, 1, 2]
+    assert visit[EVENT_COLUMN].tolist() == ["week_4_arm_1", "week_4_arm_1", "week_4_arm_2"]
+    assert enrolment["sex"].tolist() == ["Female", "Male", "Female"]
+    assert enrolment[["aids___1", "aids___2", "aids___99"]].to_numpy().tolist() == [
+        [True, False, False],
+        [False, True, False],
+        [False, False, True],
+    ]
+    assert visit["recovered"].tolist() == ["No", "Yes", "No"]
+    assert visit["strength_n"].tolist() == [180.5, 201.0, 150.0]
+    diary = export.instruments["pain_diary"]
+    assert diary[REPEAT_INSTANCE_COLUMN].tolist() == [1, 2] and diary["pain"].tolist() == [4, 3]
+    assert enrolment.loc[2, "enrolled_on"] == pd.Timestamp("2024-02-01")
+    # Month 13: not a Y-M-D date, so missing and quarantined, never re-read in another order.
+    assert pd.isna(enrolment.loc[6, "enrolled_on"])
+    assert export.quarantine[[Quarantine.source_row, Quarantine.column]].values.tolist() == [
+        [6, "enrolled_on"]
+    ]
+    assert export.labels["enrolment"]["aids___2"] == "Aids used: Standing desk"
+    assert_nothing_lost(export, data_rows(data))
+
+
+# --- the shared real exports (skipped on a plain clone) --------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -512,8 +584,8 @@ def test_survey_timestamps_and_repeating_events(tmp_path: Path):
     ]
 
 
-def test_unknown_columns_are_kept_in_unmatched(tmp_path: Path, redcap_fixtures: Path):
-    _, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+def test_unknown_columns_are_kept_in_unmatched(tmp_path: Path):
+    _, dictionary, _ = own_paths("repeating")
     data = tmp_path / "data.csv"
     data.write_text(
         f"{VIGNETTE_HEADER},site_note,other_complete\n"
@@ -535,8 +607,8 @@ def test_unknown_columns_are_kept_in_unmatched(tmp_path: Path, redcap_fixtures: 
     assert "site_note" not in export.instruments["intake"].columns
 
 
-def test_rows_outside_their_place_are_quarantined(tmp_path: Path, redcap_fixtures: Path):
-    _, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+def test_rows_outside_their_place_are_quarantined(tmp_path: Path):
+    _, dictionary, _ = own_paths("repeating")
     data = tmp_path / "data.csv"
     data.write_text(
         f"{VIGNETTE_HEADER}\n"
@@ -597,8 +669,8 @@ def test_values_in_unmapped_events_are_quarantined(tmp_path: Path, redcap_fixtur
     assert repeated.index.tolist() == [2, 3] and REPEAT_INSTANCE_COLUMN not in repeated.columns
 
 
-def test_header_only_export_gives_empty_frames(tmp_path: Path, redcap_fixtures: Path):
-    _, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+def test_header_only_export_gives_empty_frames(tmp_path: Path):
+    _, dictionary, _ = own_paths("repeating")
     data = tmp_path / "data.csv"
     data.write_text(VIGNETTE_HEADER + "\n")
     export = read_redcap(data, dictionary)
@@ -627,10 +699,8 @@ def assert_one_line_data_error(error: pytest.ExceptionInfo, file_name: str) -> N
         (b"record_id,record_id\n1,1\n", "names a column twice"),
     ],
 )
-def test_bad_records_file_raises_one_line_data_error(
-    tmp_path: Path, redcap_fixtures: Path, content: bytes, fragment: str
-):
-    _, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+def test_bad_records_file_raises_one_line_data_error(tmp_path: Path, content: bytes, fragment: str):
+    _, dictionary, _ = own_paths("repeating")
     data = tmp_path / "broken_records.csv"
     data.write_bytes(content)
     with pytest.raises(DataError, match=fragment) as error:
@@ -638,8 +708,8 @@ def test_bad_records_file_raises_one_line_data_error(
     assert_one_line_data_error(error, "broken_records.csv")
 
 
-def test_missing_file_raises_data_error(tmp_path: Path, redcap_fixtures: Path):
-    _, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+def test_missing_file_raises_data_error(tmp_path: Path):
+    _, dictionary, _ = own_paths("repeating")
     with pytest.raises(DataError, match="not found") as error:
         read_redcap(tmp_path / "absent.csv", dictionary)
     assert_one_line_data_error(error, "absent.csv")
@@ -655,10 +725,8 @@ def test_missing_file_raises_data_error(tmp_path: Path, redcap_fixtures: Path):
         (b"field_name,form_name,field_type\nrecord_id,f,text\nform_status,f,text\n", "clashes"),
     ],
 )
-def test_bad_dictionary_raises_one_line_data_error(
-    tmp_path: Path, redcap_fixtures: Path, content: bytes, fragment: str
-):
-    data, _, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+def test_bad_dictionary_raises_one_line_data_error(tmp_path: Path, content: bytes, fragment: str):
+    data, _, _ = own_paths("repeating")
     dictionary = tmp_path / "broken_dictionary.csv"
     dictionary.write_bytes(content)
     with pytest.raises(DataError, match=fragment) as error:
@@ -666,8 +734,8 @@ def test_bad_dictionary_raises_one_line_data_error(
     assert_one_line_data_error(error, "broken_dictionary.csv")
 
 
-def test_bad_event_mapping_raises_data_error(tmp_path: Path, redcap_fixtures: Path):
-    data, dictionary, _ = fixture_paths(redcap_fixtures, "tidier_long")
+def test_bad_event_mapping_raises_data_error(tmp_path: Path):
+    data, dictionary, _ = own_paths("longitudinal")
     mapping = tmp_path / "mapping.csv"
     mapping.write_text("arm_num,event,form\n1,event_1_arm_1,repeated\n")
     with pytest.raises(DataError, match="no column unique_event_name") as error:
@@ -676,7 +744,7 @@ def test_bad_event_mapping_raises_data_error(tmp_path: Path, redcap_fixtures: Pa
     mapping.write_text("arm_num,unique_event_name,form\n1,event_1_arm_1,not_a_form\n")
     with pytest.raises(DataError, match="not_a_form"):
         read_redcap(data, dictionary, mapping)
-    classic_data, classic_dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+    classic_data, classic_dictionary, _ = own_paths("repeating")
     mapping.write_text("arm_num,unique_event_name,form\n1,event_1_arm_1,intake\n")
     with pytest.raises(DataError, match="no redcap_event_name column"):
         read_redcap(classic_data, classic_dictionary, mapping)
@@ -699,9 +767,9 @@ def read_or_data_error(data: Path, dictionary: Path) -> RedcapExport | None:
 @FUZZ_SETTINGS
 @given(payload=st.binary(max_size=400))
 def test_random_bytes_as_records_or_dictionary(
-    tmp_path_factory: pytest.TempPathFactory, redcap_fixtures: Path, payload: bytes
+    tmp_path_factory: pytest.TempPathFactory, payload: bytes
 ):
-    data, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+    data, dictionary, _ = own_paths("repeating")
     garbage = tmp_path_factory.mktemp("bytes") / "garbage.csv"
     garbage.write_bytes(payload)
     read_or_data_error(garbage, dictionary)
@@ -710,10 +778,8 @@ def test_random_bytes_as_records_or_dictionary(
 
 @FUZZ_SETTINGS
 @given(text=st.text(max_size=400))
-def test_random_text_after_a_valid_header(
-    tmp_path_factory: pytest.TempPathFactory, redcap_fixtures: Path, text: str
-):
-    _, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+def test_random_text_after_a_valid_header(tmp_path_factory: pytest.TempPathFactory, text: str):
+    _, dictionary, _ = own_paths("repeating")
     data = tmp_path_factory.mktemp("text") / "records.csv"
     data.write_text(VIGNETTE_HEADER + "\n" + text, encoding="utf-8")
     read_or_data_error(data, dictionary)
@@ -731,9 +797,9 @@ CELL_VALUES = st.one_of(
 @FUZZ_SETTINGS
 @given(rows=st.lists(st.lists(CELL_VALUES, min_size=15, max_size=15), max_size=12))
 def test_random_rows_are_all_accounted_for(
-    tmp_path_factory: pytest.TempPathFactory, redcap_fixtures: Path, rows: list[list[str]]
+    tmp_path_factory: pytest.TempPathFactory, rows: list[list[str]]
 ):
-    _, dictionary, _ = fixture_paths(redcap_fixtures, "redcapr_vignette")
+    _, dictionary, _ = own_paths("repeating")
     data = tmp_path_factory.mktemp("rows") / "records.csv"
     with data.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -12,7 +12,6 @@ import json
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
@@ -23,7 +22,7 @@ import yaml
 from analysis import report
 from analysis.cli import run_clean, run_derive, run_fit, run_simulate
 from analysis.errors import ParameterError
-from analysis.provenance import RENDERED_AT_LABEL, collect_provenance, file_digests, git_state
+from analysis.provenance import code_digest, collect_provenance, file_digests
 from analysis.report import SITE_REPORTS_FOLDER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -92,7 +91,7 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     data, reports = root / "data", root / "reports"
     run_simulate(data / "raw", STUDY_PARTICIPANTS, STUDY_SEED, 0.02, 40, "csv")
     original = _plant_canary(data / "raw")
-    run_clean(data / "raw", data / "interim", None, params["clean"])
+    run_clean(data / "raw", data / "interim", None, params["clean"], params_file)
     run_derive(data / "interim", data / "processed", params["derive"])
     run_fit(data / "processed", reports / "models", reports / "metrics.json", params)
     rendered = report.render_all(
@@ -103,7 +102,6 @@ def build_rendered_study(root: Path) -> RenderedStudy:
         reports=reports,
         params_file=params_file,
         notebooks=NOTEBOOKS,
-        repo=PROJECT_ROOT,
     )
     return RenderedStudy(root, data, reports, params_file, original, tuple(rendered))
 
@@ -259,7 +257,6 @@ def test_html_has_no_code_and_every_figure_embedded(rendered_study):
         assert re.search(r'<img[^>]+src="data:image/png;base64,', html), path.name
         external = re.findall(r'(?:src|href)="(https?:)?//[^"]*"', html)
         assert not external, f"{path.name} loads {external[:3]}"
-        assert RENDERED_AT_LABEL in html
         assert "Traceback" not in html, path.name
 
 
@@ -304,8 +301,8 @@ def test_site_report_is_restricted_to_its_site(rendered_study):
     assert int(n_row["Overall"]) == in_site["adherence_group"].notna().sum()
 
 
-def test_rendering_twice_gives_the_same_numbers(rendered_study, tmp_path):
-    """Same inputs and parameters: identical CSVs, and HTML differing only in the timestamp."""
+def test_rendering_twice_gives_the_same_bytes(rendered_study, tmp_path):
+    """Same inputs and parameters: identical CSVs and HTML, wherever the report is written."""
     first = next(item for item in rendered_study.rendered if item.name == "study_report")
     parameters = report.report_jobs(
         raw=rendered_study.data / "raw",
@@ -315,7 +312,6 @@ def test_rendering_twice_gives_the_same_numbers(rendered_study, tmp_path):
         reports=tmp_path,
         params_file=rendered_study.params_file,
         notebooks=NOTEBOOKS,
-        repo=PROJECT_ROOT,
     )[0].parameters
     second_html = report.render_report(
         NOTEBOOKS / "study_report.ipynb",
@@ -329,11 +325,7 @@ def test_rendering_twice_gives_the_same_numbers(rendered_study, tmp_path):
         assert (first.tables_dir / name).read_bytes() == (
             tmp_path / "study_report_files" / name
         ).read_bytes(), name
-
-    def without_timestamp(path: Path) -> list[str]:
-        return [line for line in path.read_text().splitlines() if RENDERED_AT_LABEL not in line]
-
-    assert without_timestamp(first.html) == without_timestamp(second_html)
+    assert first.html.read_bytes() == second_html.read_bytes()
 
 
 def test_a_failing_cell_raises_report_error_and_replaces_nothing(tmp_path):
@@ -372,7 +364,7 @@ def test_a_failing_cell_raises_report_error_and_replaces_nothing(tmp_path):
 # --- provenance -------------------------------------------------------------------------------
 
 
-def test_provenance_block_lists_inputs_parameters_versions_git_and_seeds(rendered_study):
+def test_provenance_block_lists_inputs_parameters_versions_code_and_seeds(rendered_study):
     files = rendered_study.reports / "study_report_files"
     hashed = pd.read_csv(files / "provenance_files.csv")
     assert set(hashed["stage"]) == {"raw", "interim", "processed", "models", "params"}
@@ -392,40 +384,34 @@ def test_provenance_block_lists_inputs_parameters_versions_git_and_seeds(rendere
     environment = dict(pd.read_csv(files / "provenance_environment.csv", dtype=str).to_numpy())
     assert environment["simulate.seed"] == str(STUDY_SEED)
     assert environment["timeline.seed"] == "20261125"
-    assert re.fullmatch(r"[0-9a-f]{40}|unknown", environment["git_commit"])
-    assert environment["git_dirty"] in ("yes", "no", "unknown")
-    parameters = set(pd.read_csv(files / "provenance_parameters.csv")["parameter"])
-    assert {"min_cell_size", "site", "params_file"} <= parameters
+    assert environment["code_sha256"] == code_digest()
+    parameters = pd.read_csv(files / "provenance_parameters.csv")
+    assert {"min_cell_size", "site", "params_file"} <= set(parameters["parameter"])
+    # Paths as the notebooks' folder sees them: no machine's absolute path reaches a report.
+    assert not parameters["value"].str.contains(f"'{rendered_study.root}", regex=False).any()
 
 
-def test_git_outside_a_repository_is_unknown(tmp_path):
-    assert git_state(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}
-    assert git_state(None) == {"git_commit": "unknown", "git_dirty": "unknown"}
+def test_code_digest_follows_the_source_not_the_checkout(tmp_path):
+    package = tmp_path / "analysis"
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    first = code_digest(package)
+    copy = tmp_path / "elsewhere" / "analysis"
+    shutil.copytree(package, copy)
+    assert code_digest(copy) == first
+    (copy / "a.py").write_text("x = 2\n")
+    assert code_digest(copy) != first
 
 
-def test_git_without_git_installed_is_unknown(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert git_state(PROJECT_ROOT)["git_commit"] == "unknown"
-
-
-def test_provenance_differs_only_in_the_timestamp(tmp_path):
+def test_provenance_is_the_same_on_every_run(tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "participants.csv").write_text("participant_id\nP1\n")
     params = {"simulate": {"seed": 1}, "timeline": {"seed": 2}}
     first, second = (
-        collect_provenance(
-            {"raw": tmp_path / "raw"},
-            {"a": 1},
-            params,
-            tmp_path,
-            now=datetime(2030, 1, day, tzinfo=UTC),
-        )
-        for day in (1, 2)
+        collect_provenance({"raw": tmp_path / "raw"}, {"a": 1}, params) for _ in range(2)
     )
     for name, table in first.tables().items():
         pd.testing.assert_frame_equal(table, second.tables()[name])
-    assert first.rendered_at != second.rendered_at
-    assert first.rendered_at_line().startswith(RENDERED_AT_LABEL)
 
 
 def test_file_digests_mark_missing_inputs(tmp_path):

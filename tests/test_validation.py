@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import pandas as pd
 import pytest
 
@@ -24,7 +22,7 @@ KEY_EFFECTS = ["weekly_adherence", "weekly_sitting_hours", "severity[moderate]",
 @pytest.fixture(scope="module")
 def study(params):
     """A 3,000-person study, simulated, cleaned and derived (seed fixed, chosen in advance)."""
-    pipeline = simulate_clean_derive(3000, 2026, params, date(2026, 11, 25))
+    pipeline = simulate_clean_derive(3000, 2026, params)
     return pipeline.simulated, pipeline.derived
 
 
