@@ -58,8 +58,7 @@ def truth(params) -> pd.DataFrame:
         .astype(float)
     )
     frame["recent"] = (
-        frame[Participants.symptom_months].astype(float)
-        < params["derive"]["chronic_after_months"]
+        frame[Participants.symptom_months].astype(float) < params["derive"]["chronic_after_months"]
     )
     return frame
 
