@@ -426,8 +426,9 @@ def _progress_fraction(progress: np.ndarray) -> np.ndarray:
 class _Milestone:
     """One milestone's hazard process, walked forward a week at a time for the whole cohort."""
 
-    def __init__(self, baseline, coefficients: dict, baseline_multiple: float, n: int, days: int):
-        self.static_log_hazard = _static_log_hazard(baseline, coefficients)
+    def __init__(self, people: dict, coefficients: dict, baseline_multiple: float, days: int):
+        n = len(people["severity"])
+        self.static_log_hazard = _static_log_hazard(people, coefficients)
         self.coefficients = coefficients
         self.baseline_multiple = baseline_multiple
         self.cumulative_hazard = np.zeros(n)
@@ -459,6 +460,7 @@ def _pain_scale(first_change: _Milestone, recovery: _Milestone) -> np.ndarray:
 
     It eases on the way to the first functional change, then fades out; it is gone in any case
     some days before full recovery, whose definition asks for low pain in the weeks before.
+    Pain is an outcome here, never an exposure, so it may follow the true milestone days.
     """
     days = np.arange(first_change.progress.shape[1])
     left = PAIN_MODEL["share_left_at_first_change"]
@@ -522,8 +524,8 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
     detection_day = np.full(n, -1)
 
     milestones = (
-        _Milestone(baseline, HAZARD_COEFFICIENTS, 1.0, n, days),
-        _Milestone(baseline, FIRST_CHANGE_COEFFICIENTS, FIRST_CHANGE_BASELINE_MULTIPLE, n, days),
+        _Milestone(baseline, HAZARD_COEFFICIENTS, 1.0, days),
+        _Milestone(baseline, FIRST_CHANGE_COEFFICIENTS, FIRST_CHANGE_BASELINE_MULTIPLE, days),
     )
     recovery, first_change = milestones
     threshold = baseline["threshold"]
