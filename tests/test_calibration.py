@@ -18,15 +18,30 @@ import pandas as pd
 import pytest
 
 from analysis.derive import milestone_intervals
-from analysis.schema import MILESTONE_FIRST_CHANGE, MILESTONES, Participants, Recovery
+from analysis.fit import time_varying_frame
+from analysis.schema import (
+    MILESTONE_FIRST_CHANGE,
+    MILESTONES,
+    SEVERITY_LEVELS,
+    UNDERLYING_CONDITIONS,
+    Participants,
+    Recovery,
+    WeeklyIntervals,
+)
 from analysis.simulate import (
     FIRST_CHANGE_COEFFICIENTS,
     HAZARD_COEFFICIENTS,
     min_first_change_log_hazard_ratio,
     simulate_study,
 )
+from analysis.survival import fit_cox_time_varying
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
-from analysis.validation import simulate_clean_derive
+from analysis.validation import (
+    coverage,
+    simulate_clean_derive,
+    true_day_intervals,
+    truth_in_model_coding,
+)
 
 SEED = 20261127
 FOLLOW_UP_WEEKS = 40
@@ -42,6 +57,7 @@ SHARE_BEYOND_SPAN_AT_LEAST = 0.15
 # Harder cases' medians exceed the easier level's by at least this many weeks.
 UPPER_END_MARGIN_WEEKS = {"true_first_change_day": 2.0, "true_recovery_day": 3.0}
 MILESTONE_DAYS = ("true_first_change_day", "true_recovery_day")
+FACTORS = {"severity": SEVERITY_LEVELS, "underlying_condition": UNDERLYING_CONDITIONS}
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +216,25 @@ def test_first_change_intervals_stop_at_the_change(derived_study):
     last = last.join(frame[[columns.time, columns.event]])
     assert (last["stop"] == last[columns.time]).all()
     assert (last["event"] == last[columns.event].astype(int)).all()
+
+
+def test_time_varying_cox_on_true_first_change_days_covers_its_generating_effects(
+    derived_study, params
+):
+    """The first change is its own proportional-hazards process in the derived exposures."""
+    derived, frame = derived_study
+    covariates = params["fit"]["time_varying_covariates"]
+    intervals = true_day_intervals(derived.weekly_intervals, frame["true_first_change_day"])
+    fitted = fit_cox_time_varying(
+        time_varying_frame(intervals, derived.recovery, covariates),
+        WeeklyIntervals.participant_id,
+        "start",
+        "stop",
+        WeeklyIntervals.event,
+        covariates,
+    )
+    truth = truth_in_model_coding(FIRST_CHANGE_COEFFICIENTS, FACTORS)
+    table = coverage(fitted.tidy(), truth).set_index("term")
+    assert table.loc[["weekly_adherence", "weekly_sitting_hours"], "covered"].all(), (
+        table.to_string()
+    )
