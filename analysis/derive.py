@@ -1,8 +1,9 @@
 """Outcome definitions: recovery, censoring, adherence and sitting exposures, weekly frames.
 
 All times are days since enrolment (day 0 = the enrolment date), so no calendar date leaves
-this module. Recovery is only ever observed at a clinic visit: the event is known to lie in
-(previous visit, recovery visit], and both bounds are kept for interval-censored models.
+this module. Two milestones are derived, the first functional change and full recovery; each is
+only ever observed at a clinic visit: the event is known to lie in (previous visit, visit where
+it is first seen], and both bounds are kept for interval-censored models.
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
     CENSOR_WITHDRAWN,
-    EVENT_RECOVERED,
+    EVENT_CENSORED,
+    MILESTONE_FIRST_CHANGE,
+    MILESTONE_FULL_RECOVERY,
+    MILESTONES,
     PAIN_SITES,
     Assessments,
     Diary,
+    Milestone,
     Participants,
     Recovery,
     WeeklyIntervals,
@@ -93,6 +98,43 @@ def recovery_visits(visits: pd.DataFrame, diary: pd.DataFrame, definition: dict)
     if definition["require_clinician"]:
         holds &= visits[Assessments.clinician_recovered].fillna(False).astype(bool)
     return holds
+
+
+def _mean_secondary_pain(per_site: pd.DataFrame) -> pd.Series:
+    """Mean over the pain sites with a value (NaN when none has one)."""
+    return per_site[list(PAIN_SITES)].mean(axis=1, skipna=True)
+
+
+def first_change_visits(visits: pd.DataFrame, diary: pd.DataFrame, definition: dict) -> pd.Series:
+    """True at each visit where the first functional change shows: hip abduction up by the
+    configured share on the baseline visit, and secondary pain clearly down on the first days
+    of the diary (or as good as absent).
+
+    Without a baseline strength or pain (no early visit, no early diary) the change cannot be
+    shown, and the visit is False: a change must be shown, not assumed.
+    """
+    ordered = visits.sort_values([PID_CODE, DAY])
+    early = ordered[
+        (ordered[DAY] <= definition["baseline_visit_max_day"])
+        & ordered[Assessments.hip_abduction_n].notna()
+    ]
+    baseline_strength = early.groupby(PID_CODE)[Assessments.hip_abduction_n].first()
+    baseline_day = early.groupby(PID_CODE)[DAY].first()
+    first_days = diary[diary[DAY] < definition["baseline_pain_days"]]
+    baseline_pain = _mean_secondary_pain(first_days.groupby(PID_CODE)[list(PAIN_SITES)].mean())
+    pain_now = _mean_secondary_pain(
+        _secondary_pain_before_visits(diary, visits, definition["pain_window_days"])
+    )
+    strength_then = visits[PID_CODE].map(baseline_strength)
+    pain_then = visits[PID_CODE].map(baseline_pain)
+    stronger = visits[Assessments.hip_abduction_n] >= (
+        (1 + definition["min_strength_gain"]) * strength_then
+    )
+    less_pain = (pain_now <= (1 - definition["min_pain_reduction"]) * pain_then) | (
+        pain_now <= definition["pain_absent_at"]
+    )
+    after_baseline = visits[DAY] > visits[PID_CODE].map(baseline_day)
+    return (stronger & less_pain & pain_then.notna() & after_baseline).fillna(False).astype(bool)
 
 
 def _band(values: pd.Series, cutoffs: list[float], labels: list[str]) -> pd.Series:
@@ -173,6 +215,50 @@ def _last_contact_day(frames: list[pd.DataFrame], codes: pd.Index) -> pd.Series:
     return days.groupby(PID_CODE)[DAY].max().reindex(codes)
 
 
+def _milestone_outcome(
+    milestone: Milestone,
+    visits: pd.DataFrame,
+    seen_here: np.ndarray,
+    withdrawn_day: pd.Series,
+    last_contact: pd.Series,
+    lost_before: int,
+) -> pd.DataFrame:
+    """One milestone's outcome columns per participant: seen at the first visit where it holds
+    (lower bound: the visit before), else censored by withdrawal (a competing event, at its
+    day), loss (no contact for long enough before the end) or the end of follow-up (at the last
+    visit)."""
+    codes = last_contact.index
+    seen_day = visits.loc[seen_here, [PID_CODE, DAY]].groupby(PID_CODE)[DAY].min().reindex(codes)
+    visit_seen_day = visits[PID_CODE].map(seen_day)
+    before = visits[visit_seen_day.isna() | (visits[DAY] < visit_seen_day)]
+    last_negative_visit = before.groupby(PID_CODE)[DAY].max().reindex(codes)
+
+    event = seen_day.notna() & ~(withdrawn_day < seen_day)
+    withdrawn = ~event & withdrawn_day.notna()
+    lost = ~event & ~withdrawn & (last_contact.fillna(-1) < lost_before)
+    censor_reason = pd.Series(pd.NA, index=codes, dtype=object)
+    censor_reason[withdrawn] = CENSOR_WITHDRAWN
+    censor_reason[lost] = CENSOR_LOST
+    censor_reason[~event & ~withdrawn & ~lost] = CENSOR_END
+    event_type = censor_reason.where(censor_reason == CENSOR_WITHDRAWN, EVENT_CENSORED)
+    event_type[event] = milestone.event_name
+
+    lower = last_negative_visit.fillna(0.0)
+    time = lower.copy()
+    time[event] = seen_day[event]
+    time[withdrawn] = withdrawn_day[withdrawn].clip(lower=0)
+    return pd.DataFrame(
+        {
+            milestone.event: event,
+            milestone.time: time.astype(float),
+            milestone.lower: lower.astype(float),
+            milestone.upper: seen_day.where(event).astype(float),
+            milestone.censor_reason: censor_reason,
+            milestone.event_type: event_type,
+        }
+    )
+
+
 def derive_recovery(
     participants: pd.DataFrame,
     diary: pd.DataFrame,
@@ -201,36 +287,25 @@ def derive_recovery(
     # Visits after a withdrawal do not count: the participant had left the study.
     visits = visits[~(visits[DAY] > visits[PID_CODE].map(withdrawn_day))]
     visits = visits.sort_values([PID_CODE, DAY]).reset_index(drop=True)
-    visits["recovered_here"] = recovery_visits(visits, diary, params["recovery"]).to_numpy()
-
-    first_recovery = visits[visits["recovered_here"]].groupby(PID_CODE)[DAY].min()
-    recovery_day = first_recovery.reindex(people.index)
-    before = visits.merge(
-        recovery_day.rename("recovery_day"), left_on=PID_CODE, right_index=True, how="left"
+    recovered_here = recovery_visits(visits, diary, params["recovery"]).to_numpy()
+    # Full recovery includes the functional change: it is seen at the latest with recovery.
+    changed_here = (
+        recovered_here | first_change_visits(visits, diary, params["first_change"]).to_numpy()
     )
-    before = before[before["recovery_day"].isna() | (before[DAY] < before["recovery_day"])]
-    last_negative_visit = before.groupby(PID_CODE)[DAY].max().reindex(people.index)
-
-    recovered = recovery_day.notna() & ~(withdrawn_day < recovery_day)
-    withdrawn = ~recovered & withdrawn_day.notna()
     last_contact = _last_contact_day([diary, sessions, visits], people.index)
-    lost = (
-        ~recovered
-        & ~withdrawn
-        & (last_contact.fillna(-1) < follow_up - params["lost_after_days_without_contact"])
+    lost_before = follow_up - params["lost_after_days_without_contact"]
+    seen_here = {MILESTONE_FULL_RECOVERY: recovered_here, MILESTONE_FIRST_CHANGE: changed_here}
+    outcomes = pd.concat(
+        [
+            _milestone_outcome(
+                MILESTONES[name], visits, seen, withdrawn_day, last_contact, lost_before
+            )
+            for name, seen in seen_here.items()
+        ],
+        axis=1,
     )
-    censor_reason = pd.Series(pd.NA, index=people.index, dtype=object)
-    censor_reason[withdrawn] = CENSOR_WITHDRAWN
-    censor_reason[lost] = CENSOR_LOST
-    censor_reason[~recovered & ~withdrawn & ~lost] = CENSOR_END
-    event_type = censor_reason.where(censor_reason == CENSOR_WITHDRAWN, "censored")
-    event_type[recovered] = EVENT_RECOVERED
-
-    lower = last_negative_visit.fillna(0.0)
-    time = lower.copy()
-    time[recovered] = recovery_day[recovered]
-    time[withdrawn] = withdrawn_day[withdrawn].clip(lower=0)
-    upper = recovery_day.where(recovered)
+    time = outcomes[Recovery.time_to_recovery_days]
+    recovered = outcomes[Recovery.recovered]
 
     # Exposures cover every day with data (a week's adherence uses the whole week, also past
     # the event day within it); the models then use the weeks up to each person's exit time.
@@ -256,12 +331,7 @@ def derive_recovery(
     recovery[Recovery.chronic] = (
         people[Participants.symptom_months] >= params["chronic_after_months"]
     )
-    recovery[Recovery.recovered] = recovered
-    recovery[Recovery.time_to_recovery_days] = time.astype(float)
-    recovery[Recovery.interval_lower_days] = lower.astype(float)
-    recovery[Recovery.interval_upper_days] = upper.astype(float)
-    recovery[Recovery.censor_reason] = censor_reason
-    recovery[Recovery.event_type] = event_type
+    recovery = recovery.join(outcomes)
     recovery[Recovery.overall_adherence] = overall_adherence
     recovery[Recovery.adherence_group] = _band(
         overall_adherence, adherence_cfg["group_cutoffs"], adherence_cfg["group_labels"]
@@ -293,6 +363,26 @@ def weekly_intervals(
     rows["event"] = last & rows[PID_CODE].map(event).astype(bool)
     rows[WeeklyIntervals.participant_id] = rows[PID_CODE].map(participant_ids)
     return WeeklyIntervals.validate(rows[column_names(WeeklyIntervals)].reset_index(drop=True))
+
+
+def milestone_intervals(
+    intervals: pd.DataFrame, recovery: pd.DataFrame, milestone: str
+) -> pd.DataFrame:
+    """The weekly start/stop rows followed up to a milestone (a key of schema.MILESTONES).
+
+    The derived rows run to each person's full-recovery exit time, which is never before the
+    first functional change's (the change is seen at the latest with recovery, and censoring
+    is shared), so the rows are cut at the milestone's time and the event put on the last.
+    """
+    columns = MILESTONES[milestone]
+    outcome = recovery.set_index(Recovery.participant_id)
+    exit_time = intervals[WeeklyIntervals.participant_id].map(outcome[columns.time])
+    event = intervals[WeeklyIntervals.participant_id].map(outcome[columns.event]).astype(bool)
+    rows = intervals[intervals["start"] < exit_time].copy()
+    exit_time, event = exit_time[rows.index], event[rows.index]
+    rows["stop"] = np.minimum(rows["stop"], exit_time)
+    rows[WeeklyIntervals.event] = (rows["stop"] == exit_time) & event
+    return WeeklyIntervals.validate(rows.reset_index(drop=True))
 
 
 def weekly_trajectories(

@@ -6,6 +6,7 @@ as a string literal scattered around the package.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 import pandas as pd
@@ -44,7 +45,11 @@ CENSOR_LOST = "lost_to_follow_up"
 CENSOR_END = "end_of_follow_up"
 CENSOR_REASONS = (CENSOR_WITHDRAWN, CENSOR_LOST, CENSOR_END)
 EVENT_RECOVERED = "recovered"
-EVENT_TYPES = (EVENT_RECOVERED, CENSOR_WITHDRAWN, "censored")
+EVENT_CENSORED = "censored"
+EVENT_TYPES = (EVENT_RECOVERED, CENSOR_WITHDRAWN, EVENT_CENSORED)
+# The domain's earlier milestone: strength up and secondary pain clearly down.
+EVENT_FIRST_CHANGE = "first_change"
+FIRST_CHANGE_EVENT_TYPES = (EVENT_FIRST_CHANGE, CENSOR_WITHDRAWN, EVENT_CENSORED)
 
 
 class _Strict(pa.DataFrameModel):
@@ -135,7 +140,8 @@ RECORD_KEYS: dict[str, tuple[str, ...]] = {
 
 
 class Recovery(pa.DataFrameModel):
-    """One row per participant: the time-to-recovery analysis frame."""
+    """One row per participant: the time-to-event analysis frame, one set of outcome columns
+    per milestone (full recovery keeps the historical names; see MILESTONES)."""
 
     participant_id: Series[str] = pa.Field(unique=True)
     site: Series[str]
@@ -153,6 +159,12 @@ class Recovery(pa.DataFrameModel):
     interval_upper_days: Series[float] = pa.Field(ge=0, nullable=True)
     censor_reason: Series[str] = pa.Field(isin=CENSOR_REASONS, nullable=True)
     event_type: Series[str] = pa.Field(isin=EVENT_TYPES)
+    first_change: Series[bool]
+    time_to_first_change_days: Series[float] = pa.Field(ge=0)
+    first_change_lower_days: Series[float] = pa.Field(ge=0)
+    first_change_upper_days: Series[float] = pa.Field(ge=0, nullable=True)
+    first_change_censor_reason: Series[str] = pa.Field(isin=CENSOR_REASONS, nullable=True)
+    first_change_event_type: Series[str] = pa.Field(isin=FIRST_CHANGE_EVENT_TYPES)
     overall_adherence: Series[float] = pa.Field(ge=0, nullable=True)
     adherence_group: Series[str] = pa.Field(nullable=True)
     mean_sitting_hours: Series[float] = pa.Field(ge=0, le=24, nullable=True)
@@ -160,6 +172,46 @@ class Recovery(pa.DataFrameModel):
 
     class Config:
         coerce = True
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """The Recovery columns that hold one milestone's outcome (interval-censored at visits)."""
+
+    label: str
+    event: str
+    time: str
+    lower: str
+    upper: str
+    censor_reason: str
+    event_type: str
+    event_name: str
+
+
+MILESTONE_FULL_RECOVERY = "full_recovery"
+MILESTONE_FIRST_CHANGE = "first_change"
+MILESTONES = {
+    MILESTONE_FIRST_CHANGE: Milestone(
+        label="first functional change",
+        event=Recovery.first_change,
+        time=Recovery.time_to_first_change_days,
+        lower=Recovery.first_change_lower_days,
+        upper=Recovery.first_change_upper_days,
+        censor_reason=Recovery.first_change_censor_reason,
+        event_type=Recovery.first_change_event_type,
+        event_name=EVENT_FIRST_CHANGE,
+    ),
+    MILESTONE_FULL_RECOVERY: Milestone(
+        label="full recovery",
+        event=Recovery.recovered,
+        time=Recovery.time_to_recovery_days,
+        lower=Recovery.interval_lower_days,
+        upper=Recovery.interval_upper_days,
+        censor_reason=Recovery.censor_reason,
+        event_type=Recovery.event_type,
+        event_name=EVENT_RECOVERED,
+    ),
+}
 
 
 class WeeklyIntervals(pa.DataFrameModel):

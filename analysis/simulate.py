@@ -1,8 +1,11 @@
 """Synthetic gluteal-amnesia cohort with known ground truth and injected mess (pure, no file I/O).
 
-The recovery hazard uses each week's realised adherence and mean diary sitting hours, exactly as
-the derive stage computes them, so a time-varying Cox model on derived weekly intervals can
-recover the generating coefficients (up to the interval censoring of periodic clinic visits).
+The truth has the domain's two milestones, each a proportional-hazards process in each week's
+realised adherence and mean diary sitting hours (exactly as the derive stage computes them) and
+the baseline factors: the *first functional change* (strength up, secondary pain clearly down)
+and, considerably later, *full recovery*. A time-varying Cox model on derived weekly intervals
+can recover either set of generating coefficients (up to the interval censoring of periodic
+clinic visits).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ CHRONIC_AFTER_MONTHS = 6.0
 RECENT_MONTHS_RANGE = (0.5, 5.9)
 CHRONIC_MONTHS_MIN = 6.1
 
-# Log hazard ratios keyed by the covariate names of the derived analysis frames.
+# Full recovery: log hazard ratios keyed by the covariate names of the derived analysis frames.
 HAZARD_COEFFICIENTS = {
     "weekly_adherence": 2.0,
     "weekly_sitting_hours": -0.12,
@@ -58,14 +61,43 @@ HAZARD_COEFFICIENTS = {
     "underlying_condition[nerve_entrapment]": -1.0,
     "underlying_condition[other]": -0.35,
 }
-# Weibull baseline H0(t) = (t / scale) ** shape, t in days since enrolment. No lag term: pain
-# falls on the progress scale, and a lag would leave it high in the window before early recoveries.
-BASELINE_SHAPE = 2.5
-BASELINE_SCALE_DAYS = 70.0
-
+# Baseline cumulative hazard H0(t) = sum over terms of (t / scale_days) ** shape, t in days
+# since enrolment: a gradual early term, and a steep late one that brings most of the slow
+# cases home in the second half-year. Calibrated (tests/test_calibration.py) so that mild,
+# recent, adherent people without an underlying condition recover fully at a median of about
+# 11.5 weeks, while over the cohort a tenth recover by about 7.5 weeks and some 30 % take
+# longer than 26 weeks. Under proportional hazards with the effects above, a cohort tenth at
+# 6 weeks would need a near-constant hazard from enrolment, putting the fastest of that group
+# at two weeks: the text's "about 6 weeks" is met within the timeline's tolerance instead.
+RECOVERY_BASELINE = {
+    "terms": ({"scale_days": 238.0, "shape": 1.25}, {"scale_days": 161.0, "shape": 6.0})
+}
+# First functional change: its own proportional-hazards process, with the recovery's baseline
+# times this multiple (calibrated to a median of about 7 weeks for mild, recent, adherent
+# people). Every effect is at most as strong as for full recovery, and the multiple outweighs
+# the largest difference (see min_first_change_log_hazard_ratio), so with the shared threshold
+# the first change never comes after full recovery.
+FIRST_CHANGE_BASELINE_MULTIPLE = 2.25
+# Measures that improve with progress use cumulative hazard / threshold ** (1 / this): about
+# linear in days at steady exposures while the early term dominates.
+PROGRESS_SHAPE = 1.25
+FIRST_CHANGE_COEFFICIENTS = {
+    "weekly_adherence": 1.5,
+    "weekly_sitting_hours": -0.08,
+    "severity[moderate]": -0.4,
+    "severity[severe]": -0.8,
+    "chronic": -0.6,
+    "underlying_condition[disc]": -0.5,
+    "underlying_condition[nerve_entrapment]": -0.7,
+    "underlying_condition[other]": -0.25,
+}
+MILESTONE_THRESHOLD = (
+    "one Exp(1) threshold per person, shared by both milestones: a milestone's day is the first "
+    "whole day its cumulative hazard reaches it (a person who changes early also recovers early)"
+)
 PRESCRIBED_SESSIONS_PER_WEEK = {1: 7, 2: 3, 3: 3}
 ADHERENCE_MODEL = {
-    "person_logit_mean": 1.0,
+    "person_logit_mean": 1.5,
     "person_logit_sd": 1.5,
     "weekly_ar1": 0.6,
     "weekly_sd": 0.7,
@@ -82,7 +114,7 @@ SITTING_MODEL = {
     "daily_range_hours": [1.0, 18.0],
 }
 WITHDRAWAL_MODEL = {
-    "weekly_probability_full_adherence": 0.003,
+    "weekly_probability_full_adherence": 0.0022,
     "log_rate_per_unit_non_adherence": 2.2,
     "adherence_used": "previous week's realised adherence (person's propensity in week 0)",
 }
@@ -93,12 +125,24 @@ VISIT_SCHEDULE = {"every_days": 14, "jitter_days": 2, "missed_share": 0.10, "day
 PHASE_THRESHOLDS = {
     "phase_2": {"min_accumulated_training": 0.25},
     "phase_3": {"min_accumulated_training": 0.6},
-    "accumulated_training": "cumulative recovery hazard so far / log(2) (the median threshold)",
+    "accumulated_training": "recovery cumulative hazard so far / log(2), the median threshold",
     "at_recovery": "phase 3 is recorded at every visit on or after the true recovery day",
     "effective_from": "the start of the week after the visit that assigns it",
 }
-# Pain falls to nothing once this fraction of the way to recovery (time scale, progress ** 1/k).
-PAIN_FREE_AT_RECOVERY_FRACTION = 0.7
+# Secondary pain: eases along the way to the first functional change (to a share of its
+# starting level on that day), then fades to nothing over `fade_days`; it has faded out in any
+# case `gone_days_before_recovery` days before full recovery, whose definition asks for low
+# pain over the two weeks before the visit.
+PAIN_MODEL = {"share_left_at_first_change": 0.5, "fade_days": 14, "gone_days_before_recovery": 21}
+# Hip abduction strength as a share of the person's target: creeps up before the first
+# functional change, steps up on that day (the glutes fire), then climbs to the target by full
+# recovery. The visit's measurement error is multiplicative.
+STRENGTH_MODEL = {
+    "share_at_start": 0.55,
+    "gain_before_first_change": 0.05,
+    "share_after_first_change": 0.72,
+    "measurement_sd": 0.03,
+}
 
 PHASE_EXERCISES = {
     phase: tuple(name for name, owner in EXERCISE_PHASE.items() if owner == phase)
@@ -262,6 +306,7 @@ class _Cohort:
     exit_day: np.ndarray
     exit_reason: np.ndarray
     recovery_day: np.ndarray
+    first_change_day: np.ndarray
     overall_adherence: np.ndarray
     sitting: np.ndarray
     breaks: np.ndarray
@@ -352,28 +397,105 @@ def _draw_baseline(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def _static_log_hazard(baseline: dict[str, np.ndarray]) -> np.ndarray:
-    """The time-fixed part of the linear predictor."""
-    severity = np.array(
-        [
-            0.0,
-            HAZARD_COEFFICIENTS["severity[moderate]"],
-            HAZARD_COEFFICIENTS["severity[severe]"],
-        ]
-    )
+def _static_log_hazard(baseline: dict[str, np.ndarray], coefficients: dict) -> np.ndarray:
+    """The time-fixed part of a milestone's linear predictor."""
+    severity = np.array([0.0, coefficients["severity[moderate]"], coefficients["severity[severe]"]])
     condition = np.array(
         [
             0.0,
-            HAZARD_COEFFICIENTS["underlying_condition[disc]"],
-            HAZARD_COEFFICIENTS["underlying_condition[nerve_entrapment]"],
-            HAZARD_COEFFICIENTS["underlying_condition[other]"],
+            coefficients["underlying_condition[disc]"],
+            coefficients["underlying_condition[nerve_entrapment]"],
+            coefficients["underlying_condition[other]"],
         ]
     )
     return (
         severity[baseline["severity"]]
         + condition[baseline["condition"]]
-        + HAZARD_COEFFICIENTS["chronic"] * baseline["chronic"]
+        + coefficients["chronic"] * baseline["chronic"]
     )
+
+
+def baseline_cumulative_hazard(days: np.ndarray, multiple: float = 1.0) -> np.ndarray:
+    """A milestone's H0 at the given days since enrolment: the recovery baseline x `multiple`."""
+    days = np.asarray(days, dtype=float)
+    return multiple * sum(
+        (days / term["scale_days"]) ** term["shape"] for term in RECOVERY_BASELINE["terms"]
+    )
+
+
+def _progress_fraction(progress: np.ndarray) -> np.ndarray:
+    """Cumulative hazard / threshold on a time-like scale (the early term's shape)."""
+    return progress ** (1 / PROGRESS_SHAPE)
+
+
+class _Milestone:
+    """One milestone's hazard process, walked forward a week at a time for the whole cohort."""
+
+    def __init__(self, people: dict, coefficients: dict, baseline_multiple: float, days: int):
+        n = len(people["severity"])
+        self.static_log_hazard = _static_log_hazard(people, coefficients)
+        self.coefficients = coefficients
+        self.baseline_multiple = baseline_multiple
+        self.cumulative_hazard = np.zeros(n)
+        # Cumulative hazard / threshold at the start of each day, capped at 1 once reached.
+        self.progress = np.empty((n, days))
+        self.day = np.full(n, -1)
+
+    def advance(self, first: int, stop: int, adherence, sitting, threshold) -> None:
+        """Days first..stop-1 under this week's realised adherence and mean sitting hours."""
+        log_hazard = (
+            self.static_log_hazard
+            + self.coefficients["weekly_adherence"] * adherence
+            + self.coefficients["weekly_sitting_hours"] * sitting
+        )
+        baseline = baseline_cumulative_hazard(np.arange(first, stop + 1), self.baseline_multiple)
+        at_day_end = self.cumulative_hazard[:, None] + np.exp(log_hazard)[:, None] * (
+            baseline[1:] - baseline[0]
+        )
+        at_day_start = np.column_stack([self.cumulative_hazard, at_day_end[:, :-1]])
+        self.progress[:, first:stop] = np.minimum(at_day_start / threshold[:, None], 1.0)
+        reached = at_day_end >= threshold[:, None]
+        newly = (self.day < 0) & reached[:, -1]
+        self.day[newly] = first + 1 + reached[newly].argmax(axis=1)
+        self.cumulative_hazard = at_day_end[:, -1]
+
+
+def _pain_scale(first_change: _Milestone, recovery: _Milestone) -> np.ndarray:
+    """Secondary pain as a share of its starting level, participants x days.
+
+    It eases on the way to the first functional change, then fades out; it is gone in any case
+    some days before full recovery, whose definition asks for low pain in the weeks before.
+    Pain is an outcome here, never an exposure, so it may follow the true milestone days.
+    """
+    days = np.arange(first_change.progress.shape[1])
+    left = PAIN_MODEL["share_left_at_first_change"]
+    fade = PAIN_MODEL["fade_days"]
+    before = 1 - (1 - left) * _progress_fraction(first_change.progress)
+    since_change = days - np.where(first_change.day >= 0, first_change.day, days[-1] + 1)[:, None]
+    after = left * np.clip(1 - since_change / fade, 0, None)
+    scale = np.where(since_change >= 0, after, before)
+    gone_on = (
+        np.where(recovery.day >= 0, recovery.day, np.inf) - PAIN_MODEL["gone_days_before_recovery"]
+    )
+    return np.minimum(scale, np.clip((gone_on[:, None] - days) / fade, 0, 1))
+
+
+def min_first_change_log_hazard_ratio() -> float:
+    """The smallest log hazard ratio, first change over full recovery, over every covariate
+    value the simulator can produce; >= 0 means the first change is never the later one.
+
+    The baselines are proportional, so the ratio is the same on every day.
+    """
+    ranges = {
+        "weekly_adherence": (0.0, 1.0),
+        "weekly_sitting_hours": tuple(SITTING_MODEL["daily_range_hours"]),
+    }
+    ratio = np.log(FIRST_CHANGE_BASELINE_MULTIPLE)
+    for term, effect in FIRST_CHANGE_COEFFICIENTS.items():
+        difference = effect - HAZARD_COEFFICIENTS[term]
+        low, high = ranges.get(term, (0.0, 1.0))
+        ratio += min(difference * low, difference * high)
+    return float(ratio)
 
 
 def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> _Cohort:
@@ -395,7 +517,7 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
     scheduled_visit[:, 0] = True
     visit_noise = {
         "activation": rng.normal(0.0, 0.7, (n, visits)),
-        "strength": rng.normal(0.0, 0.05, (n, visits)),
+        "strength": rng.normal(0.0, STRENGTH_MODEL["measurement_sd"], (n, visits)),
     }
 
     lost = rng.random(n) < LOSS_MODEL["share"]
@@ -406,10 +528,12 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
     exit_reason = np.where(lost, "lost", "end").astype(object)
     detection_day = np.full(n, -1)
 
-    static_log_hazard = _static_log_hazard(baseline)
+    milestones = (
+        _Milestone(baseline, HAZARD_COEFFICIENTS, 1.0, days),
+        _Milestone(baseline, FIRST_CHANGE_COEFFICIENTS, FIRST_CHANGE_BASELINE_MULTIPLE, days),
+    )
+    recovery, first_change = milestones
     threshold = baseline["threshold"]
-    cumulative_hazard = np.zeros(n)
-    recovery_day = np.full(n, -1)
     phase_now = np.ones(n, dtype=np.int8)
     phase_assigned = np.ones(n, dtype=np.int8)
     phase_start_day = np.zeros((n, 4), dtype=np.int64)
@@ -421,7 +545,6 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
     sitting = np.empty((n, days), dtype=np.float32)
     session_done = np.zeros((n, days), dtype=bool)
     phase = np.empty((n, days), dtype=np.int8)
-    progress = np.empty((n, days))
     activation = np.full((n, visits), np.nan)
     strength = np.full((n, visits), np.nan)
     visit_progress = np.full((n, visits), np.nan)
@@ -466,22 +589,8 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
         sitting[:, first:stop] = daily_sitting
         weekly_sitting = daily_sitting.mean(axis=1)
 
-        log_hazard = (
-            static_log_hazard
-            + HAZARD_COEFFICIENTS["weekly_adherence"] * weekly_adherence
-            + HAZARD_COEFFICIENTS["weekly_sitting_hours"] * weekly_sitting
-        )
-        baseline_cumulative = (np.arange(first, stop + 1) / BASELINE_SCALE_DAYS) ** BASELINE_SHAPE
-        hazard_at_day_end = cumulative_hazard[:, None] + np.exp(log_hazard)[:, None] * (
-            baseline_cumulative[1:] - baseline_cumulative[0]
-        )
-        hazard_at_day_start = np.column_stack([cumulative_hazard, hazard_at_day_end[:, :-1]])
-        progress[:, first:stop] = np.minimum(hazard_at_day_start / threshold[:, None], 1.0)
-        reached = hazard_at_day_end >= threshold[:, None]
-        newly = (recovery_day < 0) & reached[:, -1]
-        recovery_day[newly] = first + 1 + reached[newly].argmax(axis=1)
-        cumulative_hazard = hazard_at_day_end[:, -1]
-
+        for milestone in milestones:
+            milestone.advance(first, stop, weekly_adherence, weekly_sitting, threshold)
         in_study = diary_end > first
         withdrawal_probability = WITHDRAWAL_MODEL["weekly_probability_full_adherence"] * np.exp(
             WITHDRAWAL_MODEL["log_rate_per_unit_non_adherence"] * (1 - previous_adherence)
@@ -507,21 +616,33 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
                 continue
             rows = np.flatnonzero(at_visit)
             visit_days = day[rows]
-            progress_then = progress[rows, visit_days]
-            fraction = progress_then ** (1 / BASELINE_SHAPE)
+            progress_then = recovery.progress[rows, visit_days]
+            first_change_then = first_change.progress[rows, visit_days]
+            fraction = _progress_fraction(progress_then)
+            first_fraction = _progress_fraction(first_change_then)
             activation[rows, visit] = np.clip(
-                2.0 + 7.0 * fraction + visit_noise["activation"][rows, visit], 0.0, 10.0
+                2.0
+                + 4.0 * first_fraction
+                + 3.0 * fraction
+                + visit_noise["activation"][rows, visit],
+                0.0,
+                10.0,
             )
-            strength[rows, visit] = (0.55 + 0.45 * fraction) * (
-                1 + visit_noise["strength"][rows, visit]
-            )
+            changed = first_change_then >= 1.0
+            strength[rows, visit] = np.where(
+                changed,
+                STRENGTH_MODEL["share_after_first_change"]
+                + (1 - STRENGTH_MODEL["share_after_first_change"]) * fraction,
+                STRENGTH_MODEL["share_at_start"]
+                + STRENGTH_MODEL["gain_before_first_change"] * first_fraction,
+            ) * (1 + visit_noise["strength"][rows, visit])
             # Phases follow the training accumulated so far (cumulative hazard against the
             # median threshold), never the person's hidden threshold: a prescription that knew
             # how close someone was to recovery would make adherence a marker of it.
             accumulated = progress_then * threshold[rows] / np.log(2.0)
             ready_for_3 = accumulated >= PHASE_THRESHOLDS["phase_3"]["min_accumulated_training"]
             ready_for_2 = accumulated >= PHASE_THRESHOLDS["phase_2"]["min_accumulated_training"]
-            recovered_now = (recovery_day[rows] >= 0) & (visit_days >= recovery_day[rows])
+            recovered_now = (recovery.day[rows] >= 0) & (visit_days >= recovery.day[rows])
             # A recovered person is functionally integrated: the clinician records phase 3.
             ready_for_3 |= recovered_now
             rule = np.where(ready_for_3, 3, np.where(ready_for_2, 2, 1))
@@ -537,23 +658,24 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
             exit_reason[detected] = "recovered"
 
     exit_day = np.where(exit_reason == "recovered", detection_day, diary_end)
-    recovery_day = np.where((recovery_day >= 0) & (recovery_day <= exit_day), recovery_day, -1)
+    for milestone in milestones:
+        milestone.day = np.where(
+            (milestone.day >= 0) & (milestone.day <= exit_day), milestone.day, -1
+        )
     in_study_days = np.arange(days) < diary_end[:, None]
     prescribed = (prescribed_rate[phase] / 7.0 * in_study_days).sum(axis=1)
     overall_adherence = (session_done & in_study_days).sum(axis=1) / prescribed
 
-    fraction = progress ** (1 / BASELINE_SHAPE)
-    pain_scale = np.clip(1 - fraction / PAIN_FREE_AT_RECOVERY_FRACTION, 0, None) ** 1.5
     pain = np.clip(
         np.rint(
-            baseline["pain_level"][:, :, None] * pain_scale[:, None, :]
+            baseline["pain_level"][:, :, None] * _pain_scale(first_change, recovery)[:, None, :]
             + rng.normal(0.0, 0.6, (n, len(PAIN_SITES), days))
         ),
         0,
         10,
     ).astype(np.int8)
     breaks = rng.poisson(sitting * baseline["breaks_per_hour"][:, None]).astype(np.int16)
-    visit_fraction = visit_progress ** (1 / BASELINE_SHAPE)
+    visit_fraction = _progress_fraction(visit_progress)
     balance = np.clip(
         baseline["balance_target"][:, None] * (0.45 + 0.55 * visit_fraction)
         + rng.normal(0.0, 3.0, (n, visits)),
@@ -568,14 +690,15 @@ def _simulate_cohort(n: int, follow_up_weeks: int, rng: np.random.Generator) -> 
         diary_end=diary_end,
         exit_day=exit_day,
         exit_reason=exit_reason,
-        recovery_day=recovery_day,
+        recovery_day=recovery.day,
+        first_change_day=first_change.day,
         overall_adherence=overall_adherence,
         sitting=sitting,
         breaks=breaks,
         pain=pain,
         session_done=session_done,
         phase=phase,
-        recovery_fraction=fraction,
+        recovery_fraction=_progress_fraction(recovery.progress),
         phase_start_day=phase_start_day,
         visit_day=visit_day,
         visit_attended=attended,
@@ -708,31 +831,56 @@ def _nullable_day(values: np.ndarray, present: np.ndarray) -> list[int | None]:
     return [int(value) if keep else None for value, keep in zip(values, present, strict=True)]
 
 
+TRUTH_PARTICIPANT_FIELDS = (
+    "participant_id",
+    "true_first_change_day",
+    "true_recovery_day",
+    "withdrawn_day",
+    "lost_day",
+    "overall_adherence",
+)
+
+
+def _baseline_truth(multiple: float) -> dict:
+    return {
+        "form": "sum of weibull terms",
+        "cumulative": (
+            "H0(t) = multiple * sum over terms of (t / scale_days) ** shape, t in days since "
+            "enrolment"
+        ),
+        "multiple": multiple,
+        "terms": [dict(term) for term in RECOVERY_BASELINE["terms"]],
+    }
+
+
 def _truth(
     cohort: _Cohort, ids: np.ndarray, seed: int, mess_rate: float, follow_up_weeks: int
 ) -> dict:
     recovery = _nullable_day(cohort.recovery_day, cohort.recovery_day >= 0)
+    first_change = _nullable_day(cohort.first_change_day, cohort.first_change_day >= 0)
     withdrawn = _nullable_day(cohort.exit_day, cohort.exit_reason == "withdrawn")
     lost = _nullable_day(cohort.exit_day, cohort.exit_reason == "lost")
     adherence = np.round(cohort.overall_adherence, 4).tolist()
+    hazard_time_scale = (
+        "day d lies in week d // 7; that week's realised adherence (sessions done / prescribed) "
+        "and mean diary sitting hours enter the hazard"
+    )
     return {
         "seed": int(seed),
         "participant_count": len(ids),
         "mess_rate": float(mess_rate),
         "follow_up_weeks": int(follow_up_weeks),
+        # Full recovery's effects stay at the top level (the parameter-recovery checks read
+        # them there); the first functional change has its own block in the same coding.
         "generating_parameters": {
             **HAZARD_COEFFICIENTS,
-            "baseline_hazard": {
-                "form": "weibull",
-                "cumulative": "H0(t) = (t / scale_days) ** shape, t in days since enrolment",
-                "shape": BASELINE_SHAPE,
-                "scale_days": BASELINE_SCALE_DAYS,
+            "baseline_hazard": _baseline_truth(1.0),
+            "first_functional_change": {
+                **FIRST_CHANGE_COEFFICIENTS,
+                "baseline_hazard": _baseline_truth(FIRST_CHANGE_BASELINE_MULTIPLE),
             },
-            "hazard_time_scale": (
-                "day d lies in week d // 7; that week's realised adherence (sessions done / "
-                "prescribed) and mean diary sitting hours enter the hazard; recovery day T is the "
-                "first whole day with cumulative hazard >= an Exp(1) threshold"
-            ),
+            "hazard_time_scale": hazard_time_scale,
+            "milestone_threshold": MILESTONE_THRESHOLD,
             "chronic_after_months": CHRONIC_AFTER_MONTHS,
             "prescribed_sessions_per_week": {
                 str(phase): rate for phase, rate in PRESCRIBED_SESSIONS_PER_WEEK.items()
@@ -743,20 +891,13 @@ def _truth(
             "loss_to_follow_up": LOSS_MODEL,
             "visit_schedule": VISIT_SCHEDULE,
             "phase_thresholds": PHASE_THRESHOLDS,
-            "pain_free_at_recovery_fraction": PAIN_FREE_AT_RECOVERY_FRACTION,
+            "secondary_pain": PAIN_MODEL,
+            "hip_abduction_strength": STRENGTH_MODEL,
             "site_shares": dict(zip(SITES, SITE_SHARES, strict=True)),
         },
         "participants": [
-            {
-                "participant_id": participant,
-                "true_recovery_day": recovery_day,
-                "withdrawn_day": withdrawn_day,
-                "lost_day": lost_day,
-                "overall_adherence": participant_adherence,
-            }
-            for participant, recovery_day, withdrawn_day, lost_day, participant_adherence in zip(
-                ids, recovery, withdrawn, lost, adherence, strict=True
-            )
+            dict(zip(TRUTH_PARTICIPANT_FIELDS, values, strict=True))
+            for values in zip(ids, first_change, recovery, withdrawn, lost, adherence, strict=True)
         ],
     }
 

@@ -6,12 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.derive import derive_recovery
+from analysis.derive import derive_recovery, milestone_intervals
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
     CENSOR_WITHDRAWN,
+    EVENT_FIRST_CHANGE,
     EVENT_RECOVERED,
+    MILESTONE_FIRST_CHANGE,
+    MILESTONE_FULL_RECOVERY,
+    MILESTONES,
     Assessments,
     Diary,
     Participants,
@@ -70,6 +74,19 @@ def visit(pid: str, day: int, phase: int, recovered: bool, strength: float = 100
     }
 
 
+def glute_bridge_session(pid: str, day: int) -> dict:
+    return {
+        Sessions.participant_id: pid,
+        Sessions.date: ENROLLED + pd.Timedelta(days=day),
+        Sessions.phase: 1,
+        Sessions.exercise: "glute_bridge",
+        Sessions.sets: 3.0,
+        Sessions.reps: 15.0,
+        Sessions.load_kg: np.nan,
+        Sessions.form_quality: 3.0,
+    }
+
+
 def frame(rows: list[dict], model) -> pd.DataFrame:
     columns = column_names(model)
     out = pd.DataFrame(rows, columns=columns)
@@ -108,18 +125,7 @@ def cohort(params):
         visit("P6", 14, 1, False),
         visit("P6", 28, 1, False),
     ]
-    sessions = [
-        {
-            Sessions.participant_id: "P3",
-            Sessions.date: ENROLLED + pd.Timedelta(days=3),
-            Sessions.phase: 1,
-            Sessions.exercise: "glute_bridge",
-            Sessions.sets: 3.0,
-            Sessions.reps: 15.0,
-            Sessions.load_kg: np.nan,
-            Sessions.form_quality: 3.0,
-        },
-    ]
+    sessions = [glute_bridge_session("P3", day=3)]
     return derive_recovery(
         frame(participants, Participants),
         frame(diary, Diary),
@@ -209,3 +215,116 @@ def test_one_row_per_participant_and_no_calendar_dates(cohort):
     assert recovery[Recovery.participant_id].tolist() == ["P1", "P2", "P3", "P4", "P5", "P6"]
     for derived in (cohort.recovery, cohort.weekly_intervals, cohort.weekly_trajectories):
         assert not any(pd.api.types.is_datetime64_any_dtype(t) for t in derived.dtypes)
+
+
+@pytest.fixture
+def change_cohort(params):
+    """First functional change (strength up 20 % on the day-0 visit, mean secondary pain down
+    30 % on the first week's, or nearly absent):
+    C1 gets stronger at visit 28 with pain down from day 14 (change at 28, after 14);
+    C2 gets stronger at visit 14 but pain never eases (no change);
+    C3 has no secondary pain at all and gets stronger at visit 28 (change at 28);
+    C4 has no baseline visit (the change cannot be shown; censored at the last visit);
+    C5 recovers fully at visit 28 without the strength gain (the change comes with recovery);
+    C6 changes at visit 14 and withdraws on day 20 (the change stands)."""
+    participants = [
+        person("C1"),
+        person("C2"),
+        person("C3"),
+        person("C4"),
+        person("C5"),
+        person("C6", withdrawn_on=ENROLLED + pd.Timedelta(days=20), withdrawal_reason="moved"),
+    ]
+    diary = (
+        diary_days("C1", range(0, 14), pain=6.0)
+        + diary_days("C1", range(14, 43), pain=3.0)
+        + diary_days("C2", range(0, 43), pain=6.0)
+        + diary_days("C3", range(0, 43), pain=0.0)
+        + diary_days("C4", range(0, 43), pain=0.0)
+        + diary_days("C5", range(0, 14), pain=6.0)
+        + diary_days("C5", range(14, 43), pain=1.0)
+        + diary_days("C6", range(0, 7), pain=6.0)
+        + diary_days("C6", range(7, 20), pain=2.0)
+    )
+    visits = [
+        visit("C1", 0, 1, False, strength=100.0),
+        visit("C1", 14, 1, False, strength=110.0),
+        visit("C1", 28, 2, False, strength=125.0),
+        visit("C1", 42, 2, False, strength=130.0),
+        *[visit("C2", day, 1, False, strength=100.0 + day) for day in (0, 14, 28, 42)],
+        visit("C3", 0, 1, False, strength=100.0),
+        visit("C3", 14, 1, False, strength=115.0),
+        visit("C3", 28, 2, False, strength=121.0),
+        visit("C4", 14, 1, False, strength=100.0),
+        visit("C4", 28, 2, False, strength=140.0),
+        visit("C5", 0, 1, False, strength=100.0),
+        visit("C5", 14, 2, False, strength=105.0),
+        visit("C5", 28, 3, True, strength=110.0),
+        visit("C6", 0, 1, False, strength=100.0),
+        visit("C6", 14, 1, False, strength=130.0),
+    ]
+    return derive_recovery(
+        frame(participants, Participants),
+        frame(diary, Diary),
+        frame([glute_bridge_session("C3", day=3)], Sessions),
+        frame(visits, Assessments),
+        params["derive"],
+    )
+
+
+def milestone_row(frames, pid: str, milestone: str) -> tuple:
+    columns = MILESTONES[milestone]
+    values = row(frames, pid)
+    return (
+        bool(values[columns.event]),
+        values[columns.time],
+        values[columns.lower],
+        None if pd.isna(values[columns.upper]) else values[columns.upper],
+        values[columns.event_type],
+    )
+
+
+@pytest.mark.parametrize(
+    ("pid", "expected"),
+    [
+        ("C1", (True, 28, 14, 28, EVENT_FIRST_CHANGE)),
+        ("C2", (False, 42, 42, None, "censored")),
+        ("C3", (True, 28, 14, 28, EVENT_FIRST_CHANGE)),
+        ("C4", (False, 28, 28, None, "censored")),
+        ("C5", (True, 28, 14, 28, EVENT_FIRST_CHANGE)),
+        ("C6", (True, 14, 0, 14, EVENT_FIRST_CHANGE)),
+    ],
+)
+def test_first_functional_change_needs_strength_up_and_pain_down(change_cohort, pid, expected):
+    assert milestone_row(change_cohort, pid, MILESTONE_FIRST_CHANGE) == expected
+
+
+def test_full_recovery_columns_are_unchanged_beside_the_first_change(change_cohort):
+    assert milestone_row(change_cohort, "C5", MILESTONE_FULL_RECOVERY) == (
+        True,
+        28,
+        14,
+        28,
+        EVENT_RECOVERED,
+    )
+    c6 = row(change_cohort, "C6")
+    assert not c6[Recovery.recovered]
+    assert c6[Recovery.censor_reason] == CENSOR_WITHDRAWN
+    assert pd.isna(c6[Recovery.first_change_censor_reason])
+
+
+def test_milestone_intervals_cut_the_weekly_rows_at_the_milestone(change_cohort):
+    full = milestone_intervals(
+        change_cohort.weekly_intervals, change_cohort.recovery, MILESTONE_FULL_RECOVERY
+    )
+    pd.testing.assert_frame_equal(full, change_cohort.weekly_intervals)
+    first = milestone_intervals(
+        change_cohort.weekly_intervals, change_cohort.recovery, MILESTONE_FIRST_CHANGE
+    )
+    c1 = first.query("participant_id == 'C1'")
+    assert c1["start"].tolist() == [0, 7, 14, 21]
+    assert c1["stop"].tolist() == [7, 14, 21, 28]
+    assert c1["event"].tolist() == [False, False, False, True]
+    c6 = first.query("participant_id == 'C6'")
+    assert c6["stop"].tolist() == [7, 14]
+    assert c6["event"].tolist() == [False, True]

@@ -193,31 +193,6 @@ def test_clean_values_are_written_in_the_canonical_forms(clean_study):
     )
 
 
-def test_recovery_times_match_the_clinical_timeline(calibration_study):
-    truth = _truth_frame(calibration_study)
-    recovery_day = truth["true_recovery_day"].astype(float).fillna(np.inf)
-    mild_recent_adherent = (
-        truth[Participants.severity].eq("mild")
-        & (truth[Participants.symptom_months].astype(float) < 6)
-        & (truth["overall_adherence"] >= 0.8)
-    )
-    assert mild_recent_adherent.sum() > 150
-    assert 42 <= np.median(recovery_day[mild_recent_adherent]) <= 56
-    assert 30 <= np.quantile(recovery_day, 0.1) <= 49
-    assert (recovery_day > 26 * 7).mean() >= 0.12
-    median_by = {
-        column: recovery_day.groupby(truth[column]).median()
-        for column in (Participants.severity, Participants.underlying_condition)
-    }
-    assert (
-        median_by[Participants.severity]["severe"] > median_by[Participants.severity]["mild"] + 21
-    )
-    for condition in ("disc", "nerve_entrapment"):
-        assert median_by[Participants.underlying_condition][condition] > (
-            median_by[Participants.underlying_condition]["none"] + 14
-        )
-
-
 def test_withdrawal_is_common_among_low_adherers_and_loss_is_rare(calibration_study):
     truth = _truth_frame(calibration_study)
     withdrawn = truth["withdrawn_day"].notna()
