@@ -11,8 +11,6 @@ milestone being censored on the day they left: their true day is unknown, not in
 
 from __future__ import annotations
 
-from datetime import date
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -187,7 +185,7 @@ def test_truth_records_each_milestones_generating_effects():
 
 @pytest.fixture(scope="module")
 def derived_study(params):
-    pipeline = simulate_clean_derive(1000, SEED, params, date(2026, 11, 25))
+    pipeline = simulate_clean_derive(1000, SEED, params)
     truth = pd.DataFrame(pipeline.simulated.truth["participants"]).set_index("participant_id")
     recovery = pipeline.derived.recovery.set_index(Recovery.participant_id)
     return pipeline.derived, recovery.join(truth.drop(columns="overall_adherence"))
