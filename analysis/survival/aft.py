@@ -15,8 +15,8 @@ import pandas as pd
 from scipy import optimize, special
 
 from analysis.errors import ConvergenceError, DataError
-from analysis.results import ModelResult, wald_table
-from analysis.survival.design import design_matrix, is_categorical
+from analysis.results import ModelResult, wald_table, with_estimability
+from analysis.survival.design import aliased_columns, design_matrix, is_categorical
 
 Distribution = Literal["weibull", "lognormal", "loglogistic"]
 INTERCEPT = "(Intercept)"
@@ -250,7 +250,10 @@ def fit_aft(
     if right_censored:
         complete &= df[[duration, event]].notna().all(axis=1)
     if (~complete).any():
-        notes.append(f"{int((~complete).sum())} row(s) with missing values dropped")
+        notes.append(
+            f"{int((~complete).sum())} row(s) were left out because a value was missing in a "
+            f"used column; the model describes the remaining {int(complete.sum())} row(s)."
+        )
     used = df.loc[complete]
     if right_censored:
         times = _right_censored_times(used[duration], used[event])
@@ -263,9 +266,17 @@ def fit_aft(
 
     covariate_design = design_matrix(used, list(covariates))
     design = pd.concat([pd.Series(1.0, index=used.index, name=INTERCEPT), covariate_design], axis=1)
-    design, aliased = _drop_aliased_columns(design)
-    if aliased:
-        notes.append(f"aliased (collinear or constant) term(s) dropped: {', '.join(aliased)}")
+    all_terms = [*design.columns, LOG_SCALE]
+    aliased = aliased_columns(design, baseline=np.zeros((len(design), 0)))
+    reasons = {
+        name: (
+            f"{name} is not estimable: it is constant or a linear combination of the terms "
+            "before it, so the data cannot separate its effect (R's survreg reports NA)."
+        )
+        for name in aliased
+    }
+    notes.extend(reasons.values())
+    design = design.drop(columns=aliased)
 
     likelihood = _Likelihood(design.to_numpy(float), times, _ErrorDistribution(distribution))
     optimum, fit_notes = _maximise(likelihood, design)
@@ -283,7 +294,7 @@ def fit_aft(
     fitted = AftFit(parameters, pd.DataFrame(covariance, index=names, columns=names), optimum)
     result = AftResult(
         fitted=fitted,
-        coefficients=_tidy_table(parameters, np.sqrt(np.diag(covariance))),
+        coefficients=_tidy_table(parameters, np.sqrt(np.diag(covariance)), all_terms, reasons),
         distribution=distribution,
         scale=float(np.exp(optimum.x[-1])),
         log_likelihood=log_likelihood,
@@ -341,16 +352,6 @@ def _interval_censored_times(lower: pd.Series, upper: pd.Series) -> _CensoredLog
     )
 
 
-def _drop_aliased_columns(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep columns that add rank, in order (R reports later aliased terms as NA)."""
-    kept: list[str] = []
-    for name in design.columns:
-        candidate = design[[*kept, name]].to_numpy(float)
-        if np.linalg.matrix_rank(candidate) == len(kept) + 1:
-            kept.append(name)
-    return design[kept], [name for name in design.columns if name not in kept]
-
-
 def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.ndarray]:
     """Least squares on a representative log time, then intercept-only, as fallbacks in order."""
     centre = likelihood.times.centre()
@@ -378,7 +379,10 @@ def _maximise(
             1.0, len(design)
         ):
             if attempt:
-                notes.append("AFT fit converged only from intercept-only starting values")
+                notes.append(
+                    "The AFT fit converged only when started from the intercept-only fit; "
+                    "the estimates are the likelihood's maximum, found from that start."
+                )
             return optimum, notes
     raise ConvergenceError(
         "the AFT likelihood did not converge from least-squares or intercept-only starting values"
@@ -408,9 +412,16 @@ def _polish_with_newton(
     return optimum
 
 
-def _tidy_table(parameters: pd.Series, std_errors: np.ndarray) -> pd.DataFrame:
-    """survreg's summary table (Value, Std. Error, z, p) with Wald limits, snake-cased."""
-    return wald_table(parameters.index, parameters.to_numpy(), std_errors)
+def _tidy_table(
+    parameters: pd.Series, std_errors: np.ndarray, terms: list[str], reasons: dict[str, str]
+) -> pd.DataFrame:
+    """survreg's summary table (Value, Std. Error, z, p) with Wald limits, snake-cased.
+
+    Aliased terms keep their row, marked not estimable, where survreg prints NA.
+    """
+    std_errors = pd.Series(std_errors, index=parameters.index)
+    table = wald_table(terms, parameters.reindex(terms), std_errors.reindex(terms))
+    return with_estimability(table, reasons)
 
 
 def _prediction_design(
