@@ -110,7 +110,11 @@ def fit_regression(
     result = _run(outputs, model, fit)
     if result is None:
         failed = [n for n in outputs.notes if n[1] == STATUS_FAILED][failures:]
-        reason = f"The {label} could not be fitted: {failed[-1][2]}" if failed else ""
+        reason = (
+            f"The {label} could not be fitted: {failed[-1][2]}"
+            if failed
+            else f"The {label} returned no result."
+        )
         _add_status(outputs, model, STATUS_FAILED, events, parameters, reason)
         return None
     table = result.tidy()
