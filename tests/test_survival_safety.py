@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.errors import DataError, ModelWarning, NotEstimableError
+from analysis.errors import ConvergenceError, DataError, ModelWarning, NotEstimableError
 from analysis.survival import (
     cumulative_incidence,
     fit_aft,
@@ -249,3 +249,27 @@ def test_aliased_aft_term_is_na_as_survreg():
     assert table["estimable"].tolist() == expected["estimate"].notna().tolist()
     assert_close_to_reference(table["estimate"], expected["estimate"], rtol=1e-5)
     assert_close_to_reference(table["std_error"], expected["std_error"], rtol=1e-4)
+
+
+def test_aft_level_without_events_is_not_estimable_and_the_others_match_survreg():
+    """survreg(Surv(time, status) ~ age + nodes + group, colon_data): R stops at 16.58 (SE 1401)
+    for the level in which no one died, without a warning; the toolkit marks it +inf."""
+    with pytest.warns(ModelWarning, match=r"group\[none_died\] is not estimable.*plus infinity"):
+        result = fit_aft(
+            dataset("colon"), ["age", "nodes", "group"], duration="time", event="status"
+        )
+    table = result.tidy().set_index("term")
+    assert table.loc["group[none_died]", "estimate"] == np.inf
+    assert not table.loc["group[none_died]", "estimable"]
+    expected = reference("survreg_diverging").set_index("term").drop(index="group[none_died]")
+    others = table.loc[expected.index]
+    assert others["estimable"].all()
+    assert_close_to_reference(others["estimate"], expected["estimate"], rtol=1e-5)
+    assert_close_to_reference(others["std_error"], expected["std_error"], rtol=1e-4)
+
+
+def test_fine_gray_with_a_level_without_events_refuses_naming_the_term():
+    """crr has no finite estimate either; the toolkit says which term runs to infinity."""
+    data = dataset("colon")
+    with pytest.raises(ConvergenceError, match=r"coefficient of group\[none_died\] runs to"):
+        fit_fine_gray(data, "time", "status", 1, ["age", "group"])

@@ -22,6 +22,10 @@ Distribution = Literal["weibull", "lognormal", "loglogistic"]
 INTERCEPT = "(Intercept)"
 LOG_SCALE = "Log(scale)"
 _GRADIENT_TOLERANCE = 1e-7
+# A coefficient moving log time by more than this across its covariate's range is checked for
+# divergence: doubling it must lower the log-likelihood by more than _FLAT_LIKELIHOOD.
+_DIVERGING_EFFECT = 5.0
+_FLAT_LIKELIHOOD = 1e-4
 
 
 @dataclass(frozen=True)
@@ -282,19 +286,37 @@ def fit_aft(
     optimum, fit_notes = _maximise(likelihood, design)
     notes.extend(fit_notes)
     names = [*design.columns, LOG_SCALE]
-    information = -likelihood.hessian(optimum.x)
+    diverging = _diverging_columns(likelihood, optimum.x, design)
+    for index in diverging:
+        name = names[index]
+        direction = "plus" if optimum.x[index] > 0 else "minus"
+        reasons[name] = (
+            f"{name} is not estimable: the likelihood keeps rising as its coefficient runs to "
+            f"{direction} infinity (for example, no one with it had the event), so it has no "
+            "finite estimate; the other estimates are their limits as it does."
+        )
+        notes.append(reasons[name])
+    finite = np.setdiff1d(np.arange(len(names)), diverging)
+    information = -likelihood.hessian(optimum.x)[np.ix_(finite, finite)]
     try:
-        covariance = np.linalg.inv(information)
+        finite_covariance = np.linalg.inv(information)
     except np.linalg.LinAlgError as error:
         raise ConvergenceError("the information matrix is singular at the optimum") from error
-    if not np.all(np.isfinite(covariance)) or np.any(np.diag(covariance) <= 0):
+    if not np.all(np.isfinite(finite_covariance)) or np.any(np.diag(finite_covariance) <= 0):
         raise ConvergenceError("the information matrix is not positive definite at the optimum")
-    parameters = pd.Series(optimum.x, index=names)
+    covariance = np.full((len(names), len(names)), np.nan)
+    covariance[np.ix_(finite, finite)] = finite_covariance
     log_likelihood = likelihood.value_and_gradient(optimum.x)[0]
+    estimates = optimum.x.copy()
+    estimates[diverging] = np.sign(estimates[diverging]) * np.inf
+    parameters = pd.Series(estimates, index=names)
     fitted = AftFit(parameters, pd.DataFrame(covariance, index=names, columns=names), optimum)
+    limits = {names[index]: float(estimates[index]) for index in diverging}
     result = AftResult(
         fitted=fitted,
-        coefficients=_tidy_table(parameters, np.sqrt(np.diag(covariance)), all_terms, reasons),
+        coefficients=_tidy_table(
+            parameters, np.sqrt(np.diag(covariance)), all_terms, reasons, limits
+        ),
         distribution=distribution,
         scale=float(np.exp(optimum.x[-1])),
         log_likelihood=log_likelihood,
@@ -413,15 +435,44 @@ def _polish_with_newton(
 
 
 def _tidy_table(
-    parameters: pd.Series, std_errors: np.ndarray, terms: list[str], reasons: dict[str, str]
+    parameters: pd.Series,
+    std_errors: np.ndarray,
+    terms: list[str],
+    reasons: dict[str, str],
+    limits: dict[str, float],
 ) -> pd.DataFrame:
     """survreg's summary table (Value, Std. Error, z, p) with Wald limits, snake-cased.
 
-    Aliased terms keep their row, marked not estimable, where survreg prints NA.
+    Aliased terms keep their row, marked not estimable, where survreg prints NA; a diverging
+    term shows its limit (+-inf), marked not estimable.
     """
     std_errors = pd.Series(std_errors, index=parameters.index)
     table = wald_table(terms, parameters.reindex(terms), std_errors.reindex(terms))
-    return with_estimability(table, reasons)
+    return with_estimability(table, reasons, limits)
+
+
+def _diverging_columns(
+    likelihood: _Likelihood, parameters: np.ndarray, design: pd.DataFrame
+) -> np.ndarray:
+    """Covariate columns whose coefficient sits on a flat likelihood, running to infinity.
+
+    At a finite maximum, doubling a coefficient lowers the likelihood; when no one in a level
+    has the event (or a covariate separates events from censored rows) it barely moves, and
+    the value is only where the optimiser stopped. survreg stops there too, without a warning.
+    """
+    log_likelihood = likelihood.value_and_gradient(parameters)[0]
+    # Screened on the coefficient times the covariate's range (not its SD, which is small for
+    # a rare level); the doubling test decides.
+    across_range = np.ptp(design.to_numpy(float), axis=0)
+    diverging = []
+    for index in np.flatnonzero(np.abs(parameters[:-1]) * across_range > _DIVERGING_EFFECT):
+        if design.columns[index] == INTERCEPT:
+            continue
+        doubled = parameters.copy()
+        doubled[index] *= 2
+        if likelihood.value_and_gradient(doubled)[0] > log_likelihood - _FLAT_LIKELIHOOD:
+            diverging.append(index)
+    return np.asarray(diverging, dtype=int)
 
 
 def _prediction_design(

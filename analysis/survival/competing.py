@@ -383,7 +383,7 @@ def fit_fine_gray(
     if design.shape[1] == 0:
         raise DataError("no usable covariates for the Fine-Gray model")
     data = _FineGrayData.build(design.to_numpy(float), used[duration].to_numpy(float), kind)
-    beta, iterations, newton_notes = _newton_raphson(data)
+    beta, iterations, newton_notes = _newton_raphson(data, list(design.columns))
     notes.extend(newton_notes)
     _, information = data.score_and_information(beta)
     try:
@@ -417,7 +417,7 @@ def fit_fine_gray(
 
 
 def _newton_raphson(
-    data: _FineGrayData, max_iterations: int = 50, tolerance: float = 1e-10
+    data: _FineGrayData, names: list[str], max_iterations: int = 50, tolerance: float = 1e-10
 ) -> tuple[np.ndarray, int, list[str]]:
     """crr's Newton-Raphson with step halving, to a tighter tolerance than crr's 1e-6."""
     beta = np.zeros(data.covariates.shape[1])
@@ -427,7 +427,7 @@ def _newton_raphson(
         if np.max(np.abs(score) * np.maximum(np.abs(beta), 1)) < tolerance * max(
             abs(log_likelihood), 1
         ):
-            _check_not_diverging(data, beta)
+            _check_not_diverging(data, beta, names)
             return beta, iteration - 1, []
         try:
             step = np.linalg.solve(information, score)
@@ -443,25 +443,36 @@ def _newton_raphson(
             raise ConvergenceError("Fine-Gray Newton-Raphson could not increase the likelihood")
         beta = beta + step
         log_likelihood = candidate
-    _check_not_diverging(data, beta)
-    return beta, max_iterations, [f"Fine-Gray Newton-Raphson stopped after {max_iterations} steps"]
+    _check_not_diverging(data, beta, names)
+    return (
+        beta,
+        max_iterations,
+        [
+            f"The Fine-Gray fit stopped after {max_iterations} Newton-Raphson steps without "
+            "meeting its convergence criterion, so the last decimals of its estimates may be off."
+        ],
+    )
 
 
-def _check_not_diverging(data: _FineGrayData, beta: np.ndarray) -> None:
+def _check_not_diverging(data: _FineGrayData, beta: np.ndarray, names: list[str]) -> None:
     """Raise if a large coefficient sits on a flat likelihood (monotone likelihood, separation).
 
     At a finite maximum, doubling a coefficient lowers the likelihood; when a covariate
     separates the events it barely moves, and the estimate is only where the steps stopped.
     """
     log_likelihood = data.log_likelihood(beta)
-    per_sd = np.abs(beta) * data.covariates.std(axis=0)
-    for index in np.flatnonzero(per_sd > 5):
+    # Screened on the coefficient times the covariate's range (not its SD, which is small for
+    # a rare level); the doubling test below decides.
+    across_range = np.abs(beta) * np.ptp(data.covariates, axis=0)
+    for index in np.flatnonzero(across_range > 5):
         doubled = beta.copy()
         doubled[index] *= 2
         if data.log_likelihood(doubled) > log_likelihood - 1e-4:
             raise ConvergenceError(
-                "Fine-Gray estimates diverge (monotone likelihood: a covariate separates the "
-                "events)"
+                f"The Fine-Gray coefficient of {names[index]} runs to infinity (monotone "
+                "likelihood: it separates the events, e.g. a level in which no one had the event "
+                "of interest), so the model has no finite estimate; leave that term out or "
+                "merge its level."
             )
 
 

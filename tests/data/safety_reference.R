@@ -125,6 +125,13 @@ out(do.call(rbind, crr_rows), "safety_reference_crr.csv")
 # survreg with an aliased column: R reports NA for it.
 aft <- survreg(Surv(time, dead) ~ age + albumin + log_bili + I(2 * albumin),
                subset(pbc_data, time > 0))
+# survreg with a level in which no one died: R stops with a huge coefficient for it (no
+# warning); the toolkit marks it +inf and reports the others, which agree with R's.
+aft_diverging <- survreg(Surv(time, status) ~ age + nodes + group, colon_data)
+out(data.frame(term = c(toolkit(names(coef(aft_diverging))), "Log(scale)"),
+               estimate = c(unname(coef(aft_diverging)), log(aft_diverging$scale)),
+               std_error = sqrt(diag(vcov(aft_diverging)))),
+    "safety_reference_survreg_diverging.csv")
 aft_se <- setNames(rep(NA_real_, length(coef(aft))), names(coef(aft)))
 aft_se[!is.na(coef(aft))] <- sqrt(diag(vcov(aft)))[names(coef(aft))[!is.na(coef(aft))]]
 out(data.frame(term = c(names(coef(aft)), "Log(scale)"),
