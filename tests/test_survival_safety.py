@@ -99,17 +99,27 @@ def test_aliased_cox_term_is_na_as_coxph(model, covariates, strata, aliased):
 
 def test_proportional_hazards_test_skips_the_aliased_term_as_cox_zph():
     """cox.zph(coxph(Surv(dtime, death) ~ age + age_months + nodes, rotterdam_data)): rows for
-    age, nodes and GLOBAL (2 df); the aliased term has no statistic."""
+    age, nodes and GLOBAL (2 df); the aliased term has no row."""
     data = dataset("rotterdam").assign(age_months=lambda d: 12 * d["age"])
     with pytest.warns(ModelWarning):
         result = fit_cox(data, "dtime", "death", ["age", "age_months", "nodes"])
-    table = result.proportional_hazards_test().set_index("term")
-    expected = reference("zph", "rotterdam_aliased").set_index("term")
-    assert np.isnan(table.loc["age_months", "statistic"]) and table.loc["age_months", "dof"] == 0
-    assert_close_to_reference(
-        table.loc[expected.index, "statistic"], expected["statistic"], rtol=1e-5
-    )
-    assert list(table.loc[expected.index, "dof"]) == list(expected["dof"])
+    assert_matches_cox_zph(result.proportional_hazards_test(), "rotterdam_aliased", rtol=1e-5)
+
+
+def test_proportional_hazards_test_with_a_diverging_term_as_cox_zph():
+    """cox.zph(coxph(Surv(time, status) ~ age + nodes + group, colon_data)): the group term
+    keeps its 3 df; the diverging column adds ~1e-8 to R's statistic and 0 in the limit."""
+    with pytest.warns(ModelWarning):
+        result = fit_cox(dataset("colon"), "time", "status", ["age", "nodes", "group"])
+    assert_matches_cox_zph(result.proportional_hazards_test(), "colon_no_events", rtol=1e-6)
+
+
+def assert_matches_cox_zph(table: pd.DataFrame, model: str, rtol: float) -> None:
+    expected = reference("zph", model)
+    assert list(table["term"]) == list(expected["term"])
+    assert list(table["dof"]) == list(expected["dof"])
+    assert_close_to_reference(table["statistic"], expected["statistic"], rtol=rtol)
+    assert_close_to_reference(table["p_value"], expected["p_value"], rtol=rtol)
 
 
 def test_regular_fits_on_unseen_data_match_coxph():

@@ -457,12 +457,15 @@ def _zph_table(
     durations: np.ndarray,
     events: np.ndarray,
     strata: np.ndarray,
-    terms: dict[str, list[int]],
+    terms: dict[str, tuple[list[int], int]],
 ) -> pd.DataFrame:
     """cox.zph: score test for adding x * g(t) at (beta-hat, 0), per term and GLOBAL.
 
-    `design` holds the columns with a finite estimate; a term without any (all aliased or
-    diverging) gets a row with no statistic, and GLOBAL tests the finite columns only.
+    `design` holds the columns with a finite estimate; `terms` maps each term to its finite
+    columns and its degrees of freedom. As cox.zph, an aliased column is left out of the test
+    and its dof; a column whose coefficient runs to infinity counts in the dof but adds nothing
+    to the statistic in the limit (R's stopping point adds ~1e-7), so the statistic of a term
+    with only such columns is 0.
     """
     transformed = _left_km_transform(durations, events)
     centred_time = transformed - transformed[events == 1].mean()
@@ -479,10 +482,10 @@ def _zph_table(
         ]
     )
     rows = []
-    for name, columns in [*terms.items(), ("GLOBAL", list(range(n_var)))]:
+    total_dof = sum(dof for _, dof in terms.values())
+    for name, (columns, dof) in [*terms.items(), ("GLOBAL", (list(range(n_var)), total_dof))]:
         if not columns:
-            # No estimable column in the term: nothing to test (see the term's reason).
-            rows.append({"term": name, "statistic": np.nan, "dof": 0, "p_value": np.nan})
+            rows.append({"term": name, "statistic": 0.0, "dof": dof, "p_value": 1.0})
             continue
         keep = np.concatenate([np.arange(n_var), np.asarray(columns, dtype=int) + n_var])
         part = score[keep]
@@ -498,8 +501,8 @@ def _zph_table(
             {
                 "term": name,
                 "statistic": statistic,
-                "dof": len(columns),
-                "p_value": float(stats.chi2.sf(statistic, len(columns))),
+                "dof": dof,
+                "p_value": float(stats.chi2.sf(statistic, dof)),
             }
         )
     return pd.DataFrame(rows)
@@ -666,8 +669,12 @@ def fit_cox(
         std_error[finite_names] = np.sqrt(np.diag(by_cluster.T @ by_cluster))
     terms = _terms(covariates, design)
     zph_columns = {
-        name: [finite_names.index(c) for c in columns if c in finite_names]
+        name: (
+            [finite_names.index(c) for c in columns if c in finite_names],
+            len([c for c in columns if c not in reasons or c in limits]),
+        )
         for name, columns in terms.items()
+        if any(c not in reasons or c in limits for c in columns)
     }
     risk_score = fitted.risk_score
     result = CoxResult(

@@ -73,7 +73,7 @@ for (name in names(models)) {
   fits[[name]] <- data.frame(model = name, n = fit$n, events = fit$nevent,
                              log_likelihood = fit$loglik[2],
                              concordance = concordance(fit)$concordance)
-  if (name %in% c("pbc", "rotterdam_aliased")) {
+  if (name %in% c("pbc", "rotterdam_aliased", "colon_no_events")) {
     table <- cox.zph(fit)$table
     zph[[name]] <- data.frame(model = name, term = rownames(table), statistic = table[, "chisq"],
                               dof = table[, "df"], p_value = table[, "p"])
