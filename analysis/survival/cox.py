@@ -141,6 +141,18 @@ class _CoxData:
 
         return evaluate
 
+    def score_and_information(self, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score and information at beta over every column (fast path without interval starts)."""
+        if np.all(np.isneginf(self.start)):
+            risk = _linear_predictor(self.design, beta)
+            scores, informations, _ = _efron_event_time_pieces(
+                self.design, risk, self.stop, self.event, self.strata
+            )
+            return scores.sum(axis=0), informations.sum(axis=0)
+        columns = np.arange(self.design.shape[1])
+        _, score, information = self.objective(columns, np.zeros(len(self.stop)))(beta)
+        return score, information
+
 
 def _newton_step(information: np.ndarray, score: np.ndarray) -> np.ndarray:
     """information^-1 score; a least-squares step where the information is singular."""
@@ -277,8 +289,7 @@ def _estimate(data: _CoxData, names: list[str], lifelines_fit: Callable[[], obje
             variance = _variance(fitter, names)
             finite = np.all(np.isfinite(estimate)) and np.all(np.isfinite(variance))
             if finite:
-                columns = np.arange(len(names))
-                _, score, information = data.objective(columns, np.zeros(len(data.stop)))(estimate)
+                score, information = data.score_and_information(estimate)
                 if not _runs_to_infinity(estimate, score, information).any():
                     return _Estimate(
                         fitter,
