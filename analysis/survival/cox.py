@@ -37,13 +37,13 @@ _COXPH_MAX_ITERATIONS = 30
 _LIMIT_TOLERANCE = 1e-9
 _LIMIT_DOUBLINGS = 12
 # Internal column names, so a user's covariate can never shadow the outcome columns.
-_DURATION, _EVENT, _START, _STOP, _ID, _CLUSTER = (
+_DURATION, _EVENT, _START, _STOP, _ID, _STRATUM = (
     "__duration",
     "__event",
     "__start",
     "__stop",
     "__id",
-    "__cluster",
+    "__stratum",
 )
 
 
@@ -638,7 +638,7 @@ def fit_cox(
     if dropped:
         notes.append(_dropped_note(dropped, used_columns, len(used)))
     strata_codes = (
-        used.groupby(strata_columns, sort=True).ngroup().to_numpy()
+        used.groupby(strata_columns, sort=True, observed=True).ngroup().to_numpy()
         if strata_columns
         else np.zeros(len(used), dtype=int)
     )
@@ -653,16 +653,16 @@ def fit_cox(
     baseline = (strata_codes[:, None] == np.unique(strata_codes)[None, :]).astype(float)
 
     def lifelines_fit(names: list[str], penalty: float) -> CoxPHFitter:
+        # Strata go in as integer codes: lifelines groups on them, and a categorical column
+        # would make pandas warn about its unused categories.
         frame = pd.DataFrame(data.design, columns=names, index=used.index).assign(
-            **{_DURATION: durations, _EVENT: events}
+            **{_DURATION: durations, _EVENT: events, _STRATUM: strata_codes}
         )
-        for name in strata_columns:
-            frame[name] = used[name]
         return CoxPHFitter(penalizer=penalty, alpha=1 - CONVENTIONS.confidence_level).fit(
             frame,
             _DURATION,
             _EVENT,
-            strata=strata_columns or None,
+            strata=[_STRATUM] if strata_columns else None,
             fit_options=_FIT_OPTIONS,
         )
 

@@ -280,7 +280,7 @@ def logrank_test(
     durations = used[duration].to_numpy(float)
     events = used[event].to_numpy(float)
     stratum_keys = (
-        used.groupby(strata_columns, sort=True).ngroup().to_numpy()
+        used.groupby(strata_columns, sort=True, observed=True).ngroup().to_numpy()
         if strata_columns
         else np.zeros(len(used), dtype=int)
     )
