@@ -234,6 +234,10 @@ def test_an_unused_category_is_dropped_as_r_drops_an_empty_stratum():
     pd.testing.assert_frame_equal(curves, with_empty, check_index_type=False)
     km = kaplan_meier(categorical.assign(dead=categorical["status"] > 0), "etime", "dead", "sex")
     assert list(km.medians["group"]) == ["female", "male"]
+    dead = categorical.assign(dead=(categorical["status"] > 0).astype(int))
+    stratified = fit_cox(dead, "etime", "dead", ["age"], strata="sex").tidy()
+    plain = fit_cox(dead.assign(sex=data["sex"]), "etime", "dead", ["age"], strata="sex").tidy()
+    pd.testing.assert_frame_equal(stratified, plain)
 
 
 def test_proportional_hazards_test_with_one_event_time_is_the_toolkits_error():

@@ -656,8 +656,10 @@ def fit_cox(
         # Strata go in as integer codes: lifelines groups on them, and a categorical column
         # would make pandas warn about its unused categories.
         frame = pd.DataFrame(data.design, columns=names, index=used.index).assign(
-            **{_DURATION: durations, _EVENT: events, _STRATUM: strata_codes}
+            **{_DURATION: durations, _EVENT: events}
         )
+        if strata_columns:
+            frame[_STRATUM] = strata_codes
         return CoxPHFitter(penalizer=penalty, alpha=1 - CONVENTIONS.confidence_level).fit(
             frame,
             _DURATION,
