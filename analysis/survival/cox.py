@@ -88,7 +88,6 @@ class CoxFit:
     params_: pd.Series
     variance_matrix_: pd.DataFrame
     log_likelihood_: float
-    iterations: int
 
     @property
     def standard_errors_(self) -> pd.Series:
@@ -305,7 +304,6 @@ def _estimate(data: _CoxData, names: list[str], lifelines_fit: Callable[[], obje
         params_=pd.Series(result.estimate, index=names),
         variance_matrix_=pd.DataFrame(result.variance, index=finite_names, columns=finite_names),
         log_likelihood_=result.log_likelihood,
-        iterations=0,
     )
     return result
 
