@@ -69,6 +69,38 @@ def test_level_without_events_is_not_estimable_and_the_others_match_coxph():
     assert result.concordance == pytest.approx(fit["concordance"], rel=1e-10)
 
 
+def test_several_diverging_terms_keep_their_contrast_free_as_coxph():
+    """coxph(Surv(time_to_recovery_days, recovered) ~ overall_adherence + mean_sitting_hours +
+    severity + chronic + underlying_condition + age_years, small_site): 14 people, 13 events.
+    R flags none and other (both about +22, SE 13487); nerve_entrapment (no events) stops at
+    3.04 with SE 89180. The toolkit marks those three not estimable; the rest agree with R,
+    standard errors included (the none/other contrast stays free in the limit, as in R).
+    """
+    covariates = [
+        "overall_adherence",
+        "mean_sitting_hours",
+        "severity",
+        "chronic",
+        "underlying_condition",
+        "age_years",
+    ]
+    with pytest.warns(ModelWarning, match="not estimable"):
+        result = fit_cox(dataset("small_site"), "time_to_recovery_days", "recovered", covariates)
+    table = result.tidy().set_index("term")
+    diverging = {
+        "underlying_condition[nerve_entrapment]": -np.inf,
+        "underlying_condition[none]": np.inf,
+        "underlying_condition[other]": np.inf,
+    }
+    for term, limit in diverging.items():
+        assert table.loc[term, "estimate"] == limit and not table.loc[term, "estimable"]
+    expected = reference("cox", "small_site").set_index("term").drop(index=list(diverging))
+    others = table.loc[expected.index]
+    assert others["estimable"].all()
+    assert_close_to_reference(others["estimate"], expected["estimate"], rtol=1e-6)
+    assert_close_to_reference(others["std_error"], expected["std_error"], rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("model", "covariates", "strata", "aliased"),
     [

@@ -104,26 +104,34 @@ class _CoxData:
     strata: np.ndarray
     start: np.ndarray
 
-    def objective(self, columns: np.ndarray, offset: np.ndarray):
-        """beta -> (Efron log partial likelihood, score, information) for the chosen columns.
+    def objective(self, basis: np.ndarray, offset: np.ndarray):
+        """gamma -> (Efron log partial likelihood, score, information) for coefficients
+        basis @ gamma + a fixed part whose risk score is `offset`.
 
-        `offset` is the fixed part of the risk score (the diverging coefficients at a value).
-        Each risk set is scaled by its own largest risk score, so a risk score running to
-        +-infinity neither overflows nor empties a risk set.
+        The basis is the identity for the plain fit, or spans what stays finite once some
+        directions run to infinity (their part of the risk score is the offset). Each risk set
+        is scaled by its own largest risk score, so a risk score running to +-infinity neither
+        overflows nor empties a risk set.
         """
-        x = self.design[:, columns]
+        x = self.design @ basis
         risk_sets = list(_risk_sets(self.stop, self.event, self.strata, self.start))
 
         def evaluate(beta: np.ndarray):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                # A trial Newton step may overflow; it then has a non-finite log-likelihood
+                # and is halved by the caller.
+                return _at(beta)
+
+        def _at(beta: np.ndarray):
             risk = offset + _linear_predictor(x, beta)
             n_var = x.shape[1]
             loglik, score, information = 0.0, np.zeros(n_var), np.zeros((n_var, n_var))
             for at_risk, dying in risk_sets:
+                # The dying rows are in the risk set, so no weight exceeds 1.
                 shift = risk[at_risk].max()
-                weights = np.exp(risk - shift)
-                w, xr = weights[at_risk], x[at_risk]
+                w, xr = np.exp(risk[at_risk] - shift), x[at_risk]
                 s0, s1, s2 = w.sum(), w @ xr, (w[:, None] * xr).T @ xr
-                wd, xd = weights[dying], x[dying]
+                wd, xd = np.exp(risk[dying] - shift), x[dying]
                 d0, d1, d2 = wd.sum(), wd @ xd, (wd[:, None] * xd).T @ xd
                 loglik += risk[dying].sum()
                 score += xd.sum(axis=0)
@@ -148,8 +156,8 @@ class _CoxData:
                 self.design, risk, self.stop, self.event, self.strata
             )
             return scores.sum(axis=0), informations.sum(axis=0)
-        columns = np.arange(self.design.shape[1])
-        _, score, information = self.objective(columns, np.zeros(len(self.stop)))(beta)
+        identity = np.eye(self.design.shape[1])
+        _, score, information = self.objective(identity, np.zeros(len(self.stop)))(beta)
         return score, information
 
 
@@ -207,56 +215,85 @@ class _Estimate:
 def _coxph_estimate(data: _CoxData) -> _Estimate:
     """coxph's answer computed here: Newton from 0, then the limit of any diverging terms.
 
-    A coefficient that coxph would flag as possibly infinite is set to its limit (+-inf); the
-    others are the limit of their estimates as it grows (the limit is reached when doubling its
-    value no longer moves them; coxph's own stopping point agrees to its tolerance).
+    coxph flags a coefficient as possibly infinite when its next Newton step is still large.
+    The direction of that step (restricted to the flagged terms) is where the likelihood keeps
+    rising: the coefficients are moved ever further along it, everything orthogonal to it is
+    refitted (so contrasts between flagged terms stay free), until the refitted part stops
+    moving. That limit is reported: the flagged terms at +-inf, the others with standard errors
+    from the information of the refitted part. A direction that starts to diverge once the
+    first ones are at their limit joins them. coxph's stopping point agrees with the limit to
+    its tolerance.
     """
     n_var = data.design.shape[1]
-    all_columns = np.arange(n_var)
-    evaluate = data.objective(all_columns, np.zeros(len(data.stop)))
+    no_offset = np.zeros(len(data.stop))
     beta, _, score, information, converged = _newton(
-        evaluate, np.zeros(n_var), _COXPH_EPS, _COXPH_MAX_ITERATIONS
+        data.objective(np.eye(n_var), no_offset), np.zeros(n_var), _COXPH_EPS, _COXPH_MAX_ITERATIONS
     )
-    diverging = _runs_to_infinity(beta, score, information)
-    if not converged and not diverging.any():
+    flagged = _runs_to_infinity(beta, score, information)
+    if not converged and not flagged.any():
         raise ConvergenceError(
             f"The Cox model did not converge in {_COXPH_MAX_ITERATIONS} Newton steps and no "
             "coefficient runs to infinity, so the toolkit has no estimate it can report."
         )
-    stopped_at = beta.copy()
+    directions = np.zeros((n_var, 0))
+    if flagged.any():
+        directions = _unit(np.where(flagged, _newton_step(information, score), 0.0))[:, None]
     previous = None
-    for _ in range(_LIMIT_DOUBLINGS + 1):
-        free = np.flatnonzero(~diverging)
-        fixed = np.flatnonzero(diverging)
-        if previous is not None:
-            stopped_at[fixed] *= 2
-        offset = _linear_predictor(data.design[:, fixed], stopped_at[fixed])
-        evaluate = data.objective(free, offset)
-        beta_free, loglik, score, information, _ = _newton(
-            evaluate, stopped_at[free], 1e-14, _COXPH_MAX_ITERATIONS
+    for doubling in range(_LIMIT_DOUBLINGS + 1):
+        basis = _orthogonal_complement(directions)
+        distance = 2.0**doubling * max(np.max(np.abs(beta)), 1.0)
+        fixed_part = directions @ (directions.T @ beta) + distance * directions.sum(axis=1)
+        evaluate = data.objective(basis, _linear_predictor(data.design, fixed_part))
+        gamma, loglik, score, information, _ = _newton(
+            evaluate, basis.T @ beta, 1e-14, _COXPH_MAX_ITERATIONS
         )
-        newly = _runs_to_infinity(beta_free, score, information)
-        if newly.any():
-            # A further term diverges once the first ones are at their limit: start over.
-            stopped_at[free] = beta_free
-            diverging[free[newly]] = True
-            previous = None
+        current = basis @ gamma + fixed_part
+        if _runs_to_infinity(gamma, score, information).any():
+            # A further direction diverges once the first ones are at their limit.
+            new = basis @ _newton_step(information, score)
+            new = np.where(np.abs(new) > 1e-6 * np.max(np.abs(new)), new, 0.0)
+            directions = np.column_stack([directions, _unit(new)])
+            beta, previous = current, None
             continue
+        finite_part = basis @ gamma
         settled = previous is not None and np.all(
-            np.abs(beta_free - previous) <= _LIMIT_TOLERANCE * (1 + np.abs(beta_free))
+            np.abs(finite_part - previous) <= _LIMIT_TOLERANCE * (1 + np.abs(finite_part))
         )
-        if not diverging.any() or settled:
-            estimate = np.full(n_var, np.nan)
-            estimate[free] = beta_free
-            estimate[fixed] = np.sign(stopped_at[fixed]) * np.inf
-            variance = np.linalg.inv(information) if free.size else np.zeros((0, 0))
-            risk_score = offset + _linear_predictor(data.design[:, free], beta_free)
-            return _Estimate(None, estimate, variance, loglik, risk_score)
-        previous = beta_free
+        if directions.shape[1] == 0 or settled:
+            try:
+                variance = basis @ np.linalg.inv(information) @ basis.T
+            except np.linalg.LinAlgError as error:
+                raise ConvergenceError(
+                    "The Cox information matrix is singular at the estimate, so the model has "
+                    "no standard errors the toolkit can report."
+                ) from error
+            heading = directions.sum(axis=1)
+            diverging = np.abs(heading) > 0
+            estimate = current.copy()
+            estimate[diverging] = np.sign(heading[diverging]) * np.inf
+            finite = ~diverging
+            risk_score = _linear_predictor(data.design, current)
+            return _Estimate(None, estimate, variance[np.ix_(finite, finite)], loglik, risk_score)
+        previous = finite_part
+        beta = current
     raise ConvergenceError(
         "A Cox coefficient runs to infinity and the other estimates keep changing as it grows, "
         "so they have no limit the toolkit can report."
     )
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def _orthogonal_complement(directions: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the coefficients orthogonal to every diverging direction."""
+    n_var = directions.shape[0]
+    if directions.shape[1] == 0:
+        return np.eye(n_var)
+    left, singular, _ = np.linalg.svd(directions, full_matrices=True)
+    rank = int(np.sum(singular > 1e-12))
+    return left[:, rank:]
 
 
 def _estimate(data: _CoxData, names: list[str], lifelines_fit: Callable[[], object]) -> _Estimate:

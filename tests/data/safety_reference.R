@@ -40,6 +40,8 @@ mgus_data <- with(mgus, data.frame(
 out(mgus_data, "safety_mgus.csv")
 
 toolkit <- function(term) {
+  term <- sub("^severity(.*)$", "severity[\\1]", term)
+  term <- sub("^underlying_condition(.*)$", "underlying_condition[\\1]", term)
   term <- sub("^group(.*)$", "group[\\1]", term)
   term <- sub("^treat(.*)$", "treat[\\1]", term)
   term <- sub("^inherit(.*)$", "inherit[\\1]", term)
@@ -60,6 +62,15 @@ models <- list(
   pbc = coxph(Surv(time, dead) ~ age + edema + log_bili + albumin + sex, pbc_data),
   cgd = coxph(Surv(tstart, tstop, status) ~ treat + age + inherit, cgd_data)
 )
+# A 14-person site of the simulated study (safety_small_site.csv, written by the toolkit's
+# simulator, not by this script): coxph flags "none" and "other" (variables 7, 8) as possibly
+# infinite; their contrast stays finite, and "nerve_entrapment" (no events) has SE 89180.
+small_site <- read.csv("safety_small_site.csv")
+small_site$severity <- sorted_factor(small_site$severity)
+small_site$underlying_condition <- sorted_factor(small_site$underlying_condition)
+models$small_site <- coxph(Surv(time_to_recovery_days, recovered) ~ overall_adherence +
+                             mean_sitting_hours + severity + chronic + underlying_condition +
+                             age_years, small_site)
 coefficients <- fits <- zph <- list()
 for (name in names(models)) {
   fit <- models[[name]]
