@@ -475,7 +475,12 @@ def _record_notes(outputs: FitOutputs, model: str, notes: list[str]) -> None:
 
 
 def _hazard_ratios(tidy: pd.DataFrame) -> dict:
-    return {row.term: _finite(row.hazard_ratio) for row in tidy.itertuples()}
+    """Hazard ratio per term; null for a term not estimable (its limit 0 is not a finding)."""
+    estimable = tidy["estimable"] if "estimable" in tidy else pd.Series(True, index=tidy.index)
+    return {
+        row.term: _finite(row.hazard_ratio) if ok else None
+        for row, ok in zip(tidy.itertuples(), estimable, strict=True)
+    }
 
 
 def _finite(value) -> float | None:

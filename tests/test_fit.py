@@ -145,6 +145,8 @@ def test_a_model_with_a_term_not_estimable_has_that_status():
     assert status["status"] == STATUS_PARTLY_ESTIMABLE and not status["estimable"]
     assert "severity[severe] could not be estimated" in status["reason"]
     assert any("no one with severity = severe had the event" in n[2] for n in outputs.notes)
+    assert outputs.metrics["cox_hazard_ratios"]["severity[severe]"] is None
+    assert outputs.metrics["cox_hazard_ratios"]["age_years"] is not None
 
 
 def test_a_library_warning_is_named_in_the_toolkits_words_not_quoted():
