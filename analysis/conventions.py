@@ -31,6 +31,12 @@ class Conventions:
     aft_scale: str = "coefficients on the log-time scale and scale parameter as survreg"
     cumulative_incidence: str = "Aalen-Johansen, tied times handled exactly (no jitter), as survfit"
     fine_gray_se: str = "subject-level robust sandwich, as cmprsk::crr"
+    not_estimable: str = (
+        "as R's NA: aliased terms have no estimate; a coefficient running to infinity is "
+        "reported as +-inf with the other terms at their limit; never a silent penalty "
+        "(docs/model-safety.md)"
+    )
+    competing_event_codes: str = "numeric event codes read 0 as censored, as survfit and crr"
     mixed_fixed_effect_se: str = "(X' V^-1 X)^-1 at the (RE)ML estimates, as lme4"
     # Every number written to a model table, metrics or a report CSV: the last digits of a
     # float differ between CPUs and BLAS builds, and must not change the bytes of a study.

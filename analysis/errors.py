@@ -40,11 +40,15 @@ class ParameterError(GaRehabError):
 
 
 class ConvergenceError(GaRehabError):
-    """A model fit that did not converge even after the documented fallbacks."""
+    """A model fit whose optimiser did not reach an answer the toolkit can stand behind."""
+
+
+class NotEstimableError(GaRehabError):
+    """The data do not determine the quantity asked for (where R gives NA or stops)."""
 
 
 class ModelWarning(UserWarning):
-    """A model fitted, but with a caveat the result also records (e.g. a penalizer was added)."""
+    """A model fitted, but with a caveat the result also records (e.g. a term not estimable)."""
 
 
 class ConvergenceWarning(ModelWarning):

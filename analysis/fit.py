@@ -10,11 +10,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.errors import GaRehabError
+from analysis.errors import GaRehabError, ModelWarning
 from analysis.mixed import fit_mixed
 from analysis.schema import EVENT_RECOVERED, Recovery, WeeklyIntervals, WeeklyTrajectories
 from analysis.survival import (
@@ -28,10 +29,20 @@ from analysis.survival import (
     rmst_difference,
     turnbull,
 )
+from analysis.survival.design import complete_rows, design_matrix
 
+# Libraries whose warnings a model note may name (never quote).
+_KNOWN_LIBRARIES = ("lifelines", "numpy", "pandas", "scipy", "statsmodels")
 DURATION = Recovery.time_to_recovery_days
 EVENT = Recovery.recovered
 MODEL_NOTE_COLUMNS = ("model", "kind", "message")
+# One row per regression: whether it was fitted and whether every term is estimable, with the
+# reason in one sentence when not; the report shows a model only where `estimable` is true.
+MODEL_STATUS_COLUMNS = ("model", "status", "estimable", "events", "parameters", "reason")
+STATUS_FITTED = "fitted"
+STATUS_PARTLY_ESTIMABLE = "fitted, some terms not estimable"
+STATUS_NOT_FITTED = "not fitted"
+STATUS_FAILED = "failed"
 
 
 @dataclass
@@ -42,9 +53,96 @@ class FitOutputs:
     metrics: dict = field(default_factory=dict)
     notes: list[tuple[str, str, str]] = field(default_factory=list)
     timeline_model: dict | None = None  # TimelineModel.to_dict(), for `ga-rehab timeline`
+    status: list[dict] = field(default_factory=list)
 
     def notes_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.notes, columns=list(MODEL_NOTE_COLUMNS))
+
+    def status_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.status, columns=list(MODEL_STATUS_COLUMNS))
+
+
+def information_count(
+    frame: pd.DataFrame, outcome_columns: list[str], covariates: list[str], is_event: pd.Series
+) -> tuple[int, int]:
+    """Events and estimated parameters (design columns) among the rows a regression would use."""
+    used, _ = complete_rows(frame, [*outcome_columns, *covariates])
+    return int(is_event.loc[used.index].sum()), design_matrix(used, covariates).shape[1]
+
+
+def too_little_information(label: str, events: int, parameters: int, params: dict) -> str | None:
+    """The one-sentence reason not to fit a regression, or None when events suffice.
+
+    The threshold is fit.min_events_per_parameter (events per estimated parameter).
+    """
+    threshold = params["min_events_per_parameter"]
+    if parameters and events >= threshold * parameters:
+        return None
+    if events == 0:
+        return f"The {label} was not fitted because there are no events to model."
+    return (
+        f"The {label} was not fitted: {events} events for {parameters} parameters is "
+        f"{events / max(parameters, 1):.1f} events per parameter, below the {threshold} this "
+        "study requires (fit.min_events_per_parameter), so its estimates would not be reliable."
+    )
+
+
+def fit_regression(
+    outputs: FitOutputs,
+    model: str,
+    label: str,
+    counts: tuple[int, int],
+    params: dict,
+    fit: Callable,
+):
+    """Fit one regression if the events per parameter allow it; record its status either way.
+
+    Returns the result, or None when it was not fitted (too little information) or failed; the
+    status table says which, with the reason in one sentence.
+    """
+    events, parameters = counts
+    reason = too_little_information(label, events, parameters, params)
+    if reason is not None:
+        outputs.notes.append((model, STATUS_NOT_FITTED, reason))
+        _add_status(outputs, model, STATUS_NOT_FITTED, events, parameters, reason)
+        return None
+    failures = len([n for n in outputs.notes if n[1] == STATUS_FAILED])
+    result = _run(outputs, model, fit)
+    if result is None:
+        failed = [n for n in outputs.notes if n[1] == STATUS_FAILED][failures:]
+        reason = (
+            f"The {label} could not be fitted: {failed[-1][2]}"
+            if failed
+            else f"The {label} returned no result."
+        )
+        _add_status(outputs, model, STATUS_FAILED, events, parameters, reason)
+        return None
+    table = result.tidy()
+    unestimable = table.loc[~table["estimable"], "term"].tolist() if "estimable" in table else []
+    if unestimable:
+        reason = (
+            f"In the {label}, {', '.join(unestimable)} could not be estimated from these data "
+            "(each term's reason is in its row); the other terms are estimated."
+        )
+        _add_status(outputs, model, STATUS_PARTLY_ESTIMABLE, events, parameters, reason)
+    else:
+        _add_status(outputs, model, STATUS_FITTED, events, parameters, "")
+    return result
+
+
+def _add_status(
+    outputs: FitOutputs, model: str, status: str, events: int, parameters: int, reason: str
+) -> None:
+    outputs.status.append(
+        {
+            "model": model,
+            "status": status,
+            "estimable": status == STATUS_FITTED,
+            "events": events,
+            "parameters": parameters,
+            "reason": reason,
+        }
+    )
 
 
 def with_group(recovery: pd.DataFrame, params: dict) -> pd.DataFrame:
@@ -91,32 +189,46 @@ def km_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None
     outputs.metrics["logrank_p_value"] = _finite(logrank.p_value)
 
 
-def cox_models(
-    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
-) -> None:
-    """Cox on baseline covariates (with its PH checks) and the time-varying weekly model."""
-    cox = fit_cox(recovery, DURATION, EVENT, params["cox_covariates"])
-    outputs.tables["cox"] = cox.tidy()
-    outputs.tables["cox_ph_test"] = cox.proportional_hazards_test()
+def baseline_cox_model(frame: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """Cox on baseline covariates with its PH checks, if the events per parameter allow it."""
+    covariates = params["cox_covariates"]
+    counts = information_count(frame, [DURATION, EVENT], covariates, frame[EVENT] == 1)
+
+    def fit():
+        cox = fit_cox(frame, DURATION, EVENT, covariates)
+        outputs.tables["cox"] = cox.tidy()
+        outputs.tables["cox_ph_test"] = cox.proportional_hazards_test()
+        return cox
+
+    cox = fit_regression(outputs, "cox", "Cox model", counts, params, fit)
+    if cox is None:
+        return
     outputs.metrics["cox_concordance"] = _finite(cox.concordance)
     outputs.metrics["cox_hazard_ratios"] = _hazard_ratios(cox.tidy())
     _record_notes(outputs, "cox", cox.notes)
 
-    baseline = [c for c in params["time_varying_covariates"] if c not in intervals.columns]
-    frame = intervals.merge(
-        recovery[[Recovery.participant_id, *baseline]],
-        on=WeeklyIntervals.participant_id,
-        how="left",
+
+def cox_models(
+    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> None:
+    """Cox on baseline covariates (with its PH checks) and the time-varying weekly model."""
+    baseline_cox_model(recovery, params, outputs)
+    covariates = params["time_varying_covariates"]
+    frame = time_varying_frame(intervals, recovery, covariates)
+    event = WeeklyIntervals.event
+    counts = information_count(frame, ["start", "stop", event], covariates, frame[event] == 1)
+    time_varying = fit_regression(
+        outputs,
+        "cox_time_varying",
+        "time-varying Cox model",
+        counts,
+        params,
+        lambda: fit_cox_time_varying(
+            frame, WeeklyIntervals.participant_id, "start", "stop", event, covariates
+        ),
     )
-    frame = frame.assign(**{WeeklyIntervals.event: frame[WeeklyIntervals.event].astype(int)})
-    time_varying = fit_cox_time_varying(
-        frame,
-        WeeklyIntervals.participant_id,
-        "start",
-        "stop",
-        WeeklyIntervals.event,
-        params["time_varying_covariates"],
-    )
+    if time_varying is None:
+        return
     outputs.tables["cox_time_varying"] = time_varying.tidy()
     outputs.metrics["cox_time_varying_hazard_ratios"] = _hazard_ratios(time_varying.tidy())
     _record_notes(outputs, "cox_time_varying", time_varying.notes)
@@ -146,10 +258,20 @@ def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> Non
     """The interval-censored AFT family, the best by AIC flagged."""
     frame = interval_censored_frame(recovery)
     fits, summaries, coefficients = {}, [], []
+    covariates = params["aft_covariates"]
+    counts = information_count(
+        frame,
+        [Recovery.interval_lower_days],
+        covariates,
+        frame[Recovery.interval_upper_days].notna(),
+    )
     for distribution in params["aft_distributions"]:
-        fitted = _run(
+        fitted = fit_regression(
             outputs,
             f"aft_{distribution}",
+            f"{distribution} AFT model",
+            counts,
+            params,
             lambda d=distribution: fit_aft(
                 frame,
                 params["aft_covariates"],
@@ -208,9 +330,23 @@ def competing_risk_models(recovery: pd.DataFrame, params: dict, outputs: FitOutp
         with_group(recovery, params), DURATION, Recovery.event_type, group=params["group"]
     )
     outputs.tables["cumulative_incidence"] = cif.table
-    fine_gray = fit_fine_gray(
-        recovery, DURATION, Recovery.event_type, EVENT_RECOVERED, params["fine_gray_covariates"]
+    covariates = params["fine_gray_covariates"]
+    counts = information_count(
+        recovery,
+        [DURATION, Recovery.event_type],
+        covariates,
+        recovery[Recovery.event_type] == EVENT_RECOVERED,
     )
+    fine_gray = fit_regression(
+        outputs,
+        "fine_gray",
+        "Fine-Gray model",
+        counts,
+        params,
+        lambda: fit_fine_gray(recovery, DURATION, Recovery.event_type, EVENT_RECOVERED, covariates),
+    )
+    if fine_gray is None:
+        return
     outputs.tables["fine_gray"] = fine_gray.tidy()
     outputs.metrics["fine_gray_subdistribution_hazard_ratios"] = _hazard_ratios(fine_gray.tidy())
     _record_notes(outputs, "fine_gray", fine_gray.notes)
@@ -299,21 +435,37 @@ def run_models(
     _run(outputs, "aft", lambda: aft_models(recovery, fit_params, outputs))
     _run(outputs, "timeline", lambda: timeline_models(recovery, params, outputs))
     outputs.tables["model_notes"] = outputs.notes_frame()
+    outputs.tables["model_status"] = outputs.status_frame()
     return outputs
 
 
 def _run(outputs: FitOutputs, model: str, fit: Callable):
-    """Run one fit, turning its warnings into notes and a failure into a recorded note."""
+    """Run one fit, turning its warnings into notes and a failure into a recorded note.
+
+    The toolkit's own warnings and errors are its own sentences; a warning from a library is
+    not passed on in the library's words but named in a sentence of the toolkit's.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             result = fit()
         except GaRehabError as error:
-            outputs.notes.append((model, "failed", str(error)))
+            outputs.notes.append((model, STATUS_FAILED, str(error)))
             result = None
     for warning in caught:
-        outputs.notes.append((model, warning.category.__name__, str(warning.message)))
+        outputs.notes.append((model, warning.category.__name__, _note_text(warning)))
     return result
+
+
+def _note_text(warning: warnings.WarningMessage) -> str:
+    if issubclass(warning.category, ModelWarning):
+        return str(warning.message)
+    source = Path(warning.filename).parts
+    library = next((part for part in source if part in _KNOWN_LIBRARIES), "a library")
+    return (
+        f"While fitting, {library} raised a {warning.category.__name__} that the toolkit has no "
+        "rule for; the numbers were kept, so check this model before relying on it."
+    )
 
 
 def _record_notes(outputs: FitOutputs, model: str, notes: list[str]) -> None:
@@ -323,7 +475,12 @@ def _record_notes(outputs: FitOutputs, model: str, notes: list[str]) -> None:
 
 
 def _hazard_ratios(tidy: pd.DataFrame) -> dict:
-    return {row.term: _finite(row.hazard_ratio) for row in tidy.itertuples()}
+    """Hazard ratio per term; null for a term not estimable (its limit 0 is not a finding)."""
+    estimable = tidy["estimable"] if "estimable" in tidy else pd.Series(True, index=tidy.index)
+    return {
+        row.term: _finite(row.hazard_ratio) if ok else None
+        for row, ok in zip(tidy.itertuples(), estimable, strict=True)
+    }
 
 
 def _finite(value) -> float | None:

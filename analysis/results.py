@@ -15,6 +15,9 @@ from analysis.errors import ModelWarning
 
 TIDY_COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
 HAZARD_RATIO_COLUMNS = ("hazard_ratio", "hr_conf_low", "hr_conf_high")
+# Appended to a regression's tidy table: whether the data determine the term, and if not why
+# (one sentence). A term that is not estimable has no standard error, test or interval.
+ESTIMABILITY_COLUMNS = ("estimable", "reason")
 
 
 def z_critical() -> float:
@@ -50,12 +53,37 @@ def with_hazard_ratios(table: pd.DataFrame) -> pd.DataFrame:
     )[[*TIDY_COLUMNS, *HAZARD_RATIO_COLUMNS]]
 
 
+def with_estimability(
+    table: pd.DataFrame, not_estimable: dict[str, str], limits: dict[str, float] | None = None
+) -> pd.DataFrame:
+    """The tidy table with ESTIMABILITY_COLUMNS; the terms in `not_estimable` lose their numbers.
+
+    `not_estimable` maps term -> the reason in one sentence, as R's NA. A term whose estimate
+    runs to +-infinity keeps that limit as its estimate (from `limits`); an aliased term gets
+    NaN. Every other number of such a term (standard error, test, interval) is NaN.
+    """
+    limits = limits or {}
+    table = table.copy()
+    affected = table["term"].isin(list(not_estimable))
+    numbers = [c for c in table.columns if c != "term"]
+    table.loc[affected, numbers] = np.nan
+    for term, limit in limits.items():
+        row = table["term"] == term
+        table.loc[row, "estimate"] = limit
+        if "hazard_ratio" in table:
+            table.loc[row, "hazard_ratio"] = np.exp(limit)
+    table["estimable"] = ~affected
+    table["reason"] = table["term"].map(not_estimable).fillna("")
+    return table
+
+
 @dataclass
 class ModelResult:
     """A fitted model: the underlying object (`.fitted`), its tidy table and what was done.
 
-    `notes` records every fallback applied (e.g. "penalizer 0.01 added after non-convergence")
-    so a report can say it; each note was also issued as a `ModelWarning`.
+    `notes` records, in the toolkit's own complete sentences, everything a reader must know
+    about how the numbers were obtained (rows left out, terms not estimable, a penalty the caller
+    asked for); each note was also issued as a `ModelWarning`.
     """
 
     fitted: Any

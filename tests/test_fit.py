@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,15 @@ import pytest
 from typer.testing import CliRunner
 
 from analysis.cli import app
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
+from analysis.fit import (
+    STATUS_FITTED,
+    STATUS_NOT_FITTED,
+    STATUS_PARTLY_ESTIMABLE,
+    FitOutputs,
+    baseline_cox_model,
+    fit_regression,
+)
+from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS, ModelResult
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED_TABLES = {
@@ -38,6 +47,7 @@ EXPECTED_TABLES = {
     "timeline",
     "timeline_model_comparison",
     "timeline_quoted_ranges",
+    "model_status",
     "calibration_summary",
     "calibration_table",
     "model_notes",
@@ -87,6 +97,77 @@ def test_every_model_writes_its_table_and_none_failed(fitted):
     assert written >= EXPECTED_TABLES
     notes = pd.read_csv(fitted / "models" / "model_notes.csv")
     assert "failed" not in set(notes["kind"]), notes.to_string()
+
+
+def test_every_regression_has_a_status_and_the_default_study_fits_them_all(fitted):
+    status = pd.read_csv(fitted / "models" / "model_status.csv", keep_default_na=False)
+    assert {"cox", "cox_time_varying", "fine_gray"} <= set(status["model"])
+    assert (status["status"] == STATUS_FITTED).all(), status.to_string()
+    assert (status["events"] >= 10 * status["parameters"]).all()
+
+
+def _small_cohort(people: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "time_to_recovery_days": rng.exponential(100, people).round() + 1,
+            "recovered": rng.integers(0, 2, people),
+            "age_years": rng.normal(40, 10, people),
+            "severity": rng.choice(["mild", "moderate", "severe"], people),
+        }
+    )
+
+
+def test_too_few_events_per_parameter_is_said_not_fitted():
+    """14 people, ~7 events, 3 parameters: below 10 per parameter, so no Cox model at all."""
+    outputs = FitOutputs()
+    params = {"cox_covariates": ["age_years", "severity"], "min_events_per_parameter": 10}
+    baseline_cox_model(_small_cohort(14, 1), params, outputs)
+    assert "cox" not in outputs.tables
+    (status,) = outputs.status
+    assert status["status"] == STATUS_NOT_FITTED and not status["estimable"]
+    assert status["parameters"] == 3
+    assert status["reason"].startswith("The Cox model was not fitted: ")
+    assert status["reason"].endswith("so its estimates would not be reliable.")
+    assert outputs.notes == [("cox", STATUS_NOT_FITTED, status["reason"])]
+    enough = FitOutputs()
+    baseline_cox_model(_small_cohort(400, 2), params, enough)
+    assert enough.status[0]["status"] == STATUS_FITTED and "cox" in enough.tables
+
+
+def test_a_model_with_a_term_not_estimable_has_that_status():
+    frame = _small_cohort(400, 3)
+    frame.loc[frame["severity"] == "severe", "recovered"] = 0
+    outputs = FitOutputs()
+    params = {"cox_covariates": ["age_years", "severity"], "min_events_per_parameter": 10}
+    baseline_cox_model(frame, params, outputs)
+    (status,) = outputs.status
+    assert status["status"] == STATUS_PARTLY_ESTIMABLE and not status["estimable"]
+    assert "severity[severe] could not be estimated" in status["reason"]
+    assert any("no one with severity = severe had the event" in n[2] for n in outputs.notes)
+    assert outputs.metrics["cox_hazard_ratios"]["severity[severe]"] is None
+    assert outputs.metrics["cox_hazard_ratios"]["age_years"] is not None
+
+
+def test_a_library_warning_is_named_in_the_toolkits_words_not_quoted():
+    def noisy() -> ModelResult:
+        warnings.warn_explicit(
+            "Newton-Raphson failed to converge sufficiently. Please see the following code:",
+            RuntimeWarning,
+            filename="/venv/site-packages/lifelines/fitters/coxph_fitter.py",
+            lineno=1,
+        )
+        return ModelResult(fitted=None, coefficients=pd.DataFrame({"term": ["x"]}))
+
+    outputs = FitOutputs()
+    fit_regression(outputs, "demo", "demo model", (100, 1), {"min_events_per_parameter": 10}, noisy)
+    ((model, kind, message),) = outputs.notes
+    assert (model, kind) == ("demo", "RuntimeWarning")
+    assert message == (
+        "While fitting, lifelines raised a RuntimeWarning that the toolkit has no rule for; the "
+        "numbers were kept, so check this model before relying on it."
+    )
+    assert outputs.status[0]["status"] == STATUS_FITTED
 
 
 def test_regression_tables_have_the_tidy_shape(fitted):

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from analysis.errors import ConvergenceError, DataError, ModelWarning
-from analysis.results import TIDY_COLUMNS
+from analysis.results import ESTIMABILITY_COLUMNS, TIDY_COLUMNS
 from analysis.survival.aft import AftResult, fit_aft
 from analysis.testing import assert_ci_contains_estimate, assert_close_to_reference
 
@@ -110,12 +110,19 @@ def test_scale_loglik_aic_and_quantiles_match_survreg(model: str, distribution: 
 def test_tidy_shape_log_scale_row_and_notes() -> None:
     result, messages = fitted("lung", "weibull")
     table = result.tidy()
-    assert tuple(table.columns) == TIDY_COLUMNS
+    assert tuple(table.columns) == (*TIDY_COLUMNS, *ESTIMABILITY_COLUMNS)
     assert table["term"].iloc[-1] == "Log(scale)"
     assert table["estimate"].iloc[-1] == pytest.approx(np.log(result.scale))
     assert table.notna().all().all()
     assert_ci_contains_estimate(table)
-    assert messages == ("1 row(s) with missing values dropped",) == tuple(result.notes)
+    assert (
+        messages
+        == (
+            "1 row(s) were left out because a value was missing in a used column; the model "
+            "describes the remaining 227 row(s).",
+        )
+        == tuple(result.notes)
+    )
     # Weibull's survreg scale is 1 / shape.
     assert result.params.index[0] == "(Intercept)"
 
@@ -162,15 +169,24 @@ def test_prediction_codes_factors_against_the_fitted_levels() -> None:
         result.predict_quantiles(one_level.assign(celltype="unknown"), (0.5,))
 
 
-def test_constant_covariate_is_dropped_with_a_note_not_nan() -> None:
+def test_aliased_covariates_are_marked_not_estimable_as_survreg_na() -> None:
+    """survreg(Surv(futime, fustat) ~ age + dose + age_months, ovarian): dose, age_months NA."""
     data = dataset("ovarian").assign(dose=1.0)
     data["age_months"] = data["age"] * 12
-    with pytest.warns(ModelWarning, match=r"aliased .*: dose, age_months"):
+    with pytest.warns(ModelWarning, match=r"not estimable: it is constant") as caught:
         result = fit_aft(
             data, ["age", "dose", "age_months"], "weibull", duration="futime", event="fustat"
         )
-    assert list(result.tidy()["term"]) == ["(Intercept)", "age", "Log(scale)"]
-    assert result.tidy().notna().all().all()
+    assert {str(w.message).split(" ")[0] for w in caught} == {"dose", "age_months"}
+    table = result.tidy().set_index("term")
+    assert list(table.index) == ["(Intercept)", "age", "dose", "age_months", "Log(scale)"]
+    assert list(table["estimable"]) == [True, True, False, False, True]
+    assert table.loc[["dose", "age_months"], list(TIDY_COLUMNS[1:])].isna().all().all()
+    plain = fit_aft(dataset("ovarian"), ["age"], "weibull", duration="futime", event="fustat")
+    pd.testing.assert_frame_equal(
+        table.loc[["(Intercept)", "age", "Log(scale)"]].reset_index(),
+        plain.tidy(),
+    )
 
 
 def test_hopeless_data_raise() -> None:

@@ -22,7 +22,7 @@ import pytest
 from lifelines import KaplanMeierFitter
 
 from analysis.errors import ConvergenceError, DataError, ModelWarning
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
+from analysis.results import ESTIMABILITY_COLUMNS, HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
 from analysis.survival.competing import (
     CumulativeIncidenceResult,
     FineGrayResult,
@@ -214,7 +214,14 @@ def test_fine_gray_matches_crr(event: str, method: str, covariates: tuple[str, .
     assert list(table["term"].map(r_term)) == list(reference["term"])
     assert_close_to_reference(table["estimate"], reference["estimate"], rtol=1e-6)
     assert_close_to_reference(table["std_error"], reference["std_error"], rtol=1e-6)
-    expected = ("11 row(s) with missing values dropped",) if "mspike" in covariates else ()
+    expected = (
+        (
+            "11 row(s) were left out because a value was missing in one of etime, event, age, "
+            "sex, mspike; the estimates describe the remaining 1373 row(s).",
+        )
+        if "mspike" in covariates
+        else ()
+    )
     assert messages == expected
 
 
@@ -230,7 +237,7 @@ def test_fine_gray_is_close_to_finegray_plus_weighted_coxph(event: str) -> None:
 def test_fine_gray_tidy_has_subdistribution_hazard_ratios() -> None:
     result = fine_gray("pcm", ("age", "sex", "mspike"))[0]
     table = result.tidy()
-    assert tuple(table.columns) == (*TIDY_COLUMNS, *HAZARD_RATIO_COLUMNS)
+    assert tuple(table.columns) == (*TIDY_COLUMNS, *HAZARD_RATIO_COLUMNS, *ESTIMABILITY_COLUMNS)
     np.testing.assert_allclose(table["hazard_ratio"], np.exp(table["estimate"]))
     assert_ci_contains_estimate(table)
     assert_ci_contains_estimate(table, "hazard_ratio", "hr_conf_low", "hr_conf_high")
@@ -247,12 +254,15 @@ def test_fine_gray_is_deterministic() -> None:
     pd.testing.assert_frame_equal(first, second, check_exact=True)
 
 
-def test_fine_gray_drops_a_constant_covariate_with_a_note() -> None:
+def test_fine_gray_marks_a_constant_covariate_not_estimable() -> None:
     data = mgus2_for_fine_gray().dropna().assign(clinic=1.0)
-    with pytest.warns(ModelWarning, match=r"aliased .*clinic"):
+    with pytest.warns(ModelWarning, match=r"clinic is not estimable: it is constant"):
         result = fit_fine_gray(data, "etime", "event", "pcm", ["age", "clinic"])
-    assert list(result.tidy()["term"]) == ["age"]
-    assert result.tidy().notna().all().all()
+    table = result.tidy().set_index("term")
+    assert list(table.index) == ["age", "clinic"]
+    assert table.loc["age"].notna().all() and table.loc["age", "estimable"]
+    assert table.loc["clinic", list(TIDY_COLUMNS[1:])].isna().all()
+    assert not table.loc["clinic", "estimable"]
 
 
 def test_fine_gray_refuses_hopeless_data() -> None:

@@ -14,7 +14,7 @@ import pytest
 from lifelines.utils import concordance_index
 
 from analysis.errors import ModelWarning
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
+from analysis.results import ESTIMABILITY_COLUMNS, HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
 from analysis.survival.cox import fit_cox, fit_cox_time_varying
 from analysis.testing import assert_ci_contains_estimate, assert_close_to_reference
 
@@ -66,9 +66,11 @@ def test_coefficients_match_coxph(fits, model):
     reference = pd.read_csv(DATA / "cox_reference_coefficients.csv")
     reference = reference[reference["model"] == model].reset_index(drop=True)
     tidy = fits[model].tidy()
-    assert list(tidy.columns) == list(TIDY_COLUMNS + HAZARD_RATIO_COLUMNS)
+    assert list(tidy.columns) == list(TIDY_COLUMNS + HAZARD_RATIO_COLUMNS + ESTIMABILITY_COLUMNS)
     assert list(tidy["term"]) == list(reference["term"])
-    for column in tidy.columns[1:]:
+    assert tidy["estimable"].all()
+    assert (tidy["reason"] == "").all()
+    for column in [*TIDY_COLUMNS[1:], *HAZARD_RATIO_COLUMNS]:
         assert_close_to_reference(tidy[column], reference[column], RTOL)
     assert_ci_contains_estimate(tidy)
     assert_ci_contains_estimate(
@@ -114,11 +116,17 @@ def test_missing_rows_dropped_with_a_note(lung):
     with pytest.warns(ModelWarning, match="1 row.*ph_ecog"):
         result = fit_cox(lung, "time", "event", ["age", "ph_ecog"])
     assert result.n == len(lung) - 1
-    assert "dropped" in result.notes[0]
+    assert result.notes == [
+        "1 row(s) were left out because a value was missing in one of time, event, age, "
+        "ph_ecog; the model describes the remaining 227 row(s)."
+    ]
 
 
-def test_separated_data_warns_with_a_note_not_nan():
-    """Every treated subject fails before every control: the MLE is infinite (R warns too)."""
+def test_separated_data_marks_the_term_not_estimable_never_penalizes():
+    """Every treated subject fails before every control: the MLE is infinite (R warns too).
+
+    The default never adds lifelines' ridge penalty; it happens only when asked for.
+    """
     rng = np.random.default_rng(20240501)
     arm = np.repeat(["control", "treated"], 20)
     frame = pd.DataFrame(
@@ -129,10 +137,16 @@ def test_separated_data_warns_with_a_note_not_nan():
             "noise": rng.normal(size=40),
         }
     )
-    with pytest.warns(ModelWarning, match="penalizer"):
+    with pytest.warns(ModelWarning, match=r"arm\[treated\] is not estimable.*plus infinity"):
         result = fit_cox(frame, "days", "recovered", ["arm", "noise"])
-    assert result.notes
-    assert np.isfinite(result.tidy().drop(columns="term").to_numpy()).all()
+    table = result.tidy().set_index("term")
+    assert table.loc["arm[treated]", "estimate"] == np.inf
+    assert not table.loc["arm[treated]", "estimable"]
+    assert table.loc["arm[treated]", ["std_error", "p_value", "conf_low"]].isna().all()
+    assert table.loc["noise", "estimable"] and np.isfinite(table.loc["noise", "std_error"])
+    with pytest.warns(ModelWarning, match="ridge penalty of 0.5.*asked for"):
+        penalized = fit_cox(frame, "days", "recovered", ["arm", "noise"], penalizer=0.5)
+    assert np.isfinite(penalized.tidy()["estimate"]).all()
 
 
 def test_time_varying_fit_has_no_zph(fits):

@@ -15,13 +15,17 @@ import pandas as pd
 from scipy import optimize, special
 
 from analysis.errors import ConvergenceError, DataError
-from analysis.results import ModelResult, wald_table
-from analysis.survival.design import design_matrix, is_categorical
+from analysis.results import ModelResult, wald_table, with_estimability
+from analysis.survival.design import aliased_columns, design_matrix, is_categorical
 
 Distribution = Literal["weibull", "lognormal", "loglogistic"]
 INTERCEPT = "(Intercept)"
 LOG_SCALE = "Log(scale)"
 _GRADIENT_TOLERANCE = 1e-7
+# A coefficient moving log time by more than this across its covariate's range is checked for
+# divergence: doubling it must lower the log-likelihood by more than _FLAT_LIKELIHOOD.
+_DIVERGING_EFFECT = 5.0
+_FLAT_LIKELIHOOD = 1e-4
 
 
 @dataclass(frozen=True)
@@ -250,7 +254,10 @@ def fit_aft(
     if right_censored:
         complete &= df[[duration, event]].notna().all(axis=1)
     if (~complete).any():
-        notes.append(f"{int((~complete).sum())} row(s) with missing values dropped")
+        notes.append(
+            f"{int((~complete).sum())} row(s) were left out because a value was missing in a "
+            f"used column; the model describes the remaining {int(complete.sum())} row(s)."
+        )
     used = df.loc[complete]
     if right_censored:
         times = _right_censored_times(used[duration], used[event])
@@ -263,27 +270,53 @@ def fit_aft(
 
     covariate_design = design_matrix(used, list(covariates))
     design = pd.concat([pd.Series(1.0, index=used.index, name=INTERCEPT), covariate_design], axis=1)
-    design, aliased = _drop_aliased_columns(design)
-    if aliased:
-        notes.append(f"aliased (collinear or constant) term(s) dropped: {', '.join(aliased)}")
+    all_terms = [*design.columns, LOG_SCALE]
+    aliased = aliased_columns(design, baseline=np.zeros((len(design), 0)))
+    reasons = {
+        name: (
+            f"{name} is not estimable: it is constant or a linear combination of the terms "
+            "before it, so the data cannot separate its effect (R's survreg reports NA)."
+        )
+        for name in aliased
+    }
+    notes.extend(reasons.values())
+    design = design.drop(columns=aliased)
 
     likelihood = _Likelihood(design.to_numpy(float), times, _ErrorDistribution(distribution))
     optimum, fit_notes = _maximise(likelihood, design)
     notes.extend(fit_notes)
     names = [*design.columns, LOG_SCALE]
-    information = -likelihood.hessian(optimum.x)
+    diverging = _diverging_columns(likelihood, optimum.x, design)
+    for index in diverging:
+        name = names[index]
+        direction = "plus" if optimum.x[index] > 0 else "minus"
+        reasons[name] = (
+            f"{name} is not estimable: the likelihood keeps rising as its coefficient runs to "
+            f"{direction} infinity (for example, no one with it had the event), so it has no "
+            "finite estimate; the other estimates are their limits as it does."
+        )
+        notes.append(reasons[name])
+    finite = np.setdiff1d(np.arange(len(names)), diverging)
+    information = -likelihood.hessian(optimum.x)[np.ix_(finite, finite)]
     try:
-        covariance = np.linalg.inv(information)
+        finite_covariance = np.linalg.inv(information)
     except np.linalg.LinAlgError as error:
         raise ConvergenceError("the information matrix is singular at the optimum") from error
-    if not np.all(np.isfinite(covariance)) or np.any(np.diag(covariance) <= 0):
+    if not np.all(np.isfinite(finite_covariance)) or np.any(np.diag(finite_covariance) <= 0):
         raise ConvergenceError("the information matrix is not positive definite at the optimum")
-    parameters = pd.Series(optimum.x, index=names)
+    covariance = np.full((len(names), len(names)), np.nan)
+    covariance[np.ix_(finite, finite)] = finite_covariance
     log_likelihood = likelihood.value_and_gradient(optimum.x)[0]
+    estimates = optimum.x.copy()
+    estimates[diverging] = np.sign(estimates[diverging]) * np.inf
+    parameters = pd.Series(estimates, index=names)
     fitted = AftFit(parameters, pd.DataFrame(covariance, index=names, columns=names), optimum)
+    limits = {names[index]: float(estimates[index]) for index in diverging}
     result = AftResult(
         fitted=fitted,
-        coefficients=_tidy_table(parameters, np.sqrt(np.diag(covariance))),
+        coefficients=_tidy_table(
+            parameters, np.sqrt(np.diag(covariance)), all_terms, reasons, limits
+        ),
         distribution=distribution,
         scale=float(np.exp(optimum.x[-1])),
         log_likelihood=log_likelihood,
@@ -341,16 +374,6 @@ def _interval_censored_times(lower: pd.Series, upper: pd.Series) -> _CensoredLog
     )
 
 
-def _drop_aliased_columns(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep columns that add rank, in order (R reports later aliased terms as NA)."""
-    kept: list[str] = []
-    for name in design.columns:
-        candidate = design[[*kept, name]].to_numpy(float)
-        if np.linalg.matrix_rank(candidate) == len(kept) + 1:
-            kept.append(name)
-    return design[kept], [name for name in design.columns if name not in kept]
-
-
 def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.ndarray]:
     """Least squares on a representative log time, then intercept-only, as fallbacks in order."""
     centre = likelihood.times.centre()
@@ -378,7 +401,10 @@ def _maximise(
             1.0, len(design)
         ):
             if attempt:
-                notes.append("AFT fit converged only from intercept-only starting values")
+                notes.append(
+                    "The AFT fit converged only when started from the intercept-only fit; "
+                    "the estimates are the likelihood's maximum, found from that start."
+                )
             return optimum, notes
     raise ConvergenceError(
         "the AFT likelihood did not converge from least-squares or intercept-only starting values"
@@ -408,9 +434,45 @@ def _polish_with_newton(
     return optimum
 
 
-def _tidy_table(parameters: pd.Series, std_errors: np.ndarray) -> pd.DataFrame:
-    """survreg's summary table (Value, Std. Error, z, p) with Wald limits, snake-cased."""
-    return wald_table(parameters.index, parameters.to_numpy(), std_errors)
+def _tidy_table(
+    parameters: pd.Series,
+    std_errors: np.ndarray,
+    terms: list[str],
+    reasons: dict[str, str],
+    limits: dict[str, float],
+) -> pd.DataFrame:
+    """survreg's summary table (Value, Std. Error, z, p) with Wald limits, snake-cased.
+
+    Aliased terms keep their row, marked not estimable, where survreg prints NA; a diverging
+    term shows its limit (+-inf), marked not estimable.
+    """
+    std_errors = pd.Series(std_errors, index=parameters.index)
+    table = wald_table(terms, parameters.reindex(terms), std_errors.reindex(terms))
+    return with_estimability(table, reasons, limits)
+
+
+def _diverging_columns(
+    likelihood: _Likelihood, parameters: np.ndarray, design: pd.DataFrame
+) -> np.ndarray:
+    """Covariate columns whose coefficient sits on a flat likelihood, running to infinity.
+
+    At a finite maximum, doubling a coefficient lowers the likelihood; when no one in a level
+    has the event (or a covariate separates events from censored rows) it barely moves, and
+    the value is only where the optimiser stopped. survreg stops there too, without a warning.
+    """
+    log_likelihood = likelihood.value_and_gradient(parameters)[0]
+    # Screened on the coefficient times the covariate's range (not its SD, which is small for
+    # a rare level); the doubling test decides.
+    across_range = np.ptp(design.to_numpy(float), axis=0)
+    diverging = []
+    for index in np.flatnonzero(np.abs(parameters[:-1]) * across_range > _DIVERGING_EFFECT):
+        if design.columns[index] == INTERCEPT:
+            continue
+        doubled = parameters.copy()
+        doubled[index] *= 2
+        if likelihood.value_and_gradient(doubled)[0] > log_likelihood - _FLAT_LIKELIHOOD:
+            diverging.append(index)
+    return np.asarray(diverging, dtype=int)
 
 
 def _prediction_design(

@@ -11,10 +11,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from analysis.errors import ConvergenceError, DataError
-from analysis.results import TIDY_COLUMNS, ModelResult, wald_table, with_hazard_ratios, z_critical
-from analysis.survival.design import complete_rows, design_matrix
+from analysis.results import (
+    TIDY_COLUMNS,
+    ModelResult,
+    wald_table,
+    with_estimability,
+    with_hazard_ratios,
+    z_critical,
+)
+from analysis.survival.design import aliased_columns, complete_rows, design_matrix
 
 ALL_ROWS = "all"
 CIF_COLUMNS = ("group", "event", "time", "estimate", "std_error", "conf_low", "conf_high")
@@ -23,8 +31,37 @@ CIF_COLUMNS = ("group", "event", "time", "estimate", "std_error", "conf_low", "c
 def _complete_rows(df: pd.DataFrame, columns: list[str], notes: list[str]) -> pd.DataFrame:
     used, dropped = complete_rows(df, columns)
     if dropped:
-        notes.append(f"{dropped} row(s) with missing values dropped")
+        notes.append(
+            f"{dropped} row(s) were left out because a value was missing in one of "
+            f"{', '.join(columns)}; the estimates describe the remaining {len(used)} row(s)."
+        )
     return used
+
+
+def censoring_label(labels: pd.Series, censored: object, notes: list[str]) -> object:
+    """The label of censored rows: as given, else R's 0 for numeric codes, else "censored".
+
+    A label that does not occur while 0 does is refused: the data are most likely coded as R
+    codes them (0 = censored, 1, 2, ... = event types), and reading 0 as an event type would
+    silently change every estimate. A label that does not occur at all means no censoring,
+    which is said in a note.
+    """
+    if censored is None:
+        censored = 0 if is_numeric_dtype(labels) else "censored"
+    present = set(pd.unique(labels))
+    if censored in present:
+        return censored
+    if 0 in present or "0" in present:
+        raise DataError(
+            f"the censoring label {censored!r} does not occur, but 0 does; R codes 0 as "
+            "censored, so pass censored=0 if that is what 0 means here",
+            column=str(labels.name),
+        )
+    notes.append(
+        f"No row of {labels.name} is marked censored (label {censored!r}), so every row counts "
+        "as an event of some type."
+    )
+    return censored
 
 
 # --- Aalen-Johansen --------------------------------------------------------------------------
@@ -62,23 +99,30 @@ def cumulative_incidence(
     duration: str,
     event_type: str,
     group: str | None = None,
-    censored: object = "censored",
+    censored: object = None,
 ) -> CumulativeIncidenceResult:
     """Aalen-Johansen cumulative incidence of each event type, as survfit on a multi-state Surv.
 
-    `event_type` holds each row's event label; rows equal to `censored` are censored. Standard
+    `event_type` holds each row's event label; rows equal to `censored` are censored (default:
+    0 for numeric codes, as R, else "censored"; see `censoring_label`). An unused category of
+    a categorical `group` is left out, as R drops an empty stratum. Standard
     errors are survfit's infinitesimal-jackknife ones; intervals are survfit's default "log"
     type, exp(log p +- z se / p), capped at 1 and undefined where p = 0. Tied times are exact.
     """
     notes: list[str] = []
     columns = [duration, event_type] + ([group] if group is not None else [])
     used = _complete_rows(df, columns, notes)
+    censored = censoring_label(used[event_type], censored, notes)
     event_labels = sorted(
         (label for label in used[event_type].unique() if label != censored), key=str
     )
     if not event_labels:
         raise DataError("no events: every row is censored", column=event_type)
-    groups = {ALL_ROWS: used} if group is None else dict(list(used.groupby(group, sort=True)))
+    groups = (
+        {ALL_ROWS: used}
+        if group is None
+        else dict(list(used.groupby(group, sort=True, observed=True)))
+    )
     tables, any_event = [], {}
     for name, rows in groups.items():
         table, survival = _aalen_johansen(
@@ -264,6 +308,9 @@ class _FineGrayData:
             [np.cumsum((factor[:, None] * mean)[::-1], axis=0)[::-1], np.zeros(x.shape[1])]
         )
         censor_times, censor_counts = np.unique(time[kind == 0], return_counts=True)
+        if censor_times.size == 0:
+            # No censoring: G = 1 is known, not estimated, so there is no correction term.
+            return eta
         first_row = np.searchsorted(time, censor_times, side="left")
         first_failure = np.searchsorted(self.failure_times, censor_times, side="left")
         q = (
@@ -301,28 +348,42 @@ def fit_fine_gray(
     event: str,
     event_of_interest: object,
     covariates: list[str],
-    censored: object = "censored",
+    censored: object = None,
 ) -> FineGrayResult:
     """Fine-Gray regression for the subdistribution hazard of one event, as cmprsk::crr.
 
     Censoring weights are the Kaplan-Meier of the censoring times (one censoring group), ties
     as Breslow; standard errors are crr's sandwich with the term for the estimated censoring
-    distribution. Every other label in `event` than `censored` is a competing event.
+    distribution. Every other label in `event` than `censored` is a competing event; the
+    censoring label defaults as in `cumulative_incidence` (0 for numeric codes, as R). An
+    aliased (collinear or constant) covariate stays as a term marked not estimable, as R's NA.
     """
     notes: list[str] = []
     used = _complete_rows(df, [duration, event, *covariates], notes)
+    censored = censoring_label(used[event], censored, notes)
+    if event_of_interest == censored:
+        raise DataError(
+            f"the event of interest {event_of_interest!r} is the censoring label", column=event
+        )
     labels = used[event].to_numpy()
     kind = np.where(labels == event_of_interest, 1, np.where(labels == censored, 0, 2))
     if not np.any(kind == 1):
         raise DataError(f"no rows with the event of interest {event_of_interest!r}", column=event)
-    design = design_matrix(used, list(covariates))
-    design, aliased = _drop_aliased_columns(design)
-    if aliased:
-        notes.append(f"aliased (collinear or constant) term(s) dropped: {', '.join(aliased)}")
+    full_design = design_matrix(used, list(covariates))
+    aliased = aliased_columns(full_design)
+    reasons = {
+        name: (
+            f"{name} is not estimable: it is constant or a linear combination of the terms "
+            "before it, so the data cannot separate its effect (R reports NA)."
+        )
+        for name in aliased
+    }
+    notes.extend(reasons.values())
+    design = full_design.drop(columns=aliased)
     if design.shape[1] == 0:
         raise DataError("no usable covariates for the Fine-Gray model")
     data = _FineGrayData.build(design.to_numpy(float), used[duration].to_numpy(float), kind)
-    beta, iterations, newton_notes = _newton_raphson(data)
+    beta, iterations, newton_notes = _newton_raphson(data, list(design.columns))
     notes.extend(newton_notes)
     _, information = data.score_and_information(beta)
     try:
@@ -341,7 +402,12 @@ def fit_fine_gray(
     )
     result = FineGrayResult(
         fitted=fitted,
-        coefficients=_hazard_ratio_table(beta, np.sqrt(np.diag(covariance)), names),
+        coefficients=_hazard_ratio_table(
+            full_design.columns,
+            pd.Series(beta, index=names),
+            pd.Series(np.sqrt(np.diag(covariance)), index=names),
+            reasons,
+        ),
         event_of_interest=event_of_interest,
         n_observations=len(used),
     )
@@ -351,7 +417,7 @@ def fit_fine_gray(
 
 
 def _newton_raphson(
-    data: _FineGrayData, max_iterations: int = 50, tolerance: float = 1e-10
+    data: _FineGrayData, names: list[str], max_iterations: int = 50, tolerance: float = 1e-10
 ) -> tuple[np.ndarray, int, list[str]]:
     """crr's Newton-Raphson with step halving, to a tighter tolerance than crr's 1e-6."""
     beta = np.zeros(data.covariates.shape[1])
@@ -361,7 +427,7 @@ def _newton_raphson(
         if np.max(np.abs(score) * np.maximum(np.abs(beta), 1)) < tolerance * max(
             abs(log_likelihood), 1
         ):
-            _check_not_diverging(data, beta)
+            _check_not_diverging(data, beta, names)
             return beta, iteration - 1, []
         try:
             step = np.linalg.solve(information, score)
@@ -377,37 +443,41 @@ def _newton_raphson(
             raise ConvergenceError("Fine-Gray Newton-Raphson could not increase the likelihood")
         beta = beta + step
         log_likelihood = candidate
-    _check_not_diverging(data, beta)
-    return beta, max_iterations, [f"Fine-Gray Newton-Raphson stopped after {max_iterations} steps"]
+    _check_not_diverging(data, beta, names)
+    return (
+        beta,
+        max_iterations,
+        [
+            f"The Fine-Gray fit stopped after {max_iterations} Newton-Raphson steps without "
+            "meeting its convergence criterion, so the last decimals of its estimates may be off."
+        ],
+    )
 
 
-def _check_not_diverging(data: _FineGrayData, beta: np.ndarray) -> None:
+def _check_not_diverging(data: _FineGrayData, beta: np.ndarray, names: list[str]) -> None:
     """Raise if a large coefficient sits on a flat likelihood (monotone likelihood, separation).
 
     At a finite maximum, doubling a coefficient lowers the likelihood; when a covariate
     separates the events it barely moves, and the estimate is only where the steps stopped.
     """
     log_likelihood = data.log_likelihood(beta)
-    per_sd = np.abs(beta) * data.covariates.std(axis=0)
-    for index in np.flatnonzero(per_sd > 5):
+    # Screened on the coefficient times the covariate's range (not its SD, which is small for
+    # a rare level); the doubling test below decides.
+    across_range = np.abs(beta) * np.ptp(data.covariates, axis=0)
+    for index in np.flatnonzero(across_range > 5):
         doubled = beta.copy()
         doubled[index] *= 2
         if data.log_likelihood(doubled) > log_likelihood - 1e-4:
             raise ConvergenceError(
-                "Fine-Gray estimates diverge (monotone likelihood: a covariate separates the "
-                "events)"
+                f"The Fine-Gray coefficient of {names[index]} runs to infinity (monotone "
+                "likelihood: it separates the events, e.g. a level in which no one had the event "
+                "of interest), so the model has no finite estimate; leave that term out or "
+                "merge its level."
             )
 
 
-def _drop_aliased_columns(design: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Keep columns that add rank, in order (crr would fail on a singular information)."""
-    kept: list[str] = []
-    for name in design.columns:
-        candidate = np.column_stack([np.ones(len(design)), design[[*kept, name]].to_numpy(float)])
-        if np.linalg.matrix_rank(candidate) == len(kept) + 2:
-            kept.append(name)
-    return design[kept], [name for name in design.columns if name not in kept]
-
-
-def _hazard_ratio_table(beta: np.ndarray, std_errors: np.ndarray, names: list[str]) -> pd.DataFrame:
-    return with_hazard_ratios(wald_table(names, beta, std_errors))
+def _hazard_ratio_table(
+    terms: pd.Index, beta: pd.Series, std_errors: pd.Series, reasons: dict[str, str]
+) -> pd.DataFrame:
+    table = wald_table(terms, beta.reindex(terms), std_errors.reindex(terms))
+    return with_estimability(with_hazard_ratios(table), reasons)

@@ -14,23 +14,36 @@ from lifelines.exceptions import ConvergenceWarning as LifelinesConvergenceWarni
 from scipy import stats
 
 from analysis.conventions import CONVENTIONS
-from analysis.errors import ConvergenceError, DataError
-from analysis.results import ModelResult, wald_table, with_hazard_ratios
-from analysis.survival.design import check_event_indicator, complete_rows, design_matrix
+from analysis.errors import ConvergenceError, DataError, NotEstimableError
+from analysis.results import ModelResult, wald_table, with_estimability, with_hazard_ratios
+from analysis.survival.design import (
+    aliased_columns,
+    check_event_indicator,
+    complete_rows,
+    design_matrix,
+)
 from analysis.survival.nonparametric import kaplan_meier_steps
 
-FALLBACK_PENALIZER = 0.01
 # lifelines stops Newton-Raphson at a step norm of 1e-7; a tighter stop lets estimates agree
 # with coxph (which iterates to a 1e-9 relative change in log-likelihood) to ~1e-8.
 _FIT_OPTIONS = {"precision": 1e-10}
+# coxph.control(): convergence on the relative change in log-likelihood, and the test for an
+# infinite coefficient (the next Newton step is larger than toler.inf * |beta|).
+_COXPH_EPS = 1e-9
+_COXPH_TOLER_INF = np.sqrt(_COXPH_EPS)
+_COXPH_MAX_ITERATIONS = 30
+# The limit of the other estimates as a diverging coefficient grows: its value is doubled until
+# they stop moving by more than this (relative), at most this many times.
+_LIMIT_TOLERANCE = 1e-9
+_LIMIT_DOUBLINGS = 12
 # Internal column names, so a user's covariate can never shadow the outcome columns.
-_DURATION, _EVENT, _START, _STOP, _ID, _CLUSTER = (
+_DURATION, _EVENT, _START, _STOP, _ID, _STRATUM = (
     "__duration",
     "__event",
     "__start",
     "__stop",
     "__id",
-    "__cluster",
+    "__stratum",
 )
 
 
@@ -64,49 +77,332 @@ def _terms(covariates: list[str], design: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
-def _tidy(estimate: np.ndarray, std_error: np.ndarray, names: list[str]) -> pd.DataFrame:
-    return with_hazard_ratios(wald_table(names, estimate, std_error))
+@dataclass
+class CoxFit:
+    """The toolkit's own Cox estimate, where lifelines cannot give coxph's answer.
 
-
-def _fit_with_fallback(fit: Callable[[float], object], notes: list[str]):
-    """Fit unpenalized; on non-convergence or non-finite output refit with a small ridge penalty.
-
-    lifelines reports separation / non-unique maxima as a ConvergenceWarning with finite but
-    meaningless estimates, so that warning counts as failure too.
+    Used when lifelines stops on a ridge of the likelihood (a coefficient running to infinity)
+    or fails; named like lifelines' attributes so callers can read either.
     """
-    problem = None
-    for penalizer in (0.0, FALLBACK_PENALIZER):
+
+    params_: pd.Series
+    variance_matrix_: pd.DataFrame
+    log_likelihood_: float
+
+    @property
+    def standard_errors_(self) -> pd.Series:
+        return pd.Series(np.sqrt(np.diag(self.variance_matrix_)), index=self.params_.index)
+
+
+@dataclass
+class _CoxData:
+    """One Cox problem as arrays: design, outcome, strata codes and interval starts."""
+
+    design: np.ndarray
+    stop: np.ndarray
+    event: np.ndarray
+    strata: np.ndarray
+    start: np.ndarray
+
+    def objective(self, basis: np.ndarray, offset: np.ndarray):
+        """gamma -> (Efron log partial likelihood, score, information) for coefficients
+        basis @ gamma + a fixed part whose risk score is `offset`.
+
+        The basis is the identity for the plain fit, or spans what stays finite once some
+        directions run to infinity (their part of the risk score is the offset). Each risk set
+        is scaled by its own largest risk score, so a risk score running to +-infinity neither
+        overflows nor empties a risk set.
+        """
+        x = self.design @ basis
+        risk_sets = list(_risk_sets(self.stop, self.event, self.strata, self.start))
+
+        def evaluate(beta: np.ndarray):
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                # A trial Newton step may overflow; it then has a non-finite log-likelihood
+                # and is halved by the caller.
+                return _at(beta)
+
+        def _at(beta: np.ndarray):
+            risk = offset + _linear_predictor(x, beta)
+            n_var = x.shape[1]
+            loglik, score, information = 0.0, np.zeros(n_var), np.zeros((n_var, n_var))
+            for at_risk, dying in risk_sets:
+                # The dying rows are in the risk set, so no weight exceeds 1.
+                shift = risk[at_risk].max()
+                w, xr = np.exp(risk[at_risk] - shift), x[at_risk]
+                s0, s1, s2 = w.sum(), w @ xr, (w[:, None] * xr).T @ xr
+                wd, xd = np.exp(risk[dying] - shift), x[dying]
+                d0, d1, d2 = wd.sum(), wd @ xd, (wd[:, None] * xd).T @ xd
+                loglik += risk[dying].sum()
+                score += xd.sum(axis=0)
+                deaths = len(dying)
+                for r in range(deaths):
+                    # Efron: the tied deaths keep a fraction 1 - r/d of their weight.
+                    fraction = r / deaths
+                    total = s0 - fraction * d0
+                    mean = (s1 - fraction * d1) / total
+                    loglik -= np.log(total) + shift
+                    score -= mean
+                    information += (s2 - fraction * d2) / total - np.outer(mean, mean)
+            return loglik, score, information
+
+        return evaluate
+
+    def score_and_information(self, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Score and information at beta over every column (fast path without interval starts)."""
+        if np.all(np.isneginf(self.start)):
+            risk = _linear_predictor(self.design, beta)
+            scores, informations, _ = _efron_event_time_pieces(
+                self.design, risk, self.stop, self.event, self.strata
+            )
+            return scores.sum(axis=0), informations.sum(axis=0)
+        identity = np.eye(self.design.shape[1])
+        _, score, information = self.objective(identity, np.zeros(len(self.stop)))(beta)
+        return score, information
+
+
+def _newton_step(information: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """information^-1 score; a least-squares step where the information is singular."""
+    try:
+        return np.linalg.solve(information, score)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(information, score, rcond=None)[0]
+
+
+def _newton(evaluate, beta: np.ndarray, tolerance: float, max_iterations: int):
+    """coxph's iteration: Newton steps, halved while the log-likelihood falls.
+
+    Stops when the log-likelihood changes by at most `tolerance` (relative), or when no step
+    can raise it any more. Returns beta, log-likelihood, score, information, converged.
+    """
+    loglik, score, information = evaluate(beta)
+    if beta.size == 0:
+        return beta, loglik, score, information, True
+    for _ in range(max_iterations):
+        step = _newton_step(information, score)
+        for _halving in range(60):
+            candidate = beta + step
+            new = evaluate(candidate)
+            if np.isfinite(new[0]) and new[0] >= loglik:
+                break
+            step = step / 2
+        else:
+            return beta, loglik, score, information, True
+        change = abs(new[0] - loglik)
+        beta, (loglik, score, information) = candidate, new
+        if change <= tolerance * max(abs(loglik), 1e-300):
+            return beta, loglik, score, information, True
+    return beta, loglik, score, information, False
+
+
+def _runs_to_infinity(beta: np.ndarray, score: np.ndarray, information: np.ndarray):
+    """coxph.fit's test: the next Newton step is still large next to the coefficient."""
+    step = np.abs(_newton_step(information, score))
+    return (step > _COXPH_EPS) & (step > _COXPH_TOLER_INF * np.abs(beta))
+
+
+@dataclass
+class _Estimate:
+    """Estimates of the estimable columns, and the diverging ones with their direction."""
+
+    fitted: object
+    estimate: np.ndarray  # +-inf for a diverging column
+    variance: np.ndarray  # over the finite columns, in order
+    log_likelihood: float
+    risk_score: np.ndarray
+
+
+def _coxph_estimate(data: _CoxData) -> _Estimate:
+    """coxph's answer computed here: Newton from 0, then the limit of any diverging terms.
+
+    coxph flags a coefficient as possibly infinite when its next Newton step is still large.
+    The direction of that step (restricted to the flagged terms) is where the likelihood keeps
+    rising: the coefficients are moved ever further along it, everything orthogonal to it is
+    refitted (so contrasts between flagged terms stay free), until the refitted part stops
+    moving. That limit is reported: the flagged terms at +-inf, the others with standard errors
+    from the information of the refitted part. A direction that starts to diverge once the
+    first ones are at their limit joins them. coxph's stopping point agrees with the limit to
+    its tolerance.
+    """
+    n_var = data.design.shape[1]
+    no_offset = np.zeros(len(data.stop))
+    beta, _, score, information, converged = _newton(
+        data.objective(np.eye(n_var), no_offset), np.zeros(n_var), _COXPH_EPS, _COXPH_MAX_ITERATIONS
+    )
+    flagged = _runs_to_infinity(beta, score, information)
+    if not converged and not flagged.any():
+        raise ConvergenceError(
+            f"The Cox model did not converge in {_COXPH_MAX_ITERATIONS} Newton steps and no "
+            "coefficient runs to infinity, so the toolkit has no estimate it can report."
+        )
+    directions = np.zeros((n_var, 0))
+    if flagged.any():
+        directions = _unit(np.where(flagged, _newton_step(information, score), 0.0))[:, None]
+    previous = None
+    for doubling in range(_LIMIT_DOUBLINGS + 1):
+        basis = _orthogonal_complement(directions)
+        distance = 2.0**doubling * max(np.max(np.abs(beta)), 1.0)
+        fixed_part = directions @ (directions.T @ beta) + distance * directions.sum(axis=1)
+        evaluate = data.objective(basis, _linear_predictor(data.design, fixed_part))
+        gamma, loglik, score, information, _ = _newton(
+            evaluate, basis.T @ beta, 1e-14, _COXPH_MAX_ITERATIONS
+        )
+        current = basis @ gamma + fixed_part
+        if _runs_to_infinity(gamma, score, information).any():
+            # A further direction diverges once the first ones are at their limit.
+            new = basis @ _newton_step(information, score)
+            new = np.where(np.abs(new) > 1e-6 * np.max(np.abs(new)), new, 0.0)
+            directions = np.column_stack([directions, _unit(new)])
+            beta, previous = current, None
+            continue
+        finite_part = basis @ gamma
+        settled = previous is not None and np.all(
+            np.abs(finite_part - previous) <= _LIMIT_TOLERANCE * (1 + np.abs(finite_part))
+        )
+        if directions.shape[1] == 0 or settled:
+            try:
+                variance = basis @ np.linalg.inv(information) @ basis.T
+            except np.linalg.LinAlgError as error:
+                raise ConvergenceError(
+                    "The Cox information matrix is singular at the estimate, so the model has "
+                    "no standard errors the toolkit can report."
+                ) from error
+            heading = directions.sum(axis=1)
+            diverging = np.abs(heading) > 0
+            estimate = current.copy()
+            estimate[diverging] = np.sign(heading[diverging]) * np.inf
+            finite = ~diverging
+            risk_score = _linear_predictor(data.design, current)
+            return _Estimate(None, estimate, variance[np.ix_(finite, finite)], loglik, risk_score)
+        previous = finite_part
+        beta = current
+    raise ConvergenceError(
+        "A Cox coefficient runs to infinity and the other estimates keep changing as it grows, "
+        "so they have no limit the toolkit can report."
+    )
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def _orthogonal_complement(directions: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the coefficients orthogonal to every diverging direction."""
+    n_var = directions.shape[0]
+    if directions.shape[1] == 0:
+        return np.eye(n_var)
+    left, singular, _ = np.linalg.svd(directions, full_matrices=True)
+    rank = int(np.sum(singular > 1e-12))
+    return left[:, rank:]
+
+
+def _estimate(data: _CoxData, names: list[str], lifelines_fit: Callable[[], object]) -> _Estimate:
+    """Unpenalized estimates with coxph's answer: lifelines when it converges cleanly.
+
+    lifelines signals a likelihood that keeps rising (a coefficient running to infinity) only
+    by a ConvergenceWarning or an error, and then stops wherever it is; coxph's test for an
+    infinite coefficient is applied to its answer too. In both cases the estimate is computed
+    here instead, as coxph does, and the diverging terms are marked.
+    """
+    if data.design.shape[1] > 0:
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", LifelinesConvergenceWarning)
-                fitter = fit(penalizer)
-        except (LifelinesConvergenceError, np.linalg.LinAlgError) as error:
-            problem = str(error).strip().splitlines()[0]
-            continue
-        for warning in caught:
-            if not issubclass(warning.category, LifelinesConvergenceWarning):
-                # Not ours to judge: pass any other warning on unchanged.
-                warnings.warn_explicit(
-                    warning.message, warning.category, warning.filename, warning.lineno
-                )
-        convergence = [w for w in caught if issubclass(w.category, LifelinesConvergenceWarning)]
-        values = np.concatenate(
-            [np.ravel(fitter.params_), np.ravel(fitter.standard_errors_), [fitter.log_likelihood_]]
+                fitter = lifelines_fit()
+        except (LifelinesConvergenceError, np.linalg.LinAlgError):
+            fitter = None
+        else:
+            for warning in caught:
+                if not issubclass(warning.category, LifelinesConvergenceWarning):
+                    # Not ours to judge: pass any other warning on unchanged.
+                    warnings.warn_explicit(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )
+            if any(issubclass(w.category, LifelinesConvergenceWarning) for w in caught):
+                fitter = None
+        if fitter is not None:
+            estimate = fitter.params_[names].to_numpy()
+            variance = _variance(fitter, names)
+            finite = np.all(np.isfinite(estimate)) and np.all(np.isfinite(variance))
+            if finite:
+                score, information = data.score_and_information(estimate)
+                if not _runs_to_infinity(estimate, score, information).any():
+                    return _Estimate(
+                        fitter,
+                        estimate,
+                        variance,
+                        float(fitter.log_likelihood_),
+                        _linear_predictor(data.design, estimate),
+                    )
+    result = _coxph_estimate(data)
+    finite = np.isfinite(result.estimate)
+    finite_names = [name for name, ok in zip(names, finite, strict=True) if ok]
+    result.fitted = CoxFit(
+        params_=pd.Series(result.estimate, index=names),
+        variance_matrix_=pd.DataFrame(result.variance, index=finite_names, columns=finite_names),
+        log_likelihood_=result.log_likelihood,
+    )
+    return result
+
+
+def _variance(fitter, names: list[str]) -> np.ndarray:
+    """lifelines' covariance in `names` order (CoxTimeVaryingFitter's has no labels)."""
+    labels = fitter.params_.index
+    matrix = pd.DataFrame(fitter.variance_matrix_.to_numpy(), index=labels, columns=labels)
+    return matrix.loc[names, names].to_numpy()
+
+
+def _penalized_estimate(
+    data: _CoxData, names: list[str], penalizer: float, lifelines_fit: Callable[[], object]
+) -> _Estimate:
+    """lifelines' ridge-penalized fit, only because the caller asked for it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", LifelinesConvergenceWarning)
+            fitter = lifelines_fit()
+    except (LifelinesConvergenceError, LifelinesConvergenceWarning, np.linalg.LinAlgError) as error:
+        raise ConvergenceError(
+            f"The Cox model with the requested ridge penalty {penalizer} did not converge."
+        ) from error
+    estimate = fitter.params_[names].to_numpy()
+    return _Estimate(
+        fitter,
+        estimate,
+        _variance(fitter, names),
+        float(fitter.log_likelihood_),
+        _linear_predictor(data.design, estimate),
+    )
+
+
+def _column_reasons(
+    design: pd.DataFrame, events: np.ndarray, estimate: np.ndarray, aliased: list[str]
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Why each term without an estimate has none (one sentence), and diverging terms' limits."""
+    reasons, limits = {}, {}
+    for name in aliased:
+        reasons[name] = (
+            f"{name} is not estimable: it is constant or a linear combination of the terms "
+            "before it (or of the strata), so the data cannot separate its effect (R reports NA)."
         )
-        if convergence or not np.all(np.isfinite(values)):
-            problem = (
-                str(convergence[0].message).strip().splitlines()[0]
-                if convergence
-                else "non-finite estimates"
-            )
+    for name, value in zip(design.columns, estimate, strict=True):
+        if not np.isinf(value):
             continue
-        if penalizer:
-            notes.append(
-                f"ridge penalizer {penalizer} added after the unpenalized fit failed "
-                f"({problem}); estimates are shrunk towards 0 and may be unreliable"
-            )
-        return fitter
-    raise ConvergenceError(f"Cox fit failed even with penalizer {FALLBACK_PENALIZER}: {problem}")
+        limits[name] = float(value)
+        direction = "minus" if value < 0 else "plus"
+        column = design[name].to_numpy(float)
+        is_dummy = np.isin(column, (0.0, 1.0)).all()
+        if is_dummy and events[column == 1].sum() == 0:
+            covariate, _, level = name.partition("[")
+            group = f"{covariate} = {level[:-1]}" if level else f"{name} = 1"
+            why = f"no one with {group} had the event"
+        else:
+            why = "it separates who has the event first from who does not"
+        reasons[name] = (
+            f"{name} is not estimable: {why}, so its coefficient runs to {direction} infinity "
+            "(R's coxph warns that the coefficient may be infinite); the other estimates are "
+            "their limits as it does."
+        )
+    return reasons, limits
 
 
 def _risk_sets(
@@ -207,9 +503,16 @@ def _zph_table(
     durations: np.ndarray,
     events: np.ndarray,
     strata: np.ndarray,
-    terms: dict[str, list[int]],
+    terms: dict[str, tuple[list[int], int]],
 ) -> pd.DataFrame:
-    """cox.zph: score test for adding x * g(t) at (beta-hat, 0), per term and GLOBAL."""
+    """cox.zph: score test for adding x * g(t) at (beta-hat, 0), per term and GLOBAL.
+
+    `design` holds the columns with a finite estimate; `terms` maps each term to its finite
+    columns and its degrees of freedom. As cox.zph, an aliased column is left out of the test
+    and its dof; a column whose coefficient runs to infinity counts in the dof but adds nothing
+    to the statistic in the limit (R's stopping point adds ~1e-7), so the statistic of a term
+    with only such columns is 0.
+    """
     transformed = _left_km_transform(durations, events)
     centred_time = transformed - transformed[events == 1].mean()
     scores, informations, dying_rows = _efron_event_time_pieces(
@@ -225,16 +528,27 @@ def _zph_table(
         ]
     )
     rows = []
-    for name, columns in [*terms.items(), ("GLOBAL", list(range(n_var)))]:
-        keep = np.concatenate([np.arange(n_var), np.asarray(columns) + n_var])
+    total_dof = sum(dof for _, dof in terms.values())
+    for name, (columns, dof) in [*terms.items(), ("GLOBAL", (list(range(n_var)), total_dof))]:
+        if not columns:
+            rows.append({"term": name, "statistic": 0.0, "dof": dof, "p_value": 1.0})
+            continue
+        keep = np.concatenate([np.arange(n_var), np.asarray(columns, dtype=int) + n_var])
         part = score[keep]
-        statistic = float(part @ np.linalg.solve(information[np.ix_(keep, keep)], part))
+        try:
+            statistic = float(part @ np.linalg.solve(information[np.ix_(keep, keep)], part))
+        except np.linalg.LinAlgError as error:
+            raise NotEstimableError(
+                "The proportional-hazards test cannot be computed: its information matrix is "
+                "singular (for example, every event happened at one time), so the data say "
+                "nothing about a change of effect over time (R's cox.zph stops too)."
+            ) from error
         rows.append(
             {
                 "term": name,
                 "statistic": statistic,
-                "dof": len(columns),
-                "p_value": float(stats.chi2.sf(statistic, len(columns))),
+                "dof": dof,
+                "p_value": float(stats.chi2.sf(statistic, dof)),
             }
         )
     return pd.DataFrame(rows)
@@ -276,6 +590,55 @@ def _concordance(
     return float((concordant + tied / 2) / comparable) if comparable else np.nan
 
 
+def _dropped_note(dropped: int, used_columns: list[str], kept: int) -> str:
+    return (
+        f"{dropped} row(s) were left out because a value was missing in one of "
+        f"{', '.join(used_columns)}; the model describes the remaining {kept} row(s)."
+    )
+
+
+def _fit(
+    used: pd.DataFrame,
+    covariates: list[str],
+    data: _CoxData,
+    baseline: np.ndarray,
+    penalizer: float,
+    lifelines_fit: Callable[[list[str], float], object],
+    notes: list[str],
+):
+    """Design columns, estimates and the tidy table shared by both Cox fits."""
+    design = design_matrix(used, covariates)
+    aliased = aliased_columns(design, baseline)
+    estimable = design.drop(columns=aliased)
+    names = list(estimable.columns)
+    data.design = estimable.to_numpy(float)
+    if penalizer:
+        fitted = _penalized_estimate(
+            data, names, penalizer, lambda: lifelines_fit(names, penalizer)
+        )
+        notes.append(
+            f"A ridge penalty of {penalizer} (lifelines' penalizer) was applied because it was "
+            "asked for; it shrinks every coefficient towards 0, so estimates, standard errors and "
+            "p-values are not those of an unpenalized coxph fit."
+        )
+    else:
+        fitted = _estimate(data, names, lambda: lifelines_fit(names, 0.0))
+    reasons, limits = _column_reasons(estimable, data.event, fitted.estimate, aliased)
+    finite = np.isfinite(fitted.estimate)
+    estimate = pd.Series(np.nan, index=design.columns)
+    std_error = pd.Series(np.nan, index=design.columns)
+    finite_names = [name for name, ok in zip(names, finite, strict=True) if ok]
+    estimate[finite_names] = fitted.estimate[finite]
+    std_error[finite_names] = np.sqrt(np.diag(fitted.variance))
+    for name in reasons:
+        notes.append(reasons[name])
+    return design, names, finite_names, fitted, estimate, std_error, reasons, limits
+
+
+def _finish(table: pd.DataFrame, reasons: dict, limits: dict) -> pd.DataFrame:
+    return with_estimability(with_hazard_ratios(table), reasons, limits)
+
+
 def fit_cox(
     df: pd.DataFrame,
     duration: str,
@@ -283,68 +646,94 @@ def fit_cox(
     covariates: list[str],
     strata: str | list[str] | None = None,
     cluster: str | None = None,
+    penalizer: float = 0.0,
 ) -> CoxResult:
     """Cox proportional hazards fit (Efron ties) with R coxph's estimates and tests.
 
     With `cluster`, SEs, z, p and CIs use the grouped-dfbeta sandwich as coxph(cluster=);
     the log-likelihood and concordance are the ordinary ones. Rows missing any used column
-    are dropped, and the result says how many.
+    are dropped, and the result says how many. A term the data cannot determine is marked
+    not estimable with the reason (`estimable`, `reason` columns), as coxph's NA: an aliased
+    column has no estimate; a coefficient running to +-infinity (a level with no events)
+    shows that limit, and the other terms are their limits. No penalty is added unless asked
+    for with `penalizer` (lifelines' ridge penalty).
     """
     strata_columns = [strata] if isinstance(strata, str) else list(strata or [])
     extra = [cluster] if cluster is not None else []
     used_columns = [duration, event, *covariates, *strata_columns, *extra]
     used, dropped = complete_rows(df, used_columns)
     check_event_indicator(used, event)
-    design = design_matrix(used, covariates)
-    frame = design.assign(
-        **{_DURATION: used[duration].astype(float), _EVENT: used[event].astype(float)}
-    )
-    for name in strata_columns:
-        frame[name] = used[name]
+    events = used[event].to_numpy(float)
+    if events.sum() == 0:
+        raise NotEstimableError(
+            f"Column {event!r} has no events, so a Cox model has nothing to estimate "
+            "(R's coxph reports every coefficient as NA)."
+        )
     notes: list[str] = []
     if dropped:
-        notes.append(f"{dropped} row(s) with a missing value in {', '.join(used_columns)} dropped")
-
-    def fit(penalizer: float) -> CoxPHFitter:
-        return CoxPHFitter(penalizer=penalizer, alpha=1 - CONVENTIONS.confidence_level).fit(
-            frame,
-            _DURATION,
-            _EVENT,
-            strata=strata_columns or None,
-            fit_options=_FIT_OPTIONS,
-        )
-
-    fitter = _fit_with_fallback(fit, notes)
-    names = list(design.columns)
-    estimate = fitter.params_[names].to_numpy()
-    x = design.to_numpy(float)
-    risk_score = _linear_predictor(x, estimate)
-    durations = frame[_DURATION].to_numpy()
-    events = frame[_EVENT].to_numpy()
+        notes.append(_dropped_note(dropped, used_columns, len(used)))
     strata_codes = (
-        used.groupby(strata_columns, sort=True).ngroup().to_numpy()
+        used.groupby(strata_columns, sort=True, observed=True).ngroup().to_numpy()
         if strata_columns
         else np.zeros(len(used), dtype=int)
     )
-    start = np.full(len(used), -np.inf)
-    if cluster is None:
-        std_error = fitter.standard_errors_[names].to_numpy()
-    else:
-        residuals, *_ = _efron_pieces(x, risk_score, durations, events, strata_codes, start)
-        dfbeta = residuals @ fitter.variance_matrix_.loc[names, names].to_numpy()
+    durations = used[duration].to_numpy(float)
+    data = _CoxData(
+        design=np.zeros((len(used), 0)),
+        stop=durations,
+        event=events,
+        strata=strata_codes,
+        start=np.full(len(used), -np.inf),
+    )
+    baseline = (strata_codes[:, None] == np.unique(strata_codes)[None, :]).astype(float)
+
+    def lifelines_fit(names: list[str], penalty: float) -> CoxPHFitter:
+        # Strata go in as integer codes: lifelines groups on them, and a categorical column
+        # would make pandas warn about its unused categories.
+        frame = pd.DataFrame(data.design, columns=names, index=used.index).assign(
+            **{_DURATION: durations, _EVENT: events}
+        )
+        if strata_columns:
+            frame[_STRATUM] = strata_codes
+        return CoxPHFitter(penalizer=penalty, alpha=1 - CONVENTIONS.confidence_level).fit(
+            frame,
+            _DURATION,
+            _EVENT,
+            strata=[_STRATUM] if strata_columns else None,
+            fit_options=_FIT_OPTIONS,
+        )
+
+    design, names, finite_names, fitted, estimate, std_error, reasons, limits = _fit(
+        used, covariates, data, baseline, penalizer, lifelines_fit, notes
+    )
+    finite_columns = [names.index(name) for name in finite_names]
+    x = data.design[:, finite_columns]
+    if cluster is not None and finite_names:
+        residuals, *_ = _efron_pieces(
+            x, fitted.risk_score, durations, events, strata_codes, data.start
+        )
+        dfbeta = residuals @ fitted.variance
         by_cluster = pd.DataFrame(dfbeta).groupby(used[cluster].to_numpy()).sum().to_numpy()
-        std_error = np.sqrt(np.diag(by_cluster.T @ by_cluster))
+        std_error[finite_names] = np.sqrt(np.diag(by_cluster.T @ by_cluster))
     terms = _terms(covariates, design)
-    term_columns = {name: [names.index(c) for c in columns] for name, columns in terms.items()}
+    zph_columns = {
+        name: (
+            [finite_names.index(c) for c in columns if c in finite_names],
+            len([c for c in columns if c not in reasons or c in limits]),
+        )
+        for name, columns in terms.items()
+        if any(c not in reasons or c in limits for c in columns)
+    }
+    risk_score = fitted.risk_score
     result = CoxResult(
-        fitted=fitter,
-        coefficients=_tidy(estimate, std_error, names),
-        concordance=_concordance(risk_score, durations, events, strata_codes, start),
-        log_likelihood=float(fitter.log_likelihood_),
+        fitted=fitted.fitted,
+        coefficients=_finish(wald_table(design.columns, estimate, std_error), reasons, limits),
+        concordance=_concordance(risk_score, durations, events, strata_codes, data.start),
+        log_likelihood=fitted.log_likelihood,
         n=len(used),
         events=int(events.sum()),
         terms=terms,
-        _ph_test=lambda: _zph_table(x, risk_score, durations, events, strata_codes, term_columns),
+        _ph_test=lambda: _zph_table(x, risk_score, durations, events, strata_codes, zph_columns),
     )
     for message in notes:
         result.note(message)
@@ -352,35 +741,47 @@ def fit_cox(
 
 
 def fit_cox_time_varying(
-    df: pd.DataFrame, id: str, start: str, stop: str, event: str, covariates: list[str]
+    df: pd.DataFrame,
+    id: str,
+    start: str,
+    stop: str,
+    event: str,
+    covariates: list[str],
+    penalizer: float = 0.0,
 ) -> CoxResult:
     """Cox fit on (start, stop] intervals, as coxph(Surv(start, stop, event)).
 
     `n` counts intervals (rows), as coxph does; concordance uses each event time's risk set of
-    intervals. Rows missing any used column are dropped, and the result says how many.
+    intervals. Rows missing any used column are dropped, and the result says how many. Terms
+    the data cannot determine are marked as in `fit_cox`; no penalty unless asked for.
     """
     used_columns = [stop, event, start, id, *covariates]
     used, dropped = complete_rows(df, used_columns)
     check_event_indicator(used, event)
     if (used[stop] <= used[start]).any():
         raise DataError("every interval needs stop > start", column=stop)
-    design = design_matrix(used, covariates)
-    frame = design.assign(
-        **{
-            _START: used[start].astype(float),
-            _STOP: used[stop].astype(float),
-            _EVENT: used[event].astype(float),
-            _ID: used[id],
-        }
-    )
+    events = used[event].to_numpy(float)
+    if events.sum() == 0:
+        raise NotEstimableError(
+            f"Column {event!r} has no events, so a Cox model has nothing to estimate "
+            "(R's coxph reports every coefficient as NA)."
+        )
     notes: list[str] = []
     if dropped:
-        notes.append(f"{dropped} row(s) with a missing value in {', '.join(used_columns)} dropped")
+        notes.append(_dropped_note(dropped, used_columns, len(used)))
+    data = _CoxData(
+        design=np.zeros((len(used), 0)),
+        stop=used[stop].to_numpy(float),
+        event=events,
+        strata=np.zeros(len(used), dtype=int),
+        start=used[start].to_numpy(float),
+    )
 
-    def fit(penalizer: float) -> CoxTimeVaryingFitter:
-        return CoxTimeVaryingFitter(
-            penalizer=penalizer, alpha=1 - CONVENTIONS.confidence_level
-        ).fit(
+    def lifelines_fit(names: list[str], penalty: float) -> CoxTimeVaryingFitter:
+        frame = pd.DataFrame(data.design, columns=names, index=used.index).assign(
+            **{_START: data.start, _STOP: data.stop, _EVENT: events, _ID: used[id].to_numpy()}
+        )
+        return CoxTimeVaryingFitter(penalizer=penalty, alpha=1 - CONVENTIONS.confidence_level).fit(
             frame,
             event_col=_EVENT,
             start_col=_START,
@@ -389,22 +790,14 @@ def fit_cox_time_varying(
             fit_options=_FIT_OPTIONS,
         )
 
-    fitter = _fit_with_fallback(fit, notes)
-    names = list(design.columns)
-    estimate = fitter.params_[names].to_numpy()
-    risk_score = _linear_predictor(design.to_numpy(float), estimate)
-    events = frame[_EVENT].to_numpy()
+    design, _, _, fitted, estimate, std_error, reasons, limits = _fit(
+        used, covariates, data, np.ones((len(used), 1)), penalizer, lifelines_fit, notes
+    )
     result = CoxResult(
-        fitted=fitter,
-        coefficients=_tidy(estimate, fitter.standard_errors_[names].to_numpy(), names),
-        concordance=_concordance(
-            risk_score,
-            frame[_STOP].to_numpy(),
-            events,
-            np.zeros(len(used), dtype=int),
-            frame[_START].to_numpy(),
-        ),
-        log_likelihood=float(fitter.log_likelihood_),
+        fitted=fitted.fitted,
+        coefficients=_finish(wald_table(design.columns, estimate, std_error), reasons, limits),
+        concordance=_concordance(fitted.risk_score, data.stop, events, data.strata, data.start),
+        log_likelihood=fitted.log_likelihood,
         n=len(used),
         events=int(events.sum()),
         terms=_terms(covariates, design),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
@@ -55,3 +56,25 @@ def design_matrix(frame: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     if not parts:
         return pd.DataFrame(index=frame.index)
     return pd.concat(parts, axis=1)
+
+
+def aliased_columns(design: pd.DataFrame, baseline: np.ndarray | None = None) -> list[str]:
+    """Columns that add no rank to the ones before them and the baseline, as R's NA coefficients.
+
+    `baseline` holds what the model already estimates freely (an intercept column by default;
+    for a stratified Cox model, one indicator per stratum): a covariate that is constant, or
+    constant within every stratum, is aliased with it. Earlier columns are kept, as in R.
+    """
+    base = np.ones((len(design), 1)) if baseline is None else np.asarray(baseline, dtype=float)
+    kept: list[str] = []
+    rank = np.linalg.matrix_rank(base)
+    aliased = []
+    for name in design.columns:
+        candidate = np.column_stack([base, design[[*kept, name]].to_numpy(float)])
+        new_rank = np.linalg.matrix_rank(candidate)
+        if new_rank > rank:
+            kept.append(name)
+            rank = new_rank
+        else:
+            aliased.append(name)
+    return aliased

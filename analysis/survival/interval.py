@@ -61,7 +61,8 @@ def turnbull(df: pd.DataFrame, lower: str, upper: str, group: str | None = None)
     """Turnbull NPMLE of S(t) from interval-censored rows (lower, upper], as survfit's interval2.
 
     Upper missing/infinite = right-censored at lower; lower missing = left-censored at upper;
-    lower == upper = exact. The EM is run to a change below 1e-10 (survfit stops at 5e-5, so
+    lower == upper = exact. An unused category of a categorical `group` is left out, as R
+    drops an empty stratum. The EM is run to a change below 1e-10 (survfit stops at 5e-5, so
     its curve can differ from the converged NPMLE in the 4th decimal). No standard errors:
     survfit's are not valid for the NPMLE.
     """
@@ -71,21 +72,31 @@ def turnbull(df: pd.DataFrame, lower: str, upper: str, group: str | None = None)
     notes = []
     no_bounds = df[lower].isna() & df[upper].isna()
     if no_bounds.any():
-        notes.append(f"{int(no_bounds.sum())} row(s) with neither bound dropped")
+        notes.append(
+            f"{int(no_bounds.sum())} row(s) were left out because they have neither bound, "
+            "so they say nothing about when the event happened."
+        )
     used = df.loc[~no_bounds]
     if group is not None and used[group].isna().any():
-        notes.append(f"{int(used[group].isna().sum())} row(s) with a missing group dropped")
+        notes.append(
+            f"{int(used[group].isna().sum())} row(s) were left out because their {group} is "
+            "missing, so they belong to no group's curve."
+        )
         used = used.loc[used[group].notna()]
     groups = (
         {ALL_ROWS: used}
         if group is None
-        else {name: rows for name, rows in used.groupby(group, sort=True)}
+        else {name: rows for name, rows in used.groupby(group, sort=True, observed=True)}
     )
     fits: dict = {}
     for name, rows in groups.items():
         fit = _fit_one(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
         if not fit.converged:
-            notes.append(f"Turnbull EM for group {name!r} stopped after {fit.iterations} steps")
+            notes.append(
+                f"The Turnbull estimate for group {name!r} stopped after {fit.iterations} "
+                "iterations without converging, so its curve may still change in the later "
+                "decimals."
+            )
         fits[name] = fit
     curves = pd.concat(
         [

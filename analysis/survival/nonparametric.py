@@ -48,7 +48,10 @@ def _prepare(
 
 
 def _dropped_note(dropped: int, columns: list[str]) -> str:
-    return f"{dropped} row(s) with a missing value in {', '.join(columns)} dropped"
+    return (
+        f"{dropped} row(s) were left out because a value was missing in one of "
+        f"{', '.join(columns)}; the estimates describe the remaining rows."
+    )
 
 
 def _sorted_levels(values: pd.Series) -> list[Any]:
@@ -277,7 +280,7 @@ def logrank_test(
     durations = used[duration].to_numpy(float)
     events = used[event].to_numpy(float)
     stratum_keys = (
-        used.groupby(strata_columns, sort=True).ngroup().to_numpy()
+        used.groupby(strata_columns, sort=True, observed=True).ngroup().to_numpy()
         if strata_columns
         else np.zeros(len(used), dtype=int)
     )
