@@ -33,6 +33,8 @@ from analysis.survival.design import design_matrix, is_categorical
 # log-likelihood is then within ~1e-12 of its maximum and estimates within ~1e-7 of theirs.
 _TOLERANCE = 1e-12
 _MAX_ITERATIONS = 200
+# Largest change of any log hazard or coefficient in one Newton step.
+_MAX_STEP = 2.0
 # A column whose share of variance left after the earlier columns is below this is aliased.
 _ALIASING_TOLERANCE = 1e-9
 # Profile bounds are searched out to this many Wald half-widths before they count as unbounded.
@@ -208,7 +210,7 @@ def _log_likelihood(
     """Log-likelihood, gradient and Hessian in (log piece hazards, beta).
 
     With D the hazard accumulated between the bounds, log(1 - exp(-D)) has derivatives
-    1 / expm1(D) and -1 / (expm1(D) * -expm1(-D)) in D; everything else is linear in the
+    e^-D / (1 - e^-D) and -e^-D / (1 - e^-D)^2 in D; everything else is linear in the
     segments' hazards w = length * exp(alpha_piece + x'beta).
     """
     k = data.n_pieces
@@ -222,8 +224,10 @@ def _log_likelihood(
     value = -weight[data.before_lower].sum() + np.log(-np.expm1(-accumulated)).sum() + exact_part
     if not derivatives:
         return float(value), None, None
-    first = 1.0 / np.expm1(accumulated)
-    second = -1.0 / (np.expm1(accumulated) * -np.expm1(-accumulated))
+    surviving = np.exp(-accumulated)
+    recovered = -np.expm1(-accumulated)
+    first = surviving / recovered
+    second = -surviving / recovered**2
     factor = -weight
     factor[between] = first[data.person[between]] * weight[between]
     n_var = data.design.shape[1]
@@ -282,11 +286,13 @@ def _maximise(
         expected_gain = 0.5 * float(g @ step)
         if damping == 0.0 and expected_gain < _TOLERANCE:
             return theta, value, hessian, iteration
-        length = 1.0
+        # Far from the maximum a Newton step can leap to where exp() overflows: cap its size.
+        length = min(1.0, _MAX_STEP / max(float(np.abs(step).max()), 1e-300))
         while True:
             candidate = theta.copy()
             candidate[free] += length * step
-            new_value, _, _ = _log_likelihood(candidate, data, derivatives=False)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                new_value, _, _ = _log_likelihood(candidate, data, derivatives=False)
             if np.isfinite(new_value) and new_value >= value - 1e-12 * abs(value):
                 break
             length /= 2
