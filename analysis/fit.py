@@ -290,11 +290,19 @@ def timeline_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -
     _record_notes(outputs, "timeline", timeline.notes)
 
 
-def primary_frame(
-    intervals: pd.DataFrame, recovery: pd.DataFrame, spec: dict, lag_weeks: int = 0
-) -> pd.DataFrame:
-    """Weekly start/stop rows with each person's recovery bounds and baseline covariates.
+PRIMARY_BOUNDS = (Recovery.interval_lower_days, Recovery.interval_upper_days)
 
+
+def primary_frame(
+    intervals: pd.DataFrame,
+    recovery: pd.DataFrame,
+    spec: dict,
+    lag_weeks: int = 0,
+    bounds: tuple[str, str] = PRIMARY_BOUNDS,
+) -> pd.DataFrame:
+    """Weekly start/stop rows with each person's outcome bounds and baseline covariates.
+
+    `bounds` names the (lower, upper] columns of `recovery` (a milestone's visit interval).
     With `lag_weeks` > 0 the `lagged` covariates of week w - lag enter week w's hazard; in a
     person's first `lag` weeks, before any lagged week exists, their first week's value
     stands in (so no week and no early recovery is dropped).
@@ -302,34 +310,28 @@ def primary_frame(
     covariates = spec["covariates"]
     baseline = [c for c in covariates if c not in intervals.columns]
     frame = intervals.merge(
-        recovery[
-            [
-                Recovery.participant_id,
-                Recovery.interval_lower_days,
-                Recovery.interval_upper_days,
-                *baseline,
-            ]
-        ],
+        recovery[[Recovery.participant_id, *bounds, *baseline]],
         on=WeeklyIntervals.participant_id,
         how="inner",
     ).sort_values([WeeklyIntervals.participant_id, "start"], kind="stable")
     if lag_weeks:
         person = frame.groupby(WeeklyIntervals.participant_id, sort=False)
+        before_any_lagged_week = (person.cumcount() < lag_weeks).to_numpy()
         for name in spec["lagged"]:
+            lagged = person[name].shift(lag_weeks)
             first_week = person[name].transform("first")
-            frame[name] = person[name].shift(lag_weeks).fillna(first_week)
+            frame[name] = lagged.where(~before_any_lagged_week, first_week)
     return frame.reset_index(drop=True)
 
 
-def fit_primary(frame: pd.DataFrame, spec: dict):
+def fit_primary(frame: pd.DataFrame, spec: dict, bounds: tuple[str, str] = PRIMARY_BOUNDS):
     """The primary model on a frame from `primary_frame` (cuts in weeks -> days)."""
     return fit_interval_cox(
         frame,
         WeeklyIntervals.participant_id,
         "start",
         "stop",
-        Recovery.interval_lower_days,
-        Recovery.interval_upper_days,
+        *bounds,
         spec["covariates"],
         cuts=[DAYS_PER_WEEK * week for week in spec["piece_cuts_weeks"]],
         profile=spec["profile_terms"],

@@ -268,6 +268,11 @@ def test_lag_shifts_adherence_within_each_person():
     # Before a lagged week exists, the first week's value stands in.
     assert lagged["weekly_adherence"].tolist() == [0.1, 0.1, 0.1, 0.2, 0.9, 0.9]
     assert lagged["weekly_sitting_hours"].tolist() == intervals["weekly_sitting_hours"].tolist()
+    # A value missing in the lagged week stays missing (no silent fill).
+    gappy = intervals.assign(weekly_adherence=[0.1, np.nan, 0.3, 0.4, 0.9, 0.8])
+    one_week = primary_frame(gappy, recovery, spec, lag_weeks=1)["weekly_adherence"]
+    assert np.isnan(one_week.iloc[2])
+    assert one_week.iloc[3] == 0.3 and one_week.iloc[1] == 0.1
     assert primary_frame(intervals, recovery, spec)["weekly_adherence"].tolist() == [
         0.1,
         0.2,
