@@ -464,9 +464,9 @@ def landmark_adherence(
 def landmark_models(
     recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
 ) -> None:
-    """Kaplan-Meier and log-rank by adherence group over the first k weeks, from week k on."""
+    """Kaplan-Meier, log-rank and Cox on adherence over the first k weeks, from week k on."""
     spec = params["landmark"]
-    counts, groups = [], []
+    counts, groups, cox = [], [], []
     for weeks in spec["weeks"]:
         landmark = landmark_adherence(
             recovery, intervals, weeks, spec["group_cutoffs"], spec["group_labels"]
@@ -482,7 +482,11 @@ def landmark_models(
             logrank_p_value=logrank.p_value,
         )
         groups.append(medians)
+        fitted = fit_cox(frame, DURATION, EVENT, spec["cox_covariates"])
+        cox.append(fitted.tidy().assign(landmark_weeks=weeks))
+        _record_notes(outputs, f"landmark_cox_{weeks}", fitted.notes)
     outputs.tables["landmark_counts"] = pd.DataFrame(counts, columns=list(LANDMARK_COUNT_COLUMNS))
+    outputs.tables["landmark_cox"] = pd.concat(cox, ignore_index=True)
     order = {label: position for position, label in enumerate(spec["group_labels"])}
     outputs.tables["landmark_groups"] = (
         pd.concat(groups, ignore_index=True)

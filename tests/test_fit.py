@@ -162,6 +162,7 @@ PRIMARY_TABLES = {
     "primary_lag_sensitivity",
     "landmark_counts",
     "landmark_groups",
+    "landmark_cox",
 }
 
 
@@ -192,6 +193,8 @@ def test_landmark_counts_add_up(fitted):
     for weeks, table in groups.groupby("landmark_weeks"):
         kept = counts.set_index("landmark_weeks").loc[weeks, "kept"]
         assert table["n"].sum() == kept
+    cox = pd.read_csv(fitted / "models" / "landmark_cox.csv").set_index(["landmark_weeks", "term"])
+    assert (cox.xs("landmark_adherence", level="term")["estimate"] > 0).all()
 
 
 def test_fit_only_refits_the_named_families_and_keeps_the_rest(fitted, tmp_path):
