@@ -275,7 +275,7 @@ def test_an_aliased_covariate_is_not_estimable_with_a_note():
             frame, "id", "start", "stop", *BOUNDS, ["z", "w", "z_copy"], HAND_CUTS
         )
     tidy = fitted.tidy().set_index("term")
-    assert tidy.loc["z_copy"].drop("term", errors="ignore")[["estimate", "std_error"]].isna().all()
+    assert tidy.loc["z_copy", ["estimate", "std_error"]].isna().all()
     assert fitted.conf_method["z_copy"] == "not estimable"
     reference = fit_interval_cox(
         hand_frame(), "id", "start", "stop", *BOUNDS, ["z", "w"], HAND_CUTS
