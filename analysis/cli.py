@@ -257,18 +257,40 @@ def derive(
 TIMELINE_MODEL_FILE = "timeline_model.json"
 
 
-def run_fit(processed: Path, models_dir: Path, metrics_path: Path, params: dict):
+def run_fit(
+    processed: Path,
+    models_dir: Path,
+    metrics_path: Path,
+    params: dict,
+    only: list[str] | None = None,
+):
+    """Fit and write the tables; with `only`, other families' files and metrics are kept."""
     from analysis.fit import run_models
 
     frames = io.read_stage_frames(processed, io.DERIVED_FRAMES, "derive")
     outputs = run_models(
-        frames["recovery"], frames["weekly_intervals"], frames["weekly_trajectories"], params
+        frames["recovery"],
+        frames["weekly_intervals"],
+        frames["weekly_trajectories"],
+        params,
+        only=only,
     )
+    notes_path = models_dir / "model_notes.csv"
+    if only is not None and notes_path.is_file():
+        # Notes of the families not refitted stay (a family's models are named after it).
+        earlier = pd.read_csv(notes_path)
+        refitted = earlier["model"].astype(str).str.startswith(tuple(only))
+        outputs.tables["model_notes"] = pd.concat(
+            [earlier[~refitted], outputs.tables["model_notes"]], ignore_index=True
+        )
     for name, table in outputs.tables.items():
         io.write_published_csv(table, models_dir / f"{name}.csv")
     if outputs.timeline_model is not None:
         io.write_published_json(outputs.timeline_model, models_dir / TIMELINE_MODEL_FILE)
-    io.write_published_json(outputs.metrics, metrics_path)
+    metrics = outputs.metrics
+    if only is not None and metrics_path.is_file():
+        metrics = {**json.loads(metrics_path.read_text()), **metrics}
+    io.write_published_json(metrics, metrics_path)
     return outputs
 
 
@@ -298,11 +320,19 @@ def fit(
     models: Annotated[Path, typer.Option(help="Folder for the tidy model tables (CSV).")],
     metrics: Annotated[Path, typer.Option(help="Headline figures for `dvc metrics`.")],
     params: ParamsOption = DEFAULT_PARAMS,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Fit just these model families (comma-separated names from fit.families in "
+            "params.yaml, e.g. primary,landmark); the other families' outputs are kept."
+        ),
+    ] = None,
 ) -> None:
     """Survival, competing-risks and mixed models configured in params.yaml."""
+    families = None if only is None else [name.strip() for name in only.split(",") if name.strip()]
     with stage_progress() as progress:
         progress.add_task("fitting models", total=None)
-        outputs = run_fit(processed, models, metrics, io.read_yaml(params, "params"))
+        outputs = run_fit(processed, models, metrics, io.read_yaml(params, "params"), families)
     print_fit_summary(outputs)
 
 

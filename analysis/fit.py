@@ -15,15 +15,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.errors import GaRehabError, ModelWarning
+from analysis.errors import GaRehabError, ModelWarning, ParameterError
 from analysis.mixed import fit_mixed
-from analysis.schema import EVENT_RECOVERED, Recovery, WeeklyIntervals, WeeklyTrajectories
+from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
+from analysis.schema import (
+    DAYS_PER_WEEK,
+    EVENT_RECOVERED,
+    Recovery,
+    WeeklyIntervals,
+    WeeklyTrajectories,
+)
 from analysis.survival import (
     cumulative_incidence,
     fit_aft,
     fit_cox,
     fit_cox_time_varying,
     fit_fine_gray,
+    fit_interval_cox,
     kaplan_meier,
     logrank_test,
     rmst_difference,
@@ -43,6 +51,15 @@ STATUS_FITTED = "fitted"
 STATUS_PARTLY_ESTIMABLE = "fitted, some terms not estimable"
 STATUS_NOT_FITTED = "not fitted"
 STATUS_FAILED = "failed"
+# Columns of primary_effects.csv and primary_lag_sensitivity.csv beyond the tidy ones.
+PRIMARY_EXTRA_COLUMNS = ("unit", "conf_method")
+LANDMARK_COUNT_COLUMNS = (
+    "landmark_weeks",
+    "people",
+    "outcome_before_landmark",
+    "no_adherence",
+    "kept",
+)
 
 
 @dataclass
@@ -414,26 +431,251 @@ def timeline_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -
     _record_notes(outputs, "timeline", timeline.notes)
 
 
+PRIMARY_BOUNDS = (Recovery.interval_lower_days, Recovery.interval_upper_days)
+
+
+def primary_frame(
+    intervals: pd.DataFrame,
+    recovery: pd.DataFrame,
+    spec: dict,
+    lag_weeks: int = 0,
+    bounds: tuple[str, str] = PRIMARY_BOUNDS,
+) -> pd.DataFrame:
+    """Weekly start/stop rows with each person's outcome bounds and baseline covariates.
+
+    `bounds` names the (lower, upper] columns of `recovery` (a milestone's visit interval).
+    With `lag_weeks` > 0 the `lagged` covariates of week w - lag enter week w's hazard; in a
+    person's first `lag` weeks, before any lagged week exists, their first week's value
+    stands in (so no week and no early recovery is dropped).
+    """
+    covariates = spec["covariates"]
+    baseline = [c for c in covariates if c not in intervals.columns]
+    frame = intervals.merge(
+        recovery[[Recovery.participant_id, *bounds, *baseline]],
+        on=WeeklyIntervals.participant_id,
+        how="inner",
+    ).sort_values([WeeklyIntervals.participant_id, "start"], kind="stable")
+    if lag_weeks:
+        person = frame.groupby(WeeklyIntervals.participant_id, sort=False)
+        before_any_lagged_week = (person.cumcount() < lag_weeks).to_numpy()
+        for name in spec["lagged"]:
+            lagged = person[name].shift(lag_weeks)
+            first_week = person[name].transform("first")
+            frame[name] = lagged.where(~before_any_lagged_week, first_week)
+    return frame.reset_index(drop=True)
+
+
+def fit_primary(frame: pd.DataFrame, spec: dict, bounds: tuple[str, str] = PRIMARY_BOUNDS):
+    """The primary model on a frame from `primary_frame` (cuts in weeks -> days)."""
+    return fit_interval_cox(
+        frame,
+        WeeklyIntervals.participant_id,
+        "start",
+        "stop",
+        *bounds,
+        spec["covariates"],
+        cuts=[DAYS_PER_WEEK * week for week in spec["piece_cuts_weeks"]],
+        profile=spec["profile_terms"],
+        reference_levels=spec["reference_levels"],
+    )
+
+
+def in_clinical_units(tidy: pd.DataFrame, result_conf_method: dict, spec: dict) -> pd.DataFrame:
+    """Log hazard ratios per the unit a clinician reads (e.g. per 10 points of adherence).
+
+    Estimates, SEs and CI bounds scale by the unit; z and p do not change. Factor levels
+    read "vs <reference>".
+    """
+    units = spec["units"]
+    scale = tidy["term"].map(lambda term: units.get(term, {}).get("per", 1.0)).astype(float)
+    table = tidy[list(TIDY_COLUMNS)].copy()
+    for column in ("estimate", "std_error", "conf_low", "conf_high"):
+        table[column] = table[column] * scale
+
+    def unit(term: str) -> str:
+        if term in units:
+            return units[term]["label"]
+        factor, _, level = term.partition("[")
+        reference = spec["reference_levels"].get(factor)
+        if level and reference is not None:
+            return f"{level.rstrip(']')} vs {reference}"
+        if level == "True]":
+            return f"{factor} vs not {factor}"
+        return "per unit"
+
+    table["unit"] = table["term"].map(unit)
+    table["conf_method"] = table["term"].map(result_conf_method)
+    table = table.assign(
+        hazard_ratio=np.exp(table["estimate"]),
+        hr_conf_low=np.exp(table["conf_low"]),
+        hr_conf_high=np.exp(table["conf_high"]),
+    )
+    return table[[*TIDY_COLUMNS, *PRIMARY_EXTRA_COLUMNS, *HAZARD_RATIO_COLUMNS]]
+
+
+def primary_models(
+    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> None:
+    """Interval-censored PH with weekly adherence and sitting, and its lag sensitivity table."""
+    spec = params["primary"]
+    fitted = fit_primary(primary_frame(intervals, recovery, spec), spec)
+    table = in_clinical_units(fitted.tidy(), fitted.conf_method, spec)
+    outputs.tables["primary_effects"] = table
+    outputs.tables["primary_baseline_hazard"] = fitted.baseline
+    outputs.metrics["primary_hazard_ratios"] = {
+        f"{row.term} ({row.unit})": _finite(row.hazard_ratio) for row in table.itertuples()
+    }
+    _record_notes(outputs, "primary", fitted.notes)
+    sensitivity = [table.assign(lag_weeks=0)]
+    for lag in spec["lag_weeks"]:
+        if lag == 0:
+            continue
+        lagged = _run(
+            outputs,
+            f"primary_lag_{lag}",
+            lambda lag=lag: fit_primary(primary_frame(intervals, recovery, spec, lag), spec),
+        )
+        if lagged is not None:
+            sensitivity.append(
+                in_clinical_units(lagged.tidy(), lagged.conf_method, spec).assign(lag_weeks=lag)
+            )
+    lag_table = pd.concat(sensitivity, ignore_index=True)
+    outputs.tables["primary_lag_sensitivity"] = lag_table[
+        ["lag_weeks", *[c for c in lag_table.columns if c != "lag_weeks"]]
+    ]
+
+
+@dataclass
+class LandmarkFrame:
+    """People still in follow-up at the landmark, time restarted there, and who was left out."""
+
+    frame: pd.DataFrame
+    counts: dict
+
+
+def landmark_adherence(
+    recovery: pd.DataFrame,
+    intervals: pd.DataFrame,
+    landmark_weeks: int,
+    cutoffs: list[float],
+    labels: list[str],
+) -> LandmarkFrame:
+    """Adherence over the first `landmark_weeks` weeks and follow-up from the landmark on.
+
+    Landmark adherence is the mean weekly adherence over weeks 0 .. k-1 (each week counts
+    once), grouped by `cutoffs` into `labels` ([c_i, c_i+1) bands). People whose outcome
+    (recovery or censoring) came on or before the landmark day are excluded, so no one's group
+    depends on weeks after their outcome; times and interval bounds are counted from the
+    landmark (a lower bound before it becomes 0).
+    """
+    landmark_day = DAYS_PER_WEEK * landmark_weeks
+    early = intervals[intervals["start"] < landmark_day]
+    adherence = early.groupby(WeeklyIntervals.participant_id)[
+        WeeklyIntervals.weekly_adherence
+    ].mean()
+    after = recovery[recovery[DURATION] > landmark_day]
+    frame = after.assign(
+        landmark_adherence=after[Recovery.participant_id].map(adherence).to_numpy()
+    )
+    no_adherence = int(frame["landmark_adherence"].isna().sum())
+    frame = frame[frame["landmark_adherence"].notna()]
+    bins = [-np.inf, *cutoffs, np.inf]
+    frame = frame.assign(
+        landmark_group=pd.cut(
+            frame["landmark_adherence"], bins=bins, labels=labels, right=False
+        ).astype(object),
+        **{
+            DURATION: frame[DURATION] - landmark_day,
+            Recovery.interval_lower_days: (frame[Recovery.interval_lower_days] - landmark_day).clip(
+                lower=0
+            ),
+            Recovery.interval_upper_days: frame[Recovery.interval_upper_days] - landmark_day,
+        },
+    )
+    counts = {
+        "landmark_weeks": landmark_weeks,
+        "people": len(recovery),
+        "outcome_before_landmark": len(recovery) - len(after),
+        "no_adherence": no_adherence,
+        "kept": len(frame),
+    }
+    return LandmarkFrame(frame.reset_index(drop=True), counts)
+
+
+def landmark_models(
+    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> None:
+    """Kaplan-Meier, log-rank and Cox on adherence over the first k weeks, from week k on."""
+    spec = params["landmark"]
+    counts, groups, cox = [], [], []
+    for weeks in spec["weeks"]:
+        landmark = landmark_adherence(
+            recovery, intervals, weeks, spec["group_cutoffs"], spec["group_labels"]
+        )
+        counts.append(landmark.counts)
+        frame = landmark.frame
+        km = kaplan_meier(frame, DURATION, EVENT, group="landmark_group")
+        logrank = logrank_test(frame, DURATION, EVENT, "landmark_group")
+        medians = km.medians.assign(
+            landmark_weeks=weeks,
+            # Back on the enrolment time scale, so the median reads as weeks since enrolment.
+            median_days_since_enrolment=km.medians["median"] + DAYS_PER_WEEK * weeks,
+            logrank_p_value=logrank.p_value,
+        )
+        groups.append(medians)
+        fitted = fit_cox(frame, DURATION, EVENT, spec["cox_covariates"])
+        cox.append(fitted.tidy().assign(landmark_weeks=weeks))
+        _record_notes(outputs, f"landmark_cox_{weeks}", fitted.notes)
+    outputs.tables["landmark_counts"] = pd.DataFrame(counts, columns=list(LANDMARK_COUNT_COLUMNS))
+    outputs.tables["landmark_cox"] = pd.concat(cox, ignore_index=True)
+    order = {label: position for position, label in enumerate(spec["group_labels"])}
+    outputs.tables["landmark_groups"] = (
+        pd.concat(groups, ignore_index=True)
+        .sort_values(
+            ["landmark_weeks", "group"], key=lambda c: c.map(order) if c.name == "group" else c
+        )
+        .reset_index(drop=True)
+    )
+
+
 def run_models(
-    recovery: pd.DataFrame, intervals: pd.DataFrame, trajectories: pd.DataFrame, params: dict
+    recovery: pd.DataFrame,
+    intervals: pd.DataFrame,
+    trajectories: pd.DataFrame,
+    params: dict,
+    only: list[str] | None = None,
 ) -> FitOutputs:
-    """All configured models; each family's failure is recorded and the rest still run.
+    """All configured model families (or just those in `only`); each failure is recorded.
 
     `params` is the whole params.yaml: the `fit` block, plus `timeline` and `derive` for the
-    calibrated recovery ranges.
+    calibrated recovery ranges. Family names are `fit.families` in params.yaml.
     """
     fit_params = params["fit"]
     outputs = FitOutputs()
     outputs.metrics["participants"] = len(recovery)
     outputs.metrics["recovered"] = int(recovery[EVENT].sum())
     outputs.metrics["withdrawn"] = int((recovery[Recovery.event_type] == "withdrawn").sum())
-    _run(outputs, "kaplan_meier", lambda: km_models(recovery, fit_params, outputs))
-    _run(outputs, "cox", lambda: cox_models(recovery, intervals, fit_params, outputs))
-    _run(outputs, "turnbull", lambda: turnbull_models(recovery, fit_params, outputs))
-    _run(outputs, "competing_risks", lambda: competing_risk_models(recovery, fit_params, outputs))
-    _run(outputs, "mixed", lambda: mixed_models(trajectories, fit_params, outputs))
-    _run(outputs, "aft", lambda: aft_models(recovery, fit_params, outputs))
-    _run(outputs, "timeline", lambda: timeline_models(recovery, params, outputs))
+    families = {
+        "kaplan_meier": lambda: km_models(recovery, fit_params, outputs),
+        "primary": lambda: primary_models(recovery, intervals, fit_params, outputs),
+        "landmark": lambda: landmark_models(recovery, intervals, fit_params, outputs),
+        "cox": lambda: cox_models(recovery, intervals, fit_params, outputs),
+        "turnbull": lambda: turnbull_models(recovery, fit_params, outputs),
+        "competing_risks": lambda: competing_risk_models(recovery, fit_params, outputs),
+        "mixed": lambda: mixed_models(trajectories, fit_params, outputs),
+        "aft": lambda: aft_models(recovery, fit_params, outputs),
+        "timeline": lambda: timeline_models(recovery, params, outputs),
+    }
+    configured = fit_params["families"]
+    unknown = sorted(set(configured) - set(families)) or sorted(set(only or []) - set(configured))
+    if unknown:
+        raise ParameterError(
+            f"unknown model famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+            f"fit.families lists {', '.join(configured)}"
+        )
+    for name in configured:
+        if only is None or name in only:
+            _run(outputs, name, families[name])
     outputs.tables["model_notes"] = outputs.notes_frame()
     outputs.tables["model_status"] = outputs.status_frame()
     return outputs

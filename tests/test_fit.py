@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
@@ -18,6 +19,8 @@ from analysis.fit import (
     FitOutputs,
     baseline_cox_model,
     fit_regression,
+    landmark_adherence,
+    primary_frame,
 )
 from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS, ModelResult
 from tests.conftest import PROJECT_ROOT
@@ -233,3 +236,168 @@ def test_metrics_are_json_numbers_and_the_timeline_command_reads_the_fit(fitted)
         catch_exceptions=False,
     )
     assert bad.exit_code == 1 and "severity" in bad.output
+
+
+PRIMARY_TABLES = {
+    "primary_effects",
+    "primary_baseline_hazard",
+    "primary_lag_sensitivity",
+    "landmark_counts",
+    "landmark_groups",
+    "landmark_cox",
+}
+
+
+def test_the_primary_model_writes_effects_in_clinical_units(fitted):
+    written = {p.stem for p in (fitted / "models").glob("*.csv")}
+    assert written >= PRIMARY_TABLES
+    effects = pd.read_csv(fitted / "models" / "primary_effects.csv").set_index("term")
+    assert list(effects.reset_index().columns[: len(TIDY_COLUMNS)]) == list(TIDY_COLUMNS)
+    assert set(HAZARD_RATIO_COLUMNS) <= set(effects.columns)
+    assert effects.loc["weekly_adherence", "unit"] == "per 10 percentage points of weekly adherence"
+    assert effects.loc["weekly_adherence", "conf_method"] == "profile likelihood"
+    assert effects.loc["underlying_condition[disc]", "unit"] == "disc vs none"
+    # Per 10 points: a tenth of the per-unit log hazard ratio, a sensible size here.
+    assert 0.1 < effects.loc["weekly_adherence", "estimate"] < 0.35
+    assert effects.loc["weekly_sitting_hours", "hazard_ratio"] < 1
+    # Both columns are published to 6 significant digits.
+    np.testing.assert_allclose(effects["hazard_ratio"], np.exp(effects["estimate"]), rtol=1e-5)
+    lags = pd.read_csv(fitted / "models" / "primary_lag_sensitivity.csv")
+    assert sorted(lags["lag_weeks"].unique()) == [0, 1, 2]
+
+
+def test_landmark_counts_add_up(fitted):
+    counts = pd.read_csv(fitted / "models" / "landmark_counts.csv")
+    assert (
+        counts["people"]
+        == counts["outcome_before_landmark"] + counts["no_adherence"] + counts["kept"]
+    ).all()
+    groups = pd.read_csv(fitted / "models" / "landmark_groups.csv")
+    for weeks, table in groups.groupby("landmark_weeks"):
+        kept = counts.set_index("landmark_weeks").loc[weeks, "kept"]
+        assert table["n"].sum() == kept
+    cox = pd.read_csv(fitted / "models" / "landmark_cox.csv").set_index(["landmark_weeks", "term"])
+    assert (cox.xs("landmark_adherence", level="term")["estimate"] > 0).all()
+
+
+def test_fit_only_refits_the_named_families_and_keeps_the_rest(fitted, tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(fitted / "models", models)
+    metrics = tmp_path / "metrics.json"
+    shutil.copy(fitted / "metrics.json", metrics)
+    (models / "primary_effects.csv").unlink()
+    cox_before = (models / "cox.csv").stat().st_mtime_ns
+    result = CliRunner().invoke(
+        app,
+        [
+            "fit",
+            "--processed",
+            str(fitted / "processed"),
+            "--models",
+            str(models),
+            "--metrics",
+            str(metrics),
+            "--params",
+            str(PROJECT_ROOT / "params.yaml"),
+            "--only",
+            "primary",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert (models / "primary_effects.csv").is_file()
+    assert (models / "cox.csv").stat().st_mtime_ns == cox_before
+    kept = json.loads(metrics.read_text())
+    assert "cox_concordance" in kept and "primary_hazard_ratios" in kept
+    unknown = CliRunner().invoke(
+        app,
+        [
+            "fit",
+            "--processed",
+            str(fitted / "processed"),
+            "--models",
+            str(models),
+            "--metrics",
+            str(metrics),
+            "--params",
+            str(PROJECT_ROOT / "params.yaml"),
+            "--only",
+            "primry",
+        ],
+        catch_exceptions=False,
+    )
+    assert unknown.exit_code == 1 and "primry" in unknown.output
+
+
+def test_lag_shifts_adherence_within_each_person():
+    intervals = pd.DataFrame(
+        {
+            "participant_id": ["a"] * 4 + ["b"] * 2,
+            "start": [0.0, 7, 14, 21, 0, 7],
+            "stop": [7.0, 14, 21, 28, 7, 10],
+            "event": [False, False, False, True, False, True],
+            "weekly_adherence": [0.1, 0.2, 0.3, 0.4, 0.9, 0.8],
+            "weekly_sitting_hours": [8.0, 8, 8, 8, 6, 6],
+            "phase": [1, 1, 2, 2, 1, 1],
+        }
+    )
+    recovery = pd.DataFrame(
+        {
+            "participant_id": ["a", "b"],
+            "interval_lower_days": [14.0, 0.0],
+            "interval_upper_days": [28.0, 10.0],
+            "severity": ["mild", "severe"],
+        }
+    )
+    spec = {"covariates": ["weekly_adherence", "severity"], "lagged": ["weekly_adherence"]}
+    lagged = primary_frame(intervals, recovery, spec, lag_weeks=2)
+    # Before a lagged week exists, the first week's value stands in.
+    assert lagged["weekly_adherence"].tolist() == [0.1, 0.1, 0.1, 0.2, 0.9, 0.9]
+    assert lagged["weekly_sitting_hours"].tolist() == intervals["weekly_sitting_hours"].tolist()
+    # A value missing in the lagged week stays missing (no silent fill).
+    gappy = intervals.assign(weekly_adherence=[0.1, np.nan, 0.3, 0.4, 0.9, 0.8])
+    one_week = primary_frame(gappy, recovery, spec, lag_weeks=1)["weekly_adherence"]
+    assert np.isnan(one_week.iloc[2])
+    assert one_week.iloc[3] == 0.3 and one_week.iloc[1] == 0.1
+    assert primary_frame(intervals, recovery, spec)["weekly_adherence"].tolist() == [
+        0.1,
+        0.2,
+        0.3,
+        0.4,
+        0.9,
+        0.8,
+    ]
+
+
+def test_landmark_uses_the_first_weeks_and_excludes_earlier_outcomes():
+    intervals = pd.DataFrame(
+        {
+            "participant_id": ["a"] * 3 + ["b"] * 1 + ["c"] * 3,
+            "start": [0.0, 7, 14, 0, 0, 7, 14],
+            "stop": [7.0, 14, 20, 5, 7, 14, 21],
+            "weekly_adherence": [0.2, 0.4, 1.0, 0.9, 0.9, 0.7, 0.0],
+        }
+    )
+    recovery = pd.DataFrame(
+        {
+            "participant_id": ["a", "b", "c"],
+            "time_to_recovery_days": [20.0, 5.0, 21.0],
+            "recovered": [True, True, False],
+            "interval_lower_days": [10.0, 0.0, 21.0],
+            "interval_upper_days": [20.0, 5.0, np.nan],
+        }
+    )
+    landmark = landmark_adherence(recovery, intervals, 2, [0.5, 0.8], ["low", "mid", "high"])
+    frame = landmark.frame.set_index("participant_id")
+    assert landmark.counts == {
+        "landmark_weeks": 2,
+        "people": 3,
+        "outcome_before_landmark": 1,
+        "no_adherence": 0,
+        "kept": 2,
+    }
+    assert frame.loc["a", "landmark_adherence"] == pytest.approx(0.3)
+    assert frame.loc["c", "landmark_group"] == "high"
+    assert frame.loc["a", "time_to_recovery_days"] == 6.0
+    assert frame.loc["a", "interval_lower_days"] == 0.0
+    assert frame.loc["a", "interval_upper_days"] == 6.0

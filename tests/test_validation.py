@@ -1,11 +1,11 @@
-"""Parameter recovery: the time-varying Cox model finds the simulator's true effects."""
+"""Parameter recovery: the time-varying models find the simulator's true effects."""
 
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from analysis.fit import time_varying_frame
+from analysis.fit import fit_primary, primary_frame, time_varying_frame
 from analysis.schema import SEVERITY_LEVELS, UNDERLYING_CONDITIONS, WeeklyIntervals
 from analysis.survival import fit_cox_time_varying
 from analysis.validation import (
@@ -55,6 +55,21 @@ def test_visit_detected_days_bias_the_naive_analysis_towards_zero(study, params)
     adherence = table.loc["weekly_adherence"]
     assert 0 < adherence["estimate"] < adherence["truth"]
     assert not adherence["covered"]
+
+
+def test_primary_model_covers_adherence_and_sitting_on_visit_detected_intervals(study, params):
+    """The interval-censored PH model on what the visits show recovers the truth (issue 11)."""
+    simulated, derived = study
+    spec = params["fit"]["primary"]
+    fitted = fit_primary(primary_frame(derived.weekly_intervals, derived.recovery, spec), spec)
+    # The primary model codes factors against the simulator's own references (mild, none).
+    table = coverage(fitted.tidy(), simulated.truth["generating_parameters"]).set_index("term")
+    headline = ["weekly_adherence", "weekly_sitting_hours"]
+    assert table.loc[headline, "covered"].all(), table.to_string()
+    assert fitted.conf_method["weekly_adherence"] == "profile likelihood"
+    # Not merely wide: the interval is a fraction of the naive analysis' bias (2.0 vs ~1.25).
+    adherence = table.loc["weekly_adherence"]
+    assert adherence["conf_high"] - adherence["conf_low"] < 0.4
 
 
 def test_truth_is_recoded_against_the_models_reference_level():

@@ -8,6 +8,7 @@ from analysis.survival.competing import (
     fit_fine_gray,
 )
 from analysis.survival.cox import CoxResult, fit_cox, fit_cox_time_varying
+from analysis.survival.icph import IntervalCoxResult, fit_interval_cox
 from analysis.survival.interval import TurnbullResult, turnbull
 from analysis.survival.nonparametric import (
     KaplanMeierResult,
@@ -23,6 +24,7 @@ __all__ = [
     "CoxResult",
     "CumulativeIncidenceResult",
     "FineGrayResult",
+    "IntervalCoxResult",
     "KaplanMeierResult",
     "LogrankResult",
     "RmstResult",
@@ -32,6 +34,7 @@ __all__ = [
     "fit_cox",
     "fit_cox_time_varying",
     "fit_fine_gray",
+    "fit_interval_cox",
     "kaplan_meier",
     "logrank_test",
     "rmst_difference",
