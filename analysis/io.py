@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import csv
 import datetime
+import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
-import pyarrow
-import pyarrow.csv
 import yaml
 
-from analysis.clean import SOURCE_ROW, TABLE_ORDER, column_specs
+from analysis.clean import SOURCE_ROW, TABLE_ORDER, UNIT_SUFFIXES, column_specs
 from analysis.errors import DataError, ParameterError
-from analysis.schema import CANONICAL_TABLES, Participants
+from analysis.redcap import allow_large_csv_cells, read_redcap
+from analysis.schema import CANONICAL_TABLES, Participants, column_names
 
 RAW_SUFFIXES = (".csv", ".parquet", ".xlsx")
 TEXT_DTYPE = pd.StringDtype("pyarrow")
@@ -66,6 +68,40 @@ class TableSource:
     columns: dict[str, str] = field(default_factory=dict)  # canonical -> source column
     units: dict[str, str] = field(default_factory=dict)  # canonical column -> declared unit
     sheet: str | int | None = None
+    encoding: str | None = None  # of a CSV; None: UTF-8
+
+
+MAPPING_TABLE_KEYS = ("file", "columns", "units", "sheet", "encoding")
+
+
+def file_in_folder(folder: Path, name, what: str) -> Path:
+    """`folder / name`, refused when it resolves outside `folder` (absolute, `..`, a symlink)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ParameterError(f"{what}: expected a file name, got {name!r}")
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise DataError(
+            f"{what} {name!r} is outside the raw data folder",
+            file=str(folder),
+            hint="put the file in the --raw folder and name it relative to it",
+        )
+    return path
+
+
+def _mapping_entry(table: str, spec) -> dict:
+    """One table's block of a mapping file, checked for shape (one-line errors, no KeyError)."""
+    if not isinstance(spec, dict) or "file" not in spec:
+        raise ParameterError(f"mapping for {table}: expected a block with at least `file:`")
+    unknown = sorted(set(spec) - set(MAPPING_TABLE_KEYS))
+    if unknown:
+        raise ParameterError(
+            f"mapping for {table}: unknown key(s) {', '.join(unknown)} "
+            f"(known: {', '.join(MAPPING_TABLE_KEYS)})"
+        )
+    for key in ("columns", "units"):
+        if not isinstance(spec.get(key) or {}, dict):
+            raise ParameterError(f"mapping for {table}: `{key}` must map names to names")
+    return spec
 
 
 def table_sources(raw_dir: Path, mapping: dict | None) -> dict[str, TableSource]:
@@ -76,16 +112,26 @@ def table_sources(raw_dir: Path, mapping: dict | None) -> dict[str, TableSource]
             file=str(raw_dir),
             hint="pass --raw with the folder holding the study export",
         )
-    declared = (mapping or {}).get("tables", {})
+    declared = (mapping or {}).get("tables") or {}
+    if not isinstance(declared, dict):
+        raise ParameterError("mapping: `tables` must map table names to blocks")
+    unknown = sorted(set(declared) - set(TABLE_ORDER))
+    if unknown:
+        raise ParameterError(
+            f"mapping: unknown table(s) {', '.join(unknown)} (known: {', '.join(TABLE_ORDER)})"
+        )
+    default_encoding = (mapping or {}).get("encoding")
     sources = {}
     for table in TABLE_ORDER:
         spec = declared.get(table)
         if spec:
+            spec = _mapping_entry(table, spec)
             sources[table] = TableSource(
-                raw_dir / spec["file"],
-                spec.get("columns", {}),
-                spec.get("units", {}),
+                file_in_folder(raw_dir, spec["file"], f"the mapping's file for {table}"),
+                {str(k): str(v) for k, v in (spec.get("columns") or {}).items()},
+                {str(k): str(v) for k, v in (spec.get("units") or {}).items()},
                 spec.get("sheet"),
+                spec.get("encoding", default_encoding),
             )
             continue
         candidates = [raw_dir / f"{table}{suffix}" for suffix in RAW_SUFFIXES]
@@ -96,86 +142,148 @@ def table_sources(raw_dir: Path, mapping: dict | None) -> dict[str, TableSource]
                 file=str(candidates[0]),
                 hint="name it so, or describe the export in a --mapping file",
             )
-        sources[table] = TableSource(found)
+        sources[table] = TableSource(found, encoding=default_encoding)
     return sources
 
 
 # --- readers ----------------------------------------------------------------------------------
 
 
-def _first_malformed_row(path: Path) -> tuple[int | None, str]:
-    """Locate the first row whose field count differs from the header (for the error message)."""
+# Delimiters a CSV export may use (Excel in a decimal-comma locale writes ";").
+CSV_DELIMITERS = (",", ";", "\t", "|")
+UTF8_HINT = (
+    "save it as UTF-8, or declare its encoding (e.g. `encoding: cp1252` for a Windows/Excel "
+    "export) for this table in the --mapping file"
+)
+
+
+def _decode(payload: bytes, path: Path, encoding: str | None) -> str:
+    """The file's text: in the declared encoding, else UTF-8 (a byte-order mark is dropped)."""
+    codec = encoding or "UTF-8"
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle, strict=True)
-            header = next(reader)
-            for record in reader:
-                if len(record) != len(header):
-                    return (
-                        reader.line_num,
-                        f"{len(record)} fields where the header has {len(header)}",
-                    )
-    except csv.Error as error:
-        return reader.line_num, str(error)
-    except UnicodeDecodeError:
-        return None, "not UTF-8 text"
-    return None, "unreadable CSV"
-
-
-def _quote_count(path: Path) -> int:
-    """Double quotes in the file: an odd count means a quoted cell never closes (truncation)."""
-    count = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 24):
-            count += chunk.count(b'"')
-    return count
-
-
-def read_csv_text(path: Path) -> pd.DataFrame:
-    """A CSV as text cells; malformed files raise DataError naming the row."""
-    with path.open("rb") as handle:
-        head = handle.read(65536)
-    if not head.strip():
-        raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
-    if b"\x00" in head:
-        raise DataError("this is not a text CSV (binary content)", file=str(path))
-    if _quote_count(path) % 2:
-        row, problem = _first_malformed_row(path)
-        raise DataError(
-            f"malformed CSV: {problem}",
-            file=str(path),
-            row=row,
-            hint="a quoted cell never closes; the file may be truncated",
-        )
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle))
-        # Every column read as text, empty cells as "", kept in Arrow memory: cleaning's string
-        # work then runs vectorized instead of over Python objects.
-        table = pyarrow.csv.read_csv(
-            path,
-            convert_options=pyarrow.csv.ConvertOptions(
-                column_types={name: pyarrow.string() for name in header},
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        frame = table.to_pandas(types_mapper={pyarrow.string(): TEXT_DTYPE}.get)
-    except (
-        pyarrow.ArrowInvalid,
-        UnicodeDecodeError,
-        ValueError,
-        StopIteration,
-        csv.Error,
-    ) as error:
-        row, problem = _first_malformed_row(path)
-        raise DataError(
-            f"malformed CSV: {problem or error}",
-            file=str(path),
-            row=row,
-            hint="the file may be truncated; re-export it",
+        text = payload.decode(codec)
+    except LookupError:
+        raise ParameterError(
+            f"unknown encoding {encoding!r} declared for {path.name}; use a Python codec "
+            "name such as utf-8, cp1252 or latin-1"
         ) from None
-    return frame.fillna("")
+    except UnicodeDecodeError as error:
+        prefix = payload[: error.start].decode(codec, errors="replace")
+        # The bad byte belongs to the last (partial) record of the text before it.
+        row = len(list(csv.reader(StringIO(prefix + "x", newline=""))))
+        raise DataError(
+            f"byte 0x{payload[error.start]:02x} at offset {error.start} is not {codec} text",
+            file=str(path),
+            row=row,
+            hint=UTF8_HINT if encoding is None else "check the encoding declared in the mapping",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _delimiter(header_line: str) -> str:
+    """The delimiter that splits the header into the most fields (comma on a tie)."""
+    counts = {
+        delimiter: len(next(csv.reader([header_line], delimiter=delimiter), []))
+        for delimiter in CSV_DELIMITERS
+    }
+    return max(CSV_DELIMITERS, key=lambda delimiter: counts[delimiter])
+
+
+def _header_names(header: list[str], path: Path) -> list[str]:
+    """Header names as written (outer spaces dropped); a name used twice is refused."""
+    names = [name.strip() for name in header]
+    seen: set[str] = set()
+    for name in names:
+        if name and name in seen:
+            raise DataError(
+                "the header names this column twice",
+                file=str(path),
+                row=1,
+                column=name,
+                hint="rename or delete one of the two columns",
+            )
+        seen.add(name)
+    return names
+
+
+def _csv_records(text: str, path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data records and each record's spreadsheet row (blank lines count as rows)."""
+    allow_large_csv_cells()
+    first_line = text.split("\n", 1)[0]
+    reader = csv.reader(StringIO(text, newline=""), delimiter=_delimiter(first_line), strict=True)
+    header: list[str] | None = None
+    records: list[list[str]] = []
+    rows: list[int] = []
+    row = 0
+    try:
+        for record in reader:
+            row += 1
+            if header is None:
+                header = _header_names(record, path)
+                continue
+            if not any(cell.strip() for cell in record):
+                continue  # a blank line: a blank spreadsheet row, no data
+            width = len(header)
+            if len(record) > width and not any(cell.strip() for cell in record[width:]):
+                record = record[:width]  # trailing empty cells some exporters add
+            if len(record) != width:
+                raise DataError(
+                    f"malformed CSV: {len(record)} fields where the header has {width}",
+                    file=str(path),
+                    row=row,
+                    hint="a cell holds an unquoted delimiter or quote, or the file is truncated",
+                )
+            records.append(record)
+            rows.append(row)
+    except csv.Error as error:
+        raise DataError(
+            f"malformed CSV: {error}",
+            file=str(path),
+            row=row + 1,
+            hint="a quoted cell never closes, or text follows a closing quote; "
+            "the file may be truncated",
+        ) from None
+    if header is None:
+        raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
+    return header, records, rows
+
+
+def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
+    """A CSV as text cells plus `source_row`; malformed files raise DataError naming the row.
+
+    The csv module reads the cells (quoted cells may span lines and be any size), so row numbers
+    are exact and nothing is type-guessed: ids such as 00017 stay text.
+    """
+    payload = path.read_bytes()
+    if not payload.strip():
+        raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
+    if b"\x00" in payload[:65536]:
+        raise DataError("this is not a text CSV (binary content)", file=str(path))
+    text = _decode(payload, path, encoding)
+    header, records, rows = _csv_records(text, path)
+    unnamed = [
+        position
+        for position, name in enumerate(header)
+        if not name and any(record[position].strip() for record in records)
+    ]
+    if unnamed:
+        raise DataError(
+            f"column {unnamed[0] + 1} holds values but has no name",
+            file=str(path),
+            row=1,
+            hint="give it a header, or delete it",
+        )
+    columns = list(zip(*records, strict=True)) if records else [()] * len(header)
+    frame = pd.DataFrame(
+        {
+            name: pd.array(list(cells), dtype=TEXT_DTYPE)
+            for name, cells in zip(header, columns, strict=True)
+            if name
+        },
+        index=pd.RangeIndex(len(records)),
+    )
+    frame[SOURCE_ROW] = pd.array(rows, dtype="int64")
+    return frame
 
 
 def _text_cell(value) -> str:
@@ -206,36 +314,104 @@ def _frame_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return text.astype(TEXT_DTYPE)
 
 
-def read_table_file(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
+def _sheet_as_text(path: Path, sheet: str | int | None) -> pd.DataFrame:
+    """An XLSX sheet as text cells; the first row is the header, rows keep their sheet number."""
+    cells = pd.read_excel(path, sheet_name=sheet or 0, dtype=object, header=None)
+    if cells.empty:
+        raise DataError("the sheet is empty", file=str(path), hint="export it with a header row")
+    header = _header_names([_text_cell(value) for value in cells.iloc[0]], path)
+    body = _frame_as_text(cells.iloc[1:])
+    body.columns = header
+    body = body.loc[:, [bool(name) for name in header]]
+    body[SOURCE_ROW] = cells.index[1:] + 1
+    blank = (body.drop(columns=SOURCE_ROW) == "").all(axis=1)
+    return body[~blank].reset_index(drop=True)
+
+
+def read_table_file(
+    path: Path, sheet: str | int | None = None, encoding: str | None = None
+) -> pd.DataFrame:
     """Read a CSV, XLSX or parquet file as text cells with `source_row`."""
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = read_csv_text(path)
-        elif suffix == ".parquet":
-            frame = _frame_as_text(pd.read_parquet(path))
-        elif suffix in (".xlsx", ".xlsm"):
-            frame = _frame_as_text(pd.read_excel(path, sheet_name=sheet or 0, dtype=object))
-        else:
-            raise DataError(
-                f"unsupported file type {suffix!r}", file=str(path), hint="use CSV, XLSX or parquet"
-            )
-    except DataError:
+            return read_csv_text(path, encoding)
+        if suffix in (".xlsx", ".xlsm"):
+            return _sheet_as_text(path, sheet)
+        if suffix == ".parquet":
+            frame = _frame_as_text(pd.read_parquet(path)).reset_index(drop=True)
+            frame[SOURCE_ROW] = frame.index + 2
+            return frame
+    except (DataError, ParameterError):
         raise
     except Exception as error:  # noqa: BLE001 - any reader failure becomes one clear line
         raise DataError(
             f"cannot read the file ({type(error).__name__}: {error})", file=str(path)
         ) from None
-    frame = frame.reset_index(drop=True)
-    frame[SOURCE_ROW] = frame.index + 2
-    return frame
+    raise DataError(
+        f"unsupported file type {suffix!r}", file=str(path), hint="use CSV, XLSX or parquet"
+    )
+
+
+def header_key(name: str) -> str:
+    """A column name as compared: case, outer spaces and inner space/hyphen runs ignored."""
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+def _match_columns(table: str, frame: pd.DataFrame, source: TableSource) -> dict[str, str]:
+    """Source column -> canonical name: the mapping's names first, then names equal up to case
+    and spacing. Two source columns for one canonical column are refused."""
+    by_key: dict[str, list[str]] = {}
+    for name in frame.columns:
+        if name != SOURCE_ROW:
+            by_key.setdefault(header_key(name), []).append(name)
+    renames: dict[str, str] = {}
+    for spec in column_specs(CANONICAL_TABLES[table]):
+        wanted = source.columns.get(spec.name, spec.name)
+        candidates = by_key.get(header_key(wanted), [])
+        exact = [name for name in candidates if name == wanted]
+        if len(candidates) > 1 and not exact:
+            raise DataError(
+                f"columns {', '.join(map(repr, candidates))} all read as {spec.name!r}",
+                file=str(source.path),
+                row=1,
+                column=candidates[0],
+                hint="delete or rename all but one, or map one in a --mapping file",
+            )
+        if candidates:
+            renames[(exact or candidates)[0]] = spec.name
+        elif spec.name in source.columns:
+            raise DataError(
+                f"column {wanted!r}, mapped to {spec.name}, is not in the file",
+                file=str(source.path),
+                row=1,
+                column=wanted,
+                hint="correct the column name in the --mapping file",
+            )
+    return renames
 
 
 def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) -> pd.DataFrame:
-    """Rename mapped columns to canonical names, tag declared units, check required columns."""
-    renamed = frame.rename(columns={src: dst for dst, src in source.columns.items()})
+    """Rename mapped columns to canonical names, tag declared units, check required columns.
+
+    Header names match canonical (or mapped) names regardless of case and spacing, so an
+    optional column spelled `Withdrawn_On ` is read, not silently left empty.
+    """
+    for canonical in source.columns:
+        if canonical not in column_names(CANONICAL_TABLES[table]):
+            raise ParameterError(
+                f"the mapping for {table} maps an unknown column {canonical!r} "
+                f"(known: {', '.join(column_names(CANONICAL_TABLES[table]))})"
+            )
+    renames = _match_columns(table, frame, source)
+    canonical_names = set(column_names(CANONICAL_TABLES[table]))
+    # A source column that happens to carry a canonical name but maps elsewhere is left out.
+    unmatched = [
+        name for name in frame.columns if name not in renames and name in canonical_names
+    ]
+    renamed = frame.drop(columns=unmatched).rename(columns=renames)
     for spec in column_specs(CANONICAL_TABLES[table]):
         if spec.name not in renamed.columns:
             if spec.required:
@@ -252,9 +428,20 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
             raise ParameterError(
                 f"unknown unit {unit!r} for {column}; use one of {sorted(DECLARABLE_UNITS)}"
             )
-        values = renamed[column]
+        if column not in UNIT_SUFFIXES:
+            raise ParameterError(
+                f"a unit is declared for {column}, which takes none; "
+                f"units apply to {', '.join(sorted(UNIT_SUFFIXES))}"
+            )
+        suffix = DECLARABLE_UNITS[unit]
+        if suffix not in UNIT_SUFFIXES[column]:
+            raise ParameterError(
+                f"unit {unit!r} does not fit {column} "
+                f"(it takes {', '.join(sorted(UNIT_SUFFIXES[column]))})"
+            )
+        values = renamed[column].astype(TEXT_DTYPE).fillna("")
         bare = (values.str.strip() != "") & ~values.str.contains("[a-zA-Z]", regex=True)
-        renamed.loc[bare, column] = values[bare] + " " + DECLARABLE_UNITS[unit]
+        renamed.loc[bare, column] = values[bare] + " " + suffix
     return renamed
 
 
@@ -274,7 +461,7 @@ def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
         return read_redcap_study(raw_dir, mapping["redcap"])
     tables, files = {}, {}
     for table, source in table_sources(raw_dir, mapping).items():
-        frame = read_table_file(source.path, source.sheet)
+        frame = read_table_file(source.path, source.sheet, source.encoding)
         tables[table] = canonical_raw_table(table, frame, source)
         files[table] = source.path.name
     return RawStudy(tables, files)
@@ -286,17 +473,22 @@ def read_redcap_study(raw_dir: Path, spec: dict) -> RawStudy:
     Values the REDCap reader rejected against the data dictionary are already missing in the
     instrument frames; its quarantine entries are carried along under the canonical table name.
     """
-    from analysis.redcap import read_redcap
-
-    data_file = raw_dir / spec["data"]
+    if not isinstance(spec, dict) or not {"data", "dictionary", "tables"} <= set(spec):
+        raise ParameterError("mapping: a `redcap` block needs `data`, `dictionary` and `tables`")
+    data_file = file_in_folder(raw_dir, spec["data"], "the REDCap data file")
     export = read_redcap(
         data_file,
-        raw_dir / spec["dictionary"],
-        raw_dir / spec["event_mapping"] if spec.get("event_mapping") else None,
+        file_in_folder(raw_dir, spec["dictionary"], "the REDCap data dictionary"),
+        file_in_folder(raw_dir, spec["event_mapping"], "the REDCap event mapping")
+        if spec.get("event_mapping")
+        else None,
+        encoding=spec.get("encoding"),
     )
     tables, files, table_of_instrument = {}, {}, {}
     for table in TABLE_ORDER:
-        target = spec["tables"][table]
+        target = spec["tables"].get(table)
+        if not isinstance(target, dict) or "instrument" not in target:
+            raise ParameterError(f"mapping: redcap table {table} needs an `instrument`")
         if target["instrument"] not in export.instruments:
             raise DataError(
                 f"instrument {target['instrument']!r} not in the export",
