@@ -118,8 +118,10 @@ def test_clean_rows_pass_unchanged(params):
 
 
 def test_units_formats_flags_case_and_whitespace_are_fixed_and_counted(params):
+    # One date per column settles no day/month order, so this export declares it.
+    declared = params | {"clean": params["clean"] | {"date_order": "day_first"}}
     result = clean_all(
-        params,
+        declared,
         participants=[
             participant(
                 " p001 ",
