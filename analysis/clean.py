@@ -367,32 +367,58 @@ def _read_with_mark(numbers: pd.Series, mark: str) -> tuple[pd.Series, pd.Series
     return to_float(plain.where(valid, "")), grouped
 
 
-def read_number_texts(numbers: pd.Series, ledger: _Ledger, column: str) -> pd.Series:
+@dataclass
+class NumberReading:
+    """Number texts read by the column's decimal mark, with what each reading involved."""
+
+    numbers: pd.Series
+    decimal_comma: pd.Series
+    thousands_separator: pd.Series
+    ambiguous: pd.Series
+
+
+def read_number_texts(numbers: pd.Series) -> NumberReading:
     """Number texts as floats, by the decimal mark the column itself proves.
 
     A comma is a decimal comma only when the whole column says so; where the column proves
-    both marks, a value whose own text does not settle it is quarantined as ambiguous.
+    both marks, a value whose own text does not settle it is left unread (ambiguous).
     """
     mark, comma_proof, point_proof = decimal_mark(numbers)
+    no = pd.Series(False, index=numbers.index)
     if mark is not None:
         parsed, grouped = _read_with_mark(numbers, mark)
-        if mark == ",":
-            ledger.fix("decimal_comma", numbers.str.contains(",", regex=False).sum())
-        ledger.fix("thousands_separator", grouped.sum())
-        return parsed
+        comma = numbers.str.contains(",", regex=False).fillna(False) if mark == "," else no
+        read = parsed.notna()
+        return NumberReading(parsed, comma & read, grouped & read, no)
     by_comma, _ = _read_with_mark(numbers, ",")
     by_point, _ = _read_with_mark(numbers, ".")
     parsed = by_point.where(~comma_proof, by_comma)
-    ledger.fix("decimal_comma", comma_proof.sum())
     separated = numbers.str.contains(r"[.,]", regex=True) & ~comma_proof & ~point_proof
-    ledger.reject_values(
-        separated,
+    return NumberReading(parsed.where(~separated), comma_proof, no, separated.fillna(False))
+
+
+def _read_numbers_with_units(values: pd.Series, spec: ColumnSpec, ledger: _Ledger):
+    """(numbers, unit text, ambiguous) for cells not all plain numbers, over distinct texts."""
+    codes, uniques = pd.factorize(values)
+    distinct = pd.Series(uniques, dtype=TEXT_DTYPE)
+    parts = distinct.str.extract(NUMBER_AND_UNIT)
+    reading = read_number_texts(parts["number"].fillna("").astype(TEXT_DTYPE))
+
+    def per_row(series: pd.Series) -> pd.Series:
+        return pd.Series(series.to_numpy()[codes], index=values.index)
+
+    ledger.fix("decimal_comma", per_row(reading.decimal_comma).sum())
+    ledger.fix("thousands_separator", per_row(reading.thousands_separator).sum())
+    ambiguous = per_row(reading.ambiguous)
+    ledger.reject(
+        spec,
+        ambiguous,
         "ambiguous_number",
-        column,
-        numbers,
+        values,
         "the column uses both decimal commas and decimal points; this value reads either way",
     )
-    return parsed.where(~separated)
+    numbers = per_row(reading.numbers.astype(float))
+    return numbers, per_row(parts["unit"].fillna("").str.lower().astype(object)), ambiguous
 
 
 def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
@@ -401,10 +427,13 @@ def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: 
     A number without a unit in a minutes-prone column at or above the threshold is minutes; an
     explicit unit is never re-read. Sentinel codes (params `missing_sentinels`) are missing.
     """
-    parts = values.str.extract(NUMBER_AND_UNIT)
-    number_text, unit_text = parts["number"].fillna(""), parts["unit"].fillna("").str.lower()
-    numbers = read_number_texts(number_text.astype(TEXT_DTYPE), ledger, spec.name)
-    numbers = pd.Series(numbers.to_numpy(dtype=float), index=values.index)
+    numbers = to_float(values)
+    if (numbers.notna() | (values == "")).all():
+        # Plain decimal numbers only (the usual case): no separators or units to weigh.
+        unit_text = pd.Series("", index=values.index)
+        ambiguous = pd.Series(False, index=values.index)
+    else:
+        numbers, unit_text, ambiguous = _read_numbers_with_units(values, spec, ledger)
     sentinel = numbers.isin([float(code) for code in params.get("missing_sentinels", ())])
     ledger.reject(
         spec,
@@ -415,7 +444,7 @@ def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: 
     )
     numbers = numbers.where(~sentinel)
     units = UNIT_SUFFIXES.get(spec.name, {})
-    factor = unit_text.map(lambda unit: 1.0 if unit == "" else units.get(unit, np.nan))
+    factor = unit_text.map({"": 1.0, **units})
     numbers = numbers * factor.to_numpy(dtype=float)
     for unit, count in unit_text[numbers.notna()].value_counts().items():
         if unit and units[unit] != 1.0:
@@ -424,7 +453,7 @@ def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: 
         minutes = (unit_text == "") & (numbers >= params["sitting_minutes_threshold"])
         numbers = numbers.where(~minutes, numbers / 60)
         ledger.fix("sitting_minutes_to_hours", minutes.sum())
-    not_number = numbers.isna() & (values != "") & ~sentinel
+    not_number = numbers.isna() & (values != "") & ~sentinel & ~ambiguous
     ledger.reject(spec, not_number, "not_a_number", values, "not a number in a known unit")
     out_of_range = pd.Series(False, index=values.index)
     if spec.low is not None:

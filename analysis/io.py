@@ -220,12 +220,15 @@ def _csv_records(text: str, path: Path) -> tuple[list[str], list[list[str]], lis
             row += 1
             if header is None:
                 header = _header_names(record, path)
+                width = len(header)
                 continue
-            if not any(cell.strip() for cell in record):
-                continue  # a blank line: a blank spreadsheet row, no data
-            width = len(header)
-            if len(record) > width and not any(cell.strip() for cell in record[width:]):
-                record = record[:width]  # trailing empty cells some exporters add
+            if len(record) != width:
+                if not "".join(record).strip():
+                    continue  # a blank line: a blank spreadsheet row, no data
+                if len(record) > width and not "".join(record[width:]).strip():
+                    record = record[:width]  # trailing empty cells some exporters add
+            elif not "".join(record).strip():
+                continue
             if len(record) != width:
                 raise DataError(
                     f"malformed CSV: {len(record)} fields where the header has {width}",
