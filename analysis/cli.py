@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -151,12 +153,13 @@ def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict) -> dict:
     result = clean_study(
         raw_study.tables, raw_study.files, params, as_of, reader_quarantine=raw_study.quarantine
     )
-    # Everything is computed before the first write, so a failure leaves no partial outputs.
-    for table, frame in result.tables.items():
-        io.write_parquet(frame, out / f"{table}.parquet")
-    io.write_parquet(result.quarantine, out / "quarantine.parquet")
-    io.write_json(result.report, out / "cleaning_report.json")
-    io.write_text(cleaning_report_markdown(result.report), out / "cleaning_report.md")
+    # Written into a sibling folder that replaces `out` whole: never old and new tables mixed.
+    with io.stage_folder(out, "clean") as staging:
+        for table, frame in result.tables.items():
+            io.write_parquet(frame, staging / f"{table}.parquet")
+        io.write_parquet(result.quarantine, staging / "quarantine.parquet")
+        io.write_json(result.report, staging / "cleaning_report.json")
+        io.write_text(cleaning_report_markdown(result.report), staging / "cleaning_report.md")
     return result.report
 
 
@@ -203,9 +206,10 @@ def run_derive(clean_dir: Path, out: Path, params: dict):
     frames = derive_recovery(
         tables["participants"], tables["diary"], tables["sessions"], tables["assessments"], params
     )
-    io.write_parquet(frames.recovery, out / "recovery.parquet")
-    io.write_parquet(frames.weekly_intervals, out / "weekly_intervals.parquet")
-    io.write_parquet(frames.weekly_trajectories, out / "weekly_trajectories.parquet")
+    with io.stage_folder(out, "derive") as staging:
+        io.write_parquet(frames.recovery, staging / "recovery.parquet")
+        io.write_parquet(frames.weekly_intervals, staging / "weekly_intervals.parquet")
+        io.write_parquet(frames.weekly_trajectories, staging / "weekly_trajectories.parquet")
     return frames
 
 
@@ -244,20 +248,47 @@ def derive(
 
 
 TIMELINE_MODEL_FILE = "timeline_model.json"
+METRICS_STAGED = ".metrics.json.staged"
+# Below this no survival model is defined (a hazard ratio compares people).
+MIN_PARTICIPANTS_TO_FIT = 2
 
 
 def run_fit(processed: Path, models_dir: Path, metrics_path: Path, params: dict):
     from analysis.fit import run_models
 
     frames = io.read_stage_frames(processed, io.DERIVED_FRAMES, "derive")
-    outputs = run_models(
-        frames["recovery"], frames["weekly_intervals"], frames["weekly_trajectories"], params
+    recovery = frames["recovery"]
+    size = (
+        f"{len(recovery)} participant(s), {int(recovery[Recovery.recovered].sum())} recovered, "
+        f"{recovery[Recovery.adherence_group].nunique()} adherence group(s)"
     )
-    for name, table in outputs.tables.items():
-        io.write_csv(table, models_dir / f"{name}.csv")
-    if outputs.timeline_model is not None:
-        io.write_json(outputs.timeline_model, models_dir / TIMELINE_MODEL_FILE)
-    io.write_json(outputs.metrics, metrics_path)
+    if len(recovery) < MIN_PARTICIPANTS_TO_FIT or not recovery[Recovery.recovered].any():
+        raise GaRehabError(
+            f"nothing to fit: the study has {size}; the models need at least "
+            f"{MIN_PARTICIPANTS_TO_FIT} participants and one recovery (check the cleaning "
+            "report for participants quarantined, or the export for missing visits)"
+        )
+    try:
+        outputs = run_models(
+            recovery, frames["weekly_intervals"], frames["weekly_trajectories"], params
+        )
+    except GaRehabError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a model library's failure, said in study terms
+        raise GaRehabError(
+            f"the models could not be fitted on this study ({size}): "
+            f"{type(error).__name__}: {error}. A study this small or this uniform cannot "
+            "support them; check the cleaning report for participants lost, or run with "
+            "--debug for the traceback"
+        ) from error
+    # The metrics file sits outside the models folder: staged with it, moved in right after.
+    with io.stage_folder(models_dir, "fit") as staging:
+        for name, table in outputs.tables.items():
+            io.write_csv(table, staging / f"{name}.csv")
+        if outputs.timeline_model is not None:
+            io.write_json(outputs.timeline_model, staging / TIMELINE_MODEL_FILE)
+        io.write_json(outputs.metrics, staging / METRICS_STAGED)
+    io.replace_entry(models_dir / METRICS_STAGED, metrics_path)
     return outputs
 
 
@@ -349,19 +380,41 @@ def run_report(
     repo: Path,
     overrides: dict,
 ) -> list:
-    from analysis.report import render_all
+    from analysis.report import ReportError, render_all
 
-    return render_all(
-        raw=raw,
-        interim=data / "interim",
-        processed=data / "processed",
-        models=reports / "models",
-        reports=reports,
-        params_file=params,
-        notebooks=notebooks,
-        overrides=overrides,
-        repo=repo,
-    )
+    # Rendered beside the old reports, which are replaced only once every report succeeded.
+    with io.stage_entries(reports, "report") as staging:
+        try:
+            rendered = render_all(
+                raw=raw,
+                interim=data / "interim",
+                processed=data / "processed",
+                models=reports / "models",
+                reports=staging,
+                params_file=params,
+                notebooks=notebooks,
+                overrides=overrides,
+                repo=repo,
+            )
+        except ReportError as error:
+            raise ReportError(_keep_failed_notebooks(str(error), staging, reports)) from None
+    return [
+        replace(
+            report,
+            html=reports / report.html.relative_to(staging),
+            tables_dir=reports / report.tables_dir.relative_to(staging),
+            executed=reports / report.executed.relative_to(staging),
+        )
+        for report in rendered
+    ]
+
+
+def _keep_failed_notebooks(message: str, staging: Path, reports: Path) -> str:
+    """Move a failed run's executed notebooks where the message says they are kept."""
+    for failed in staging.glob("executed/*.failed.ipynb"):
+        (reports / "executed").mkdir(parents=True, exist_ok=True)
+        os.replace(failed, reports / "executed" / failed.name)
+    return message.replace(str(staging), str(reports))
 
 
 def print_reports(rendered: list) -> None:

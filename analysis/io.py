@@ -6,14 +6,20 @@ Everything a reader returns is text (so cleaning sees exactly what the file says
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime
 import errno
+import fcntl
+import glob
 import json
 import os
 import re
-import tempfile
-from collections.abc import Callable
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
@@ -22,7 +28,7 @@ import pandas as pd
 import yaml
 
 from analysis.clean import SOURCE_ROW, TABLE_ORDER, UNIT_SUFFIXES, column_specs
-from analysis.errors import DataError, ParameterError
+from analysis.errors import DataError, OutputError, ParameterError
 from analysis.redcap import allow_large_csv_cells, read_redcap
 from analysis.schema import CANONICAL_TABLES, Participants, column_names
 
@@ -260,9 +266,11 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
     payload = path.read_bytes()
     if not payload.strip():
         raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
-    if b"\x00" in payload[:65536]:
-        raise DataError("this is not a text CSV (binary content)", file=str(path))
+    if encoding is None and payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"  # Excel's "Unicode text": the byte-order mark says so
     text = _decode(payload, path, encoding)
+    if "\x00" in text[:65536]:
+        raise DataError("this is not a text CSV (binary content)", file=str(path))
     header, records, rows = _csv_records(text, path)
     unnamed = [
         position
@@ -374,8 +382,7 @@ def _match_columns(table: str, frame: pd.DataFrame, source: TableSource) -> dict
     for spec in column_specs(CANONICAL_TABLES[table]):
         wanted = source.columns.get(spec.name, spec.name)
         candidates = by_key.get(header_key(wanted), [])
-        exact = [name for name in candidates if name == wanted]
-        if len(candidates) > 1 and not exact:
+        if len(candidates) > 1:
             raise DataError(
                 f"columns {', '.join(map(repr, candidates))} all read as {spec.name!r}",
                 file=str(source.path),
@@ -384,7 +391,7 @@ def _match_columns(table: str, frame: pd.DataFrame, source: TableSource) -> dict
                 hint="delete or rename all but one, or map one in a --mapping file",
             )
         if candidates:
-            renames[(exact or candidates)[0]] = spec.name
+            renames[candidates[0]] = spec.name
         elif spec.name in source.columns:
             raise DataError(
                 f"column {wanted!r}, mapped to {spec.name}, is not in the file",
@@ -411,9 +418,7 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
     renames = _match_columns(table, frame, source)
     canonical_names = set(column_names(CANONICAL_TABLES[table]))
     # A source column that happens to carry a canonical name but maps elsewhere is left out.
-    unmatched = [
-        name for name in frame.columns if name not in renames and name in canonical_names
-    ]
+    unmatched = [name for name in frame.columns if name not in renames and name in canonical_names]
     renamed = frame.drop(columns=unmatched).rename(columns=renames)
     for spec in column_specs(CANONICAL_TABLES[table]):
         if spec.name not in renamed.columns:
@@ -535,16 +540,26 @@ def read_stage_frames(folder: Path, names: tuple[str, ...], stage: str) -> dict[
 # --- atomic writers ---------------------------------------------------------------------------
 
 
+def _new_file_beside(path: Path) -> Path:
+    """An empty hidden file beside `path`, created with the umask's mode (not mkstemp's 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return temporary
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
+    temporary = _new_file_beside(path)
     try:
-        write(Path(temporary))
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
@@ -562,3 +577,138 @@ def write_text(text: str, path: Path) -> None:
 
 def write_json(content, path: Path) -> None:
     write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+# --- whole stage outputs: one writer at a time, all or nothing --------------------------------
+
+
+@contextmanager
+def output_lock(lock_path: Path, stage: str) -> Iterator[None]:
+    """Hold `lock_path` while a stage writes; a second writer is refused, told who holds it.
+
+    An OS lock (flock), so a writer killed with -9 releases it; the file's text names the
+    holder (stage, pid, host, start time) for the message the second writer gets.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 1000).decode("utf-8", "replace").strip()
+            os.close(handle)
+            raise OutputError(
+                f"another writer is busy with these outputs ({holder or 'just starting'}); "
+                f"wait for it to finish, or delete {lock_path} if that process is gone"
+            ) from None
+        try:
+            same_file = os.fstat(handle).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        os.close(handle)  # the previous holder removed the file as we opened it: lock the new one
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    os.ftruncate(handle, 0)
+    os.write(
+        handle, f"`{stage}`, pid {os.getpid()} on {socket.gethostname()} since {stamp}".encode()
+    )
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(handle)
+
+
+def _new_folder_beside(path: Path, role: str) -> Path:
+    """An empty hidden folder beside `path` (umask mode; mkdtemp would make it 0700)."""
+    while True:
+        folder = path.with_name(f".{path.name}.{role}-{secrets.token_hex(6)}")
+        try:
+            os.mkdir(folder, 0o777)
+        except FileExistsError:
+            continue
+        return folder
+
+
+def _leftovers(path: Path, role: str) -> list[Path]:
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.{role}-*"))
+
+
+def _recover_interrupted_swap(path: Path) -> None:
+    """A writer killed between the two renames of a swap leaves the old output retired: put it
+    back, and remove staging folders nobody is writing (the caller holds the lock)."""
+    retired = _leftovers(path, "old")
+    if not path.exists() and retired:
+        os.replace(retired[-1], path)
+    for leftover in _leftovers(path, "old") + _leftovers(path, "staging"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def replace_entry(staged: Path, final: Path) -> None:
+    """Put a fully written file or folder where the old one was; the old one goes only after."""
+    if staged.is_dir() and final.exists():
+        retired = _new_folder_beside(final, "old")
+        os.rmdir(retired)
+        os.replace(final, retired)
+        try:
+            os.replace(staged, final)
+        except BaseException:
+            os.replace(retired, final)
+            raise
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def _output_error(error: OSError, where: Path, existed: bool) -> OutputError:
+    kept = "the previous output is unchanged" if existed else "nothing was written"
+    advice = (
+        "free disk space and run again"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "check the folder's permissions and run again"
+    )
+    return OutputError(f"cannot write {where}: {error.strerror or error} ({kept}; {advice})")
+
+
+@contextmanager
+def stage_folder(final: Path, stage: str) -> Iterator[Path]:
+    """Yield an empty sibling folder to write a stage's outputs into; on success it replaces
+    `final` whole. A second writer is refused meanwhile; on any failure `final` is untouched
+    (a full disk or a permission problem is one OutputError saying so)."""
+    final = Path(final)
+    lock = final.with_name(f".{final.name}.lock")
+    with output_lock(lock, stage):
+        _recover_interrupted_swap(final)
+        if final.exists() and not final.is_dir():
+            raise OutputError(f"{final} is a file; the {stage} output must be a folder")
+        existed = final.exists()
+        staging = _new_folder_beside(final, "staging")
+        try:
+            yield staging
+            replace_entry(staging, final)
+        except OSError as error:
+            raise _output_error(error, final, existed) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def stage_entries(parent: Path, stage: str) -> Iterator[Path]:
+    """As `stage_folder` for a stage whose outputs share `parent` with others' (the reports):
+    each top-level file or folder written into the yielded folder replaces its namesake in
+    `parent` once all are written; nothing in `parent` changes if writing fails."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(parent / f".{stage}.lock", stage):
+        marker = parent / f".{stage}"
+        _recover_interrupted_swap(marker)
+        staging = _new_folder_beside(marker, "staging")
+        try:
+            yield staging
+            for entry in sorted(staging.iterdir()):
+                replace_entry(entry, parent / entry.name)
+        except OSError as error:
+            raise _output_error(error, parent, True) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -92,6 +92,50 @@ def _literal(text: str):
         return text
 
 
+# Types of the render options, which no notebook declares.
+RENDER_OPTION_EXAMPLES = {"site_reports": True, "jobs": 2, "timeout_seconds": 600}
+
+
+def _type_name(example) -> str:
+    if isinstance(example, bool):
+        return "true or false"
+    if isinstance(example, int):
+        return "a whole number"
+    if isinstance(example, float):
+        return "a number"
+    return {list: "a list", str: "text", dict: "a mapping"}.get(
+        type(example), type(example).__name__
+    )
+
+
+def _fits(value, example) -> bool:
+    if value is None or example is None:
+        return True
+    if isinstance(example, bool):
+        return isinstance(value, bool)
+    if isinstance(example, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(example, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(example))
+
+
+def check_parameter_types(block: Mapping, declared: Mapping[str, Mapping]) -> None:
+    """Each report option has the type of the notebooks' default (ten is not a cell size)."""
+    examples = dict(RENDER_OPTION_EXAMPLES)
+    for defaults in declared.values():
+        examples.update({k: v for k, v in defaults.items() if v is not None})
+    for key, value in block.items():
+        if key in examples and not _fits(value, examples[key]):
+            raise ParameterError(
+                f"report parameter {key}={value!r} must be {_type_name(examples[key])} "
+                f"(like {examples[key]!r}); set it in params.yaml's report block or with "
+                f"--param {key}=..."
+            )
+    if int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE)) < 1:
+        raise ParameterError("report parameter min_cell_size must be at least 1")
+
+
 def notebook_parameters(notebook: Path) -> dict[str, object]:
     """Names and literal defaults of a notebook's `parameters` cell (raises if there is not one)."""
     import nbformat
@@ -443,6 +487,7 @@ def report_jobs(
             f"unknown report parameter(s): {', '.join(unknown)} "
             f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
         )
+    check_parameter_types(block, declared)
     model_table_files(models)
     paths = {
         "raw_dir": None if raw is None else str(Path(raw).resolve()),
