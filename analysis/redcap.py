@@ -152,9 +152,7 @@ def read_redcap(
     `encoding` is the files' text encoding when it is not UTF-8 (e.g. cp1252).
     """
     data_csv, dictionary_csv = Path(data_csv), Path(dictionary_csv)
-    dictionary = normalise_dictionary(
-        _read_text_table(dictionary_csv, "data dictionary", encoding)
-    )
+    dictionary = normalise_dictionary(_read_text_table(dictionary_csv, "data dictionary", encoding))
     records = _read_text_table(data_csv, "records file", encoding)
     event_forms = None
     if event_mapping is not None:
