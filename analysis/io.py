@@ -25,6 +25,8 @@ from io import StringIO
 from pathlib import Path
 
 import pandas as pd
+import pyarrow
+import pyarrow.csv
 import yaml
 
 from analysis.clean import SOURCE_ROW, TABLE_ORDER, UNIT_SUFFIXES, column_specs
@@ -212,15 +214,21 @@ def _header_names(header: list[str], path: Path) -> list[str]:
     return names
 
 
-def _csv_records(text: str, path: Path) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data records and each record's spreadsheet row (blank lines count as rows)."""
+def _csv_records(
+    text: str, path: Path, strict: bool = True
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data records and each record's spreadsheet row (blank lines count as rows).
+
+    Strict first; text after a closing quote (`"word" more`) is then read as a spreadsheet
+    reads it (`word more`), but a quote left open at the end (a truncated file) is refused.
+    """
     allow_large_csv_cells()
     first_line = text.split("\n", 1)[0]
-    reader = csv.reader(StringIO(text, newline=""), delimiter=_delimiter(first_line), strict=True)
+    reader = csv.reader(StringIO(text, newline=""), delimiter=_delimiter(first_line), strict=strict)
     header: list[str] | None = None
     records: list[list[str]] = []
     rows: list[int] = []
-    row = 0
+    row = width = 0
     try:
         for record in reader:
             row += 1
@@ -245,37 +253,101 @@ def _csv_records(text: str, path: Path) -> tuple[list[str], list[list[str]], lis
             records.append(record)
             rows.append(row)
     except csv.Error as error:
+        if strict and "expected after" in str(error):
+            return _csv_records(text, path, strict=False)
         raise DataError(
             f"malformed CSV: {error}",
             file=str(path),
             row=row + 1,
-            hint="a quoted cell never closes, or text follows a closing quote; "
-            "the file may be truncated",
+            hint="a quoted cell never closes; the file may be truncated",
         ) from None
     if header is None:
         raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
     return header, records, rows
 
 
+def _records_frame(header: list[str], records: list[list[str]], rows: list[int]) -> pd.DataFrame:
+    columns = list(zip(*records, strict=True)) if records else [()] * len(header)
+    frame = pd.DataFrame(
+        {i: pd.array(list(cells), dtype=TEXT_DTYPE) for i, cells in enumerate(columns)},
+        index=pd.RangeIndex(len(records)),
+    ).set_axis(header, axis=1)
+    frame[SOURCE_ROW] = pd.array(rows, dtype="int64")
+    return frame
+
+
+def _arrow_csv(payload: bytes, encoding: str | None) -> pd.DataFrame | None:
+    """The fast reader (Arrow) for the usual file; None where only the exact reader can say.
+
+    Arrow reads a quoted cell left open at the end of the file as if it closed there, so a
+    file that may end inside a quote (odd quote count, a quote on the last line, a last cell
+    running over lines without a closing quote) goes to the exact reader, as any Arrow error.
+    """
+    tail = payload.rstrip(b"\r\n")
+    closed = tail.endswith(b'"')
+    if payload.count(b'"') % 2 or (b'"' in tail.rsplit(b"\n", 1)[-1] and not closed):
+        return None
+    head = payload[:65536].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
+    delimiter = _delimiter(head.split("\n", 1)[0])
+    width = len(next(csv.reader([head.split("\n", 1)[0]], delimiter=delimiter)))
+    try:
+        table = pyarrow.csv.read_csv(
+            pyarrow.py_buffer(payload),
+            read_options=pyarrow.csv.ReadOptions(
+                autogenerate_column_names=True, encoding=encoding or "utf8"
+            ),
+            # Blank lines kept as empty rows, so row i is spreadsheet row i + 1.
+            parse_options=pyarrow.csv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=False
+            ),
+            convert_options=pyarrow.csv.ConvertOptions(
+                column_types={f"f{i}": pyarrow.string() for i in range(width)},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pyarrow.ArrowInvalid, UnicodeDecodeError, LookupError):
+        return None
+    if table.num_columns != width or table.num_rows == 0:
+        return None
+    if not closed and "\n" in table.column(width - 1)[-1].as_py():
+        return None  # the last cell ran to the end of the file: a quote opened, never closed
+    return table.to_pandas(types_mapper={pyarrow.string(): TEXT_DTYPE}.get)
+
+
 def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
     """A CSV as text cells plus `source_row`; malformed files raise DataError naming the row.
 
-    The csv module reads the cells (quoted cells may span lines and be any size), so row numbers
-    are exact and nothing is type-guessed: ids such as 00017 stay text.
+    Quoted cells may span lines and be of any size; nothing is type-guessed (ids such as 00017
+    stay text); `source_row` is the spreadsheet's row (blank lines count). Arrow reads the usual
+    file; the csv module reads the rest and says where a broken file breaks.
     """
     payload = path.read_bytes()
     if not payload.strip():
         raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
     if encoding is None and payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"  # Excel's "Unicode text": the byte-order mark says so
-    text = _decode(payload, path, encoding)
-    if "\x00" in text[:65536]:
+    if encoding != "utf-16" and b"\x00" in payload[:65536]:
         raise DataError("this is not a text CSV (binary content)", file=str(path))
-    header, records, rows = _csv_records(text, path)
+    cells = None if encoding == "utf-16" else _arrow_csv(payload, encoding)
+    if cells is not None:
+        header = _header_names(cells.iloc[0].tolist(), path)
+        frame = cells.iloc[1:].set_axis(header, axis=1)
+        frame[SOURCE_ROW] = frame.index + 1
+        # Blank rows (blank lines, or only delimiters): first column empty, then all.
+        maybe = frame.index[frame.iloc[:, 0].str.strip() == ""]
+        data = frame.loc[maybe].drop(columns=SOURCE_ROW)
+        blank = frame.index.isin(maybe[(data.apply(lambda c: c.str.strip()) == "").all(axis=1)])
+        frame = frame[~blank].reset_index(drop=True)
+    else:
+        text = _decode(payload, path, encoding)
+        if "\x00" in text[:65536]:
+            raise DataError("this is not a text CSV (binary content)", file=str(path))
+        frame = _records_frame(*_csv_records(text, path))
     unnamed = [
         position
-        for position, name in enumerate(header)
-        if not name and any(record[position].strip() for record in records)
+        for position, name in enumerate(frame.columns)
+        if not name and (frame.iloc[:, position].str.strip() != "").any()
     ]
     if unnamed:
         raise DataError(
@@ -284,17 +356,7 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
             row=1,
             hint="give it a header, or delete it",
         )
-    columns = list(zip(*records, strict=True)) if records else [()] * len(header)
-    frame = pd.DataFrame(
-        {
-            name: pd.array(list(cells), dtype=TEXT_DTYPE)
-            for name, cells in zip(header, columns, strict=True)
-            if name
-        },
-        index=pd.RangeIndex(len(records)),
-    )
-    frame[SOURCE_ROW] = pd.array(rows, dtype="int64")
-    return frame
+    return frame.loc[:, [bool(name) for name in frame.columns]]
 
 
 def _text_cell(value) -> str:

@@ -241,6 +241,10 @@ def with_figure_descriptions(html: str) -> str:
     soup = BeautifulSoup(html, "html.parser")
     for output in soup.select(".jp-OutputArea-output, .jp-MarkdownCell"):
         _without_active_content(output)
+    # Outputs are made from data: a web address in a site name is text, not a link.
+    for link in soup.select(".jp-OutputArea-output a[href]"):
+        if not link["href"].startswith("#"):
+            link.unwrap()
     for image in soup.find_all("img"):
         heading = image.find_previous(["h1", "h2", "h3", "h4"])
         if heading is not None:

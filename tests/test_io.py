@@ -273,16 +273,27 @@ def test_windows_1252_needs_its_encoding_declared_and_then_reads(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("cell", "readable"),
-    [("5'10\" tall", True), ('said "no" twice', True), ('"quoted" then text', False)],
+    ("cells", "expected"),
+    [
+        (["5'10\" tall"], ["5'10\" tall"]),
+        (['said "no" twice'], ['said "no" twice']),
+        # Text after a closing quote: read as a spreadsheet shows it.
+        (['"quoted" then text'], ["quoted then text"]),
+        (['"quoted" then text', "5'10\""], ["quoted then text", "5'10\""]),
+    ],
 )
-def test_a_stray_quote_is_read_or_named_with_its_row(tmp_path, cell, readable):
+def test_a_stray_quote_is_read_as_a_spreadsheet_reads_it(tmp_path, cells, expected):
     path = tmp_path / "participants.csv"
-    path.write_text(f"participant_id,notes\nP1,fine\nP2,{cell}\nP3,fine\n")
-    if readable:
-        assert read_table_file(path)["notes"].tolist() == ["fine", cell, "fine"]
-        return
-    with pytest.raises(DataError, match=r"row 3: malformed CSV"):
+    rows = "".join(f"P{i},{cell}\n" for i, cell in enumerate(cells))
+    path.write_text(f"participant_id,notes\nPa,fine\n{rows}Pz,fine\n")
+    assert read_table_file(path)["notes"].tolist() == ["fine", *expected, "fine"]
+
+
+@pytest.mark.parametrize("tail", ['"never closes\n', '"never closes', 'a "stray\nP4,"open'])
+def test_a_quote_left_open_at_the_end_is_a_truncated_file_with_its_row(tmp_path, tail):
+    path = tmp_path / "participants.csv"
+    path.write_text(f"participant_id,notes\nP1,fine\nP2,fine\nP3,{tail}")
+    with pytest.raises(DataError, match=r"row \d: malformed CSV.*truncated"):
         read_table_file(path)
 
 
