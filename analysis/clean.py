@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -244,6 +245,7 @@ def parse_dates(
     ledger: _Ledger,
     formats: list[str],
     order: str = "evidence",
+    sentinels: Iterable[str] = (),
 ):
     """Parse with the configured formats; day/month order declared or decided per column.
 
@@ -252,6 +254,7 @@ def parse_dates(
     A column with evidence for one order only is read in that order; a value read both ways
     with different dates, in a column with no evidence or evidence for both, is quarantined as
     ambiguous: never guessed. A declared order reads every such format that way round.
+    Dates in `sentinels` (1900-01-01 standing for "unknown") are missing, with a record.
     """
     if order not in DATE_ORDERS:
         raise ParameterError(f"clean.date_order is {order!r}; use one of {list(DATE_ORDERS)}")
@@ -293,6 +296,14 @@ def parse_dates(
             ledger.fix("date_format", hit.sum())
         pending.loc[reading.index[hit]] = False
         pending &= ~ambiguous
+    try:
+        sentinel = parsed.isin(pd.to_datetime(list(sentinels), format="ISO8601"))
+    except ValueError:
+        raise ParameterError(
+            f"clean.missing_date_sentinels must be dates like 1900-01-01, got {list(sentinels)}"
+        ) from None
+    ledger.reject(spec, sentinel, "missing_sentinel", values, "a date code for a missing value")
+    parsed = parsed.where(~sentinel)
     ledger.reject(
         spec,
         ambiguous,
@@ -565,7 +576,12 @@ def _parse_column(raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dic
         return parse_ids(values, spec, ledger).where(~missing)
     if spec.kind == "date":
         return parse_dates(
-            values, spec, ledger, params["date_formats"], params.get("date_order", "evidence")
+            values,
+            spec,
+            ledger,
+            params["date_formats"],
+            params.get("date_order", "evidence"),
+            params.get("missing_date_sentinels", ()),
         )
     if spec.kind == "number":
         return parse_numbers(values, spec, ledger, params)

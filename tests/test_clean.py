@@ -479,3 +479,17 @@ def test_minutes_with_a_unit_are_hours_whatever_their_size(params, amounts, spel
     kept = result.tables["diary"].sort_values(Diary.date)[Diary.sitting_hours]
     expected = [amount / 60 for amount in amounts]
     assert kept.tolist() == pytest.approx(expected)
+
+
+def test_placeholder_dates_are_missing_with_a_record(params):
+    result = clean_all(
+        params,
+        participants=[
+            participant(),
+            participant("P002", enrolled_on="1900-01-01"),
+            participant("P003", withdrawn_on="1899-12-30"),
+        ],
+    )
+    kept = result.tables["participants"].set_index(Participants.participant_id)
+    assert list(kept.index) == ["P001", "P003"] and pd.isna(kept.loc["P003", "withdrawn_on"])
+    assert result.quarantine[Quarantine.rule].tolist() == ["missing_sentinel"] * 2
