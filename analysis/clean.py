@@ -826,4 +826,11 @@ def cleaning_report_markdown(report: dict) -> str:
         lines += ["", f"## {heading}", "", "| table | rule | count |", "|---|---|---:|"]
         for table, counts in report["tables"].items():
             lines += [f"| {table} | {rule} | {n} |" for rule, n in counts[key].items()]
+    ignored = {table: names for table, names in report.get("ignored_columns", {}).items() if names}
+    if ignored:
+        lines += ["", "## Columns in the export that no table column reads", ""]
+        lines += [
+            f"- {table}: {', '.join(f'`{name}`' for name in names)}"
+            for table, names in ignored.items()
+        ]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from analysis import io
-from analysis.errors import GaRehabError
+from analysis.errors import GaRehabError, ParameterError
 from analysis.schema import Recovery
 
 app = typer.Typer(
@@ -63,6 +63,17 @@ def one_line_errors(command: Callable) -> Callable:
             sys.exit(1)
         except (KeyboardInterrupt, typer.Exit):
             raise
+        except OSError as error:  # a file the OS refused: say which and why, not a traceback
+            if _state["debug"]:
+                raise
+            where = f" {error.filename}" if error.filename else ""
+            console.print(
+                f"[bold red]error:[/] cannot access{where}: {error.strerror or error} "
+                "(check the path and its permissions, and free disk space)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(1)
         except Exception as error:  # noqa: BLE001 - an unexpected failure still gets one line
             if _state["debug"]:
                 raise
@@ -89,7 +100,10 @@ def stage_progress() -> Progress:
 
 
 def load_params(path: Path, stage: str) -> dict:
-    return io.read_yaml(path, "params")[stage]
+    params = io.read_yaml(path, "params")
+    if not isinstance(params.get(stage), dict):
+        raise ParameterError(f"{path} has no `{stage}:` block (see the project's params.yaml)")
+    return params[stage]
 
 
 # --- simulate ---------------------------------------------------------------------------------
@@ -153,6 +167,7 @@ def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict) -> dict:
     result = clean_study(
         raw_study.tables, raw_study.files, params, as_of, reader_quarantine=raw_study.quarantine
     )
+    result.report[io.IGNORED_COLUMNS] = raw_study.ignored_columns
     # Written into a sibling folder that replaces `out` whole: never old and new tables mixed.
     with io.stage_folder(out, "clean") as staging:
         for table, frame in result.tables.items():
@@ -177,6 +192,9 @@ def print_cleaning_summary(report: dict) -> None:
             str(sum(counts["fixes_by_rule"].values())),
         )
     Console().print(table)
+    for name, columns in report.get(io.IGNORED_COLUMNS, {}).items():
+        if columns:
+            console.print(f"note: {name}: columns not used: {', '.join(columns)}", highlight=False)
 
 
 @app.command()

@@ -79,6 +79,7 @@ class TableSource:
     encoding: str | None = None  # of a CSV; None: UTF-8
 
 
+IGNORED_COLUMNS = "ignored_columns"
 MAPPING_TABLE_KEYS = ("file", "columns", "units", "sheet", "encoding")
 
 
@@ -482,6 +483,10 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
     # A source column that happens to carry a canonical name but maps elsewhere is left out.
     unmatched = [name for name in frame.columns if name not in renames and name in canonical_names]
     renamed = frame.drop(columns=unmatched).rename(columns=renames)
+    # Said in the cleaning report: a column the export holds but no canonical column reads.
+    renamed.attrs[IGNORED_COLUMNS] = [
+        str(name) for name in frame.columns if name not in renames and name != SOURCE_ROW
+    ]
     for spec in column_specs(CANONICAL_TABLES[table]):
         if spec.name not in renamed.columns:
             if spec.required:
@@ -522,6 +527,11 @@ class RawStudy:
     tables: dict[str, pd.DataFrame]
     files: dict[str, str]
     quarantine: pd.DataFrame | None = None
+
+    @property
+    def ignored_columns(self) -> dict[str, list[str]]:
+        """Per table, the export's columns that no canonical column reads."""
+        return {table: frame.attrs.get(IGNORED_COLUMNS, []) for table, frame in self.tables.items()}
 
 
 def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:

@@ -358,3 +358,18 @@ def test_report_parameters_of_the_wrong_type_are_one_line(runner, tmp_path, over
     )
     assert result.exit_code == 1
     assert expected in " ".join(result.output.split())
+
+
+def test_columns_no_table_reads_are_named_in_the_cleaning_report(runner, tmp_path):
+    write_canonical_study(tmp_path / "raw")
+    people = pd.read_csv(tmp_path / "raw" / "participants.csv", dtype=str)
+    people = people.rename(columns={"withdrawn_on": "Withdrawal Date", "bmi": " BMI "})
+    people.to_csv(tmp_path / "raw" / "participants.csv", index=False)
+    result = clean_into(runner, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "participants: columns not used: Withdrawal Date" in " ".join(result.output.split())
+    report = json.loads((tmp_path / "interim" / "cleaning_report.json").read_text())
+    assert report["ignored_columns"]["participants"] == ["Withdrawal Date"]
+    assert "`Withdrawal Date`" in (tmp_path / "interim" / "cleaning_report.md").read_text()
+    kept = pd.read_parquet(tmp_path / "interim" / "participants.parquet")
+    assert kept["bmi"].tolist() == [24.0]  # ' BMI ' is bmi
