@@ -345,3 +345,21 @@ def test_any_text_in_any_declared_encoding_round_trips(tmp_path, notes, encoding
     frame = read_table_file(path, encoding=declared)
     assert frame["participant_id"].tolist() == ids
     assert frame["notes"].tolist() == notes
+
+
+def test_xlsx_rows_keep_their_sheet_numbers_and_ids_stay_text(tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    for row in (["Participant ID", "pain_hip"], ["00017", 3], [None, None], ["P2", 4]):
+        sheet.append(row)
+    book.save(tmp_path / "diary.xlsx")
+    frame = read_table_file(tmp_path / "diary.xlsx")
+    assert frame["Participant ID"].tolist() == ["00017", "P2"]
+    assert frame["pain_hip"].tolist() == ["3", "4"]
+    assert frame[SOURCE_ROW].tolist() == [2, 4]
+    sheet["C1"] = "pain_hip"
+    book.save(tmp_path / "twice.xlsx")
+    with pytest.raises(DataError, match="column 'pain_hip': the header names this column twice"):
+        read_table_file(tmp_path / "twice.xlsx")
