@@ -18,6 +18,7 @@ from analysis.clean import (
     column_specs,
     match_exercise_names,
     parse_dates,
+    read_number_texts,
 )
 from analysis.errors import DataError
 from analysis.schema import (
@@ -493,3 +494,33 @@ def test_placeholder_dates_are_missing_with_a_record(params):
     kept = result.tables["participants"].set_index(Participants.participant_id)
     assert list(kept.index) == ["P001", "P003"] and pd.isna(kept.loc["P003", "withdrawn_on"])
     assert result.quarantine[Quarantine.rule].tolist() == ["missing_sentinel"] * 2
+
+
+def written(value: float, decimals: int, mark: str, grouped: bool) -> str:
+    """`value` as a person's locale writes it: decimal `mark`, the other mark grouping."""
+    text = f"{value:,.{decimals}f}" if grouped else f"{value:.{decimals}f}"
+    return text.translate(str.maketrans({",": ".", ".": ","})) if mark == "," else text
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 10**7), min_size=1, max_size=8),
+    decimals=st.lists(st.integers(0, 3), min_size=8, max_size=8),
+    mark=st.sampled_from([".", ","]),
+    grouped=st.booleans(),
+)
+def test_numbers_are_read_by_the_column_s_own_mark_or_quarantined(values, decimals, mark, grouped):
+    numbers = [value / 100 for value in values]
+    texts = [written(n, d, mark, grouped) for n, d in zip(numbers, decimals, strict=False)]
+    reading = read_number_texts(pd.Series(texts, dtype=TEXT_DTYPE))
+    proven = any(
+        d and not (d == 3 and 1 <= int(n) < 1000) or (grouped and int(n) >= 10**6)
+        for n, d in zip(numbers, decimals, strict=False)
+    )
+    for number, text, read in zip(numbers, texts, reading.numbers, strict=True):
+        if pd.isna(read):
+            continue  # left unread (ambiguous) is allowed; a wrong number is not
+        if mark == "," and not proven and ("," in text or "." in text):
+            continue  # no evidence for the comma: read the default way, tested elsewhere
+        decimals_written = len(text.split(mark)[1]) if mark in text else 0
+        assert read == pytest.approx(round(number, decimals_written), abs=1e-9), (texts, text)
