@@ -36,6 +36,9 @@ from analysis.schema import (
 )
 
 SOURCE_ROW = Quarantine.source_row
+# A reader's note on a raw frame (DataFrame.attrs): the decimal mark to assume in a column
+# that proves none; None where the file's locale writes decimal commas (";"-separated CSV).
+UNPROVEN_DECIMAL_MARK = "unproven_decimal_mark"
 TABLE_ORDER = ("participants", "diary", "sessions", "assessments")
 
 TEXT_DTYPE = pd.StringDtype("pyarrow")
@@ -352,19 +355,24 @@ def _grouping_proof(text: pd.Series, group: str, decimal: str) -> pd.Series:
     ).fillna(False)
 
 
-def decimal_mark(numbers: pd.Series) -> tuple[str | None, pd.Series, pd.Series]:
+def decimal_mark(
+    numbers: pd.Series, unproven: str | None = "."
+) -> tuple[str | None, pd.Series, pd.Series]:
     """The column's decimal mark from its own evidence: (mark, comma proofs, point proofs).
 
     `1,5` or `1.234,5` prove a decimal comma; `2.5` or `1,234.5` a decimal point; `1,000`
     proves nothing. The mark is "," only when some value proves it and none proves ".";
-    "." when nothing proves ","; None when the column proves both (values then speak alone).
+    `unproven` (".") when nothing proves either; None when the column proves both, or proves
+    nothing in a file whose locale writes decimal commas (values then speak for themselves).
     """
     text = numbers.str.lstrip("+-")
     comma = _single_separator_proof(text, ",") | _grouping_proof(text, ".", ",")
     point = _single_separator_proof(text, ".") | _grouping_proof(text, ",", ".")
     if comma.any() and point.any():
         return None, comma, point
-    return ("," if comma.any() else "."), comma, point
+    if comma.any() or point.any():
+        return ("," if comma.any() else "."), comma, point
+    return unproven, comma, point
 
 
 def _read_with_mark(numbers: pd.Series, mark: str) -> tuple[pd.Series, pd.Series]:
@@ -388,13 +396,13 @@ class NumberReading:
     ambiguous: pd.Series
 
 
-def read_number_texts(numbers: pd.Series) -> NumberReading:
+def read_number_texts(numbers: pd.Series, unproven_mark: str | None = ".") -> NumberReading:
     """Number texts as floats, by the decimal mark the column itself proves.
 
     A comma is a decimal comma only when the whole column says so; where the column proves
     both marks, a value whose own text does not settle it is left unread (ambiguous).
     """
-    mark, comma_proof, point_proof = decimal_mark(numbers)
+    mark, comma_proof, point_proof = decimal_mark(numbers, unproven_mark)
     no = pd.Series(False, index=numbers.index)
     if mark is not None:
         parsed, grouped = _read_with_mark(numbers, mark)
@@ -408,12 +416,14 @@ def read_number_texts(numbers: pd.Series) -> NumberReading:
     return NumberReading(parsed.where(~separated), comma_proof, no, separated.fillna(False))
 
 
-def _read_numbers_with_units(values: pd.Series, spec: ColumnSpec, ledger: _Ledger):
+def _read_numbers_with_units(
+    values: pd.Series, spec: ColumnSpec, ledger: _Ledger, unproven_mark: str | None
+):
     """(numbers, unit text, ambiguous) for cells not all plain numbers, over distinct texts."""
     codes, uniques = pd.factorize(values)
     distinct = pd.Series(uniques, dtype=TEXT_DTYPE)
     parts = distinct.str.extract(NUMBER_AND_UNIT)
-    reading = read_number_texts(parts["number"].fillna("").astype(TEXT_DTYPE))
+    reading = read_number_texts(parts["number"].fillna("").astype(TEXT_DTYPE), unproven_mark)
 
     def per_row(series: pd.Series) -> pd.Series:
         return pd.Series(series.to_numpy()[codes], index=values.index)
@@ -432,19 +442,29 @@ def _read_numbers_with_units(values: pd.Series, spec: ColumnSpec, ledger: _Ledge
     return numbers, per_row(parts["unit"].fillna("").str.lower().astype(object)), ambiguous
 
 
-def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
+def parse_numbers(
+    values: pd.Series,
+    spec: ColumnSpec,
+    ledger: _Ledger,
+    params: dict,
+    unproven_mark: str | None = ".",
+):
     """Numbers with their units converted to the canonical unit; out-of-range values rejected.
 
     A number without a unit in a minutes-prone column at or above the threshold is minutes; an
     explicit unit is never re-read. Sentinel codes (params `missing_sentinels`) are missing.
+    `unproven_mark` is the decimal mark of a column that proves none (see `decimal_mark`).
     """
     numbers = to_float(values)
-    if (numbers.notna() | (values == "")).all():
+    plain = (numbers.notna() | (values == "")).all()
+    if plain and (unproven_mark == "." or not values.str.contains(".", regex=False).any()):
         # Plain decimal numbers only (the usual case): no separators or units to weigh.
         unit_text = pd.Series("", index=values.index)
         ambiguous = pd.Series(False, index=values.index)
     else:
-        numbers, unit_text, ambiguous = _read_numbers_with_units(values, spec, ledger)
+        numbers, unit_text, ambiguous = _read_numbers_with_units(
+            values, spec, ledger, unproven_mark
+        )
     sentinel = numbers.isin([float(code) for code in params.get("missing_sentinels", ())])
     ledger.reject(
         spec,
@@ -564,7 +584,9 @@ def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params
 # --- whole-table cleaning ---------------------------------------------------------------------
 
 
-def _parse_column(raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict) -> pd.Series:
+def _parse_column(
+    raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict, unproven_mark: str | None
+) -> pd.Series:
     values = trim_whitespace(raw.astype(TEXT_DTYPE).fillna(""), ledger)
     missing = missing_mask(values) if spec.kind != "category" else values == ""
     values = values.where(~missing, "")
@@ -584,7 +606,7 @@ def _parse_column(raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dic
             params.get("missing_date_sentinels", ()),
         )
     if spec.kind == "number":
-        return parse_numbers(values, spec, ledger, params)
+        return parse_numbers(values, spec, ledger, params, unproven_mark)
     if spec.kind == "level":
         return parse_levels(values, spec, ledger)
     if spec.kind == "flag":
@@ -703,7 +725,9 @@ def clean_table(
     typed = pd.DataFrame(index=raw.index)
     for spec in column_specs(model):
         column = raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index)
-        typed[spec.name] = _parse_column(column, spec, ledger, params)
+        typed[spec.name] = _parse_column(
+            column, spec, ledger, params, raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
+        )
     if table == "participants":
         _reject_implausible_dates(typed, ledger, None, params, as_of)
         typed = _withdrawal_before_enrolment(typed, ledger)

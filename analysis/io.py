@@ -29,7 +29,13 @@ import pyarrow
 import pyarrow.csv
 import yaml
 
-from analysis.clean import SOURCE_ROW, TABLE_ORDER, UNIT_SUFFIXES, column_specs
+from analysis.clean import (
+    SOURCE_ROW,
+    TABLE_ORDER,
+    UNIT_SUFFIXES,
+    UNPROVEN_DECIMAL_MARK,
+    column_specs,
+)
 from analysis.errors import DataError, OutputError, ParameterError
 from analysis.redcap import allow_large_csv_cells, read_redcap
 from analysis.schema import CANONICAL_TABLES, Participants, column_names
@@ -357,7 +363,12 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
             row=1,
             hint="give it a header, or delete it",
         )
-    return frame.loc[:, [bool(name) for name in frame.columns]]
+    frame = frame.loc[:, [bool(name) for name in frame.columns]]
+    # Excel writes ";" where the decimal mark is a comma: "1.000" may be a thousand there.
+    head = payload[:4096].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
+    if _delimiter(head.split("\n", 1)[0]) == ";":
+        frame.attrs[UNPROVEN_DECIMAL_MARK] = None
+    return frame
 
 
 def _text_cell(value) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -363,3 +364,40 @@ def test_xlsx_rows_keep_their_sheet_numbers_and_ids_stay_text(tmp_path):
     book.save(tmp_path / "twice.xlsx")
     with pytest.raises(DataError, match="column 'pain_hip': the header names this column twice"):
         read_table_file(tmp_path / "twice.xlsx")
+
+
+@pytest.mark.parametrize(
+    ("strengths", "expected"),
+    [
+        (["1.000", "750"], [None, 750.0]),  # ";" file, no proof: 1.000 could be either
+        (["1.000", "120,5"], [1000.0, 120.5]),  # the column proves the decimal comma
+        (["1.5", "120"], [1.5, 120.0]),  # the column proves the decimal point
+    ],
+)
+def test_a_semicolon_file_proves_no_decimal_point(tmp_path, params, strengths, expected):
+    from analysis.clean import clean_study
+
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    frame = pd.DataFrame(
+        [
+            dict(
+                participant_id="P001",
+                date=f"2025-01-{10 + i}",
+                activation_score="4",
+                hip_abduction_n=value,
+                single_leg_balance_s="12",
+                trendelenburg_positive="true",
+                phase_assigned="1",
+                clinician_recovered="false",
+            )
+            for i, value in enumerate(strengths)
+        ]
+    )
+    frame.to_csv(raw / "assessments.csv", index=False, sep=";")
+    study = read_raw_study(raw)
+    result = clean_study(study.tables, study.files, params["clean"], date(2026, 1, 1))
+    kept = result.tables["assessments"]["hip_abduction_n"].tolist()
+    assert [None if pd.isna(v) else v for v in kept] == expected
+    ambiguous = result.quarantine["rule"].eq("ambiguous_number").sum()
+    assert ambiguous == expected.count(None)
