@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -21,6 +22,7 @@ import pandera.pandas as pandera
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from analysis.errors import ParameterError
 from analysis.schema import (
     CANONICAL_TABLES,
     EXERCISE_PHASE,
@@ -34,6 +36,9 @@ from analysis.schema import (
 )
 
 SOURCE_ROW = Quarantine.source_row
+# A reader's note on a raw frame (DataFrame.attrs): the decimal mark to assume in a column
+# that proves none; None where the file's locale writes decimal commas (";"-separated CSV).
+UNPROVEN_DECIMAL_MARK = "unproven_decimal_mark"
 TABLE_ORDER = ("participants", "diary", "sessions", "assessments")
 
 TEXT_DTYPE = pd.StringDtype("pyarrow")
@@ -62,7 +67,14 @@ UNIT_SUFFIXES: dict[str, dict[str, float]] = {
 }
 # Hours columns where a bare number at or above `clean.sitting_minutes_threshold` is minutes.
 MINUTES_PRONE_COLUMNS = (Diary.sitting_hours, Participants.baseline_sitting_hours)
-NUMBER_WITH_UNIT = re.compile(r"^\s*(-?\d+(?:[.,]\d+)?)\s*([a-zA-Z]+)\s*$")
+# A time of day after a date (dropped: the tables hold dates).
+TIME_OF_DAY = (
+    r"(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*[AaPp][Mm])?(?:Z|[+-]\d{2}:?\d{2})?)$"
+)
+# A number (any separators; the column decides what they mean) and an optional unit word.
+NUMBER_AND_UNIT = re.compile(
+    r"^(?P<number>[-+]?[\d.,]*\d(?:[eE][-+]?\d+)?|[-+]?[\d.,]*\d[.,]?)\s*(?P<unit>[a-zA-Z]+)?$"
+)
 
 
 @dataclass(frozen=True)
@@ -210,19 +222,98 @@ def parse_ids(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series
     return upper
 
 
-def parse_dates(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, formats: list[str]):
-    """Parse with each configured format in turn (day first); never guess per cell."""
+def _month_day_twin(fmt: str) -> str | None:
+    """The same format with day and month swapped, where a file could mean either order.
+
+    Only numeric day/month formats with the year not first: nobody writes year-day-month.
+    """
+    if "%d" not in fmt or "%m" not in fmt or fmt.startswith("%Y"):
+        return None
+    return fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+
+
+def _without_time_of_day(values: pd.Series, ledger: _Ledger) -> pd.Series:
+    """A date written with a time of day (`2025-01-06 08:30`, `...T08:30:00`) is that date."""
+    timed = values.str.contains(TIME_OF_DAY, regex=True).fillna(False)
+    ledger.fix("date_time_of_day_dropped", timed.sum())
+    return values.where(~timed, values.str.replace(TIME_OF_DAY, "", regex=True))
+
+
+DATE_ORDERS = ("evidence", "day_first", "month_first")
+
+
+def parse_dates(
+    values: pd.Series,
+    spec: ColumnSpec,
+    ledger: _Ledger,
+    formats: list[str],
+    order: str = "evidence",
+    sentinels: Iterable[str] = (),
+):
+    """Parse with the configured formats; day/month order declared or decided per column.
+
+    With `order="evidence"` a configured day/month format also has its twin with the two
+    swapped. A value read one way only (13/01/2025, or 01/13/2025) is evidence for that order.
+    A column with evidence for one order only is read in that order; a value read both ways
+    with different dates, in a column with no evidence or evidence for both, is quarantined as
+    ambiguous: never guessed. A declared order reads every such format that way round.
+    Dates in `sentinels` (1900-01-01 standing for "unknown") are missing, with a record.
+    """
+    if order not in DATE_ORDERS:
+        raise ParameterError(f"clean.date_order is {order!r}; use one of {list(DATE_ORDERS)}")
+    if order != "evidence":
+        day_first = order == "day_first"
+        formats = [
+            fmt if day_first or _month_day_twin(fmt) is None else _month_day_twin(fmt)
+            for fmt in formats
+        ]
+    values = _without_time_of_day(values, ledger)
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
     pending = values != ""
+    ambiguous = pd.Series(False, index=values.index)
     for position, fmt in enumerate(formats):
         if not pending.any():
             break
-        attempt = pd.to_datetime(values[pending], format=fmt, errors="coerce")
-        hit = attempt.notna()
-        parsed.loc[attempt.index[hit]] = attempt[hit]
+        as_written = pd.to_datetime(values[pending], format=fmt, errors="coerce")
+        twin = _month_day_twin(fmt) if order == "evidence" else None
+        if twin is None:
+            reading = as_written
+        else:
+            swapped = pd.to_datetime(values[pending], format=twin, errors="coerce")
+            only_written, only_swapped = (
+                as_written.notna() & swapped.isna(),
+                swapped.notna() & as_written.isna(),
+            )
+            differ = as_written.notna() & swapped.notna() & (as_written != swapped)
+            if only_swapped.any() and not only_written.any():
+                reading = swapped
+                ledger.fix("date_order_month_first", int(swapped.notna().sum()))
+            elif only_written.any() and not only_swapped.any():
+                reading = as_written
+            else:
+                reading = as_written.where(~only_swapped, swapped).where(~differ)
+                ambiguous.loc[differ.index[differ]] = True
+        hit = reading.notna()
+        parsed.loc[reading.index[hit]] = reading[hit]
         if position > 0:
             ledger.fix("date_format", hit.sum())
-        pending.loc[attempt.index[hit]] = False
+        pending.loc[reading.index[hit]] = False
+        pending &= ~ambiguous
+    try:
+        sentinel = parsed.isin(pd.to_datetime(list(sentinels), format="ISO8601"))
+    except ValueError:
+        raise ParameterError(
+            f"clean.missing_date_sentinels must be dates like 1900-01-01, got {list(sentinels)}"
+        ) from None
+    ledger.reject(spec, sentinel, "missing_sentinel", values, "a date code for a missing value")
+    parsed = parsed.where(~sentinel)
+    ledger.reject(
+        spec,
+        ambiguous,
+        "ambiguous_date",
+        values,
+        "day and month could be either way round, and the column does not settle the order",
+    )
     ledger.reject(
         spec, pending, "unparseable_date", values, f"not a date in any of the formats {formats}"
     )
@@ -246,33 +337,154 @@ def map_values(values: pd.Series, mapping) -> pd.Series:
     return pd.Series(mapped[codes], index=values.index)
 
 
-def parse_numbers(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
-    """Numbers with their units converted to the canonical unit; out-of-range values rejected."""
+def _single_separator_proof(text: pd.Series, mark: str) -> pd.Series:
+    """One `mark` that cannot be a thousands separator: so it is the decimal mark."""
+    other = "," if mark == "." else "."
+    single = text.str.fullmatch(rf"\d*\{mark}\d+") & ~text.str.contains(other, regex=False)
+    before = text.str.split(mark, regex=False).str[0]
+    after = text.str.split(mark, regex=False).str[-1]
+    could_group = before.str.fullmatch(r"[1-9]\d{0,2}") & (after.str.len() == 3)
+    return single.fillna(False) & ~could_group.fillna(False)
+
+
+def _grouping_proof(text: pd.Series, group: str, decimal: str) -> pd.Series:
+    """Digits grouped by `group` (twice, or followed by `decimal`): `decimal` is the mark."""
+    return text.str.fullmatch(
+        rf"[1-9]\d{{0,2}}(?:\{group}\d{{3}}){{2,}}(?:\{decimal}\d+)?"
+        rf"|[1-9]\d{{0,2}}(?:\{group}\d{{3}})+\{decimal}\d+"
+    ).fillna(False)
+
+
+def decimal_mark(
+    numbers: pd.Series, unproven: str | None = "."
+) -> tuple[str | None, pd.Series, pd.Series]:
+    """The column's decimal mark from its own evidence: (mark, comma proofs, point proofs).
+
+    `1,5` or `1.234,5` prove a decimal comma; `2.5` or `1,234.5` a decimal point; `1,000`
+    proves nothing. The mark is "," only when some value proves it and none proves ".";
+    `unproven` (".") when nothing proves either; None when the column proves both, or proves
+    nothing in a file whose locale writes decimal commas (values then speak for themselves).
+    """
+    text = numbers.str.lstrip("+-")
+    comma = _single_separator_proof(text, ",") | _grouping_proof(text, ".", ",")
+    point = _single_separator_proof(text, ".") | _grouping_proof(text, ",", ".")
+    if comma.any() and point.any():
+        return None, comma, point
+    if comma.any() or point.any():
+        return ("," if comma.any() else "."), comma, point
+    return unproven, comma, point
+
+
+def _read_with_mark(numbers: pd.Series, mark: str) -> tuple[pd.Series, pd.Series]:
+    """Numbers written with decimal `mark` (and the other separator grouping thousands)."""
+    group = "," if mark == "." else "."
+    valid = numbers.str.fullmatch(
+        rf"[-+]?(?:[1-9]\d{{0,2}}(?:\{group}\d{{3}})+|\d+)?(?:\{mark}\d*)?(?:[eE][-+]?\d+)?"
+    ).fillna(False) & numbers.str.contains(r"\d", regex=True).fillna(False)
+    grouped = valid & numbers.str.contains(group, regex=False).fillna(False)
+    plain = numbers.str.replace(group, "", regex=False).str.replace(mark, ".", regex=False)
+    return to_float(plain.where(valid, "")), grouped
+
+
+@dataclass
+class NumberReading:
+    """Number texts read by the column's decimal mark, with what each reading involved."""
+
+    numbers: pd.Series
+    decimal_comma: pd.Series
+    thousands_separator: pd.Series
+    ambiguous: pd.Series
+
+
+def read_number_texts(numbers: pd.Series, unproven_mark: str | None = ".") -> NumberReading:
+    """Number texts as floats, by the decimal mark the column itself proves.
+
+    A comma is a decimal comma only when the whole column says so; where the column proves
+    both marks, a value whose own text does not settle it is left unread (ambiguous).
+    """
+    mark, comma_proof, point_proof = decimal_mark(numbers, unproven_mark)
+    no = pd.Series(False, index=numbers.index)
+    if mark is not None:
+        parsed, grouped = _read_with_mark(numbers, mark)
+        comma = numbers.str.contains(",", regex=False).fillna(False) if mark == "," else no
+        read = parsed.notna()
+        return NumberReading(parsed, comma & read, grouped & read, no)
+    by_comma, _ = _read_with_mark(numbers, ",")
+    by_point, _ = _read_with_mark(numbers, ".")
+    parsed = by_point.where(~comma_proof, by_comma)
+    separated = numbers.str.contains(r"[.,]", regex=True) & ~comma_proof & ~point_proof
+    return NumberReading(parsed.where(~separated), comma_proof, no, separated.fillna(False))
+
+
+def _read_numbers_with_units(
+    values: pd.Series, spec: ColumnSpec, ledger: _Ledger, unproven_mark: str | None
+):
+    """(numbers, unit text, ambiguous) for cells not all plain numbers, over distinct texts."""
+    codes, uniques = pd.factorize(values)
+    distinct = pd.Series(uniques, dtype=TEXT_DTYPE)
+    parts = distinct.str.extract(NUMBER_AND_UNIT)
+    reading = read_number_texts(parts["number"].fillna("").astype(TEXT_DTYPE), unproven_mark)
+
+    def per_row(series: pd.Series) -> pd.Series:
+        return pd.Series(series.to_numpy()[codes], index=values.index)
+
+    ledger.fix("decimal_comma", per_row(reading.decimal_comma).sum())
+    ledger.fix("thousands_separator", per_row(reading.thousands_separator).sum())
+    ambiguous = per_row(reading.ambiguous)
+    ledger.reject(
+        spec,
+        ambiguous,
+        "ambiguous_number",
+        values,
+        "the column uses both decimal commas and decimal points; this value reads either way",
+    )
+    numbers = per_row(reading.numbers.astype(float))
+    return numbers, per_row(parts["unit"].fillna("").str.lower().astype(object)), ambiguous
+
+
+def parse_numbers(
+    values: pd.Series,
+    spec: ColumnSpec,
+    ledger: _Ledger,
+    params: dict,
+    unproven_mark: str | None = ".",
+):
+    """Numbers with their units converted to the canonical unit; out-of-range values rejected.
+
+    A number without a unit in a minutes-prone column at or above the threshold is minutes; an
+    explicit unit is never re-read. Sentinel codes (params `missing_sentinels`) are missing.
+    `unproven_mark` is the decimal mark of a column that proves none (see `decimal_mark`).
+    """
     numbers = to_float(values)
-    unparsed = numbers.isna() & (values != "")
-    if unparsed.any():
-        comma = values[unparsed].str.fullmatch(r"-?\d+,\d+")
-        if comma.any():
-            index = comma.index[comma]
-            numbers.loc[index] = pd.to_numeric(values[index].str.replace(",", "."))
-            ledger.fix("decimal_comma", len(index))
-        units = UNIT_SUFFIXES.get(spec.name, {})
-        still = numbers.isna() & (values != "")
-        if units and still.any():
-            parts = values[still].str.extract(NUMBER_WITH_UNIT)
-            factor = parts[1].str.lower().map(units)
-            convertible = factor.notna()
-            index = parts.index[convertible]
-            amount = pd.to_numeric(parts.loc[index, 0].str.replace(",", "."))
-            numbers.loc[index] = amount * factor[convertible]
-            for unit, count in parts.loc[index, 1].str.lower().value_counts().items():
-                if units[unit] != 1.0:
-                    ledger.fix(f"unit_{unit}_to_canonical", count)
+    plain = (numbers.notna() | (values == "")).all()
+    if plain and (unproven_mark == "." or not values.str.contains(".", regex=False).any()):
+        # Plain decimal numbers only (the usual case): no separators or units to weigh.
+        unit_text = pd.Series("", index=values.index)
+        ambiguous = pd.Series(False, index=values.index)
+    else:
+        numbers, unit_text, ambiguous = _read_numbers_with_units(
+            values, spec, ledger, unproven_mark
+        )
+    sentinel = numbers.isin([float(code) for code in params.get("missing_sentinels", ())])
+    ledger.reject(
+        spec,
+        sentinel,
+        "missing_sentinel",
+        values,
+        "a code for a missing value (params clean.missing_sentinels)",
+    )
+    numbers = numbers.where(~sentinel)
+    units = UNIT_SUFFIXES.get(spec.name, {})
+    factor = unit_text.map({"": 1.0, **units})
+    numbers = numbers * factor.to_numpy(dtype=float)
+    for unit, count in unit_text[numbers.notna()].value_counts().items():
+        if unit and units[unit] != 1.0:
+            ledger.fix(f"unit_{unit}_to_canonical", count)
     if spec.name in MINUTES_PRONE_COLUMNS:
-        minutes = numbers >= params["sitting_minutes_threshold"]
+        minutes = (unit_text == "") & (numbers >= params["sitting_minutes_threshold"])
         numbers = numbers.where(~minutes, numbers / 60)
         ledger.fix("sitting_minutes_to_hours", minutes.sum())
-    not_number = numbers.isna() & (values != "")
+    not_number = numbers.isna() & (values != "") & ~sentinel & ~ambiguous
     ledger.reject(spec, not_number, "not_a_number", values, "not a number in a known unit")
     out_of_range = pd.Series(False, index=values.index)
     if spec.low is not None:
@@ -372,7 +584,9 @@ def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params
 # --- whole-table cleaning ---------------------------------------------------------------------
 
 
-def _parse_column(raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict) -> pd.Series:
+def _parse_column(
+    raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict, unproven_mark: str | None
+) -> pd.Series:
     values = trim_whitespace(raw.astype(TEXT_DTYPE).fillna(""), ledger)
     missing = missing_mask(values) if spec.kind != "category" else values == ""
     values = values.where(~missing, "")
@@ -383,9 +597,16 @@ def _parse_column(raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dic
     if spec.kind == "id":
         return parse_ids(values, spec, ledger).where(~missing)
     if spec.kind == "date":
-        return parse_dates(values, spec, ledger, params["date_formats"])
+        return parse_dates(
+            values,
+            spec,
+            ledger,
+            params["date_formats"],
+            params.get("date_order", "evidence"),
+            params.get("missing_date_sentinels", ()),
+        )
     if spec.kind == "number":
-        return parse_numbers(values, spec, ledger, params)
+        return parse_numbers(values, spec, ledger, params, unproven_mark)
     if spec.kind == "level":
         return parse_levels(values, spec, ledger)
     if spec.kind == "flag":
@@ -504,7 +725,9 @@ def clean_table(
     typed = pd.DataFrame(index=raw.index)
     for spec in column_specs(model):
         column = raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index)
-        typed[spec.name] = _parse_column(column, spec, ledger, params)
+        typed[spec.name] = _parse_column(
+            column, spec, ledger, params, raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
+        )
     if table == "participants":
         _reject_implausible_dates(typed, ledger, None, params, as_of)
         typed = _withdrawal_before_enrolment(typed, ledger)
@@ -627,4 +850,11 @@ def cleaning_report_markdown(report: dict) -> str:
         lines += ["", f"## {heading}", "", "| table | rule | count |", "|---|---|---:|"]
         for table, counts in report["tables"].items():
             lines += [f"| {table} | {rule} | {n} |" for rule, n in counts[key].items()]
+    ignored = {table: names for table, names in report.get("ignored_columns", {}).items() if names}
+    if ignored:
+        lines += ["", "## Columns in the export that no table column reads", ""]
+        lines += [
+            f"- {table}: {', '.join(f'`{name}`' for name in names)}"
+            for table, names in ignored.items()
+        ]
     return "\n".join(lines) + "\n"

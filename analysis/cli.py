@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from analysis import io
-from analysis.errors import GaRehabError
+from analysis.errors import GaRehabError, ParameterError
 from analysis.schema import Recovery
 
 app = typer.Typer(
@@ -60,6 +62,17 @@ def one_line_errors(command: Callable) -> Callable:
             sys.exit(1)
         except (KeyboardInterrupt, typer.Exit):
             raise
+        except OSError as error:  # a file the OS refused: say which and why, not a traceback
+            if _state["debug"]:
+                raise
+            where = f" {error.filename}" if error.filename else ""
+            console.print(
+                f"[bold red]error:[/] cannot access{where}: {error.strerror or error} "
+                "(check the path and its permissions, and free disk space)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(1)
         except Exception as error:  # noqa: BLE001 - an unexpected failure still gets one line
             if _state["debug"]:
                 raise
@@ -86,7 +99,10 @@ def stage_progress() -> Progress:
 
 
 def load_params(path: Path, stage: str) -> dict:
-    return io.read_yaml(path, "params")[stage]
+    params = io.read_yaml(path, "params")
+    if not isinstance(params.get(stage), dict):
+        raise ParameterError(f"{path} has no `{stage}:` block (see the project's params.yaml)")
+    return params[stage]
 
 
 # --- simulate ---------------------------------------------------------------------------------
@@ -162,12 +178,14 @@ def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict, params_p
         export_date,
         reader_quarantine=raw_study.quarantine,
     )
-    # Everything is computed before the first write, so a failure leaves no partial outputs.
-    for table, frame in result.tables.items():
-        io.write_parquet(frame, out / f"{table}.parquet")
-    io.write_parquet(result.quarantine, out / "quarantine.parquet")
-    io.write_json(result.report, out / "cleaning_report.json")
-    io.write_text(cleaning_report_markdown(result.report), out / "cleaning_report.md")
+    result.report[io.IGNORED_COLUMNS] = raw_study.ignored_columns
+    # Written into a sibling folder that replaces `out` whole: never old and new tables mixed.
+    with io.stage_folder(out, "clean") as staging:
+        for table, frame in result.tables.items():
+            io.write_parquet(frame, staging / f"{table}.parquet")
+        io.write_parquet(result.quarantine, staging / "quarantine.parquet")
+        io.write_json(result.report, staging / "cleaning_report.json")
+        io.write_text(cleaning_report_markdown(result.report), staging / "cleaning_report.md")
     return result.report
 
 
@@ -185,6 +203,9 @@ def print_cleaning_summary(report: dict) -> None:
             str(sum(counts["fixes_by_rule"].values())),
         )
     Console().print(table)
+    for name, columns in report.get(io.IGNORED_COLUMNS, {}).items():
+        if columns:
+            console.print(f"note: {name}: columns not used: {', '.join(columns)}", highlight=False)
 
 
 @app.command()
@@ -214,9 +235,10 @@ def run_derive(clean_dir: Path, out: Path, params: dict):
     frames = derive_recovery(
         tables["participants"], tables["diary"], tables["sessions"], tables["assessments"], params
     )
-    io.write_parquet(frames.recovery, out / "recovery.parquet")
-    io.write_parquet(frames.weekly_intervals, out / "weekly_intervals.parquet")
-    io.write_parquet(frames.weekly_trajectories, out / "weekly_trajectories.parquet")
+    with io.stage_folder(out, "derive") as staging:
+        io.write_parquet(frames.recovery, staging / "recovery.parquet")
+        io.write_parquet(frames.weekly_intervals, staging / "weekly_intervals.parquet")
+        io.write_parquet(frames.weekly_trajectories, staging / "weekly_trajectories.parquet")
     return frames
 
 
@@ -255,6 +277,9 @@ def derive(
 
 
 TIMELINE_MODEL_FILE = "timeline_model.json"
+METRICS_STAGED = ".metrics.json.staged"
+# Below this no survival model is defined (a hazard ratio compares people).
+MIN_PARTICIPANTS_TO_FIT = 2
 
 
 def run_fit(
@@ -268,29 +293,50 @@ def run_fit(
     from analysis.fit import run_models
 
     frames = io.read_stage_frames(processed, io.DERIVED_FRAMES, "derive")
-    outputs = run_models(
-        frames["recovery"],
-        frames["weekly_intervals"],
-        frames["weekly_trajectories"],
-        params,
-        only=only,
+    recovery = frames["recovery"]
+    size = (
+        f"{len(recovery)} participant(s), {int(recovery[Recovery.recovered].sum())} recovered, "
+        f"{recovery[Recovery.adherence_group].nunique()} adherence group(s)"
     )
-    notes_path = models_dir / "model_notes.csv"
-    if only is not None and notes_path.is_file():
-        # Notes of the families not refitted stay (a family's models are named after it).
-        earlier = pd.read_csv(notes_path)
-        refitted = earlier["model"].astype(str).str.startswith(tuple(only))
-        outputs.tables["model_notes"] = pd.concat(
-            [earlier[~refitted], outputs.tables["model_notes"]], ignore_index=True
+    if len(recovery) < MIN_PARTICIPANTS_TO_FIT or not recovery[Recovery.recovered].any():
+        raise GaRehabError(
+            f"nothing to fit: the study has {size}; the models need at least "
+            f"{MIN_PARTICIPANTS_TO_FIT} participants and one recovery (check the cleaning "
+            "report for participants quarantined, or the export for missing visits)"
         )
-    for name, table in outputs.tables.items():
-        io.write_published_csv(table, models_dir / f"{name}.csv")
-    if outputs.timeline_model is not None:
-        io.write_published_json(outputs.timeline_model, models_dir / TIMELINE_MODEL_FILE)
+    try:
+        outputs = run_models(
+            recovery, frames["weekly_intervals"], frames["weekly_trajectories"], params, only=only
+        )
+    except GaRehabError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a model library's failure, said in study terms
+        raise GaRehabError(
+            f"the models could not be fitted on this study ({size}): "
+            f"{type(error).__name__}: {error}. A study this small or this uniform cannot "
+            "support them; check the cleaning report for participants lost, or run with "
+            "--debug for the traceback"
+        ) from error
     metrics = outputs.metrics
-    if only is not None and metrics_path.is_file():
-        metrics = {**json.loads(metrics_path.read_text()), **metrics}
-    io.write_published_json(metrics, metrics_path)
+    if only is not None:
+        # The families not refitted keep their tables, notes and metrics.
+        notes_path = models_dir / "model_notes.csv"
+        if notes_path.is_file():
+            earlier = pd.read_csv(notes_path)
+            refitted = earlier["model"].astype(str).str.startswith(tuple(only))
+            outputs.tables["model_notes"] = pd.concat(
+                [earlier[~refitted], outputs.tables["model_notes"]], ignore_index=True
+            )
+        if metrics_path.is_file():
+            metrics = {**json.loads(metrics_path.read_text()), **metrics}
+    # The metrics file sits outside the models folder: staged with it, moved in right after.
+    with io.stage_folder(models_dir, "fit", keep_existing=only is not None) as staging:
+        for name, table in outputs.tables.items():
+            io.write_published_csv(table, staging / f"{name}.csv")
+        if outputs.timeline_model is not None:
+            io.write_published_json(outputs.timeline_model, staging / TIMELINE_MODEL_FILE)
+        io.write_published_json(metrics, staging / METRICS_STAGED)
+    io.replace_entry(models_dir / METRICS_STAGED, metrics_path)
     return outputs
 
 
@@ -386,18 +432,40 @@ def run_report(
     notebooks: Path,
     overrides: dict,
 ) -> list:
-    from analysis.report import render_all
+    from analysis.report import ReportError, render_all
 
-    return render_all(
-        raw=raw,
-        interim=data / "interim",
-        processed=data / "processed",
-        models=reports / "models",
-        reports=reports,
-        params_file=params,
-        notebooks=notebooks,
-        overrides=overrides,
-    )
+    # Rendered beside the old reports, which are replaced only once every report succeeded.
+    with io.stage_entries(reports, "report") as staging:
+        try:
+            rendered = render_all(
+                raw=raw,
+                interim=data / "interim",
+                processed=data / "processed",
+                models=reports / "models",
+                reports=staging,
+                params_file=params,
+                notebooks=notebooks,
+                overrides=overrides,
+            )
+        except ReportError as error:
+            raise ReportError(_keep_failed_notebooks(str(error), staging, reports)) from None
+    return [
+        replace(
+            report,
+            html=reports / report.html.relative_to(staging),
+            tables_dir=reports / report.tables_dir.relative_to(staging),
+            executed=reports / report.executed.relative_to(staging),
+        )
+        for report in rendered
+    ]
+
+
+def _keep_failed_notebooks(message: str, staging: Path, reports: Path) -> str:
+    """Move a failed run's executed notebooks where the message says they are kept."""
+    for failed in staging.glob("executed/*.failed.ipynb"):
+        (reports / "executed").mkdir(parents=True, exist_ok=True)
+        os.replace(failed, reports / "executed" / failed.name)
+    return message.replace(str(staging), str(reports))
 
 
 def print_reports(rendered: list) -> None:

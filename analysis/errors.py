@@ -35,6 +35,10 @@ class DataError(GaRehabError):
         super().__init__(text)
 
 
+class OutputError(GaRehabError):
+    """Outputs that cannot be written: disk full, no permission, or another writer at work."""
+
+
 class ParameterError(GaRehabError):
     """A value in params.yaml or on the command line that the toolkit cannot use."""
 

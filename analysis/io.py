@@ -6,13 +6,22 @@ Everything a reader returns is text (so cleaning sees exactly what the file says
 
 from __future__ import annotations
 
+import codecs
 import csv
 import datetime
+import errno
+import fcntl
+import glob
 import json
 import os
-import tempfile
-from collections.abc import Callable
+import re
+import secrets
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -20,10 +29,17 @@ import pyarrow
 import pyarrow.csv
 import yaml
 
-from analysis.clean import SOURCE_ROW, TABLE_ORDER, column_specs
-from analysis.errors import DataError, ParameterError
+from analysis.clean import (
+    SOURCE_ROW,
+    TABLE_ORDER,
+    UNIT_SUFFIXES,
+    UNPROVEN_DECIMAL_MARK,
+    column_specs,
+)
+from analysis.errors import DataError, OutputError, ParameterError
+from analysis.redcap import allow_large_csv_cells, read_redcap
 from analysis.rounding import rounded_content, rounded_frame
-from analysis.schema import CANONICAL_TABLES, Participants
+from analysis.schema import CANONICAL_TABLES, Participants, column_names
 
 RAW_SUFFIXES = (".csv", ".parquet", ".xlsx")
 # A study export may state its export date in this file beside its tables (the simulator does).
@@ -70,6 +86,41 @@ class TableSource:
     columns: dict[str, str] = field(default_factory=dict)  # canonical -> source column
     units: dict[str, str] = field(default_factory=dict)  # canonical column -> declared unit
     sheet: str | int | None = None
+    encoding: str | None = None  # of a CSV; None: UTF-8
+
+
+IGNORED_COLUMNS = "ignored_columns"
+MAPPING_TABLE_KEYS = ("file", "columns", "units", "sheet", "encoding")
+
+
+def file_in_folder(folder: Path, name, what: str) -> Path:
+    """`folder / name`, refused when it resolves outside `folder` (absolute, `..`, a symlink)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ParameterError(f"{what}: expected a file name, got {name!r}")
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise DataError(
+            f"{what} {name!r} is outside the raw data folder",
+            file=str(folder),
+            hint="put the file in the --raw folder and name it relative to it",
+        )
+    return path
+
+
+def _mapping_entry(table: str, spec) -> dict:
+    """One table's block of a mapping file, checked for shape (one-line errors, no KeyError)."""
+    if not isinstance(spec, dict) or "file" not in spec:
+        raise ParameterError(f"mapping for {table}: expected a block with at least `file:`")
+    unknown = sorted(set(spec) - set(MAPPING_TABLE_KEYS))
+    if unknown:
+        raise ParameterError(
+            f"mapping for {table}: unknown key(s) {', '.join(unknown)} "
+            f"(known: {', '.join(MAPPING_TABLE_KEYS)})"
+        )
+    for key in ("columns", "units"):
+        if not isinstance(spec.get(key) or {}, dict):
+            raise ParameterError(f"mapping for {table}: `{key}` must map names to names")
+    return spec
 
 
 def table_sources(raw_dir: Path, mapping: dict | None) -> dict[str, TableSource]:
@@ -80,16 +131,26 @@ def table_sources(raw_dir: Path, mapping: dict | None) -> dict[str, TableSource]
             file=str(raw_dir),
             hint="pass --raw with the folder holding the study export",
         )
-    declared = (mapping or {}).get("tables", {})
+    declared = (mapping or {}).get("tables") or {}
+    if not isinstance(declared, dict):
+        raise ParameterError("mapping: `tables` must map table names to blocks")
+    unknown = sorted(set(declared) - set(TABLE_ORDER))
+    if unknown:
+        raise ParameterError(
+            f"mapping: unknown table(s) {', '.join(unknown)} (known: {', '.join(TABLE_ORDER)})"
+        )
+    default_encoding = (mapping or {}).get("encoding")
     sources = {}
     for table in TABLE_ORDER:
         spec = declared.get(table)
         if spec:
+            spec = _mapping_entry(table, spec)
             sources[table] = TableSource(
-                raw_dir / spec["file"],
-                spec.get("columns", {}),
-                spec.get("units", {}),
+                file_in_folder(raw_dir, spec["file"], f"the mapping's file for {table}"),
+                {str(k): str(v) for k, v in (spec.get("columns") or {}).items()},
+                {str(k): str(v) for k, v in (spec.get("units") or {}).items()},
                 spec.get("sheet"),
+                spec.get("encoding", default_encoding),
             )
             continue
         candidates = [raw_dir / f"{table}{suffix}" for suffix in RAW_SUFFIXES]
@@ -100,86 +161,218 @@ def table_sources(raw_dir: Path, mapping: dict | None) -> dict[str, TableSource]
                 file=str(candidates[0]),
                 hint="name it so, or describe the export in a --mapping file",
             )
-        sources[table] = TableSource(found)
+        sources[table] = TableSource(found, encoding=default_encoding)
     return sources
 
 
 # --- readers ----------------------------------------------------------------------------------
 
 
-def _first_malformed_row(path: Path) -> tuple[int | None, str]:
-    """Locate the first row whose field count differs from the header (for the error message)."""
+# Delimiters a CSV export may use (Excel in a decimal-comma locale writes ";").
+CSV_DELIMITERS = (",", ";", "\t", "|")
+UTF8_HINT = (
+    "save it as UTF-8, or declare its encoding (e.g. `encoding: cp1252` for a Windows/Excel "
+    "export) for this table in the --mapping file"
+)
+
+
+def _decode(payload: bytes, path: Path, encoding: str | None) -> str:
+    """The file's text: in the declared encoding, else UTF-8 (a byte-order mark is dropped)."""
+    codec = encoding or "UTF-8"
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle, strict=True)
-            header = next(reader)
-            for record in reader:
-                if len(record) != len(header):
-                    return (
-                        reader.line_num,
-                        f"{len(record)} fields where the header has {len(header)}",
-                    )
-    except csv.Error as error:
-        return reader.line_num, str(error)
-    except UnicodeDecodeError:
-        return None, "not UTF-8 text"
-    return None, "unreadable CSV"
-
-
-def _quote_count(path: Path) -> int:
-    """Double quotes in the file: an odd count means a quoted cell never closes (truncation)."""
-    count = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 24):
-            count += chunk.count(b'"')
-    return count
-
-
-def read_csv_text(path: Path) -> pd.DataFrame:
-    """A CSV as text cells; malformed files raise DataError naming the row."""
-    with path.open("rb") as handle:
-        head = handle.read(65536)
-    if not head.strip():
-        raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
-    if b"\x00" in head:
-        raise DataError("this is not a text CSV (binary content)", file=str(path))
-    if _quote_count(path) % 2:
-        row, problem = _first_malformed_row(path)
+        text = payload.decode(codec)
+    except LookupError:
+        raise ParameterError(
+            f"unknown encoding {encoding!r} declared for {path.name}; use a Python codec "
+            "name such as utf-8, cp1252 or latin-1"
+        ) from None
+    except UnicodeDecodeError as error:
+        prefix = payload[: error.start].decode(codec, errors="replace")
+        # The bad byte belongs to the last (partial) record of the text before it.
+        row = len(list(csv.reader(StringIO(prefix + "x", newline=""))))
         raise DataError(
-            f"malformed CSV: {problem}",
+            f"byte 0x{payload[error.start]:02x} at offset {error.start} is not {codec} text",
             file=str(path),
             row=row,
-            hint="a quoted cell never closes; the file may be truncated",
-        )
+            hint=UTF8_HINT if encoding is None else "check the encoding declared in the mapping",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def _delimiter(header_line: str) -> str:
+    """The delimiter that splits the header into the most fields (comma on a tie)."""
+    counts = {
+        delimiter: len(next(csv.reader([header_line], delimiter=delimiter), []))
+        for delimiter in CSV_DELIMITERS
+    }
+    return max(CSV_DELIMITERS, key=lambda delimiter: counts[delimiter])
+
+
+def _header_names(header: list[str], path: Path) -> list[str]:
+    """Header names as written (outer spaces dropped); a name used twice is refused."""
+    names = [name.strip() for name in header]
+    seen: set[str] = set()
+    for name in names:
+        if name and name in seen:
+            raise DataError(
+                "the header names this column twice",
+                file=str(path),
+                row=1,
+                column=name,
+                hint="rename or delete one of the two columns",
+            )
+        seen.add(name)
+    return names
+
+
+def _csv_records(
+    text: str, path: Path, strict: bool = True
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data records and each record's spreadsheet row (blank lines count as rows).
+
+    Strict first; text after a closing quote (`"word" more`) is then read as a spreadsheet
+    reads it (`word more`), but a quote left open at the end (a truncated file) is refused.
+    """
+    allow_large_csv_cells()
+    first_line = text.split("\n", 1)[0]
+    reader = csv.reader(StringIO(text, newline=""), delimiter=_delimiter(first_line), strict=strict)
+    header: list[str] | None = None
+    records: list[list[str]] = []
+    rows: list[int] = []
+    row = width = 0
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle))
-        # Every column read as text, empty cells as "", kept in Arrow memory: cleaning's string
-        # work then runs vectorized instead of over Python objects.
+        for record in reader:
+            row += 1
+            if header is None:
+                header = _header_names(record, path)
+                width = len(header)
+                continue
+            if len(record) != width:
+                if not "".join(record).strip():
+                    continue  # a blank line: a blank spreadsheet row, no data
+                if len(record) > width and not "".join(record[width:]).strip():
+                    record = record[:width]  # trailing empty cells some exporters add
+            elif not "".join(record).strip():
+                continue
+            if len(record) != width:
+                raise DataError(
+                    f"malformed CSV: {len(record)} fields where the header has {width}",
+                    file=str(path),
+                    row=row,
+                    hint="a cell holds an unquoted delimiter or quote, or the file is truncated",
+                )
+            records.append(record)
+            rows.append(row)
+    except csv.Error as error:
+        if strict and "expected after" in str(error):
+            return _csv_records(text, path, strict=False)
+        raise DataError(
+            f"malformed CSV: {error}",
+            file=str(path),
+            row=row + 1,
+            hint="a quoted cell never closes; the file may be truncated",
+        ) from None
+    if header is None:
+        raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
+    return header, records, rows
+
+
+def _records_frame(header: list[str], records: list[list[str]], rows: list[int]) -> pd.DataFrame:
+    columns = list(zip(*records, strict=True)) if records else [()] * len(header)
+    frame = pd.DataFrame(
+        {i: pd.array(list(cells), dtype=TEXT_DTYPE) for i, cells in enumerate(columns)},
+        index=pd.RangeIndex(len(records)),
+    ).set_axis(header, axis=1)
+    frame[SOURCE_ROW] = pd.array(rows, dtype="int64")
+    return frame
+
+
+def _arrow_csv(payload: bytes, encoding: str | None) -> pd.DataFrame | None:
+    """The fast reader (Arrow) for the usual file; None where only the exact reader can say.
+
+    Arrow reads a quoted cell left open at the end of the file as if it closed there, so a
+    file that may end inside a quote (odd quote count, a quote on the last line, a last cell
+    running over lines without a closing quote) goes to the exact reader, as any Arrow error.
+    """
+    tail = payload.rstrip(b"\r\n")
+    closed = tail.endswith(b'"')
+    if payload.count(b'"') % 2 or (b'"' in tail.rsplit(b"\n", 1)[-1] and not closed):
+        return None
+    head = payload[:65536].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
+    delimiter = _delimiter(head.split("\n", 1)[0])
+    width = len(next(csv.reader([head.split("\n", 1)[0]], delimiter=delimiter)))
+    try:
         table = pyarrow.csv.read_csv(
-            path,
+            pyarrow.py_buffer(payload),
+            read_options=pyarrow.csv.ReadOptions(
+                autogenerate_column_names=True, encoding=encoding or "utf8"
+            ),
+            # Blank lines kept as empty rows, so row i is spreadsheet row i + 1.
+            parse_options=pyarrow.csv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=False
+            ),
             convert_options=pyarrow.csv.ConvertOptions(
-                column_types={name: pyarrow.string() for name in header},
+                column_types={f"f{i}": pyarrow.string() for i in range(width)},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
         )
-        frame = table.to_pandas(types_mapper={pyarrow.string(): TEXT_DTYPE}.get)
-    except (
-        pyarrow.ArrowInvalid,
-        UnicodeDecodeError,
-        ValueError,
-        StopIteration,
-        csv.Error,
-    ) as error:
-        row, problem = _first_malformed_row(path)
+    except (pyarrow.ArrowInvalid, UnicodeDecodeError, LookupError):
+        return None
+    if table.num_columns != width or table.num_rows == 0:
+        return None
+    if not closed and "\n" in table.column(width - 1)[-1].as_py():
+        return None  # the last cell ran to the end of the file: a quote opened, never closed
+    return table.to_pandas(types_mapper={pyarrow.string(): TEXT_DTYPE}.get)
+
+
+def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
+    """A CSV as text cells plus `source_row`; malformed files raise DataError naming the row.
+
+    Quoted cells may span lines and be of any size; nothing is type-guessed (ids such as 00017
+    stay text); `source_row` is the spreadsheet's row (blank lines count). Arrow reads the usual
+    file; the csv module reads the rest and says where a broken file breaks.
+    """
+    payload = path.read_bytes()
+    if not payload.strip():
+        raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
+    if encoding is None and payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"  # Excel's "Unicode text": the byte-order mark says so
+    if encoding != "utf-16" and b"\x00" in payload[:65536]:
+        raise DataError("this is not a text CSV (binary content)", file=str(path))
+    cells = None if encoding == "utf-16" else _arrow_csv(payload, encoding)
+    if cells is not None:
+        header = _header_names(cells.iloc[0].tolist(), path)
+        frame = cells.iloc[1:].set_axis(header, axis=1)
+        frame[SOURCE_ROW] = frame.index + 1
+        # Blank rows (blank lines, or only delimiters): first column empty, then all.
+        maybe = frame.index[frame.iloc[:, 0].str.strip() == ""]
+        data = frame.loc[maybe].drop(columns=SOURCE_ROW)
+        blank = frame.index.isin(maybe[(data.apply(lambda c: c.str.strip()) == "").all(axis=1)])
+        frame = frame[~blank].reset_index(drop=True)
+    else:
+        text = _decode(payload, path, encoding)
+        if "\x00" in text[:65536]:
+            raise DataError("this is not a text CSV (binary content)", file=str(path))
+        frame = _records_frame(*_csv_records(text, path))
+    unnamed = [
+        position
+        for position, name in enumerate(frame.columns)
+        if not name and (frame.iloc[:, position].str.strip() != "").any()
+    ]
+    if unnamed:
         raise DataError(
-            f"malformed CSV: {problem or error}",
+            f"column {unnamed[0] + 1} holds values but has no name",
             file=str(path),
-            row=row,
-            hint="the file may be truncated; re-export it",
-        ) from None
-    return frame.fillna("")
+            row=1,
+            hint="give it a header, or delete it",
+        )
+    frame = frame.loc[:, [bool(name) for name in frame.columns]]
+    # Excel writes ";" where the decimal mark is a comma: "1.000" may be a thousand there.
+    head = payload[:4096].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
+    if _delimiter(head.split("\n", 1)[0]) == ";":
+        frame.attrs[UNPROVEN_DECIMAL_MARK] = None
+    return frame
 
 
 def _text_cell(value) -> str:
@@ -210,36 +403,105 @@ def _frame_as_text(frame: pd.DataFrame) -> pd.DataFrame:
     return text.astype(TEXT_DTYPE)
 
 
-def read_table_file(path: Path, sheet: str | int | None = None) -> pd.DataFrame:
+def _sheet_as_text(path: Path, sheet: str | int | None) -> pd.DataFrame:
+    """An XLSX sheet as text cells; the first row is the header, rows keep their sheet number."""
+    cells = pd.read_excel(path, sheet_name=sheet or 0, dtype=object, header=None)
+    if cells.empty:
+        raise DataError("the sheet is empty", file=str(path), hint="export it with a header row")
+    header = _header_names([_text_cell(value) for value in cells.iloc[0]], path)
+    body = _frame_as_text(cells.iloc[1:])
+    body.columns = header
+    body = body.loc[:, [bool(name) for name in header]]
+    body[SOURCE_ROW] = cells.index[1:] + 1
+    blank = (body.drop(columns=SOURCE_ROW) == "").all(axis=1)
+    return body[~blank].reset_index(drop=True)
+
+
+def read_table_file(
+    path: Path, sheet: str | int | None = None, encoding: str | None = None
+) -> pd.DataFrame:
     """Read a CSV, XLSX or parquet file as text cells with `source_row`."""
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            frame = read_csv_text(path)
-        elif suffix == ".parquet":
-            frame = _frame_as_text(pd.read_parquet(path))
-        elif suffix in (".xlsx", ".xlsm"):
-            frame = _frame_as_text(pd.read_excel(path, sheet_name=sheet or 0, dtype=object))
-        else:
-            raise DataError(
-                f"unsupported file type {suffix!r}", file=str(path), hint="use CSV, XLSX or parquet"
-            )
-    except DataError:
+            return read_csv_text(path, encoding)
+        if suffix in (".xlsx", ".xlsm"):
+            return _sheet_as_text(path, sheet)
+        if suffix == ".parquet":
+            frame = _frame_as_text(pd.read_parquet(path)).reset_index(drop=True)
+            frame[SOURCE_ROW] = frame.index + 2
+            return frame
+    except (DataError, ParameterError):
         raise
     except Exception as error:  # noqa: BLE001 - any reader failure becomes one clear line
         raise DataError(
             f"cannot read the file ({type(error).__name__}: {error})", file=str(path)
         ) from None
-    frame = frame.reset_index(drop=True)
-    frame[SOURCE_ROW] = frame.index + 2
-    return frame
+    raise DataError(
+        f"unsupported file type {suffix!r}", file=str(path), hint="use CSV, XLSX or parquet"
+    )
+
+
+def header_key(name: str) -> str:
+    """A column name as compared: case, outer spaces and inner space/hyphen runs ignored."""
+    return re.sub(r"[\s\-]+", "_", str(name).strip().lower())
+
+
+def _match_columns(table: str, frame: pd.DataFrame, source: TableSource) -> dict[str, str]:
+    """Source column -> canonical name: the mapping's names first, then names equal up to case
+    and spacing. Two source columns for one canonical column are refused."""
+    by_key: dict[str, list[str]] = {}
+    for name in frame.columns:
+        if name != SOURCE_ROW:
+            by_key.setdefault(header_key(name), []).append(name)
+    renames: dict[str, str] = {}
+    for spec in column_specs(CANONICAL_TABLES[table]):
+        wanted = source.columns.get(spec.name, spec.name)
+        candidates = by_key.get(header_key(wanted), [])
+        if len(candidates) > 1:
+            raise DataError(
+                f"columns {', '.join(map(repr, candidates))} all read as {spec.name!r}",
+                file=str(source.path),
+                row=1,
+                column=candidates[0],
+                hint="delete or rename all but one, or map one in a --mapping file",
+            )
+        if candidates:
+            renames[candidates[0]] = spec.name
+        elif spec.name in source.columns:
+            raise DataError(
+                f"column {wanted!r}, mapped to {spec.name}, is not in the file",
+                file=str(source.path),
+                row=1,
+                column=wanted,
+                hint="correct the column name in the --mapping file",
+            )
+    return renames
 
 
 def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) -> pd.DataFrame:
-    """Rename mapped columns to canonical names, tag declared units, check required columns."""
-    renamed = frame.rename(columns={src: dst for dst, src in source.columns.items()})
+    """Rename mapped columns to canonical names, tag declared units, check required columns.
+
+    Header names match canonical (or mapped) names regardless of case and spacing, so an
+    optional column spelled `Withdrawn_On ` is read, not silently left empty.
+    """
+    for canonical in source.columns:
+        if canonical not in column_names(CANONICAL_TABLES[table]):
+            raise ParameterError(
+                f"the mapping for {table} maps an unknown column {canonical!r} "
+                f"(known: {', '.join(column_names(CANONICAL_TABLES[table]))})"
+            )
+    renames = _match_columns(table, frame, source)
+    canonical_names = set(column_names(CANONICAL_TABLES[table]))
+    # A source column that happens to carry a canonical name but maps elsewhere is left out.
+    unmatched = [name for name in frame.columns if name not in renames and name in canonical_names]
+    renamed = frame.drop(columns=unmatched).rename(columns=renames)
+    # Said in the cleaning report: a column the export holds but no canonical column reads.
+    renamed.attrs[IGNORED_COLUMNS] = [
+        str(name) for name in frame.columns if name not in renames and name != SOURCE_ROW
+    ]
     for spec in column_specs(CANONICAL_TABLES[table]):
         if spec.name not in renamed.columns:
             if spec.required:
@@ -256,9 +518,20 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
             raise ParameterError(
                 f"unknown unit {unit!r} for {column}; use one of {sorted(DECLARABLE_UNITS)}"
             )
-        values = renamed[column]
+        if column not in UNIT_SUFFIXES:
+            raise ParameterError(
+                f"a unit is declared for {column}, which takes none; "
+                f"units apply to {', '.join(sorted(UNIT_SUFFIXES))}"
+            )
+        suffix = DECLARABLE_UNITS[unit]
+        if suffix not in UNIT_SUFFIXES[column]:
+            raise ParameterError(
+                f"unit {unit!r} does not fit {column} "
+                f"(it takes {', '.join(sorted(UNIT_SUFFIXES[column]))})"
+            )
+        values = renamed[column].astype(TEXT_DTYPE).fillna("")
         bare = (values.str.strip() != "") & ~values.str.contains("[a-zA-Z]", regex=True)
-        renamed.loc[bare, column] = values[bare] + " " + DECLARABLE_UNITS[unit]
+        renamed.loc[bare, column] = values[bare] + " " + suffix
     return renamed
 
 
@@ -272,6 +545,11 @@ class RawStudy:
     # Where the export states its own export date (file name -> date), if anywhere.
     stated_export_dates: dict[str, datetime.date] = field(default_factory=dict)
 
+    @property
+    def ignored_columns(self) -> dict[str, list[str]]:
+        """Per table, the export's columns that no canonical column reads."""
+        return {table: frame.attrs.get(IGNORED_COLUMNS, []) for table, frame in self.tables.items()}
+
 
 def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
     """All four raw tables as text frames, from plain files or a REDCap export."""
@@ -281,7 +559,7 @@ def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
     else:
         tables, files = {}, {}
         for table, source in table_sources(raw_dir, mapping).items():
-            frame = read_table_file(source.path, source.sheet)
+            frame = read_table_file(source.path, source.sheet, source.encoding)
             tables[table] = canonical_raw_table(table, frame, source)
             files[table] = source.path.name
         study = RawStudy(tables, files)
@@ -364,17 +642,22 @@ def read_redcap_study(raw_dir: Path, spec: dict) -> RawStudy:
     Values the REDCap reader rejected against the data dictionary are already missing in the
     instrument frames; its quarantine entries are carried along under the canonical table name.
     """
-    from analysis.redcap import read_redcap
-
-    data_file = raw_dir / spec["data"]
+    if not isinstance(spec, dict) or not {"data", "dictionary", "tables"} <= set(spec):
+        raise ParameterError("mapping: a `redcap` block needs `data`, `dictionary` and `tables`")
+    data_file = file_in_folder(raw_dir, spec["data"], "the REDCap data file")
     export = read_redcap(
         data_file,
-        raw_dir / spec["dictionary"],
-        raw_dir / spec["event_mapping"] if spec.get("event_mapping") else None,
+        file_in_folder(raw_dir, spec["dictionary"], "the REDCap data dictionary"),
+        file_in_folder(raw_dir, spec["event_mapping"], "the REDCap event mapping")
+        if spec.get("event_mapping")
+        else None,
+        encoding=spec.get("encoding"),
     )
     tables, files, table_of_instrument = {}, {}, {}
     for table in TABLE_ORDER:
-        target = spec["tables"][table]
+        target = spec["tables"].get(table)
+        if not isinstance(target, dict) or "instrument" not in target:
+            raise ParameterError(f"mapping: redcap table {table} needs an `instrument`")
         if target["instrument"] not in export.instruments:
             raise DataError(
                 f"instrument {target['instrument']!r} not in the export",
@@ -418,16 +701,26 @@ def read_stage_frames(folder: Path, names: tuple[str, ...], stage: str) -> dict[
 # --- atomic writers ---------------------------------------------------------------------------
 
 
+def _new_file_beside(path: Path) -> Path:
+    """An empty hidden file beside `path`, created with the umask's mode (not mkstemp's 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return temporary
+
+
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
+    temporary = _new_file_beside(path)
     try:
-        write(Path(temporary))
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
@@ -455,3 +748,155 @@ def write_text(text: str, path: Path) -> None:
 
 def write_json(content, path: Path) -> None:
     write_text(json.dumps(content, indent=2, sort_keys=True, default=str) + "\n", path)
+
+
+# --- whole stage outputs: one writer at a time, all or nothing --------------------------------
+
+STAGING_SUFFIX = "run"
+
+
+@contextmanager
+def output_lock(lock_path: Path, stage: str) -> Iterator[None]:
+    """Hold `lock_path` while a stage writes; a second writer is refused, told who holds it.
+
+    An OS lock (flock), so a writer killed with -9 releases it; the file's text names the
+    holder (stage, pid, host, start time) for the message the second writer gets.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(handle, 1000).decode("utf-8", "replace").strip()
+            os.close(handle)
+            raise OutputError(
+                f"another writer is busy with these outputs ({holder or 'just starting'}); "
+                f"wait for it to finish, or delete {lock_path} if that process is gone"
+            ) from None
+        try:
+            same_file = os.fstat(handle).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same_file = False
+        if same_file:
+            break
+        os.close(handle)  # the previous holder removed the file as we opened it: lock the new one
+    stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    os.ftruncate(handle, 0)
+    os.write(
+        handle, f"`{stage}`, pid {os.getpid()} on {socket.gethostname()} since {stamp}".encode()
+    )
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        os.close(handle)
+
+
+def _new_folder_beside(path: Path, role: str) -> Path:
+    """An empty hidden folder beside `path` (umask mode; mkdtemp would make it 0700)."""
+    while True:
+        folder = path.with_name(f".{path.name}.{role}-{secrets.token_hex(6)}")
+        try:
+            os.mkdir(folder, 0o777)
+        except FileExistsError:
+            continue
+        return folder
+
+
+def _staging_folder_beside(path: Path) -> Path:
+    """The one staging folder beside `path`, always the same name (the caller holds the lock).
+
+    A stage's outputs may record where they were written (a report's notebook is told the
+    folder its CSVs go to), so a random name would make two runs' outputs differ.
+    """
+    folder = path.with_name(f".{path.name}.staging-{STAGING_SUFFIX}")
+    shutil.rmtree(folder, ignore_errors=True)
+    os.mkdir(folder, 0o777)
+    return folder
+
+
+def _leftovers(path: Path, role: str) -> list[Path]:
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.{role}-*"))
+
+
+def _recover_interrupted_swap(path: Path) -> None:
+    """A writer killed between the two renames of a swap leaves the old output retired: put it
+    back, and remove staging folders nobody is writing (the caller holds the lock)."""
+    retired = _leftovers(path, "old")
+    if not path.exists() and retired:
+        os.replace(retired[-1], path)
+    for leftover in _leftovers(path, "old") + _leftovers(path, "staging"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def replace_entry(staged: Path, final: Path) -> None:
+    """Put a fully written file or folder where the old one was; the old one goes only after."""
+    if staged.is_dir() and final.exists():
+        retired = _new_folder_beside(final, "old")
+        os.rmdir(retired)
+        os.replace(final, retired)
+        try:
+            os.replace(staged, final)
+        except BaseException:
+            os.replace(retired, final)
+            raise
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staged, final)
+
+
+def _output_error(error: OSError, where: Path, existed: bool) -> OutputError:
+    kept = "the previous output is unchanged" if existed else "nothing was written"
+    advice = (
+        "free disk space and run again"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "check the folder's permissions and run again"
+    )
+    return OutputError(f"cannot write {where}: {error.strerror or error} ({kept}; {advice})")
+
+
+@contextmanager
+def stage_folder(final: Path, stage: str, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a sibling folder to write a stage's outputs into; on success it replaces `final`
+    whole. A second writer is refused meanwhile; on any failure `final` is untouched (a full
+    disk or a permission problem is one OutputError saying so). With `keep_existing` the
+    folder starts as a copy of `final` (a stage that rewrites only some of its files)."""
+    final = Path(final)
+    lock = final.with_name(f".{final.name}.lock")
+    with output_lock(lock, stage):
+        _recover_interrupted_swap(final)
+        if final.exists() and not final.is_dir():
+            raise OutputError(f"{final} is a file; the {stage} output must be a folder")
+        existed = final.exists()
+        staging = _staging_folder_beside(final)
+        try:
+            if keep_existing and existed:
+                shutil.copytree(final, staging, dirs_exist_ok=True)
+            yield staging
+            replace_entry(staging, final)
+        except OSError as error:
+            raise _output_error(error, final, existed) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def stage_entries(parent: Path, stage: str) -> Iterator[Path]:
+    """As `stage_folder` for a stage whose outputs share `parent` with others' (the reports):
+    each top-level file or folder written into the yielded folder replaces its namesake in
+    `parent` once all are written; nothing in `parent` changes if writing fails."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(parent / f".{stage}.lock", stage):
+        marker = parent / f".{stage}"
+        _recover_interrupted_swap(marker)
+        staging = _staging_folder_beside(marker)
+        try:
+            yield staging
+            for entry in sorted(staging.iterdir()):
+                replace_entry(entry, parent / entry.name)
+        except OSError as error:
+            raise _output_error(error, parent, True) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

@@ -142,17 +142,25 @@ class _Column:
 
 
 def read_redcap(
-    data_csv: Path, dictionary_csv: Path, event_mapping: Path | None = None
+    data_csv: Path,
+    dictionary_csv: Path,
+    event_mapping: Path | None = None,
+    encoding: str | None = None,
 ) -> RedcapExport:
-    """Read a REDCap records CSV with its data dictionary into tidy instrument frames."""
+    """Read a REDCap records CSV with its data dictionary into tidy instrument frames.
+
+    `encoding` is the files' text encoding when it is not UTF-8 (e.g. cp1252).
+    """
     data_csv, dictionary_csv = Path(data_csv), Path(dictionary_csv)
-    dictionary = normalise_dictionary(_read_text_table(dictionary_csv, "data dictionary"))
-    records = _read_text_table(data_csv, "records file")
+    dictionary = normalise_dictionary(_read_text_table(dictionary_csv, "data dictionary", encoding))
+    records = _read_text_table(data_csv, "records file", encoding)
     event_forms = None
     if event_mapping is not None:
         event_mapping = Path(event_mapping)
         event_forms = _event_forms(
-            _read_text_table(event_mapping, "instrument-event mapping"), event_mapping, dictionary
+            _read_text_table(event_mapping, "instrument-event mapping", encoding),
+            event_mapping,
+            dictionary,
         )
     return tidy_redcap(records, dictionary, event_forms, source_file=data_csv.name)
 
@@ -324,9 +332,9 @@ def tidy_redcap(
     )
 
 
-def _read_text_table(path: Path, role: str) -> pd.DataFrame:
+def _read_text_table(path: Path, role: str, encoding: str | None = None) -> pd.DataFrame:
     """A CSV file as a frame of strings, indexed by spreadsheet row (header = row 1)."""
-    hint = "export it from REDCap again as CSV (UTF-8)"
+    hint = "export it from REDCap again as CSV (UTF-8), or declare `encoding:` in the mapping"
     try:
         payload = path.read_bytes()
     except FileNotFoundError:
@@ -335,17 +343,24 @@ def _read_text_table(path: Path, role: str) -> pd.DataFrame:
         raise DataError(f"{role} cannot be read ({error.strerror})", file=str(path)) from None
     if b"\x00" in payload:
         raise DataError(f"{role} holds binary data, not CSV text", file=str(path), hint=hint)
+    codec = encoding or "UTF-8"
     try:
-        text = payload.decode("utf-8-sig")
+        text = payload.decode(codec).removeprefix("\ufeff")
+    except LookupError:
+        raise DataError(f"unknown encoding {encoding!r}", file=str(path), hint=hint) from None
     except UnicodeDecodeError as error:
+        prefix = payload[: error.start].decode(codec, errors="replace")
         raise DataError(
-            f"{role} is not UTF-8 text (bad byte at offset {error.start})",
+            f"{role} is not {codec} text (byte 0x{payload[error.start]:02x} at offset "
+            f"{error.start})",
             file=str(path),
+            row=len(list(csv.reader(io.StringIO(prefix + "x", newline="")))),
             hint=hint,
         ) from None
     if not text.strip():
         raise DataError(f"{role} is empty", file=str(path), hint=hint)
     # The csv module (not pandas) so that row numbers are exact and nothing is type-guessed.
+    allow_large_csv_cells()
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows: list[list[str]] = []
     try:
@@ -380,6 +395,11 @@ def _read_text_table(path: Path, role: str) -> pd.DataFrame:
     frame = pd.DataFrame(body, columns=header, index=index, dtype=object)
     frame.attrs["file"] = str(path)
     return frame
+
+
+def allow_large_csv_cells() -> None:
+    """Let the csv module read cells of any size (long clinician notes), not only 128 KiB."""
+    csv.field_size_limit(2**31 - 1)
 
 
 def _event_forms(

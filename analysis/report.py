@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
 import json
 import os
 import queue
@@ -31,6 +32,7 @@ from analysis.io import DERIVED_FRAMES, read_stage_frames, write_published_csv, 
 from analysis.schema import EVENT_TYPES, Recovery, WeeklyIntervals, WeeklyTrajectories
 from analysis.tables import (
     SUPPRESSED_COLUMN,
+    csv_safe,
     find_identifiers_or_dates,
     groups_to_suppress,
     suppress_small_cells,
@@ -91,6 +93,50 @@ def _literal(text: str):
         return text
 
 
+# Types of the render options, which no notebook declares.
+RENDER_OPTION_EXAMPLES = {"site_reports": True, "jobs": 2, "timeout_seconds": 600}
+
+
+def _type_name(example) -> str:
+    if isinstance(example, bool):
+        return "true or false"
+    if isinstance(example, int):
+        return "a whole number"
+    if isinstance(example, float):
+        return "a number"
+    return {list: "a list", str: "text", dict: "a mapping"}.get(
+        type(example), type(example).__name__
+    )
+
+
+def _fits(value, example) -> bool:
+    if value is None or example is None:
+        return True
+    if isinstance(example, bool):
+        return isinstance(value, bool)
+    if isinstance(example, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(example, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(example))
+
+
+def check_parameter_types(block: Mapping, declared: Mapping[str, Mapping]) -> None:
+    """Each report option has the type of the notebooks' default (ten is not a cell size)."""
+    examples = dict(RENDER_OPTION_EXAMPLES)
+    for defaults in declared.values():
+        examples.update({k: v for k, v in defaults.items() if v is not None})
+    for key, value in block.items():
+        if key in examples and not _fits(value, examples[key]):
+            raise ParameterError(
+                f"report parameter {key}={value!r} must be {_type_name(examples[key])} "
+                f"(like {examples[key]!r}); set it in params.yaml's report block or with "
+                f"--param {key}=..."
+            )
+    if int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE)) < 1:
+        raise ParameterError("report parameter min_cell_size must be at least 1")
+
+
 def notebook_parameters(notebook: Path) -> dict[str, object]:
     """Names and literal defaults of a notebook's `parameters` cell (raises if there is not one)."""
     import nbformat
@@ -147,6 +193,14 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
   p.rendered-at { color: #555; font-size: 12px; }
 </style>
 {%- endblock extra_css -%}
+{#- Markdown outputs are built from data (site names, group labels): any HTML in them is
+    shown as text, never rendered. -#}
+{%- block data_markdown scoped -%}
+<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown jp-OutputArea-output {{ extra_class }}"
+ data-mime-type="text/markdown">
+{{ output.data['text/markdown'] | escape_html | markdown2html }}
+</div>
+{%- endblock data_markdown -%}
 {%- block data_png scoped -%}
 <div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
 <img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}" alt="Figure">
@@ -176,15 +230,43 @@ def export_html(executed: Path, title: str) -> str:
 
 
 def with_figure_descriptions(html: str) -> str:
-    """Give every figure an alternative text: the section heading it illustrates."""
+    """Give every figure an alternative text: the section heading it illustrates.
+
+    Also drops anything active from the outputs (scripts, event handlers, javascript: links):
+    a report shows data and never runs it, whatever a site or group is called.
+    """
     from bs4 import BeautifulSoup
 
     soup = BeautifulSoup(html, "html.parser")
+    for output in soup.select(".jp-OutputArea-output, .jp-MarkdownCell"):
+        _without_active_content(output)
+    # Outputs are made from data: a web address in a site name is text, not a link.
+    for link in soup.select(".jp-OutputArea-output a[href]"):
+        if not link["href"].startswith("#"):
+            link.unwrap()
     for image in soup.find_all("img"):
         heading = image.find_previous(["h1", "h2", "h3", "h4"])
         if heading is not None:
             image["alt"] = f"Figure: {heading.get_text(strip=True).rstrip('¶')}"
     return str(soup)
+
+
+ACTIVE_ELEMENTS = ("script", "iframe", "object", "embed", "form", "base", "meta", "link")
+URL_ATTRIBUTES = ("href", "src", "action", "formaction", "xlink:href", "srcset", "poster")
+SAFE_URL = re.compile(r"^(?:https?:|mailto:|#|data:image/png;base64,|[^:]*$)", re.IGNORECASE)
+
+
+def _without_active_content(element) -> None:
+    for active in element.find_all(ACTIVE_ELEMENTS):
+        active.decompose()
+    for tag in [element, *element.find_all(True)]:
+        for name in list(tag.attrs):
+            value = tag.attrs[name]
+            text = " ".join(value) if isinstance(value, list) else str(value)
+            if name.lower().startswith("on") or (
+                name.lower() in URL_ATTRIBUTES and not SAFE_URL.match(text.strip())
+            ):
+                del tag.attrs[name]
 
 
 def _cell_error(error: Exception) -> str:
@@ -470,6 +552,7 @@ def report_jobs(
             f"unknown report parameter(s): {', '.join(unknown)} "
             f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
         )
+    check_parameter_types(block, declared)
     model_table_files(models)
 
     def seen_from_notebooks(path: Path) -> str:
@@ -507,12 +590,14 @@ def report_jobs(
     jobs = [job(name, name) for name in REPORT_NOTEBOOKS]
     if block.get("site_reports", True) and block.get("site") is None:
         min_cell_size = int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
-        for site, size in site_sizes(processed).items():
+        sizes = site_sizes(processed)
+        names = site_report_names(sizes.index)
+        for site, size in sizes.items():
             if size >= min_cell_size:
                 # Site reports share one folder, so the pipeline can declare it as one output.
                 jobs.append(
                     job(
-                        f"{STUDY_REPORT}_{_slug(site)}",
+                        names[site],
                         STUDY_REPORT,
                         {"site": site},
                         reports / SITE_REPORTS_FOLDER,
@@ -622,8 +707,33 @@ def _close_thread_event_loop() -> None:
     loop.close()
 
 
+SITE_SLUG_LENGTH = 60
+
+
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", str(text)).strip("_") or "site"
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", str(text)).strip("_")[:SITE_SLUG_LENGTH] or "site"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(str(text).encode()).hexdigest()[:8]
+
+
+def site_report_names(sites: Iterable[str]) -> dict[str, str]:
+    """Each site's report name, unique: `study_report_<site>`, with a short hash of the exact
+    name wherever the file name could not keep it ('St. Mary' and 'St Mary' differ) or two
+    names would match on a case-insensitive disk."""
+    names = {}
+    for site in sites:
+        slug = _slug(site)
+        names[site] = f"{STUDY_REPORT}_{slug if slug == site else f'{slug}_{_short_hash(site)}'}"
+    folded: dict[str, list[str]] = {}
+    for site, name in names.items():
+        folded.setdefault(name.casefold(), []).append(site)
+    for group in folded.values():
+        if len(group) > 1:
+            for site in group:
+                names[site] = f"{STUDY_REPORT}_{_slug(site)}_{_short_hash(site)}"
+    return names
 
 
 def _read_params(params_file: Path) -> dict:
@@ -1102,7 +1212,7 @@ class ReportData:
         if findings:
             raise ReportError(f"table {name!r} would show {'; '.join(findings[:3])}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_published_csv(table, self.folder / f"{name}.csv")
+        write_published_csv(csv_safe(table), self.folder / f"{name}.csv")
         self.written.append(name)
         return table
 

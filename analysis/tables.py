@@ -423,16 +423,57 @@ DATE_PATTERNS = (
 IDENTIFIER_COLUMNS = (Recovery.participant_id,)
 
 
+# Words that introduce an id in free text ("participant 12", "record #3", "ID: 7").
+ID_CONTEXT = r"(?:participant|patient|subject|record|person|case|id)s?\b\s*(?:id\b)?\s*[:#]?\s*"
+NUMBER_TEXT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
+
+
 def _identifier_pattern(identifiers: Iterable) -> re.Pattern | None:
-    names = sorted(
-        {str(value).strip() for value in identifiers if pd.notna(value)} - {""},
-        key=len,
-        reverse=True,
-    )
-    if not names:
+    """Ids where ids can appear: any id with a letter anywhere in a text, but an id that is
+    only digits (REDCap numbers records 1, 2, 3) only after a word such as "participant":
+    a count or a day that happens to equal a numeric id is not that person."""
+    names = {str(value).strip() for value in identifiers if pd.notna(value)} - {""}
+    worded = sorted((n for n in names if not NUMBER_TEXT.match(n)), key=len, reverse=True)
+    numeric = sorted((n for n in names if NUMBER_TEXT.match(n)), key=len, reverse=True)
+    alternatives = []
+    if worded:
+        alternatives.append(
+            rf"(?<![A-Za-z0-9])(?:{'|'.join(map(re.escape, worded))})(?![A-Za-z0-9])"
+        )
+    if numeric:
+        alternatives.append(
+            rf"(?<![A-Za-z0-9]){ID_CONTEXT}(?:{'|'.join(map(re.escape, numeric))})(?![\d.])"
+        )
+    if not alternatives:
         return None
-    alternatives = "|".join(re.escape(name) for name in names)
-    return re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])", re.IGNORECASE)
+    return re.compile("|".join(alternatives), re.IGNORECASE)
+
+
+def _numeric_ids(identifiers: Iterable) -> set[str]:
+    return {
+        str(v).strip() for v in identifiers if pd.notna(v) and NUMBER_TEXT.match(str(v).strip())
+    }
+
+
+# Cells a spreadsheet would run as a formula (OWASP's list for CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """The table for a CSV a person opens in Excel: a text cell (or column name) starting with
+    = + - @ tab or CR gets a leading apostrophe, so it shows as text and never runs. Numbers,
+    and text that is just a number (-0.5), are left as they are."""
+
+    def safe(value):
+        formula = isinstance(value, str) and value.startswith(FORMULA_STARTS)
+        return "'" + value if formula and not NUMBER_TEXT.match(value.strip()) else value
+
+    safe_table = table.rename(columns=lambda name: safe(name) if isinstance(name, str) else name)
+    for name in safe_table.columns[
+        [not pd.api.types.is_numeric_dtype(dtype) for dtype in safe_table.dtypes]
+    ]:
+        safe_table[name] = safe_table[name].map(safe, na_action="ignore")
+    return safe_table
 
 
 def _labelled_texts(frame_or_text) -> list[tuple[str, str]]:
@@ -445,7 +486,8 @@ def _labelled_texts(frame_or_text) -> list[tuple[str, str]]:
     texts = [("column name", str(name)) for name in frame.columns]
     texts += [("column name", str(name)) for name in frame.columns.names if name is not None]
     texts += [("index name", str(name)) for name in frame.index.names if name is not None]
-    texts += [("index", str(value)) for value in frame.index]
+    if not isinstance(frame.index, pd.RangeIndex):  # a row number is no one's id
+        texts += [("index", str(value)) for value in frame.index]
     for name in frame.columns:
         values = frame[name]
         texts += [(f"cell in column {name!r}", str(value)) for value in values.dropna().unique()]
@@ -471,9 +513,12 @@ def find_identifiers_or_dates(frame_or_text, identifiers: Iterable = ()) -> list
                 findings.append(f"date column {name!r}")
         if is_datetime64_any_dtype(frame.index):
             findings.append("date index")
+    numeric_ids = _numeric_ids(identifiers)
     for where, text in _labelled_texts(frame_or_text):
         if pattern is not None and (match := pattern.search(text)):
             findings.append(f"participant id {match.group(0)!r} in {where}")
+        elif where.startswith("index") and text.strip() in numeric_ids:
+            findings.append(f"participant id {text.strip()!r} in {where}")
         for date_pattern in DATE_PATTERNS:
             if match := date_pattern.search(text):
                 findings.append(f"date {match.group(0)!r} in {where}")

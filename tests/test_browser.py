@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_report import build_rendered_study
+from tests.test_report import HOSTILE_SITE, build_rendered_study
 
 pytestmark = pytest.mark.browser
 
@@ -101,3 +101,20 @@ def test_reports_render_offline_without_scripts_from_the_network(rendered_study,
             ".filter(n => !n.startsWith('data:') && !n.startsWith('file:'));"
         )
         assert remote == [], f"{path.name} fetched {remote}"
+
+
+def test_a_report_built_from_hostile_names_runs_no_script(rendered_study, browser):
+    """The site named like an <img onerror> tag: no alert fires, no handler is in the page."""
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "window.__alerts = []; window.alert = m => window.__alerts.push(String(m));"},
+    )
+    path = rendered_study.site_report(HOSTILE_SITE)
+    browser.get(path.resolve().as_uri())
+    assert browser.execute_script("return window.__alerts") == []
+    handlers = browser.execute_script(
+        "return Array.from(document.querySelectorAll('*')).filter(e =>"
+        " Array.from(e.attributes).some(a => a.name.startsWith('on'))).length;"
+    )
+    assert handlers == 0
+    assert HOSTILE_SITE in browser.execute_script("return document.body.innerText")

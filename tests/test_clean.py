@@ -9,11 +9,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.clean import SOURCE_ROW, clean_study, clean_table, match_exercise_names
+from analysis.clean import (
+    SOURCE_ROW,
+    TEXT_DTYPE,
+    _Ledger,
+    clean_study,
+    clean_table,
+    column_specs,
+    match_exercise_names,
+    parse_dates,
+    read_number_texts,
+)
 from analysis.errors import DataError
 from analysis.schema import (
     CANONICAL_TABLES,
     EXERCISE_PHASE,
+    Assessments,
     Diary,
     Participants,
     Quarantine,
@@ -118,8 +129,10 @@ def test_clean_rows_pass_unchanged(params):
 
 
 def test_units_formats_flags_case_and_whitespace_are_fixed_and_counted(params):
+    # One date per column settles no day/month order, so this export declares it.
+    declared = params | {"clean": params["clean"] | {"date_order": "day_first"}}
     result = clean_all(
-        params,
+        declared,
         participants=[
             participant(
                 " p001 ",
@@ -271,7 +284,7 @@ def test_cleaning_clean_output_again_changes_nothing(params, tmp_path):
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cells=st.lists(st.fixed_dictionaries({name: TEXT for name in column_names(Diary)}), max_size=6)
 )
@@ -300,3 +313,214 @@ def test_impossible_calendar_dates_are_not_rolled_over(params):
     result = clean_all(params, diaries=[diary(day="2025-02-30"), diary(day="30/02/2025")])
     assert result.tables["diary"].empty
     assert set(result.quarantine[Quarantine.rule]) == {"unparseable_date"}
+
+
+# --- exports as they really come: dates, numbers, sentinels ----------------------------------
+
+
+def diary_days(params, days: list[str], **overrides):
+    """Clean one participant's diary written with the given date texts."""
+    return clean_all(
+        params,
+        participants=[participant(enrolled_on="2024-01-01")],
+        diaries=[diary(day=day, **overrides) for day in days],
+    )
+
+
+def test_month_first_column_is_read_month_first_never_swapped(params):
+    # 01/13/2024 can only be month first: the whole column is read so, 01/05/2024 is 5 January.
+    result = diary_days(params, ["01/13/2024", "01/05/2024", "02/03/2024"])
+    assert result.quarantine.empty
+    assert sorted(result.tables["diary"][Diary.date].dt.strftime("%Y-%m-%d")) == [
+        "2024-01-05",
+        "2024-01-13",
+        "2024-02-03",
+    ]
+    assert result.report["tables"]["diary"]["fixes_by_rule"]["date_order_month_first"] == 3
+
+
+def test_day_first_column_is_read_day_first(params):
+    result = diary_days(params, ["13/01/2024", "01/05/2024"])
+    assert sorted(result.tables["diary"][Diary.date].dt.strftime("%Y-%m-%d")) == [
+        "2024-01-13",
+        "2024-05-01",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("days", "kept"),
+    [
+        (["01/05/2024", "02/03/2024", "04/04/2024"], ["2024-04-04"]),  # no evidence
+        (["13/01/2024", "01/14/2024", "03/04/2024"], ["2024-01-13", "2024-01-14"]),  # both
+    ],
+)
+def test_dates_the_column_leaves_ambiguous_are_quarantined(params, days, kept):
+    result = diary_days(params, days)
+    assert sorted(result.tables["diary"][Diary.date].dt.strftime("%Y-%m-%d")) == kept
+    rules = set(result.quarantine[Quarantine.rule])
+    assert rules == {"ambiguous_date"}
+
+
+def test_declared_order_reads_ambiguous_dates_and_refuses_the_other_order(params):
+    declared = params | {"clean": params["clean"] | {"date_order": "month_first"}}
+    result = diary_days(declared, ["01/05/2024", "13/01/2024"])
+    assert result.tables["diary"][Diary.date].dt.strftime("%Y-%m-%d").tolist() == ["2024-01-05"]
+    assert result.quarantine[Quarantine.rule].tolist() == ["unparseable_date"]
+
+
+def test_a_time_of_day_is_dropped_from_a_date(params):
+    result = diary_days(params, ["2024-02-01 08:30", "2024-02-02T17:05:00"])
+    assert result.quarantine.empty
+    assert result.tables["diary"][Diary.date].dt.day.tolist() == [1, 2]
+
+
+def read_date_column(texts: list[str], formats: list[str], order: str = "evidence"):
+    """One date column parsed alone: (dates, quarantine rules)."""
+    frame = pd.DataFrame({SOURCE_ROW: range(2, len(texts) + 2)})
+    ledger = _Ledger("diary", "diary.csv", frame)
+    spec = next(s for s in column_specs(CANONICAL_TABLES["diary"]) if s.name == Diary.date)
+    values = pd.Series(texts, dtype=TEXT_DTYPE)
+    dates = parse_dates(values, spec, ledger, formats, order)
+    rules = ledger.quarantine_frame()[Quarantine.rule].tolist()
+    return dates, rules
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    days=st.lists(st.dates(date(1990, 1, 1), date(2030, 12, 31)), min_size=1, max_size=12),
+    month_first=st.booleans(),
+    separator=st.sampled_from(["/", ".", "-"]),
+)
+def test_any_day_month_order_is_read_right_or_quarantined(params, days, month_first, separator):
+    pattern = separator.join(["%m", "%d", "%Y"] if month_first else ["%d", "%m", "%Y"])
+    texts = [day.strftime(pattern) for day in days]
+    formats = params["clean"]["date_formats"] + [separator.join(["%d", "%m", "%Y"])]
+    dates, rules = read_date_column(texts, formats)
+    for day, parsed in zip(days, dates, strict=True):
+        assert pd.isna(parsed) or parsed.date() == day  # never a swapped date
+    assert set(rules) <= {"ambiguous_date"}
+    # Ambiguous only when no value in the column shows the order.
+    proof = any(max(day.day, day.month) > 12 and day.day != day.month for day in days)
+    assert not rules or not proof
+
+
+@pytest.mark.parametrize(
+    ("column", "texts", "expected"),
+    [
+        # A thousands separator is never a decimal comma.
+        (Assessments.hip_abduction_n, ["1,000", "250", "800"], [1000.0, 250.0, 800.0]),
+        (Assessments.hip_abduction_n, ["1,000.0", "250.25", "300"], [1000.0, 250.25, 300.0]),
+        # The column proves a decimal comma: 1.000 and 100,000 follow it.
+        (Assessments.hip_abduction_n, ["120,5", "1.000", "100,000"], [120.5, 1000.0, 100.0]),
+        (Assessments.activation_score, ["4,5", "3", "2,25"], [4.5, 3.0, 2.25]),
+        (Assessments.hip_abduction_n, ["1e2", "+150", "99.5 N"], [100.0, 150.0, 99.5]),
+    ],
+)
+def test_the_column_decides_the_decimal_mark(params, column, texts, expected):
+    visits = [visit(day=f"2025-01-{20 + i}", **{column: t}) for i, t in enumerate(texts)]
+    result = clean_all(params, visits=visits)
+    assert result.quarantine.empty
+    assert result.tables["assessments"][column].tolist() == pytest.approx(expected)
+
+
+def test_a_column_with_both_marks_quarantines_what_reads_either_way(params):
+    texts = ["120,5", "130.5", "1,000", "140"]
+    visits = [visit(day=f"2025-01-{20 + i}", hip_abduction_n=t) for i, t in enumerate(texts)]
+    result = clean_all(params, visits=visits)
+    strength = result.tables["assessments"][Assessments.hip_abduction_n].tolist()
+    assert strength[:2] == [120.5, 130.5] and pd.isna(strength[2]) and strength[3] == 140
+    assert result.quarantine[Quarantine.rule].tolist() == ["ambiguous_number"]
+
+
+def test_explicit_units_are_never_reread_as_minutes_and_sentinels_are_missing(params):
+    result = diary_days(
+        params,
+        ["2024-02-01", "2024-02-02", "2024-02-03", "2024-02-04", "2024-02-05"],
+    )
+    hours = ["72 h", "999", "-99", "600", "1,020 min"]
+    result = clean_all(
+        params,
+        participants=[participant(enrolled_on="2024-01-01")],
+        diaries=[diary(day=f"2024-02-0{i + 1}", sitting_hours=h) for i, h in enumerate(hours)],
+    )
+    kept = result.tables["diary"].sort_values(Diary.date)[Diary.sitting_hours].tolist()
+    assert pd.isna(kept[0]) and pd.isna(kept[1]) and pd.isna(kept[2])
+    assert kept[3:] == pytest.approx([10.0, 17.0])
+    rules = result.quarantine.set_index(Quarantine.value)[Quarantine.rule].to_dict()
+    assert rules == {
+        "72 h": "out_of_range",
+        "999": "missing_sentinel",
+        "-99": "missing_sentinel",
+    }
+
+
+def test_sentinels_come_from_params(params):
+    custom = params | {"clean": params["clean"] | {"missing_sentinels": [-1]}}
+    result = clean_all(custom, diaries=[diary(pain_hip="-1", pain_knee="999")])
+    entries = result.quarantine.set_index(Quarantine.column)[Quarantine.rule].to_dict()
+    assert entries == {"pain_hip": "missing_sentinel", "pain_knee": "out_of_range"}
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    amounts=st.lists(st.integers(0, 24 * 60), min_size=1, max_size=6),
+    spelling=st.sampled_from(["{} min", "{}min", "{} MINUTES", "{} mins"]),
+)
+def test_minutes_with_a_unit_are_hours_whatever_their_size(params, amounts, spelling):
+    texts = [spelling.format(amount) for amount in amounts]
+    result = clean_all(
+        params,
+        participants=[participant(enrolled_on="2024-01-01")],
+        diaries=[diary(day=f"2024-03-{i + 1:02d}", sitting_hours=t) for i, t in enumerate(texts)],
+    )
+    kept = result.tables["diary"].sort_values(Diary.date)[Diary.sitting_hours]
+    expected = [amount / 60 for amount in amounts]
+    assert kept.tolist() == pytest.approx(expected)
+
+
+def test_placeholder_dates_are_missing_with_a_record(params):
+    result = clean_all(
+        params,
+        participants=[
+            participant(),
+            participant("P002", enrolled_on="1900-01-01"),
+            participant("P003", withdrawn_on="1899-12-30"),
+        ],
+    )
+    kept = result.tables["participants"].set_index(Participants.participant_id)
+    assert list(kept.index) == ["P001", "P003"] and pd.isna(kept.loc["P003", "withdrawn_on"])
+    assert result.quarantine[Quarantine.rule].tolist() == ["missing_sentinel"] * 2
+
+
+def written(value: float, decimals: int, mark: str, grouped: bool) -> str:
+    """`value` as a person's locale writes it: decimal `mark`, the other mark grouping."""
+    text = f"{value:,.{decimals}f}" if grouped else f"{value:.{decimals}f}"
+    return text.translate(str.maketrans({",": ".", ".": ","})) if mark == "," else text
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    values=st.lists(st.integers(0, 10**7), min_size=1, max_size=8),
+    decimals=st.lists(st.integers(0, 3), min_size=8, max_size=8),
+    mark=st.sampled_from([".", ","]),
+    grouped=st.booleans(),
+)
+def test_numbers_are_read_by_the_column_s_own_mark_or_quarantined(values, decimals, mark, grouped):
+    numbers = [value / 100 for value in values]
+    texts = [written(n, d, mark, grouped) for n, d in zip(numbers, decimals, strict=False)]
+    reading = read_number_texts(pd.Series(texts, dtype=TEXT_DTYPE))
+    proven = any(
+        d and not (d == 3 and 1 <= int(n) < 1000) or (grouped and int(n) >= 10**6)
+        for n, d in zip(numbers, decimals, strict=False)
+    )
+    for number, text, read in zip(numbers, texts, reading.numbers, strict=True):
+        if pd.isna(read):
+            continue  # left unread (ambiguous) is allowed; a wrong number is not
+        if mark == "," and not proven and ("," in text or "." in text):
+            continue  # no evidence for the comma: read the default way, tested elsewhere
+        decimals_written = len(text.split(mark)[1]) if mark in text else 0
+        assert read == pytest.approx(round(number, decimals_written), abs=1e-9), (texts, text)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import socket
+import stat
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from analysis import io
 from analysis.cli import app
 from tests.conftest import PROJECT_ROOT
 from tests.test_io import write_canonical_study
@@ -157,3 +162,214 @@ def test_a_redcap_export_cleans_like_the_same_study_in_csv(runner, tmp_path):
         from_csv = pd.read_parquet(tmp_path / "clean_csv" / f"{table}.parquet")
         from_redcap = pd.read_parquet(tmp_path / "clean_redcap" / f"{table}.parquet")
         pd.testing.assert_frame_equal(from_redcap, from_csv, check_exact=False)
+
+
+# --- stage outputs: whole, one writer, full disks, shared folders ---------------------------
+
+
+def clean_into(runner, tmp_path, out_name="interim"):
+    return invoke(
+        runner, "clean", "--raw", tmp_path / "raw", "--out", tmp_path / out_name, "--params", PARAMS
+    )
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def hidden_leftovers(parent: Path) -> list[str]:
+    return sorted(path.name for path in parent.iterdir() if path.name.startswith("."))
+
+
+def full_disk_after(calls: int):
+    """A writer that works `calls` times, then fails as a full disk does."""
+    count = {"n": 0}
+
+    def check() -> None:
+        count["n"] += 1
+        if count["n"] > calls:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    return check
+
+
+def test_a_full_disk_is_one_line_and_the_previous_output_stays_whole(runner, tmp_path, monkeypatch):
+    write_canonical_study(tmp_path / "raw")
+    assert clean_into(runner, tmp_path).exit_code == 0
+    before = folder_bytes(tmp_path / "interim")
+    rows = pd.read_csv(tmp_path / "raw" / "diary.csv")
+    pd.concat([rows, rows.assign(date="2025-01-09")]).to_csv(
+        tmp_path / "raw" / "diary.csv", index=False
+    )
+    check = full_disk_after(1)
+    original = pd.DataFrame.to_parquet
+
+    def to_parquet(self, path, *args, **kwargs):
+        check()
+        return original(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", to_parquet)
+    result = clean_into(runner, tmp_path)
+    assert result.exit_code == 1, result.output
+    message = result.output.strip()
+    assert "\n" not in message and "No space left on device" in message
+    assert "previous output is unchanged" in message and "free disk space" in message
+    assert folder_bytes(tmp_path / "interim") == before
+    assert hidden_leftovers(tmp_path) == []
+
+
+def test_a_second_writer_is_refused_and_told_who_holds_the_folder(runner, tmp_path):
+    write_canonical_study(tmp_path / "raw")
+    assert clean_into(runner, tmp_path).exit_code == 0
+    before = folder_bytes(tmp_path / "interim")
+    with io.output_lock(tmp_path / ".interim.lock", "clean"):
+        result = clean_into(runner, tmp_path)
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert f"pid {os.getpid()} on {socket.gethostname()}" in message and "`clean`" in message
+    assert folder_bytes(tmp_path / "interim") == before
+    assert clean_into(runner, tmp_path).exit_code == 0  # released
+
+
+def test_leftovers_of_a_killed_writer_are_cleared_and_the_swap_recovered(runner, tmp_path):
+    write_canonical_study(tmp_path / "raw")
+    assert clean_into(runner, tmp_path).exit_code == 0
+    # Killed between the two renames of a swap: the old output retired, a staging folder half
+    # written, the lock file left (its OS lock died with the process).
+    os.replace(tmp_path / "interim", tmp_path / ".interim.old-dead")
+    (tmp_path / ".interim.staging-dead").mkdir()
+    (tmp_path / ".interim.staging-dead" / "diary.parquet").write_bytes(b"half")
+    (tmp_path / ".interim.lock").write_text("`clean`, pid 1 on elsewhere")
+    assert clean_into(runner, tmp_path).exit_code == 0
+    assert {p.name for p in (tmp_path / "interim").iterdir()} == CLEAN_OUTPUTS
+    assert hidden_leftovers(tmp_path) == []
+
+
+def test_outputs_follow_the_umask(runner, tmp_path):
+    write_canonical_study(tmp_path / "raw")
+    previous = os.umask(0o022)
+    try:
+        assert clean_into(runner, tmp_path).exit_code == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "interim").stat().st_mode) == 0o755
+    for path in (tmp_path / "interim").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name
+
+
+def test_fit_and_report_outputs_are_staged_whole(runner, tmp_path, monkeypatch):
+    from analysis import fit as fit_module
+    from analysis import report as report_module
+
+    processed, models, metrics = tmp_path / "processed", tmp_path / "models", tmp_path / "m.json"
+    write_canonical_study(tmp_path / "raw")
+    assert clean_into(runner, tmp_path).exit_code == 0
+    invoke(
+        runner, "derive", "--clean", tmp_path / "interim", "--out", processed, "--params", PARAMS
+    )
+    recovery = pd.read_parquet(processed / "recovery.parquet")
+    pd.concat([recovery.assign(participant_id=f"P{i}") for i in range(3)]).assign(
+        recovered=True
+    ).to_parquet(processed / "recovery.parquet")
+    outputs = fit_module.FitOutputs()
+    outputs.tables = {"a": pd.DataFrame({"x": [1]}), "b": pd.DataFrame({"x": [2]})}
+    outputs.metrics = {"participants": 3}
+    monkeypatch.setattr(fit_module, "run_models", lambda *args, **kwargs: outputs)
+    fit_args = ("fit", "--processed", processed, "--models", models, "--metrics", metrics)
+    assert invoke(runner, *fit_args, "--params", PARAMS).exit_code == 0
+    assert {p.name for p in models.iterdir()} == {"a.csv", "b.csv"}
+    before = folder_bytes(models), metrics.read_bytes()
+    check = full_disk_after(1)
+    original = pd.DataFrame.to_csv
+
+    def to_csv(self, *args, **kwargs):
+        check()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+    outputs.metrics = {"participants": 99}
+    result = invoke(runner, *fit_args, "--params", PARAMS)
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert (folder_bytes(models), metrics.read_bytes()) == before
+    monkeypatch.setattr(pd.DataFrame, "to_csv", original)
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "study_report.html").write_text("old")
+
+    def render_all(*, reports, **kwargs):
+        (reports / "study_report.html").write_text("new")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(report_module, "render_all", render_all)
+    result = invoke(runner, "report", "--data", tmp_path, "--reports", reports, "--params", PARAMS)
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert (reports / "study_report.html").read_text() == "old"
+    assert hidden_leftovers(reports) == []
+
+
+def test_fit_on_a_one_person_study_says_what_to_do(runner, tmp_path):
+    write_canonical_study(tmp_path / "raw")
+    assert clean_into(runner, tmp_path).exit_code == 0
+    processed = tmp_path / "processed"
+    invoke(
+        runner, "derive", "--clean", tmp_path / "interim", "--out", processed, "--params", PARAMS
+    )
+    result = invoke(
+        runner,
+        "fit",
+        "--processed",
+        processed,
+        "--models",
+        tmp_path / "models",
+        "--metrics",
+        tmp_path / "metrics.json",
+        "--params",
+        PARAMS,
+    )
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert message.startswith("error: nothing to fit: the study has 1 participant(s)")
+    assert "cleaning report" in message and not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("min_cell_size=ten", "min_cell_size='ten' must be a whole number"),
+        ("min_cell_size=0", "min_cell_size must be at least 1"),
+        ("site_reports=maybe", "site_reports='maybe' must be true or false"),
+    ],
+)
+def test_report_parameters_of_the_wrong_type_are_one_line(runner, tmp_path, override, expected):
+    result = invoke(
+        runner,
+        "report",
+        "--data",
+        tmp_path,
+        "--reports",
+        tmp_path / "reports",
+        "--notebooks",
+        PROJECT_ROOT / "notebooks",
+        "--params",
+        PARAMS,
+        "--param",
+        override,
+    )
+    assert result.exit_code == 1
+    assert expected in " ".join(result.output.split())
+
+
+def test_columns_no_table_reads_are_named_in_the_cleaning_report(runner, tmp_path):
+    write_canonical_study(tmp_path / "raw")
+    people = pd.read_csv(tmp_path / "raw" / "participants.csv", dtype=str)
+    people = people.rename(columns={"withdrawn_on": "Withdrawal Date", "bmi": " BMI "})
+    people.to_csv(tmp_path / "raw" / "participants.csv", index=False)
+    result = clean_into(runner, tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "participants: columns not used: Withdrawal Date" in " ".join(result.output.split())
+    report = json.loads((tmp_path / "interim" / "cleaning_report.json").read_text())
+    assert report["ignored_columns"]["participants"] == ["Withdrawal Date"]
+    assert "`Withdrawal Date`" in (tmp_path / "interim" / "cleaning_report.md").read_text()
+    kept = pd.read_parquet(tmp_path / "interim" / "participants.parquet")
+    assert kept["bmi"].tolist() == [24.0]  # ' BMI ' is bmi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -166,3 +167,238 @@ def test_random_bytes_either_read_or_raise_our_error(tmp_path, content):
         assert "\n" not in str(error)
         return
     assert SOURCE_ROW in frame.columns
+
+
+# --- exports as they really come ------------------------------------------------------------
+
+
+def write_rows(path: Path, header: list[str], rows: list[list[str]], **options) -> None:
+    text = "\n".join(",".join(cells) for cells in [header, *rows]) + "\n"
+    path.write_bytes(text.encode(options.get("encoding", "utf-8")))
+
+
+def header_variant(name: str, draw) -> str:
+    """The same column name as a person might type it: case, outer spaces, space for _."""
+    cased = "".join(c.upper() if draw(st.booleans()) else c for c in name)
+    spaced = cased.replace("_", draw(st.sampled_from(["_", " ", "-", "  "])))
+    return draw(st.sampled_from(["", " ", "  "])) + spaced + draw(st.sampled_from(["", " "]))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_every_column_is_found_whatever_its_case_and_spacing(tmp_path, data):
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    header = [header_variant(name, data.draw) for name in PARTICIPANT]
+    values = {**PARTICIPANT, "withdrawn_on": "2025-03-01", "withdrawal_reason": "moved"}
+    pd.DataFrame([list(values.values())], columns=header).to_csv(
+        raw / "participants.csv", index=False
+    )
+    people = read_raw_study(raw).tables["participants"].iloc[0]
+    for name, value in values.items():
+        assert people[name] == value, name
+
+
+def test_two_columns_that_read_as_one_are_refused(tmp_path):
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    frame = pd.DataFrame([PARTICIPANT]).assign(BMI="30")
+    frame.to_csv(raw / "participants.csv", index=False)
+    with pytest.raises(DataError, match=r"column 'bmi'.*'bmi', 'BMI' all read as 'bmi'"):
+        read_raw_study(raw)
+
+
+def test_a_repeated_header_name_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "diary.csv"
+    path.write_text("participant_id,pain_hip,pain_hip\nP1,3,4\n")
+    with pytest.raises(DataError, match=r"row 1, column 'pain_hip': the header names"):
+        read_table_file(path)
+
+
+def test_byte_order_mark_and_leading_zeros_keep_ids_as_text(tmp_path):
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    text = pd.DataFrame([PARTICIPANT | {"participant_id": "00017"}]).to_csv(index=False)
+    (raw / "participants.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    people = read_raw_study(raw).tables["participants"]
+    assert people[Participants.participant_id].tolist() == ["00017"]
+
+
+def test_source_row_counts_blank_lines_like_a_spreadsheet(tmp_path):
+    path = tmp_path / "diary.csv"
+    path.write_text("participant_id,pain_hip\nP1,1\n\nP2,2\n,\nP3,3\n")
+    frame = read_table_file(path)
+    assert frame["participant_id"].tolist() == ["P1", "P2", "P3"]
+    assert frame[SOURCE_ROW].tolist() == [2, 4, 6]
+
+
+def test_large_file_with_multi_line_quoted_notes_is_read(tmp_path):
+    path = tmp_path / "participants.csv"
+    note = '"Reports pain, ""sharp"" at times.\nSecond line of the note.\n' + "x" * 200_000 + '"'
+    rows = [f"P{i},{note if i % 50 == 0 else 'plain'}" for i in range(400)]
+    path.write_text("participant_id,notes\n" + "\n".join(rows) + "\nP400,last\n")
+    assert path.stat().st_size > 1 << 20
+    frame = read_table_file(path)
+    assert len(frame) == 401
+    assert frame["notes"].iloc[0].startswith('Reports pain, "sharp"')
+    assert frame[SOURCE_ROW].iloc[-1] == 402  # one spreadsheet row per record
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_other_delimiters_are_read(tmp_path, delimiter):
+    path = tmp_path / "diary.csv"
+    path.write_text(f"participant_id{delimiter}sitting_hours\nP1{delimiter}7,5\n")
+    assert read_table_file(path)["sitting_hours"].tolist() == ["7,5"]
+
+
+def test_windows_1252_needs_its_encoding_declared_and_then_reads(tmp_path):
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    rows = [PARTICIPANT | {"participant_id": f"P{i}"} for i in range(3)]
+    rows[2]["site"] = "Hôpital Saint-Éloi – Nord"
+    text = pd.DataFrame(rows).to_csv(index=False)
+    (raw / "participants.csv").write_bytes(text.encode("cp1252"))
+    with pytest.raises(DataError) as error:
+        read_raw_study(raw)
+    message = str(error.value)
+    assert "row 4" in message and "0xf4" in message and "encoding: cp1252" in message
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        yaml.safe_dump(
+            {"tables": {"participants": {"file": "participants.csv", "encoding": "cp1252"}}}
+        )
+    )
+    people = read_raw_study(raw, mapping).tables["participants"]
+    assert people["site"].iloc[2] == "Hôpital Saint-Éloi – Nord"
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [
+        (["5'10\" tall"], ["5'10\" tall"]),
+        (['said "no" twice'], ['said "no" twice']),
+        # Text after a closing quote: read as a spreadsheet shows it.
+        (['"quoted" then text'], ["quoted then text"]),
+        (['"quoted" then text', "5'10\""], ["quoted then text", "5'10\""]),
+    ],
+)
+def test_a_stray_quote_is_read_as_a_spreadsheet_reads_it(tmp_path, cells, expected):
+    path = tmp_path / "participants.csv"
+    rows = "".join(f"P{i},{cell}\n" for i, cell in enumerate(cells))
+    path.write_text(f"participant_id,notes\nPa,fine\n{rows}Pz,fine\n")
+    assert read_table_file(path)["notes"].tolist() == ["fine", *expected, "fine"]
+
+
+@pytest.mark.parametrize("tail", ['"never closes\n', '"never closes', 'a "stray\nP4,"open'])
+def test_a_quote_left_open_at_the_end_is_a_truncated_file_with_its_row(tmp_path, tail):
+    path = tmp_path / "participants.csv"
+    path.write_text(f"participant_id,notes\nP1,fine\nP2,fine\nP3,{tail}")
+    with pytest.raises(DataError, match=r"row \d: malformed CSV.*truncated"):
+        read_table_file(path)
+
+
+@pytest.mark.parametrize("name", ["../elsewhere/participants.csv", "/etc/passwd", "link.csv"])
+def test_mapping_files_outside_the_raw_folder_are_refused(tmp_path, name):
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "participants.csv").write_text("participant_id\nX\n")
+    (raw / "link.csv").symlink_to(tmp_path / "elsewhere" / "participants.csv")
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(yaml.safe_dump({"tables": {"participants": {"file": name}}}))
+    with pytest.raises(DataError, match="outside the raw data folder"):
+        read_raw_study(raw, mapping)
+
+
+def test_a_mapped_column_missing_from_the_file_is_named(tmp_path):
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(
+        yaml.safe_dump(
+            {"tables": {"participants": {"file": "participants.csv", "columns": {"bmi": "BMI_kg"}}}}
+        )
+    )
+    with pytest.raises(DataError, match=r"column 'BMI_kg'.*mapped to bmi, is not in the file"):
+        read_raw_study(raw, mapping)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    notes=st.lists(
+        st.text(st.characters(blacklist_categories=["Cs", "Cc"]), max_size=40), max_size=6
+    ),
+    encoding=st.sampled_from(["utf-8", "utf-8-sig", "cp1252", "latin-1", "utf-16"]),
+)
+def test_any_text_in_any_declared_encoding_round_trips(tmp_path, notes, encoding):
+    ids = [f"P{i}" for i in range(len(notes))]
+    try:
+        payload = pd.DataFrame({"participant_id": ids, "notes": notes}).to_csv(index=False)
+        payload = payload.encode(encoding)
+    except UnicodeEncodeError:
+        return  # the text has characters this encoding cannot hold
+    path = tmp_path / "participants.csv"
+    path.write_bytes(payload)
+    declared = encoding if encoding in ("cp1252", "latin-1") else None
+    frame = read_table_file(path, encoding=declared)
+    assert frame["participant_id"].tolist() == ids
+    assert frame["notes"].tolist() == notes
+
+
+def test_xlsx_rows_keep_their_sheet_numbers_and_ids_stay_text(tmp_path):
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    for row in (["Participant ID", "pain_hip"], ["00017", 3], [None, None], ["P2", 4]):
+        sheet.append(row)
+    book.save(tmp_path / "diary.xlsx")
+    frame = read_table_file(tmp_path / "diary.xlsx")
+    assert frame["Participant ID"].tolist() == ["00017", "P2"]
+    assert frame["pain_hip"].tolist() == ["3", "4"]
+    assert frame[SOURCE_ROW].tolist() == [2, 4]
+    sheet["C1"] = "pain_hip"
+    book.save(tmp_path / "twice.xlsx")
+    with pytest.raises(DataError, match="column 'pain_hip': the header names this column twice"):
+        read_table_file(tmp_path / "twice.xlsx")
+
+
+@pytest.mark.parametrize(
+    ("strengths", "expected"),
+    [
+        (["1.000", "750"], [None, 750.0]),  # ";" file, no proof: 1.000 could be either
+        (["1.000", "120,5"], [1000.0, 120.5]),  # the column proves the decimal comma
+        (["1.5", "120"], [1.5, 120.0]),  # the column proves the decimal point
+    ],
+)
+def test_a_semicolon_file_proves_no_decimal_point(tmp_path, params, strengths, expected):
+    from analysis.clean import clean_study
+
+    raw = tmp_path / "raw"
+    write_canonical_study(raw)
+    frame = pd.DataFrame(
+        [
+            dict(
+                participant_id="P001",
+                date=f"2025-01-{10 + i}",
+                activation_score="4",
+                hip_abduction_n=value,
+                single_leg_balance_s="12",
+                trendelenburg_positive="true",
+                phase_assigned="1",
+                clinician_recovered="false",
+            )
+            for i, value in enumerate(strengths)
+        ]
+    )
+    frame.to_csv(raw / "assessments.csv", index=False, sep=";")
+    study = read_raw_study(raw)
+    result = clean_study(study.tables, study.files, params["clean"], date(2026, 1, 1))
+    kept = result.tables["assessments"]["hip_abduction_n"].tolist()
+    assert [None if pd.isna(v) else v for v in kept] == expected
+    ambiguous = result.quarantine["rule"].eq("ambiguous_number").sum()
+    assert ambiguous == expected.count(None)

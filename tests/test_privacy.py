@@ -13,7 +13,6 @@ import nbformat
 import pandas as pd
 import pytest
 
-from analysis.report import SITE_REPORTS_FOLDER
 from analysis.tables import find_identifiers_or_dates
 from tests.test_report import CANARY_ID, build_rendered_study
 
@@ -101,11 +100,9 @@ def test_a_small_site_triggers_suppression(rendered_study):
     assert not small.empty, "the simulated study has no small site-group"
     site, group = small.index[0]
     if (recovery["site"] == site).sum() < MIN_CELL_SIZE:
-        assert not (
-            rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}.html"
-        ).exists()
+        assert not rendered_study.site_report(site).exists()
         return
-    files = rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}_files"
+    files = rendered_study.site_report(site, "_files")
     outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str)
     row = outcomes[outcomes["group"] == group].iloc[0]
     assert row["n"] == f"<{MIN_CELL_SIZE}" and row["suppressed"] == "True"
@@ -115,7 +112,7 @@ def test_a_small_site_triggers_suppression(rendered_study):
         if (files / f"{name}.csv").exists():
             table = pd.read_csv(files / f"{name}.csv", dtype=str)
             assert group not in set(table["group"]), name
-    html = (rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}.html").read_text()
+    html = rendered_study.site_report(site).read_text()
     assert re.search(rf"Group\(s\) [^<]*\b{group}\b[^<]* had fewer than {MIN_CELL_SIZE}", html)
     # The whole-study Table 1 hides the site's small cells too.
     table_one = pd.read_csv(
@@ -129,3 +126,29 @@ def test_curves_stop_before_fewer_than_k_are_at_risk(rendered_study):
         curves = pd.read_csv(path)
         assert (curves["n_risk"] >= MIN_CELL_SIZE).all(), path
         assert not {"n_event", "n_censor"} & set(curves.columns), path
+
+
+def test_numeric_ids_are_looked_for_only_where_ids_appear():
+    """REDCap numbers records 1, 2, 3: a count of 2 is not participant 2."""
+    ids = ["1", "2", "3", "17"]
+    counts = pd.DataFrame({"group": ["low", "high"], "n": [2, 17], "text": ["1 (50%)", "3 of 17"]})
+    assert find_identifiers_or_dates(counts, ids) == []
+    listed = pd.DataFrame({"n": [5]}, index=pd.Index(["17"], name="who"))
+    assert find_identifiers_or_dates(listed, ids) == ["participant id '17' in index"]
+    assert find_identifiers_or_dates("record 3 withdrew early", ids) == [
+        "participant id 'record 3' in text"
+    ]
+    assert find_identifiers_or_dates(pd.DataFrame({"participant_id": [1]}), ids) == [
+        "identifier column 'participant_id'"
+    ]
+    # Ids with letters are still found anywhere.
+    assert find_identifiers_or_dates("seen: P-7 and more", ["P-7"]) != []
+
+
+def test_report_data_accepts_counts_equal_to_numeric_ids(tmp_path):
+    from analysis.report import ReportData
+
+    data = ReportData(tmp_path / "files", identifiers=[str(i) for i in range(1, 301)])
+    flow = pd.DataFrame({"stage": ["enrolled", "analysed"], "n": [300, 12]})
+    data.save("cohort_flow", flow)
+    assert (tmp_path / "files" / "cohort_flow.csv").is_file()

@@ -28,6 +28,12 @@ from analysis.report import SITE_REPORTS_FOLDER
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 CANARY_ID = "CANARY-ID-12345"
+# Site names an attacker or a careless export might give (each site has >= 5 people).
+HOSTILE_SITE = "<img src=x onerror=alert(1)>"
+FORMULA_SITE = '=HYPERLINK("http://example.invalid/?leak","click")'
+TWIN_SITES = ("St. Mary", "St Mary")  # one file name once slugged
+PLANTED_SITES = {"site_b": HOSTILE_SITE, "site_c": FORMULA_SITE, "site_d": TWIN_SITES[0]}
+PLANTED_SITES["site_e"] = TWIN_SITES[1]
 STUDY_PARTICIPANTS = 300
 STUDY_SEED = 20261125
 
@@ -58,6 +64,20 @@ class RenderedStudy:
     @property
     def executed_notebooks(self) -> list[Path]:
         return sorted((self.reports / "executed").glob("*.ipynb"))
+
+    def site_report(self, site: str, suffix: str = ".html") -> Path:
+        """A site's report (suffix ".html") or its CSV folder (suffix "_files")."""
+        names = report.site_report_names(report.study_sites(self.data / "processed"))
+        return self.reports / SITE_REPORTS_FOLDER / f"{names[site]}{suffix}"
+
+
+def _plant_site_names(raw: Path) -> None:
+    """Give four sites the hostile, formula and colliding names (whatever their spelling)."""
+    path = raw / "participants.csv"
+    people = pd.read_csv(path, dtype=str, keep_default_na=False)
+    spelled = people["site"].str.strip().str.lower()
+    people["site"] = spelled.map(PLANTED_SITES).fillna(people["site"])
+    people.to_csv(path, index=False)
 
 
 def _plant_canary(raw: Path) -> str:
@@ -91,6 +111,7 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     data, reports = root / "data", root / "reports"
     run_simulate(data / "raw", STUDY_PARTICIPANTS, STUDY_SEED, 0.02, 40, "csv")
     original = _plant_canary(data / "raw")
+    _plant_site_names(data / "raw")
     run_clean(data / "raw", data / "interim", None, params["clean"], params_file)
     run_derive(data / "interim", data / "processed", params["derive"])
     run_fit(data / "processed", reports / "models", reports / "metrics.json", params)
@@ -220,7 +241,8 @@ def test_every_report_is_rendered_with_its_csvs(rendered_study):
     assert {"study_report", "adherence_groups", "timeline_calibration"} <= names
     sites = report.study_sites(rendered_study.data / "processed")
     sizes = report.site_sizes(rendered_study.data / "processed")
-    assert {f"study_report_{site}" for site in sites if sizes[site] >= 5} <= names
+    site_names = report.site_report_names(sites)
+    assert {site_names[site] for site in sites if sizes[site] >= 5} <= names
     for item in rendered_study.rendered:
         assert item.html.is_file() and item.executed.is_file()
         assert sorted(item.tables_dir.glob("*.csv")), f"{item.name} wrote no CSV"
@@ -294,7 +316,7 @@ def test_study_report_sections_are_present(rendered_study):
 def test_site_report_is_restricted_to_its_site(rendered_study):
     recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
     site = recovery["site"].value_counts().index[0]
-    files = rendered_study.reports / SITE_REPORTS_FOLDER / f"study_report_{site}_files"
+    files = rendered_study.site_report(site, "_files")
     table_one = pd.read_csv(files / "table_one.csv")
     n_row = table_one[table_one["variable"] == "n"].iloc[0]
     in_site = recovery[recovery["site"] == site]
@@ -460,3 +482,81 @@ def test_every_figure_is_described_by_its_section():
     described = report.with_figure_descriptions(html)
     assert 'alt="Figure: Cox proportional hazards"' in described
     assert 'alt="Figure: Later"' in described
+
+
+# --- hostile and colliding names --------------------------------------------------------------
+
+
+def test_names_from_data_are_shown_as_text_never_run(rendered_study):
+    from bs4 import BeautifulSoup
+
+    hostile = rendered_study.site_report(HOSTILE_SITE)
+    assert hostile.is_file()
+    for path in rendered_study.html_files:
+        soup = BeautifulSoup(path.read_text(), "html.parser")
+        for tag in soup.find_all(True):
+            handlers = [name for name in tag.attrs if name.lower().startswith("on")]
+            assert handlers == [], f"{path.name}: <{tag.name} {handlers}>"
+            for name in ("href", "src"):
+                assert not str(tag.get(name, "")).lower().startswith("javascript:"), path.name
+        images = [img for img in soup.find_all("img") if img.get("src") == "x"]
+        assert images == [], f"{path.name} holds the site name as markup"
+    text = BeautifulSoup(hostile.read_text(), "html.parser").get_text()
+    assert f"site {HOSTILE_SITE}" in text  # the heading names the site, as text
+    assert f"people of {HOSTILE_SITE}" in text
+
+
+def test_sites_whose_names_collide_get_their_own_reports(rendered_study):
+    from bs4 import BeautifulSoup
+
+    paths = [rendered_study.site_report(site) for site in TWIN_SITES]
+    assert len(set(paths)) == 2 and all(path.is_file() for path in paths)
+    for site, path in zip(TWIN_SITES, paths, strict=True):
+        heading = BeautifulSoup(path.read_text(), "html.parser").find("h1").get_text()
+        assert f"(site {site})" in heading
+
+
+def test_site_report_names_are_unique_and_stable():
+    sites = ["site_A", "St. Mary", "St Mary", "St_Mary", "st_mary", "x" * 300, "<b>", "", "é"]
+    names = report.site_report_names(sites)
+    assert names["site_A"] == "study_report_site_A"  # a plain name is kept as it is
+    assert len({name.casefold() for name in names.values()}) == len(sites)
+    assert all(re.fullmatch(r"study_report_[A-Za-z0-9_-]{1,80}", name) for name in names.values())
+    assert report.site_report_names(reversed(sites)) == names
+
+
+def test_csv_files_for_people_hold_no_formula(rendered_study):
+    import csv
+
+    seen_formula_site = False
+    for path in rendered_study.csv_files:
+        with path.open(newline="") as handle:
+            for row in csv.reader(handle):
+                for cell in row:
+                    seen_formula_site |= FORMULA_SITE in cell
+                    if cell.startswith(("=", "+", "-", "@", "\t", "\r")):
+                        float(cell)  # only a number may start so (-0.25)
+    assert seen_formula_site, "the formula-named site is in no CSV: the test saw nothing"
+
+
+def test_csv_safe_neutralises_formulas_and_keeps_numbers():
+    from analysis.tables import csv_safe
+
+    table = pd.DataFrame(
+        {
+            "=cmd": ["=1+1", "+SUM(1,1)", "@SUM(2,2)", "\tx", "-0.5", "-2 (-3, -1)", "ok"],
+            "value": [-1.5, -2, 3, 4, 5, 6, 7],
+        }
+    )
+    safe = csv_safe(table)
+    assert list(safe.columns) == ["'=cmd", "value"]
+    assert safe["'=cmd"].tolist() == [
+        "'=1+1",
+        "'+SUM(1,1)",
+        "'@SUM(2,2)",
+        "'\tx",
+        "-0.5",
+        "'-2 (-3, -1)",
+        "ok",
+    ]
+    assert safe["value"].tolist() == [-1.5, -2, 3, 4, 5, 6, 7]
