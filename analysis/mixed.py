@@ -1,27 +1,32 @@
-"""Linear mixed-effects models over any tidy frame (lme4's lmer, fitted with statsmodels MixedLM).
+"""Linear mixed-effects models over any tidy frame: lme4's lmer, with lmerTest's Satterthwaite df.
 
-statsmodels does the fitting (REML or ML, correlated random intercepts and slopes within one
-grouping factor). What it lacks for parity with lme4 is written here: fixed-effect standard
-errors from (X' V^-1 X)^-1 at the estimates, lme4's singular-fit check, the VarCorr table, R's
-term names, and a fallback over optimizers with every statsmodels warning turned into a note.
+One grouping factor, q correlated random effects per group (a random intercept, or an intercept
+and slopes). The engine is lme4's: the (RE)ML deviance profiled over the fixed effects and the
+residual variance, as a function of theta, the lower-triangular relative covariance factor
+(random-effects covariance = sigma^2 Lambda Lambda', Lambda filled column by column from theta).
+Each group enters only through its cross-products Z'Z, Z'X, Z'y (and y'y overall), computed once;
+one evaluation of the deviance and of its exact gradient is a batch of q x q inversions over the
+groups. L-BFGS-B (theta's diagonal >= 0, as lme4's bounds) finds the optimum and a Newton step on
+a Hessian of the analytic gradient polishes it; a fit is reported only where the gradient is ~0 and
+the Hessian positive (semi)definite, else the optimiser restarts from other start values.
 
 Term names follow R's ``model.matrix``, so a tidy table reads like ``summary(lmer(...))``:
-statsmodels' ``Intercept`` becomes ``(Intercept)``, a treatment dummy ``Sex[T.Male]`` becomes
-``SexMale`` (``flag[T.True]`` becomes ``flagTRUE``), and interactions keep R's ``a:b``.
+``Intercept`` becomes ``(Intercept)``, a treatment dummy ``Sex[T.Male]`` becomes ``SexMale``
+(``flag[T.True]`` becomes ``flagTRUE``), and interactions keep R's ``a:b``.
 """
 
 from __future__ import annotations
 
-import io
 import re
-import tokenize
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
+from formulaic import Formula, model_matrix
+from scipy import linalg, optimize, stats
 
+from analysis.conventions import CONVENTIONS
 from analysis.errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -29,64 +34,502 @@ from analysis.errors import (
     ModelWarning,
     ParameterError,
 )
-from analysis.results import ModelResult, wald_table
+from analysis.results import TIDY_COLUMNS, ModelResult
 
 INTERCEPT_TERM = "(Intercept)"
 RESIDUAL_GROUP = "Residual"
 SD_COR_COLUMNS = ("group", "term1", "term2", "variance", "sd_cor")
+# The fixed-effects table: TIDY_COLUMNS (statistic is the t value, p_value and the interval use
+# Student's t on these degrees of freedom) plus lmerTest's Satterthwaite df.
+FIXED_EFFECTS_COLUMNS = (*TIDY_COLUMNS, "df")
+FITTED_VS_OBSERVED_COLUMNS = (
+    "outcome",
+    "week",
+    "group",
+    "n",
+    "observed_mean",
+    "observed_conf_low",
+    "observed_conf_high",
+    "fitted_mean",
+    "gap",
+    "fitted_inside_interval",
+)
 
 # lme4's isSingular(): a diagonal element of the relative covariance factor theta below 1e-4.
 SINGULAR_TOLERANCE = 1e-4
-
-# Tried in order, each from statsmodels' default start, until one converges with a finite
-# log-likelihood. bfgs fails outright on some random-slope fits (Orthodont) where cg and the
-# derivative-free methods succeed.
-OPTIMIZER_ATTEMPTS: tuple[tuple[str, dict], ...] = (
-    ("lbfgs", {"maxiter": 1000}),
-    ("cg", {"gtol": 1e-8, "maxiter": 1000}),
-    ("powell", {"ftol": 1e-12, "maxiter": 3000}),
-    ("nm", {"ftol": 1e-12, "maxiter": 3000}),
-)
-# The (RE)ML surface is flat in the variance parameters: at statsmodels' default gradient
-# tolerance the variances are only good to ~1e-4, at 1e-8 they agree with lme4 to ~1e-6. A
-# converged fit is therefore polished with bfgs at gtol 1e-8 from where it stopped; starting
-# there costs a few iterations, where a cold start at 1e-8 can run to maxiter (10x slower).
-POLISH = ("bfgs", {"gtol": 1e-8, "maxiter": 40})
-
-# statsmodels messages that fit_mixed replaces with its own checks: retries are what
-# OPTIMIZER_ATTEMPTS does anyway, and the "boundary" test (a variance below 0.01 in the data's
-# units) depends on the scale of the response, unlike lme4's isSingular on theta.
-_SUPERSEDED_STATSMODELS_MESSAGES = (
-    "Retrying MixedLM optimization",
-    "MixedLM optimization failed",
-    "Maximum Likelihood optimization failed",
-    "Gradient optimization failed",
-    "The MLE may be on the boundary",
-    "random effects covariance",
-    "Random effects covariance",
-)
+# A variance parameter is "on the boundary" for the convergence checks when its theta diagonal is
+# this close to 0 (L-BFGS-B stops exactly on the bound; this only absorbs round-off).
+BOUNDARY_TOLERANCE = 1e-8
+# Largest |gradient| of the deviance (in deviance units, per unit of theta) and largest Newton
+# step (in theta) at an accepted optimum. lme4 accepts a scaled gradient up to 2e-3; the Newton
+# polish brings well-posed fits to ~1e-9.
+GRADIENT_TOLERANCE = 1e-3
+STEP_TOLERANCE = 1e-4
+# An eigenvalue of the Hessian of the profiled deviance below this (relative to the largest) is
+# "zero": allowed on the boundary (a singular fit), a failed optimum in the interior.
+CURVATURE_TOLERANCE = 1e-8
+# lmerTest's tolerance for a zero eigenvalue of the Hessian w.r.t. (theta, sigma).
+SATTERTHWAITE_EIGEN_TOLERANCE = 1e-8
+# Relative step of the central differences of the analytic gradient that give Hessians.
+HESSIAN_STEP = 1e-4
+# Start values of theta's diagonal (off-diagonals 0): lme4's start (1) first, then the others
+# in order when a fit fails the optimum checks. The best deviance over all tried is kept.
+START_DIAGONALS: tuple[float, ...] = (1.0, 0.1, 10.0, 0.01)
+OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10}
+NEWTON_STEPS = 3
 
 
-def r_term_name(statsmodels_name: str) -> str:
-    """R's model.matrix name for a statsmodels/patsy column name ("Sex[T.Male]" -> "SexMale")."""
-    if statsmodels_name == "Intercept":
+def r_term_name(formula_name: str) -> str:
+    """R's model.matrix name for a formula column name ("Sex[T.Male]" -> "SexMale")."""
+    if formula_name == "Intercept":
         return INTERCEPT_TERM
 
     def level(match: re.Match) -> str:
         return {"True": "TRUE", "False": "FALSE"}.get(match[1], match[1])
 
-    return re.sub(r"\[(?:T\.)?([^\]]*)\]", level, statsmodels_name)
+    return re.sub(r"\[(?:T\.)?([^\]]*)\]", level, formula_name)
+
+
+@dataclass(frozen=True)
+class GroupedCrossProducts:
+    """Per-group Z'Z, Z'X, Z'y and the totals X'X, X'y, y'y: all the deviance needs.
+
+    y enters through its residual from ordinary least squares (`y_offset` = X beta_ols), which
+    spans the same fixed-effect space and leaves the residuals unchanged but keeps y'y small, so
+    that y'V^-1 y loses no digits to cancellation when the response has a large mean.
+    """
+
+    ztz: np.ndarray  # (m, q, q)
+    ztx: np.ndarray  # (m, q, p)
+    zty: np.ndarray  # (m, q)
+    xtx: np.ndarray  # (p, p)
+    xty: np.ndarray  # (p,)
+    yty: float
+    ols_coefficients: np.ndarray  # (p,)
+    n_observations: int
+
+    @property
+    def n_fixed(self) -> int:
+        return self.xtx.shape[0]
+
+    @property
+    def n_random(self) -> int:
+        return self.ztz.shape[1]
+
+
+@dataclass(frozen=True)
+class ProfiledDeviance:
+    """The profiled deviance at one theta, with what the gradient and the estimates need."""
+
+    deviance: float
+    gradient_d: np.ndarray  # d deviance / d D, D = Lambda Lambda' (symmetric q x q)
+    beta: np.ndarray  # GLS estimate for the OLS-residualised response
+    penalized_rss: float  # r = e' W^-1 e, W = I + Z D Z'
+    xtwx: np.ndarray  # C = X' W^-1 X
+    ztwz_sum: np.ndarray  # sum over groups of Z'W^-1 Z
+    ztwx: np.ndarray  # (m, q, p): Z_i' W_i^-1 X_i
+    ztwe: np.ndarray  # (m, q): Z_i' W_i^-1 e_i at beta
+    reml_correction: np.ndarray  # sum_i B_i' C^-1 B_i with B_i = X_i' W_i^-1 Z_i
+
+
+@dataclass(frozen=True)
+class ProfiledFit:
+    """The engine's state at the optimum (the result's `.fitted`): theta and the design."""
+
+    theta: np.ndarray
+    deviance: float
+    gradient: np.ndarray
+    hessian: np.ndarray
+    reml: bool
+    cross_products: GroupedCrossProducts
+    fixed_spec: object  # formulaic ModelSpec of the fixed-effects design, for predict()
+    evaluations: int
+    starts_tried: int
+
+
+def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
+    """lme4's Lambda: the lower triangle filled column by column from theta."""
+    factor = np.zeros((q, q))
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))
+    factor[rows[order], columns[order]] = theta
+    return factor
+
+
+def theta_diagonal_index(q: int) -> np.ndarray:
+    """Positions in theta of Lambda's diagonal (lme4's lower bounds of 0)."""
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))
+    return np.flatnonzero(rows[order] == columns[order])
+
+
+def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """d deviance / d theta from d deviance / d D: dD = dL L' + L dL', so 2 (G L) on theta's slots."""
+    q = factor.shape[0]
+    full = 2.0 * gradient_d @ factor
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))
+    return full[rows[order], columns[order]]
+
+
+def _batched_inverse_logdet(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse and log-determinant of a stack of symmetric positive definite q x q matrices."""
+    q = matrices.shape[1]
+    if q == 1:
+        return 1.0 / matrices, np.log(matrices[:, 0, 0])
+    if q == 2:
+        a, b, d = matrices[:, 0, 0], matrices[:, 0, 1], matrices[:, 1, 1]
+        determinant = a * d - b * b
+        inverse = np.empty_like(matrices)
+        inverse[:, 0, 0] = d / determinant
+        inverse[:, 1, 1] = a / determinant
+        inverse[:, 0, 1] = inverse[:, 1, 0] = -b / determinant
+        return inverse, np.log(determinant)
+    cholesky = np.linalg.cholesky(matrices)
+    logdet = 2.0 * np.log(np.diagonal(cholesky, axis1=1, axis2=2)).sum(axis=1)
+    return np.linalg.inv(matrices), logdet
+
+
+def profiled_deviance(
+    theta: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> ProfiledDeviance:
+    """lme4's profiled deviance (REML criterion or -2 logLik) at theta, and its gradient in D.
+
+    With W_i = I + Z_i D Z_i' and K_i = Lambda (I + Lambda' Z_i'Z_i Lambda)^-1 Lambda' (so that
+    W_i^-1 = I - Z_i K_i Z_i'), every quadratic form reduces to the group's cross-products.
+    ML: sum log det W_i + n (1 + log(2 pi r / n)); REML adds log det(X'W^-1 X) and uses n - p.
+    """
+    q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
+    factor = theta_to_lambda(theta, q)
+    ztz_lambda = cross.ztz @ factor
+    penalized = factor.T @ ztz_lambda + np.eye(q)
+    penalized_inverse, logdet_penalized = _batched_inverse_logdet(penalized)
+    k = factor @ penalized_inverse @ factor.T  # (m, q, q)
+    k_ztx = k @ cross.ztx  # (m, q, p)
+    k_zty = np.einsum("mij,mj->mi", k, cross.zty)
+    xtwx = cross.xtx - np.einsum("mqi,mqj->ij", cross.ztx, k_ztx)
+    xtwy = cross.xty - np.einsum("mqi,mq->i", cross.ztx, k_zty)
+    ytwy = cross.yty - np.einsum("mq,mq->", cross.zty, k_zty)
+    try:
+        xtwx_cholesky = np.linalg.cholesky(xtwx)
+    except np.linalg.LinAlgError:
+        return _infinite_deviance(q, p)
+    beta = _cholesky_solve(xtwx_cholesky, xtwy)
+    penalized_rss = float(ytwy - beta @ xtwy)
+    dof = n - p if reml else n
+    if not penalized_rss > 0:
+        return _infinite_deviance(q, p)
+    deviance = logdet_penalized.sum() + dof * (1.0 + np.log(2.0 * np.pi * penalized_rss / dof))
+    # I - S K, shared by Z'W^-1 Z, Z'W^-1 X and Z'W^-1 y.
+    shrink = np.eye(q) - cross.ztz @ k
+    ztwz_sum = (shrink @ cross.ztz).sum(axis=0)
+    ztwx = shrink @ cross.ztx
+    ztwe = np.einsum("mij,mj->mi", shrink, cross.zty) - ztwx @ beta
+    gradient_d = ztwz_sum - (dof / penalized_rss) * np.einsum("mi,mj->ij", ztwe, ztwe)
+    reml_correction = np.zeros((q, q))
+    if reml:
+        logdet_xtwx = 2.0 * np.log(np.diag(xtwx_cholesky)).sum()
+        deviance += logdet_xtwx
+        reml_correction = _sum_of_quadratic_forms(ztwx, xtwx_cholesky)
+        gradient_d = gradient_d - reml_correction
+    return ProfiledDeviance(
+        deviance=float(deviance),
+        gradient_d=gradient_d,
+        beta=beta,
+        penalized_rss=penalized_rss,
+        xtwx=xtwx,
+        ztwz_sum=ztwz_sum,
+        ztwx=ztwx,
+        ztwe=ztwe,
+        reml_correction=reml_correction,
+    )
+
+
+def _cholesky_solve(lower: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return linalg.cho_solve((lower, True), right)
+
+
+def _sum_of_quadratic_forms(ztwx: np.ndarray, xtwx_cholesky: np.ndarray) -> np.ndarray:
+    """sum_i B_i' C^-1 B_i over groups (B_i = X_i' W_i^-1 Z_i, C from its Cholesky factor)."""
+    p = xtwx_cholesky.shape[0]
+    xtwx_inverse = _cholesky_solve(xtwx_cholesky, np.eye(p))
+    return np.einsum("mip,mjp->ij", ztwx @ xtwx_inverse, ztwx)
+
+
+def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
+    empty = np.full((q, q), np.nan)
+    return ProfiledDeviance(
+        deviance=np.inf,
+        gradient_d=empty,
+        beta=np.full(p, np.nan),
+        penalized_rss=np.nan,
+        xtwx=np.full((p, p), np.nan),
+        ztwz_sum=empty,
+        ztwx=np.empty((0, q, p)),
+        ztwe=np.empty((0, q)),
+        reml_correction=empty,
+    )
+
+
+def deviance_and_gradient(
+    theta: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> tuple[float, np.ndarray]:
+    """The profiled deviance and its exact gradient in theta (inf and 0 where undefined)."""
+    state = profiled_deviance(theta, cross, reml)
+    if not np.isfinite(state.deviance):
+        return np.inf, np.zeros_like(theta)
+    factor = theta_to_lambda(theta, cross.n_random)
+    return state.deviance, _lambda_gradient(state.gradient_d, factor)
+
+
+def _central_difference_hessian(gradient, point: np.ndarray, richardson: bool = False) -> np.ndarray:
+    """Hessian from central differences of an analytic gradient (symmetrised).
+
+    The error is O(h^2) with h = HESSIAN_STEP (~1e-8 relative); with `richardson`, two step
+    sizes (h, h/2) cancel that term too, as numDeriv's hessian (which lmerTest uses) does.
+    """
+    k = len(point)
+    hessian = np.zeros((k, k))
+    for j in range(k):
+        h = HESSIAN_STEP * max(abs(point[j]), 1.0)
+        columns = []
+        for step in (h, h / 2) if richardson else (h,):
+            shift = np.zeros(k)
+            shift[j] = step
+            columns.append((gradient(point + shift) - gradient(point - shift)) / (2 * step))
+        hessian[:, j] = (4 * columns[1] - columns[0]) / 3 if richardson else columns[0]
+    return (hessian + hessian.T) / 2
+
+
+@dataclass(frozen=True)
+class OptimumCheck:
+    """Whether theta is a minimum of the profiled deviance (KKT with theta's lower bounds)."""
+
+    accepted: bool
+    on_boundary: bool
+    reason: str
+
+
+def check_optimum(
+    theta: np.ndarray, gradient: np.ndarray, hessian: np.ndarray, q: int
+) -> OptimumCheck:
+    """Gradient ~0 and Hessian positive definite; on the boundary, positive semidefinite.
+
+    A theta diagonal at 0 whose gradient pushes outward (> 0) is an active bound and leaves the
+    check; one with zero gradient (the deviance is even in the last column's diagonal) stays in,
+    and its curvature must not be negative, or the point is a saddle, not a minimum.
+    """
+    diagonal = theta_diagonal_index(q)
+    at_bound = np.zeros(len(theta), dtype=bool)
+    at_bound[diagonal] = theta[diagonal] <= BOUNDARY_TOLERANCE
+    active = at_bound & (gradient > GRADIENT_TOLERANCE)
+    free = ~active
+    if np.any(np.abs(gradient[free]) > GRADIENT_TOLERANCE):
+        return OptimumCheck(False, bool(at_bound.any()), "the gradient is not zero")
+    free_hessian = hessian[np.ix_(free, free)]
+    if free_hessian.size:
+        eigenvalues = np.linalg.eigvalsh(free_hessian)
+        scale = max(np.abs(eigenvalues).max(), 1.0)
+        if eigenvalues.min() < -CURVATURE_TOLERANCE * scale:
+            return OptimumCheck(False, bool(at_bound.any()), "the Hessian has a negative eigenvalue")
+        if eigenvalues.min() <= CURVATURE_TOLERANCE * scale and not at_bound.any():
+            return OptimumCheck(False, False, "the Hessian is singular inside the parameter space")
+        step = np.linalg.lstsq(free_hessian, gradient[free], rcond=None)[0]
+        if np.abs(step).max() > STEP_TOLERANCE and not at_bound.any():
+            return OptimumCheck(False, False, "a Newton step would still move theta")
+    return OptimumCheck(True, bool(at_bound.any()), "")
+
+
+def _minimise_from(
+    start: np.ndarray, cross: GroupedCrossProducts, reml: bool, bounds
+) -> tuple[np.ndarray, int]:
+    """L-BFGS-B on the analytic gradient, then Newton steps on the interior parameters."""
+    counter = {"evaluations": 0}
+
+    def objective(theta):
+        counter["evaluations"] += 1
+        return deviance_and_gradient(theta, cross, reml)
+
+    with np.errstate(all="ignore"):
+        solution = optimize.minimize(
+            objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=OPTIMIZER_OPTIONS
+        )
+    theta = np.asarray(solution.x, dtype=float)
+    diagonal = theta_diagonal_index(cross.n_random)
+    interior = np.ones(len(theta), dtype=bool)
+    interior[diagonal] = theta[diagonal] > BOUNDARY_TOLERANCE
+    deviance, gradient = objective(theta)
+    if not np.isfinite(deviance) or not interior.any():
+        return theta, counter["evaluations"]
+    # Newton steps on one Hessian: L-BFGS-B stops where its line search cannot improve the
+    # deviance in floating point, often with a gradient of ~1e-4; each step squares the error.
+    hessian = _central_difference_hessian(lambda t: objective(t)[1], theta)
+    sub = hessian[np.ix_(interior, interior)]
+    if np.linalg.eigvalsh(sub).min() <= 0:
+        return theta, counter["evaluations"]
+    for _ in range(NEWTON_STEPS):
+        if np.abs(gradient[interior]).max() < 1e-10:
+            break
+        candidate = theta.copy()
+        candidate[interior] -= np.linalg.solve(sub, gradient[interior])
+        if np.any(candidate[diagonal] < 0):
+            break
+        candidate_deviance, candidate_gradient = objective(candidate)
+        if not candidate_deviance <= deviance:
+            break
+        theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
+    return theta, counter["evaluations"]
+
+
+def optimise_theta(
+    cross: GroupedCrossProducts, reml: bool, start_diagonals=START_DIAGONALS
+) -> tuple[ProfiledFit, list[str]]:
+    """Minimise the profiled deviance; restart from other starts until an optimum passes.
+
+    Returns the fit and the notes to record (a restart is said). ConvergenceError when no start
+    reaches a point that passes `check_optimum`, since reporting it would report a non-optimum.
+    """
+    q = cross.n_random
+    n_theta = q * (q + 1) // 2
+    diagonal = theta_diagonal_index(q)
+    bounds = [(0.0, None) if j in diagonal else (None, None) for j in range(n_theta)]
+    best, failures, evaluations = None, [], 0
+    for attempt, start_diagonal in enumerate(start_diagonals, start=1):
+        start = np.zeros(n_theta)
+        start[diagonal] = start_diagonal
+        theta, used = _minimise_from(start, cross, reml, bounds)
+        evaluations += used
+        deviance, gradient = deviance_and_gradient(theta, cross, reml)
+        if not np.isfinite(deviance):
+            failures.append(f"from theta diagonal {start_diagonal:g} the deviance was not finite")
+            continue
+        hessian = _central_difference_hessian(
+            lambda t: deviance_and_gradient(t, cross, reml)[1], theta
+        )
+        check = check_optimum(theta, gradient, hessian, q)
+        candidate = ProfiledFit(
+            theta=theta,
+            deviance=deviance,
+            gradient=gradient,
+            hessian=hessian,
+            reml=reml,
+            cross_products=cross,
+            fixed_spec=None,
+            evaluations=evaluations,
+            starts_tried=attempt,
+        )
+        if check.accepted and (best is None or deviance <= best.deviance + 1e-9):
+            best = candidate
+            if attempt == 1 or not failures:
+                break
+            # A restart succeeded: one more start confirms it is the best optimum found.
+            continue
+        if not check.accepted:
+            failures.append(
+                f"from theta diagonal {start_diagonal:g} the optimiser stopped where "
+                f"{check.reason} (deviance {deviance:.6f})"
+            )
+        if best is not None:
+            break
+    if best is None:
+        raise ConvergenceError(
+            "the mixed model did not reach an optimum of the (RE)ML criterion from any start "
+            f"({'; '.join(failures)}); simplify the random effects or check the data"
+        )
+    notes = []
+    if failures:
+        notes.append(
+            f"The optimiser was restarted: {'; '.join(failures)}. The reported fit is the "
+            f"lowest deviance ({best.deviance:.6f}) among {best.starts_tried} starts, and it "
+            "passed the optimum checks."
+        )
+    return best, notes
+
+
+def is_singular(theta: np.ndarray, q: int) -> bool:
+    """lme4's isSingular: a diagonal element of theta within SINGULAR_TOLERANCE of 0."""
+    return bool(np.any(np.abs(theta[theta_diagonal_index(q)]) < SINGULAR_TOLERANCE))
+
+
+def varpar_deviance_gradient(
+    varpar: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> np.ndarray:
+    """Gradient of lmerTest's devfun_vp: the deviance at (theta, sigma), not profiled over sigma.
+
+    devfun_vp = log det(I + Lambda'Z'Z Lambda) + r(theta) / sigma^2 + n log(2 pi sigma^2)
+    (+ log det(X'W^-1 X) - p log(2 pi sigma^2) for REML), r the penalised RSS at beta(theta).
+    """
+    theta, sigma = varpar[:-1], varpar[-1]
+    q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
+    state = profiled_deviance(theta, cross, reml)
+    gradient_d = state.ztwz_sum - np.einsum("mi,mj->ij", state.ztwe, state.ztwe) / sigma**2
+    gradient_d = gradient_d - state.reml_correction
+    dof = n - p if reml else n
+    d_sigma = -2.0 * state.penalized_rss / sigma**3 + 2.0 * dof / sigma
+    return np.append(_lambda_gradient(gradient_d, theta_to_lambda(theta, q)), d_sigma)
+
+
+def fixed_effects_covariance_jacobian(
+    varpar: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> np.ndarray:
+    """d vcov(beta) / d (theta, sigma), analytic (lmerTest's numerical Jac_list), (k, p, p).
+
+    vcov(beta) = sigma^2 C^-1 with C = X'W^-1 X; dC = -sum_i B_i dD B_i', dD = dL L' + L dL'.
+    """
+    theta, sigma = varpar[:-1], varpar[-1]
+    q = cross.n_random
+    state = profiled_deviance(theta, cross, reml)
+    covariance = np.linalg.inv(state.xtwx)
+    factor = theta_to_lambda(theta, q)
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))
+    jacobian = []
+    for row, column in zip(rows[order], columns[order], strict=True):
+        unit = np.zeros((q, q))
+        unit[row, column] = 1.0
+        d_relative = unit @ factor.T + factor @ unit.T
+        d_xtwx = -np.einsum("mqi,qr,mrj->ij", state.ztwx, d_relative, state.ztwx)
+        jacobian.append(-(sigma**2) * covariance @ d_xtwx @ covariance)
+    jacobian.append(2.0 * sigma * covariance)
+    return np.stack(jacobian)
+
+
+def satterthwaite_df(
+    theta: np.ndarray, sigma: float, cross: GroupedCrossProducts, reml: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """lmerTest's Satterthwaite df for each fixed effect, and the eigenvalues of its Hessian.
+
+    df_j = 2 V_jj^2 / (g' A g), g_k = d V_jj / d varpar_k, A = 2 H^+ with H the Hessian of the
+    deviance w.r.t. varpar = (theta, sigma) and H^+ its pseudo-inverse over eigenvalues above
+    lmerTest's tolerance (as lmerTest, which computes H and g numerically).
+    """
+    varpar = np.append(theta, sigma)
+    hessian = _central_difference_hessian(
+        lambda v: varpar_deviance_gradient(v, cross, reml), varpar, richardson=True
+    )
+    eigenvalues, vectors = np.linalg.eigh(hessian)
+    positive = eigenvalues > SATTERTHWAITE_EIGEN_TOLERANCE
+    pseudo_inverse = (vectors[:, positive] / eigenvalues[positive]) @ vectors[:, positive].T
+    varpar_covariance = 2.0 * pseudo_inverse
+    jacobian = fixed_effects_covariance_jacobian(varpar, cross, reml)
+    state = profiled_deviance(theta, cross, reml)
+    variance = sigma**2 * np.diag(np.linalg.inv(state.xtwx))
+    gradients = np.diagonal(jacobian, axis1=1, axis2=2)  # (k, p)
+    denominator = np.einsum("kp,kl,lp->p", gradients, varpar_covariance, gradients)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 2.0 * variance**2 / denominator, eigenvalues
 
 
 @dataclass(kw_only=True)
 class MixedResult(ModelResult):
     """A fitted linear mixed model: fixed effects in `.tidy()`, variance components beside it.
 
-    `.tidy()` has one row per fixed effect. std_error is sqrt(diag((X' V^-1 X)^-1)) at the
-    (RE)ML estimates, V = Z G Z' + sigma^2 I per group, as lme4's vcov(); statistic is the
-    Wald t (estimate / std_error); p_value and conf_low/conf_high use the normal approximation
-    (lme4 prints no p-values; with few groups this is anti-conservative, and
-    lmerTest's Satterthwaite degrees of freedom would give larger p-values).
+    `.tidy()` has one row per fixed effect (FIXED_EFFECTS_COLUMNS). std_error is
+    sqrt(diag(sigma^2 (X' V^-1 X)^-1)) at the (RE)ML estimates, as lme4's vcov(); statistic is
+    the t value; df is lmerTest's Satterthwaite degrees of freedom, and p_value and
+    conf_low/conf_high use Student's t on those df (as summary() and confint of lmerTest's
+    contest1D). Satterthwaite's df are an approximation: with few groups they are the better
+    guide, and a singular fit makes them unreliable.
     """
 
     group: str
@@ -98,6 +541,7 @@ class MixedResult(ModelResult):
     residual_variance: float
     n_observations: int
     n_groups: int
+    theta: np.ndarray
     fixed_effects_covariance: pd.DataFrame
     random_effects_covariance: pd.DataFrame
     random_effects: pd.DataFrame
@@ -148,12 +592,17 @@ class MixedResult(ModelResult):
         These are the mean trajectory for a typical member of the population, not any one
         group's trajectory; rows of `frame` with missing covariates get NaN.
         """
+        beta = self.coefficients["estimate"].to_numpy()
         if frame is None:
-            exog = self.fitted.model.exog
-            index = self.fitted.model.data.row_labels
-            return pd.Series(exog @ self.fitted.fe_params.to_numpy(), index=index, name="fitted")
-        predicted = self.fitted.predict(exog=frame)
-        return pd.Series(predicted, name="fitted").reindex(frame.index)
+            return pd.Series(self._training_design @ beta, index=self._training_index, name="fitted")
+        columns = [c for c in self.fitted.fixed_spec.required_variables if c in frame.columns]
+        complete = frame[columns].notna().all(axis=1)
+        design = model_matrix(self.fitted.fixed_spec, frame.loc[complete], na_action="ignore")
+        predicted = pd.Series(np.asarray(design, dtype=float) @ beta, index=frame.index[complete])
+        return predicted.reindex(frame.index).rename("fitted")
+
+    _training_design: np.ndarray | None = None
+    _training_index: pd.Index | None = None
 
 
 def fit_mixed(
@@ -165,55 +614,69 @@ def fit_mixed(
 ) -> MixedResult:
     """Fit lmer(formula + (re_formula | group)): correlated random effects within one grouping.
 
-    `re_formula` is "1" (or "~1") for a random intercept, "~week" (or "week") for a correlated
-    random intercept and slope. Rows missing any used column are dropped with a note. A fit
-    that does not converge, or whose random-effects covariance is singular (lme4's isSingular),
-    is kept with a ConvergenceWarning note; ConvergenceError if no optimizer gives a finite fit.
+    `re_formula` is "1" (or "~1") for a random intercept, "~week" (or "week", "1 + week") for a
+    correlated random intercept and slope. Rows missing any used column are dropped with a note.
+    A singular fit (lme4's isSingular on theta) is kept with a ConvergenceWarning note; a fit
+    that reaches no optimum raises ConvergenceError, an unfittable design DataError.
     """
     if group not in frame.columns:
         raise DataError("grouping column not in the frame", column=group)
-    random_formula = _statsmodels_re_formula(re_formula)
-    used_columns = _used_columns(frame, [formula, random_formula], group)
+    random_formula = _random_effects_formula(re_formula)
+    fixed_formula = Formula(formula)
+    used_columns = _used_columns(frame, [fixed_formula, Formula(random_formula)], group)
     complete = frame[used_columns].notna().all(axis=1)
     data = frame.loc[complete]
     if data.empty:
         raise DataError(f"no complete rows in columns {', '.join(used_columns)}")
 
-    model = smf.mixedlm(formula, data, groups=group, re_formula=random_formula)
-    _check_identifiable(model, group)
-    fitted, fit_messages = _fit_with_fallbacks(model, reml)
+    matrices = model_matrix(fixed_formula, data, na_action="ignore")
+    response = np.asarray(matrices.lhs, dtype=float).ravel()
+    fixed_design = np.asarray(matrices.rhs, dtype=float)
+    random_design_frame = model_matrix(random_formula, data, na_action="ignore")
+    random_design = np.asarray(random_design_frame, dtype=float)
+    fixed_names = [r_term_name(name) for name in matrices.rhs.columns]
+    random_names = [r_term_name(name) for name in random_design_frame.columns]
+    codes, levels = pd.factorize(data[group], sort=True)
+    _check_identifiable(fixed_design, random_design, response, len(levels), group)
+    cross = grouped_cross_products(fixed_design, random_design, response, codes, len(levels))
 
-    fixed_names = [r_term_name(name) for name in model.exog_names]
-    random_names = [
-        INTERCEPT_TERM if name == group else r_term_name(name) for name in model.data.exog_re_names
-    ]
-    cov_re = np.asarray(fitted.cov_re, dtype=float)
-    scale = float(fitted.scale)
-    fixed_covariance = _fixed_effects_covariance(model, cov_re, scale)
-    singular = _is_singular(np.asarray(fitted.cov_re_unscaled, dtype=float))
-    blups = pd.DataFrame(
-        [np.asarray(effects, dtype=float) for effects in fitted.random_effects.values()],
-        index=pd.Index(list(fitted.random_effects.keys()), name=group),
-        columns=random_names,
-    )
+    fit, restart_notes = optimise_theta(cross, reml)
+    fit = ProfiledFit(**{**fit.__dict__, "fixed_spec": matrices.rhs.model_spec})
+    q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
+    state = profiled_deviance(fit.theta, cross, reml)
+    residual_variance = state.penalized_rss / (n - p if reml else n)
+    sigma = float(np.sqrt(residual_variance))
+    factor = theta_to_lambda(fit.theta, q)
+    relative_covariance = factor @ factor.T
+    fixed_covariance = residual_variance * np.linalg.inv(state.xtwx)
+    beta = state.beta + cross.ols_coefficients
+    df, varpar_eigenvalues = satterthwaite_df(fit.theta, sigma, cross, reml)
+    blups = np.einsum("ij,mj->mi", relative_covariance, state.ztwe)
 
     result = MixedResult(
-        fitted=fitted,
-        coefficients=_tidy_fixed_effects(fixed_names, fitted.fe_params, fixed_covariance),
+        fitted=fit,
+        coefficients=_tidy_fixed_effects(fixed_names, beta, np.sqrt(np.diag(fixed_covariance)), df),
         group=group,
         reml=reml,
-        optimizer=fit_messages["method"],
-        converged=bool(fitted.converged),
-        singular=singular,
-        log_likelihood=float(fitted.llf),
-        residual_variance=scale,
-        n_observations=int(model.nobs),
-        n_groups=len(model.group_labels),
+        optimizer="L-BFGS-B + Newton",
+        converged=True,
+        singular=is_singular(fit.theta, q),
+        log_likelihood=-fit.deviance / 2.0,
+        residual_variance=residual_variance,
+        n_observations=n,
+        n_groups=len(levels),
+        theta=fit.theta,
         fixed_effects_covariance=pd.DataFrame(
             fixed_covariance, index=fixed_names, columns=fixed_names
         ),
-        random_effects_covariance=pd.DataFrame(cov_re, index=random_names, columns=random_names),
-        random_effects=blups,
+        random_effects_covariance=pd.DataFrame(
+            residual_variance * relative_covariance, index=random_names, columns=random_names
+        ),
+        random_effects=pd.DataFrame(
+            blups, index=pd.Index(levels, name=group), columns=random_names
+        ),
+        _training_design=fixed_design,
+        _training_index=data.index,
     )
     dropped = int((~complete).sum())
     if dropped:
@@ -221,55 +684,84 @@ def fit_mixed(
             f"{dropped} of {len(frame)} rows dropped for missing values in "
             f"{', '.join(used_columns)}"
         )
-    if not result.converged:
+    for message in restart_notes:
+        result.note(message, ConvergenceWarning)
+    if result.singular:
         result.note(
-            f"no optimizer converged ({', '.join(fit_messages['tried'])}); estimates are from "
-            f"{result.optimizer}, the highest log-likelihood reached, and are unreliable",
+            "Singular fit: a diagonal element of the relative covariance factor theta is below "
+            f"{SINGULAR_TOLERANCE:g} (lme4's isSingular), so a random-effect variance is 0 or a "
+            "correlation is +/-1; simplify re_formula. Satterthwaite df are unreliable here.",
             ConvergenceWarning,
         )
-    if singular:
+    elif np.any(varpar_eigenvalues < -SATTERTHWAITE_EIGEN_TOLERANCE):
         result.note(
-            "singular fit: the random-effects covariance is on the boundary (a variance is 0 or "
-            "a correlation is +/-1, as lme4's isSingular); simplify re_formula",
+            "The Hessian of the deviance in (theta, sigma) has a negative eigenvalue, so the "
+            "Satterthwaite df use only its positive part and are unreliable.",
             ConvergenceWarning,
         )
-    for message in fit_messages["kept"]:
-        # On the boundary the variance parameters' Hessian cannot be negative definite; the
-        # singular-fit note already says so.
-        if singular and "Hessian" in message:
-            continue
-        result.note(f"statsmodels: {message}", ConvergenceWarning)
     return result
 
 
-def _statsmodels_re_formula(re_formula: str) -> str:
-    """Accept "1", "~1", "week", "~week"; statsmodels wants "1" or a one-sided "~..." formula."""
+def grouped_cross_products(
+    fixed_design: np.ndarray,
+    random_design: np.ndarray,
+    response: np.ndarray,
+    codes: np.ndarray,
+    n_groups: int,
+) -> GroupedCrossProducts:
+    """Z_i'Z_i, Z_i'X_i, Z_i'y_i per group (sorted by group code) and the overall totals."""
+    ols_coefficients = np.linalg.lstsq(fixed_design, response, rcond=None)[0]
+    residual = response - fixed_design @ ols_coefficients
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    x, z, y = fixed_design[order], random_design[order], residual[order]
+    ztz = np.add.reduceat(z[:, :, None] * z[:, None, :], starts, axis=0)
+    ztx = np.add.reduceat(z[:, :, None] * x[:, None, :], starts, axis=0)
+    zty = np.add.reduceat(z * y[:, None], starts, axis=0)
+    assert len(starts) == n_groups
+    return GroupedCrossProducts(
+        ztz=ztz,
+        ztx=ztx,
+        zty=zty,
+        xtx=x.T @ x,
+        xty=x.T @ y,
+        yty=float(y @ y),
+        ols_coefficients=ols_coefficients,
+        n_observations=len(response),
+    )
+
+
+def _random_effects_formula(re_formula: str) -> str:
+    """Accept "1", "~1", "week", "~week", "1 + week"; a one-sided formula for the Z columns."""
     body = re_formula.strip().removeprefix("~").strip()
     if not body:
         raise ParameterError(f"empty random-effects formula {re_formula!r}")
-    return "1" if body == "1" else f"~{body}"
+    return f"~ {body}"
 
 
-def _used_columns(frame: pd.DataFrame, formulas: list[str], group: str) -> list[str]:
-    """The frame's columns a formula names (bare or quoted, as in Q("name")), plus the group."""
+def _used_columns(frame: pd.DataFrame, formulas: list[Formula], group: str) -> list[str]:
+    """The frame's columns the formulas name, plus the group, in the frame's order."""
     names = {group}
     for formula in formulas:
-        for token in tokenize.generate_tokens(io.StringIO(formula).readline):
-            if token.type == tokenize.NAME:
-                names.add(token.string)
-            elif token.type == tokenize.STRING:
-                names.add(token.string[1:-1])
+        names |= {str(variable) for variable in formula.required_variables}
     return [column for column in frame.columns if column in names]
 
 
-def _check_identifiable(model, group: str) -> None:
+def _check_identifiable(
+    fixed_design: np.ndarray,
+    random_design: np.ndarray,
+    response: np.ndarray,
+    n_levels: int,
+    group: str,
+) -> None:
     """lme4's checks before fitting (each a stop() in lmerControl's defaults), plus two of ours.
 
     lme4 drops aliased fixed-effect columns with a message; here a rank-deficient design is an
     error instead, since silently dropping a term changes what the remaining ones mean.
     """
-    n_levels, n_observations = len(model.group_labels), int(model.nobs)
-    n_random_effects = n_levels * model.k_re
+    n_observations = len(response)
+    n_random_effects = n_levels * random_design.shape[1]
     if n_levels < 2:
         raise DataError("grouping factors must have > 1 sampled level", column=group)
     if n_levels >= n_observations:
@@ -286,117 +778,36 @@ def _check_identifiable(model, group: str) -> None:
             column=group,
             hint="use a random intercept only (re_formula='1') or more observations per group",
         )
-    if np.linalg.matrix_rank(model.exog) < model.exog.shape[1]:
+    if np.linalg.matrix_rank(fixed_design) < fixed_design.shape[1]:
         raise DataError(
             "the fixed-effects design is rank deficient",
             hint="lme4 would drop aliased columns; remove or merge the redundant terms",
         )
-    # With y in the column space of X the (RE)ML criterion is infinite at every start, so no
-    # optimizer can help (and the derivative-free ones would spin for their whole budget).
-    coefficients = np.linalg.lstsq(model.exog, model.endog, rcond=None)[0]
-    residual = model.endog - model.exog @ coefficients
-    if np.linalg.norm(residual) <= 1e-10 * max(np.linalg.norm(model.endog), 1.0):
+    # With y in the column space of X the (RE)ML criterion is infinite at every theta.
+    coefficients = np.linalg.lstsq(fixed_design, response, rcond=None)[0]
+    residual = response - fixed_design @ coefficients
+    if np.linalg.norm(residual) <= 1e-10 * max(np.linalg.norm(response), 1.0):
         raise ConvergenceError(
             "the fixed effects reproduce the response exactly, so there is no residual variance "
             "to estimate and the (RE)ML criterion is not finite"
         )
 
 
-def _fit_with_fallbacks(model, reml: bool):
-    """Try OPTIMIZER_ATTEMPTS until one converges; else keep the best finite fit or raise."""
-    best = None
-    tried = []
-    for method, options in OPTIMIZER_ATTEMPTS:
-        tried.append(method)
-        with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
-            warnings.simplefilter("always")
-            try:
-                fitted = model.fit(reml=reml, method=[method], **options)
-            except (np.linalg.LinAlgError, ValueError, FloatingPointError, ZeroDivisionError):
-                continue
-            finite = _is_finite_fit(fitted)
-        if not finite:
-            continue
-        messages = [str(warning.message) for warning in caught]
-        if best is None or fitted.llf > best[0].llf:
-            best = (fitted, method, messages)
-        if fitted.converged:
-            best = (_polished(model, reml, fitted), method, messages)
-            break
-    if best is None:
-        raise ConvergenceError(
-            f"no optimizer gave a finite mixed-model fit (tried {', '.join(tried)}); "
-            "check for too few groups or observations, or a constant response"
-        )
-    fitted, method, messages = best
-    kept = [
-        message
-        for message in dict.fromkeys(messages)
-        if not any(part in message for part in _SUPERSEDED_STATSMODELS_MESSAGES)
-        and "encountered in" not in message
-    ]
-    return fitted, {"method": method, "tried": tried, "kept": kept}
-
-
-def _polished(model, reml: bool, fitted):
-    """The converged fit refined at a tight gradient tolerance, if that is at least as good.
-
-    The refinement starts at the optimum, so statsmodels may report it as not converged merely
-    because the gradient cannot fall further in floating point; convergence is the first fit's.
-    """
-    method, options = POLISH
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        try:
-            refined = model.fit(
-                reml=reml, method=[method], start_params=fitted.params_object, **options
-            )
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError, ZeroDivisionError):
-            return fitted
-    if not _is_finite_fit(refined) or refined.llf < fitted.llf:
-        return fitted
-    refined.converged = True
-    return refined
-
-
-def _is_finite_fit(fitted) -> bool:
-    """A fit whose likelihood, fixed effects, variances and residual variance are all finite."""
-    values = [
-        float(fitted.llf),
-        float(fitted.scale),
-        *np.asarray(fitted.fe_params, dtype=float),
-        *np.asarray(fitted.cov_re, dtype=float).ravel(),
-    ]
-    return bool(np.all(np.isfinite(values))) and float(fitted.scale) > 0
-
-
-def _fixed_effects_covariance(model, cov_re: np.ndarray, scale: float) -> np.ndarray:
-    """(sum_i X_i' V_i^-1 X_i)^-1 with V_i = Z_i G Z_i' + sigma^2 I: lme4's vcov() at the estimates.
-
-    statsmodels' bse_fe inverts the full observed Hessian instead, which matches this on
-    balanced designs but differs (by 5 % on sleepstudy with dropout) on unbalanced ones.
-    """
-    information = np.zeros((model.k_fe, model.k_fe))
-    for label in model.group_labels:
-        rows = model.row_indices[label]
-        exog, exog_re = model.exog[rows], model.exog_re[rows]
-        marginal_covariance = exog_re @ cov_re @ exog_re.T + scale * np.eye(len(rows))
-        information += exog.T @ np.linalg.solve(marginal_covariance, exog)
-    return np.linalg.inv(information)
-
-
-def _is_singular(relative_covariance: np.ndarray) -> bool:
-    """lme4's isSingular: a diagonal of theta = chol(G / sigma^2) below SINGULAR_TOLERANCE."""
-    try:
-        theta = np.linalg.cholesky(relative_covariance)
-    except np.linalg.LinAlgError:
-        return True
-    return bool(np.any(np.diag(theta) < SINGULAR_TOLERANCE))
-
-
 def _tidy_fixed_effects(
-    names: list[str], estimates: pd.Series, covariance: np.ndarray
+    names: list[str], estimate: np.ndarray, std_error: np.ndarray, df: np.ndarray
 ) -> pd.DataFrame:
-    """TIDY_COLUMNS for the fixed effects: Wald statistic, normal p-value and Wald interval."""
-    estimate = np.asarray(estimates, dtype=float)
-    return wald_table(names, estimate, np.sqrt(np.diag(covariance)))
+    """FIXED_EFFECTS_COLUMNS: t statistic, Satterthwaite df, t-based p-value and interval."""
+    statistic = estimate / std_error
+    quantile = stats.t.ppf(0.5 + CONVENTIONS.confidence_level / 2, df)
+    return pd.DataFrame(
+        {
+            "term": names,
+            "estimate": estimate,
+            "std_error": std_error,
+            "statistic": statistic,
+            "p_value": 2 * stats.t.sf(np.abs(statistic), df),
+            "conf_low": estimate - quantile * std_error,
+            "conf_high": estimate + quantile * std_error,
+            "df": df,
+        }
+    )[list(FIXED_EFFECTS_COLUMNS)]
