@@ -77,6 +77,8 @@ HESSIAN_STEP = 1e-4
 START_DIAGONALS: tuple[float, ...] = (1.0, 0.1, 10.0, 0.01)
 OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10}
 NEWTON_STEPS = 3
+# Times the optimiser may step off a saddle point on theta's bound (see _minimise_from).
+SADDLE_ESCAPES = 3
 
 
 def r_term_name(formula_name: str) -> str:
@@ -145,6 +147,7 @@ class ProfiledFit:
     fixed_spec: object  # formulaic ModelSpec of the fixed-effects design, for predict()
     evaluations: int
     starts_tried: int
+    saddle_escapes: int
 
 
 def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
@@ -342,31 +345,82 @@ def check_optimum(
 
 def _minimise_from(
     start: np.ndarray, cross: GroupedCrossProducts, reml: bool, bounds
-) -> tuple[np.ndarray, int]:
-    """L-BFGS-B on the analytic gradient, then Newton steps on the interior parameters."""
+) -> tuple[np.ndarray, int, int]:
+    """L-BFGS-B on the analytic gradient, stepping off boundary saddles, then Newton steps.
+
+    A theta diagonal that L-BFGS-B projects onto its bound of 0 has gradient exactly 0 there
+    when the deviance is even in it (the last column of Lambda), so the optimiser cannot leave
+    even where the deviance falls on moving away: a saddle, not a minimum. There the search
+    continues from a step along the Hessian's direction of negative curvature (at most
+    SADDLE_ESCAPES times). Returns theta, the number of deviance evaluations and of escapes.
+    """
     counter = {"evaluations": 0}
 
     def objective(theta):
         counter["evaluations"] += 1
         return deviance_and_gradient(theta, cross, reml)
 
-    with np.errstate(all="ignore"):
-        solution = optimize.minimize(
-            objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options=OPTIMIZER_OPTIONS
-        )
-    theta = np.asarray(solution.x, dtype=float)
-    diagonal = theta_diagonal_index(cross.n_random)
+    theta, escapes = start, 0
+    while True:
+        with np.errstate(all="ignore"):
+            solution = optimize.minimize(
+                objective,
+                theta,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options=OPTIMIZER_OPTIONS,
+            )
+        theta = np.asarray(solution.x, dtype=float)
+        if escapes == SADDLE_ESCAPES:
+            break
+        escaped = _step_off_boundary_saddle(theta, objective, cross.n_random)
+        if escaped is None:
+            break
+        theta, escapes = escaped, escapes + 1
+    return _newton_polish(theta, objective, cross.n_random), counter["evaluations"], escapes
+
+
+def _step_off_boundary_saddle(theta: np.ndarray, objective, q: int) -> np.ndarray | None:
+    """A point of lower deviance along negative curvature, if theta is a saddle on the bound."""
+    diagonal = theta_diagonal_index(q)
+    if not np.any(theta[diagonal] <= BOUNDARY_TOLERANCE):
+        return None
+    deviance, _ = objective(theta)
+    if not np.isfinite(deviance):
+        return None
+    hessian = _central_difference_hessian(lambda t: objective(t)[1], theta)
+    eigenvalues, vectors = np.linalg.eigh(hessian)
+    if eigenvalues[0] >= -CURVATURE_TOLERANCE * max(np.abs(eigenvalues).max(), 1.0):
+        return None
+    direction = vectors[:, 0]
+    at_bound = diagonal[theta[diagonal] <= BOUNDARY_TOLERANCE]
+    if np.any(direction[at_bound] < 0):
+        direction = -direction
+    for length in (1.0, 0.1, 0.01, 0.001):
+        candidate = theta + length * max(np.abs(theta).max(), 1.0) * direction
+        candidate[diagonal] = np.maximum(candidate[diagonal], 0.0)
+        if objective(candidate)[0] < deviance:
+            return candidate
+    return None
+
+
+def _newton_polish(theta: np.ndarray, objective, q: int) -> np.ndarray:
+    """Newton steps on one Hessian over the interior parameters, each kept only if it helps.
+
+    L-BFGS-B stops where its line search cannot improve the deviance in floating point, often
+    with a gradient of ~1e-4; each Newton step roughly squares the remaining error.
+    """
+    diagonal = theta_diagonal_index(q)
     interior = np.ones(len(theta), dtype=bool)
     interior[diagonal] = theta[diagonal] > BOUNDARY_TOLERANCE
     deviance, gradient = objective(theta)
     if not np.isfinite(deviance) or not interior.any():
-        return theta, counter["evaluations"]
-    # Newton steps on one Hessian: L-BFGS-B stops where its line search cannot improve the
-    # deviance in floating point, often with a gradient of ~1e-4; each step squares the error.
+        return theta
     hessian = _central_difference_hessian(lambda t: objective(t)[1], theta)
     sub = hessian[np.ix_(interior, interior)]
     if np.linalg.eigvalsh(sub).min() <= 0:
-        return theta, counter["evaluations"]
+        return theta
     for _ in range(NEWTON_STEPS):
         if np.abs(gradient[interior]).max() < 1e-10:
             break
@@ -378,7 +432,7 @@ def _minimise_from(
         if not candidate_deviance <= deviance:
             break
         theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
-    return theta, counter["evaluations"]
+    return theta
 
 
 def optimise_theta(
@@ -393,12 +447,13 @@ def optimise_theta(
     n_theta = q * (q + 1) // 2
     diagonal = theta_diagonal_index(q)
     bounds = [(0.0, None) if j in diagonal else (None, None) for j in range(n_theta)]
-    best, failures, evaluations = None, [], 0
+    best, failures, evaluations, saddle_escapes = None, [], 0, 0
     for attempt, start_diagonal in enumerate(start_diagonals, start=1):
         start = np.zeros(n_theta)
         start[diagonal] = start_diagonal
-        theta, used = _minimise_from(start, cross, reml, bounds)
+        theta, used, escapes = _minimise_from(start, cross, reml, bounds)
         evaluations += used
+        saddle_escapes += escapes
         deviance, gradient = deviance_and_gradient(theta, cross, reml)
         if not np.isfinite(deviance):
             failures.append(f"from theta diagonal {start_diagonal:g} the deviance was not finite")
@@ -417,6 +472,7 @@ def optimise_theta(
             fixed_spec=None,
             evaluations=evaluations,
             starts_tried=attempt,
+            saddle_escapes=saddle_escapes,
         )
         if check.accepted and (best is None or deviance <= best.deviance + 1e-9):
             best = candidate
