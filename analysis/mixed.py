@@ -167,7 +167,7 @@ def theta_diagonal_index(q: int) -> np.ndarray:
 
 
 def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """d deviance / d theta from d deviance / d D: dD = dL L' + L dL', so 2 (G L) on theta's slots."""
+    """d deviance / d theta from G = d deviance / d D: theta's slots of 2 G Lambda."""
     q = factor.shape[0]
     full = 2.0 * gradient_d @ factor
     rows, columns = np.tril_indices(q)
@@ -285,7 +285,9 @@ def deviance_and_gradient(
     return state.deviance, _lambda_gradient(state.gradient_d, factor)
 
 
-def _central_difference_hessian(gradient, point: np.ndarray, richardson: bool = False) -> np.ndarray:
+def _central_difference_hessian(
+    gradient, point: np.ndarray, richardson: bool = False
+) -> np.ndarray:
     """Hessian from central differences of an analytic gradient (symmetrised).
 
     The error is O(h^2) with h = HESSIAN_STEP (~1e-8 relative); with `richardson`, two step
@@ -334,7 +336,9 @@ def check_optimum(
         eigenvalues = np.linalg.eigvalsh(free_hessian)
         scale = max(np.abs(eigenvalues).max(), 1.0)
         if eigenvalues.min() < -CURVATURE_TOLERANCE * scale:
-            return OptimumCheck(False, bool(at_bound.any()), "the Hessian has a negative eigenvalue")
+            return OptimumCheck(
+                False, bool(at_bound.any()), "the Hessian has a negative eigenvalue"
+            )
         if eigenvalues.min() <= CURVATURE_TOLERANCE * scale and not at_bound.any():
             return OptimumCheck(False, False, "the Hessian is singular inside the parameter space")
         step = np.linalg.lstsq(free_hessian, gradient[free], rcond=None)[0]
@@ -435,20 +439,20 @@ def _newton_polish(theta: np.ndarray, objective, q: int) -> np.ndarray:
     return theta
 
 
-def optimise_theta(
-    cross: GroupedCrossProducts, reml: bool, start_diagonals=START_DIAGONALS
-) -> tuple[ProfiledFit, list[str]]:
-    """Minimise the profiled deviance; restart from other starts until an optimum passes.
+def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit, list[str]]:
+    """Minimise the profiled deviance from lme4's start; if that fails the checks, from all others.
 
-    Returns the fit and the notes to record (a restart is said). ConvergenceError when no start
-    reaches a point that passes `check_optimum`, since reporting it would report a non-optimum.
+    The first start whose end point passes `check_optimum` is kept; when it is not lme4's start,
+    every start in START_DIAGONALS is tried and the lowest deviance among those that pass is
+    kept, with a note saying so. ConvergenceError when none passes: reporting it would report a
+    non-optimum.
     """
     q = cross.n_random
     n_theta = q * (q + 1) // 2
     diagonal = theta_diagonal_index(q)
     bounds = [(0.0, None) if j in diagonal else (None, None) for j in range(n_theta)]
-    best, failures, evaluations, saddle_escapes = None, [], 0, 0
-    for attempt, start_diagonal in enumerate(start_diagonals, start=1):
+    accepted, failures, evaluations, saddle_escapes = [], [], 0, 0
+    for attempt, start_diagonal in enumerate(START_DIAGONALS, start=1):
         start = np.zeros(n_theta)
         start[diagonal] = start_diagonal
         theta, used, escapes = _minimise_from(start, cross, reml, bounds)
@@ -456,48 +460,48 @@ def optimise_theta(
         saddle_escapes += escapes
         deviance, gradient = deviance_and_gradient(theta, cross, reml)
         if not np.isfinite(deviance):
-            failures.append(f"from theta diagonal {start_diagonal:g} the deviance was not finite")
+            failures.append(
+                f"from the start with theta diagonal {start_diagonal:g} the deviance was not finite"
+            )
             continue
         hessian = _central_difference_hessian(
             lambda t: deviance_and_gradient(t, cross, reml)[1], theta
         )
         check = check_optimum(theta, gradient, hessian, q)
-        candidate = ProfiledFit(
-            theta=theta,
-            deviance=deviance,
-            gradient=gradient,
-            hessian=hessian,
-            reml=reml,
-            cross_products=cross,
-            fixed_spec=None,
-            evaluations=evaluations,
-            starts_tried=attempt,
-            saddle_escapes=saddle_escapes,
-        )
-        if check.accepted and (best is None or deviance <= best.deviance + 1e-9):
-            best = candidate
-            if attempt == 1 or not failures:
-                break
-            # A restart succeeded: one more start confirms it is the best optimum found.
-            continue
         if not check.accepted:
             failures.append(
-                f"from theta diagonal {start_diagonal:g} the optimiser stopped where "
-                f"{check.reason} (deviance {deviance:.6f})"
+                f"from the start with theta diagonal {start_diagonal:g} it stopped where "
+                f"{check.reason} (deviance {deviance:.6f}), which is not a minimum"
             )
-        if best is not None:
+            continue
+        accepted.append(
+            ProfiledFit(
+                theta=theta,
+                deviance=deviance,
+                gradient=gradient,
+                hessian=hessian,
+                reml=reml,
+                cross_products=cross,
+                fixed_spec=None,
+                evaluations=evaluations,
+                starts_tried=attempt,
+                saddle_escapes=saddle_escapes,
+            )
+        )
+        if attempt == 1:
             break
-    if best is None:
+    if not accepted:
         raise ConvergenceError(
             "the mixed model did not reach an optimum of the (RE)ML criterion from any start "
             f"({'; '.join(failures)}); simplify the random effects or check the data"
         )
+    best = min(accepted, key=lambda fit: fit.deviance)
     notes = []
     if failures:
         notes.append(
-            f"The optimiser was restarted: {'; '.join(failures)}. The reported fit is the "
-            f"lowest deviance ({best.deviance:.6f}) among {best.starts_tried} starts, and it "
-            "passed the optimum checks."
+            f"The optimiser was restarted: {'; '.join(failures)}. The reported fit has "
+            f"the lowest deviance ({best.deviance:.6f}) of the {len(accepted)} of "
+            f"{len(START_DIAGONALS)} starts that reached a checked optimum."
         )
     return best, notes
 
@@ -650,7 +654,9 @@ class MixedResult(ModelResult):
         """
         beta = self.coefficients["estimate"].to_numpy()
         if frame is None:
-            return pd.Series(self._training_design @ beta, index=self._training_index, name="fitted")
+            return pd.Series(
+                self._training_design @ beta, index=self._training_index, name="fitted"
+            )
         columns = [c for c in self.fitted.fixed_spec.required_variables if c in frame.columns]
         complete = frame[columns].notna().all(axis=1)
         design = model_matrix(self.fitted.fixed_spec, frame.loc[complete], na_action="ignore")
