@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 from scipy import linalg, optimize, stats
+from threadpoolctl import threadpool_limits
 
 from analysis.conventions import CONVENTIONS
 from analysis.errors import (
@@ -34,7 +35,7 @@ from analysis.errors import (
     ModelWarning,
     ParameterError,
 )
-from analysis.results import TIDY_COLUMNS, ModelResult
+from analysis.results import TIDY_COLUMNS, ModelResult, z_critical
 
 INTERCEPT_TERM = "(Intercept)"
 RESIDUAL_GROUP = "Residual"
@@ -43,28 +44,30 @@ SD_COR_COLUMNS = ("group", "term1", "term2", "variance", "sd_cor")
 # Student's t on these degrees of freedom) plus lmerTest's Satterthwaite df.
 FIXED_EFFECTS_COLUMNS = (*TIDY_COLUMNS, "df")
 FITTED_VS_OBSERVED_COLUMNS = (
-    "outcome",
-    "week",
-    "group",
     "n",
     "observed_mean",
     "observed_conf_low",
     "observed_conf_high",
     "fitted_mean",
+    "fitted_mean_with_random_effects",
     "gap",
-    "fitted_inside_interval",
+    "within_interval",
 )
+TIME_BASES = ("linear", "piecewise_linear", "natural_spline")
 
 # lme4's isSingular(): a diagonal element of the relative covariance factor theta below 1e-4.
 SINGULAR_TOLERANCE = 1e-4
 # A variance parameter is "on the boundary" for the convergence checks when its theta diagonal is
 # this close to 0 (L-BFGS-B stops exactly on the bound; this only absorbs round-off).
 BOUNDARY_TOLERANCE = 1e-8
-# Largest |gradient| of the deviance (in deviance units, per unit of theta) and largest Newton
-# step (in theta) at an accepted optimum. lme4 accepts a scaled gradient up to 2e-3; the Newton
-# polish brings well-posed fits to ~1e-9.
-GRADIENT_TOLERANCE = 1e-3
+# At an accepted optimum a Newton step would lower the deviance by less than this (half the
+# squared scaled gradient; lme4 accepts a scaled gradient up to 2e-3, i.e. ~2e-6 here) and
+# move theta by less than STEP_TOLERANCE relative to its largest element. The Newton polish
+# brings well-posed fits to ~1e-12.
+NEWTON_DECREMENT_TOLERANCE = 1e-6
 STEP_TOLERANCE = 1e-4
+# A theta diagonal on its bound whose gradient exceeds this pushes outward: an active bound.
+ACTIVE_BOUND_GRADIENT = 1e-6
 # An eigenvalue of the Hessian of the profiled deviance below this (relative to the largest) is
 # "zero": allowed on the boundary (a singular fit), a failed optimum in the interior.
 CURVATURE_TOLERANCE = 1e-8
@@ -144,7 +147,8 @@ class ProfiledFit:
     hessian: np.ndarray
     reml: bool
     cross_products: GroupedCrossProducts
-    fixed_spec: object  # formulaic ModelSpec of the fixed-effects design, for predict()
+    fixed_spec: object  # formulaic ModelSpecs of the two designs, for predict()
+    random_spec: object
     evaluations: int
     starts_tried: int
     saddle_escapes: int
@@ -318,33 +322,37 @@ class OptimumCheck:
 def check_optimum(
     theta: np.ndarray, gradient: np.ndarray, hessian: np.ndarray, q: int
 ) -> OptimumCheck:
-    """Gradient ~0 and Hessian positive definite; on the boundary, positive semidefinite.
+    """A minimum of the profiled deviance: stationary, and no direction of descent.
 
-    A theta diagonal at 0 whose gradient pushes outward (> 0) is an active bound and leaves the
-    check; one with zero gradient (the deviance is even in the last column's diagonal) stays in,
-    and its curvature must not be negative, or the point is a saddle, not a minimum.
+    A theta diagonal at 0 whose gradient pushes outward is an active bound and leaves the
+    check (a KKT point); one with zero gradient (the deviance is even in the last column's
+    diagonal) stays in. Over the other parameters the Hessian must be positive definite, or
+    positive semidefinite on the boundary (a singular fit); a negative eigenvalue is a saddle.
+    Stationarity is judged without units, as lme4's scaled gradient: the Newton step would
+    lower the deviance by less than NEWTON_DECREMENT_TOLERANCE and move theta by less than
+    STEP_TOLERANCE. (A raw gradient of 1e-3 can be an optimum on the scale of one data set's
+    theta and far from one on another's.)
     """
     diagonal = theta_diagonal_index(q)
     at_bound = np.zeros(len(theta), dtype=bool)
     at_bound[diagonal] = theta[diagonal] <= BOUNDARY_TOLERANCE
-    active = at_bound & (gradient > GRADIENT_TOLERANCE)
-    free = ~active
-    if np.any(np.abs(gradient[free]) > GRADIENT_TOLERANCE):
-        return OptimumCheck(False, bool(at_bound.any()), "the gradient is not zero")
+    on_boundary = bool(at_bound.any())
+    free = ~(at_bound & (gradient > ACTIVE_BOUND_GRADIENT))
+    if not free.any():
+        return OptimumCheck(True, on_boundary, "")
     free_hessian = hessian[np.ix_(free, free)]
-    if free_hessian.size:
-        eigenvalues = np.linalg.eigvalsh(free_hessian)
-        scale = max(np.abs(eigenvalues).max(), 1.0)
-        if eigenvalues.min() < -CURVATURE_TOLERANCE * scale:
-            return OptimumCheck(
-                False, bool(at_bound.any()), "the Hessian has a negative eigenvalue"
-            )
-        if eigenvalues.min() <= CURVATURE_TOLERANCE * scale and not at_bound.any():
-            return OptimumCheck(False, False, "the Hessian is singular inside the parameter space")
-        step = np.linalg.lstsq(free_hessian, gradient[free], rcond=None)[0]
-        if np.abs(step).max() > STEP_TOLERANCE and not at_bound.any():
-            return OptimumCheck(False, False, "a Newton step would still move theta")
-    return OptimumCheck(True, bool(at_bound.any()), "")
+    eigenvalues = np.linalg.eigvalsh(free_hessian)
+    scale = max(np.abs(eigenvalues).max(), 1.0)
+    if eigenvalues.min() < -CURVATURE_TOLERANCE * scale:
+        return OptimumCheck(False, on_boundary, "the Hessian has a negative eigenvalue")
+    if eigenvalues.min() <= CURVATURE_TOLERANCE * scale and not on_boundary:
+        return OptimumCheck(False, False, "the Hessian is singular inside the parameter space")
+    step = np.linalg.lstsq(free_hessian, gradient[free], rcond=None)[0]
+    if gradient[free] @ step / 2 > NEWTON_DECREMENT_TOLERANCE or np.abs(
+        step
+    ).max() > STEP_TOLERANCE * max(np.abs(theta).max(), 1.0):
+        return OptimumCheck(False, on_boundary, "the gradient is not zero")
+    return OptimumCheck(True, on_boundary, "")
 
 
 def _minimise_from(
@@ -483,6 +491,7 @@ def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit
                 reml=reml,
                 cross_products=cross,
                 fixed_spec=None,
+                random_spec=None,
                 evaluations=evaluations,
                 starts_tried=attempt,
                 saddle_escapes=saddle_escapes,
@@ -609,7 +618,8 @@ class MixedResult(ModelResult):
     def note(self, message: str, category: type[Warning] = ModelWarning) -> None:
         """Record a caveat on the result and warn about it by name (ConvergenceWarning or other)."""
         self.notes.append(message)
-        warnings.warn(message, category, stacklevel=3)
+        # Past note, _fit_mixed and fit_mixed: the warning points at the caller's line.
+        warnings.warn(message, category, stacklevel=4)
 
     @property
     def n_parameters(self) -> int:
@@ -646,24 +656,44 @@ class MixedResult(ModelResult):
         )
         return pd.DataFrame(rows, columns=list(SD_COR_COLUMNS))
 
-    def predict(self, frame: pd.DataFrame | None = None) -> pd.Series:
-        """Population-level fitted values X beta (random effects at 0), for the fit's or new rows.
+    def predict(
+        self, frame: pd.DataFrame | None = None, include_random_effects: bool = False
+    ) -> pd.Series:
+        """Fitted values X beta (random effects at 0), for the fit's rows or new ones.
 
         These are the mean trajectory for a typical member of the population, not any one
-        group's trajectory; rows of `frame` with missing covariates get NaN.
+        group's trajectory; with `include_random_effects`, X beta + Z b (b the BLUPs; 0 for a
+        group not in the fit), as lme4's predict(fit, re.form = NULL). Rows of `frame` with
+        missing covariates get NaN.
         """
         beta = self.coefficients["estimate"].to_numpy()
         if frame is None:
-            return pd.Series(
-                self._training_design @ beta, index=self._training_index, name="fitted"
-            )
+            fitted = self._training_design @ beta
+            if include_random_effects:
+                fitted = fitted + np.einsum(
+                    "ij,ij->i", self._training_random_design, self._training_blups
+                )
+            return pd.Series(fitted, index=self._training_index, name="fitted")
         columns = [c for c in self.fitted.fixed_spec.required_variables if c in frame.columns]
+        if include_random_effects:
+            columns += [c for c in self.fitted.random_spec.required_variables if c in frame]
+            columns.append(self.group)
         complete = frame[columns].notna().all(axis=1)
-        design = model_matrix(self.fitted.fixed_spec, frame.loc[complete], na_action="ignore")
-        predicted = pd.Series(np.asarray(design, dtype=float) @ beta, index=frame.index[complete])
+        rows = frame.loc[complete]
+        design = model_matrix(self.fitted.fixed_spec, rows, na_action="ignore")
+        fitted = np.asarray(design, dtype=float) @ beta
+        if include_random_effects:
+            random_design = np.asarray(
+                model_matrix(self.fitted.random_spec, rows, na_action="ignore"), dtype=float
+            )
+            blups = self.random_effects.reindex(rows[self.group]).fillna(0.0).to_numpy()
+            fitted = fitted + np.einsum("ij,ij->i", random_design, blups)
+        predicted = pd.Series(fitted, index=rows.index)
         return predicted.reindex(frame.index).rename("fitted")
 
     _training_design: np.ndarray | None = None
+    _training_random_design: np.ndarray | None = None
+    _training_blups: np.ndarray | None = None
     _training_index: pd.Index | None = None
 
 
@@ -681,6 +711,15 @@ def fit_mixed(
     A singular fit (lme4's isSingular on theta) is kept with a ConvergenceWarning note; a fit
     that reaches no optimum raises ConvergenceError, an unfittable design DataError.
     """
+    # A fit is many small matrix operations; BLAS threads only add hand-offs there (L-BFGS-B
+    # ran 20-40x slower with OpenBLAS threads on a busy 2-core machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_mixed(frame, formula, group, re_formula, reml)
+
+
+def _fit_mixed(
+    frame: pd.DataFrame, formula: str, group: str, re_formula: str, reml: bool
+) -> MixedResult:
     if group not in frame.columns:
         raise DataError("grouping column not in the frame", column=group)
     random_formula = _random_effects_formula(re_formula)
@@ -701,9 +740,14 @@ def fit_mixed(
     codes, levels = pd.factorize(data[group], sort=True)
     _check_identifiable(fixed_design, random_design, response, len(levels), group)
     cross = grouped_cross_products(fixed_design, random_design, response, codes, len(levels))
-
     fit, restart_notes = optimise_theta(cross, reml)
-    fit = ProfiledFit(**{**fit.__dict__, "fixed_spec": matrices.rhs.model_spec})
+    fit = ProfiledFit(
+        **{
+            **fit.__dict__,
+            "fixed_spec": matrices.rhs.model_spec,
+            "random_spec": random_design_frame.model_spec,
+        }
+    )
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
     state = profiled_deviance(fit.theta, cross, reml)
     residual_variance = state.penalized_rss / (n - p if reml else n)
@@ -738,13 +782,16 @@ def fit_mixed(
             blups, index=pd.Index(levels, name=group), columns=random_names
         ),
         _training_design=fixed_design,
+        _training_random_design=random_design,
+        _training_blups=blups[codes],
         _training_index=data.index,
     )
     dropped = int((~complete).sum())
     if dropped:
+        with_missing = [column for column in used_columns if frame[column].isna().any()]
         result.note(
             f"{dropped} of {len(frame)} rows dropped for missing values in "
-            f"{', '.join(used_columns)}"
+            f"{', '.join(with_missing)}"
         )
     for message in restart_notes:
         result.note(message, ConvergenceWarning)
@@ -873,3 +920,118 @@ def _tidy_fixed_effects(
             "df": df,
         }
     )[list(FIXED_EFFECTS_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class TimeBasis:
+    """Columns that let a mean trajectory bend over time, with the knots fixed once.
+
+    "linear": the time itself. "piecewise_linear": time plus (time - k)+ per knot k, so each
+    coefficient is the change of slope at its knot. "natural_spline": a natural cubic spline
+    (ESL eq. 5.4-5.5: cubic between the knots, linear beyond the boundary knots), the same
+    space as R's splines::ns(time, knots, Boundary.knots) in another basis, so fitted values
+    agree with R's and single coefficients are not interpretable. The nonlinear columns are
+    divided by the squared boundary range so that they are of the size of the time itself.
+    """
+
+    variable: str
+    kind: str
+    knots: tuple[float, ...] = ()
+    boundary: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TIME_BASES:
+            raise ParameterError(
+                f"unknown time basis {self.kind!r}; use one of {', '.join(TIME_BASES)}"
+            )
+        if list(self.knots) != sorted(set(self.knots)):
+            raise ParameterError(f"time knots {list(self.knots)} must be increasing")
+        if self.kind == "natural_spline":
+            if self.boundary is None or not self.boundary[0] < self.knots[0]:
+                raise ParameterError("a natural spline needs boundary knots around its knots")
+            if not self.knots[-1] < self.boundary[1]:
+                raise ParameterError(
+                    f"the last knot {self.knots[-1]:g} must be below the upper boundary knot "
+                    f"{self.boundary[1]:g} (the end of follow-up)"
+                )
+
+    @property
+    def names(self) -> list[str]:
+        if self.kind == "piecewise_linear":
+            return [self.variable, *(f"{self.variable}_after_{k:g}" for k in self.knots)]
+        if self.kind == "natural_spline":
+            return [
+                self.variable,
+                *(f"{self.variable}_ns{j}" for j in range(1, len(self.knots) + 1)),
+            ]
+        return [self.variable]
+
+    def columns(self, values: pd.Series) -> pd.DataFrame:
+        """The basis evaluated at `values` (missing stays missing), one column per name."""
+        x = values.to_numpy(dtype=float)
+        columns = [x]
+        if self.kind == "piecewise_linear":
+            columns += [np.maximum(x - knot, 0.0) for knot in self.knots]
+        elif self.kind == "natural_spline":
+            lower, upper = self.boundary
+            all_knots = [lower, *self.knots, upper]
+
+            def truncated_cubic_difference(knot: float) -> np.ndarray:
+                return (np.maximum(x - knot, 0.0) ** 3 - np.maximum(x - upper, 0.0) ** 3) / (
+                    upper - knot
+                )
+
+            last = truncated_cubic_difference(all_knots[-2])
+            scale = (upper - lower) ** 2
+            columns += [
+                (truncated_cubic_difference(knot) - last) / scale for knot in all_knots[:-2]
+            ]
+        return pd.DataFrame(dict(zip(self.names, columns, strict=True)), index=values.index)
+
+    def in_formula(self, formula: str) -> str:
+        """`formula` with the time variable replaced by the sum of the basis columns."""
+        if self.kind == "linear":
+            return formula
+        pattern = rf"(?<![\w.]){re.escape(self.variable)}(?![\w.])"
+        return re.sub(pattern, f"({' + '.join(self.names)})", formula)
+
+
+def fitted_vs_observed(
+    result: MixedResult, frame: pd.DataFrame, outcome: str, by: list[str]
+) -> pd.DataFrame:
+    """Observed mean (95% normal CI) and the fitted means per cell of `by` (e.g. week x group).
+
+    Both fitted means average over the cell's rows with an observed outcome, so they describe
+    the same rows as the observed mean: `fitted_mean` is X beta (the population curve, random
+    effects at 0) and `fitted_mean_with_random_effects` adds each person's BLUPs. With dropout
+    that depends on the outcome (here: people leave when they recover), the people still
+    followed in late weeks are not a random sample, so the population curve may leave the
+    observed interval while the model with each person's effects still fits the rows;
+    gap = fitted_mean_with_random_effects - observed mean, and within_interval is about it.
+    """
+    used = frame[frame[outcome].notna()].assign(
+        _population=result.predict(frame),
+        _conditional=result.predict(frame, include_random_effects=True),
+    )
+    used = used[used["_conditional"].notna()]
+    cells = used.groupby(by, observed=True)
+    table = cells[outcome].agg(n="count", observed_mean="mean", observed_sd="std")
+    table["fitted_mean"] = cells["_population"].mean()
+    table["fitted_mean_with_random_effects"] = cells["_conditional"].mean()
+    half_width = z_critical() * table["observed_sd"] / np.sqrt(table["n"])
+    table["observed_conf_low"] = table["observed_mean"] - half_width
+    table["observed_conf_high"] = table["observed_mean"] + half_width
+    fitted = table["fitted_mean_with_random_effects"]
+    table["gap"] = fitted - table["observed_mean"]
+    table["within_interval"] = (fitted >= table["observed_conf_low"]) & (
+        fitted <= table["observed_conf_high"]
+    )
+    return table.reset_index()[[*by, *FITTED_VS_OBSERVED_COLUMNS]]
+
+
+def largest_gap(table: pd.DataFrame, min_n: int) -> pd.Series | None:
+    """The row of a fitted_vs_observed table with the largest |gap| among cells of >= min_n."""
+    eligible = table[table["n"] >= min_n]
+    if eligible.empty:
+        return None
+    return eligible.loc[eligible["gap"].abs().idxmax()]

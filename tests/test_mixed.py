@@ -244,7 +244,7 @@ def test_bodyweight_ml_random_slope_reaches_lme4s_optimum():
 def test_rows_with_missing_values_are_dropped_with_a_counted_note():
     """The dropout data set has Reaction missing after dropout; lmer's na.omit drops 72 rows."""
     result, caught = fitted_model("sleepstudy_dropout_slopes_reml")
-    message = "72 of 180 rows dropped for missing values in Reaction, Days, Subject"
+    message = "72 of 180 rows dropped for missing values in Reaction"
     assert result.notes == [message]
     assert caught == (f"ModelWarning: {message}",)
     assert result.n_observations == 108
@@ -367,7 +367,7 @@ def test_saddle_point_on_the_bound_is_not_accepted_as_an_optimum():
     hessian = mixed._central_difference_hessian(
         lambda t: mixed.deviance_and_gradient(t, cross, False)[1], saddle
     )
-    assert saddle[2] == 0.0 and np.abs(gradient).max() < mixed.GRADIENT_TOLERANCE
+    assert saddle[2] == 0.0 and gradient[2] == 0.0 and np.abs(gradient).max() < 1e-3
     check = mixed.check_optimum(saddle, gradient, hessian, 2)
     assert not check.accepted and "negative eigenvalue" in check.reason
     result, _ = fitted_model("chickweight_slopes_ml")
@@ -505,7 +505,8 @@ def test_predict_gives_population_trajectories_for_new_frames():
 def test_result_keeps_the_engine_state_and_named_covariances():
     result, _ = fitted_model("sleepstudy_slopes_reml")
     assert isinstance(result.fitted, mixed.ProfiledFit)
-    assert np.abs(result.fitted.gradient).max() < mixed.GRADIENT_TOLERANCE
+    newton_step = np.linalg.solve(result.fitted.hessian, result.fitted.gradient)
+    assert result.fitted.gradient @ newton_step / 2 < mixed.NEWTON_DECREMENT_TOLERANCE
     assert np.linalg.eigvalsh(result.fitted.hessian).min() > 0
     assert list(result.random_effects_covariance.index) == ["(Intercept)", "Days"]
     assert list(result.fixed_effects_covariance.index) == ["(Intercept)", "Days"]
