@@ -23,7 +23,14 @@ import pytest
 from scipy import stats
 
 from analysis import mixed
-from analysis.errors import ConvergenceError, ConvergenceWarning, DataError, ModelWarning
+from analysis.errors import (
+    ConvergenceError,
+    ConvergenceWarning,
+    DataError,
+    ModelWarning,
+    ParameterError,
+)
+from analysis.fit import FitOutputs, mixed_models
 from analysis.mixed import FIXED_EFFECTS_COLUMNS, MixedResult, fit_mixed, r_term_name
 from analysis.results import TIDY_COLUMNS
 from analysis.testing import assert_ci_contains_estimate, assert_close_to_reference
@@ -528,3 +535,126 @@ def test_result_keeps_the_engine_state_and_named_covariances():
 )
 def test_term_names_follow_r_model_matrix(formula_name, r_name):
     assert r_term_name(formula_name) == r_name
+
+
+@pytest.fixture(scope="module")
+def simulated_trajectories(tmp_path_factory) -> pd.DataFrame:
+    """simulate -> clean -> derive through the CLI: weekly trajectories of 300 people."""
+    from typer.testing import CliRunner
+
+    from analysis.cli import app
+    from tests.conftest import PROJECT_ROOT
+
+    root = tmp_path_factory.mktemp("mixed_study")
+    params = str(PROJECT_ROOT / "params.yaml")
+    steps = [
+        ["simulate", "--out", root / "raw", "--participants", "300", "--seed", "11"],
+        ["clean", "--raw", root / "raw", "--out", root / "interim", "--params", params],
+        ["derive", "--clean", root / "interim", "--out", root / "processed", "--params", params],
+    ]
+    for step in steps:
+        outcome = CliRunner().invoke(app, [str(a) for a in step], catch_exceptions=False)
+        assert outcome.exit_code == 0, outcome.output
+    return pd.read_parquet(root / "processed" / "weekly_trajectories.parquet")
+
+
+def fit_stage_mixed(trajectories: pd.DataFrame, fit_params: dict, **changes) -> FitOutputs:
+    spec = {**fit_params["mixed"], **changes}
+    outputs = FitOutputs()
+    mixed_models(trajectories, {**fit_params, "mixed": spec}, outputs)
+    assert not [note for note in outputs.notes if note[1] == "failed"], outputs.notes
+    return outputs
+
+
+def test_fitted_trajectories_follow_the_observed_means_over_the_whole_follow_up(
+    simulated_trajectories, params
+):
+    """params.yaml's time basis: fitted means stay near the observed ones at every busy week.
+
+    Cells are week x adherence group with >= fit.mixed.fitted_vs_observed_min_n people. Pain
+    falls, then plateaus; the straight line over weeks the fit used before misses by up to
+    0.9 points here (a negative pain at week 12 on the default study), and fails this test.
+    """
+    min_n = params["fit"]["mixed"]["fitted_vs_observed_min_n"]
+    tolerance = {"pain_low_back": 0.15, "pain_hip": 0.15, "pain_knee": 0.15, "hip_abduction_n": 10}
+
+    def misfits(outputs: FitOutputs) -> list[str]:
+        table = outputs.tables["mixed_fitted_vs_observed"]
+        busy = table[table["n"] >= min_n]
+        found = []
+        for outcome, rows in busy.groupby("outcome"):
+            if rows["within_interval"].mean() < 0.95:
+                found.append(f"{outcome}: {rows['within_interval'].mean():.0%} within")
+            if rows["gap"].abs().max() > tolerance[outcome]:
+                found.append(f"{outcome}: gap {rows['gap'].abs().max():.3g}")
+        return found
+
+    configured = fit_stage_mixed(simulated_trajectories, params["fit"])
+    assert misfits(configured) == []
+    table = configured.tables["mixed_fitted_vs_observed"]
+    assert table["week"].max() > 20  # the whole follow-up, no truncation
+    gaps = configured.metrics["mixed_largest_gap"]
+    assert set(gaps) == set(params["fit"]["mixed"]["outcomes"])
+    for outcome, gap in gaps.items():
+        busy = table[(table["outcome"] == outcome) & (table["n"] >= min_n)]
+        assert gap["gap"] == pytest.approx(busy.loc[busy["gap"].abs().idxmax(), "gap"])
+
+    straight_line = fit_stage_mixed(
+        simulated_trajectories, params["fit"], time_basis="linear", random="~week"
+    )
+    assert len(misfits(straight_line)) >= 3
+
+
+@pytest.mark.parametrize("kind", ["linear", "piecewise_linear", "natural_spline"])
+def test_time_basis_columns(kind):
+    """Piecewise linear: (week - k)+ per knot; natural spline: linear beyond its boundary knots."""
+    weeks = pd.Series(np.arange(0.0, 41.0))
+    basis = mixed.TimeBasis("week", kind, knots=(4.0, 12.0), boundary=(0.0, 30.0))
+    columns = basis.columns(weeks)
+    assert list(columns.columns) == basis.names
+    np.testing.assert_array_equal(columns["week"], weeks)
+    if kind == "piecewise_linear":
+        np.testing.assert_array_equal(columns["week_after_12"], np.maximum(weeks - 12, 0))
+    if kind == "natural_spline":
+        assert len(basis.names) == 3
+        beyond = columns[weeks >= 30].to_numpy()
+        second_differences = np.diff(beyond, n=2, axis=0)
+        np.testing.assert_allclose(second_differences, 0, atol=1e-9)
+        below_first_knot = columns.loc[weeks <= 4, ["week_ns1", "week_ns2"]]
+        np.testing.assert_allclose(np.diff(below_first_knot, n=4, axis=0), 0, atol=1e-9)
+    formula = basis.in_formula("week * adherence_group + weekly_adherence")
+    time_terms = "week" if kind == "linear" else f"({' + '.join(basis.names)})"
+    assert formula == f"{time_terms} * adherence_group + weekly_adherence"
+
+
+def test_natural_spline_spans_the_same_curves_as_r_ns():
+    """Fitted values equal R's lm(y ~ splines::ns(x, knots, Boundary.knots)).
+
+    R: x <- 0:30; y <- exp(-x / 5) + sin(x / 3)
+       fit <- lm(y ~ splines::ns(x, knots = c(4, 12), Boundary.knots = c(0, 30)))
+       round(fitted(fit)[c(1, 6, 16, 31)], 12)
+       #  1.359408574756 0.921943203280 -0.212750504354 0.728905796516
+    """
+    x = pd.Series(np.arange(31.0))
+    y = np.exp(-x / 5) + np.sin(x / 3)
+    basis = mixed.TimeBasis("x", "natural_spline", knots=(4.0, 12.0), boundary=(0.0, 30.0))
+    design = np.column_stack([np.ones(len(x)), basis.columns(x).to_numpy()])
+    fitted = design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    np.testing.assert_allclose(
+        fitted[[0, 5, 15, 30]],
+        [1.359408574756, 0.921943203280, -0.212750504354, 0.728905796516],
+        atol=1e-11,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "knots", "boundary", "message"),
+    [
+        ("cubic", (), None, "unknown time basis"),
+        ("piecewise_linear", (8.0, 4.0), None, "increasing"),
+        ("natural_spline", (4.0, 40.0), (0.0, 30.0), "below the upper boundary"),
+    ],
+)
+def test_time_basis_refuses_unusable_parameters(kind, knots, boundary, message):
+    with pytest.raises(ParameterError, match=message):
+        mixed.TimeBasis("week", kind, knots=knots, boundary=boundary)
