@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,8 @@ NEWTON_DECREMENT_TOLERANCE = 1e-6
 STEP_TOLERANCE = 1e-4
 # A theta diagonal on its bound whose gradient exceeds this pushes outward: an active bound.
 ACTIVE_BOUND_GRADIENT = 1e-6
+# Largest slope of the deviance (per unit of theta) along a direction of ~zero curvature.
+FLAT_DIRECTION_GRADIENT = 1e-4
 # An eigenvalue of the Hessian of the profiled deviance below this (relative to the largest) is
 # "zero": allowed on the boundary (a singular fit), a failed optimum in the interior.
 CURVATURE_TOLERANCE = 1e-8
@@ -99,9 +101,9 @@ def r_term_name(formula_name: str) -> str:
 class GroupedCrossProducts:
     """Per-group Z'Z, Z'X, Z'y and the totals X'X, X'y, y'y: all the deviance needs.
 
-    y enters through its residual from ordinary least squares (`y_offset` = X beta_ols), which
-    spans the same fixed-effect space and leaves the residuals unchanged but keeps y'y small, so
-    that y'V^-1 y loses no digits to cancellation when the response has a large mean.
+    y enters through its residual from ordinary least squares (X `ols_coefficients` removed):
+    beta shifts by `ols_coefficients` and the residuals stay the same, but y'y stays small, so
+    y'V^-1 y loses no digits to cancellation when the response has a large mean.
     """
 
     ztz: np.ndarray  # (m, q, q)
@@ -347,10 +349,18 @@ def check_optimum(
         return OptimumCheck(False, on_boundary, "the Hessian has a negative eigenvalue")
     if eigenvalues.min() <= CURVATURE_TOLERANCE * scale and not on_boundary:
         return OptimumCheck(False, False, "the Hessian is singular inside the parameter space")
-    step = np.linalg.lstsq(free_hessian, gradient[free], rcond=None)[0]
-    if gradient[free] @ step / 2 > NEWTON_DECREMENT_TOLERANCE or np.abs(
-        step
-    ).max() > STEP_TOLERANCE * max(np.abs(theta).max(), 1.0):
+    # Along directions of ~zero curvature (a singular fit leaves some: with a variance at 0,
+    # rotations of the factor's other columns hardly change D) only the slope can be judged.
+    eigenvalues, vectors = np.linalg.eigh(free_hessian)
+    curved = eigenvalues > CURVATURE_TOLERANCE * scale
+    projected = vectors.T @ gradient[free]
+    step = vectors[:, curved] @ (projected[curved] / eigenvalues[curved])
+    decrement = float(projected[curved] @ (projected[curved] / eigenvalues[curved])) / 2
+    if (
+        decrement > NEWTON_DECREMENT_TOLERANCE
+        or np.abs(step).max(initial=0.0) > STEP_TOLERANCE * max(np.abs(theta).max(), 1.0)
+        or np.abs(projected[~curved]).max(initial=0.0) > FLAT_DIRECTION_GRADIENT
+    ):
         return OptimumCheck(False, on_boundary, "the gradient is not zero")
     return OptimumCheck(True, on_boundary, "")
 
@@ -741,12 +751,8 @@ def _fit_mixed(
     _check_identifiable(fixed_design, random_design, response, len(levels), group)
     cross = grouped_cross_products(fixed_design, random_design, response, codes, len(levels))
     fit, restart_notes = optimise_theta(cross, reml)
-    fit = ProfiledFit(
-        **{
-            **fit.__dict__,
-            "fixed_spec": matrices.rhs.model_spec,
-            "random_spec": random_design_frame.model_spec,
-        }
+    fit = replace(
+        fit, fixed_spec=matrices.rhs.model_spec, random_spec=random_design_frame.model_spec
     )
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
     state = profiled_deviance(fit.theta, cross, reml)
