@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,8 @@ HESSIAN_STEP = 1e-4
 # Start values of theta's diagonal (off-diagonals 0): lme4's start (1) first, then the others
 # in order when a fit fails the optimum checks. The best deviance over all tried is kept.
 START_DIAGONALS: tuple[float, ...] = (1.0, 0.1, 10.0, 0.01)
-OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10}
+# L-BFGS-B gets close; the Newton steps finish (see _newton_polish).
+OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6}
 NEWTON_STEPS = 3
 # Times the optimiser may step off a saddle point on theta's bound (see _minimise_from).
 SADDLE_ESCAPES = 3
@@ -157,29 +159,30 @@ class ProfiledFit:
     saddle_escapes: int
 
 
+@cache
+def theta_slots(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) in Lambda of each theta element: lme4's lower triangle, column by column."""
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))
+    return rows[order], columns[order]
+
+
 def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
     """lme4's Lambda: the lower triangle filled column by column from theta."""
     factor = np.zeros((q, q))
-    rows, columns = np.tril_indices(q)
-    order = np.lexsort((rows, columns))
-    factor[rows[order], columns[order]] = theta
+    factor[theta_slots(q)] = theta
     return factor
 
 
 def theta_diagonal_index(q: int) -> np.ndarray:
     """Positions in theta of Lambda's diagonal (lme4's lower bounds of 0)."""
-    rows, columns = np.tril_indices(q)
-    order = np.lexsort((rows, columns))
-    return np.flatnonzero(rows[order] == columns[order])
+    rows, columns = theta_slots(q)
+    return np.flatnonzero(rows == columns)
 
 
 def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """d deviance / d theta from G = d deviance / d D: theta's slots of 2 G Lambda."""
-    q = factor.shape[0]
-    full = 2.0 * gradient_d @ factor
-    rows, columns = np.tril_indices(q)
-    order = np.lexsort((rows, columns))
-    return full[rows[order], columns[order]]
+    return (2.0 * gradient_d @ factor)[theta_slots(factor.shape[0])]
 
 
 def _group_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -317,24 +320,18 @@ def deviance_and_gradient(
     return state.deviance, _lambda_gradient(state.gradient_d, factor)
 
 
-def _central_difference_hessian(
-    gradient, point: np.ndarray, richardson: bool = False
-) -> np.ndarray:
+def _central_difference_hessian(gradient, point: np.ndarray) -> np.ndarray:
     """Hessian from central differences of an analytic gradient (symmetrised).
 
-    The error is O(h^2) with h = HESSIAN_STEP (~1e-8 relative); with `richardson`, two step
-    sizes (h, h/2) cancel that term too, as numDeriv's hessian (which lmerTest uses) does.
+    The error is O(h^2) with h = HESSIAN_STEP relative: ~1e-8 relative, well inside what the
+    optimum checks and Satterthwaite's df (compared with lmerTest to 1e-4) need.
     """
     k = len(point)
     hessian = np.zeros((k, k))
     for j in range(k):
-        h = HESSIAN_STEP * max(abs(point[j]), 1.0)
-        columns = []
-        for step in (h, h / 2) if richardson else (h,):
-            shift = np.zeros(k)
-            shift[j] = step
-            columns.append((gradient(point + shift) - gradient(point - shift)) / (2 * step))
-        hessian[:, j] = (4 * columns[1] - columns[0]) / 3 if richardson else columns[0]
+        step = np.zeros(k)
+        step[j] = HESSIAN_STEP * max(abs(point[j]), 1.0)
+        hessian[:, j] = (gradient(point + step) - gradient(point - step)) / (2 * step[j])
     return (hessian + hessian.T) / 2
 
 
@@ -393,14 +390,15 @@ def check_optimum(
 
 def _minimise_from(
     start: np.ndarray, cross: GroupedCrossProducts, reml: bool, bounds
-) -> tuple[np.ndarray, int, int]:
+) -> tuple[np.ndarray, np.ndarray | None, int, int]:
     """L-BFGS-B on the analytic gradient, stepping off boundary saddles, then Newton steps.
 
     A theta diagonal that L-BFGS-B projects onto its bound of 0 has gradient exactly 0 there
     when the deviance is even in it (the last column of Lambda), so the optimiser cannot leave
     even where the deviance falls on moving away: a saddle, not a minimum. There the search
     continues from a step along the Hessian's direction of negative curvature (at most
-    SADDLE_ESCAPES times). Returns theta, the number of deviance evaluations and of escapes.
+    SADDLE_ESCAPES times). Returns theta, the Newton steps' Hessian (see _newton_polish), and
+    the number of deviance evaluations and of escapes.
     """
     counter = {"evaluations": 0}
 
@@ -426,7 +424,8 @@ def _minimise_from(
         if escaped is None:
             break
         theta, escapes = escaped, escapes + 1
-    return _newton_polish(theta, objective, cross.n_random), counter["evaluations"], escapes
+    theta, hessian = _newton_polish(theta, objective, cross.n_random)
+    return theta, hessian, counter["evaluations"], escapes
 
 
 def _step_off_boundary_saddle(theta: np.ndarray, objective, q: int) -> np.ndarray | None:
@@ -453,22 +452,23 @@ def _step_off_boundary_saddle(theta: np.ndarray, objective, q: int) -> np.ndarra
     return None
 
 
-def _newton_polish(theta: np.ndarray, objective, q: int) -> np.ndarray:
+def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Newton steps on one Hessian over the interior parameters, each kept only if it helps.
 
-    L-BFGS-B stops where its line search cannot improve the deviance in floating point, often
-    with a gradient of ~1e-4; each Newton step roughly squares the remaining error.
+    L-BFGS-B is stopped early (OPTIMIZER_OPTIONS), with a gradient of ~1e-4; each Newton step
+    roughly squares the remaining error. Returns theta and the Hessian the steps used (computed
+    where they started, less than STEP_TOLERANCE away), or None where none was computed.
     """
     diagonal = theta_diagonal_index(q)
     interior = np.ones(len(theta), dtype=bool)
     interior[diagonal] = theta[diagonal] > BOUNDARY_TOLERANCE
     deviance, gradient = objective(theta)
     if not np.isfinite(deviance) or not interior.any():
-        return theta
+        return theta, None
     hessian = _central_difference_hessian(lambda t: objective(t)[1], theta)
     sub = hessian[np.ix_(interior, interior)]
     if np.linalg.eigvalsh(sub).min() <= 0:
-        return theta
+        return theta, hessian
     for _ in range(NEWTON_STEPS):
         if np.abs(gradient[interior]).max() < 1e-10:
             break
@@ -480,7 +480,7 @@ def _newton_polish(theta: np.ndarray, objective, q: int) -> np.ndarray:
         if not candidate_deviance <= deviance:
             break
         theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
-    return theta
+    return theta, hessian
 
 
 def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit, list[str]]:
@@ -499,7 +499,7 @@ def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit
     for attempt, start_diagonal in enumerate(START_DIAGONALS, start=1):
         start = np.zeros(n_theta)
         start[diagonal] = start_diagonal
-        theta, used, escapes = _minimise_from(start, cross, reml, bounds)
+        theta, hessian, used, escapes = _minimise_from(start, cross, reml, bounds)
         evaluations += used
         saddle_escapes += escapes
         deviance, gradient = deviance_and_gradient(theta, cross, reml)
@@ -508,9 +508,10 @@ def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit
                 f"from the start with theta diagonal {start_diagonal:g} the deviance was not finite"
             )
             continue
-        hessian = _central_difference_hessian(
-            lambda t: deviance_and_gradient(t, cross, reml)[1], theta
-        )
+        if hessian is None:
+            hessian = _central_difference_hessian(
+                lambda t: deviance_and_gradient(t, cross, reml)[1], theta
+            )
         check = check_optimum(theta, gradient, hessian, q)
         if not check.accepted:
             failures.append(
@@ -586,10 +587,8 @@ def fixed_effects_covariance_jacobian(
     state = profiled_deviance(theta, cross, reml)
     covariance = np.linalg.inv(state.xtwx)
     factor = theta_to_lambda(theta, q)
-    rows, columns = np.tril_indices(q)
-    order = np.lexsort((rows, columns))
     jacobian = []
-    for row, column in zip(rows[order], columns[order], strict=True):
+    for row, column in zip(*theta_slots(q), strict=True):
         unit = np.zeros((q, q))
         unit[row, column] = 1.0
         d_relative = unit @ factor.T + factor @ unit.T
@@ -617,7 +616,7 @@ def satterthwaite_df(
     """
     varpar = np.append(theta, sigma)
     hessian = _central_difference_hessian(
-        lambda v: varpar_deviance_gradient(v, cross, reml), varpar, richardson=True
+        lambda v: varpar_deviance_gradient(v, cross, reml), varpar
     )
     eigenvalues, vectors = np.linalg.eigh(hessian)
     positive = eigenvalues > SATTERTHWAITE_EIGEN_TOLERANCE
