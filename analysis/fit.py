@@ -231,11 +231,7 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
     """
     spec = params["mixed"]
     week = WeeklyTrajectories.week
-    frame = trajectories[trajectories[params["group"]].notna()]
-    if spec.get("max_week") is not None:
-        frame = frame[frame[week] <= spec["max_week"]]
-    basis = mixed_time_basis(frame[week], spec)
-    frame = pd.concat([frame, basis.columns(frame[week]).drop(columns=week)], axis=1)
+    frame, basis = mixed_frame(trajectories, params)
     weeks = range(int(frame[week].min()), int(frame[week].max()) + 1)
     grid = pd.MultiIndex.from_product(
         [weeks, params["group_order"]], names=[week, params["group"]]
@@ -277,6 +273,19 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
         outputs.metrics["mixed_largest_gap"] = mixed_largest_gaps(
             table, spec["fitted_vs_observed_min_n"]
         )
+
+
+def mixed_frame(trajectories: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, TimeBasis]:
+    """The rows the mixed models fit (known group; weeks up to max_week if set), with the
+    time basis's columns added, and that basis (its `in_formula` rewrites `fit.mixed.fixed`).
+    """
+    spec = params["mixed"]
+    week = WeeklyTrajectories.week
+    frame = trajectories[trajectories[params["group"]].notna()]
+    if spec.get("max_week") is not None:
+        frame = frame[frame[week] <= spec["max_week"]]
+    basis = mixed_time_basis(frame[week], spec)
+    return pd.concat([frame, basis.columns(frame[week]).drop(columns=week)], axis=1), basis
 
 
 def mixed_time_basis(weeks: pd.Series, spec: dict) -> TimeBasis:

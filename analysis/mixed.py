@@ -25,6 +25,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
+from formulaic.errors import FormulaicError
 from scipy import linalg, optimize, stats
 from threadpoolctl import threadpool_limits
 
@@ -764,9 +765,13 @@ def _fit_mixed(
 ) -> MixedResult:
     if group not in frame.columns:
         raise DataError("grouping column not in the frame", column=group)
-    random_formula = _random_effects_formula(re_formula)
-    fixed_formula = Formula(formula)
-    used_columns = _used_columns(frame, [fixed_formula, Formula(random_formula)], group)
+    fixed_formula = _parsed(formula)
+    random_formula = _parsed(_random_effects_formula(re_formula))
+    named = set().union(*(f.required_variables for f in (fixed_formula, random_formula)))
+    absent = sorted(str(name) for name in named if name not in frame.columns)
+    if absent:
+        raise DataError(f"the model formulas name columns not in the frame: {', '.join(absent)}")
+    used_columns = _used_columns(frame, [fixed_formula, random_formula], group)
     complete = frame[used_columns].notna().all(axis=1)
     data = frame.loc[complete]
     if data.empty:
@@ -887,6 +892,17 @@ def _random_effects_formula(re_formula: str) -> str:
     if not body:
         raise ParameterError(f"empty random-effects formula {re_formula!r}")
     return f"~ {body}"
+
+
+def _parsed(formula: str) -> Formula:
+    """The formula parsed, or ParameterError saying where its syntax fails."""
+    try:
+        return Formula(formula)
+    except FormulaicError:
+        raise ParameterError(
+            f"the formula {formula!r} cannot be read; write it as R would, e.g. "
+            "'pain ~ week * group' (fixed effects) or '~week' (random effects)"
+        ) from None
 
 
 def _used_columns(frame: pd.DataFrame, formulas: list[Formula], group: str) -> list[str]:

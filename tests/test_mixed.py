@@ -447,6 +447,19 @@ def test_lme4_identifiability_checks_raise(frame, re_formula, message):
         fit_mixed(frame, formula, "g", re_formula=re_formula)
 
 
+@pytest.mark.parametrize(
+    ("formula", "re_formula", "error", "message"),
+    [
+        ("Reaction ~ Days + Hours", "1", DataError, "not in the frame: Hours"),
+        ("Reaction ~ Days", "~Nights", DataError, "not in the frame: Nights"),
+        ("Reaction ~ Days +", "1", ParameterError, "cannot be read"),
+    ],
+)
+def test_unusable_formulas_raise_the_toolkits_errors(formula, re_formula, error, message):
+    with pytest.raises(error, match=message):
+        fit_mixed(dataset("sleepstudy"), formula, "Subject", re_formula)
+
+
 def test_missing_group_column_is_a_data_error():
     with pytest.raises(DataError, match="participant_id"):
         fit_mixed(dataset("sleepstudy"), "Reaction ~ Days", "participant_id")
