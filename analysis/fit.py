@@ -226,8 +226,9 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
     """Trajectories of pain per site and of strength over weeks, by group, per participant.
 
     Time enters the fixed effects through the configured basis (a natural cubic spline by
-    default) over the whole follow-up, unless `max_week` is set; the fitted population means
-    are set against the observed means per week and group (mixed_fitted_vs_observed).
+    default) over the whole follow-up, unless `max_week` is set. The fitted means are set
+    against the observed means per week and group (mixed_fitted_vs_observed), and the largest
+    gap among cells of >= fitted_vs_observed_min_n people is a metric (mixed_largest_gap).
     """
     spec = params["mixed"]
     week = WeeklyTrajectories.week

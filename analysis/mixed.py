@@ -222,6 +222,23 @@ def _group_inverse_logdet(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]
         determinant = a * d - b * b
         inverse = np.stack([np.stack([d, -b]), np.stack([-b, a])]) / determinant
         return inverse, np.log(determinant)
+    if q == 3:
+        # The adjugate: nine 2 x 2 minors as vector operations, no per-group LAPACK call.
+        m = matrices
+        cofactor = np.stack(
+            [
+                np.stack(
+                    [
+                        m[(i + 1) % 3, (j + 1) % 3] * m[(i + 2) % 3, (j + 2) % 3]
+                        - m[(i + 1) % 3, (j + 2) % 3] * m[(i + 2) % 3, (j + 1) % 3]
+                        for j in range(3)
+                    ]
+                )
+                for i in range(3)
+            ]
+        )
+        determinant = sum(m[0, j] * cofactor[0, j] for j in range(3))
+        return cofactor.transpose(1, 0, 2) / determinant, np.log(determinant)
     stacked = np.moveaxis(matrices, -1, 0)
     cholesky = np.linalg.cholesky(stacked)
     logdet = 2.0 * np.log(np.diagonal(cholesky, axis1=1, axis2=2)).sum(axis=1)
@@ -785,8 +802,8 @@ def _fit_mixed(
     fixed_names = [r_term_name(name) for name in matrices.rhs.columns]
     random_names = [r_term_name(name) for name in random_design_frame.columns]
     codes, levels = pd.factorize(data[group], sort=True)
-    _check_identifiable(fixed_design, random_design, response, len(levels), group)
-    cross = grouped_cross_products(fixed_design, random_design, response, codes, len(levels))
+    ols = _check_identifiable(fixed_design, random_design, response, len(levels), group)
+    cross = grouped_cross_products(fixed_design, random_design, response, codes, ols)
     fit, restart_notes = optimise_theta(cross, reml)
     fit = replace(
         fit, fixed_spec=matrices.rhs.model_spec, random_spec=random_design_frame.model_spec
@@ -859,28 +876,37 @@ def grouped_cross_products(
     random_design: np.ndarray,
     response: np.ndarray,
     codes: np.ndarray,
-    n_groups: int,
+    ols_coefficients: np.ndarray,
 ) -> GroupedCrossProducts:
-    """Z_i'Z_i, Z_i'X_i, Z_i'y_i per group (sorted by group code) and the overall totals."""
-    ols_coefficients = np.linalg.lstsq(fixed_design, response, rcond=None)[0]
+    """Z_i'Z_i, Z_i'X_i, Z_i'y_i per group (codes 0..m-1) and the overall totals.
+
+    Each entry is one weighted bincount over the rows: no sort, no (n, q, p) temporary.
+    """
     residual = response - fixed_design @ ols_coefficients
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    x, z, y = fixed_design[order], random_design[order], residual[order]
-    ztz = np.add.reduceat(z[:, :, None] * z[:, None, :], starts, axis=0)
-    ztx = np.add.reduceat(z[:, :, None] * x[:, None, :], starts, axis=0)
-    zty = np.add.reduceat(z * y[:, None], starts, axis=0)
-    ztz, ztx = (np.ascontiguousarray(np.moveaxis(a, 0, -1)) for a in (ztz, ztx))
-    zty = np.ascontiguousarray(zty.T)
-    assert len(starts) == n_groups
+    n_groups = int(codes.max()) + 1
+    q, p = random_design.shape[1], fixed_design.shape[1]
+
+    def per_group(values: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=values, minlength=n_groups)
+
+    ztz = np.empty((q, q, n_groups))
+    for i in range(q):
+        for j in range(i, q):
+            ztz[i, j] = ztz[j, i] = per_group(random_design[:, i] * random_design[:, j])
+    ztx = np.stack(
+        [
+            np.stack([per_group(random_design[:, i] * fixed_design[:, j]) for j in range(p)])
+            for i in range(q)
+        ]
+    )
+    zty = np.stack([per_group(random_design[:, i] * residual) for i in range(q)])
     return GroupedCrossProducts(
         ztz=ztz,
         ztx=ztx,
         zty=zty,
-        xtx=x.T @ x,
-        xty=x.T @ y,
-        yty=float(y @ y),
+        xtx=fixed_design.T @ fixed_design,
+        xty=fixed_design.T @ residual,
+        yty=float(residual @ residual),
         ols_coefficients=ols_coefficients,
         n_observations=len(response),
     )
@@ -919,8 +945,10 @@ def _check_identifiable(
     response: np.ndarray,
     n_levels: int,
     group: str,
-) -> None:
+) -> np.ndarray:
     """lme4's checks before fitting (each a stop() in lmerControl's defaults), plus two of ours.
+
+    Returns the ordinary least-squares coefficients, which grouped_cross_products reuses.
 
     lme4 drops aliased fixed-effect columns with a message; here a rank-deficient design is an
     error instead, since silently dropping a term changes what the remaining ones mean.
@@ -943,19 +971,20 @@ def _check_identifiable(
             column=group,
             hint="use a random intercept only (re_formula='1') or more observations per group",
         )
-    if np.linalg.matrix_rank(fixed_design) < fixed_design.shape[1]:
+    coefficients, _, rank, _ = np.linalg.lstsq(fixed_design, response, rcond=None)
+    if rank < fixed_design.shape[1]:
         raise DataError(
             "the fixed-effects design is rank deficient",
             hint="lme4 would drop aliased columns; remove or merge the redundant terms",
         )
     # With y in the column space of X the (RE)ML criterion is infinite at every theta.
-    coefficients = np.linalg.lstsq(fixed_design, response, rcond=None)[0]
     residual = response - fixed_design @ coefficients
     if np.linalg.norm(residual) <= 1e-10 * max(np.linalg.norm(response), 1.0):
         raise ConvergenceError(
             "the fixed effects reproduce the response exactly, so there is no residual variance "
             "to estimate and the (RE)ML criterion is not finite"
         )
+    return coefficients
 
 
 def _tidy_fixed_effects(
@@ -986,8 +1015,8 @@ class TimeBasis:
     coefficient is the change of slope at its knot. "natural_spline": a natural cubic spline
     (ESL eq. 5.4-5.5: cubic between the knots, linear beyond the boundary knots), the same
     space as R's splines::ns(time, knots, Boundary.knots) in another basis, so fitted values
-    agree with R's and single coefficients are not interpretable. The nonlinear columns are
-    divided by the squared boundary range so that they are of the size of the time itself.
+    agree with R's and single coefficients are not interpretable. Each nonlinear column is
+    scaled to end, at the upper boundary knot, where the time itself ends (see `columns`).
     """
 
     variable: str
@@ -1038,9 +1067,14 @@ class TimeBasis:
                 )
 
             last = truncated_cubic_difference(all_knots[-2])
-            scale = (upper - lower) ** 2
+            # Each column rises from 0 to (upper - knot)^2 - (upper - last knot)^2 at the upper
+            # boundary; scaled to end at upper - lower, as the time itself does, so that its
+            # coefficient and random-effect SD are of the size of the time's.
             columns += [
-                (truncated_cubic_difference(knot) - last) / scale for knot in all_knots[:-2]
+                (truncated_cubic_difference(knot) - last)
+                * (upper - lower)
+                / ((upper - knot) ** 2 - (upper - all_knots[-2]) ** 2)
+                for knot in all_knots[:-2]
             ]
         return pd.DataFrame(dict(zip(self.names, columns, strict=True)), index=values.index)
 

@@ -317,13 +317,15 @@ def cross_products(model: str) -> mixed.GroupedCrossProducts:
     frame = dataset(name).dropna()
     matrices = model_matrix(formula, frame)
     random_design = model_matrix(f"~ {re_formula.removeprefix('~')}", frame)
-    codes, levels = pd.factorize(frame[group], sort=True)
+    codes, _ = pd.factorize(frame[group], sort=True)
+    fixed_design = np.asarray(matrices.rhs, float)
+    response = np.asarray(matrices.lhs, float).ravel()
     return mixed.grouped_cross_products(
-        np.asarray(matrices.rhs, float),
+        fixed_design,
         np.asarray(random_design, float),
-        np.asarray(matrices.lhs, float).ravel(),
+        response,
         codes,
-        len(levels),
+        np.linalg.lstsq(fixed_design, response, rcond=None)[0],
     )
 
 
