@@ -85,6 +85,9 @@ START_DIAGONALS: tuple[float, ...] = (1.0, 0.1, 10.0, 0.01)
 # L-BFGS-B gets close; the Newton steps finish (see _newton_polish).
 OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6}
 NEWTON_STEPS = 3
+# Relative rounding error allowed in comparing two deviances (sums over ~1e6 rows lose
+# ~1e-12 of the deviance; a Newton step must also lower the gradient).
+DEVIANCE_ROUNDING = 1e-10
 # Times the optimiser may step off a saddle point on theta's bound (see _minimise_from).
 SADDLE_ESCAPES = 3
 
@@ -495,7 +498,13 @@ def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np
         if np.any(candidate[diagonal] < 0):
             break
         candidate_deviance, candidate_gradient = objective(candidate)
-        if not candidate_deviance <= deviance:
+        # Near the optimum a step changes the deviance by less than its rounding error on a
+        # large data set (~1e-13 relative), so a step is judged by the gradient it leaves.
+        rounding = DEVIANCE_ROUNDING * max(abs(deviance), 1.0)
+        if not (
+            candidate_deviance <= deviance + rounding
+            and np.abs(candidate_gradient[interior]).max() < np.abs(gradient[interior]).max()
+        ):
             break
         theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
     return theta, hessian
