@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import GaRehabError, ModelWarning, ParameterError
-from analysis.mixed import fit_mixed
+from analysis.mixed import (
+    FITTED_VS_OBSERVED_COLUMNS,
+    TimeBasis,
+    fit_mixed,
+    fitted_vs_observed,
+    largest_gap,
+)
 from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
 from analysis.schema import (
     DAYS_PER_WEEK,
@@ -370,22 +376,29 @@ def competing_risk_models(recovery: pd.DataFrame, params: dict, outputs: FitOutp
 
 
 def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """Trajectories of pain per site and of strength over weeks, by group, per participant."""
+    """Trajectories of pain per site and of strength over weeks, by group, per participant.
+
+    Time enters the fixed effects through the configured basis (a natural cubic spline by
+    default) over the whole follow-up, unless `max_week` is set. The fitted means are set
+    against the observed means per week and group (mixed_fitted_vs_observed), and the largest
+    gap among cells of >= fitted_vs_observed_min_n people is a metric (mixed_largest_gap).
+    """
     spec = params["mixed"]
-    frame = trajectories[trajectories[WeeklyTrajectories.week] <= spec["max_week"]]
-    frame = frame[frame[params["group"]].notna()]
-    fixed, components, predictions = [], [], []
+    week = WeeklyTrajectories.week
+    frame, basis = mixed_frame(trajectories, params)
+    weeks = range(int(frame[week].min()), int(frame[week].max()) + 1)
     grid = pd.MultiIndex.from_product(
-        [range(spec["max_week"] + 1), params["group_order"]],
-        names=[WeeklyTrajectories.week, params["group"]],
+        [weeks, params["group_order"]], names=[week, params["group"]]
     ).to_frame(index=False)
+    grid = pd.concat([grid, basis.columns(grid[week]).drop(columns=week)], axis=1)
+    fixed, components, predictions, comparisons = [], [], [], []
     for outcome in spec["outcomes"]:
         fitted = _run(
             outputs,
             f"mixed_{outcome}",
             lambda o=outcome: fit_mixed(
                 frame,
-                f"{o} ~ {spec['fixed']}",
+                f"{o} ~ {basis.in_formula(spec['fixed'])}",
                 WeeklyTrajectories.participant_id,
                 re_formula=spec["random"],
                 reml=spec["reml"],
@@ -395,11 +408,72 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
             continue
         fixed.append(fitted.tidy().assign(outcome=outcome))
         components.append(fitted.random_effects_sd_cor.assign(outcome=outcome))
-        predictions.append(grid.assign(outcome=outcome, fitted=fitted.predict(grid).to_numpy()))
+        predictions.append(
+            grid[[week, params["group"]]].assign(
+                outcome=outcome, fitted=fitted.predict(grid).to_numpy()
+            )
+        )
+        comparison = fitted_vs_observed(fitted, frame, outcome, [week, params["group"]])
+        comparisons.append(
+            comparison.rename(columns={params["group"]: "group"}).assign(outcome=outcome)
+        )
     if fixed:
         outputs.tables["mixed_fixed_effects"] = pd.concat(fixed, ignore_index=True)
         outputs.tables["mixed_variance_components"] = pd.concat(components, ignore_index=True)
         outputs.tables["mixed_predictions"] = pd.concat(predictions, ignore_index=True)
+        table = pd.concat(comparisons, ignore_index=True)
+        table = table[["outcome", week, "group", *FITTED_VS_OBSERVED_COLUMNS]]
+        outputs.tables["mixed_fitted_vs_observed"] = table
+        outputs.metrics["mixed_largest_gap"] = mixed_largest_gaps(
+            table, spec["fitted_vs_observed_min_n"]
+        )
+
+
+def mixed_frame(trajectories: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, TimeBasis]:
+    """The rows the mixed models fit (known group; weeks up to max_week if set), with the
+    time basis's columns added, and that basis (its `in_formula` rewrites `fit.mixed.fixed`).
+    """
+    spec = params["mixed"]
+    week = WeeklyTrajectories.week
+    frame = trajectories[trajectories[params["group"]].notna()]
+    if spec.get("max_week") is not None:
+        frame = frame[frame[week] <= spec["max_week"]]
+    basis = mixed_time_basis(frame[week], spec)
+    return pd.concat([frame, basis.columns(frame[week]).drop(columns=week)], axis=1), basis
+
+
+def mixed_time_basis(weeks: pd.Series, spec: dict) -> TimeBasis:
+    """The configured time basis; a natural spline's boundary knots are the weeks observed."""
+    return TimeBasis(
+        variable=WeeklyTrajectories.week,
+        kind=spec["time_basis"],
+        knots=tuple(spec.get("time_knots") or ()),
+        boundary=(float(weeks.min()), float(weeks.max())),
+    )
+
+
+def mixed_largest_gaps(table: pd.DataFrame, min_n: int) -> dict:
+    """Per outcome, the week x group cell of >= min_n people where fitted and observed differ most.
+
+    JSON-ready: week, group, n, gap (fitted - observed mean) and whether the fitted mean lies
+    inside the observed mean's 95 % interval; null where no cell has min_n people.
+    """
+    gaps = {}
+    for outcome, rows in table.groupby("outcome", sort=False):
+        row = largest_gap(rows, min_n)
+        gaps[outcome] = (
+            None
+            if row is None
+            else {
+                "week": int(row[WeeklyTrajectories.week]),
+                "group": str(row["group"]),
+                "n": int(row["n"]),
+                "gap": _finite(row["gap"]),
+                "within_interval": bool(row["within_interval"]),
+                "all_within_interval": bool(rows.loc[rows["n"] >= min_n, "within_interval"].all()),
+            }
+        )
+    return gaps
 
 
 def timeline_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:

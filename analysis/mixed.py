@@ -1,27 +1,35 @@
-"""Linear mixed-effects models over any tidy frame (lme4's lmer, fitted with statsmodels MixedLM).
+"""Linear mixed-effects models over any tidy frame: lme4's lmer, with lmerTest's Satterthwaite df.
 
-statsmodels does the fitting (REML or ML, correlated random intercepts and slopes within one
-grouping factor). What it lacks for parity with lme4 is written here: fixed-effect standard
-errors from (X' V^-1 X)^-1 at the estimates, lme4's singular-fit check, the VarCorr table, R's
-term names, and a fallback over optimizers with every statsmodels warning turned into a note.
+One grouping factor, q correlated random effects per group (a random intercept, or an intercept
+and slopes). The engine is lme4's: the (RE)ML deviance profiled over the fixed effects and the
+residual variance, as a function of theta, the lower-triangular relative covariance factor
+(random-effects covariance = sigma^2 Lambda Lambda', Lambda filled column by column from theta).
+Each group enters only through its cross-products Z'Z, Z'X, Z'y (and y'y overall), computed once;
+one evaluation of the deviance and of its exact gradient is a batch of q x q inversions over the
+groups. L-BFGS-B (theta's diagonal >= 0, as lme4's bounds) finds the optimum and a Newton step on
+a Hessian of the analytic gradient polishes it; a fit is reported only where the gradient is ~0 and
+the Hessian positive (semi)definite, else the optimiser restarts from other start values.
 
 Term names follow R's ``model.matrix``, so a tidy table reads like ``summary(lmer(...))``:
-statsmodels' ``Intercept`` becomes ``(Intercept)``, a treatment dummy ``Sex[T.Male]`` becomes
-``SexMale`` (``flag[T.True]`` becomes ``flagTRUE``), and interactions keep R's ``a:b``.
+``Intercept`` becomes ``(Intercept)``, a treatment dummy ``Sex[T.Male]`` becomes ``SexMale``
+(``flag[T.True]`` becomes ``flagTRUE``), and interactions keep R's ``a:b``.
 """
 
 from __future__ import annotations
 
-import io
 import re
-import tokenize
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cache
 
 import numpy as np
 import pandas as pd
-import statsmodels.formula.api as smf
+from formulaic import Formula, model_matrix
+from formulaic.errors import FormulaicError
+from scipy import linalg, optimize, stats
+from threadpoolctl import threadpool_limits
 
+from analysis.conventions import CONVENTIONS
 from analysis.errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -29,64 +37,637 @@ from analysis.errors import (
     ModelWarning,
     ParameterError,
 )
-from analysis.results import ModelResult, wald_table
+from analysis.results import TIDY_COLUMNS, ModelResult, z_critical
 
 INTERCEPT_TERM = "(Intercept)"
 RESIDUAL_GROUP = "Residual"
 SD_COR_COLUMNS = ("group", "term1", "term2", "variance", "sd_cor")
+# The fixed-effects table: TIDY_COLUMNS (statistic is the t value, p_value and the interval use
+# Student's t on these degrees of freedom) plus lmerTest's Satterthwaite df.
+FIXED_EFFECTS_COLUMNS = (*TIDY_COLUMNS, "df")
+FITTED_VS_OBSERVED_COLUMNS = (
+    "n",
+    "observed_mean",
+    "observed_conf_low",
+    "observed_conf_high",
+    "fitted_mean",
+    "fitted_mean_with_random_effects",
+    "gap",
+    "within_interval",
+)
+TIME_BASES = ("linear", "piecewise_linear", "natural_spline")
 
 # lme4's isSingular(): a diagonal element of the relative covariance factor theta below 1e-4.
 SINGULAR_TOLERANCE = 1e-4
+# A variance parameter is "on the boundary" for the convergence checks when its theta diagonal is
+# this close to 0 (L-BFGS-B stops exactly on the bound; this only absorbs round-off).
+BOUNDARY_TOLERANCE = 1e-8
+# At an accepted optimum a Newton step would lower the deviance by less than this (half the
+# squared scaled gradient; lme4 accepts a scaled gradient up to 2e-3, i.e. ~2e-6 here) and
+# move theta by less than STEP_TOLERANCE relative to its largest element. The Newton polish
+# brings well-posed fits to ~1e-12.
+NEWTON_DECREMENT_TOLERANCE = 1e-6
+STEP_TOLERANCE = 1e-4
+# A theta diagonal on its bound whose gradient exceeds this pushes outward: an active bound.
+ACTIVE_BOUND_GRADIENT = 1e-6
+# Largest slope of the deviance (per unit of theta) along a direction of ~zero curvature.
+FLAT_DIRECTION_GRADIENT = 1e-4
+# An eigenvalue of the Hessian of the profiled deviance below this (relative to the largest) is
+# "zero": allowed on the boundary (a singular fit), a failed optimum in the interior.
+CURVATURE_TOLERANCE = 1e-8
+# lmerTest's tolerance for a zero eigenvalue of the Hessian w.r.t. (theta, sigma).
+SATTERTHWAITE_EIGEN_TOLERANCE = 1e-8
+# Relative step of the central differences of the analytic gradient that give Hessians.
+HESSIAN_STEP = 1e-4
+# Start values of theta's diagonal (off-diagonals 0): lme4's start (1) first, then the others
+# in order when a fit fails the optimum checks. The best deviance over all tried is kept.
+START_DIAGONALS: tuple[float, ...] = (1.0, 0.1, 10.0, 0.01)
+# L-BFGS-B gets close; the Newton steps finish (see _newton_polish).
+OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6}
+NEWTON_STEPS = 3
+# Relative rounding error allowed in comparing two deviances (sums over ~1e6 rows lose
+# ~1e-12 of the deviance; a Newton step must also lower the gradient).
+DEVIANCE_ROUNDING = 1e-10
+# Times the optimiser may step off a saddle point on theta's bound (see _minimise_from).
+SADDLE_ESCAPES = 3
 
-# Tried in order, each from statsmodels' default start, until one converges with a finite
-# log-likelihood. bfgs fails outright on some random-slope fits (Orthodont) where cg and the
-# derivative-free methods succeed.
-OPTIMIZER_ATTEMPTS: tuple[tuple[str, dict], ...] = (
-    ("lbfgs", {"maxiter": 1000}),
-    ("cg", {"gtol": 1e-8, "maxiter": 1000}),
-    ("powell", {"ftol": 1e-12, "maxiter": 3000}),
-    ("nm", {"ftol": 1e-12, "maxiter": 3000}),
-)
-# The (RE)ML surface is flat in the variance parameters: at statsmodels' default gradient
-# tolerance the variances are only good to ~1e-4, at 1e-8 they agree with lme4 to ~1e-6. A
-# converged fit is therefore polished with bfgs at gtol 1e-8 from where it stopped; starting
-# there costs a few iterations, where a cold start at 1e-8 can run to maxiter (10x slower).
-POLISH = ("bfgs", {"gtol": 1e-8, "maxiter": 40})
 
-# statsmodels messages that fit_mixed replaces with its own checks: retries are what
-# OPTIMIZER_ATTEMPTS does anyway, and the "boundary" test (a variance below 0.01 in the data's
-# units) depends on the scale of the response, unlike lme4's isSingular on theta.
-_SUPERSEDED_STATSMODELS_MESSAGES = (
-    "Retrying MixedLM optimization",
-    "MixedLM optimization failed",
-    "Maximum Likelihood optimization failed",
-    "Gradient optimization failed",
-    "The MLE may be on the boundary",
-    "random effects covariance",
-    "Random effects covariance",
-)
-
-
-def r_term_name(statsmodels_name: str) -> str:
-    """R's model.matrix name for a statsmodels/patsy column name ("Sex[T.Male]" -> "SexMale")."""
-    if statsmodels_name == "Intercept":
+def r_term_name(formula_name: str) -> str:
+    """R's model.matrix name for a formula column name ("Sex[T.Male]" -> "SexMale")."""
+    if formula_name == "Intercept":
         return INTERCEPT_TERM
 
     def level(match: re.Match) -> str:
         return {"True": "TRUE", "False": "FALSE"}.get(match[1], match[1])
 
-    return re.sub(r"\[(?:T\.)?([^\]]*)\]", level, statsmodels_name)
+    return re.sub(r"\[(?:T\.)?([^\]]*)\]", level, formula_name)
+
+
+@dataclass(frozen=True)
+class GroupedCrossProducts:
+    """Per-group Z'Z, Z'X, Z'y and the totals X'X, X'y, y'y: all the deviance needs.
+
+    y enters through its residual from ordinary least squares (X `ols_coefficients` removed):
+    beta shifts by `ols_coefficients` and the residuals stay the same, but y'y stays small, so
+    y'V^-1 y loses no digits to cancellation when the response has a large mean.
+    """
+
+    # Groups on the last axis, so that each entry of a q x q product is one vector operation.
+    ztz: np.ndarray  # (q, q, m)
+    ztx: np.ndarray  # (q, p, m)
+    zty: np.ndarray  # (q, m)
+    xtx: np.ndarray  # (p, p)
+    xty: np.ndarray  # (p,)
+    yty: float
+    ols_coefficients: np.ndarray  # (p,)
+    n_observations: int
+
+    @property
+    def n_fixed(self) -> int:
+        return self.xtx.shape[0]
+
+    @property
+    def n_random(self) -> int:
+        return self.ztz.shape[0]
+
+
+@dataclass(frozen=True)
+class ProfiledDeviance:
+    """The profiled deviance at one theta, with what the gradient and the estimates need."""
+
+    deviance: float
+    gradient_d: np.ndarray  # d deviance / d D, D = Lambda Lambda' (symmetric q x q)
+    beta: np.ndarray  # GLS estimate for the OLS-residualised response
+    penalized_rss: float  # r = e' W^-1 e, W = I + Z D Z'
+    xtwx: np.ndarray  # C = X' W^-1 X
+    ztwz_sum: np.ndarray  # sum over groups of Z'W^-1 Z
+    ztwx: np.ndarray  # (q, p, m): Z_i' W_i^-1 X_i
+    ztwe: np.ndarray  # (q, m): Z_i' W_i^-1 e_i at beta
+    reml_correction: np.ndarray  # sum_i B_i' C^-1 B_i with B_i = X_i' W_i^-1 Z_i
+
+
+@dataclass(frozen=True)
+class ProfiledFit:
+    """The engine's state at the optimum (the result's `.fitted`): theta and the design."""
+
+    theta: np.ndarray
+    deviance: float
+    gradient: np.ndarray
+    hessian: np.ndarray
+    reml: bool
+    cross_products: GroupedCrossProducts
+    fixed_spec: object  # formulaic ModelSpecs of the two designs, for predict()
+    random_spec: object
+    evaluations: int
+    starts_tried: int
+    saddle_escapes: int
+
+
+@cache
+def theta_slots(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) in Lambda of each theta element: lme4's lower triangle, column by column."""
+    rows, columns = np.tril_indices(q)
+    order = np.lexsort((rows, columns))
+    return rows[order], columns[order]
+
+
+def theta_to_lambda(theta: np.ndarray, q: int) -> np.ndarray:
+    """lme4's Lambda: the lower triangle filled column by column from theta."""
+    factor = np.zeros((q, q))
+    factor[theta_slots(q)] = theta
+    return factor
+
+
+def theta_diagonal_index(q: int) -> np.ndarray:
+    """Positions in theta of Lambda's diagonal (lme4's lower bounds of 0)."""
+    rows, columns = theta_slots(q)
+    return np.flatnonzero(rows == columns)
+
+
+def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """d deviance / d theta from G = d deviance / d D: theta's slots of 2 G Lambda."""
+    return (2.0 * gradient_d @ factor)[theta_slots(factor.shape[0])]
+
+
+def _group_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """left @ right in every group, groups on the last axis: q x q loops of vector operations.
+
+    `left` is (q, r, m) or a constant (q, r); `right` is (r, ..., m). numpy's stacked matmul
+    handles a 2 x 2 matrix per group ~10x slower than these length-m vector operations.
+    """
+    return np.stack(
+        [sum(left[i, j] * right[j] for j in range(left.shape[1])) for i in range(left.shape[0])]
+    )
+
+
+def _group_matmul_constant(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """left @ right in every group for a per-group `left` (q, r, m) and a constant (r, s)."""
+    return np.stack(
+        [
+            np.stack(
+                [
+                    sum(left[i, j] * right[j, k] for j in range(right.shape[0]))
+                    for k in range(right.shape[1])
+                ]
+            )
+            for i in range(left.shape[0])
+        ]
+    )
+
+
+def _group_inverse_logdet(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse and log-determinant of symmetric positive definite q x q matrices (q, q, m)."""
+    q = matrices.shape[0]
+    if q == 1:
+        return 1.0 / matrices, np.log(matrices[0, 0])
+    if q == 2:
+        a, b, d = matrices[0, 0], matrices[0, 1], matrices[1, 1]
+        determinant = a * d - b * b
+        inverse = np.stack([np.stack([d, -b]), np.stack([-b, a])]) / determinant
+        return inverse, np.log(determinant)
+    if q == 3:
+        # The adjugate: nine 2 x 2 minors as vector operations, no per-group LAPACK call.
+        m = matrices
+        cofactor = np.stack(
+            [
+                np.stack(
+                    [
+                        m[(i + 1) % 3, (j + 1) % 3] * m[(i + 2) % 3, (j + 2) % 3]
+                        - m[(i + 1) % 3, (j + 2) % 3] * m[(i + 2) % 3, (j + 1) % 3]
+                        for j in range(3)
+                    ]
+                )
+                for i in range(3)
+            ]
+        )
+        determinant = sum(m[0, j] * cofactor[0, j] for j in range(3))
+        return cofactor.transpose(1, 0, 2) / determinant, np.log(determinant)
+    stacked = np.moveaxis(matrices, -1, 0)
+    cholesky = np.linalg.cholesky(stacked)
+    logdet = 2.0 * np.log(np.diagonal(cholesky, axis1=1, axis2=2)).sum(axis=1)
+    return np.moveaxis(np.linalg.inv(stacked), 0, -1), logdet
+
+
+def profiled_deviance(
+    theta: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> ProfiledDeviance:
+    """lme4's profiled deviance (REML criterion or -2 logLik) at theta, and its gradient in D.
+
+    With W_i = I + Z_i D Z_i' and K_i = Lambda (I + Lambda' Z_i'Z_i Lambda)^-1 Lambda' (so that
+    W_i^-1 = I - Z_i K_i Z_i'), every quadratic form reduces to the group's cross-products.
+    ML: sum log det W_i + n (1 + log(2 pi r / n)); REML adds log det(X'W^-1 X) and uses n - p.
+    """
+    q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
+    factor = theta_to_lambda(theta, q)
+    identity = np.eye(q)[:, :, None]
+    penalized = _group_matmul(factor.T, _group_matmul_constant(cross.ztz, factor)) + identity
+    penalized_inverse, logdet_penalized = _group_inverse_logdet(penalized)
+    k = _group_matmul(factor, _group_matmul_constant(penalized_inverse, factor.T))
+    k_ztx = _group_matmul(k, cross.ztx)  # (q, p, m)
+    k_zty = _group_matmul(k, cross.zty)  # (q, m)
+    xtwx = cross.xtx - sum(cross.ztx[i] @ k_ztx[i].T for i in range(q))
+    xtwy = cross.xty - sum(cross.ztx[i] @ k_zty[i] for i in range(q))
+    ytwy = cross.yty - float(np.sum(cross.zty * k_zty))
+    try:
+        xtwx_cholesky = np.linalg.cholesky(xtwx)
+    except np.linalg.LinAlgError:
+        return _infinite_deviance(q, p)
+    beta = _cholesky_solve(xtwx_cholesky, xtwy)
+    penalized_rss = float(ytwy - beta @ xtwy)
+    dof = n - p if reml else n
+    if not penalized_rss > 0:
+        return _infinite_deviance(q, p)
+    deviance = logdet_penalized.sum() + dof * (1.0 + np.log(2.0 * np.pi * penalized_rss / dof))
+    # I - S K, shared by Z'W^-1 Z, Z'W^-1 X and Z'W^-1 y.
+    shrink = identity - _group_matmul(cross.ztz, k)
+    ztwz_sum = _group_matmul(shrink, cross.ztz).sum(axis=-1)
+    ztwx = _group_matmul(shrink, cross.ztx)
+    ztwe = _group_matmul(shrink, cross.zty) - np.tensordot(beta, ztwx, axes=([0], [1]))
+    gradient_d = ztwz_sum - (dof / penalized_rss) * (ztwe @ ztwe.T)
+    reml_correction = np.zeros((q, q))
+    if reml:
+        logdet_xtwx = 2.0 * np.log(np.diag(xtwx_cholesky)).sum()
+        deviance += logdet_xtwx
+        reml_correction = _sum_of_quadratic_forms(ztwx, xtwx_cholesky)
+        gradient_d = gradient_d - reml_correction
+    return ProfiledDeviance(
+        deviance=float(deviance),
+        gradient_d=gradient_d,
+        beta=beta,
+        penalized_rss=penalized_rss,
+        xtwx=xtwx,
+        ztwz_sum=ztwz_sum,
+        ztwx=ztwx,
+        ztwe=ztwe,
+        reml_correction=reml_correction,
+    )
+
+
+def _cholesky_solve(lower: np.ndarray, right: np.ndarray) -> np.ndarray:
+    return linalg.cho_solve((lower, True), right)
+
+
+def _sum_of_quadratic_forms(ztwx: np.ndarray, xtwx_cholesky: np.ndarray) -> np.ndarray:
+    """sum_i B_i' C^-1 B_i over groups (B_i = X_i' W_i^-1 Z_i, C from its Cholesky factor)."""
+    q, p = ztwx.shape[:2]
+    xtwx_inverse = _cholesky_solve(xtwx_cholesky, np.eye(p))
+    whitened = [xtwx_inverse @ ztwx[j] for j in range(q)]
+    return np.array([[np.sum(ztwx[i] * whitened[j]) for j in range(q)] for i in range(q)])
+
+
+def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
+    empty = np.full((q, q), np.nan)
+    return ProfiledDeviance(
+        deviance=np.inf,
+        gradient_d=empty,
+        beta=np.full(p, np.nan),
+        penalized_rss=np.nan,
+        xtwx=np.full((p, p), np.nan),
+        ztwz_sum=empty,
+        ztwx=np.empty((q, p, 0)),
+        ztwe=np.empty((q, 0)),
+        reml_correction=empty,
+    )
+
+
+def deviance_and_gradient(
+    theta: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> tuple[float, np.ndarray]:
+    """The profiled deviance and its exact gradient in theta (inf and 0 where undefined)."""
+    state = profiled_deviance(theta, cross, reml)
+    if not np.isfinite(state.deviance):
+        return np.inf, np.zeros_like(theta)
+    factor = theta_to_lambda(theta, cross.n_random)
+    return state.deviance, _lambda_gradient(state.gradient_d, factor)
+
+
+def _central_difference_hessian(gradient, point: np.ndarray) -> np.ndarray:
+    """Hessian from central differences of an analytic gradient (symmetrised).
+
+    The error is O(h^2) with h = HESSIAN_STEP relative: ~1e-8 relative, well inside what the
+    optimum checks and Satterthwaite's df (compared with lmerTest to 1e-4) need.
+    """
+    k = len(point)
+    hessian = np.zeros((k, k))
+    for j in range(k):
+        step = np.zeros(k)
+        step[j] = HESSIAN_STEP * max(abs(point[j]), 1.0)
+        hessian[:, j] = (gradient(point + step) - gradient(point - step)) / (2 * step[j])
+    return (hessian + hessian.T) / 2
+
+
+@dataclass(frozen=True)
+class OptimumCheck:
+    """Whether theta is a minimum of the profiled deviance (KKT with theta's lower bounds)."""
+
+    accepted: bool
+    on_boundary: bool
+    reason: str
+
+
+def check_optimum(
+    theta: np.ndarray, gradient: np.ndarray, hessian: np.ndarray, q: int
+) -> OptimumCheck:
+    """A minimum of the profiled deviance: stationary, and no direction of descent.
+
+    A theta diagonal at 0 whose gradient pushes outward is an active bound and leaves the
+    check (a KKT point); one with zero gradient (the deviance is even in the last column's
+    diagonal) stays in. Over the other parameters the Hessian must be positive definite, or
+    positive semidefinite on the boundary (a singular fit); a negative eigenvalue is a saddle.
+    Stationarity is judged without units, as lme4's scaled gradient: the Newton step would
+    lower the deviance by less than NEWTON_DECREMENT_TOLERANCE and move theta by less than
+    STEP_TOLERANCE. (A raw gradient of 1e-3 can be an optimum on the scale of one data set's
+    theta and far from one on another's.)
+    """
+    diagonal = theta_diagonal_index(q)
+    at_bound = np.zeros(len(theta), dtype=bool)
+    at_bound[diagonal] = theta[diagonal] <= BOUNDARY_TOLERANCE
+    on_boundary = bool(at_bound.any())
+    free = ~(at_bound & (gradient > ACTIVE_BOUND_GRADIENT))
+    if not free.any():
+        return OptimumCheck(True, on_boundary, "")
+    free_hessian = hessian[np.ix_(free, free)]
+    eigenvalues = np.linalg.eigvalsh(free_hessian)
+    scale = max(np.abs(eigenvalues).max(), 1.0)
+    if eigenvalues.min() < -CURVATURE_TOLERANCE * scale:
+        return OptimumCheck(False, on_boundary, "the Hessian has a negative eigenvalue")
+    if eigenvalues.min() <= CURVATURE_TOLERANCE * scale and not on_boundary:
+        return OptimumCheck(False, False, "the Hessian is singular inside the parameter space")
+    # Along directions of ~zero curvature (a singular fit leaves some: with a variance at 0,
+    # rotations of the factor's other columns hardly change D) only the slope can be judged.
+    eigenvalues, vectors = np.linalg.eigh(free_hessian)
+    curved = eigenvalues > CURVATURE_TOLERANCE * scale
+    projected = vectors.T @ gradient[free]
+    step = vectors[:, curved] @ (projected[curved] / eigenvalues[curved])
+    decrement = float(projected[curved] @ (projected[curved] / eigenvalues[curved])) / 2
+    if (
+        decrement > NEWTON_DECREMENT_TOLERANCE
+        or np.abs(step).max(initial=0.0) > STEP_TOLERANCE * max(np.abs(theta).max(), 1.0)
+        or np.abs(projected[~curved]).max(initial=0.0) > FLAT_DIRECTION_GRADIENT
+    ):
+        return OptimumCheck(False, on_boundary, "the gradient is not zero")
+    return OptimumCheck(True, on_boundary, "")
+
+
+def _minimise_from(
+    start: np.ndarray, cross: GroupedCrossProducts, reml: bool, bounds
+) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+    """L-BFGS-B on the analytic gradient, stepping off boundary saddles, then Newton steps.
+
+    A theta diagonal that L-BFGS-B projects onto its bound of 0 has gradient exactly 0 there
+    when the deviance is even in it (the last column of Lambda), so the optimiser cannot leave
+    even where the deviance falls on moving away: a saddle, not a minimum. There the search
+    continues from a step along the Hessian's direction of negative curvature (at most
+    SADDLE_ESCAPES times). Returns theta, the Newton steps' Hessian (see _newton_polish), and
+    the number of deviance evaluations and of escapes.
+    """
+    counter = {"evaluations": 0}
+
+    def objective(theta):
+        counter["evaluations"] += 1
+        return deviance_and_gradient(theta, cross, reml)
+
+    theta, escapes = start, 0
+    while True:
+        with np.errstate(all="ignore"):
+            solution = optimize.minimize(
+                objective,
+                theta,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=bounds,
+                options=OPTIMIZER_OPTIONS,
+            )
+        theta = np.asarray(solution.x, dtype=float)
+        if escapes == SADDLE_ESCAPES:
+            break
+        escaped = _step_off_boundary_saddle(theta, objective, cross.n_random)
+        if escaped is None:
+            break
+        theta, escapes = escaped, escapes + 1
+    theta, hessian = _newton_polish(theta, objective, cross.n_random)
+    return theta, hessian, counter["evaluations"], escapes
+
+
+def _step_off_boundary_saddle(theta: np.ndarray, objective, q: int) -> np.ndarray | None:
+    """A point of lower deviance along negative curvature, if theta is a saddle on the bound."""
+    diagonal = theta_diagonal_index(q)
+    if not np.any(theta[diagonal] <= BOUNDARY_TOLERANCE):
+        return None
+    deviance, _ = objective(theta)
+    if not np.isfinite(deviance):
+        return None
+    hessian = _central_difference_hessian(lambda t: objective(t)[1], theta)
+    eigenvalues, vectors = np.linalg.eigh(hessian)
+    if eigenvalues[0] >= -CURVATURE_TOLERANCE * max(np.abs(eigenvalues).max(), 1.0):
+        return None
+    direction = vectors[:, 0]
+    at_bound = diagonal[theta[diagonal] <= BOUNDARY_TOLERANCE]
+    if np.any(direction[at_bound] < 0):
+        direction = -direction
+    for length in (1.0, 0.1, 0.01, 0.001):
+        candidate = theta + length * max(np.abs(theta).max(), 1.0) * direction
+        candidate[diagonal] = np.maximum(candidate[diagonal], 0.0)
+        if objective(candidate)[0] < deviance:
+            return candidate
+    return None
+
+
+def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Newton steps on one Hessian over the interior parameters, each kept only if it helps.
+
+    L-BFGS-B is stopped early (OPTIMIZER_OPTIONS), with a gradient of ~1e-4; each Newton step
+    roughly squares the remaining error. Returns theta and the Hessian the steps used (computed
+    where they started, less than STEP_TOLERANCE away), or None where none was computed.
+    """
+    diagonal = theta_diagonal_index(q)
+    interior = np.ones(len(theta), dtype=bool)
+    interior[diagonal] = theta[diagonal] > BOUNDARY_TOLERANCE
+    deviance, gradient = objective(theta)
+    if not np.isfinite(deviance) or not interior.any():
+        return theta, None
+    hessian = _central_difference_hessian(lambda t: objective(t)[1], theta)
+    sub = hessian[np.ix_(interior, interior)]
+    if np.linalg.eigvalsh(sub).min() <= 0:
+        return theta, hessian
+    for _ in range(NEWTON_STEPS):
+        if np.abs(gradient[interior]).max() < 1e-10:
+            break
+        candidate = theta.copy()
+        candidate[interior] -= np.linalg.solve(sub, gradient[interior])
+        if np.any(candidate[diagonal] < 0):
+            break
+        candidate_deviance, candidate_gradient = objective(candidate)
+        # Near the optimum a step changes the deviance by less than its rounding error on a
+        # large data set (~1e-13 relative), so a step is judged by the gradient it leaves.
+        rounding = DEVIANCE_ROUNDING * max(abs(deviance), 1.0)
+        if not (
+            candidate_deviance <= deviance + rounding
+            and np.abs(candidate_gradient[interior]).max() < np.abs(gradient[interior]).max()
+        ):
+            break
+        theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
+    return theta, hessian
+
+
+def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit, list[str]]:
+    """Minimise the profiled deviance from lme4's start; if that fails the checks, from all others.
+
+    The first start whose end point passes `check_optimum` is kept; when it is not lme4's start,
+    every start in START_DIAGONALS is tried and the lowest deviance among those that pass is
+    kept, with a note saying so. ConvergenceError when none passes: reporting it would report a
+    non-optimum.
+    """
+    q = cross.n_random
+    n_theta = q * (q + 1) // 2
+    diagonal = theta_diagonal_index(q)
+    bounds = [(0.0, None) if j in diagonal else (None, None) for j in range(n_theta)]
+    accepted, failures, evaluations, saddle_escapes = [], [], 0, 0
+    for attempt, start_diagonal in enumerate(START_DIAGONALS, start=1):
+        start = np.zeros(n_theta)
+        start[diagonal] = start_diagonal
+        theta, hessian, used, escapes = _minimise_from(start, cross, reml, bounds)
+        evaluations += used
+        saddle_escapes += escapes
+        deviance, gradient = deviance_and_gradient(theta, cross, reml)
+        if not np.isfinite(deviance):
+            failures.append(
+                f"from the start with theta diagonal {start_diagonal:g} the deviance was not finite"
+            )
+            continue
+        if hessian is None:
+            hessian = _central_difference_hessian(
+                lambda t: deviance_and_gradient(t, cross, reml)[1], theta
+            )
+        check = check_optimum(theta, gradient, hessian, q)
+        if not check.accepted:
+            failures.append(
+                f"from the start with theta diagonal {start_diagonal:g} it stopped where "
+                f"{check.reason} (deviance {deviance:.6f}), which is not a minimum"
+            )
+            continue
+        accepted.append(
+            ProfiledFit(
+                theta=theta,
+                deviance=deviance,
+                gradient=gradient,
+                hessian=hessian,
+                reml=reml,
+                cross_products=cross,
+                fixed_spec=None,
+                random_spec=None,
+                evaluations=evaluations,
+                starts_tried=attempt,
+                saddle_escapes=saddle_escapes,
+            )
+        )
+        if attempt == 1:
+            break
+    if not accepted:
+        raise ConvergenceError(
+            "the mixed model did not reach an optimum of the (RE)ML criterion from any start "
+            f"({'; '.join(failures)}); simplify the random effects or check the data"
+        )
+    best = min(accepted, key=lambda fit: fit.deviance)
+    notes = []
+    if failures:
+        notes.append(
+            f"The optimiser was restarted: {'; '.join(failures)}. The reported fit has "
+            f"the lowest deviance ({best.deviance:.6f}) of the {len(accepted)} of "
+            f"{len(START_DIAGONALS)} starts that reached a checked optimum."
+        )
+    return best, notes
+
+
+def is_singular(theta: np.ndarray, q: int) -> bool:
+    """lme4's isSingular: a diagonal element of theta within SINGULAR_TOLERANCE of 0."""
+    return bool(np.any(np.abs(theta[theta_diagonal_index(q)]) < SINGULAR_TOLERANCE))
+
+
+def varpar_deviance_gradient(
+    varpar: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> np.ndarray:
+    """Gradient of lmerTest's devfun_vp: the deviance at (theta, sigma), not profiled over sigma.
+
+    devfun_vp = log det(I + Lambda'Z'Z Lambda) + r(theta) / sigma^2 + n log(2 pi sigma^2)
+    (+ log det(X'W^-1 X) - p log(2 pi sigma^2) for REML), r the penalised RSS at beta(theta).
+    """
+    theta, sigma = varpar[:-1], varpar[-1]
+    q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
+    state = profiled_deviance(theta, cross, reml)
+    gradient_d = state.ztwz_sum - (state.ztwe @ state.ztwe.T) / sigma**2
+    gradient_d = gradient_d - state.reml_correction
+    dof = n - p if reml else n
+    d_sigma = -2.0 * state.penalized_rss / sigma**3 + 2.0 * dof / sigma
+    return np.append(_lambda_gradient(gradient_d, theta_to_lambda(theta, q)), d_sigma)
+
+
+def fixed_effects_covariance_jacobian(
+    varpar: np.ndarray, cross: GroupedCrossProducts, reml: bool
+) -> np.ndarray:
+    """d vcov(beta) / d (theta, sigma), analytic (lmerTest's numerical Jac_list), (k, p, p).
+
+    vcov(beta) = sigma^2 C^-1 with C = X'W^-1 X; dC = -sum_i B_i dD B_i', dD = dL L' + L dL'.
+    """
+    theta, sigma = varpar[:-1], varpar[-1]
+    q = cross.n_random
+    state = profiled_deviance(theta, cross, reml)
+    covariance = np.linalg.inv(state.xtwx)
+    factor = theta_to_lambda(theta, q)
+    jacobian = []
+    for row, column in zip(*theta_slots(q), strict=True):
+        unit = np.zeros((q, q))
+        unit[row, column] = 1.0
+        d_relative = unit @ factor.T + factor @ unit.T
+        d_xtwx = -sum(
+            (
+                d_relative[i, j] * (state.ztwx[i] @ state.ztwx[j].T)
+                for i in range(q)
+                for j in range(q)
+            ),
+            np.zeros_like(covariance),
+        )
+        jacobian.append(-(sigma**2) * covariance @ d_xtwx @ covariance)
+    jacobian.append(2.0 * sigma * covariance)
+    return np.stack(jacobian)
+
+
+def satterthwaite_df(
+    theta: np.ndarray, sigma: float, cross: GroupedCrossProducts, reml: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """lmerTest's Satterthwaite df for each fixed effect, and the eigenvalues of its Hessian.
+
+    df_j = 2 V_jj^2 / (g' A g), g_k = d V_jj / d varpar_k, A = 2 H^+ with H the Hessian of the
+    deviance w.r.t. varpar = (theta, sigma) and H^+ its pseudo-inverse over eigenvalues above
+    lmerTest's tolerance (as lmerTest, which computes H and g numerically).
+    """
+    varpar = np.append(theta, sigma)
+    hessian = _central_difference_hessian(
+        lambda v: varpar_deviance_gradient(v, cross, reml), varpar
+    )
+    eigenvalues, vectors = np.linalg.eigh(hessian)
+    positive = eigenvalues > SATTERTHWAITE_EIGEN_TOLERANCE
+    pseudo_inverse = (vectors[:, positive] / eigenvalues[positive]) @ vectors[:, positive].T
+    varpar_covariance = 2.0 * pseudo_inverse
+    jacobian = fixed_effects_covariance_jacobian(varpar, cross, reml)
+    state = profiled_deviance(theta, cross, reml)
+    variance = sigma**2 * np.diag(np.linalg.inv(state.xtwx))
+    gradients = np.diagonal(jacobian, axis1=1, axis2=2)  # (k, p)
+    denominator = np.einsum("kp,kl,lp->p", gradients, varpar_covariance, gradients)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 2.0 * variance**2 / denominator, eigenvalues
 
 
 @dataclass(kw_only=True)
 class MixedResult(ModelResult):
     """A fitted linear mixed model: fixed effects in `.tidy()`, variance components beside it.
 
-    `.tidy()` has one row per fixed effect. std_error is sqrt(diag((X' V^-1 X)^-1)) at the
-    (RE)ML estimates, V = Z G Z' + sigma^2 I per group, as lme4's vcov(); statistic is the
-    Wald t (estimate / std_error); p_value and conf_low/conf_high use the normal approximation
-    (lme4 prints no p-values; with few groups this is anti-conservative, and
-    lmerTest's Satterthwaite degrees of freedom would give larger p-values).
+    `.tidy()` has one row per fixed effect (FIXED_EFFECTS_COLUMNS). std_error is
+    sqrt(diag(sigma^2 (X' V^-1 X)^-1)) at the (RE)ML estimates, as lme4's vcov(); statistic is
+    the t value; df is lmerTest's Satterthwaite degrees of freedom, and p_value and
+    conf_low/conf_high use Student's t on those df (as summary() and confint of lmerTest's
+    contest1D). Satterthwaite's df are an approximation: with few groups they are the better
+    guide, and a singular fit makes them unreliable.
     """
 
     group: str
@@ -98,6 +679,7 @@ class MixedResult(ModelResult):
     residual_variance: float
     n_observations: int
     n_groups: int
+    theta: np.ndarray
     fixed_effects_covariance: pd.DataFrame
     random_effects_covariance: pd.DataFrame
     random_effects: pd.DataFrame
@@ -105,7 +687,8 @@ class MixedResult(ModelResult):
     def note(self, message: str, category: type[Warning] = ModelWarning) -> None:
         """Record a caveat on the result and warn about it by name (ConvergenceWarning or other)."""
         self.notes.append(message)
-        warnings.warn(message, category, stacklevel=3)
+        # Past note, _fit_mixed and fit_mixed: the warning points at the caller's line.
+        warnings.warn(message, category, stacklevel=4)
 
     @property
     def n_parameters(self) -> int:
@@ -142,18 +725,45 @@ class MixedResult(ModelResult):
         )
         return pd.DataFrame(rows, columns=list(SD_COR_COLUMNS))
 
-    def predict(self, frame: pd.DataFrame | None = None) -> pd.Series:
-        """Population-level fitted values X beta (random effects at 0), for the fit's or new rows.
+    def predict(
+        self, frame: pd.DataFrame | None = None, include_random_effects: bool = False
+    ) -> pd.Series:
+        """Fitted values X beta (random effects at 0), for the fit's rows or new ones.
 
         These are the mean trajectory for a typical member of the population, not any one
-        group's trajectory; rows of `frame` with missing covariates get NaN.
+        group's trajectory; with `include_random_effects`, X beta + Z b (b the BLUPs; 0 for a
+        group not in the fit), as lme4's predict(fit, re.form = NULL). Rows of `frame` with
+        missing covariates get NaN.
         """
+        beta = self.coefficients["estimate"].to_numpy()
         if frame is None:
-            exog = self.fitted.model.exog
-            index = self.fitted.model.data.row_labels
-            return pd.Series(exog @ self.fitted.fe_params.to_numpy(), index=index, name="fitted")
-        predicted = self.fitted.predict(exog=frame)
-        return pd.Series(predicted, name="fitted").reindex(frame.index)
+            fitted = self._training_design @ beta
+            if include_random_effects:
+                fitted = fitted + np.einsum(
+                    "ij,ij->i", self._training_random_design, self._training_blups
+                )
+            return pd.Series(fitted, index=self._training_index, name="fitted")
+        columns = [c for c in self.fitted.fixed_spec.required_variables if c in frame.columns]
+        if include_random_effects:
+            columns += [c for c in self.fitted.random_spec.required_variables if c in frame]
+            columns.append(self.group)
+        complete = frame[columns].notna().all(axis=1)
+        rows = frame.loc[complete]
+        design = model_matrix(self.fitted.fixed_spec, rows, na_action="ignore")
+        fitted = np.asarray(design, dtype=float) @ beta
+        if include_random_effects:
+            random_design = np.asarray(
+                model_matrix(self.fitted.random_spec, rows, na_action="ignore"), dtype=float
+            )
+            blups = self.random_effects.reindex(rows[self.group]).fillna(0.0).to_numpy()
+            fitted = fitted + np.einsum("ij,ij->i", random_design, blups)
+        predicted = pd.Series(fitted, index=rows.index)
+        return predicted.reindex(frame.index).rename("fitted")
+
+    _training_design: np.ndarray | None = None
+    _training_random_design: np.ndarray | None = None
+    _training_blups: np.ndarray | None = None
+    _training_index: pd.Index | None = None
 
 
 def fit_mixed(
@@ -165,111 +775,195 @@ def fit_mixed(
 ) -> MixedResult:
     """Fit lmer(formula + (re_formula | group)): correlated random effects within one grouping.
 
-    `re_formula` is "1" (or "~1") for a random intercept, "~week" (or "week") for a correlated
-    random intercept and slope. Rows missing any used column are dropped with a note. A fit
-    that does not converge, or whose random-effects covariance is singular (lme4's isSingular),
-    is kept with a ConvergenceWarning note; ConvergenceError if no optimizer gives a finite fit.
+    `re_formula` is "1" (or "~1") for a random intercept, "~week" (or "week", "1 + week") for a
+    correlated random intercept and slope. Rows missing any used column are dropped with a note.
+    A singular fit (lme4's isSingular on theta) is kept with a ConvergenceWarning note; a fit
+    that reaches no optimum raises ConvergenceError, an unfittable design DataError.
     """
+    # A fit is many small matrix operations; BLAS threads only add hand-offs there (L-BFGS-B
+    # ran 20-40x slower with OpenBLAS threads on a busy 2-core machine).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _fit_mixed(frame, formula, group, re_formula, reml)
+
+
+def _fit_mixed(
+    frame: pd.DataFrame, formula: str, group: str, re_formula: str, reml: bool
+) -> MixedResult:
     if group not in frame.columns:
         raise DataError("grouping column not in the frame", column=group)
-    random_formula = _statsmodels_re_formula(re_formula)
-    used_columns = _used_columns(frame, [formula, random_formula], group)
+    fixed_formula = _parsed(formula)
+    random_formula = _parsed(_random_effects_formula(re_formula))
+    named = set().union(*(f.required_variables for f in (fixed_formula, random_formula)))
+    absent = sorted(str(name) for name in named if name not in frame.columns)
+    if absent:
+        raise DataError(f"the model formulas name columns not in the frame: {', '.join(absent)}")
+    used_columns = _used_columns(frame, [fixed_formula, random_formula], group)
     complete = frame[used_columns].notna().all(axis=1)
     data = frame.loc[complete]
     if data.empty:
         raise DataError(f"no complete rows in columns {', '.join(used_columns)}")
 
-    model = smf.mixedlm(formula, data, groups=group, re_formula=random_formula)
-    _check_identifiable(model, group)
-    fitted, fit_messages = _fit_with_fallbacks(model, reml)
-
-    fixed_names = [r_term_name(name) for name in model.exog_names]
-    random_names = [
-        INTERCEPT_TERM if name == group else r_term_name(name) for name in model.data.exog_re_names
-    ]
-    cov_re = np.asarray(fitted.cov_re, dtype=float)
-    scale = float(fitted.scale)
-    fixed_covariance = _fixed_effects_covariance(model, cov_re, scale)
-    singular = _is_singular(np.asarray(fitted.cov_re_unscaled, dtype=float))
-    blups = pd.DataFrame(
-        [np.asarray(effects, dtype=float) for effects in fitted.random_effects.values()],
-        index=pd.Index(list(fitted.random_effects.keys()), name=group),
-        columns=random_names,
+    matrices = model_matrix(fixed_formula, data, na_action="ignore")
+    response = np.asarray(matrices.lhs, dtype=float).ravel()
+    fixed_design = np.asarray(matrices.rhs, dtype=float)
+    random_design_frame = model_matrix(random_formula, data, na_action="ignore")
+    random_design = np.asarray(random_design_frame, dtype=float)
+    fixed_names = [r_term_name(name) for name in matrices.rhs.columns]
+    random_names = [r_term_name(name) for name in random_design_frame.columns]
+    codes, levels = pd.factorize(data[group], sort=True)
+    ols = _check_identifiable(fixed_design, random_design, response, len(levels), group)
+    cross = grouped_cross_products(fixed_design, random_design, response, codes, ols)
+    fit, restart_notes = optimise_theta(cross, reml)
+    fit = replace(
+        fit, fixed_spec=matrices.rhs.model_spec, random_spec=random_design_frame.model_spec
     )
+    q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
+    state = profiled_deviance(fit.theta, cross, reml)
+    residual_variance = state.penalized_rss / (n - p if reml else n)
+    sigma = float(np.sqrt(residual_variance))
+    factor = theta_to_lambda(fit.theta, q)
+    relative_covariance = factor @ factor.T
+    fixed_covariance = residual_variance * np.linalg.inv(state.xtwx)
+    beta = state.beta + cross.ols_coefficients
+    df, varpar_eigenvalues = satterthwaite_df(fit.theta, sigma, cross, reml)
+    blups = (relative_covariance @ state.ztwe).T
 
     result = MixedResult(
-        fitted=fitted,
-        coefficients=_tidy_fixed_effects(fixed_names, fitted.fe_params, fixed_covariance),
+        fitted=fit,
+        coefficients=_tidy_fixed_effects(fixed_names, beta, np.sqrt(np.diag(fixed_covariance)), df),
         group=group,
         reml=reml,
-        optimizer=fit_messages["method"],
-        converged=bool(fitted.converged),
-        singular=singular,
-        log_likelihood=float(fitted.llf),
-        residual_variance=scale,
-        n_observations=int(model.nobs),
-        n_groups=len(model.group_labels),
+        optimizer="L-BFGS-B + Newton",
+        converged=True,
+        singular=is_singular(fit.theta, q),
+        log_likelihood=-fit.deviance / 2.0,
+        residual_variance=residual_variance,
+        n_observations=n,
+        n_groups=len(levels),
+        theta=fit.theta,
         fixed_effects_covariance=pd.DataFrame(
             fixed_covariance, index=fixed_names, columns=fixed_names
         ),
-        random_effects_covariance=pd.DataFrame(cov_re, index=random_names, columns=random_names),
-        random_effects=blups,
+        random_effects_covariance=pd.DataFrame(
+            residual_variance * relative_covariance, index=random_names, columns=random_names
+        ),
+        random_effects=pd.DataFrame(
+            blups, index=pd.Index(levels, name=group), columns=random_names
+        ),
+        _training_design=fixed_design,
+        _training_random_design=random_design,
+        _training_blups=blups[codes],
+        _training_index=data.index,
     )
     dropped = int((~complete).sum())
     if dropped:
+        with_missing = [column for column in used_columns if frame[column].isna().any()]
         result.note(
             f"{dropped} of {len(frame)} rows dropped for missing values in "
-            f"{', '.join(used_columns)}"
+            f"{', '.join(with_missing)}"
         )
-    if not result.converged:
+    for message in restart_notes:
+        result.note(message, ConvergenceWarning)
+    if result.singular:
         result.note(
-            f"no optimizer converged ({', '.join(fit_messages['tried'])}); estimates are from "
-            f"{result.optimizer}, the highest log-likelihood reached, and are unreliable",
+            "Singular fit: a diagonal element of the relative covariance factor theta is below "
+            f"{SINGULAR_TOLERANCE:g} (lme4's isSingular), so a random-effect variance is 0 or a "
+            "correlation is +/-1; simplify re_formula. Satterthwaite df are unreliable here.",
             ConvergenceWarning,
         )
-    if singular:
+    elif np.any(varpar_eigenvalues < -SATTERTHWAITE_EIGEN_TOLERANCE):
         result.note(
-            "singular fit: the random-effects covariance is on the boundary (a variance is 0 or "
-            "a correlation is +/-1, as lme4's isSingular); simplify re_formula",
+            "The Hessian of the deviance in (theta, sigma) has a negative eigenvalue, so the "
+            "Satterthwaite df use only its positive part and are unreliable.",
             ConvergenceWarning,
         )
-    for message in fit_messages["kept"]:
-        # On the boundary the variance parameters' Hessian cannot be negative definite; the
-        # singular-fit note already says so.
-        if singular and "Hessian" in message:
-            continue
-        result.note(f"statsmodels: {message}", ConvergenceWarning)
     return result
 
 
-def _statsmodels_re_formula(re_formula: str) -> str:
-    """Accept "1", "~1", "week", "~week"; statsmodels wants "1" or a one-sided "~..." formula."""
+def grouped_cross_products(
+    fixed_design: np.ndarray,
+    random_design: np.ndarray,
+    response: np.ndarray,
+    codes: np.ndarray,
+    ols_coefficients: np.ndarray,
+) -> GroupedCrossProducts:
+    """Z_i'Z_i, Z_i'X_i, Z_i'y_i per group (codes 0..m-1) and the overall totals.
+
+    Each entry is one weighted bincount over the rows: no sort, no (n, q, p) temporary.
+    """
+    residual = response - fixed_design @ ols_coefficients
+    n_groups = int(codes.max()) + 1
+    q, p = random_design.shape[1], fixed_design.shape[1]
+
+    def per_group(values: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=values, minlength=n_groups)
+
+    ztz = np.empty((q, q, n_groups))
+    for i in range(q):
+        for j in range(i, q):
+            ztz[i, j] = ztz[j, i] = per_group(random_design[:, i] * random_design[:, j])
+    ztx = np.stack(
+        [
+            np.stack([per_group(random_design[:, i] * fixed_design[:, j]) for j in range(p)])
+            for i in range(q)
+        ]
+    )
+    zty = np.stack([per_group(random_design[:, i] * residual) for i in range(q)])
+    return GroupedCrossProducts(
+        ztz=ztz,
+        ztx=ztx,
+        zty=zty,
+        xtx=fixed_design.T @ fixed_design,
+        xty=fixed_design.T @ residual,
+        yty=float(residual @ residual),
+        ols_coefficients=ols_coefficients,
+        n_observations=len(response),
+    )
+
+
+def _random_effects_formula(re_formula: str) -> str:
+    """Accept "1", "~1", "week", "~week", "1 + week"; a one-sided formula for the Z columns."""
     body = re_formula.strip().removeprefix("~").strip()
     if not body:
         raise ParameterError(f"empty random-effects formula {re_formula!r}")
-    return "1" if body == "1" else f"~{body}"
+    return f"~ {body}"
 
 
-def _used_columns(frame: pd.DataFrame, formulas: list[str], group: str) -> list[str]:
-    """The frame's columns a formula names (bare or quoted, as in Q("name")), plus the group."""
+def _parsed(formula: str) -> Formula:
+    """The formula parsed, or ParameterError saying where its syntax fails."""
+    try:
+        return Formula(formula)
+    except FormulaicError:
+        raise ParameterError(
+            f"the formula {formula!r} cannot be read; write it as R would, e.g. "
+            "'pain ~ week * group' (fixed effects) or '~week' (random effects)"
+        ) from None
+
+
+def _used_columns(frame: pd.DataFrame, formulas: list[Formula], group: str) -> list[str]:
+    """The frame's columns the formulas name, plus the group, in the frame's order."""
     names = {group}
     for formula in formulas:
-        for token in tokenize.generate_tokens(io.StringIO(formula).readline):
-            if token.type == tokenize.NAME:
-                names.add(token.string)
-            elif token.type == tokenize.STRING:
-                names.add(token.string[1:-1])
+        names |= {str(variable) for variable in formula.required_variables}
     return [column for column in frame.columns if column in names]
 
 
-def _check_identifiable(model, group: str) -> None:
+def _check_identifiable(
+    fixed_design: np.ndarray,
+    random_design: np.ndarray,
+    response: np.ndarray,
+    n_levels: int,
+    group: str,
+) -> np.ndarray:
     """lme4's checks before fitting (each a stop() in lmerControl's defaults), plus two of ours.
+
+    Returns the ordinary least-squares coefficients, which grouped_cross_products reuses.
 
     lme4 drops aliased fixed-effect columns with a message; here a rank-deficient design is an
     error instead, since silently dropping a term changes what the remaining ones mean.
     """
-    n_levels, n_observations = len(model.group_labels), int(model.nobs)
-    n_random_effects = n_levels * model.k_re
+    n_observations = len(response)
+    n_random_effects = n_levels * random_design.shape[1]
     if n_levels < 2:
         raise DataError("grouping factors must have > 1 sampled level", column=group)
     if n_levels >= n_observations:
@@ -286,117 +980,157 @@ def _check_identifiable(model, group: str) -> None:
             column=group,
             hint="use a random intercept only (re_formula='1') or more observations per group",
         )
-    if np.linalg.matrix_rank(model.exog) < model.exog.shape[1]:
+    coefficients, _, rank, _ = np.linalg.lstsq(fixed_design, response, rcond=None)
+    if rank < fixed_design.shape[1]:
         raise DataError(
             "the fixed-effects design is rank deficient",
             hint="lme4 would drop aliased columns; remove or merge the redundant terms",
         )
-    # With y in the column space of X the (RE)ML criterion is infinite at every start, so no
-    # optimizer can help (and the derivative-free ones would spin for their whole budget).
-    coefficients = np.linalg.lstsq(model.exog, model.endog, rcond=None)[0]
-    residual = model.endog - model.exog @ coefficients
-    if np.linalg.norm(residual) <= 1e-10 * max(np.linalg.norm(model.endog), 1.0):
+    # With y in the column space of X the (RE)ML criterion is infinite at every theta.
+    residual = response - fixed_design @ coefficients
+    if np.linalg.norm(residual) <= 1e-10 * max(np.linalg.norm(response), 1.0):
         raise ConvergenceError(
             "the fixed effects reproduce the response exactly, so there is no residual variance "
             "to estimate and the (RE)ML criterion is not finite"
         )
-
-
-def _fit_with_fallbacks(model, reml: bool):
-    """Try OPTIMIZER_ATTEMPTS until one converges; else keep the best finite fit or raise."""
-    best = None
-    tried = []
-    for method, options in OPTIMIZER_ATTEMPTS:
-        tried.append(method)
-        with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
-            warnings.simplefilter("always")
-            try:
-                fitted = model.fit(reml=reml, method=[method], **options)
-            except (np.linalg.LinAlgError, ValueError, FloatingPointError, ZeroDivisionError):
-                continue
-            finite = _is_finite_fit(fitted)
-        if not finite:
-            continue
-        messages = [str(warning.message) for warning in caught]
-        if best is None or fitted.llf > best[0].llf:
-            best = (fitted, method, messages)
-        if fitted.converged:
-            best = (_polished(model, reml, fitted), method, messages)
-            break
-    if best is None:
-        raise ConvergenceError(
-            f"no optimizer gave a finite mixed-model fit (tried {', '.join(tried)}); "
-            "check for too few groups or observations, or a constant response"
-        )
-    fitted, method, messages = best
-    kept = [
-        message
-        for message in dict.fromkeys(messages)
-        if not any(part in message for part in _SUPERSEDED_STATSMODELS_MESSAGES)
-        and "encountered in" not in message
-    ]
-    return fitted, {"method": method, "tried": tried, "kept": kept}
-
-
-def _polished(model, reml: bool, fitted):
-    """The converged fit refined at a tight gradient tolerance, if that is at least as good.
-
-    The refinement starts at the optimum, so statsmodels may report it as not converged merely
-    because the gradient cannot fall further in floating point; convergence is the first fit's.
-    """
-    method, options = POLISH
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        try:
-            refined = model.fit(
-                reml=reml, method=[method], start_params=fitted.params_object, **options
-            )
-        except (np.linalg.LinAlgError, ValueError, FloatingPointError, ZeroDivisionError):
-            return fitted
-    if not _is_finite_fit(refined) or refined.llf < fitted.llf:
-        return fitted
-    refined.converged = True
-    return refined
-
-
-def _is_finite_fit(fitted) -> bool:
-    """A fit whose likelihood, fixed effects, variances and residual variance are all finite."""
-    values = [
-        float(fitted.llf),
-        float(fitted.scale),
-        *np.asarray(fitted.fe_params, dtype=float),
-        *np.asarray(fitted.cov_re, dtype=float).ravel(),
-    ]
-    return bool(np.all(np.isfinite(values))) and float(fitted.scale) > 0
-
-
-def _fixed_effects_covariance(model, cov_re: np.ndarray, scale: float) -> np.ndarray:
-    """(sum_i X_i' V_i^-1 X_i)^-1 with V_i = Z_i G Z_i' + sigma^2 I: lme4's vcov() at the estimates.
-
-    statsmodels' bse_fe inverts the full observed Hessian instead, which matches this on
-    balanced designs but differs (by 5 % on sleepstudy with dropout) on unbalanced ones.
-    """
-    information = np.zeros((model.k_fe, model.k_fe))
-    for label in model.group_labels:
-        rows = model.row_indices[label]
-        exog, exog_re = model.exog[rows], model.exog_re[rows]
-        marginal_covariance = exog_re @ cov_re @ exog_re.T + scale * np.eye(len(rows))
-        information += exog.T @ np.linalg.solve(marginal_covariance, exog)
-    return np.linalg.inv(information)
-
-
-def _is_singular(relative_covariance: np.ndarray) -> bool:
-    """lme4's isSingular: a diagonal of theta = chol(G / sigma^2) below SINGULAR_TOLERANCE."""
-    try:
-        theta = np.linalg.cholesky(relative_covariance)
-    except np.linalg.LinAlgError:
-        return True
-    return bool(np.any(np.diag(theta) < SINGULAR_TOLERANCE))
+    return coefficients
 
 
 def _tidy_fixed_effects(
-    names: list[str], estimates: pd.Series, covariance: np.ndarray
+    names: list[str], estimate: np.ndarray, std_error: np.ndarray, df: np.ndarray
 ) -> pd.DataFrame:
-    """TIDY_COLUMNS for the fixed effects: Wald statistic, normal p-value and Wald interval."""
-    estimate = np.asarray(estimates, dtype=float)
-    return wald_table(names, estimate, np.sqrt(np.diag(covariance)))
+    """FIXED_EFFECTS_COLUMNS: t statistic, Satterthwaite df, t-based p-value and interval."""
+    statistic = estimate / std_error
+    quantile = stats.t.ppf(0.5 + CONVENTIONS.confidence_level / 2, df)
+    return pd.DataFrame(
+        {
+            "term": names,
+            "estimate": estimate,
+            "std_error": std_error,
+            "statistic": statistic,
+            "p_value": 2 * stats.t.sf(np.abs(statistic), df),
+            "conf_low": estimate - quantile * std_error,
+            "conf_high": estimate + quantile * std_error,
+            "df": df,
+        }
+    )[list(FIXED_EFFECTS_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class TimeBasis:
+    """Columns that let a mean trajectory bend over time, with the knots fixed once.
+
+    "linear": the time itself. "piecewise_linear": time plus (time - k)+ per knot k, so each
+    coefficient is the change of slope at its knot. "natural_spline": a natural cubic spline
+    (ESL eq. 5.4-5.5: cubic between the knots, linear beyond the boundary knots), the same
+    space as R's splines::ns(time, knots, Boundary.knots) in another basis, so fitted values
+    agree with R's and single coefficients are not interpretable. Each nonlinear column is
+    scaled to end, at the upper boundary knot, where the time itself ends (see `columns`).
+    """
+
+    variable: str
+    kind: str
+    knots: tuple[float, ...] = ()
+    boundary: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in TIME_BASES:
+            raise ParameterError(
+                f"unknown time basis {self.kind!r}; use one of {', '.join(TIME_BASES)}"
+            )
+        if list(self.knots) != sorted(set(self.knots)):
+            raise ParameterError(f"time knots {list(self.knots)} must be increasing")
+        if self.kind == "natural_spline":
+            if self.boundary is None or not self.boundary[0] < self.knots[0]:
+                raise ParameterError("a natural spline needs boundary knots around its knots")
+            if not self.knots[-1] < self.boundary[1]:
+                raise ParameterError(
+                    f"the last knot {self.knots[-1]:g} must be below the upper boundary knot "
+                    f"{self.boundary[1]:g} (the end of follow-up)"
+                )
+
+    @property
+    def names(self) -> list[str]:
+        if self.kind == "piecewise_linear":
+            return [self.variable, *(f"{self.variable}_after_{k:g}" for k in self.knots)]
+        if self.kind == "natural_spline":
+            return [
+                self.variable,
+                *(f"{self.variable}_ns{j}" for j in range(1, len(self.knots) + 1)),
+            ]
+        return [self.variable]
+
+    def columns(self, values: pd.Series) -> pd.DataFrame:
+        """The basis evaluated at `values` (missing stays missing), one column per name."""
+        x = values.to_numpy(dtype=float)
+        columns = [x]
+        if self.kind == "piecewise_linear":
+            columns += [np.maximum(x - knot, 0.0) for knot in self.knots]
+        elif self.kind == "natural_spline":
+            lower, upper = self.boundary
+            all_knots = [lower, *self.knots, upper]
+
+            def truncated_cubic_difference(knot: float) -> np.ndarray:
+                return (np.maximum(x - knot, 0.0) ** 3 - np.maximum(x - upper, 0.0) ** 3) / (
+                    upper - knot
+                )
+
+            last = truncated_cubic_difference(all_knots[-2])
+            # Each column rises from 0 to (upper - knot)^2 - (upper - last knot)^2 at the upper
+            # boundary; scaled to end at upper - lower, as the time itself does, so that its
+            # coefficient and random-effect SD are of the size of the time's.
+            columns += [
+                (truncated_cubic_difference(knot) - last)
+                * (upper - lower)
+                / ((upper - knot) ** 2 - (upper - all_knots[-2]) ** 2)
+                for knot in all_knots[:-2]
+            ]
+        return pd.DataFrame(dict(zip(self.names, columns, strict=True)), index=values.index)
+
+    def in_formula(self, formula: str) -> str:
+        """`formula` with the time variable replaced by the sum of the basis columns."""
+        if self.kind == "linear":
+            return formula
+        pattern = rf"(?<![\w.]){re.escape(self.variable)}(?![\w.])"
+        return re.sub(pattern, f"({' + '.join(self.names)})", formula)
+
+
+def fitted_vs_observed(
+    result: MixedResult, frame: pd.DataFrame, outcome: str, by: list[str]
+) -> pd.DataFrame:
+    """Observed mean (95% normal CI) and the fitted means per cell of `by` (e.g. week x group).
+
+    Both fitted means average over the cell's rows with an observed outcome, so they describe
+    the same rows as the observed mean: `fitted_mean` is X beta (the population curve, random
+    effects at 0) and `fitted_mean_with_random_effects` adds each person's BLUPs. With dropout
+    that depends on the outcome (here: people leave when they recover), the people still
+    followed in late weeks are not a random sample, so the population curve may leave the
+    observed interval while the model with each person's effects still fits the rows;
+    gap = fitted_mean_with_random_effects - observed mean, and within_interval is about it.
+    """
+    used = frame[frame[outcome].notna()].assign(
+        _population=result.predict(frame),
+        _conditional=result.predict(frame, include_random_effects=True),
+    )
+    used = used[used["_conditional"].notna()]
+    cells = used.groupby(by, observed=True)
+    table = cells[outcome].agg(n="count", observed_mean="mean", observed_sd="std")
+    table["fitted_mean"] = cells["_population"].mean()
+    table["fitted_mean_with_random_effects"] = cells["_conditional"].mean()
+    half_width = z_critical() * table["observed_sd"] / np.sqrt(table["n"])
+    table["observed_conf_low"] = table["observed_mean"] - half_width
+    table["observed_conf_high"] = table["observed_mean"] + half_width
+    fitted = table["fitted_mean_with_random_effects"]
+    table["gap"] = fitted - table["observed_mean"]
+    table["within_interval"] = (fitted >= table["observed_conf_low"]) & (
+        fitted <= table["observed_conf_high"]
+    )
+    return table.reset_index()[[*by, *FITTED_VS_OBSERVED_COLUMNS]]
+
+
+def largest_gap(table: pd.DataFrame, min_n: int) -> pd.Series | None:
+    """The row of a fitted_vs_observed table with the largest |gap| among cells of >= min_n."""
+    eligible = table[table["n"] >= min_n]
+    if eligible.empty:
+        return None
+    return eligible.loc[eligible["gap"].abs().idxmax()]

@@ -94,11 +94,10 @@ def read_frames(processed: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     )
 
 
-def mixed_frame(trajectories: pd.DataFrame, fit_params: dict) -> pd.DataFrame:
-    """The rows analysis.fit.mixed_models fits: weeks up to max_week, known group."""
-    spec = fit_params["mixed"]
-    frame = trajectories[trajectories[WeeklyTrajectories.week] <= spec["max_week"]]
-    return frame[frame[fit_params["group"]].notna()]
+def mixed_fixed(trajectories: pd.DataFrame, spec: dict) -> str:
+    """fit.mixed.fixed with the time basis's columns, as analysis.fit.mixed_models writes it."""
+    basis = fit_stage.mixed_time_basis(trajectories[WeeklyTrajectories.week], spec)
+    return basis.in_formula(spec["fixed"])
 
 
 def model_inputs(recovery, intervals, trajectories, fit_params: dict) -> dict[str, pd.DataFrame]:
@@ -110,7 +109,7 @@ def model_inputs(recovery, intervals, trajectories, fit_params: dict) -> dict[st
             intervals, recovery, fit_params["time_varying_covariates"]
         ),
         "interval": fit_stage.interval_censored_frame(recovery),
-        "trajectories": mixed_frame(trajectories, fit_params),
+        "trajectories": fit_stage.mixed_frame(trajectories, fit_params)[0],
     }
 
 
@@ -173,7 +172,7 @@ def our_fits(inputs: dict[str, pd.DataFrame], fit_params: dict) -> dict[str, tup
             "trajectories",
             lambda: fit_mixed(
                 inputs["trajectories"],
-                f"{mixed['outcomes'][0]} ~ {mixed['fixed']}",
+                f"{mixed['outcomes'][0]} ~ {mixed_fixed(inputs['trajectories'], mixed)}",
                 WeeklyTrajectories.participant_id,
                 re_formula=mixed["random"],
                 reml=mixed["reml"],
@@ -235,7 +234,7 @@ def write_r_inputs(folder: Path, inputs: dict[str, pd.DataFrame], fit_params: di
         "event_of_interest": EVENT_RECOVERED,
         "participant_id": WeeklyTrajectories.participant_id,
         "mixed_outcome": mixed["outcomes"][0],
-        "mixed_fixed": mixed["fixed"],
+        "mixed_fixed": mixed_fixed(inputs["trajectories"], mixed),
         "mixed_random": mixed["random"],
         "mixed_reml": mixed["reml"],
     }
