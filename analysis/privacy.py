@@ -24,6 +24,7 @@ The rules, in the conventions of R's sdcTable and tau-argus (frequency rule, zer
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ COMPLEMENTARY_MARK = "suppressed"
 SMALLEST_MIN_CELL_SIZE = 3
 
 Key = Hashable
+# Complements are sought as the cheapest set of up to COVER_SIZE cells (a rectangle around a
+# cell of a two-way table needs 3) among the COVER_POOL smallest counts near it.
+COVER_SIZE = 3
+COVER_POOL = 12
 
 
 def mark(min_cell_size: int) -> str:
@@ -340,9 +345,10 @@ def _integer_range_is_one_value(matrix, rhs, low, high, unit) -> bool:
 def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> SuppressionPlan:
     """Which cells to hide so that no sensitive count (0 < n < k) can be recovered.
 
-    Primary: every sensitive cell. Complementary, while a sensitive cell is pinned: the smallest
-    published positive count in a relation with it whose hiding unpins it (or, when no single
-    cell does, the smallest in a relation with it, and the search goes on). Finally each
+    Primary: every sensitive cell. Complementary, while a sensitive cell is pinned: the set of
+    up to COVER_SIZE published positive counts near it with the smallest total whose hiding
+    unpins it (or, when no such set exists, the smallest count near it, and the search goes
+    on). Finally each
     complementary cell, largest first, is shown again if the plan stays safe without it: no
     count >= k is hidden that the protection does not need (minimal by inclusion, not
     necessarily the fewest cells overall).
@@ -369,10 +375,12 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
                 f"count {target} cannot be protected: every count related to it is hidden",
                 hint="check the relations given to the suppression planner",
             )
-        chosen = next(
-            (key for key in candidates if target not in exposed([key], [target])), candidates[0]
-        )
-        complementary.add(chosen)
+
+        def unpins(keys: tuple, target: Key = target) -> bool:
+            return target not in exposed(keys, [target])
+
+        cover = _cheapest_cover(candidates, counts.cells, unpins)
+        complementary.update(cover or candidates[:1])
     for key in sorted(complementary, key=lambda key: (-counts.cells[key], str(key))):
         complementary.discard(key)
         if exposed():
@@ -381,26 +389,44 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
 
 
 def _candidates(relations: Sequence[Total], target: Key, hidden: frozenset, cells) -> list:
-    """Published positive counts to hide next: those in a relation with the target first, then
-    those in relations with the hidden cells it is linked to; smallest first within each."""
-    linked, tiers, seen = {target}, [], set()
+    """Published positive counts to hide next, smallest first: those within two relations of
+    the target or of the hidden cells linked to it (a rectangle around it is in reach)."""
+    linked = {target}
     while True:
-        touching = [
-            (relation.total, *relation.parts)
+        keys = {
+            key
             for relation in relations
             if linked & {relation.total, *relation.parts}
-        ]
-        keys = {key for members in touching for key in members}
-        tier = sorted(
-            (key for key in keys - seen if key not in hidden and cells[key] > 0),
-            key=lambda key: (cells[key], str(key)),
-        )
-        tiers += tier
-        seen |= keys
+            for key in (relation.total, *relation.parts)
+        }
         grown = linked | {key for key in keys if key in hidden}
         if grown == linked:
-            return tiers
+            break
         linked = grown
+    reach = keys | {
+        key
+        for relation in relations
+        if keys & {relation.total, *relation.parts}
+        for key in (relation.total, *relation.parts)
+    }
+    return sorted(
+        (key for key in reach if key not in hidden and cells[key] > 0),
+        key=lambda key: (cells[key], str(key)),
+    )
+
+
+def _cheapest_cover(candidates: list, cells, unpins) -> tuple:
+    """The set of at most COVER_SIZE candidates with the smallest total that unpins the target
+    (the hypercube idea of sdcTable: a rectangle of complements around a cell); among the
+    COVER_POOL smallest candidates. Empty if none does."""
+    pool = candidates[:COVER_POOL]
+    sets = [
+        combination
+        for size in range(1, COVER_SIZE + 1)
+        for combination in itertools.combinations(pool, size)
+    ]
+    sets.sort(key=lambda keys: (sum(cells[key] for key in keys), len(keys)))
+    return next((keys for keys in sets if unpins(keys)), ())
 
 
 def protection_holes(counts: PublishedCounts, plan: SuppressionPlan) -> set:
@@ -619,6 +645,14 @@ def apply_flow_plan(flow: pd.DataFrame, plan: SuppressionPlan, table: str = "flo
         for stage, n, detail in zip(flow["stage"], flow["n"], flow["detail"], strict=True)
     ]
     return result
+
+
+def suppress_flow(
+    flow: pd.DataFrame, chain: Sequence[tuple], min_cell_size: int, table: str = "flow"
+) -> pd.DataFrame:
+    """A cohort flow with its own suppression plan (for a report, plan it with the rest)."""
+    plan = plan_suppression(flow_counts(flow, chain, table), min_cell_size)
+    return apply_flow_plan(flow, plan, table)
 
 
 # --- curves -----------------------------------------------------------------------------------

@@ -49,6 +49,16 @@ STAGE_LOST = "lost to follow-up"
 STAGE_END_OF_FOLLOW_UP = "censored at end of follow-up"
 MAIN_STAGES = (STAGE_ENROLLED, STAGE_INCLUDED, STAGE_ANALYSED)
 OUTCOME_STAGES = (STAGE_RECOVERED, STAGE_WITHDRAWN, STAGE_LOST, STAGE_END_OF_FOLLOW_UP)
+# How the stages add up, for the suppression planner (privacy.flow_counts): (total, parts, next).
+FLOW_CHAIN = (
+    (
+        STAGE_ENROLLED,
+        (STAGE_PARTICIPANT_QUARANTINED, STAGE_PARTICIPANT_DUPLICATES),
+        STAGE_INCLUDED,
+    ),
+    (STAGE_INCLUDED, (STAGE_NOT_IN_ANALYSIS_FRAME, STAGE_NO_GROUP), STAGE_ANALYSED),
+    (STAGE_ANALYSED, OUTCOME_STAGES, None),
+)
 
 TABLE_ONE_CONTINUOUS = (
     Recovery.age_years,
@@ -102,7 +112,8 @@ def cohort_flow(cleaning_report: dict, recovery: pd.DataFrame, group: str = "adh
     not in the analysis frame - people with no adherence group = analysed; analysed = recovered
     + withdrawn + lost to follow-up + censored at end of follow-up. Records quarantined in the
     child tables are rows (diary days, sessions, visits), not people, and are listed apart.
-    Counts are exact: pass the result through `suppress_small_cells` for a public report.
+    Counts are exact: pass the result through `privacy.suppress_flow(flow, FLOW_CHAIN, k)` (or
+    plan it with the rest of the report) before it is published.
     """
     tables = cleaning_report["tables"]
     participants = tables["participants"]
@@ -164,16 +175,28 @@ def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
     """Table 1 by group with standardized mean differences (tableone), small cells suppressed.
 
     `params` gives min_cell_size (report block) and group_order (fit block): the whole
-    params.yaml, either block, or both merged. People with no group are left out. Suppression is
-    `privacy.suppress_table_one`: counts below min_cell_size show as "<k", complementary cells
-    as "suppressed" so that no hidden count follows from the totals, the Overall column or the
+    params.yaml, either block, or both merged. Suppression is `privacy.suppress_table_one` on
+    `exact_table_one`: counts below min_cell_size show as "<k", complementary cells as
+    "suppressed" so that no hidden count follows from the totals, the Overall column or the
     SMDs; a group column with fewer than min_cell_size people is blanked with the SMDs against it.
+    """
+    params = {**params.get("fit", {}), **params.get("report", {}), **params}
+    min_cell_size = check_min_cell_size(params.get("min_cell_size"))
+    flat, groups = exact_table_one(recovery, group, params)
+    return suppress_table_one(flat, groups, min_cell_size)
+
+
+def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
+    """Table 1 (flattened) with exact counts, and its group columns in order: NOT for publishing.
+
+    For a report that plans suppression over several tables at once
+    (`privacy.table_one_counts`, then `privacy.apply_table_one_plan`). People with no group are
+    left out; `params` as for `table_one` (only group_order is read).
     """
     from tableone import TableOne  # imported here: tableone is slow to import
 
     # Accept the whole params.yaml as well as its blocks.
     params = {**params.get("fit", {}), **params.get("report", {}), **params}
-    min_cell_size = check_min_cell_size(params.get("min_cell_size"))
     frame = recovery[recovery[group].notna()].copy()
     continuous = [name for name in TABLE_ONE_CONTINUOUS if name in frame]
     categorical = [name for name in TABLE_ONE_CATEGORICAL if name in frame]
@@ -205,8 +228,7 @@ def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
         rename={name: label for name, label in TABLE_ONE_LABELS.items() if name in frame},
         missing=True,
     ).tableone
-    flat = _flatten_table_one(table)
-    return suppress_table_one(flat, [str(level) for level in group_order], min_cell_size)
+    return _flatten_table_one(table), [str(level) for level in group_order]
 
 
 def _level_text(level) -> str:
