@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from analysis.errors import DataError
 
@@ -240,103 +240,131 @@ def reader_bounds(
     return bounds
 
 
-def _relation_rows(counts: PublishedCounts) -> list[dict[Key, float]]:
-    """Each relation as coefficients of `sum(coef * count) = 0`."""
-    rows = []
-    for relation in counts.totals:
-        row: dict[Key, float] = {relation.total: 1.0}
-        for part in relation.parts:
-            row[part] = row.get(part, 0.0) - 1.0
-        rows.append(row)
-    return rows
+class _Relations:
+    """The relations as one matrix over every cell: `matrix @ counts = 0` row by row."""
+
+    def __init__(self, counts: PublishedCounts):
+        self.counts = counts
+        self.keys = list(counts.cells)
+        self.index = {key: i for i, key in enumerate(self.keys)}
+        self.values = np.array([counts.cells[key] for key in self.keys], dtype=float)
+        self.matrix = np.zeros((len(counts.totals), len(self.keys)))
+        for row, relation in enumerate(counts.totals):
+            self.matrix[row, self.index[relation.total]] += 1.0
+            for part in relation.parts:
+                self.matrix[row, self.index[part]] -= 1.0
+
+    def pinned(
+        self,
+        bounds: Mapping[Key, tuple[float, float]],
+        targets: Iterable[Key],
+        with_bounds: bool = True,
+        stop_at_first: bool = False,
+    ) -> set:
+        """Targets among the hidden cells (keys of `bounds`) a reader can recover exactly.
+
+        Every cell not in `bounds` is published. A target is pinned if its unit vector lies in
+        the row space of the relations restricted to the hidden cells linked to it (it is a
+        fixed linear combination of published values), or, `with_bounds`, if under the
+        relations and the bounds it can take one integer value only (linear programmes for its
+        lowest and highest value; an integer programme where their optima are not whole).
+        `stop_at_first` returns as soon as one pinned target is found.
+        """
+        hidden = [self.index[key] for key in bounds]
+        published = np.setdiff1d(np.arange(len(self.keys)), hidden)
+        relations = self.matrix[:, hidden]
+        used = relations.any(axis=1)
+        relations = relations[used]
+        right = -self.matrix[np.ix_(used, published)] @ self.values[published]
+        low = np.array([bound[0] for bound in bounds.values()])
+        high = np.array([bound[1] for bound in bounds.values()])
+        position = {key: i for i, key in enumerate(bounds)}
+        pieces = {}
+        pinned = set()
+        # The rank test is cheap: run it on every target before any programme.
+        for target in targets:
+            members = _linked(relations, position[target])
+            rows = relations[:, members].any(axis=1)
+            local = relations[np.ix_(rows, members)]
+            unit = (members == position[target]).astype(float)
+            if _in_row_space(local, unit):
+                pinned.add(target)
+                if stop_at_first:
+                    return pinned
+            else:
+                pieces[target] = (local, right[rows], low[members], high[members], unit)
+        if with_bounds:
+            for target, piece in pieces.items():
+                if _one_integer_value(*piece):
+                    pinned.add(target)
+                    if stop_at_first:
+                        return pinned
+        return pinned
 
 
 def pinned_cells(
     counts: PublishedCounts, bounds: Mapping[Key, tuple[float, float]], targets: Iterable[Key]
 ) -> set:
-    """Targets among the hidden cells (keys of `bounds`) that a reader can recover exactly.
+    """Targets among the hidden cells (keys of `bounds`) that a reader can recover exactly."""
+    return _Relations(counts).pinned(bounds, targets)
 
-    Every cell not in `bounds` is published. A target is pinned if its unit vector lies in the
-    row space of the relations restricted to hidden cells (a fixed linear combination of
-    published values), or if the integer programme over the hidden cells (relations, bounds)
-    gives it one value only.
+
+def _linked(relations: np.ndarray, start: int) -> np.ndarray:
+    """The hidden cells linked to `start` through relations (incl. itself), as positions."""
+    touching = relations != 0
+    reached = np.zeros(relations.shape[1], dtype=bool)
+    reached[start] = True
+    while True:
+        grown = touching[touching[:, reached].any(axis=1)].any(axis=0) | reached
+        if (grown == reached).all():
+            return np.flatnonzero(reached)
+        reached = grown
+
+
+def _in_row_space(matrix: np.ndarray, unit: np.ndarray) -> bool:
+    if not matrix.size:
+        return False
+    return np.linalg.matrix_rank(np.vstack([matrix, unit])) == np.linalg.matrix_rank(matrix)
+
+
+def _one_integer_value(matrix, rhs, low, high, unit) -> bool:
+    """Whether x @ unit has one integer value over whole x with matrix @ x = rhs, low <= x <= high.
+
+    The true counts are one solution. Linear programmes bound the target from below and above:
+    equal bounds pin it; whole-number optima at different values are two integer solutions;
+    otherwise an integer programme decides.
     """
-    hidden = list(bounds)
-    index = {key: i for i, key in enumerate(hidden)}
-    matrix, rhs = [], []
-    for row in _relation_rows(counts):
-        coefficients = np.zeros(len(hidden))
-        known = 0.0
-        for key, coefficient in row.items():
-            if key in index:
-                coefficients[index[key]] += coefficient
-            else:
-                known += coefficient * counts.cells[key]
-        if coefficients.any():
-            matrix.append(coefficients)
-            rhs.append(-known)
-    relations = np.array(matrix).reshape(len(matrix), len(hidden))
-    right = np.array(rhs)
-    components = _components(relations, len(hidden))
-    pinned = set()
-    for target in targets:
-        position = index[target]
-        members = components[position]
-        rows = np.flatnonzero(relations[:, members].any(axis=1))
-        local = relations[np.ix_(rows, members)]
-        unit = (members == position).astype(float)
-        if local.size and np.linalg.matrix_rank(np.vstack([local, unit])) == np.linalg.matrix_rank(
-            local
-        ):
-            pinned.add(target)
-            continue
-        low = np.array([bounds[hidden[i]][0] for i in members])
-        high = np.array([bounds[hidden[i]][1] for i in members])
-        if _integer_range_is_one_value(local, right[rows], low, high, unit):
-            pinned.add(target)
-    return pinned
-
-
-def _components(relations: np.ndarray, size: int) -> dict[int, np.ndarray]:
-    """For each hidden cell, the hidden cells linked to it through relations (incl. itself)."""
-    parent = list(range(size))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for row in relations:
-        members = np.flatnonzero(row)
-        for other in members[1:]:
-            parent[root(other)] = root(members[0])
-    groups: dict[int, list[int]] = {}
-    for i in range(size):
-        groups.setdefault(root(i), []).append(i)
-    return {i: np.array(groups[root(i)]) for i in range(size)}
-
-
-def _integer_range_is_one_value(matrix, rhs, low, high, unit) -> bool:
     position = int(np.argmax(unit))
     if low[position] == high[position]:
         return True
-    constraints = [LinearConstraint(matrix, rhs, rhs)] if len(rhs) else []
-    integrality = np.ones(len(unit))
-    values = []
+    bounds = list(zip(low, np.where(np.isinf(high), None, high), strict=True))
+    solutions = []
+    for direction in (unit, -unit):
+        result = linprog(
+            direction,
+            A_eq=matrix if len(rhs) else None,
+            b_eq=rhs if len(rhs) else None,
+            bounds=bounds,
+            method="highs",
+        )
+        if result.status == 3:
+            return False  # unbounded: the target takes infinitely many values
+        solutions.append(result.x)
+    lowest, highest = (solution[position] for solution in solutions)
+    if highest - lowest < 1 - 1e-9:
+        return True
+    if all(np.allclose(solution, np.round(solution), atol=1e-9) for solution in solutions):
+        return False
+    integer = []
     for direction in (unit, -unit):
         result = milp(
             direction,
-            constraints=constraints,
-            integrality=integrality,
+            constraints=[LinearConstraint(matrix, rhs, rhs)] if len(rhs) else [],
+            integrality=np.ones(len(unit)),
             bounds=Bounds(low, high),
         )
-        if result.status != 0:
-            # The true counts satisfy every relation, so the programme is feasible; an
-            # unbounded direction means the cell can take many values.
-            return False
-        values.append(direction @ result.x)
-    return round(values[0]) == round(-values[1])
+        integer.append(round(result.x[position]))
+    return integer[0] == integer[1]
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -348,10 +376,9 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
     Primary: every sensitive cell. Complementary, while a sensitive cell is pinned: the set of
     up to COVER_SIZE published positive counts near it with the smallest total whose hiding
     unpins it (or, when no such set exists, the smallest count near it, and the search goes
-    on). Finally each
-    complementary cell, largest first, is shown again if the plan stays safe without it: no
-    count >= k is hidden that the protection does not need (minimal by inclusion, not
-    necessarily the fewest cells overall).
+    on). Finally each complementary cell, largest first, is shown again if the plan stays safe
+    without it: no count >= k is hidden that the protection does not need (minimal by
+    inclusion, not necessarily the fewest cells overall).
     """
     k = check_min_cell_size(min_cell_size)
     sensitive = frozenset(
@@ -360,16 +387,18 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
         if 0 < value < k and key not in counts.unpublished
     )
     complementary: set = set()
+    system = _Relations(counts)
 
-    def exposed(extra: Iterable = (), targets: Iterable | None = None) -> set:
+    def exposed(targets: Iterable, extra: Iterable = (), **options) -> set:
         bounds = reader_bounds(counts, sensitive, complementary | set(extra), k)
-        return pinned_cells(counts, bounds, sensitive if targets is None else targets)
+        return system.pinned(bounds, targets, **options)
 
-    relations = counts.totals
-    while pinned := exposed():
+    # Hiding more only widens what a reader can infer, so a protected cell stays protected.
+    pinned = exposed(sensitive)
+    while pinned:
         target = min(pinned, key=str)
         hidden = sensitive | complementary | counts.unpublished | counts.always_hidden
-        candidates = _candidates(relations, target, hidden, counts.cells)
+        candidates = _candidates(counts.totals, target, hidden, counts.cells)
         if not candidates:
             raise DataError(
                 f"count {target} cannot be protected: every count related to it is hidden",
@@ -377,15 +406,33 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
             )
 
         def unpins(keys: tuple, target: Key = target) -> bool:
-            return target not in exposed(keys, [target])
+            # The cover is sought by the rank test alone (fast); the bounds are checked on the
+            # next round, which adds more cells if they still pin the target.
+            return not exposed([target], keys, with_bounds=False)
 
         cover = _cheapest_cover(candidates, counts.cells, unpins)
         complementary.update(cover or candidates[:1])
+        pinned = exposed(pinned)
     for key in sorted(complementary, key=lambda key: (-counts.cells[key], str(key))):
         complementary.discard(key)
-        if exposed():
+        if exposed(_sensitive_linked_to(counts.totals, key, sensitive), stop_at_first=True):
             complementary.add(key)
     return SuppressionPlan(k, sensitive, frozenset(complementary), counts.always_hidden)
+
+
+def _sensitive_linked_to(relations: Sequence[Total], key: Key, sensitive: frozenset) -> set:
+    """Sensitive cells that share a chain of relations with `key` (the ones it can affect)."""
+    linked, frontier = {key}, {key}
+    while frontier:
+        reached = {
+            member
+            for relation in relations
+            if frontier & {relation.total, *relation.parts}
+            for member in (relation.total, *relation.parts)
+        }
+        frontier = reached - linked
+        linked |= reached
+    return linked & sensitive
 
 
 def _candidates(relations: Sequence[Total], target: Key, hidden: frozenset, cells) -> list:
