@@ -705,6 +705,39 @@ def suppress_flow(
 # --- curves -----------------------------------------------------------------------------------
 
 
+def attach_counts(
+    curve: pd.DataFrame,
+    people: pd.DataFrame,
+    person_time: str,
+    person_event: str,
+    time: str = "time",
+    by: str | None = "group",
+) -> pd.DataFrame:
+    """The curve with n_risk (people whose time is >= t) and n_event (events in the time
+    since the curve's previous row, up to t) on each row, from one row per person.
+
+    For a curve a fit table gives without counts (cumulative incidence, Turnbull). For
+    Turnbull, give each person the time their status became known (the visit that saw the
+    recovery, or the last visit): the counts are then those a reader could attribute to a step.
+    """
+    parts = [(None, curve)] if by is None else list(curve.groupby(by, sort=False))
+    counted = []
+    for level, part in parts:
+        group = people if by is None else people[people[by] == level]
+        times = pd.to_numeric(group[person_time]).to_numpy(float)
+        events = times[group[person_event].astype(bool).to_numpy()]
+        part = part.sort_values(time, kind="stable")
+        grid = pd.to_numeric(part[time]).to_numpy(float)
+        cumulative = np.searchsorted(np.sort(events), grid, side="right")
+        counted.append(
+            part.assign(
+                n_risk=(times[:, None] >= grid[None, :]).sum(axis=0),
+                n_event=np.diff(cumulative, prepend=0),
+            )
+        )
+    return pd.concat(counted) if counted else curve.assign(n_risk=0, n_event=0)
+
+
 def truncate_curve(
     curve: pd.DataFrame,
     min_cell_size: int,

@@ -21,6 +21,7 @@ from analysis.privacy import (
     SuppressionPlan,
     Total,
     apply_flow_plan,
+    attach_counts,
     check_min_cell_size,
     coarsen_steps,
     flow_counts,
@@ -458,3 +459,19 @@ def test_safe_curve_drops_the_counts():
     safe = safe_curve(km_like_curve(), K)
     assert "n_risk" not in safe and "n_event" not in safe
     assert len(safe) == 2
+
+
+def test_counts_for_a_curve_without_them_come_from_the_people():
+    people = pd.DataFrame(
+        {
+            "group": ["a"] * 6 + ["b"] * 2,
+            "days": [3, 5, 5, 8, 9, 12, 4, 6],
+            "recovered": [True, True, False, True, True, False, True, True],
+        }
+    )
+    curve = pd.DataFrame({"group": ["a", "a", "a", "b"], "time": [5.0, 9.0, 12.0, 6.0]})
+    counted = attach_counts(curve, people, "days", "recovered")
+    a = counted[counted["group"] == "a"]
+    assert a["n_risk"].tolist() == [5, 2, 1]
+    assert a["n_event"].tolist() == [2, 2, 0], "events since the previous row, up to t"
+    assert counted.loc[counted["group"] == "b", ["n_risk", "n_event"]].values.tolist() == [[1, 2]]
