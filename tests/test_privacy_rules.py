@@ -68,19 +68,38 @@ def subtraction_attack(counts: PublishedCounts, hidden: set) -> dict:
 
 
 def linear_attack(counts: PublishedCounts, hidden: set) -> set:
-    """Hidden cells fixed by the relations alone: zero in every null-space direction."""
+    """Hidden cells fixed by the relations alone (see `linear_recovery`)."""
+    return set(linear_recovery(counts, hidden))
+
+
+def linear_recovery(counts: PublishedCounts, hidden: set) -> dict:
+    """Hidden cells fixed by the relations and the published values, with their values.
+
+    A cell is fixed when it is zero in every direction of the null space of the relations
+    restricted to the hidden cells; its value is then that of any solution (least squares).
+    The values at hidden keys in `counts.cells` are not used.
+    """
     order = sorted(hidden, key=str)
     index = {key: i for i, key in enumerate(order)}
-    rows = []
+    rows, right = [], []
     for relation in counts.totals:
         row = np.zeros(len(order))
+        known = 0.0
         for key, sign in [(relation.total, 1.0)] + [(part, -1.0) for part in relation.parts]:
             if key in index:
                 row[index[key]] += sign
+            else:
+                known += sign * counts.cells[key]
         rows.append(row)
+        right.append(-known)
     matrix = np.array(rows).reshape(len(rows), len(order))
     directions = null_space(matrix) if len(rows) else np.eye(len(order))
-    return {key for key in order if np.allclose(directions[index[key]], 0.0, atol=1e-9)}
+    solution = np.linalg.lstsq(matrix, np.array(right), rcond=None)[0] if len(rows) else None
+    return {
+        key: round(float(solution[index[key]]))
+        for key in order
+        if np.allclose(directions[index[key]], 0.0, atol=1e-9)
+    }
 
 
 def enumeration_attack(counts: PublishedCounts, plan) -> dict:
@@ -198,6 +217,24 @@ def test_flow_differences_no_longer_give_hidden_counts_away():
     assert shown["n"].tolist().count(mark(K)) == 2
     assert len(plan.complementary) == 2, "one complementary cell per hidden count is enough"
     assert shown.loc[shown["stage"] == "withdrawn", "n"].item() == 68
+
+
+def test_the_attacker_finds_what_row_by_row_suppression_leaves():
+    """Hiding only the small counts (the old rule) gives 4 and 1 back: the attacker has teeth."""
+    flow = pd.DataFrame(
+        {
+            "stage": ["enrolled", "participant rows quarantined", "included after cleaning"],
+            "n": [504, 4, 500],
+            "detail": ["", "bad id", ""],
+        }
+    )
+    counts = flow_counts(flow, FLOW_CHAIN)
+    hidden = {("flow", "participant rows quarantined", "bad id")}
+    assert linear_recovery(counts, hidden) == {next(iter(hidden)): 4}
+    assert subtraction_attack(counts, hidden) == {next(iter(hidden)): 4}
+    grid = cross_table([[30, 40, 20], [6, 4, 8], [22, 24, 26]])
+    assert linear_recovery(grid, {(1, 1)}) == {(1, 1): 4}
+    assert linear_recovery(grid, {(1, 1), (1, 0)}) == {(1, 1): 4, (1, 0): 6}, "by columns"
 
 
 def test_site_row_of_table_one_cannot_be_subtracted():
