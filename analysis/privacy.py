@@ -393,7 +393,8 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
         bounds = reader_bounds(counts, sensitive, complementary | set(extra), k)
         return system.pinned(bounds, targets, **options)
 
-    # Hiding more only widens what a reader can infer, so a protected cell stays protected.
+    # Hiding more only widens the set of counts consistent with what is published: a cell once
+    # protected stays protected, so only the pinned ones are checked again.
     pinned = exposed(sensitive)
     while pinned:
         target = min(pinned, key=str)

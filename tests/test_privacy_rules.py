@@ -289,6 +289,19 @@ def test_counts_shown_in_two_tables_are_protected_together():
     assert_minimal(counts, plan)
 
 
+def test_a_count_never_published_protects_like_a_hidden_one():
+    """30 enrolled = 3 excluded + 27 in a stage no table shows: the 3 needs no complement."""
+    counts = PublishedCounts(
+        {"enrolled": 30, "excluded": 3, "unshown": 27},
+        (Total("enrolled", ("excluded", "unshown")),),
+        unpublished=frozenset({"unshown"}),
+    )
+    plan = plan_suppression(counts, K)
+    assert plan.sensitive == {"excluded"} and not plan.complementary
+    published = PublishedCounts(counts.cells, counts.totals)
+    assert plan_suppression(published, K).complementary == {"unshown"}
+
+
 def test_min_cell_size_must_be_a_whole_number_of_at_least_three():
     assert check_min_cell_size(10) == 10
     for bad in (2, "ten", True, 5.0, None):
