@@ -2,18 +2,22 @@
 
 Pure functions on DataFrames; tables and plots receive frames that are already safe.
 
-The rules, in the conventions of R's sdcTable and tau-argus (frequency rule, zeros safe):
+The rules, in the conventions of R's sdcTable and GaussSuppression (frequency rule):
 - A count c with 0 < c < k (k = min_cell_size) is *sensitive*: shown as `mark(k)`, e.g. "<5".
-  Zero is shown: it describes no one (sdcTable's `allowZeros = FALSE`, tau-argus's default),
-  so "<k" tells a reader 1 <= c <= k - 1.
+  Zero is shown and never hidden as a complement: it describes no one (sdcTable's
+  `primarySuppression(type = "freq", allowZeros = FALSE)`, its default, publishes empty cells
+  and leaves them out of secondary suppression). So "<k" tells a reader 1 <= c <= k - 1.
 - Published counts are cells plus linear relations between them (a total is the sum of its
   parts: row and column totals, Overall columns, the steps of a flow diagram, the same count in
   two tables). `plan_suppression` hides cells until no sensitive cell is *pinned*: with every
   published value, every relation and the bounds a reader can read off the marks (sensitive
   1..k-1, complementary >= k, everything >= 0), each sensitive cell can still take at least two
-  integer values. Checked exactly: a rank test (the cell's unit vector in the row space of the
-  relations restricted to hidden cells) and an integer programme for its lowest and highest value.
-- Complementary cells (shown as `COMPLEMENTARY_MARK`) are chosen smallest first, and a cell
+  integer values (GaussSuppression's `protectionIntervals` asks the same minimum: an interval
+  of width 2). Checked exactly: a rank test (the cell's unit vector in the row space of the
+  relations restricted to hidden cells, the idea of GaussSuppression's Gauss method), then
+  linear programmes for its lowest and highest value, with an integer programme where those
+  are not whole numbers.
+- Complementary cells (shown as `COMPLEMENTARY_MARK`) are chosen cheapest first, and a cell
   that turns out not to be needed is shown again, so no count >= k is hidden without reason.
 - Anything computed from a hidden count goes with it: its percentage, a standardized mean
   difference involving it (for a binary variable the SMD and the group sizes pin the counts),
@@ -328,7 +332,7 @@ def _in_row_space(matrix: np.ndarray, unit: np.ndarray) -> bool:
 
 
 def _one_integer_value(matrix, rhs, low, high, unit) -> bool:
-    """Whether x @ unit has one integer value over whole x with matrix @ x = rhs, low <= x <= high.
+    """Whether x @ unit takes one value over whole x, matrix @ x = rhs, low <= x <= high.
 
     The true counts are one solution. Linear programmes bound the target from below and above:
     equal bounds pin it; whole-number optima at different values are two integer solutions;
