@@ -245,7 +245,12 @@ def reader_bounds(
 
 
 class _Relations:
-    """The relations as one matrix over every cell: `matrix @ counts = 0` row by row."""
+    """The relations as one matrix over every cell: `matrix @ counts = 0` row by row.
+
+    Remembers, per target, other integer fillings of the hidden cells found on the way
+    (certificates that the target is not pinned): one stays valid as long as the cells it
+    changes are still hidden, which spares most linear programmes while a plan is tuned.
+    """
 
     def __init__(self, counts: PublishedCounts):
         self.counts = counts
@@ -257,6 +262,7 @@ class _Relations:
             self.matrix[row, self.index[relation.total]] += 1.0
             for part in relation.parts:
                 self.matrix[row, self.index[part]] -= 1.0
+        self.alternatives: dict[Key, list[frozenset]] = {}
 
     def pinned(
         self,
@@ -270,10 +276,15 @@ class _Relations:
         Every cell not in `bounds` is published. A target is pinned if its unit vector lies in
         the row space of the relations restricted to the hidden cells linked to it (it is a
         fixed linear combination of published values), or, `with_bounds`, if under the
-        relations and the bounds it can take one integer value only (linear programmes for its
-        lowest and highest value; an integer programme where their optima are not whole).
+        relations and the bounds it can take one integer value only (see `_other_value`).
         `stop_at_first` returns as soon as one pinned target is found.
         """
+        hidden_keys = set(bounds)
+
+        def certified(target: Key) -> bool:
+            return any(changed <= hidden_keys for changed in self.alternatives.get(target, ()))
+
+        targets = [target for target in targets if not certified(target)]
         hidden = [self.index[key] for key in bounds]
         published = np.setdiff1d(np.arange(len(self.keys)), hidden)
         relations = self.matrix[:, hidden]
@@ -282,6 +293,8 @@ class _Relations:
         right = -self.matrix[np.ix_(used, published)] @ self.values[published]
         low = np.array([bound[0] for bound in bounds.values()])
         high = np.array([bound[1] for bound in bounds.values()])
+        truth = self.values[hidden]
+        names = list(bounds)
         position = {key: i for i, key in enumerate(bounds)}
         pieces = {}
         pinned = set()
@@ -296,13 +309,24 @@ class _Relations:
                 if stop_at_first:
                     return pinned
             else:
-                pieces[target] = (local, right[rows], low[members], high[members], unit)
-        if with_bounds:
-            for target, piece in pieces.items():
-                if _one_integer_value(*piece):
-                    pinned.add(target)
-                    if stop_at_first:
-                        return pinned
+                pieces[target] = (members, (local, right[rows], low[members], high[members], unit))
+        if not with_bounds:
+            return pinned
+        for target, (members, piece) in pieces.items():
+            if certified(target):
+                continue  # by the filling found for an earlier target
+            other = _other_value(*piece, truth[members])
+            if other is None:
+                pinned.add(target)
+                if stop_at_first:
+                    return pinned
+            elif other is not _UNBOUNDED:
+                # The other filling moves every cell it changes: it certifies each of them.
+                changed = frozenset(
+                    names[members[i]] for i in np.flatnonzero(~np.isclose(other, truth[members]))
+                )
+                for key in changed:
+                    self.alternatives.setdefault(key, []).append(changed)
         return pinned
 
 
@@ -331,19 +355,25 @@ def _in_row_space(matrix: np.ndarray, unit: np.ndarray) -> bool:
     return np.linalg.matrix_rank(np.vstack([matrix, unit])) == np.linalg.matrix_rank(matrix)
 
 
-def _one_integer_value(matrix, rhs, low, high, unit) -> bool:
-    """Whether x @ unit takes one value over whole x, matrix @ x = rhs, low <= x <= high.
+# `_other_value` found the target unbounded: infinitely many values, no single filling to keep.
+_UNBOUNDED = np.empty(0)
 
-    The true counts are one solution. Linear programmes bound the target from below and above:
-    equal bounds pin it; whole-number optima at different values are two integer solutions;
-    otherwise an integer programme decides.
+
+def _other_value(matrix, rhs, low, high, unit, truth):
+    """Another whole-number filling x (matrix @ x = rhs, low <= x <= high) in which x @ unit
+    differs from its true value, or None when there is none (the target is pinned).
+
+    The true counts are one filling. A linear programme pushes the target up, then down; an
+    optimum beyond the truth in whole numbers is the other filling; when neither direction
+    moves, the relaxation (and so every integer filling) pins the target; fractional optima
+    go to an integer programme.
     """
     position = int(np.argmax(unit))
     if low[position] == high[position]:
-        return True
+        return None
     bounds = list(zip(low, np.where(np.isinf(high), None, high), strict=True))
-    solutions = []
-    for direction in (unit, -unit):
+    fractional = False
+    for direction in (-unit, unit):
         result = linprog(
             direction,
             A_eq=matrix if len(rhs) else None,
@@ -352,23 +382,23 @@ def _one_integer_value(matrix, rhs, low, high, unit) -> bool:
             method="highs",
         )
         if result.status == 3:
-            return False  # unbounded: the target takes infinitely many values
-        solutions.append(result.x)
-    lowest, highest = (solution[position] for solution in solutions)
-    if highest - lowest < 1 - 1e-9:
-        return True
-    if all(np.allclose(solution, np.round(solution), atol=1e-9) for solution in solutions):
-        return False
-    integer = []
-    for direction in (unit, -unit):
+            return _UNBOUNDED
+        if abs(result.x[position] - truth[position]) > 1e-9:
+            if np.allclose(result.x, np.round(result.x), atol=1e-9):
+                return np.round(result.x)
+            fractional = True
+    if not fractional:
+        return None
+    for direction in (-unit, unit):
         result = milp(
             direction,
             constraints=[LinearConstraint(matrix, rhs, rhs)] if len(rhs) else [],
             integrality=np.ones(len(unit)),
             bounds=Bounds(low, high),
         )
-        integer.append(round(result.x[position]))
-    return integer[0] == integer[1]
+        if round(result.x[position]) != round(truth[position]):
+            return np.round(result.x)
+    return None
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -415,7 +445,12 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
             # next round, which adds more cells if they still pin the target.
             return not exposed([target], keys, with_bounds=False)
 
-        cover = _cheapest_cover(candidates, counts.cells, unpins)
+        needs = [
+            members - {target}
+            for members in ({relation.total, *relation.parts} for relation in counts.totals)
+            if target in members and not (members - {target}) & hidden
+        ]
+        cover = _cheapest_cover(candidates, counts.cells, unpins, needs)
         complementary.update(cover or candidates[:1])
         pinned = exposed(pinned)
     for key in sorted(complementary, key=lambda key: (-counts.cells[key], str(key))):
@@ -467,15 +502,20 @@ def _candidates(relations: Sequence[Total], target: Key, hidden: frozenset, cell
     )
 
 
-def _cheapest_cover(candidates: list, cells, unpins) -> tuple:
+def _cheapest_cover(candidates: list, cells, unpins, needs: list[set]) -> tuple:
     """The set of at most COVER_SIZE candidates with the smallest total that unpins the target
     (the hypercube idea of sdcTable: a rectangle of complements around a cell); among the
-    COVER_POOL smallest candidates. Empty if none does."""
+    COVER_POOL smallest candidates. Empty if none does.
+
+    `needs`: sets of which a cover must hide at least one cell each (a relation in which the
+    target is the only hidden cell gives it away by subtraction); checked before the rank test.
+    """
     pool = candidates[:COVER_POOL]
     sets = [
         combination
         for size in range(1, COVER_SIZE + 1)
         for combination in itertools.combinations(pool, size)
+        if all(need.intersection(combination) for need in needs)
     ]
     sets.sort(key=lambda keys: (sum(cells[key] for key in keys), len(keys)))
     return next((keys for keys in sets if unpins(keys)), ())
