@@ -221,12 +221,12 @@ class SuppressionPlan:
 
     def shown(self, key: Key, value) -> object:
         """The value as a report shows it: the count, "<k", "suppressed" or blank."""
+        if key in self.always_hidden:
+            return ""
         if key in self.sensitive:
             return mark(self.min_cell_size)
         if key in self.complementary:
             return COMPLEMENTARY_MARK
-        if key in self.always_hidden:
-            return ""
         return value
 
 
@@ -235,12 +235,13 @@ def reader_bounds(
 ) -> dict[Key, tuple[float, float]]:
     """What a reader knows of each hidden cell from how it is shown (the attacker's bounds)."""
     bounds: dict[Key, tuple[float, float]] = {}
-    for key in counts.unpublished | counts.always_hidden:
-        bounds[key] = (0.0, np.inf)
     for key in plan_complementary:
         bounds[key] = (float(k), np.inf)
     for key in plan_sensitive:
         bounds[key] = (1.0, float(k - 1))
+    # A blank (or never shown) cell tells a reader nothing but that it is a count.
+    for key in counts.unpublished | counts.always_hidden:
+        bounds[key] = (0.0, np.inf)
     return bounds
 
 
@@ -437,7 +438,7 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
         if not candidates:
             raise DataError(
                 f"count {target} cannot be protected: every count related to it is hidden",
-                hint="check the relations given to the suppression planner",
+                hint="too few people behind these tables to publish their counts: withhold them",
             )
 
         def unpins(keys: tuple, target: Key = target) -> bool:

@@ -412,6 +412,40 @@ def test_table_one_hidden_counts_resist_the_attacker(small_site_table_one):
     assert not (linear_attack(counts, hidden) & sensitive)
 
 
+def site_e_table_one() -> pd.DataFrame:
+    """Table 1 of site E of a 150-person simulated study: 8 people, groups of 2, 2 and 4."""
+    rows = [
+        ("n", "", "8", "2", "2", "4"),
+        ("Sex, n (%)", "female", "6 (75.0)", "1 (50.0)", "2 (100.0)", "3 (75.0)"),
+        ("Sex, n (%)", "male", "2 (25.0)", "1 (50.0)", "0 (0.0)", "1 (25.0)"),
+        ("Severity, n (%)", "moderate", "7 (87.5)", "2 (100.0)", "2 (100.0)", "3 (75.0)"),
+        ("Severity, n (%)", "severe", "1 (12.5)", "0 (0.0)", "0 (0.0)", "1 (25.0)"),
+        ("Condition, n (%)", "none", "5 (62.5)", "1 (50.0)", "1 (50.0)", "3 (75.0)"),
+        ("Condition, n (%)", "nerve", "2 (25.0)", "1 (50.0)", "1 (50.0)", "0 (0.0)"),
+        ("Condition, n (%)", "other", "1 (12.5)", "0 (0.0)", "0 (0.0)", "1 (25.0)"),
+        ("Chronic, n (%)", "no", "4 (50.0)", "0 (0.0)", "1 (50.0)", "3 (75.0)"),
+        ("Chronic, n (%)", "yes", "4 (50.0)", "2 (100.0)", "1 (50.0)", "1 (25.0)"),
+        ("Site, n (%)", "site_E", "8 (100.0)", "2 (100.0)", "2 (100.0)", "4 (100.0)"),
+    ]
+    return pd.DataFrame(rows, columns=["variable", "level", "Overall", "low", "moderate", "high"])
+
+
+def test_a_site_whose_groups_are_all_tiny_still_gets_a_safe_table_one():
+    """Every group column is blank but its n ("<5"): a reader knows nothing of those cells
+    beyond the relations (a planner that took blanks for "<5" refused this table)."""
+    exact = site_e_table_one()
+    groups = ["low", "moderate", "high"]
+    table = suppress_table_one(exact, groups, K)
+    counts = table_one_counts(exact, groups, K)
+    read = shown_counts(table, counts)
+    assert [read[("table one", "n", "", group)] for group in groups] == [None] * 3
+    assert table[groups].iloc[1:].eq("").all().all()
+    hidden = {key for key, value in read.items() if value is None}
+    sensitive = {key for key in hidden if 0 < counts.cells[key] < K}
+    recovered = linear_recovery(counts, hidden) | subtraction_attack(counts, hidden)
+    assert not {key for key in recovered if key in sensitive}
+
+
 def test_smd_goes_with_a_hidden_count(small_site_table_one):
     table = small_site_table_one
     for variable, rows in table.groupby("variable", sort=False):
