@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MultipleLocator, NullFormatter
 
 from analysis.errors import DataError
+from analysis.privacy import enough_people, format_count
 from analysis.tables import (
     MAIN_STAGES,
     OUTCOME_STAGES,
@@ -26,7 +27,6 @@ from analysis.tables import (
     STAGE_PARTICIPANT_QUARANTINED,
     STAGE_RECORDS_QUARANTINED,
     readable_term,
-    small_count_mark,
 )
 
 DAYS_PER_WEEK = 7.0
@@ -142,14 +142,6 @@ def _week_axis(ax: Axes) -> None:
     ax.set_xlabel(TIME_LABEL)
 
 
-def _format_count(value, min_cell_size: int | None) -> str:
-    if isinstance(value, str):
-        return value
-    if min_cell_size is not None and 0 < value < min_cell_size:
-        return small_count_mark(min_cell_size)
-    return f"{int(value)}"
-
-
 # --- survival curves --------------------------------------------------------------------------
 
 
@@ -214,7 +206,7 @@ def _draw_risk_table(
             table_ax.text(
                 time / DAYS_PER_WEEK,
                 y,
-                _format_count(n_risk, min_cell_size),
+                format_count(n_risk, min_cell_size),
                 ha="center",
                 va="center",
                 fontsize=8,
@@ -446,7 +438,7 @@ def plot_trajectories(
     if len(fitted):
         summary = summary[summary[week] <= fitted[week].max()]
     if min_cell_size is not None:
-        summary = summary[summary["n"] >= min_cell_size]
+        summary = summary[enough_people(summary["n"], min_cell_size)]
     present = list(summary[group]) + list(fitted[group])
     palette = _palette_for(present, group_order)
     groups = ordered_groups(present, group_order)
@@ -753,7 +745,7 @@ def plot_calibration(
     table = calibration_table
     hidden = pd.Series(False, index=table.index)
     if min_cell_size is not None:
-        hidden = pd.to_numeric(table["n"], errors="coerce") < min_cell_size
+        hidden = ~enough_people(table["n"], min_cell_size)
     shown = table[~hidden]
     weeks = sorted(pd.unique(table["week"]))
     colours = plt.get_cmap("cividis")(np.linspace(0.05, 0.85, max(len(weeks), 1)))

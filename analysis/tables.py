@@ -1,4 +1,4 @@
-"""Report tables: small-cell suppression, cohort flow, Table 1, tidy formatting, privacy guard.
+"""Report tables: cohort flow, Table 1, tidy formatting, privacy guard.
 
 Pure functions on DataFrames: each returns a new frame ready for HTML and never reads a file.
 """
@@ -8,11 +8,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
+
+# Suppression lives in analysis.privacy; these names stay importable from here (explicit
+# re-exports) for the report layer and notebooks until they import analysis.privacy directly.
+from analysis.privacy import SUPPRESSED_COLUMN as SUPPRESSED_COLUMN
+from analysis.privacy import check_min_cell_size, suppress_table_one
+from analysis.privacy import groups_to_suppress as groups_to_suppress
+from analysis.privacy import smd_columns as smd_columns
+from analysis.privacy import suppress_small_cells as suppress_small_cells
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
@@ -24,7 +31,6 @@ from analysis.schema import (
     Recovery,
 )
 
-SUPPRESSED_COLUMN = "suppressed"
 FLOW_COLUMNS = ("stage", "n", "detail")
 
 # Stages of the cohort flow, in the order a CONSORT diagram reads them. The main stages are the
@@ -43,6 +49,16 @@ STAGE_LOST = "lost to follow-up"
 STAGE_END_OF_FOLLOW_UP = "censored at end of follow-up"
 MAIN_STAGES = (STAGE_ENROLLED, STAGE_INCLUDED, STAGE_ANALYSED)
 OUTCOME_STAGES = (STAGE_RECOVERED, STAGE_WITHDRAWN, STAGE_LOST, STAGE_END_OF_FOLLOW_UP)
+# How the stages add up, for the suppression planner (privacy.flow_counts): (total, parts, next).
+FLOW_CHAIN = (
+    (
+        STAGE_ENROLLED,
+        (STAGE_PARTICIPANT_QUARANTINED, STAGE_PARTICIPANT_DUPLICATES),
+        STAGE_INCLUDED,
+    ),
+    (STAGE_INCLUDED, (STAGE_NOT_IN_ANALYSIS_FRAME, STAGE_NO_GROUP), STAGE_ANALYSED),
+    (STAGE_ANALYSED, OUTCOME_STAGES, None),
+)
 
 TABLE_ONE_CONTINUOUS = (
     Recovery.age_years,
@@ -81,78 +97,9 @@ TABLE_ONE_LEVEL_ORDER = {
 }
 TABLE_ONE_VARIABLE = "variable"
 TABLE_ONE_LEVEL = "level"
-SMD_PREFIX = "SMD"
 
 # Columns a tidy table may carry that name a row rather than hold a number.
 LABEL_COLUMNS = ("term", "group", "outcome", "distribution", "strata", "event", "model")
-
-
-# --- small-cell suppression -------------------------------------------------------------------
-
-
-def small_count_mark(min_cell_size: int) -> str:
-    """How a suppressed count is shown, e.g. "<5"."""
-    return f"<{min_cell_size}"
-
-
-def is_small_count(counts: pd.Series, min_cell_size: int, suppress_zero: bool = False) -> pd.Series:
-    """Counts below the threshold; zero is kept unless asked, as it identifies no one."""
-    values = pd.to_numeric(counts, errors="coerce")
-    small = values < min_cell_size
-    if not suppress_zero:
-        small &= values != 0
-    return small.fillna(False).astype(bool)
-
-
-def suppress_small_cells(
-    frame: pd.DataFrame,
-    count_columns: Sequence[str],
-    min_cell_size: int,
-    estimate_columns: Sequence[str] | None = None,
-    suppress_zero: bool = False,
-) -> pd.DataFrame:
-    """A copy where counts below `min_cell_size` show as "<k" and their row's estimates are blanked.
-
-    A row is suppressed when any of its `count_columns` is small; every small count becomes the
-    mark, and `estimate_columns` (default: every other numeric column) become missing, so no
-    estimate computed from fewer than k people is shown. The `suppressed` column says which rows.
-    Secondary (complementary) suppression across rows is not done here.
-    """
-    missing = [name for name in count_columns if name not in frame.columns]
-    if missing:
-        raise DataError(
-            f"count column(s) not in the frame: {', '.join(missing)}", column=missing[0]
-        )
-    if estimate_columns is None:
-        estimate_columns = [
-            name
-            for name in frame.columns
-            if name not in count_columns
-            and name != SUPPRESSED_COLUMN
-            and is_numeric_dtype(frame[name])
-            and not pd.api.types.is_bool_dtype(frame[name])
-        ]
-    small = pd.DataFrame(
-        {name: is_small_count(frame[name], min_cell_size, suppress_zero) for name in count_columns},
-        index=frame.index,
-    )
-    suppressed_rows = small.any(axis=1)
-    result = frame.copy()
-    mark = small_count_mark(min_cell_size)
-    for name in count_columns:
-        result[name] = result[name].astype(object).where(~small[name], mark)
-    for name in estimate_columns:
-        result[name] = result[name].astype(object).where(~suppressed_rows, np.nan)
-    result[SUPPRESSED_COLUMN] = suppressed_rows | (
-        frame[SUPPRESSED_COLUMN].astype(bool) if SUPPRESSED_COLUMN in frame else False
-    )
-    return result
-
-
-def groups_to_suppress(recovery: pd.DataFrame, group: str, min_cell_size: int) -> list:
-    """Levels of `group` with fewer than `min_cell_size` people: not to be plotted or shown."""
-    sizes = recovery[group].dropna().value_counts()
-    return sorted(sizes.index[sizes < min_cell_size].tolist(), key=str)
 
 
 # --- cohort flow ------------------------------------------------------------------------------
@@ -165,7 +112,8 @@ def cohort_flow(cleaning_report: dict, recovery: pd.DataFrame, group: str = "adh
     not in the analysis frame - people with no adherence group = analysed; analysed = recovered
     + withdrawn + lost to follow-up + censored at end of follow-up. Records quarantined in the
     child tables are rows (diary days, sessions, visits), not people, and are listed apart.
-    Counts are exact: pass the result through `suppress_small_cells` for a public report.
+    Counts are exact: pass the result through `privacy.suppress_flow(flow, FLOW_CHAIN, k)` (or
+    plan it with the rest of the report) before it is published.
     """
     tables = cleaning_report["tables"]
     participants = tables["participants"]
@@ -227,17 +175,28 @@ def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
     """Table 1 by group with standardized mean differences (tableone), small cells suppressed.
 
     `params` gives min_cell_size (report block) and group_order (fit block): the whole
-    params.yaml, either block, or both merged. People with no group are left out. Categorical
-    counts below min_cell_size show as "<k" with their percentage hidden; where that leaves one
-    hidden cell in a variable's column, the next smallest is shown as "suppressed" too, so it
-    cannot be recovered from the column total. A group column with fewer than min_cell_size
-    people is blanked entirely, with the SMDs against it.
+    params.yaml, either block, or both merged. Suppression is `privacy.suppress_table_one` on
+    `exact_table_one`: counts below min_cell_size show as "<k", complementary cells as
+    "suppressed" so that no hidden count follows from the totals, the Overall column or the
+    SMDs; a group column with fewer than min_cell_size people is blanked with the SMDs against it.
+    """
+    params = {**params.get("fit", {}), **params.get("report", {}), **params}
+    min_cell_size = check_min_cell_size(params.get("min_cell_size"))
+    flat, groups = exact_table_one(recovery, group, params)
+    return suppress_table_one(flat, groups, min_cell_size)
+
+
+def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
+    """Table 1 (flattened) with exact counts, and its group columns in order: NOT for publishing.
+
+    For a report that plans suppression over several tables at once
+    (`privacy.table_one_counts`, then `privacy.apply_table_one_plan`). People with no group are
+    left out; `params` as for `table_one` (only group_order is read).
     """
     from tableone import TableOne  # imported here: tableone is slow to import
 
     # Accept the whole params.yaml as well as its blocks.
     params = {**params.get("fit", {}), **params.get("report", {}), **params}
-    min_cell_size = int(params.get("min_cell_size", 5))
     frame = recovery[recovery[group].notna()].copy()
     continuous = [name for name in TABLE_ONE_CONTINUOUS if name in frame]
     categorical = [name for name in TABLE_ONE_CATEGORICAL if name in frame]
@@ -269,8 +228,7 @@ def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
         rename={name: label for name, label in TABLE_ONE_LABELS.items() if name in frame},
         missing=True,
     ).tableone
-    flat = _flatten_table_one(table)
-    return _suppress_table_one(flat, [str(level) for level in group_order], min_cell_size)
+    return _flatten_table_one(table), [str(level) for level in group_order]
 
 
 def _level_text(level) -> str:
@@ -287,50 +245,6 @@ def _flatten_table_one(table: pd.DataFrame) -> pd.DataFrame:
     flat.insert(0, TABLE_ONE_VARIABLE, index.iloc[:, 0].astype(str).to_numpy())
     flat.columns = [str(name) for name in flat.columns]
     return flat
-
-
-def _leading_count(cell) -> float:
-    match = re.match(r"\s*(\d+)", str(cell))
-    return float(match.group(1)) if match else np.nan
-
-
-def _suppress_table_one(flat: pd.DataFrame, groups: list[str], min_cell_size: int):
-    """Hide categorical counts below the threshold (with one complementary cell) and tiny groups."""
-    mark = small_count_mark(min_cell_size)
-    result = flat.copy()
-    categorical_rows = result[TABLE_ONE_VARIABLE].str.endswith(", n (%)")
-    count_columns = [name for name in ["Overall", *groups] if name in result]
-    for _, rows in result[categorical_rows].groupby(TABLE_ONE_VARIABLE, sort=False):
-        for column in count_columns:
-            counts = rows[column].map(_leading_count)
-            small = is_small_count(counts, min_cell_size)
-            if small.sum() == 1 and len(rows) > 1:
-                # One hidden cell could be recovered as the group total minus the others.
-                others = counts[~small & (counts > 0)]
-                if len(others):
-                    small[others.idxmin()] = True
-            result.loc[small[small].index, column] = [
-                mark if count < min_cell_size else "suppressed" for count in counts[small]
-            ]
-    if "Missing" in result:
-        missing = result["Missing"].map(_leading_count)
-        hidden = is_small_count(missing, min_cell_size)
-        result.loc[hidden, "Missing"] = mark
-    n_row = result[TABLE_ONE_VARIABLE] == "n"
-    for column in groups:
-        if column in result and _leading_count(result.loc[n_row, column].iloc[0]) < min_cell_size:
-            result[column] = ""
-            result.loc[n_row, column] = mark
-            # An SMD against a hidden group would describe fewer than k people.
-            for smd in smd_columns(result):
-                if re.search(rf"[(,]{re.escape(column)}[,)]", smd):
-                    result[smd] = ""
-    return result
-
-
-def smd_columns(table: pd.DataFrame) -> list[str]:
-    """The standardized-mean-difference columns of a flattened Table 1."""
-    return [name for name in table.columns if str(name).startswith(SMD_PREFIX)]
 
 
 # --- tidy model tables ------------------------------------------------------------------------

@@ -13,7 +13,9 @@ import nbformat
 import pandas as pd
 import pytest
 
+from analysis.privacy import table_one_counts
 from analysis.tables import find_identifiers_or_dates
+from tests.test_privacy_rules import linear_recovery, shown_counts, subtraction_attack
 from tests.test_report import CANARY_ID, build_rendered_study
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -152,3 +154,30 @@ def test_report_data_accepts_counts_equal_to_numeric_ids(tmp_path):
     flow = pd.DataFrame({"stage": ["enrolled", "analysed"], "n": [300, 12]})
     data.save("cohort_flow", flow)
     assert (tmp_path / "files" / "cohort_flow.csv").is_file()
+
+
+def test_no_hidden_count_of_a_table_one_can_be_recovered(rendered_study):
+    """The attacker: from each published Table 1 and how its counts add up (levels to n, groups
+    to Overall, the missing level to Missing), recover hidden cells by linear algebra."""
+    tables = list(rendered_study.reports.glob("**/table_one.csv"))
+    assert tables
+    for path in tables:
+        shown = pd.read_csv(path, dtype=str, keep_default_na=False)
+        groups = [
+            name
+            for name in shown.columns[2:]
+            if name not in ("Missing", "Overall") and not name.startswith("SMD")
+        ]
+        # Hidden cells get a placeholder; the attack uses only the published ones. A blank
+        # Missing cell is tableone's way of saying "see the missing level", not a hidden count.
+        placeholder = shown.copy()
+        for column in ["Overall", *groups]:
+            placeholder[column] = shown[column].mask(~shown[column].str[:1].str.isdigit(), "0")
+        is_mark = shown["Missing"].str.startswith("<") | (shown["Missing"] == "suppressed")
+        placeholder["Missing"] = shown["Missing"].mask(is_mark, "0")
+        counts = table_one_counts(placeholder, groups, MIN_CELL_SIZE)
+        hidden = {key for key, text in shown_counts(shown, counts).items() if text is None}
+        recovered = linear_recovery(counts, hidden)
+        recovered.update(subtraction_attack(counts, hidden))
+        leaks = {key: value for key, value in recovered.items() if 0 < value < MIN_CELL_SIZE}
+        assert not leaks, f"{path.relative_to(rendered_study.reports)}: {leaks}"
