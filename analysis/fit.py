@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.derive import milestone_intervals
 from analysis.errors import GaRehabError, ModelWarning, ParameterError
 from analysis.mixed import (
     FITTED_VS_OBSERVED_COLUMNS,
@@ -27,6 +28,7 @@ from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
 from analysis.schema import (
     DAYS_PER_WEEK,
     EVENT_RECOVERED,
+    MILESTONES,
     Recovery,
     WeeklyIntervals,
     WeeklyTrajectories,
@@ -44,6 +46,7 @@ from analysis.survival import (
     turnbull,
 )
 from analysis.survival.design import complete_rows, design_matrix
+from analysis.survival.interval import ALL_ROWS
 
 # Libraries whose warnings a model note may name (never quote).
 _KNOWN_LIBRARIES = ("lifelines", "numpy", "pandas", "scipy", "statsmodels")
@@ -619,6 +622,87 @@ def primary_models(
     ]
 
 
+def turnbull_quantile(fit, probability: float) -> float:
+    """The time by which `probability` of people have had the event on a Turnbull curve (NaN if
+    the curve never falls that far)."""
+    reached = np.flatnonzero(fit.survival <= 1.0 - probability + 1e-12)
+    return float(fit.times[reached[0]]) if reached.size else float("nan")
+
+
+def profile_rows(recovery: pd.DataFrame, profile: dict) -> pd.Series:
+    """People matching every `column: level` of a profile (an empty profile is everyone)."""
+    chosen = pd.Series(True, index=recovery.index)
+    for column, level in profile.items():
+        chosen &= recovery[column] == level
+    return chosen
+
+
+def milestone_models(
+    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> None:
+    """Both milestones (first functional change, full recovery): Kaplan-Meier medians by group,
+    the primary model, and the domain's quoted ranges against the interval-censored estimates.
+
+    Quoted ranges are checked on Turnbull quantiles (the interval between visits, not the visit
+    day, which is about a week late); a verdict "agree" means the estimate lies in the range.
+    """
+    spec = params["milestones"]
+    grouped = with_group(recovery, params)
+    medians, effects, quotes = [], [], []
+    for name, columns in MILESTONES.items():
+        km = kaplan_meier(grouped, columns.time, columns.event, group=params["group"])
+        overall = kaplan_meier(grouped, columns.time, columns.event)
+        medians.append(
+            pd.concat(
+                [in_group_order(km.medians, params), overall.medians], ignore_index=True
+            ).assign(milestone=name)
+        )
+        followed = milestone_intervals(intervals, recovery, name)
+        # A milestone may have its own baseline pieces: first changes end earlier in follow-up.
+        cuts = spec["piece_cuts_weeks"].get(name, params["primary"]["piece_cuts_weeks"])
+        model = {**params["primary"], "piece_cuts_weeks": cuts}
+        bounds = (columns.lower, columns.upper)
+        fitted = _run(
+            outputs,
+            f"milestone_primary_{name}",
+            lambda followed=followed, model=model, bounds=bounds: fit_primary(
+                primary_frame(followed, recovery, model, bounds=bounds), model, bounds=bounds
+            ),
+        )
+        if fitted is not None:
+            effects.append(
+                in_clinical_units(fitted.tidy(), fitted.conf_method, model).assign(milestone=name)
+            )
+    for claim in spec["quoted"]:
+        columns = MILESTONES[claim["milestone"]]
+        people = grouped[profile_rows(grouped, claim["profile"])]
+        curve = turnbull(people, columns.lower, columns.upper)
+        weeks = turnbull_quantile(curve.fitted[ALL_ROWS], claim["quantile"]) / DAYS_PER_WEEK
+        low, high = claim["range_weeks"]
+        high = np.inf if high is None else high
+        quotes.append(
+            {
+                "milestone": claim["milestone"],
+                "claim": claim["text"],
+                "people": len(people),
+                "quantile": claim["quantile"],
+                "estimate_weeks": weeks,
+                "quoted_low_weeks": low,
+                "quoted_high_weeks": high,
+                "verdict": "undetermined"
+                if np.isnan(weeks)
+                else ("agree" if low <= weeks <= high else "disagree"),
+            }
+        )
+    outputs.tables["milestone_km_medians"] = pd.concat(medians, ignore_index=True)
+    if effects:
+        outputs.tables["milestone_primary_effects"] = pd.concat(effects, ignore_index=True)
+    outputs.tables["milestone_quoted_ranges"] = pd.DataFrame(quotes)
+    outputs.metrics["milestone_quoted_ranges"] = {
+        f"{row['milestone']}: {row['claim']}": row["verdict"] for row in quotes
+    }
+
+
 @dataclass
 class LandmarkFrame:
     """People still in follow-up at the landmark, time restarted there, and who was left out."""
@@ -733,6 +817,7 @@ def run_models(
         "kaplan_meier": lambda: km_models(recovery, fit_params, outputs),
         "primary": lambda: primary_models(recovery, intervals, fit_params, outputs),
         "landmark": lambda: landmark_models(recovery, intervals, fit_params, outputs),
+        "milestones": lambda: milestone_models(recovery, intervals, fit_params, outputs),
         "cox": lambda: cox_models(recovery, intervals, fit_params, outputs),
         "turnbull": lambda: turnbull_models(recovery, fit_params, outputs),
         "competing_risks": lambda: competing_risk_models(recovery, fit_params, outputs),

@@ -401,3 +401,42 @@ def test_landmark_uses_the_first_weeks_and_excludes_earlier_outcomes():
     assert frame.loc["a", "time_to_recovery_days"] == 6.0
     assert frame.loc["a", "interval_lower_days"] == 0.0
     assert frame.loc["a", "interval_upper_days"] == 6.0
+
+
+def test_both_milestones_get_kaplan_meier_the_primary_model_and_quoted_ranges(fitted, params):
+    """Issue 11 item 7: first functional change and full recovery, each estimated and checked."""
+    models = fitted / "models"
+    medians = pd.read_csv(models / "milestone_km_medians.csv")
+    assert set(medians["milestone"]) == {"first_change", "full_recovery"}
+    overall = medians[medians["group"] == "all"].set_index("milestone")["median"]
+    assert overall["first_change"] < overall["full_recovery"]
+    effects = pd.read_csv(models / "milestone_primary_effects.csv")
+    adherence = effects[effects["term"] == "weekly_adherence"].set_index("milestone")
+    assert set(adherence.index) == {"first_change", "full_recovery"}
+    assert (adherence["hazard_ratio"] > 1).all()
+    full = pd.read_csv(models / "primary_effects.csv").set_index("term")
+    assert adherence.loc["full_recovery", "estimate"] == full.loc["weekly_adherence", "estimate"]
+    quotes = pd.read_csv(models / "milestone_quoted_ranges.csv")
+    assert len(quotes) == len(params["fit"]["milestones"]["quoted"])
+    assert set(quotes["verdict"]) <= {"agree", "disagree", "undetermined"}
+    within = quotes["estimate_weeks"].between(
+        quotes["quoted_low_weeks"], quotes["quoted_high_weeks"]
+    )
+    assert (within == (quotes["verdict"] == "agree")).all()
+
+
+def test_turnbull_quantile_is_the_first_time_the_curve_reaches_it():
+    from analysis.fit import turnbull_quantile
+    from analysis.survival.interval import TurnbullFit
+
+    curve = TurnbullFit(
+        support=np.array([]),
+        mass=np.array([]),
+        times=np.array([7.0, 14.0, 21.0]),
+        survival=np.array([0.8, 0.5, 0.2]),
+        iterations=1,
+        converged=True,
+    )
+    assert turnbull_quantile(curve, 0.1) == 7.0
+    assert turnbull_quantile(curve, 0.5) == 14.0
+    assert np.isnan(turnbull_quantile(curve, 0.9))
