@@ -280,6 +280,15 @@ def test_landmark_counts_add_up(fitted):
     assert (cox.xs("landmark_adherence", level="term")["estimate"] > 0).all()
 
 
+def fit_only(fitted, models, metrics, families: str):
+    """`ga-rehab fit --only families` on the fitted study's frames, into `models`."""
+    arguments = ["fit", "--processed", fitted / "processed", "--models", models]
+    arguments += ["--metrics", metrics, "--params", PROJECT_ROOT / "params.yaml"]
+    return CliRunner().invoke(
+        app, [str(a) for a in [*arguments, "--only", families]], catch_exceptions=False
+    )
+
+
 def test_fit_only_refits_the_named_families_and_keeps_the_rest(fitted, tmp_path):
     models = tmp_path / "models"
     shutil.copytree(fitted / "models", models)
@@ -287,45 +296,13 @@ def test_fit_only_refits_the_named_families_and_keeps_the_rest(fitted, tmp_path)
     shutil.copy(fitted / "metrics.json", metrics)
     (models / "primary_effects.csv").unlink()
     cox_before = (models / "cox.csv").stat().st_mtime_ns
-    result = CliRunner().invoke(
-        app,
-        [
-            "fit",
-            "--processed",
-            str(fitted / "processed"),
-            "--models",
-            str(models),
-            "--metrics",
-            str(metrics),
-            "--params",
-            str(PROJECT_ROOT / "params.yaml"),
-            "--only",
-            "primary",
-        ],
-        catch_exceptions=False,
-    )
+    result = fit_only(fitted, models, metrics, "primary")
     assert result.exit_code == 0, result.output
     assert (models / "primary_effects.csv").is_file()
     assert (models / "cox.csv").stat().st_mtime_ns == cox_before
     kept = json.loads(metrics.read_text())
     assert "cox_concordance" in kept and "primary_hazard_ratios" in kept
-    unknown = CliRunner().invoke(
-        app,
-        [
-            "fit",
-            "--processed",
-            str(fitted / "processed"),
-            "--models",
-            str(models),
-            "--metrics",
-            str(metrics),
-            "--params",
-            str(PROJECT_ROOT / "params.yaml"),
-            "--only",
-            "primry",
-        ],
-        catch_exceptions=False,
-    )
+    unknown = fit_only(fitted, models, metrics, "primry")
     assert unknown.exit_code == 1 and "primry" in unknown.output
 
 

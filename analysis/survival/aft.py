@@ -16,7 +16,12 @@ from scipy import optimize, special
 
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import ModelResult, wald_table, with_estimability
-from analysis.survival.design import aliased_columns, design_matrix, is_categorical
+from analysis.survival.design import (
+    aliased_columns,
+    aliased_reason,
+    design_matrix,
+    is_categorical,
+)
 
 Distribution = Literal["weibull", "lognormal", "loglogistic"]
 INTERCEPT = "(Intercept)"
@@ -272,13 +277,7 @@ def fit_aft(
     design = pd.concat([pd.Series(1.0, index=used.index, name=INTERCEPT), covariate_design], axis=1)
     all_terms = [*design.columns, LOG_SCALE]
     aliased = aliased_columns(design, baseline=np.zeros((len(design), 0)))
-    reasons = {
-        name: (
-            f"{name} is not estimable: it is constant or a linear combination of the terms "
-            "before it, so the data cannot separate its effect (R's survreg reports NA)."
-        )
-        for name in aliased
-    }
+    reasons = {name: aliased_reason(name, r_function="R's survreg") for name in aliased}
     notes.extend(reasons.values())
     design = design.drop(columns=aliased)
 

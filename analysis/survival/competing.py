@@ -22,7 +22,12 @@ from analysis.results import (
     with_hazard_ratios,
     z_critical,
 )
-from analysis.survival.design import aliased_columns, complete_rows, design_matrix
+from analysis.survival.design import (
+    aliased_columns,
+    aliased_reason,
+    complete_rows,
+    design_matrix,
+)
 
 ALL_ROWS = "all"
 CIF_COLUMNS = ("group", "event", "time", "estimate", "std_error", "conf_low", "conf_high")
@@ -371,13 +376,7 @@ def fit_fine_gray(
         raise DataError(f"no rows with the event of interest {event_of_interest!r}", column=event)
     full_design = design_matrix(used, list(covariates))
     aliased = aliased_columns(full_design)
-    reasons = {
-        name: (
-            f"{name} is not estimable: it is constant or a linear combination of the terms "
-            "before it, so the data cannot separate its effect (R reports NA)."
-        )
-        for name in aliased
-    }
+    reasons = {name: aliased_reason(name) for name in aliased}
     notes.extend(reasons.values())
     design = full_design.drop(columns=aliased)
     if design.shape[1] == 0:

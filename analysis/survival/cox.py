@@ -18,6 +18,7 @@ from analysis.errors import ConvergenceError, DataError, NotEstimableError
 from analysis.results import ModelResult, wald_table, with_estimability, with_hazard_ratios
 from analysis.survival.design import (
     aliased_columns,
+    aliased_reason,
     check_event_indicator,
     complete_rows,
     design_matrix,
@@ -380,10 +381,7 @@ def _column_reasons(
     """Why each term without an estimate has none (one sentence), and diverging terms' limits."""
     reasons, limits = {}, {}
     for name in aliased:
-        reasons[name] = (
-            f"{name} is not estimable: it is constant or a linear combination of the terms "
-            "before it (or of the strata), so the data cannot separate its effect (R reports NA)."
-        )
+        reasons[name] = aliased_reason(name, " (or of the strata)")
     for name, value in zip(design.columns, estimate, strict=True):
         if not np.isinf(value):
             continue

@@ -78,3 +78,11 @@ def aliased_columns(design: pd.DataFrame, baseline: np.ndarray | None = None) ->
         else:
             aliased.append(name)
     return aliased
+
+
+def aliased_reason(name: str, what_else: str = "", r_function: str = "R") -> str:
+    """The one-sentence reason an aliased term has no estimate (R's NA), in the toolkit's words."""
+    return (
+        f"{name} is not estimable: it is constant or a linear combination of the terms "
+        f"before it{what_else}, so the data cannot separate its effect ({r_function} reports NA)."
+    )
