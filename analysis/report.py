@@ -29,7 +29,7 @@ import yaml
 
 from analysis.errors import GaRehabError, ParameterError
 from analysis.io import DERIVED_FRAMES, read_stage_frames, write_published_csv, write_text
-from analysis.privacy import mark
+from analysis.privacy import mark, suppress_flow
 from analysis.schema import EVENT_TYPES, Recovery, WeeklyIntervals, WeeklyTrajectories
 from analysis.tables import (
     SUPPRESSED_COLUMN,
@@ -1454,11 +1454,12 @@ def cohort_sentence(
 def cohort_flow_for_report(
     cleaning_report: dict, recovery: pd.DataFrame, group: str, min_cell_size: int
 ) -> pd.DataFrame:
-    """The CONSORT counts with counts below min_cell_size shown as "<k"."""
-    from analysis.tables import cohort_flow
+    """The CONSORT counts, suppressed as a whole so that no hidden count follows from the
+    others by subtraction (counts below min_cell_size show as "<k", complements as
+    "suppressed")."""
+    from analysis.tables import FLOW_CHAIN, cohort_flow
 
-    flow = cohort_flow(cleaning_report, recovery, group)
-    return suppress_small_cells(flow, ["n"], min_cell_size, estimate_columns=[])
+    return suppress_flow(cohort_flow(cleaning_report, recovery, group), FLOW_CHAIN, min_cell_size)
 
 
 def wide_at_risk(at_risk: pd.DataFrame, group_order: Sequence) -> pd.DataFrame:

@@ -13,8 +13,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from analysis.privacy import table_one_counts
-from analysis.tables import find_identifiers_or_dates
+from analysis.privacy import flow_counts, table_one_counts
+from analysis.tables import FLOW_CHAIN, find_identifiers_or_dates
 from tests.test_privacy_rules import linear_recovery, shown_counts, subtraction_attack
 from tests.test_report import CANARY_ID, build_rendered_study
 
@@ -181,3 +181,21 @@ def test_no_hidden_count_of_a_table_one_can_be_recovered(rendered_study):
         recovered.update(subtraction_attack(counts, hidden))
         leaks = {key: value for key, value in recovered.items() if 0 < value < MIN_CELL_SIZE}
         assert not leaks, f"{path.relative_to(rendered_study.reports)}: {leaks}"
+
+
+def test_no_hidden_count_of_the_cohort_flow_can_be_recovered(rendered_study):
+    """The attacker on the flow diagram: enrolled = removed + included, included = left out +
+    analysed, analysed = the four outcomes (once, 504 - 500 = 4 gave a hidden count away)."""
+    paths = list(rendered_study.reports.glob("**/cohort_flow.csv"))
+    assert paths
+    for path in paths:
+        shown = pd.read_csv(path, dtype=str, keep_default_na=False)
+        is_count = shown["n"].str.fullmatch(r"\d+")
+        placeholder = shown.assign(n=shown["n"].where(is_count, "0").astype(int))
+        counts = flow_counts(placeholder, FLOW_CHAIN)
+        hidden = {key for key, visible in zip(counts.cells, is_count, strict=True) if not visible}
+        recovered = linear_recovery(counts, hidden)
+        recovered.update(subtraction_attack(counts, hidden))
+        leaks = {key: value for key, value in recovered.items() if 0 < value < MIN_CELL_SIZE}
+        assert not leaks, f"{path.relative_to(rendered_study.reports)}: {leaks}"
+        assert not (is_count & (placeholder["n"] > 0) & (placeholder["n"] < MIN_CELL_SIZE)).any()
