@@ -17,6 +17,7 @@ from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
     CENSOR_WITHDRAWN,
+    DAYS_PER_WEEK,
     EVENT_CENSORED,
     MILESTONE_FIRST_CHANGE,
     MILESTONE_FULL_RECOVERY,
@@ -35,7 +36,6 @@ from analysis.schema import (
 DAY = "day"
 WEEK = "week"
 PID_CODE = "participant_code"
-DAYS_PER_WEEK = 7
 BASELINE_COLUMNS = (
     Participants.site,
     Participants.age_years,

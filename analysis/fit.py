@@ -622,13 +622,6 @@ def primary_models(
     ]
 
 
-def turnbull_quantile(fit, probability: float) -> float:
-    """The time by which `probability` of people have had the event on a Turnbull curve (NaN if
-    the curve never falls that far)."""
-    reached = np.flatnonzero(fit.survival <= 1.0 - probability + 1e-12)
-    return float(fit.times[reached[0]]) if reached.size else float("nan")
-
-
 def profile_rows(recovery: pd.DataFrame, profile: dict) -> pd.Series:
     """People matching every `column: level` of a profile (an empty profile is everyone)."""
     chosen = pd.Series(True, index=recovery.index)
@@ -677,7 +670,7 @@ def milestone_models(
         columns = MILESTONES[claim["milestone"]]
         people = grouped[profile_rows(grouped, claim["profile"])]
         curve = turnbull(people, columns.lower, columns.upper)
-        weeks = turnbull_quantile(curve.fitted[ALL_ROWS], claim["quantile"]) / DAYS_PER_WEEK
+        weeks = curve.fitted[ALL_ROWS].quantile(claim["quantile"]) / DAYS_PER_WEEK
         low, high = claim["range_weeks"]
         high = np.inf if high is None else high
         quotes.append(

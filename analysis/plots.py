@@ -18,6 +18,7 @@ from matplotlib.ticker import MultipleLocator, NullFormatter
 
 from analysis.errors import DataError
 from analysis.privacy import enough_people, format_count
+from analysis.schema import DAYS_PER_WEEK
 from analysis.tables import (
     MAIN_STAGES,
     OUTCOME_STAGES,
@@ -29,7 +30,6 @@ from analysis.tables import (
     readable_term,
 )
 
-DAYS_PER_WEEK = 7.0
 # params.yaml fit.group_order; notebooks pass it, this is only the fallback.
 DEFAULT_GROUP_ORDER = ("low", "moderate", "high")
 WHOLE_COHORT = "all"

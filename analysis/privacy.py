@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -784,6 +784,18 @@ def attach_counts(
     return pd.concat(counted) if counted else curve.assign(n_risk=0, n_event=0)
 
 
+def _per_curve(
+    curve: pd.DataFrame,
+    time: str,
+    by: str | None,
+    keep: Callable[[pd.DataFrame], pd.DataFrame],
+) -> pd.DataFrame:
+    """`keep` applied to each group's curve in time order (the whole frame when `by` is None)."""
+    parts = [curve] if by is None else [part for _, part in curve.groupby(by, sort=False)]
+    kept = [keep(part.sort_values(time, kind="stable")) for part in parts]
+    return pd.concat(kept) if kept else curve.iloc[:0]
+
+
 def truncate_curve(
     curve: pd.DataFrame,
     min_cell_size: int,
@@ -795,14 +807,12 @@ def truncate_curve(
 
     Applies to curves and to numbers-at-risk tables alike: both end there.
     """
-    parts = [curve] if by is None else [part for _, part in curve.groupby(by, sort=False)]
-    kept = []
-    for part in parts:
-        part = part.sort_values(time, kind="stable")
+
+    def up_to_first_small(part: pd.DataFrame) -> pd.DataFrame:
         too_few = (pd.to_numeric(part[n_risk]) < min_cell_size).to_numpy()
-        end = int(np.argmax(too_few)) if too_few.any() else len(part)
-        kept.append(part.iloc[:end])
-    return pd.concat(kept) if kept else curve.iloc[:0]
+        return part.iloc[: int(np.argmax(too_few)) if too_few.any() else len(part)]
+
+    return _per_curve(curve, time, by, up_to_first_small)
 
 
 def coarsen_steps(
@@ -819,10 +829,8 @@ def coarsen_steps(
     then jumps straight to the true value at that time, so no step reveals fewer than k events;
     events after the last kept step (fewer than k) are not drawn. Truncate first.
     """
-    parts = [curve] if by is None else [part for _, part in curve.groupby(by, sort=False)]
-    kept = []
-    for part in parts:
-        part = part.sort_values(time, kind="stable")
+
+    def steps_of_enough_events(part: pd.DataFrame) -> pd.DataFrame:
         keep = np.zeros(len(part), dtype=bool)
         accumulated = 0
         for i, events in enumerate(pd.to_numeric(part[n_event]).to_numpy()):
@@ -830,8 +838,9 @@ def coarsen_steps(
             if accumulated >= min_cell_size:
                 keep[i] = True
                 accumulated = 0
-        kept.append(part[keep])
-    return pd.concat(kept) if kept else curve.iloc[:0]
+        return part[keep]
+
+    return _per_curve(curve, time, by, steps_of_enough_events)
 
 
 def safe_curve(

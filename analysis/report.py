@@ -30,7 +30,13 @@ import yaml
 from analysis.errors import GaRehabError, ParameterError
 from analysis.io import DERIVED_FRAMES, read_stage_frames, write_published_csv, write_text
 from analysis.privacy import mark, suppress_flow
-from analysis.schema import EVENT_TYPES, Recovery, WeeklyIntervals, WeeklyTrajectories
+from analysis.schema import (
+    DAYS_PER_WEEK,
+    EVENT_TYPES,
+    Recovery,
+    WeeklyIntervals,
+    WeeklyTrajectories,
+)
 from analysis.tables import (
     SUPPRESSED_COLUMN,
     csv_safe,
@@ -1486,7 +1492,7 @@ def medians_for_report(km_medians: pd.DataFrame, min_cell_size: int) -> pd.DataF
         return f"{row['median']:.0f} ({limits[0]}-{limits[1]})"
 
     table["median days (95% CI)"] = [text(row) for _, row in table.iterrows()]
-    table["median weeks"] = (table["median"] / 7.0).round(1)
+    table["median weeks"] = (table["median"] / DAYS_PER_WEEK).round(1)
     return suppress_small_cells(
         table,
         ["n", "events"],

@@ -25,14 +25,13 @@ from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError, ModelWarning, ParameterError
 from analysis.fit import interval_censored_frame
 from analysis.results import ModelResult
-from analysis.schema import SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
+from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
 from analysis.survival import fit_aft, turnbull
 from analysis.survival.aft import INTERCEPT, AftResult
 from analysis.survival.cox import _concordance
 from analysis.survival.design import is_categorical
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
 
-DAYS_PER_WEEK = 7.0
 DAYS_PER_MONTH = 365.25 / 12
 LOWER = Recovery.interval_lower_days
 UPPER = Recovery.interval_upper_days
@@ -65,7 +64,6 @@ REFERENCE_CONDITION = "none"
 # Probability-integral-transform bounds are widened to multiples of this for Turnbull's EM.
 PIT_GRID_STEP = 0.05
 # A curve value within this of a probability level counts as reaching it (as survfit's median).
-_LEVEL_TOLERANCE = np.sqrt(np.finfo(float).eps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,15 +93,6 @@ def _run_collecting_model_warnings(fit: Callable[[], Any]) -> tuple[Any, list[st
                 warning.message, warning.category, warning.filename, warning.lineno
             )
     return result, messages
-
-
-def _first_time_at_or_below(times: np.ndarray, survival: np.ndarray, level: float) -> float:
-    """First time a right-continuous survival curve is <= level; NaN if it never gets there.
-
-    Reading a quantile of T off S(t): the p-th quantile is the first time S(t) <= 1 - p.
-    """
-    reached = np.flatnonzero(survival <= level + _LEVEL_TOLERANCE)
-    return float(times[reached[0]]) if reached.size else np.nan
 
 
 def _typical_value(column: pd.Series) -> Any:
@@ -740,7 +729,7 @@ def _observed_medians(
         )
         notes.extend(f"observed median of profile {profile}: {m}" for m in messages)
         fit = next(iter(curve.fitted.values()))
-        days = _first_time_at_or_below(fit.times, fit.survival, MEDIAN)
+        days = fit.quantile(MEDIAN)
         if np.isnan(days):
             last = fit.times[-1] if fit.times.size else 0.0
             note[profile] = f"median not reached: Turnbull curve above 0.5 up to day {last:g}"
@@ -951,8 +940,8 @@ def compare_with_quoted_ranges(
     cohort = interval_censored_frame(recovery)
     curve, messages = _run_collecting_model_warnings(lambda: turnbull(cohort, LOWER, UPPER))
     fit = next(iter(curve.fitted.values()))
-    p10 = _first_time_at_or_below(fit.times, fit.survival, 0.9) / DAYS_PER_WEEK
-    p90 = _first_time_at_or_below(fit.times, fit.survival, 0.1) / DAYS_PER_WEEK
+    p10 = fit.quantile(0.1) / DAYS_PER_WEEK
+    p90 = fit.quantile(0.9) / DAYS_PER_WEEK
     last_week = (fit.times[-1] if fit.times.size else 0.0) / DAYS_PER_WEEK
     lower_ok = abs(p10 - span_low) <= tolerance if np.isfinite(p10) else None
     if np.isfinite(p90):

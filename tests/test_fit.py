@@ -400,20 +400,3 @@ def test_both_milestones_get_kaplan_meier_the_primary_model_and_quoted_ranges(fi
         quotes["quoted_low_weeks"], quotes["quoted_high_weeks"]
     )
     assert (within == (quotes["verdict"] == "agree")).all()
-
-
-def test_turnbull_quantile_is_the_first_time_the_curve_reaches_it():
-    from analysis.fit import turnbull_quantile
-    from analysis.survival.interval import TurnbullFit
-
-    curve = TurnbullFit(
-        support=np.array([]),
-        mass=np.array([]),
-        times=np.array([7.0, 14.0, 21.0]),
-        survival=np.array([0.8, 0.5, 0.2]),
-        iterations=1,
-        converged=True,
-    )
-    assert turnbull_quantile(curve, 0.1) == 7.0
-    assert turnbull_quantile(curve, 0.5) == 14.0
-    assert np.isnan(turnbull_quantile(curve, 0.9))

@@ -21,7 +21,7 @@ from lifelines import KaplanMeierFitter
 
 from analysis.errors import DataError, ModelWarning
 from analysis.results import TIDY_COLUMNS
-from analysis.survival.interval import TurnbullResult, turnbull
+from analysis.survival.interval import TurnbullFit, TurnbullResult, turnbull
 from analysis.testing import assert_survival_curve
 
 DATA = Path(__file__).parent / "data"
@@ -112,3 +112,17 @@ def test_bad_bounds_raise() -> None:
         turnbull(pd.DataFrame({"lower": [2.0, 1.0], "upper": [1.0, 3.0]}), "lower", "upper")
     with pytest.raises(DataError, match="not in the frame"):
         turnbull(pd.DataFrame({"lower": [1.0]}), "lower", "upper")
+
+
+def test_quantile_is_the_first_time_the_curve_reaches_it() -> None:
+    curve = TurnbullFit(
+        support=np.array([]),
+        mass=np.array([]),
+        times=np.array([7.0, 14.0, 21.0]),
+        survival=np.array([0.8, 0.5, 0.2]),
+        iterations=1,
+        converged=True,
+    )
+    assert curve.quantile(0.1) == 7.0
+    assert curve.quantile(0.5) == 14.0
+    assert np.isnan(curve.quantile(0.9))

@@ -18,6 +18,8 @@ from analysis.results import TIDY_COLUMNS, ModelResult
 ALL_ROWS = "all"
 _TOLERANCE = 1e-10
 _MAX_ITERATIONS = 100_000
+# A curve counts as having reached a level within this (its values are sums of EM masses).
+_LEVEL_TOLERANCE = np.sqrt(np.finfo(float).eps)
 
 # survival's status codes for Surv(type="interval2") rows.
 _RIGHT, _EXACT, _LEFT, _INTERVAL = 0, 1, 2, 3
@@ -33,6 +35,12 @@ class TurnbullFit:
     survival: np.ndarray
     iterations: int
     converged: bool
+
+    def quantile(self, probability: float) -> float:
+        """The time by which `probability` of people had the event: the first time the
+        right-continuous curve is <= 1 - probability (NaN if it never gets there)."""
+        reached = np.flatnonzero(self.survival <= 1.0 - probability + _LEVEL_TOLERANCE)
+        return float(self.times[reached[0]]) if reached.size else np.nan
 
 
 @dataclass
