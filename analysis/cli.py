@@ -24,6 +24,7 @@ from rich.table import Table
 from analysis import io
 from analysis.errors import GaRehabError, ParameterError
 from analysis.schema import Recovery
+from analysis.simulate import simulate_study, study_design, to_redcap
 
 app = typer.Typer(
     help="Clean, derive, model and report a gluteal-amnesia rehabilitation cohort study.",
@@ -115,11 +116,13 @@ def run_simulate(
     mess_rate: float,
     follow_up_weeks: int,
     output_format: str,
+    derive: dict,
 ) -> None:
-    from analysis.simulate import simulate_study, to_redcap
-
     study = simulate_study(
-        participants=participants, seed=seed, mess_rate=mess_rate, follow_up_weeks=follow_up_weeks
+        participants=participants,
+        seed=seed,
+        design=study_design(derive, follow_up_weeks),
+        mess_rate=mess_rate,
     )
     if output_format == "redcap":
         data, dictionary = to_redcap(study)
@@ -146,13 +149,18 @@ def simulate(
     output_format: Annotated[
         str, typer.Option("--format", help="csv (four tables) or redcap (one flat export).")
     ] = "csv",
+    params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
-    """Write a synthetic study with known truth (truth.json, injected_defects.csv)."""
+    """Write a synthetic study with known truth (truth.json, injected_defects.csv).
+
+    The study follows the derive block's prescription and chronic cut-off.
+    """
     if output_format not in ("csv", "redcap"):
         raise typer.BadParameter("--format must be csv or redcap")
+    derive = load_params(params, "derive")
     with stage_progress() as progress:
         progress.add_task(f"simulating {participants} participants", total=None)
-        run_simulate(out, participants, seed, mess_rate, follow_up_weeks, output_format)
+        run_simulate(out, participants, seed, mess_rate, follow_up_weeks, output_format, derive)
     console.print(f"wrote a study of {participants} participants to {out}")
 
 
@@ -538,6 +546,7 @@ def run(
                 sim["mess_rate"],
                 sim["follow_up_weeks"],
                 "csv",
+                settings["derive"],
             )
         progress.add_task("cleaning", total=None)
         cleaning = run_clean(raw, data / "interim", mapping, settings["clean"], params)

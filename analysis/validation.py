@@ -10,7 +10,7 @@ import pandas as pd
 from analysis.clean import SOURCE_ROW, StudyCleanResult, clean_study
 from analysis.derive import DerivedFrames, derive_recovery
 from analysis.schema import WeeklyIntervals
-from analysis.simulate import SimulatedStudy, simulate_study
+from analysis.simulate import SimulatedStudy, simulate_study, study_design
 
 
 @dataclass
@@ -26,7 +26,8 @@ def simulate_clean_derive(
     participants: int, seed: int, params: dict, mess_rate: float = 0.0
 ) -> SimulatedPipeline:
     """Simulate a study and run it through clean and derive in memory, as the CLI would."""
-    simulated = simulate_study(participants, seed=seed, mess_rate=mess_rate)
+    design = study_design(params["derive"], params["simulate"]["follow_up_weeks"])
+    simulated = simulate_study(participants, seed=seed, design=design, mess_rate=mess_rate)
     raw = {
         table: frame.assign(**{SOURCE_ROW: np.arange(2, len(frame) + 2)})
         for table, frame in simulated.tables.items()

@@ -81,6 +81,8 @@ def derive_study(
         str(mess_rate),
         "--follow-up-weeks",
         str(follow_up_weeks),
+        "--params",
+        str(PARAMS),
     )
     ga_rehab("clean", "--raw", str(raw), "--out", str(interim), "--params", str(PARAMS))
     ga_rehab("derive", "--clean", str(interim), "--out", str(processed), "--params", str(PARAMS))

@@ -64,6 +64,8 @@ def benchmark(participants: int, workdir: Path, mess_rate: float) -> dict:
             str(participants),
             "--mess-rate",
             str(mess_rate),
+            "--params",
+            str(PARAMS),
         ]
     )
     read = plain_read(raw)

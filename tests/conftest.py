@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from analysis.simulate import StudyDesign, study_design
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The third-party exports beside the project (../shared), which a plain clone does not have.
 # GA_REHAB_SHARED_DIR points elsewhere (the plain-clone test uses it to hide them).
@@ -29,6 +31,12 @@ def shared_or_skip(path: Path) -> Path:
 def params() -> dict:
     """The project's params.yaml as a dict (tests use the shipped defaults)."""
     return yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def simulated_design(params) -> StudyDesign:
+    """The simulated study's design as params.yaml ships it (derive block, simulate follow-up)."""
+    return study_design(params["derive"], params["simulate"]["follow_up_weeks"])
 
 
 @pytest.fixture(scope="session")

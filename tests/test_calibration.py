@@ -18,6 +18,7 @@ import pytest
 from analysis.derive import milestone_intervals
 from analysis.fit import time_varying_frame
 from analysis.schema import (
+    DAYS_PER_WEEK,
     MILESTONE_FIRST_CHANGE,
     MILESTONES,
     SEVERITY_LEVELS,
@@ -42,10 +43,8 @@ from analysis.validation import (
 )
 
 SEED = 20261127
-FOLLOW_UP_WEEKS = 40
 # Large enough that the mild, recent, adherent group (about 5 %) has a stable median.
 STUDY_SIZE = 8000
-DAYS_PER_WEEK = 7
 MIN_ADHERENCE = 0.8
 # Issue 11: "a median of 10 weeks or more" for full recovery in the mild, recent, adherent group.
 FULL_RECOVERY_MIN_MEDIAN_WEEKS = 10.0
@@ -59,16 +58,16 @@ FACTORS = {"severity": SEVERITY_LEVELS, "underlying_condition": UNDERLYING_CONDI
 
 
 @pytest.fixture(scope="module")
-def truth(params) -> pd.DataFrame:
+def truth(params, simulated_design) -> pd.DataFrame:
     """One row per participant of an 8,000-person study: baseline, true days, time at risk."""
-    study = simulate_study(STUDY_SIZE, SEED, follow_up_weeks=FOLLOW_UP_WEEKS)
+    study = simulate_study(STUDY_SIZE, SEED, simulated_design)
     frame = pd.DataFrame(study.truth["participants"]).merge(
         study.tables["participants"], on=Participants.participant_id
     )
     frame["left_day"] = (
         frame["withdrawn_day"]
         .fillna(frame["lost_day"])
-        .fillna(FOLLOW_UP_WEEKS * DAYS_PER_WEEK)
+        .fillna(simulated_design.follow_up_weeks * DAYS_PER_WEEK)
         .astype(float)
     )
     frame["recent"] = (
@@ -168,8 +167,8 @@ def test_first_change_never_comes_after_full_recovery(truth):
     assert min_first_change_log_hazard_ratio() >= 0
 
 
-def test_truth_records_each_milestones_generating_effects():
-    study = simulate_study(50, SEED)
+def test_truth_records_each_milestones_generating_effects(simulated_design):
+    study = simulate_study(50, SEED, simulated_design)
     parameters = study.truth["generating_parameters"]
     # Full recovery's effects keep their place and values: parameter recovery checks read them.
     assert {term: parameters[term] for term in HAZARD_COEFFICIENTS} == HAZARD_COEFFICIENTS

@@ -142,6 +142,8 @@ def test_a_redcap_export_cleans_like_the_same_study_in_csv(runner, tmp_path):
             "5",
             "--format",
             output_format,
+            "--params",
+            PARAMS,
         )
         assert result.exit_code == 0, result.output
     mapping = PROJECT_ROOT / "docs" / "example-redcap-mapping.yaml"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from analysis.simulate import study_design
 from tests.conftest import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "analysis"
@@ -73,3 +74,36 @@ def test_every_module_a_stage_runs_is_a_dependency_of_that_stage():
             and not any(path == dep or dep in path.parents for dep in deps)
         ]
         assert not missing, f"dvc.yaml stage {stage!r} does not depend on {missing}"
+
+
+class RecordingBlock(dict):
+    """A params block that records the dotted path of every key read from it."""
+
+    def __init__(self, block: dict, path: str, read: set[str]):
+        super().__init__(block)
+        self.path, self.read = path, read
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        dotted = f"{self.path}.{key}"
+        self.read.add(dotted)
+        return RecordingBlock(value, dotted, self.read) if isinstance(value, dict) else value
+
+
+def test_the_simulate_stage_declares_every_derive_param_the_simulator_reads():
+    """The simulated study follows derive's definitions: changing one re-runs simulate."""
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    read: set[str] = set()
+    study_design(
+        RecordingBlock(params["derive"], "derive", read), params["simulate"]["follow_up_weeks"]
+    )
+    deepest = {path for path in read if not any(other.startswith(f"{path}.") for other in read)}
+    declared = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]["simulate"][
+        "params"
+    ]
+    missing = [
+        path
+        for path in sorted(deepest)
+        if not any(path == name or path.startswith(f"{name}.") for name in declared)
+    ]
+    assert deepest and not missing, f"dvc.yaml stage 'simulate' does not declare {missing}"

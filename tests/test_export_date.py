@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -21,22 +22,24 @@ from analysis.simulate import simulate_study
 PARAMS_FILE = "params.yaml"
 
 
-def test_the_simulator_states_an_export_date_after_every_data_day(tmp_path):
-    study = simulate_study(60, seed=3, follow_up_weeks=20)
+def test_the_simulator_states_an_export_date_after_every_data_day(
+    tmp_path, params, simulated_design
+):
+    study = simulate_study(60, seed=3, design=replace(simulated_design, follow_up_weeks=20))
     for frame, column in (
         (study.tables["diary"], "date"),
         (study.tables["assessments"], "date"),
         (study.tables["participants"], "enrolled_on"),
     ):
         assert frame[column].max() < study.export_date.isoformat()
-    run_simulate(tmp_path, 60, 3, 0.0, 20, "csv")
+    run_simulate(tmp_path, 60, 3, 0.0, 20, "csv", params["derive"])
     stated = json.loads((tmp_path / EXPORT_INFO_FILE).read_text())
     assert stated == {"export_date": study.export_date.isoformat()}
 
 
 def test_the_same_export_cleans_to_the_same_bytes_on_any_day(tmp_path, params):
     """Nothing in clean reads the clock: the date used is the one the export states."""
-    run_simulate(tmp_path / "raw", 40, 5, 0.05, 12, "csv")
+    run_simulate(tmp_path / "raw", 40, 5, 0.05, 12, "csv", params["derive"])
     params_file = tmp_path / PARAMS_FILE
     params_file.write_text(yaml.safe_dump(params))
     report = run_clean(tmp_path / "raw", tmp_path / "clean", None, params["clean"], params_file)
@@ -46,7 +49,7 @@ def test_the_same_export_cleans_to_the_same_bytes_on_any_day(tmp_path, params):
 
 
 def test_no_stated_export_date_is_a_one_line_error_saying_where_to_state_it(tmp_path, params):
-    run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv")
+    run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv", params["derive"])
     (tmp_path / "raw" / EXPORT_INFO_FILE).unlink()
     with pytest.raises(DataError, match="export date is not stated") as error:
         run_clean(tmp_path / "raw", tmp_path / "clean", None, params["clean"], tmp_path / "p.yaml")
@@ -56,15 +59,15 @@ def test_no_stated_export_date_is_a_one_line_error_saying_where_to_state_it(tmp_
 
 
 def test_configured_date_is_used_when_the_export_states_none(tmp_path, params):
-    run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv")
+    run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv", params["derive"])
     (tmp_path / "raw" / EXPORT_INFO_FILE).unlink()
     clean_params = {**params["clean"], "export_date": "2030-01-31"}
     report = run_clean(tmp_path / "raw", tmp_path / "clean", None, clean_params, tmp_path / "p")
     assert report["as_of"] == "2030-01-31"
 
 
-def test_mapping_states_the_export_date(tmp_path):
-    run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv")
+def test_mapping_states_the_export_date(tmp_path, params):
+    run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv", params["derive"])
     (tmp_path / "raw" / EXPORT_INFO_FILE).unlink()
     mapping = tmp_path / "mapping.yaml"
     mapping.write_text("export_date: 2031-02-03\n")

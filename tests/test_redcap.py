@@ -1,16 +1,19 @@
-"""REDCap export reader: the shared real-export fixtures, hand-made edge cases, and fuzzing."""
+"""REDCap exports: the reader (the shared real-export fixtures, hand-made edge cases, fuzzing)
+and the writer (the study design's export, read back by the reader)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analysis.errors import DataError
+from analysis.io import write_csv
 from analysis.redcap import (
     ARM_COLUMN,
     DICTIONARY_COLUMNS,
@@ -18,14 +21,22 @@ from analysis.redcap import (
     EVENT_COLUMN,
     FORM_STATUS_COLUMN,
     FORM_STATUS_LEVELS,
+    REDCAP_FIELDS,
+    REDCAP_INSTRUMENTS,
     REPEAT_INSTANCE_COLUMN,
+    REPEAT_INSTRUMENT_COLUMN,
     UNPLACED_TABLE,
     RedcapExport,
     checkbox_column_suffix,
+    format_choices,
     parse_choices,
     read_redcap,
+    redcap_export,
 )
-from analysis.schema import Quarantine
+from analysis.redcap.format import DATE_YMD, FORM_COMPLETE, INTEGER, NUMBER
+from analysis.redcap.writer import BASELINE_FORM, REDCAP_PAIN_SITES_FIELD
+from analysis.schema import Participants, Quarantine
+from analysis.simulate import TABLES, simulate_study
 
 # Fixture name -> (records, dictionary, instrument-event mapping or None), relative paths.
 FIXTURES = {
@@ -859,3 +870,96 @@ def test_random_dictionaries_with_random_rows(
     if export is not None:
         Quarantine.validate(export.quarantine)
         assert_nothing_lost(export, data_rows(data))
+
+
+# --- the writer ---------------------------------------------------------------------------------
+
+WRITER_SEED = 20261128
+
+
+@pytest.fixture(scope="module")
+def small_tables(simulated_design) -> dict[str, pd.DataFrame]:
+    return simulate_study(20, WRITER_SEED, simulated_design).tables
+
+
+def test_redcap_export_has_the_design_shape(small_tables):
+    data, dictionary = redcap_export(small_tables)
+    assert list(dictionary.columns) == list(DICTIONARY_COLUMNS)
+    assert dictionary["field_name"].iloc[0] == Participants.participant_id
+    assert list(data.columns[:3]) == [
+        Participants.participant_id,
+        REPEAT_INSTRUMENT_COLUMN,
+        REPEAT_INSTANCE_COLUMN,
+    ]
+    assert {f"{REDCAP_PAIN_SITES_FIELD}___{code}" for code in (1, 2, 3)} <= set(data.columns)
+    assert set(dictionary["form_name"]) == set(REDCAP_INSTRUMENTS)
+    assert len(data) == sum(len(small_tables[table]) for table in TABLES)
+    baseline = data[data[REPEAT_INSTRUMENT_COLUMN] == ""]
+    assert (
+        baseline[Participants.participant_id].tolist()
+        == small_tables["participants"][Participants.participant_id].tolist()
+    )
+    assert (baseline[REPEAT_INSTANCE_COLUMN] == "").all()
+    first_rows = data.groupby(Participants.participant_id, sort=False).head(1)
+    assert (first_rows[REPEAT_INSTRUMENT_COLUMN] == "").all()
+    for form in REDCAP_INSTRUMENTS:
+        filled = data[f"{form}_complete"] != ""
+        assert (data.loc[filled, f"{form}_complete"] == FORM_COMPLETE).all()
+    assert data.map(lambda value: isinstance(value, str)).all().all()
+
+
+def test_redcap_values_round_trip_to_the_clean_tables(small_tables):
+    data, _ = redcap_export(small_tables)
+    for form, table in REDCAP_INSTRUMENTS.items():
+        rows = data[data[REPEAT_INSTRUMENT_COLUMN] == ("" if form == BASELINE_FORM else form)]
+        for field in REDCAP_FIELDS:
+            if field.form != form or field.column is None:
+                continue
+            decode = {code: level for code, _, level in field.choices}
+            values = rows[field.name].map(decode) if decode else rows[field.name]
+            assert values.tolist() == small_tables[table][field.column].tolist()
+        if form != BASELINE_FORM:
+            instances = rows.groupby(Participants.participant_id).cumcount() + 1
+            assert (rows[REPEAT_INSTANCE_COLUMN] == instances.astype(str)).all()
+
+
+def test_the_reader_reads_the_writers_export_back_whole(small_tables, tmp_path: Path):
+    """Writer and reader share the format: every value comes back typed, nothing quarantined."""
+    data, dictionary = redcap_export(small_tables)
+    write_csv(data, tmp_path / "data.csv")
+    write_csv(dictionary, tmp_path / "dictionary.csv")
+    export = read_redcap(tmp_path / "data.csv", tmp_path / "dictionary.csv")
+    assert export.quarantine.empty and export.unmatched.empty and export.empty_rows == []
+    assert export.record_id == Participants.participant_id
+    for form, table in REDCAP_INSTRUMENTS.items():
+        frame, expected_table = export.instruments[form], small_tables[table]
+        assert len(frame) == len(expected_table)
+        assert (REPEAT_INSTANCE_COLUMN in frame.columns) == (form != BASELINE_FORM)
+        assert (frame[FORM_STATUS_COLUMN] == FORM_STATUS_LEVELS[-1]).all()
+        for field in REDCAP_FIELDS:
+            if field.form != form or field.column is None:
+                continue
+            read = frame[field.name].reset_index(drop=True)
+            written = expected_table[field.column].replace("", None)
+            if field.choices:
+                labels = {level: label for _, label, level in field.choices}
+                assert read.astype(object).tolist() == written.map(labels).tolist(), field.name
+            elif field.validation == DATE_YMD:
+                pd.testing.assert_series_equal(
+                    read, pd.to_datetime(written, format="%Y-%m-%d"), check_names=False
+                )
+            elif field.validation in (INTEGER, NUMBER):
+                np.testing.assert_array_equal(
+                    read.astype(float), pd.to_numeric(written).astype(float), err_msg=field.name
+                )
+            else:
+                assert read.astype(object).where(read.notna(), None).tolist() == (
+                    written.tolist()
+                ), field.name
+    ticked = export.instruments[BASELINE_FORM].filter(like=f"{REDCAP_PAIN_SITES_FIELD}___")
+    assert ticked.dtypes.eq("boolean").all() and ticked.shape[1] == 3
+
+
+def test_choices_strings_round_trip():
+    pairs = (("1", "Low back"), ("2", "Hip"), ("nerve_entrapment", "Nerve entrapment"))
+    assert parse_choices(format_choices(pairs)) == pairs

@@ -109,7 +109,16 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     params_file = _quick_params(root)
     params = yaml.safe_load(params_file.read_text())
     data, reports = root / "data", root / "reports"
-    run_simulate(data / "raw", STUDY_PARTICIPANTS, STUDY_SEED, 0.02, 40, "csv")
+    simulate = params["simulate"]
+    run_simulate(
+        data / "raw",
+        STUDY_PARTICIPANTS,
+        STUDY_SEED,
+        simulate["mess_rate"],
+        simulate["follow_up_weeks"],
+        "csv",
+        params["derive"],
+    )
     original = _plant_canary(data / "raw")
     _plant_site_names(data / "raw")
     run_clean(data / "raw", data / "interim", None, params["clean"], params_file)

@@ -1,18 +1,25 @@
-"""The synthetic study: determinism, canonical clean tables, calibration to truth, mess, REDCap."""
+"""The synthetic study: determinism, canonical clean tables, calibration to truth, mess, and the
+design it shares with derive (params.yaml)."""
 
 from __future__ import annotations
 
 import json
 import re
+from copy import deepcopy
+from dataclasses import replace
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from typer.testing import CliRunner
 
-from analysis.errors import DataError
+from analysis.cli import app
+from analysis.errors import DataError, ParameterError
 from analysis.schema import (
     CANONICAL_TABLES,
+    DAYS_PER_WEEK,
     EXERCISE_PHASE,
     PAIN_SITES,
     RECORD_KEYS,
@@ -26,32 +33,33 @@ from analysis.simulate import (
     DEFECT_COLUMNS,
     DEFECT_KINDS,
     EXERCISE_VARIANTS,
-    REDCAP_DICTIONARY_COLUMNS,
-    REDCAP_FIELDS,
-    REDCAP_INSTRUMENTS,
     SITES,
     TABLES,
     simulate_study,
     to_redcap,
 )
+from analysis.simulate.cohort import CUT_OFF_MARGIN_MONTHS, LOSS_MODEL, PAIN_MODEL
 
 SEED = 20261125
 MESS_RATE = 0.05
 
 
 @pytest.fixture(scope="module")
-def clean_study():
-    return simulate_study(1500, SEED)
+def clean_study(simulated_design):
+    return simulate_study(1500, SEED, simulated_design)
 
 
 @pytest.fixture(scope="module")
-def calibration_study():
-    return simulate_study(4000, SEED + 1)
+def calibration_study(simulated_design):
+    return simulate_study(4000, SEED + 1, simulated_design)
 
 
 @pytest.fixture(scope="module")
-def messy_pair():
-    return simulate_study(400, SEED + 2), simulate_study(400, SEED + 2, mess_rate=MESS_RATE)
+def messy_pair(simulated_design):
+    return (
+        simulate_study(400, SEED + 2, simulated_design),
+        simulate_study(400, SEED + 2, simulated_design, mess_rate=MESS_RATE),
+    )
 
 
 def _truth_frame(study) -> pd.DataFrame:
@@ -115,10 +123,10 @@ def _recovery_definition_holds(study, recovery_params: dict) -> pd.DataFrame:
     return visits
 
 
-def test_same_seed_gives_identical_bytes_and_another_seed_differs():
-    first = simulate_study(300, SEED, mess_rate=MESS_RATE)
-    again = simulate_study(300, SEED, mess_rate=MESS_RATE)
-    other = simulate_study(300, SEED + 99, mess_rate=MESS_RATE)
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(simulated_design):
+    first = simulate_study(300, SEED, simulated_design, mess_rate=MESS_RATE)
+    again = simulate_study(300, SEED, simulated_design, mess_rate=MESS_RATE)
+    other = simulate_study(300, SEED + 99, simulated_design, mess_rate=MESS_RATE)
     for table in TABLES:
         pd.testing.assert_frame_equal(first.tables[table], again.tables[table])
         assert first.tables[table].to_csv(index=False, lineterminator="\n") == again.tables[
@@ -203,7 +211,7 @@ def test_withdrawal_is_common_among_low_adherers_and_loss_is_rare(calibration_st
     assert (truth[Participants.withdrawn_on] != "").equals(withdrawn)
 
 
-def test_truth_days_agree_with_the_tables(clean_study):
+def test_truth_days_agree_with_the_tables(clean_study, simulated_design):
     truth = _truth_frame(clean_study)
     diary = clean_study.tables["diary"]
     last_day = (
@@ -219,7 +227,7 @@ def test_truth_days_agree_with_the_tables(clean_study):
     assert (last_day[withdrawn] == truth.loc[withdrawn, "withdrawn_day"] - 1).all()
     lost = truth["lost_day"].notna()
     assert (last_day[lost] == truth.loc[lost, "lost_day"] - 1).all()
-    assert (last_day <= 40 * 7 - 1).all()
+    assert (last_day <= simulated_design.follow_up_weeks * DAYS_PER_WEEK - 1).all()
     recovered = truth["true_recovery_day"].notna()
     assert (truth.loc[recovered, "true_recovery_day"] >= 1).all()
 
@@ -343,52 +351,73 @@ def test_dates_before_enrolment_lie_within_sixty_days_before_it(messy_pair):
         assert 1 <= days_before <= 60
 
 
-@pytest.fixture(scope="module")
-def small_study():
-    return simulate_study(20, SEED + 3)
-
-
-def test_redcap_export_has_the_design_shape(small_study):
-    data, dictionary = to_redcap(small_study)
-    assert list(dictionary.columns) == list(REDCAP_DICTIONARY_COLUMNS)
-    assert dictionary["field_name"].iloc[0] == Participants.participant_id
-    assert list(data.columns[:3]) == [
-        Participants.participant_id,
-        "redcap_repeat_instrument",
-        "redcap_repeat_instance",
-    ]
-    assert {f"pain_sites_at_baseline___{code}" for code in (1, 2, 3)} <= set(data.columns)
-    assert set(dictionary["form_name"]) == set(REDCAP_INSTRUMENTS)
-    assert len(data) == sum(len(small_study.tables[table]) for table in TABLES)
-    baseline = data[data["redcap_repeat_instrument"] == ""]
-    assert (
-        baseline[Participants.participant_id].tolist()
-        == small_study.tables["participants"][Participants.participant_id].tolist()
-    )
-    assert (baseline["redcap_repeat_instance"] == "").all()
-    first_rows = data.groupby(Participants.participant_id, sort=False).head(1)
-    assert (first_rows["redcap_repeat_instrument"] == "").all()
-    for form in REDCAP_INSTRUMENTS:
-        filled = data[f"{form}_complete"] != ""
-        assert (data.loc[filled, f"{form}_complete"] == "2").all()
-    assert data.map(lambda value: isinstance(value, str)).all().all()
-
-
-def test_redcap_values_round_trip_to_the_clean_tables(small_study):
-    data, _ = to_redcap(small_study)
-    for form, table in REDCAP_INSTRUMENTS.items():
-        rows = data[data["redcap_repeat_instrument"] == ("" if form == "baseline" else form)]
-        for field in REDCAP_FIELDS:
-            if field.form != form or field.column is None:
-                continue
-            decode = {code: level for code, _, level in field.choices}
-            values = rows[field.name].map(decode) if decode else rows[field.name]
-            assert values.tolist() == small_study.tables[table][field.column].tolist()
-        if form != "baseline":
-            instances = rows.groupby(Participants.participant_id).cumcount() + 1
-            assert (rows["redcap_repeat_instance"] == instances.astype(str)).all()
-
-
-def test_redcap_export_refuses_a_messy_study():
+def test_redcap_export_refuses_a_messy_study(simulated_design):
     with pytest.raises(DataError):
-        to_redcap(simulate_study(50, SEED, mess_rate=MESS_RATE))
+        to_redcap(simulate_study(50, SEED, simulated_design, mess_rate=MESS_RATE))
+
+
+# --- the design it shares with derive ---------------------------------------------------------
+
+
+def test_sessions_follow_the_prescription_the_design_gives(simulated_design):
+    """Each phase's weekly sessions are capped by, and reach, the prescription it is given."""
+    prescription = {1: 7, 2: 5, 3: 2}
+    design = replace(simulated_design, prescribed_sessions_per_week=prescription)
+    study = simulate_study(300, SEED + 4, design)
+    sessions = study.tables["sessions"].drop_duplicates([Sessions.participant_id, Sessions.date])
+    sessions = sessions.assign(
+        week=_days_since_enrolment(sessions, study.tables["participants"]) // DAYS_PER_WEEK
+    )
+    per_week = sessions.groupby([Sessions.participant_id, "week", Sessions.phase]).size()
+    most_per_week = per_week.groupby(level=Sessions.phase).max()
+    assert {int(phase): count for phase, count in most_per_week.items()} == prescription
+    recorded = study.truth["generating_parameters"]["prescribed_sessions_per_week"]
+    assert recorded == {str(phase): rate for phase, rate in prescription.items()}
+
+
+def test_symptom_months_keep_clear_of_the_chronic_cut_off_the_design_gives(simulated_design):
+    cut_off = 12.0
+    study = simulate_study(2000, SEED + 5, replace(simulated_design, chronic_after_months=cut_off))
+    months = study.tables["participants"][Participants.symptom_months].astype(float)
+    margin = CUT_OFF_MARGIN_MONTHS
+    assert not months.between(cut_off - margin, cut_off + margin, inclusive="neither").any()
+    assert (months < cut_off).any() and (months > cut_off).any()
+    assert study.truth["generating_parameters"]["chronic_after_months"] == cut_off
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"follow_up_weeks": 4}, "follow_up_weeks must be at least 8, got 4"),
+        ({"prescribed_sessions_per_week": {1: 7, 2: 8, 3: 3}}, "got {1: 7, 2: 8, 3: 3}"),
+        ({"prescribed_sessions_per_week": {1: 7, 2: 3}}, "each of phases 1, 2, 3"),
+        ({"chronic_after_months": 0.5}, "chronic_after_months must exceed 0.6"),
+    ],
+)
+def test_a_design_the_simulator_cannot_follow_is_refused(simulated_design, change, message):
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        replace(simulated_design, **change)
+
+
+def test_the_shipped_design_is_the_one_derive_analyses(params, simulated_design):
+    """params.yaml's study is followed as long as derive looks, and the simulator's margins fit
+    derive's definitions (a lost participant is classed lost, pain is gone before recovery)."""
+    derive = params["derive"]
+    assert simulated_design.follow_up_weeks * DAYS_PER_WEEK == derive["follow_up_days"]
+    assert LOSS_MODEL["days_before_end_of_follow_up"] > derive["lost_after_days_without_contact"]
+    assert PAIN_MODEL["gone_days_before_recovery"] >= derive["recovery"]["pain_window_days"]
+
+
+def test_the_simulate_command_takes_the_design_from_the_derive_block(tmp_path, params):
+    changed = deepcopy(params)
+    changed["derive"]["chronic_after_months"] = 9
+    changed["derive"]["adherence"]["prescribed_sessions_per_week"] = {1: 7, 2: 4, 3: 2}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(changed))
+    out = tmp_path / "raw"
+    arguments = ["simulate", "--out", out, "--participants", 10, "--params", params_file]
+    result = CliRunner().invoke(app, list(map(str, arguments)), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    generating = json.loads((out / "truth.json").read_text())["generating_parameters"]
+    assert generating["chronic_after_months"] == 9.0
+    assert generating["prescribed_sessions_per_week"] == {"1": 7, "2": 4, "3": 2}

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,68 +43,58 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import DataError
+from analysis.redcap.format import (
+    ARM_SUFFIX_PATTERN,
+    CALC,
+    CHECKBOX,
+    CHECKBOX_SEPARATOR,
+    CHECKBOX_TICKED,
+    CHECKBOX_UNTICKED,
+    CHOICE_FIELD_TYPES,
+    DATA_ACCESS_GROUP_COLUMN,
+    DATE_VALIDATIONS,
+    DATETIME_SECONDS_VALIDATIONS,
+    DATETIME_VALIDATIONS,
+    DESCRIPTIVE,
+    DICTIONARY_COLUMNS,
+    DICTIONARY_HEADERS,
+    EVENT_COLUMN,
+    FIXED_CHOICES,
+    FORM_STATUS_CODES,
+    INTEGER,
+    MAPPING_EVENT,
+    MAPPING_FORM,
+    NUMBER_COMMA_VALIDATIONS,
+    NUMBER_VALIDATIONS,
+    REPEAT_INSTANCE_COLUMN,
+    REPEAT_INSTRUMENT_COLUMN,
+    REQUIRED_DICTIONARY_COLUMNS,
+    ROW_IDENTIFIERS,
+    SLIDER,
+    SURVEY_IDENTIFIER_COLUMN,
+    SURVEY_NOT_COMPLETED,
+    TEXT,
+    TIME,
+    TIME_HH_MM_SS,
+    TIME_MM_SS,
+    VALIDATION_ALIASES,
+    checkbox_column_suffix,
+    form_status_column,
+    parse_choices,
+    survey_timestamp_column,
+)
 from analysis.schema import Quarantine, column_names
 
-EVENT_COLUMN = "redcap_event_name"
 ARM_COLUMN = "redcap_arm"
-REPEAT_INSTRUMENT_COLUMN = "redcap_repeat_instrument"
-REPEAT_INSTANCE_COLUMN = "redcap_repeat_instance"
-DATA_ACCESS_GROUP_COLUMN = "redcap_data_access_group"
-SURVEY_IDENTIFIER_COLUMN = "redcap_survey_identifier"
 SURVEY_TIMESTAMP_COLUMN = "redcap_survey_timestamp"
 FORM_STATUS_COLUMN = "form_status"
-FORM_STATUS_LEVELS = ("Incomplete", "Unverified", "Complete")
+FORM_STATUS_LEVELS = tuple(FORM_STATUS_CODES.values())
 SOURCE_ROW = "source_row"
 # Quarantine table for rows that cannot be given to any instrument (no record id, bad instance).
 UNPLACED_TABLE = "unplaced"
 
-# The web export's dictionary headers -> the API's, which is what the result uses.
-DICTIONARY_HEADERS = {
-    "Variable / Field Name": "field_name",
-    "Form Name": "form_name",
-    "Section Header": "section_header",
-    "Field Type": "field_type",
-    "Field Label": "field_label",
-    "Choices, Calculations, OR Slider Labels": "select_choices_or_calculations",
-    "Field Note": "field_note",
-    "Text Validation Type OR Show Slider Number": "text_validation_type_or_show_slider_number",
-    "Text Validation Min": "text_validation_min",
-    "Text Validation Max": "text_validation_max",
-    "Identifier?": "identifier",
-    "Branching Logic (Show field only if...)": "branching_logic",
-    "Required Field?": "required_field",
-    "Custom Alignment": "custom_alignment",
-    "Question Number (surveys only)": "question_number",
-    "Matrix Group Name": "matrix_group_name",
-    "Matrix Ranking?": "matrix_ranking",
-    "Field Annotation": "field_annotation",
-}
-DICTIONARY_COLUMNS = tuple(DICTIONARY_HEADERS.values())
-REQUIRED_DICTIONARY_COLUMNS = ("field_name", "form_name", "field_type")
-MAPPING_EVENT, MAPPING_FORM = "unique_event_name", "form"
-
-# Columns REDCap itself adds to a records export, one value per row.
-_ROW_IDENTIFIERS = (
-    EVENT_COLUMN,
-    REPEAT_INSTRUMENT_COLUMN,
-    REPEAT_INSTANCE_COLUMN,
-    DATA_ACCESS_GROUP_COLUMN,
-    SURVEY_IDENTIFIER_COLUMN,
-)
 # Names the tidy frames add; a dictionary field by one of these names would be ambiguous.
-_RESERVED_NAMES = {*_ROW_IDENTIFIERS, ARM_COLUMN, SURVEY_TIMESTAMP_COLUMN, FORM_STATUS_COLUMN}
-# Legacy validation names REDCap still stores for old projects.
-_VALIDATION_ALIASES = {
-    "int": "integer",
-    "float": "number",
-    "date": "date_ymd",
-    "datetime": "datetime_ymd",
-    "datetime_seconds": "datetime_seconds_ymd",
-}
-_YES_NO = (("1", "Yes"), ("0", "No"))
-_TRUE_FALSE = (("1", "True"), ("0", "False"))
-_ARM_SUFFIX = r"_arm_(\d+)$"
-_SURVEY_NOT_COMPLETED = "[not completed]"
+_RESERVED_NAMES = {*ROW_IDENTIFIERS, ARM_COLUMN, SURVEY_TIMESTAMP_COLUMN, FORM_STATUS_COLUMN}
 
 
 @dataclass(frozen=True)
@@ -215,27 +204,6 @@ def normalise_dictionary(raw: pd.DataFrame) -> pd.DataFrame:
             hint="field names must be unique, as REDCap enforces",
         )
     return dictionary
-
-
-def parse_choices(text: str) -> tuple[tuple[str, str], ...]:
-    """(code, label) pairs from a REDCap choices string such as '1, Yes | 0, No'."""
-    pairs = []
-    for choice in text.split("|"):
-        if not choice.strip():
-            continue
-        code, comma, label = choice.partition(",")
-        # A choice without a comma uses its text as both code and label, as REDCap does.
-        pairs.append((code.strip(), label.strip() if comma else code.strip()))
-    return tuple(pairs)
-
-
-def checkbox_column_suffix(code: str) -> str:
-    """The suffix REDCap gives a checkbox code in export column names (``field___<suffix>``).
-
-    Mirrors REDCap's Project::getExtendedCheckboxCodeFormatted: '-' and '.' become '_', the
-    code is lower-cased and anything outside [a-z0-9_] is dropped.
-    """
-    return re.sub(r"[^a-z0-9_]", "", code.replace("-", "_").replace(".", "_").lower())
 
 
 def tidy_redcap(
@@ -433,17 +401,17 @@ def _instrument_columns(
     """Per instrument, its data columns in output order; and every column the layout explains."""
     present = set(records.columns)
     layout: dict[str, list[_Column]] = {name: [] for name in dictionary["form_name"]}
-    explained = {record_id, *_ROW_IDENTIFIERS}
+    explained = {record_id, *ROW_IDENTIFIERS}
     checkbox_columns = {}
     for name in present:
-        field, separator, suffix = name.partition("___")
+        field, separator, suffix = name.partition(CHECKBOX_SEPARATOR)
         if separator:
             checkbox_columns.setdefault(field, {})[suffix.lower()] = name
     for field in dictionary.itertuples(index=False):
         name, instrument = field.field_name, field.form_name
-        if name == record_id or field.field_type == "descriptive":
+        if name == record_id or field.field_type == DESCRIPTIVE:
             continue
-        if field.field_type == "checkbox":
+        if field.field_type == CHECKBOX:
             columns = checkbox_columns.get(name, {})
             for code, choice in parse_choices(field.select_choices_or_calculations):
                 column = columns.get(checkbox_column_suffix(code))
@@ -456,11 +424,11 @@ def _instrument_columns(
             layout[instrument].append(_Column(name, _field_parser(field), label))
             explained.add(name)
     for instrument, columns in layout.items():
-        timestamp = f"{instrument}_timestamp"
+        timestamp = survey_timestamp_column(instrument)
         if timestamp in present:
             columns.insert(0, _Column(timestamp, _SURVEY_TIMESTAMP, "Survey timestamp"))
             explained.add(timestamp)
-        status = f"{instrument}_complete"
+        status = form_status_column(instrument)
         if status in present:
             columns.append(_Column(status, _FORM_STATUS, f"Form status ({status})"))
             explained.add(status)
@@ -470,19 +438,17 @@ def _instrument_columns(
 def _field_parser(field) -> _Parser:
     """The parser for one dictionary field, from its type, validation and choices."""
     field_type = field.field_type
-    if field_type in ("radio", "dropdown"):
+    if field_type in CHOICE_FIELD_TYPES:
         return _choice_parser(parse_choices(field.select_choices_or_calculations))
-    if field_type == "yesno":
-        return _choice_parser(_YES_NO)
-    if field_type == "truefalse":
-        return _choice_parser(_TRUE_FALSE)
-    if field_type == "calc":
+    if field_type in FIXED_CHOICES:
+        return _choice_parser(FIXED_CHOICES[field_type])
+    if field_type == CALC:
         return _CALC
-    if field_type == "slider":
+    if field_type == SLIDER:
         return _SLIDER
-    if field_type == "text":
+    if field_type == TEXT:
         declared = field.text_validation_type_or_show_slider_number.strip()
-        validation = _VALIDATION_ALIASES.get(declared, declared)
+        validation = VALIDATION_ALIASES.get(declared, declared)
         template = _VALIDATION_PARSERS.get(validation)
         if template is not None:
             return _Parser(f"redcap_validation_{declared}", template.expected, template.convert)
@@ -501,7 +467,7 @@ def _place_rows(
     """Rows that can be given to instruments; the others with content go to quarantine."""
     repeat_instrument = _column_or_blank(stripped, REPEAT_INSTRUMENT_COLUMN)
     instance_text = _column_or_blank(stripped, REPEAT_INSTANCE_COLUMN)
-    identifiers = [name for name in (record_id, *_ROW_IDENTIFIERS) if name in stripped.columns]
+    identifiers = [name for name in (record_id, *ROW_IDENTIFIERS) if name in stripped.columns]
     has_content = evidence.any(axis=1) | ~blank[identifiers].all(axis=1)
     instance_ok = instance_text.str.fullmatch(r"[1-9]\d{0,8}") | (
         (instance_text == "") & (repeat_instrument == "")
@@ -568,7 +534,9 @@ def _quarantine_stray_cells(
             reason = f"instrument {instrument!r} is not mapped to event {event[row]!r}"
         for column in columns:
             value = records.at[row, column.name]
-            if not blank.at[row, column.name] and not (column.is_checkbox and value.strip() == "0"):
+            if not blank.at[row, column.name] and not (
+                column.is_checkbox and value.strip() == CHECKBOX_UNTICKED
+            ):
                 issues.append(
                     _issue(instrument, source_file, row, column.name, value, rule, reason)
                 )
@@ -620,7 +588,7 @@ def _instrument_frame(
     labels = {record_id: record_label}
     if EVENT_COLUMN in records.columns:
         parts[EVENT_COLUMN] = records.loc[rows, EVENT_COLUMN].astype("string")
-        arm = stripped.loc[rows, EVENT_COLUMN].str.extract(_ARM_SUFFIX, expand=False)
+        arm = stripped.loc[rows, EVENT_COLUMN].str.extract(ARM_SUFFIX_PATTERN, expand=False)
         parts[ARM_COLUMN] = pd.to_numeric(arm).astype("Int64")
         labels |= {EVENT_COLUMN: "Event", ARM_COLUMN: "Arm"}
     for name, label in (
@@ -643,7 +611,7 @@ def _instrument_frame(
             continue
         parts[output_name] = _converted(records.loc[rows, column.name], column.parser)
         labels[output_name] = column.label
-    status_column = f"{instrument}_complete"
+    status_column = form_status_column(instrument)
     if has_status:
         parts[FORM_STATUS_COLUMN] = _converted(records.loc[rows, status_column], _FORM_STATUS)
     else:
@@ -690,7 +658,7 @@ def _unmatched_frame(
     records: pd.DataFrame, blank: pd.DataFrame, record_id: str, unknown: list[str]
 ) -> pd.DataFrame:
     """Identifiers plus the columns the dictionary does not explain, where any holds a value."""
-    identifiers = [name for name in (record_id, *_ROW_IDENTIFIERS) if name in records.columns]
+    identifiers = [name for name in (record_id, *ROW_IDENTIFIERS) if name in records.columns]
     holding = ~blank[unknown].all(axis=1) if unknown else pd.Series(False, index=records.index)
     return records.loc[holding, identifiers + unknown].copy()
 
@@ -731,7 +699,7 @@ def _has_data(stripped: pd.DataFrame, blank: pd.DataFrame, columns: list[_Column
     for column in columns:
         value_present = ~blank[column.name]
         if column.is_checkbox:
-            value_present &= stripped[column.name] != "0"
+            value_present &= stripped[column.name] != CHECKBOX_UNTICKED
         holding |= value_present
     return holding
 
@@ -809,7 +777,7 @@ def _choice_parser(choices: tuple[tuple[str, str], ...]) -> _Parser:
 
 def _form_status(raw: pd.Series) -> pd.Series:
     """0/1/2 as the ordered categories Incomplete < Unverified < Complete."""
-    decoded = raw.str.strip().map(dict(zip(("0", "1", "2"), FORM_STATUS_LEVELS, strict=True)))
+    decoded = raw.str.strip().map(FORM_STATUS_CODES)
     return pd.Series(
         pd.Categorical(decoded, categories=FORM_STATUS_LEVELS, ordered=True), index=raw.index
     )
@@ -817,7 +785,8 @@ def _form_status(raw: pd.Series) -> pd.Series:
 
 def _checkbox(raw: pd.Series) -> pd.Series:
     """REDCap's raw checkbox values, 1 ticked and 0 not, as nullable booleans."""
-    return raw.str.strip().map({"1": True, "0": False}).astype("boolean")
+    ticked = {CHECKBOX_TICKED: True, CHECKBOX_UNTICKED: False}
+    return raw.str.strip().map(ticked).astype("boolean")
 
 
 _DECIMAL = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
@@ -843,22 +812,15 @@ _HOURS, _MINUTES, _SECONDS = r"(?P<h>[01]\d|2[0-3])", r"(?P<m>[0-5]\d)", r"(?P<s
 # Number precision (number_2dp...) is a display rule: any number fits, rounding is not enforced.
 # Rules are left blank here: _field_parser names each after the declared validation type.
 _VALIDATION_PARSERS = {
-    **dict.fromkeys(("date_ymd", "date_mdy", "date_dmy"), _DATE),
-    **dict.fromkeys(("datetime_ymd", "datetime_mdy", "datetime_dmy"), _DATETIME),
-    **dict.fromkeys(
-        ("datetime_seconds_ymd", "datetime_seconds_mdy", "datetime_seconds_dmy"),
-        _DATETIME_SECONDS,
-    ),
-    "time": _Parser("", "an HH:MM time", _clock_times(f"{_HOURS}:{_MINUTES}")),
-    "time_hh_mm_ss": _Parser(
-        "", "an HH:MM:SS time", _clock_times(f"{_HOURS}:{_MINUTES}:{_SECONDS}")
-    ),
-    "time_mm_ss": _Parser("", "an MM:SS time", _clock_times(f"{_MINUTES}:{_SECONDS}")),
-    "integer": _Parser("", "a whole number", _integers),
-    "number": _NUMBER,
-    **{f"number_{places}dp": _NUMBER for places in range(1, 5)},
-    "number_comma_decimal": _NUMBER_COMMA,
-    **{f"number_{places}dp_comma_decimal": _NUMBER_COMMA for places in range(1, 5)},
+    **dict.fromkeys(DATE_VALIDATIONS, _DATE),
+    **dict.fromkeys(DATETIME_VALIDATIONS, _DATETIME),
+    **dict.fromkeys(DATETIME_SECONDS_VALIDATIONS, _DATETIME_SECONDS),
+    TIME: _Parser("", "an HH:MM time", _clock_times(f"{_HOURS}:{_MINUTES}")),
+    TIME_HH_MM_SS: _Parser("", "an HH:MM:SS time", _clock_times(f"{_HOURS}:{_MINUTES}:{_SECONDS}")),
+    TIME_MM_SS: _Parser("", "an MM:SS time", _clock_times(f"{_MINUTES}:{_SECONDS}")),
+    INTEGER: _Parser("", "a whole number", _integers),
+    **dict.fromkeys(NUMBER_VALIDATIONS, _NUMBER),
+    **dict.fromkeys(NUMBER_COMMA_VALIDATIONS, _NUMBER_COMMA),
 }
 _TEXT = _Parser("", "text", _text)
 _CALC = _Parser("redcap_calc", "a number (calculated field)", _numbers(_DECIMAL))
@@ -869,5 +831,5 @@ _SURVEY_TIMESTAMP = _Parser(
     "redcap_survey_timestamp",
     "a 'YYYY-MM-DD HH:MM:SS' survey timestamp",
     _pattern_datetimes(_YMD + r" \d{2}:\d{2}:\d{2}", "%Y-%m-%d %H:%M:%S"),
-    missing_tokens=(_SURVEY_NOT_COMPLETED,),
+    missing_tokens=(SURVEY_NOT_COMPLETED,),
 )
