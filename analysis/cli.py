@@ -24,7 +24,13 @@ from rich.table import Table
 from analysis import io
 from analysis.errors import GaRehabError, ParameterError
 from analysis.schema import Recovery
-from analysis.simulate import simulate_study, study_design, to_redcap
+from analysis.simulate import (
+    MAX_MESS_RATE,
+    MIN_FOLLOW_UP_WEEKS,
+    simulate_study,
+    study_design,
+    to_redcap,
+)
 
 app = typer.Typer(
     help="Clean, derive, model and report a gluteal-amnesia rehabilitation cohort study.",
@@ -143,9 +149,12 @@ def simulate(
     participants: Annotated[int, typer.Option(min=1, help="Number of participants.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 20261125,
     mess_rate: Annotated[
-        float, typer.Option(min=0.0, max=0.5, help="Share of rows given a recorded defect.")
+        float,
+        typer.Option(min=0.0, max=MAX_MESS_RATE, help="Share of rows given a recorded defect."),
     ] = 0.0,
-    follow_up_weeks: Annotated[int, typer.Option(min=8, help="Weeks of follow-up.")] = 40,
+    follow_up_weeks: Annotated[
+        int, typer.Option(min=MIN_FOLLOW_UP_WEEKS, help="Weeks of follow-up.")
+    ] = 40,
     output_format: Annotated[
         str, typer.Option("--format", help="csv (four tables) or redcap (one flat export).")
     ] = "csv",

@@ -7,6 +7,7 @@ Pure, no file I/O: the CLI writes what these return.
 from analysis.simulate.cohort import (
     FIRST_CHANGE_COEFFICIENTS,
     HAZARD_COEFFICIENTS,
+    MIN_FOLLOW_UP_WEEKS,
     SITES,
     TABLES,
     StudyDesign,
@@ -19,6 +20,7 @@ from analysis.simulate.mess import (
     EXERCISE_VARIANTS,
 )
 from analysis.simulate.study import (
+    MAX_MESS_RATE,
     SimulatedStudy,
     simulate_study,
     to_redcap,
@@ -30,6 +32,8 @@ __all__ = [
     "EXERCISE_VARIANTS",
     "FIRST_CHANGE_COEFFICIENTS",
     "HAZARD_COEFFICIENTS",
+    "MAX_MESS_RATE",
+    "MIN_FOLLOW_UP_WEEKS",
     "SITES",
     "TABLES",
     "SimulatedStudy",

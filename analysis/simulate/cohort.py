@@ -196,13 +196,13 @@ class StudyDesign:
             isinstance(rate, int) and 1 <= rate <= DAYS_PER_WEEK for rate in rates.values()
         ):
             raise ParameterError(
-                "prescribed_sessions_per_week must give each of phases "
+                "derive.adherence.prescribed_sessions_per_week must give each of phases "
                 f"{', '.join(map(str, PHASES))} a whole number of sessions from 1 to "
                 f"{DAYS_PER_WEEK} (the simulator schedules at most one a day), got {dict(rates)}"
             )
         if not self.chronic_after_months - CUT_OFF_MARGIN_MONTHS > RECENT_MONTHS_MIN:
             raise ParameterError(
-                "chronic_after_months must exceed "
+                "derive.chronic_after_months must exceed "
                 f"{RECENT_MONTHS_MIN + CUT_OFF_MARGIN_MONTHS} (the shortest simulated symptom "
                 f"duration and its margin), got {self.chronic_after_months}"
             )
