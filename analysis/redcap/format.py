@@ -91,7 +91,7 @@ TIME_HH_MM_SS = "time_hh_mm_ss"
 TIME_MM_SS = "time_mm_ss"
 INTEGER = "integer"
 NUMBER = "number"
-# Number precision (number_2dp...) is a display rule of REDCap's forms.
+# number_1dp .. number_4dp: a number shown with that many decimal places.
 NUMBER_DECIMAL_PLACES = range(1, 5)
 NUMBER_VALIDATIONS = (NUMBER, *(f"number_{places}dp" for places in NUMBER_DECIMAL_PLACES))
 NUMBER_COMMA_VALIDATIONS = (
