@@ -7,16 +7,15 @@ what was done. A model that fails is recorded as failed, and the others still ru
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.derive import milestone_intervals
-from analysis.errors import GaRehabError, ModelWarning, ParameterError
+# interval_censored_frame lives in derive (timeline needs it too); it is also fit's name for it.
+from analysis.derive import interval_censored_frame, milestone_intervals
+from analysis.errors import ParameterError
 from analysis.mixed import (
     FITTED_VS_OBSERVED_COLUMNS,
     TimeBasis,
@@ -24,7 +23,7 @@ from analysis.mixed import (
     fitted_vs_observed,
     largest_gap,
 )
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
+from analysis.results import FAILED, HAZARD_RATIO_COLUMNS, TIDY_COLUMNS, run_collecting_notes
 from analysis.schema import (
     DAYS_PER_WEEK,
     EVENT_RECOVERED,
@@ -45,11 +44,15 @@ from analysis.survival import (
     rmst_difference,
     turnbull,
 )
+from analysis.survival.aft import AftResult, compare_by_aic
 from analysis.survival.design import complete_rows, design_matrix
 from analysis.survival.interval import ALL_ROWS
+from analysis.timeline import (
+    calibration_diagnostics,
+    compare_with_quoted_ranges,
+    timeline_table,
+)
 
-# Libraries whose warnings a model note may name (never quote).
-_KNOWN_LIBRARIES = ("lifelines", "numpy", "pandas", "scipy", "statsmodels")
 DURATION = Recovery.time_to_recovery_days
 EVENT = Recovery.recovered
 MODEL_NOTE_COLUMNS = ("model", "kind", "message")
@@ -59,7 +62,7 @@ MODEL_STATUS_COLUMNS = ("model", "status", "estimable", "events", "parameters", 
 STATUS_FITTED = "fitted"
 STATUS_PARTLY_ESTIMABLE = "fitted, some terms not estimable"
 STATUS_NOT_FITTED = "not fitted"
-STATUS_FAILED = "failed"
+STATUS_FAILED = FAILED
 # Columns of primary_effects.csv and primary_lag_sensitivity.csv beyond the tidy ones.
 PRIMARY_EXTRA_COLUMNS = ("unit", "conf_method")
 LANDMARK_COUNT_COLUMNS = (
@@ -79,6 +82,8 @@ class FitOutputs:
     metrics: dict = field(default_factory=dict)
     notes: list[tuple[str, str, str]] = field(default_factory=list)
     timeline_model: dict | None = None  # TimelineModel.to_dict(), for `ga-rehab timeline`
+    # The AFT candidates by distribution, fitted once per run (see `aft_candidates`).
+    aft_fits: dict[str, AftResult] | None = None
     status: list[dict] = field(default_factory=list)
 
     def notes_frame(self) -> pd.DataFrame:
@@ -273,17 +278,17 @@ def time_varying_frame(
     return frame.assign(**{WeeklyIntervals.event: frame[WeeklyIntervals.event].astype(int)})
 
 
-def interval_censored_frame(recovery: pd.DataFrame) -> pd.DataFrame:
-    """People with any information on recovery; (0, inf) intervals tell nothing."""
-    upper = recovery[Recovery.interval_upper_days]
-    informative = upper.notna() | (recovery[Recovery.interval_lower_days] > 0)
-    return recovery[informative]
+def aft_candidates(
+    recovery: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> dict[str, AftResult]:
+    """Each of fit.aft_distributions fitted once per run (interval-censored), by distribution.
 
-
-def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """The interval-censored AFT family, the best by AIC flagged."""
+    The aft and timeline families share these fits; each goes through `fit_regression`, so a
+    distribution not fitted (too few events, or a failure) is absent and has a status row.
+    """
+    if outputs.aft_fits is not None:
+        return outputs.aft_fits
     frame = interval_censored_frame(recovery)
-    fits, summaries, coefficients = {}, [], []
     covariates = params["aft_covariates"]
     counts = information_count(
         frame,
@@ -291,6 +296,7 @@ def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> Non
         covariates,
         frame[Recovery.interval_upper_days].notna(),
     )
+    fits = {}
     for distribution in params["aft_distributions"]:
         fitted = fit_regression(
             outputs,
@@ -300,32 +306,31 @@ def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> Non
             params,
             lambda d=distribution: fit_aft(
                 frame,
-                params["aft_covariates"],
+                covariates,
                 distribution=d,
                 lower=Recovery.interval_lower_days,
                 upper=Recovery.interval_upper_days,
             ),
         )
-        if fitted is None:
-            continue
-        fits[distribution] = fitted
-        summaries.append(
-            {
-                "distribution": distribution,
-                "n": fitted.n_observations,
-                "log_likelihood": fitted.log_likelihood,
-                "aic": fitted.aic,
-                "scale": fitted.scale,
-            }
-        )
-        coefficients.append(fitted.tidy().assign(distribution=distribution))
+        if fitted is not None:
+            fits[distribution] = fitted
+    outputs.aft_fits = fits
+    return fits
+
+
+def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """The interval-censored AFT family, the best by AIC flagged."""
+    fits = aft_candidates(recovery, params, outputs)
     if not fits:
         return
-    table = pd.DataFrame(summaries)
-    best = table.loc[table["aic"].idxmin(), "distribution"]
-    outputs.tables["aft_models"] = table.assign(best_by_aic=table["distribution"] == best)
-    outputs.tables["aft_coefficients"] = pd.concat(coefficients, ignore_index=True)
-    outputs.metrics["aft_best_distribution"] = best
+    table = compare_by_aic(fits)
+    outputs.tables["aft_models"] = table
+    outputs.tables["aft_coefficients"] = pd.concat(
+        [fit.tidy().assign(distribution=distribution) for distribution, fit in fits.items()],
+        ignore_index=True,
+    )
+    best = table.loc[table["best_by_aic"], "distribution"]
+    outputs.metrics["aft_best_distribution"] = best.iloc[0]
 
 
 def turnbull_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
@@ -480,15 +485,10 @@ def mixed_largest_gaps(table: pd.DataFrame, min_n: int) -> dict:
 
 
 def timeline_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """Calibrated recovery ranges per profile, the quoted ranges checked, calibration."""
-    # Imported here: the timeline module builds on this module's analysis frames.
-    from analysis.timeline import (
-        calibration_diagnostics,
-        compare_with_quoted_ranges,
-        timeline_table,
-    )
-
-    timeline = timeline_table(recovery, params["timeline"], params["fit"], params["derive"])
+    """Calibrated recovery ranges per profile (from the run's AFT fits), the quoted ranges
+    checked, and out-of-sample calibration."""
+    fits = aft_candidates(recovery, params["fit"], outputs)
+    timeline = timeline_table(recovery, fits, params["timeline"], params["derive"])
     outputs.tables["timeline"] = timeline.tidy()
     outputs.tables["timeline_model_comparison"] = timeline.model_comparison
     comparison = compare_with_quoted_ranges(timeline, recovery, params["timeline"])
@@ -834,32 +834,10 @@ def run_models(
 
 
 def _run(outputs: FitOutputs, model: str, fit: Callable):
-    """Run one fit, turning its warnings into notes and a failure into a recorded note.
-
-    The toolkit's own warnings and errors are its own sentences; a warning from a library is
-    not passed on in the library's words but named in a sentence of the toolkit's.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = fit()
-        except GaRehabError as error:
-            outputs.notes.append((model, STATUS_FAILED, str(error)))
-            result = None
-    for warning in caught:
-        outputs.notes.append((model, warning.category.__name__, _note_text(warning)))
+    """Run one fit through the toolkit's warning collector; its notes go to the outputs."""
+    result, notes = run_collecting_notes(model, fit)
+    outputs.notes.extend(notes)
     return result
-
-
-def _note_text(warning: warnings.WarningMessage) -> str:
-    if issubclass(warning.category, ModelWarning):
-        return str(warning.message)
-    source = Path(warning.filename).parts
-    library = next((part for part in source if part in _KNOWN_LIBRARIES), "a library")
-    return (
-        f"While fitting, {library} raised a {warning.category.__name__} that the toolkit has no "
-        "rule for; the numbers were kept, so check this model before relying on it."
-    )
 
 
 def _record_notes(outputs: FitOutputs, model: str, notes: list[str]) -> None:

@@ -496,3 +496,28 @@ def _prediction_design(
     if not parts:
         return pd.DataFrame(index=frame.index)
     return pd.concat(parts, axis=1)
+
+
+def compare_by_aic(fits: dict[str, AftResult]) -> pd.DataFrame:
+    """One row per fitted distribution (n, log-likelihood, AIC, scale), the lowest AIC flagged.
+
+    AICs compare only fits to the same rows; a ConvergenceError when there is no fit to compare.
+    """
+    if not fits:
+        raise ConvergenceError("no AFT distribution could be fitted")
+    if len({fit.n_observations for fit in fits.values()}) > 1:
+        raise DataError("AFT fits on different rows cannot be compared by AIC")
+    table = pd.DataFrame(
+        [
+            {
+                "distribution": distribution,
+                "n": fit.n_observations,
+                "log_likelihood": fit.log_likelihood,
+                "aic": fit.aic,
+                "scale": fit.scale,
+            }
+            for distribution, fit in fits.items()
+        ]
+    )
+    best = table.loc[table["aic"].idxmin(), "distribution"]
+    return table.assign(best_by_aic=table["distribution"] == best)

@@ -564,7 +564,7 @@ def _linear_predictor(design: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     return score
 
 
-def _concordance(
+def concordance_index(
     risk_score: np.ndarray,
     stop: np.ndarray,
     event: np.ndarray,
@@ -726,7 +726,7 @@ def fit_cox(
     result = CoxResult(
         fitted=fitted.fitted,
         coefficients=_finish(wald_table(design.columns, estimate, std_error), reasons, limits),
-        concordance=_concordance(risk_score, durations, events, strata_codes, data.start),
+        concordance=concordance_index(risk_score, durations, events, strata_codes, data.start),
         log_likelihood=fitted.log_likelihood,
         n=len(used),
         events=int(events.sum()),
@@ -794,7 +794,9 @@ def fit_cox_time_varying(
     result = CoxResult(
         fitted=fitted.fitted,
         coefficients=_finish(wald_table(design.columns, estimate, std_error), reasons, limits),
-        concordance=_concordance(fitted.risk_score, data.stop, events, data.strata, data.start),
+        concordance=concordance_index(
+            fitted.risk_score, data.stop, events, data.strata, data.start
+        ),
         log_likelihood=fitted.log_likelihood,
         n=len(used),
         events=int(events.sum()),
