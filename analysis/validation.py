@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.clean import SOURCE_ROW, StudyCleanResult, clean_study
+from analysis.clean import StudyCleanResult, clean_study
 from analysis.derive import DerivedFrames, derive_recovery
 from analysis.schema import WeeklyIntervals
 from analysis.simulate import SimulatedStudy, simulate_study
+from analysis.testing import with_source_rows
 
 
 @dataclass
@@ -27,10 +28,7 @@ def simulate_clean_derive(
 ) -> SimulatedPipeline:
     """Simulate a study and run it through clean and derive in memory, as the CLI would."""
     simulated = simulate_study(participants, seed=seed, mess_rate=mess_rate)
-    raw = {
-        table: frame.assign(**{SOURCE_ROW: np.arange(2, len(frame) + 2)})
-        for table, frame in simulated.tables.items()
-    }
+    raw = {table: with_source_rows(frame) for table, frame in simulated.tables.items()}
     files = {table: f"{table}.csv" for table in raw}
     cleaned = clean_study(raw, files, params["clean"], simulated.export_date)
     tables = cleaned.tables
