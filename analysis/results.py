@@ -24,6 +24,8 @@ KNOWN_LIBRARIES = ("lifelines", "numpy", "pandas", "scipy", "statsmodels")
 # Appended to a regression's tidy table: whether the data determine the term, and if not why
 # (one sentence). A term that is not estimable has no standard error, test or interval.
 ESTIMABILITY_COLUMNS = ("estimable", "reason")
+# Marks the row of a factor's reference level in a regression table (gtsummary's reference row).
+REFERENCE_COLUMN = "reference"
 
 
 def z_critical() -> float:
@@ -81,6 +83,37 @@ def with_estimability(
     table["estimable"] = ~affected
     table["reason"] = table["term"].map(not_estimable).fillna("")
     return table
+
+
+def with_reference_rows(table: pd.DataFrame, references: dict[str, Any]) -> pd.DataFrame:
+    """The tidy table with one row per factor's reference level, before the factor's other levels.
+
+    A reference row reads `factor[level]` with estimate 0 (hazard ratio 1) and no standard
+    error, test or interval: the level the other levels are compared with, as gtsummary shows
+    it. Every row gets REFERENCE_COLUMN (true only on those rows). A factor with no term in the
+    table (one level only) gets no reference row.
+    """
+    table = table.assign(**{REFERENCE_COLUMN: False})
+    if table.empty:
+        return table
+    first_of = {}
+    for factor, level in references.items():
+        levels = table.index[table["term"].astype(str).str.startswith(f"{factor}[")]
+        if len(levels):
+            first_of[levels[0]] = (factor, level)
+    records = []
+    for index, row in zip(table.index, table.to_dict("records"), strict=True):
+        if index in first_of:
+            factor, level = first_of[index]
+            reference = dict.fromkeys(table.columns, np.nan)
+            reference.update(term=f"{factor}[{level}]", estimate=0.0, **{REFERENCE_COLUMN: True})
+            if "hazard_ratio" in table:
+                reference["hazard_ratio"] = 1.0
+            if "estimable" in table:
+                reference.update(estimable=True, reason="")
+            records.append(reference)
+        records.append(row)
+    return pd.DataFrame(records, columns=table.columns)
 
 
 @dataclass

@@ -148,7 +148,10 @@ def analysis_frame(recovery: pd.DataFrame, covariates: list[str]) -> tuple[pd.Da
 
 
 def _fit_candidates(
-    frame: pd.DataFrame, covariates: list[str], distributions: Iterable[str]
+    frame: pd.DataFrame,
+    covariates: list[str],
+    distributions: Iterable[str],
+    reference_levels: dict,
 ) -> tuple[dict[str, AftResult], list[str]]:
     """Each AFT distribution fitted to the interval bounds (a cross-validation fold's), with notes.
 
@@ -158,7 +161,12 @@ def _fit_candidates(
     for distribution in distributions:
         fitted, messages = _with_notes(
             lambda d=distribution: fit_aft(
-                frame, covariates, distribution=d, lower=LOWER, upper=UPPER
+                frame,
+                covariates,
+                distribution=d,
+                lower=LOWER,
+                upper=UPPER,
+                reference_levels=reference_levels,
             ),
             failures=(ConvergenceError,),
         )
@@ -652,25 +660,31 @@ def _profile_grid(
 def _bootstrap_quantiles(
     frame: pd.DataFrame,
     profiles: pd.DataFrame,
-    covariates: list[str],
-    distribution: str,
+    model: AftResult,
     quantiles: tuple[float, ...],
     samples: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, list[str]]:
-    """Predicted days per (replicate, profile, quantile) from refits on resampled participants.
+    """Predicted days per (replicate, profile, quantile) from refits of `model` (its
+    distribution, covariates and reference levels) on resampled participants.
 
     A replicate that fails to converge is NaN throughout; a level absent from (or aliased in) a
     replicate makes that level's profiles NaN there. Returns the array and notes on both.
     """
     predictions = np.full((samples, len(profiles), len(quantiles)), np.nan)
+    references = {name: levels[0] for name, levels in model.factor_levels.items()}
     failed, with_notes = 0, {}
     rows = frame.reset_index(drop=True)
     for replicate in range(samples):
         resampled = rows.iloc[rng.integers(0, len(rows), len(rows))]
         fitted, messages = _with_notes(
             lambda data=resampled: fit_aft(
-                data, covariates, distribution=distribution, lower=LOWER, upper=UPPER
+                data,
+                model.covariates,
+                distribution=model.distribution,
+                lower=LOWER,
+                upper=UPPER,
+                reference_levels=references,
             ),
             failures=(ConvergenceError, DataError),
         )
@@ -679,8 +693,8 @@ def _bootstrap_quantiles(
             continue
         for message in messages:
             with_notes[message] = with_notes.get(message, 0) + 1
-        model = TimelineModel.from_aft(fitted)
-        predictions[replicate] = model.quantile_days(profiles, quantiles).to_numpy()
+        refitted = TimelineModel.from_aft(fitted)
+        predictions[replicate] = refitted.quantile_days(profiles, quantiles).to_numpy()
     notes = []
     if failed:
         notes.append(f"{failed} of {samples} bootstrap refits failed and were left out")
@@ -778,7 +792,7 @@ def timeline_table(
 
     rng = np.random.default_rng(params_timeline["seed"])
     replicates, bootstrap_notes = _bootstrap_quantiles(
-        frame, profiles, covariates, best, quantiles, samples, rng
+        frame, profiles, fits[best], quantiles, samples, rng
     )
     notes.extend(bootstrap_notes)
     replicates = replicates / DAYS_PER_WEEK
@@ -1113,7 +1127,9 @@ def calibration_diagnostics(
 
     def fit_predict(fold: int, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
         """The fold's AIC-best AFT fit on `train`; its predictions for `test` (and the null's)."""
-        fits, fit_notes = _fit_candidates(train, covariates, params_fit["aft_distributions"])
+        fits, fit_notes = _fit_candidates(
+            train, covariates, params_fit["aft_distributions"], params_fit["reference_levels"]
+        )
         notes.extend(f"fold {fold}: {message}" for message in fit_notes)
         best = _best_distribution(compare_by_aic(fits))
         fold_fits.append(fits[best])

@@ -61,8 +61,12 @@ def test_primary_model_covers_adherence_and_sitting_on_visit_detected_intervals(
     """The interval-censored PH model on what the visits show recovers the truth (issue 11)."""
     simulated, derived = study
     spec = params["fit"]["primary"]
-    fitted = fit_primary(primary_frame(derived.weekly_intervals, derived.recovery, spec), spec)
-    # The primary model codes factors against the simulator's own references (mild, none).
+    fitted = fit_primary(
+        primary_frame(derived.weekly_intervals, derived.recovery, spec),
+        spec,
+        params["fit"]["reference_levels"],
+    )
+    # fit.reference_levels are the simulator's own references (mild, none, recent).
     table = coverage(fitted.tidy(), simulated.truth["generating_parameters"]).set_index("term")
     headline = ["weekly_adherence", "weekly_sitting_hours"]
     assert table.loc[headline, "covered"].all(), table.to_string()
