@@ -686,11 +686,11 @@ def in_clinical_units(
         if term in units:
             return units[term]["label"]
         factor, _, level = term.partition("[")
+        if level == "True]":
+            return f"{factor} vs not {factor}"
         reference = references.get(factor)
         if level and reference is not None:
             return f"{level.rstrip(']')} vs {reference}"
-        if level == "True]":
-            return f"{factor} vs not {factor}"
         return "per unit"
 
     table["unit"] = table["term"].map(unit)

@@ -274,6 +274,7 @@ def test_the_primary_model_writes_effects_in_clinical_units(fitted):
     assert effects.loc["weekly_adherence", "unit"] == "per 10 percentage points of weekly adherence"
     assert effects.loc["weekly_adherence", "conf_method"] == "profile likelihood"
     assert effects.loc["underlying_condition[disc]", "unit"] == "disc vs none"
+    assert effects.loc["chronic[True]", "unit"] == "chronic vs not chronic"
     # Per 10 points: a tenth of the per-unit log hazard ratio, a sensible size here.
     assert 0.1 < effects.loc["weekly_adherence", "estimate"] < 0.35
     assert effects.loc["weekly_sitting_hours", "hazard_ratio"] < 1
