@@ -17,7 +17,8 @@ from analysis.io import EXPORT_INFO_FILE, read_raw_study, read_table_file, write
 from analysis.schema import CANONICAL_TABLES, Diary, Participants, column_names
 from analysis.testing import raw_diary, raw_participant
 
-PARTICIPANT = raw_participant()
+# test_cli reads this study back and checks its bmi.
+PARTICIPANT = raw_participant(bmi="24")
 DIARY = raw_diary()
 
 
