@@ -61,20 +61,26 @@ def true_day_intervals(intervals: pd.DataFrame, truth_days: pd.Series) -> pd.Dat
 
 
 def truth_in_model_coding(
-    true_coefficients: dict[str, float], factor_levels: dict[str, tuple]
+    true_coefficients: dict[str, float],
+    factor_levels: dict[str, tuple],
+    reference_levels: dict | None = None,
 ) -> dict[str, float]:
     """Re-express true factor effects against the model's reference level.
 
     The simulator states effects against a natural reference (severity mild, condition none);
-    models code factors against the first sorted level, so `underlying_condition[x]` is
-    estimated relative to "disc". A level the truth does not name has effect 0.
+    a model codes a factor against its entry in `reference_levels` (the fit stage passes
+    fit.reference_levels), else against its first sorted level, so there
+    `underlying_condition[x]` is estimated relative to "disc". A level the truth does not name
+    has effect 0.
     """
+    reference_levels = reference_levels or {}
     coded = {term: value for term, value in true_coefficients.items() if "[" not in term}
     for factor, levels in factor_levels.items():
         effect = {level: true_coefficients.get(f"{factor}[{level}]", 0.0) for level in levels}
-        reference = sorted(levels)[0]
-        for level in sorted(levels)[1:]:
-            coded[f"{factor}[{level}]"] = effect[level] - effect[reference]
+        reference = reference_levels.get(factor, sorted(levels)[0])
+        for level in sorted(levels):
+            if level != reference:
+                coded[f"{factor}[{level}]"] = effect[level] - effect[reference]
     return coded
 
 

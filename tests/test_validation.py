@@ -87,3 +87,13 @@ def test_truth_is_recoded_against_the_models_reference_level():
     assert coded["underlying_condition[none]"] == pytest.approx(0.7)
     assert coded["underlying_condition[other]"] == pytest.approx(0.35)
     assert "underlying_condition[disc]" not in coded
+
+
+def test_truth_is_recoded_against_a_configured_reference_level():
+    truth = {"underlying_condition[disc]": -0.7, "underlying_condition[other]": -0.35}
+    coded = truth_in_model_coding(
+        truth, {"underlying_condition": UNDERLYING_CONDITIONS}, {"underlying_condition": "other"}
+    )
+    assert coded["underlying_condition[disc]"] == pytest.approx(-0.35)
+    assert coded["underlying_condition[none]"] == pytest.approx(0.35)
+    assert "underlying_condition[other]" not in coded
