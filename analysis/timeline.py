@@ -1,12 +1,13 @@
 """Calibrated recovery-time ranges per patient profile, checked against the ranges clinicians quote.
 
 The ranges come from the interval-censored AFT model with the lowest AIC (survreg's Weibull,
-log-normal or log-logistic): each profile's predicted 10th/50th/90th percentile of the weeks to
-recovery, with participant-bootstrap CIs, beside the observed (Turnbull) median where a profile
-has enough people. `calibration_diagnostics` checks the model out of sample (concordance,
-calibration of recovery probabilities, integrated Brier score, coverage of the 10-90 band), and
-`TimelineModel` is the small JSON-safe form of the chosen fit that the CLI turns into a sentence
-a clinician can quote.
+log-normal or log-logistic; the fit stage's fits, passed in, not refitted here): each profile's
+predicted 10th/50th/90th percentile of the weeks to recovery, with participant-bootstrap CIs,
+beside the observed (Turnbull) median where a profile has enough people.
+`calibration_diagnostics` checks the model out of sample with the survival layer's generic checks
+(`analysis.survival.validation`: concordance, calibration of recovery probabilities, integrated
+Brier score) plus the coverage of the 10-90 band, and `TimelineModel` is the small JSON-safe form
+of the chosen fit that the CLI turns into a sentence a clinician can quote.
 """
 
 from __future__ import annotations
