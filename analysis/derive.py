@@ -385,6 +385,13 @@ def milestone_intervals(
     return WeeklyIntervals.validate(rows.reset_index(drop=True))
 
 
+def interval_censored_frame(recovery: pd.DataFrame) -> pd.DataFrame:
+    """People with any information on recovery; (0, inf) intervals tell nothing."""
+    upper = recovery[Recovery.interval_upper_days]
+    informative = upper.notna() | (recovery[Recovery.interval_lower_days] > 0)
+    return recovery[informative]
+
+
 def weekly_trajectories(
     diary: pd.DataFrame,
     visits: pd.DataFrame,

@@ -7,16 +7,15 @@ what was done. A model that fails is recorded as failed, and the others still ru
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.derive import milestone_intervals
-from analysis.errors import GaRehabError, ModelWarning, ParameterError
+# interval_censored_frame lives in derive (timeline needs it too); it is also fit's name for it.
+from analysis.derive import interval_censored_frame, milestone_intervals
+from analysis.errors import ParameterError
 from analysis.mixed import (
     FITTED_VS_OBSERVED_COLUMNS,
     TimeBasis,
@@ -24,7 +23,14 @@ from analysis.mixed import (
     fitted_vs_observed,
     largest_gap,
 )
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
+from analysis.results import (
+    FAILED,
+    HAZARD_RATIO_COLUMNS,
+    REFERENCE_COLUMN,
+    TIDY_COLUMNS,
+    run_collecting_notes,
+    with_reference_rows,
+)
 from analysis.schema import (
     DAYS_PER_WEEK,
     EVENT_RECOVERED,
@@ -45,11 +51,15 @@ from analysis.survival import (
     rmst_difference,
     turnbull,
 )
-from analysis.survival.design import complete_rows, design_matrix
+from analysis.survival.aft import AftResult, compare_by_aic
+from analysis.survival.design import complete_rows, design_matrix, factor_levels, is_categorical
 from analysis.survival.interval import ALL_ROWS
+from analysis.timeline import (
+    calibration_diagnostics,
+    compare_with_quoted_ranges,
+    timeline_table,
+)
 
-# Libraries whose warnings a model note may name (never quote).
-_KNOWN_LIBRARIES = ("lifelines", "numpy", "pandas", "scipy", "statsmodels")
 DURATION = Recovery.time_to_recovery_days
 EVENT = Recovery.recovered
 MODEL_NOTE_COLUMNS = ("model", "kind", "message")
@@ -59,9 +69,13 @@ MODEL_STATUS_COLUMNS = ("model", "status", "estimable", "events", "parameters", 
 STATUS_FITTED = "fitted"
 STATUS_PARTLY_ESTIMABLE = "fitted, some terms not estimable"
 STATUS_NOT_FITTED = "not fitted"
-STATUS_FAILED = "failed"
+STATUS_FAILED = FAILED
 # Columns of primary_effects.csv and primary_lag_sensitivity.csv beyond the tidy ones.
 PRIMARY_EXTRA_COLUMNS = ("unit", "conf_method")
+# Appended to every regression table (with REFERENCE_COLUMN): the people and the events the
+# model describes (gtsummary's N and events), the same on every row of one model.
+MODEL_COUNT_COLUMNS = ("n", "events")
+REFERENCE_UNIT = "reference level"
 LANDMARK_COUNT_COLUMNS = (
     "landmark_weeks",
     "people",
@@ -79,6 +93,8 @@ class FitOutputs:
     metrics: dict = field(default_factory=dict)
     notes: list[tuple[str, str, str]] = field(default_factory=list)
     timeline_model: dict | None = None  # TimelineModel.to_dict(), for `ga-rehab timeline`
+    # The AFT candidates by distribution, fitted once per run (see `aft_candidates`).
+    aft_fits: dict[str, AftResult] | None = None
     status: list[dict] = field(default_factory=list)
 
     def notes_frame(self) -> pd.DataFrame:
@@ -94,6 +110,27 @@ def information_count(
     """Events and estimated parameters (design columns) among the rows a regression would use."""
     used, _ = complete_rows(frame, [*outcome_columns, *covariates])
     return int(is_event.loc[used.index].sum()), design_matrix(used, covariates).shape[1]
+
+
+def reference_levels_in(
+    frame: pd.DataFrame, outcome_columns: list[str], covariates: list[str], params: dict
+) -> dict:
+    """Each factor covariate's reference level as its model codes it, on the rows it uses.
+
+    fit.reference_levels where it names the factor, else the first level in sorted order.
+    """
+    used, _ = complete_rows(frame, [*outcome_columns, *covariates])
+    return {
+        name: factor_levels(used[name], params["reference_levels"].get(name))[0]
+        for name in covariates
+        if is_categorical(used[name])
+    }
+
+
+def regression_table(tidy: pd.DataFrame, references: dict, n: int, events: int) -> pd.DataFrame:
+    """A model's tidy table as a regression table reads: a row per factor's reference level
+    (REFERENCE_COLUMN), and the model's people and events (MODEL_COUNT_COLUMNS)."""
+    return with_reference_rows(tidy, references).assign(n=int(n), events=int(events))
 
 
 def too_little_information(label: str, events: int, parameters: int, params: dict) -> str | None:
@@ -221,8 +258,11 @@ def baseline_cox_model(frame: pd.DataFrame, params: dict, outputs: FitOutputs) -
     counts = information_count(frame, [DURATION, EVENT], covariates, frame[EVENT] == 1)
 
     def fit():
-        cox = fit_cox(frame, DURATION, EVENT, covariates)
-        outputs.tables["cox"] = cox.tidy()
+        cox = fit_cox(
+            frame, DURATION, EVENT, covariates, reference_levels=params["reference_levels"]
+        )
+        references = reference_levels_in(frame, [DURATION, EVENT], covariates, params)
+        outputs.tables["cox"] = regression_table(cox.tidy(), references, cox.n, cox.events)
         outputs.tables["cox_ph_test"] = cox.proportional_hazards_test()
         return cox
 
@@ -234,11 +274,42 @@ def baseline_cox_model(frame: pd.DataFrame, params: dict, outputs: FitOutputs) -
     _record_notes(outputs, "cox", cox.notes)
 
 
+def unadjusted_cox_models(frame: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """Cox on each of fit.cox_covariates alone (gtsummary's unadjusted column), as cox_unadjusted.
+
+    Each model uses everyone with that covariate (not only those with every covariate), and
+    goes through the events-per-parameter rule on its own.
+    """
+    tables = []
+    for covariate in params["cox_covariates"]:
+        model = f"cox_unadjusted_{covariate}"
+        counts = information_count(frame, [DURATION, EVENT], [covariate], frame[EVENT] == 1)
+        cox = fit_regression(
+            outputs,
+            model,
+            f"unadjusted Cox model of {covariate}",
+            counts,
+            params,
+            lambda covariate=covariate: fit_cox(
+                frame, DURATION, EVENT, [covariate], reference_levels=params["reference_levels"]
+            ),
+        )
+        if cox is None:
+            continue
+        references = reference_levels_in(frame, [DURATION, EVENT], [covariate], params)
+        tables.append(regression_table(cox.tidy(), references, cox.n, cox.events))
+        _record_notes(outputs, model, cox.notes)
+    if tables:
+        outputs.tables["cox_unadjusted"] = pd.concat(tables, ignore_index=True)
+
+
 def cox_models(
     recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
 ) -> None:
-    """Cox on baseline covariates (with its PH checks) and the time-varying weekly model."""
+    """Cox on baseline covariates (with its PH checks), each covariate alone, and the
+    time-varying weekly model."""
     baseline_cox_model(recovery, params, outputs)
+    unadjusted_cox_models(recovery, params, outputs)
     covariates = params["time_varying_covariates"]
     frame = time_varying_frame(intervals, recovery, covariates)
     event = WeeklyIntervals.event
@@ -250,12 +321,25 @@ def cox_models(
         counts,
         params,
         lambda: fit_cox_time_varying(
-            frame, WeeklyIntervals.participant_id, "start", "stop", event, covariates
+            frame,
+            WeeklyIntervals.participant_id,
+            "start",
+            "stop",
+            event,
+            covariates,
+            reference_levels=params["reference_levels"],
         ),
     )
     if time_varying is None:
         return
-    outputs.tables["cox_time_varying"] = time_varying.tidy()
+    outcome = [WeeklyIntervals.participant_id, "start", "stop", event]
+    used, _ = complete_rows(frame, [*outcome, *covariates])
+    outputs.tables["cox_time_varying"] = regression_table(
+        time_varying.tidy(),
+        reference_levels_in(frame, outcome, covariates, params),
+        used[WeeklyIntervals.participant_id].nunique(),
+        time_varying.events,
+    )
     outputs.metrics["cox_time_varying_hazard_ratios"] = _hazard_ratios(time_varying.tidy())
     _record_notes(outputs, "cox_time_varying", time_varying.notes)
 
@@ -273,17 +357,17 @@ def time_varying_frame(
     return frame.assign(**{WeeklyIntervals.event: frame[WeeklyIntervals.event].astype(int)})
 
 
-def interval_censored_frame(recovery: pd.DataFrame) -> pd.DataFrame:
-    """People with any information on recovery; (0, inf) intervals tell nothing."""
-    upper = recovery[Recovery.interval_upper_days]
-    informative = upper.notna() | (recovery[Recovery.interval_lower_days] > 0)
-    return recovery[informative]
+def aft_candidates(
+    recovery: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> dict[str, AftResult]:
+    """Each of fit.aft_distributions fitted once per run (interval-censored), by distribution.
 
-
-def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """The interval-censored AFT family, the best by AIC flagged."""
+    The aft and timeline families share these fits; each goes through `fit_regression`, so a
+    distribution not fitted (too few events, or a failure) is absent and has a status row.
+    """
+    if outputs.aft_fits is not None:
+        return outputs.aft_fits
     frame = interval_censored_frame(recovery)
-    fits, summaries, coefficients = {}, [], []
     covariates = params["aft_covariates"]
     counts = information_count(
         frame,
@@ -291,6 +375,7 @@ def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> Non
         covariates,
         frame[Recovery.interval_upper_days].notna(),
     )
+    fits = {}
     for distribution in params["aft_distributions"]:
         fitted = fit_regression(
             outputs,
@@ -300,32 +385,43 @@ def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> Non
             params,
             lambda d=distribution: fit_aft(
                 frame,
-                params["aft_covariates"],
+                covariates,
                 distribution=d,
                 lower=Recovery.interval_lower_days,
                 upper=Recovery.interval_upper_days,
+                reference_levels=params["reference_levels"],
             ),
         )
-        if fitted is None:
-            continue
-        fits[distribution] = fitted
-        summaries.append(
-            {
-                "distribution": distribution,
-                "n": fitted.n_observations,
-                "log_likelihood": fitted.log_likelihood,
-                "aic": fitted.aic,
-                "scale": fitted.scale,
-            }
-        )
-        coefficients.append(fitted.tidy().assign(distribution=distribution))
+        if fitted is not None:
+            fits[distribution] = fitted
+    outputs.aft_fits = fits
+    return fits
+
+
+def aft_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """The interval-censored AFT family, the best by AIC flagged."""
+    fits = aft_candidates(recovery, params, outputs)
     if not fits:
         return
-    table = pd.DataFrame(summaries)
-    best = table.loc[table["aic"].idxmin(), "distribution"]
-    outputs.tables["aft_models"] = table.assign(best_by_aic=table["distribution"] == best)
-    outputs.tables["aft_coefficients"] = pd.concat(coefficients, ignore_index=True)
-    outputs.metrics["aft_best_distribution"] = best
+    table = compare_by_aic(fits)
+    outputs.tables["aft_models"] = table
+    frame = interval_censored_frame(recovery)
+    used, _ = complete_rows(frame, [Recovery.interval_lower_days, *params["aft_covariates"]])
+    references = reference_levels_in(
+        frame, [Recovery.interval_lower_days], params["aft_covariates"], params
+    )
+    events = int(used[Recovery.interval_upper_days].notna().sum())
+    outputs.tables["aft_coefficients"] = pd.concat(
+        [
+            regression_table(fit.tidy(), references, fit.n_observations, events).assign(
+                distribution=distribution
+            )
+            for distribution, fit in fits.items()
+        ],
+        ignore_index=True,
+    )
+    best = table.loc[table["best_by_aic"], "distribution"]
+    outputs.metrics["aft_best_distribution"] = best.iloc[0]
 
 
 def turnbull_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
@@ -369,11 +465,25 @@ def competing_risk_models(recovery: pd.DataFrame, params: dict, outputs: FitOutp
         "Fine-Gray model",
         counts,
         params,
-        lambda: fit_fine_gray(recovery, DURATION, Recovery.event_type, EVENT_RECOVERED, covariates),
+        lambda: fit_fine_gray(
+            recovery,
+            DURATION,
+            Recovery.event_type,
+            EVENT_RECOVERED,
+            covariates,
+            reference_levels=params["reference_levels"],
+        ),
     )
     if fine_gray is None:
         return
-    outputs.tables["fine_gray"] = fine_gray.tidy()
+    outcome = [DURATION, Recovery.event_type]
+    used, _ = complete_rows(recovery, [*outcome, *covariates])
+    outputs.tables["fine_gray"] = regression_table(
+        fine_gray.tidy(),
+        reference_levels_in(recovery, outcome, covariates, params),
+        fine_gray.n_observations,
+        (used[Recovery.event_type] == EVENT_RECOVERED).sum(),
+    )
     outputs.metrics["fine_gray_subdistribution_hazard_ratios"] = _hazard_ratios(fine_gray.tidy())
     _record_notes(outputs, "fine_gray", fine_gray.notes)
 
@@ -480,15 +590,10 @@ def mixed_largest_gaps(table: pd.DataFrame, min_n: int) -> dict:
 
 
 def timeline_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """Calibrated recovery ranges per profile, the quoted ranges checked, calibration."""
-    # Imported here: the timeline module builds on this module's analysis frames.
-    from analysis.timeline import (
-        calibration_diagnostics,
-        compare_with_quoted_ranges,
-        timeline_table,
-    )
-
-    timeline = timeline_table(recovery, params["timeline"], params["fit"], params["derive"])
+    """Calibrated recovery ranges per profile (from the run's AFT fits), the quoted ranges
+    checked, and out-of-sample calibration."""
+    fits = aft_candidates(recovery, params["fit"], outputs)
+    timeline = timeline_table(recovery, fits, params["timeline"], params["derive"])
     outputs.tables["timeline"] = timeline.tidy()
     outputs.tables["timeline_model_comparison"] = timeline.model_comparison
     comparison = compare_with_quoted_ranges(timeline, recovery, params["timeline"])
@@ -542,8 +647,14 @@ def primary_frame(
     return frame.reset_index(drop=True)
 
 
-def fit_primary(frame: pd.DataFrame, spec: dict, bounds: tuple[str, str] = PRIMARY_BOUNDS):
-    """The primary model on a frame from `primary_frame` (cuts in weeks -> days)."""
+def fit_primary(
+    frame: pd.DataFrame,
+    spec: dict,
+    reference_levels: dict,
+    bounds: tuple[str, str] = PRIMARY_BOUNDS,
+):
+    """The primary model on a frame from `primary_frame` (cuts in weeks -> days); factors coded
+    against `reference_levels` (fit.reference_levels)."""
     return fit_interval_cox(
         frame,
         WeeklyIntervals.participant_id,
@@ -553,15 +664,17 @@ def fit_primary(frame: pd.DataFrame, spec: dict, bounds: tuple[str, str] = PRIMA
         spec["covariates"],
         cuts=[DAYS_PER_WEEK * week for week in spec["piece_cuts_weeks"]],
         profile=spec["profile_terms"],
-        reference_levels=spec["reference_levels"],
+        reference_levels=reference_levels,
     )
 
 
-def in_clinical_units(tidy: pd.DataFrame, result_conf_method: dict, spec: dict) -> pd.DataFrame:
+def in_clinical_units(
+    tidy: pd.DataFrame, result_conf_method: dict, spec: dict, references: dict
+) -> pd.DataFrame:
     """Log hazard ratios per the unit a clinician reads (e.g. per 10 points of adherence).
 
     Estimates, SEs and CI bounds scale by the unit; z and p do not change. Factor levels
-    read "vs <reference>".
+    read "vs <reference>" (`references`: factor -> the level the model codes it against).
     """
     units = spec["units"]
     scale = tidy["term"].map(lambda term: units.get(term, {}).get("per", 1.0)).astype(float)
@@ -573,11 +686,11 @@ def in_clinical_units(tidy: pd.DataFrame, result_conf_method: dict, spec: dict) 
         if term in units:
             return units[term]["label"]
         factor, _, level = term.partition("[")
-        reference = spec["reference_levels"].get(factor)
-        if level and reference is not None:
-            return f"{level.rstrip(']')} vs {reference}"
         if level == "True]":
             return f"{factor} vs not {factor}"
+        reference = references.get(factor)
+        if level and reference is not None:
+            return f"{level.rstrip(']')} vs {reference}"
         return "per unit"
 
     table["unit"] = table["term"].map(unit)
@@ -590,36 +703,103 @@ def in_clinical_units(tidy: pd.DataFrame, result_conf_method: dict, spec: dict) 
     return table[[*TIDY_COLUMNS, *PRIMARY_EXTRA_COLUMNS, *HAZARD_RATIO_COLUMNS]]
 
 
+def primary_table(
+    fitted, frame: pd.DataFrame, spec: dict, params: dict, bounds=PRIMARY_BOUNDS
+) -> pd.DataFrame:
+    """A primary-model fit's effects in clinical units as a regression table: reference rows
+    (unit "reference level") and the model's people and events."""
+    outcome = [WeeklyIntervals.participant_id, "start", "stop", bounds[0]]
+    references = reference_levels_in(frame, outcome, spec["covariates"], params)
+    table = in_clinical_units(fitted.tidy(), fitted.conf_method, spec, references)
+    table = regression_table(table, references, fitted.n, fitted.events)
+    table.loc[table[REFERENCE_COLUMN], "unit"] = REFERENCE_UNIT
+    table.loc[table[REFERENCE_COLUMN], "conf_method"] = ""
+    return table
+
+
 def primary_models(
     recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
 ) -> None:
-    """Interval-censored PH with weekly adherence and sitting, and its lag sensitivity table."""
+    """Interval-censored PH with weekly adherence and sitting, its lag sensitivity table, and
+    each covariate alone (primary_unadjusted)."""
     spec = params["primary"]
-    fitted = fit_primary(primary_frame(intervals, recovery, spec), spec)
-    table = in_clinical_units(fitted.tidy(), fitted.conf_method, spec)
+    frame = primary_frame(intervals, recovery, spec)
+    fitted = fit_primary(frame, spec, params["reference_levels"])
+    table = primary_table(fitted, frame, spec, params)
     outputs.tables["primary_effects"] = table
     outputs.tables["primary_baseline_hazard"] = fitted.baseline
     outputs.metrics["primary_hazard_ratios"] = {
-        f"{row.term} ({row.unit})": _finite(row.hazard_ratio) for row in table.itertuples()
+        f"{row.term} ({row.unit})": _finite(row.hazard_ratio)
+        for row in table[~table[REFERENCE_COLUMN]].itertuples()
     }
     _record_notes(outputs, "primary", fitted.notes)
     sensitivity = [table.assign(lag_weeks=0)]
     for lag in spec["lag_weeks"]:
         if lag == 0:
             continue
+        lagged_frame = primary_frame(intervals, recovery, spec, lag)
         lagged = _run(
             outputs,
             f"primary_lag_{lag}",
-            lambda lag=lag: fit_primary(primary_frame(intervals, recovery, spec, lag), spec),
+            lambda lagged_frame=lagged_frame: fit_primary(
+                lagged_frame, spec, params["reference_levels"]
+            ),
         )
         if lagged is not None:
             sensitivity.append(
-                in_clinical_units(lagged.tidy(), lagged.conf_method, spec).assign(lag_weeks=lag)
+                primary_table(lagged, lagged_frame, spec, params).assign(lag_weeks=lag)
             )
     lag_table = pd.concat(sensitivity, ignore_index=True)
     outputs.tables["primary_lag_sensitivity"] = lag_table[
         ["lag_weeks", *[c for c in lag_table.columns if c != "lag_weeks"]]
     ]
+    unadjusted_primary_models(recovery, intervals, params, outputs)
+
+
+def primary_information_count(
+    frame: pd.DataFrame, covariates: list[str], bounds: tuple[str, str] = PRIMARY_BOUNDS
+) -> tuple[int, int]:
+    """Events (people whose recovery interval is closed) and design columns of a primary fit."""
+    outcome = [WeeklyIntervals.participant_id, "start", "stop", bounds[0]]
+    used, _ = complete_rows(frame, [*outcome, *covariates])
+    people = used.groupby(WeeklyIntervals.participant_id)[bounds[1]].first()
+    return int(people.notna().sum()), design_matrix(used, covariates).shape[1]
+
+
+def unadjusted_primary_models(
+    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+) -> None:
+    """The primary model with each of its covariates alone (gtsummary's unadjusted column).
+
+    Same baseline pieces and interval methods as the adjusted model; each model uses everyone
+    with that covariate and goes through the events-per-parameter rule on its own.
+    """
+    spec = params["primary"]
+    tables = []
+    for covariate in spec["covariates"]:
+        single = {
+            **spec,
+            "covariates": [covariate],
+            "profile_terms": [term for term in spec["profile_terms"] if term == covariate],
+        }
+        frame = primary_frame(intervals, recovery, single)
+        model = f"primary_unadjusted_{covariate}"
+        fitted = fit_regression(
+            outputs,
+            model,
+            f"unadjusted primary model of {covariate}",
+            primary_information_count(frame, [covariate]),
+            params,
+            lambda frame=frame, single=single: fit_primary(
+                frame, single, params["reference_levels"]
+            ),
+        )
+        if fitted is None:
+            continue
+        tables.append(primary_table(fitted, frame, single, params))
+        _record_notes(outputs, model, fitted.notes)
+    if tables:
+        outputs.tables["primary_unadjusted"] = pd.concat(tables, ignore_index=True)
 
 
 def profile_rows(recovery: pd.DataFrame, profile: dict) -> pd.Series:
@@ -655,16 +835,17 @@ def milestone_models(
         cuts = spec["piece_cuts_weeks"].get(name, params["primary"]["piece_cuts_weeks"])
         model = {**params["primary"], "piece_cuts_weeks": cuts}
         bounds = (columns.lower, columns.upper)
+        frame = primary_frame(followed, recovery, model, bounds=bounds)
         fitted = _run(
             outputs,
             f"milestone_primary_{name}",
-            lambda followed=followed, model=model, bounds=bounds: fit_primary(
-                primary_frame(followed, recovery, model, bounds=bounds), model, bounds=bounds
+            lambda frame=frame, model=model, bounds=bounds: fit_primary(
+                frame, model, params["reference_levels"], bounds=bounds
             ),
         )
         if fitted is not None:
             effects.append(
-                in_clinical_units(fitted.tidy(), fitted.conf_method, model).assign(milestone=name)
+                primary_table(fitted, frame, model, params, bounds).assign(milestone=name)
             )
     for claim in spec["quoted"]:
         columns = MILESTONES[claim["milestone"]]
@@ -774,8 +955,19 @@ def landmark_models(
             logrank_p_value=logrank.p_value,
         )
         groups.append(medians)
-        fitted = fit_cox(frame, DURATION, EVENT, spec["cox_covariates"])
-        cox.append(fitted.tidy().assign(landmark_weeks=weeks))
+        fitted = fit_cox(
+            frame,
+            DURATION,
+            EVENT,
+            spec["cox_covariates"],
+            reference_levels=params["reference_levels"],
+        )
+        references = reference_levels_in(frame, [DURATION, EVENT], spec["cox_covariates"], params)
+        cox.append(
+            regression_table(fitted.tidy(), references, fitted.n, fitted.events).assign(
+                landmark_weeks=weeks
+            )
+        )
         _record_notes(outputs, f"landmark_cox_{weeks}", fitted.notes)
     outputs.tables["landmark_counts"] = pd.DataFrame(counts, columns=list(LANDMARK_COUNT_COLUMNS))
     outputs.tables["landmark_cox"] = pd.concat(cox, ignore_index=True)
@@ -834,32 +1026,10 @@ def run_models(
 
 
 def _run(outputs: FitOutputs, model: str, fit: Callable):
-    """Run one fit, turning its warnings into notes and a failure into a recorded note.
-
-    The toolkit's own warnings and errors are its own sentences; a warning from a library is
-    not passed on in the library's words but named in a sentence of the toolkit's.
-    """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = fit()
-        except GaRehabError as error:
-            outputs.notes.append((model, STATUS_FAILED, str(error)))
-            result = None
-    for warning in caught:
-        outputs.notes.append((model, warning.category.__name__, _note_text(warning)))
+    """Run one fit through the toolkit's warning collector; its notes go to the outputs."""
+    result, notes = run_collecting_notes(model, fit)
+    outputs.notes.extend(notes)
     return result
-
-
-def _note_text(warning: warnings.WarningMessage) -> str:
-    if issubclass(warning.category, ModelWarning):
-        return str(warning.message)
-    source = Path(warning.filename).parts
-    library = next((part for part in source if part in _KNOWN_LIBRARIES), "a library")
-    return (
-        f"While fitting, {library} raised a {warning.category.__name__} that the toolkit has no "
-        "rule for; the numbers were kept, so check this model before relying on it."
-    )
 
 
 def _record_notes(outputs: FitOutputs, model: str, notes: list[str]) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,13 +13,19 @@ import pandas as pd
 from scipy import stats
 
 from analysis.conventions import CONVENTIONS
-from analysis.errors import ModelWarning
+from analysis.errors import GaRehabError, ModelWarning
 
 TIDY_COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
 HAZARD_RATIO_COLUMNS = ("hazard_ratio", "hr_conf_low", "hr_conf_high")
+# The kind of a note recording a fit that raised one of the toolkit's errors.
+FAILED = "failed"
+# Libraries whose warnings a model note may name (never quote).
+KNOWN_LIBRARIES = ("lifelines", "numpy", "pandas", "scipy", "statsmodels")
 # Appended to a regression's tidy table: whether the data determine the term, and if not why
 # (one sentence). A term that is not estimable has no standard error, test or interval.
 ESTIMABILITY_COLUMNS = ("estimable", "reason")
+# Marks the row of a factor's reference level in a regression table (gtsummary's reference row).
+REFERENCE_COLUMN = "reference"
 
 
 def z_critical() -> float:
@@ -77,6 +85,37 @@ def with_estimability(
     return table
 
 
+def with_reference_rows(table: pd.DataFrame, references: dict[str, Any]) -> pd.DataFrame:
+    """The tidy table with one row per factor's reference level, before the factor's other levels.
+
+    A reference row reads `factor[level]` with estimate 0 (hazard ratio 1) and no standard
+    error, test or interval: the level the other levels are compared with, as gtsummary shows
+    it. Every row gets REFERENCE_COLUMN (true only on those rows). A factor with no term in the
+    table (one level only) gets no reference row.
+    """
+    table = table.assign(**{REFERENCE_COLUMN: False})
+    if table.empty:
+        return table
+    first_of = {}
+    for factor, level in references.items():
+        levels = table.index[table["term"].astype(str).str.startswith(f"{factor}[")]
+        if len(levels):
+            first_of[levels[0]] = (factor, level)
+    records = []
+    for index, row in zip(table.index, table.to_dict("records"), strict=True):
+        if index in first_of:
+            factor, level = first_of[index]
+            reference = dict.fromkeys(table.columns, np.nan)
+            reference.update(term=f"{factor}[{level}]", estimate=0.0, **{REFERENCE_COLUMN: True})
+            if "hazard_ratio" in table:
+                reference["hazard_ratio"] = 1.0
+            if "estimable" in table:
+                reference.update(estimable=True, reason="")
+            records.append(reference)
+        records.append(row)
+    return pd.DataFrame(records, columns=table.columns)
+
+
 @dataclass
 class ModelResult:
     """A fitted model: the underlying object (`.fitted`), its tidy table and what was done.
@@ -102,3 +141,39 @@ class ModelResult:
         """Record a caveat on the result and warn about it by name."""
         self.notes.append(message)
         warnings.warn(message, ModelWarning, stacklevel=3)
+
+
+def run_collecting_notes(
+    model: str,
+    fit: Callable[[], Any],
+    failures: tuple[type[Exception], ...] = (GaRehabError,),
+) -> tuple[Any, list[tuple[str, str, str]]]:
+    """Run one fit; every warning it raises becomes a (model, kind, message) note.
+
+    The one warning-to-note collector of the toolkit. Its own warnings keep their sentences; a
+    library's warning is not passed on in the library's words but named in a sentence of the
+    toolkit's. An error in `failures` (the toolkit's own, by default) becomes a note of kind
+    FAILED and the result None; any other error propagates.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = fit()
+        except failures as error:
+            failed = [(model, FAILED, str(error))]
+            result = None
+        else:
+            failed = []
+    notes = [(model, warning.category.__name__, _note_text(warning)) for warning in caught]
+    return result, failed + notes
+
+
+def _note_text(warning: warnings.WarningMessage) -> str:
+    if issubclass(warning.category, ModelWarning):
+        return str(warning.message)
+    source = Path(warning.filename).parts
+    library = next((part for part in source if part in KNOWN_LIBRARIES), "a library")
+    return (
+        f"While fitting, {library} raised a {warning.category.__name__} that the toolkit has no "
+        "rule for; the numbers were kept, so check this model before relying on it."
+    )

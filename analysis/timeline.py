@@ -1,12 +1,13 @@
 """Calibrated recovery-time ranges per patient profile, checked against the ranges clinicians quote.
 
 The ranges come from the interval-censored AFT model with the lowest AIC (survreg's Weibull,
-log-normal or log-logistic): each profile's predicted 10th/50th/90th percentile of the weeks to
-recovery, with participant-bootstrap CIs, beside the observed (Turnbull) median where a profile
-has enough people. `calibration_diagnostics` checks the model out of sample (concordance,
-calibration of recovery probabilities, integrated Brier score, coverage of the 10-90 band), and
-`TimelineModel` is the small JSON-safe form of the chosen fit that the CLI turns into a sentence
-a clinician can quote.
+log-normal or log-logistic; the fit stage's fits, passed in, not refitted here): each profile's
+predicted 10th/50th/90th percentile of the weeks to recovery, with participant-bootstrap CIs,
+beside the observed (Turnbull) median where a profile has enough people.
+`calibration_diagnostics` checks the model out of sample with the survival layer's generic checks
+(`analysis.survival.validation`: concordance, calibration of recovery probabilities, integrated
+Brier score) plus the coverage of the 10-90 band, and `TimelineModel` is the small JSON-safe form
+of the chosen fit that the CLI turns into a sentence a clinician can quote.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ import pandas as pd
 from scipy import stats
 
 from analysis.conventions import CONVENTIONS
-from analysis.errors import ConvergenceError, DataError, ModelWarning, ParameterError
-from analysis.fit import interval_censored_frame
-from analysis.results import ModelResult
+from analysis.derive import interval_censored_frame
+from analysis.errors import ConvergenceError, DataError, ParameterError
+from analysis.results import ModelResult, run_collecting_notes
 from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
 from analysis.survival import fit_aft, turnbull
-from analysis.survival.aft import INTERCEPT, AftResult
-from analysis.survival.cox import _concordance
+from analysis.survival.aft import INTERCEPT, AftResult, compare_by_aic
 from analysis.survival.design import is_categorical
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
+from analysis.survival.validation import (
+    calibration_by_groups,
+    censoring_survival,
+    cross_validated,
+    harrell_c,
+    integrated_brier_score,
+    ipcw_brier_scores,
+)
 
 DAYS_PER_MONTH = 365.25 / 12
 LOWER = Recovery.interval_lower_days
@@ -41,6 +49,9 @@ VERDICTS = ("agree", "disagree", "undetermined")
 COMPARISON_COLUMNS = ("claim", "quoted", "observed", "verdict", "detail")
 SUMMARY_COLUMNS = ("metric", "value", "detail")
 CALIBRATION_COLUMNS = ("week", "group", "n", "predicted", "observed")
+# Column stems of the per-grid-time survival predictions inside the cross-validation.
+MODEL_SURVIVAL = "model_survival_"
+NULL_SURVIVAL = "null_survival_"
 
 # The standardised error W of log T = X beta + scale * W, as scipy distributions: survreg's
 # "weibull" is the minimum extreme-value (Gumbel, left-skewed) error.
@@ -76,23 +87,15 @@ def quantile_label(quantile: float) -> str:
     return "median" if math.isclose(quantile, MEDIAN) else f"p{quantile * 100:g}"
 
 
-def _run_collecting_model_warnings(fit: Callable[[], Any]) -> tuple[Any, list[str]]:
-    """Run `fit`, returning its ModelWarning messages instead of letting them propagate.
+def _with_notes(
+    fit: Callable[[], Any], failures: tuple[type[Exception], ...] = ()
+) -> tuple[Any, list[str]]:
+    """Run `fit` through the toolkit's warning collector, keeping the notes' sentences.
 
-    Other warnings pass through untouched, so a caller's filters (pytest's "error") still see them.
+    Errors in `failures` leave the result None with a note; any other error propagates.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ModelWarning)
-        result = fit()
-    messages = []
-    for warning in caught:
-        if issubclass(warning.category, ModelWarning):
-            messages.append(str(warning.message))
-        else:
-            warnings.warn_explicit(
-                warning.message, warning.category, warning.filename, warning.lineno
-            )
-    return result, messages
+    result, notes = run_collecting_notes("timeline", fit, failures)
+    return result, [message for _, _, message in notes]
 
 
 def _typical_value(column: pd.Series) -> Any:
@@ -145,37 +148,33 @@ def analysis_frame(recovery: pd.DataFrame, covariates: list[str]) -> tuple[pd.Da
     return frame, notes
 
 
-def _fit_distributions(
-    frame: pd.DataFrame, covariates: list[str], distributions: Iterable[str]
-) -> tuple[dict[str, AftResult], pd.DataFrame, list[str]]:
-    """Fit each AFT distribution to the interval bounds; the AIC table and the fits' notes."""
-    fits, rows, notes = {}, [], []
+def _fit_candidates(
+    frame: pd.DataFrame,
+    covariates: list[str],
+    distributions: Iterable[str],
+    reference_levels: dict,
+) -> tuple[dict[str, AftResult], list[str]]:
+    """Each AFT distribution fitted to the interval bounds (a cross-validation fold's), with notes.
+
+    The whole-data fits are the fit stage's (`fit.aft_candidates`); this refits a training fold.
+    """
+    fits, notes = {}, []
     for distribution in distributions:
-        try:
-            fitted, messages = _run_collecting_model_warnings(
-                lambda d=distribution: fit_aft(
-                    frame, covariates, distribution=d, lower=LOWER, upper=UPPER
-                )
-            )
-        except ConvergenceError as error:
-            notes.append(f"{distribution} AFT fit failed: {error}")
-            continue
-        notes.extend(f"{distribution} AFT: {message}" for message in messages)
-        fits[distribution] = fitted
-        rows.append(
-            {
-                "distribution": distribution,
-                "n": fitted.n_observations,
-                "log_likelihood": fitted.log_likelihood,
-                "aic": fitted.aic,
-                "scale": fitted.scale,
-            }
+        fitted, messages = _with_notes(
+            lambda d=distribution: fit_aft(
+                frame,
+                covariates,
+                distribution=d,
+                lower=LOWER,
+                upper=UPPER,
+                reference_levels=reference_levels,
+            ),
+            failures=(ConvergenceError,),
         )
-    if not fits:
-        raise ConvergenceError("no AFT distribution could be fitted: " + "; ".join(notes))
-    table = pd.DataFrame(rows)
-    best = table.loc[table["aic"].idxmin(), "distribution"]
-    return fits, table.assign(best_by_aic=table["distribution"] == best), notes
+        notes.extend(f"{distribution} AFT: {message}" for message in messages)
+        if fitted is not None:
+            fits[distribution] = fitted
+    return fits, notes
 
 
 def _best_distribution(comparison: pd.DataFrame) -> str:
@@ -662,35 +661,41 @@ def _profile_grid(
 def _bootstrap_quantiles(
     frame: pd.DataFrame,
     profiles: pd.DataFrame,
-    covariates: list[str],
-    distribution: str,
+    model: AftResult,
     quantiles: tuple[float, ...],
     samples: int,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, list[str]]:
-    """Predicted days per (replicate, profile, quantile) from refits on resampled participants.
+    """Predicted days per (replicate, profile, quantile) from refits of `model` (its
+    distribution, covariates and reference levels) on resampled participants.
 
     A replicate that fails to converge is NaN throughout; a level absent from (or aliased in) a
     replicate makes that level's profiles NaN there. Returns the array and notes on both.
     """
     predictions = np.full((samples, len(profiles), len(quantiles)), np.nan)
+    references = {name: levels[0] for name, levels in model.factor_levels.items()}
     failed, with_notes = 0, {}
     rows = frame.reset_index(drop=True)
     for replicate in range(samples):
         resampled = rows.iloc[rng.integers(0, len(rows), len(rows))]
-        try:
-            fitted, messages = _run_collecting_model_warnings(
-                lambda data=resampled: fit_aft(
-                    data, covariates, distribution=distribution, lower=LOWER, upper=UPPER
-                )
-            )
-        except (ConvergenceError, DataError):
+        fitted, messages = _with_notes(
+            lambda data=resampled: fit_aft(
+                data,
+                model.covariates,
+                distribution=model.distribution,
+                lower=LOWER,
+                upper=UPPER,
+                reference_levels=references,
+            ),
+            failures=(ConvergenceError, DataError),
+        )
+        if fitted is None:
             failed += 1
             continue
         for message in messages:
             with_notes[message] = with_notes.get(message, 0) + 1
-        model = TimelineModel.from_aft(fitted)
-        predictions[replicate] = model.quantile_days(profiles, quantiles).to_numpy()
+        refitted = TimelineModel.from_aft(fitted)
+        predictions[replicate] = refitted.quantile_days(profiles, quantiles).to_numpy()
     notes = []
     if failed:
         notes.append(f"{failed} of {samples} bootstrap refits failed and were left out")
@@ -724,9 +729,7 @@ def _observed_medians(
             note[profile] = f"fewer than {min_size} people in the profile (n={n})"
             continue
         members = frame.loc[people.index[people["profile"] == profile]]
-        curve, messages = _run_collecting_model_warnings(
-            lambda data=members: turnbull(data, LOWER, UPPER)
-        )
+        curve, messages = _with_notes(lambda data=members: turnbull(data, LOWER, UPPER))
         notes.extend(f"observed median of profile {profile}: {m}" for m in messages)
         fit = next(iter(curve.fitted.values()))
         days = fit.quantile(MEDIAN)
@@ -740,20 +743,26 @@ def _observed_medians(
 
 
 def timeline_table(
-    recovery: pd.DataFrame, params_timeline: dict, params_fit: dict, params_derive: dict
+    recovery: pd.DataFrame,
+    fits: dict[str, AftResult],
+    params_timeline: dict,
+    params_derive: dict,
 ) -> TimelineResult:
     """Predicted 10th/50th/90th percentile weeks to recovery per patient profile, with CIs.
 
-    The model is the interval-censored AFT distribution with the lowest AIC among
-    fit.aft_distributions; CIs are percentile intervals over refits of that distribution on
-    participants resampled with replacement (the distribution choice itself is not re-made per
-    replicate, so the CIs ignore model-selection uncertainty). A profile's numeric covariates are
+    `fits` are the interval-censored AFT fits of `recovery` by distribution (the fit stage's,
+    `fit.aft_candidates`); the model is the one with the lowest AIC. CIs are percentile
+    intervals over refits of that distribution on participants resampled with replacement (the
+    distribution choice itself is not re-made per replicate, so the CIs ignore model-selection
+    uncertainty). A profile's numeric covariates are
     the medians within its adherence group / sitting band; predictions for profile cells with no
     people are model extrapolations (n_in_profile says so). The observed median is the Turnbull
     NPMLE's of the profile's people (interval-censored like the model, unlike Kaplan-Meier on
     visit days), only where the profile has min_profile_size_for_observed people.
     """
-    covariates = list(params_fit["aft_covariates"])
+    comparison = compare_by_aic(fits)
+    best = _best_distribution(comparison)
+    covariates = list(fits[best].covariates)
     dimensions = list(params_timeline["profile_dimensions"])
     quantiles = _check_quantiles(params_timeline["quantiles"])
     samples = int(params_timeline["bootstrap_samples"])
@@ -764,12 +773,12 @@ def timeline_table(
     missing_dimensions = [d for d in dimensions if d not in frame]
     if missing_dimensions:
         raise DataError("profile dimension not in the recovery frame", column=missing_dimensions[0])
-
-    fits, comparison, fit_notes = _fit_distributions(
-        frame, covariates, params_fit["aft_distributions"]
-    )
-    notes.extend(fit_notes)
-    best = _best_distribution(comparison)
+    if fits[best].n_observations != len(frame):
+        raise DataError(
+            f"the AFT fits describe {fits[best].n_observations} people, but {len(frame)} in "
+            "this recovery frame have recovery information and every covariate: they were "
+            "fitted on other data"
+        )
     levels = {d: _dimension_levels(d, frame, params_derive) for d in dimensions}
     typical = {name: _typical_value(frame[name]) for name in {*dimensions, *covariates}}
     representative = representative_values(frame, covariate_dimensions)
@@ -784,7 +793,7 @@ def timeline_table(
 
     rng = np.random.default_rng(params_timeline["seed"])
     replicates, bootstrap_notes = _bootstrap_quantiles(
-        frame, profiles, covariates, best, quantiles, samples, rng
+        frame, profiles, fits[best], quantiles, samples, rng
     )
     notes.extend(bootstrap_notes)
     replicates = replicates / DAYS_PER_WEEK
@@ -938,7 +947,7 @@ def compare_with_quoted_ranges(
     span_low, span_high = (float(v) for v in quoted["cohort_span_weeks"])
     tolerance = float(params_timeline["span_tolerance_weeks"])
     cohort = interval_censored_frame(recovery)
-    curve, messages = _run_collecting_model_warnings(lambda: turnbull(cohort, LOWER, UPPER))
+    curve, messages = _with_notes(lambda: turnbull(cohort, LOWER, UPPER))
     fit = next(iter(curve.fitted.values()))
     p10 = fit.quantile(0.1) / DAYS_PER_WEEK
     p90 = fit.quantile(0.9) / DAYS_PER_WEEK
@@ -1036,50 +1045,6 @@ class CalibrationResult(ModelResult):
     brier_curve: pd.DataFrame
 
 
-def _fold_assignment(n: int, folds: int, rng: np.random.Generator) -> np.ndarray:
-    """Balanced random folds: a seeded permutation dealt out round-robin."""
-    assignment = np.empty(n, dtype=int)
-    assignment[rng.permutation(n)] = np.arange(n) % folds
-    return assignment
-
-
-def _censoring_survival(durations: np.ndarray, recovered: np.ndarray):
-    """Kaplan-Meier of the censoring time G(t) (recovery counts as censoring for it)."""
-    return kaplan_meier_steps(durations, ~recovered)
-
-
-def _brier_scores(
-    predicted_survival: np.ndarray,
-    durations: np.ndarray,
-    recovered: np.ndarray,
-    grid: np.ndarray,
-    censoring: tuple[np.ndarray, np.ndarray],
-) -> np.ndarray:
-    """Graf et al.'s IPCW Brier score at each grid time for predicted S(t) (people x grid)."""
-    times, survival = censoring
-    # G(T_i-) for people recovered by t; G(t) for people still unrecovered at t.
-    at_event = step_function_at(times, survival, durations - 1e-9)
-    at_grid = step_function_at(times, survival, grid)
-    recovered_by = recovered[:, None] & (durations[:, None] <= grid[None, :])
-    still_waiting = durations[:, None] > grid[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        score = np.where(recovered_by, predicted_survival**2 / at_event[:, None], 0.0) + np.where(
-            still_waiting, (1 - predicted_survival) ** 2 / at_grid[None, :], 0.0
-        )
-    return score.mean(axis=0)
-
-
-def _integrate(grid: np.ndarray, values: np.ndarray) -> float:
-    """Trapezoid integral over the grid divided by its length (an average over time)."""
-    return float(np.trapezoid(values, grid) / (grid[-1] - grid[0]))
-
-
-def _turnbull_survival_at(rows: pd.DataFrame, lower: str, upper: str, times: np.ndarray):
-    curve, messages = _run_collecting_model_warnings(lambda: turnbull(rows, lower, upper))
-    fit = next(iter(curve.fitted.values()))
-    return step_function_at(fit.times, fit.survival, times), messages
-
-
 def _coarsen_outwards(
     lower: pd.Series, upper: pd.Series, band: tuple[float, float]
 ) -> pd.DataFrame:
@@ -1109,9 +1074,7 @@ def _band_coverage(predictions: pd.DataFrame, band: tuple[float, float]) -> tupl
     or wholly outside their band (biased upwards when late recoverers are censored early).
     """
     pit = _coarsen_outwards(predictions["pit_lower"], predictions["pit_upper"], band)
-    curve, messages = _run_collecting_model_warnings(
-        lambda: turnbull(pit, "pit_lower", "pit_upper")
-    )
+    curve, messages = _with_notes(lambda: turnbull(pit, "pit_lower", "pit_upper"))
     fit = next(iter(curve.fitted.values()))
     survival = step_function_at(fit.times, fit.survival, np.asarray(band))
     turnbull_coverage = float(survival[0] - survival[1])
@@ -1157,18 +1120,19 @@ def calibration_diagnostics(
     frame = frame.reset_index(drop=True)
     if len(frame) < folds * 10:
         raise DataError(f"{len(frame)} people are too few for {folds}-fold cross-validation")
-    durations = frame[Recovery.time_to_recovery_days].to_numpy(float)
-    recovered = frame[Recovery.recovered].astype(bool).to_numpy()
-    assignment = _fold_assignment(len(frame), folds, rng)
+    duration, event = Recovery.time_to_recovery_days, Recovery.recovered
+    # Predicted S(t) of the model and of the training folds' Kaplan-Meier at each grid time.
+    model_columns = [f"{MODEL_SURVIVAL}{position}" for position in range(len(grid))]
+    null_columns = [f"{NULL_SURVIVAL}{position}" for position in range(len(grid))]
+    fold_fits = []
 
-    parts, fold_fits, model_surv, null_surv, fold_concordance = [], [], [], [], []
-    for fold in range(folds):
-        train, test = frame[assignment != fold], frame[assignment == fold]
-        fits, comparison, fit_notes = _fit_distributions(
-            train, covariates, params_fit["aft_distributions"]
+    def fit_predict(fold: int, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+        """The fold's AIC-best AFT fit on `train`; its predictions for `test` (and the null's)."""
+        fits, fit_notes = _fit_candidates(
+            train, covariates, params_fit["aft_distributions"], params_fit["reference_levels"]
         )
-        notes.extend(f"fold {fold + 1}: {message}" for message in fit_notes)
-        best = _best_distribution(comparison)
+        notes.extend(f"fold {fold}: {message}" for message in fit_notes)
+        best = _best_distribution(compare_by_aic(fits))
         fold_fits.append(fits[best])
         model = TimelineModel.from_aft(fits[best])
         predictable = np.isfinite(model.linear_predictor(test))
@@ -1176,22 +1140,21 @@ def calibration_diagnostics(
             # A level absent from the training folds has no coefficient: such people cannot be
             # predicted out of sample, so they leave the evaluation (and are counted).
             notes.append(
-                f"fold {fold + 1}: {int((~predictable).sum())} held-out people with a level "
+                f"fold {fold}: {int((~predictable).sum())} held-out people with a level "
                 "unseen in training left out"
             )
             test = test[predictable]
         predicted = model.quantile_days(test, (band[0], MEDIAN, band[1]))
         part = pd.DataFrame(
             {
-                "row": test.index,
-                "fold": fold + 1,
                 "distribution": best,
-                "band_low_days": predicted[band[0]].to_numpy(),
-                "median_days": predicted[MEDIAN].to_numpy(),
-                "band_high_days": predicted[band[1]].to_numpy(),
-                LOWER: test[LOWER].to_numpy(),
-                UPPER: test[UPPER].to_numpy(),
-            }
+                "band_low_days": predicted[band[0]],
+                "median_days": predicted[MEDIAN],
+                "band_high_days": predicted[band[1]],
+                LOWER: test[LOWER],
+                UPPER: test[UPPER],
+            },
+            index=test.index,
         )
         # The probability integral transform of each person's bounds, for the coverage check.
         part["pit_lower"] = model.probability_recovered_by_row(test, test[LOWER])
@@ -1199,51 +1162,48 @@ def calibration_diagnostics(
         by_week = model.probability_recovered_by(test, weeks * DAYS_PER_WEEK)
         for week, column in zip(weeks, by_week.columns, strict=True):
             part[f"predicted_recovered_by_week_{week:g}"] = by_week[column].to_numpy()
-        parts.append(part)
-        model_surv.append(1 - model.probability_recovered_by(test, grid).to_numpy())
+        model_survival = 1 - model.probability_recovered_by(test, grid).to_numpy()
         train_times, train_survival = kaplan_meier_steps(
-            train[Recovery.time_to_recovery_days].to_numpy(float),
-            train[Recovery.recovered].astype(bool).to_numpy(),
+            train[duration].to_numpy(float), train[event].astype(bool).to_numpy()
         )
-        null_surv.append(
-            np.tile(step_function_at(train_times, train_survival, grid), (len(test), 1))
+        null_survival = step_function_at(train_times, train_survival, grid)
+        curves = pd.DataFrame(
+            np.hstack([model_survival, np.tile(null_survival, (len(test), 1))]),
+            index=test.index,
+            columns=[*model_columns, *null_columns],
         )
-        fold_concordance.append(
-            _harrell_c(
-                -np.log(predicted[MEDIAN].to_numpy()), durations[test.index], recovered[test.index]
-            )
-        )
-    # Everything below is over the pooled held-out people, in the order of `predictions`.
-    predictions = pd.concat(parts, ignore_index=True)
-    rows = predictions["row"].to_numpy()
-    model_survival, null_survival = np.vstack(model_surv), np.vstack(null_surv)
-    censoring = _censoring_survival(durations, recovered)
-    durations, recovered = durations[rows], recovered[rows]
+        return pd.concat([part, curves], axis=1)
 
+    rng = np.random.default_rng(params_timeline["seed"] if seed is None else seed)
+    pooled = cross_validated(frame, folds, rng, fit_predict)
+    # Everything below is over the pooled held-out people, in the order of `pooled`.
+    model_survival = pooled[model_columns].to_numpy()
+    null_survival = pooled[null_columns].to_numpy()
+    predictions = pooled.drop(columns=[*model_columns, *null_columns])
     # (i) Harrell's C: a shorter predicted median should recover first.
-    concordance = _harrell_c(-np.log(predictions["median_days"].to_numpy()), durations, recovered)
+    held_out = frame.loc[predictions.index, [duration, event]].assign(
+        risk=-np.log(predictions["median_days"].to_numpy())
+    )
+    concordance = harrell_c(held_out, "risk", duration, event)
+    fold_concordance = [
+        harrell_c(rows, "risk", duration, event)
+        for _, rows in held_out.groupby(predictions["fold"], sort=True)
+    ]
 
     # (ii) calibration of P(recovered by t) by groups of predicted probability.
-    calibration_rows = []
+    calibration_parts = []
     for week in weeks:
-        column = f"predicted_recovered_by_week_{week:g}"
-        ranks = predictions[column].rank(method="first")
-        group = pd.qcut(ranks, min(groups, len(predictions)), labels=False) + 1
-        for number, members in predictions.groupby(group):
-            survival, messages = _turnbull_survival_at(
-                members, LOWER, UPPER, np.array([week * DAYS_PER_WEEK])
-            )
-            notes.extend(f"calibration week {week:g} group {number}: {m}" for m in messages)
-            calibration_rows.append(
-                {
-                    "week": week,
-                    "group": int(number),
-                    "n": len(members),
-                    "predicted": float(members[column].mean()),
-                    "observed": float(1 - survival[0]),
-                }
-            )
-    calibration = pd.DataFrame(calibration_rows, columns=list(CALIBRATION_COLUMNS))
+        table, group_notes = calibration_by_groups(
+            predictions,
+            f"predicted_recovered_by_week_{week:g}",
+            LOWER,
+            UPPER,
+            week * DAYS_PER_WEEK,
+            groups,
+        )
+        notes.extend(f"calibration week {week:g} {message}" for message in group_notes)
+        calibration_parts.append(table.assign(week=week))
+    calibration = pd.concat(calibration_parts, ignore_index=True)[list(CALIBRATION_COLUMNS)]
     weighted_error = float(
         np.average(
             (calibration["predicted"] - calibration["observed"]).abs(), weights=calibration["n"]
@@ -1252,9 +1212,11 @@ def calibration_diagnostics(
 
     # (iii) IPCW integrated Brier score, model vs the covariate-free Kaplan-Meier; the
     # censoring curve G is from everyone in the cross-validation.
-    model_brier = _brier_scores(model_survival, durations, recovered, grid, censoring)
-    null_brier = _brier_scores(null_survival, durations, recovered, grid, censoring)
-    model_ibs, null_ibs = _integrate(grid, model_brier), _integrate(grid, null_brier)
+    censoring = censoring_survival(frame, duration, event)
+    model_brier = ipcw_brier_scores(held_out, model_survival, duration, event, grid, censoring)
+    null_brier = ipcw_brier_scores(held_out, null_survival, duration, event, grid, censoring)
+    model_ibs = integrated_brier_score(grid, model_brier)
+    null_ibs = integrated_brier_score(grid, null_brier)
     brier_curve = pd.DataFrame(
         {"week": grid / DAYS_PER_WEEK, "model": model_brier, "null_kaplan_meier": null_brier}
     )
@@ -1317,11 +1279,11 @@ def calibration_diagnostics(
     )
     # Back in the order of the people, for the caller.
     predictions = (
-        predictions.assign(participant_id=frame[Recovery.participant_id].to_numpy()[rows])
-        .sort_values("row")
-        .drop(columns="row")
+        predictions.assign(participant_id=frame.loc[predictions.index, Recovery.participant_id])
+        .sort_index()
         .reset_index(drop=True)
     )
+    predictions = predictions[["fold", *[c for c in predictions.columns if c != "fold"]]]
     result = CalibrationResult(
         fitted=fold_fits,
         coefficients=summary,
@@ -1332,14 +1294,3 @@ def calibration_diagnostics(
     for message in notes:
         result.note(message)
     return result
-
-
-def _harrell_c(risk_score: np.ndarray, durations: np.ndarray, recovered: np.ndarray) -> float:
-    """Harrell's C with survival::concordance's conventions (one stratum, no delayed entry)."""
-    return _concordance(
-        risk_score,
-        durations,
-        recovered.astype(int),
-        np.zeros(len(durations), dtype=int),
-        np.full(len(durations), -np.inf),
-    )

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.clean import SOURCE_ROW, StudyCleanResult, clean_study
+from analysis.clean import StudyCleanResult, clean_study
 from analysis.derive import DerivedFrames, derive_recovery
 from analysis.schema import WeeklyIntervals
 from analysis.simulate import SimulatedStudy, simulate_study, study_design
+from analysis.testing import with_source_rows
 
 
 @dataclass
@@ -28,10 +29,7 @@ def simulate_clean_derive(
     """Simulate a study and run it through clean and derive in memory, as the CLI would."""
     design = study_design(params["derive"], params["simulate"]["follow_up_weeks"])
     simulated = simulate_study(participants, seed=seed, design=design, mess_rate=mess_rate)
-    raw = {
-        table: frame.assign(**{SOURCE_ROW: np.arange(2, len(frame) + 2)})
-        for table, frame in simulated.tables.items()
-    }
+    raw = {table: with_source_rows(frame) for table, frame in simulated.tables.items()}
     files = {table: f"{table}.csv" for table in raw}
     cleaned = clean_study(raw, files, params["clean"], simulated.export_date)
     tables = cleaned.tables
@@ -64,20 +62,26 @@ def true_day_intervals(intervals: pd.DataFrame, truth_days: pd.Series) -> pd.Dat
 
 
 def truth_in_model_coding(
-    true_coefficients: dict[str, float], factor_levels: dict[str, tuple]
+    true_coefficients: dict[str, float],
+    factor_levels: dict[str, tuple],
+    reference_levels: dict | None = None,
 ) -> dict[str, float]:
     """Re-express true factor effects against the model's reference level.
 
     The simulator states effects against a natural reference (severity mild, condition none);
-    models code factors against the first sorted level, so `underlying_condition[x]` is
-    estimated relative to "disc". A level the truth does not name has effect 0.
+    a model codes a factor against its entry in `reference_levels` (the fit stage passes
+    fit.reference_levels), else against its first sorted level, so there
+    `underlying_condition[x]` is estimated relative to "disc". A level the truth does not name
+    has effect 0.
     """
+    reference_levels = reference_levels or {}
     coded = {term: value for term, value in true_coefficients.items() if "[" not in term}
     for factor, levels in factor_levels.items():
         effect = {level: true_coefficients.get(f"{factor}[{level}]", 0.0) for level in levels}
-        reference = sorted(levels)[0]
-        for level in sorted(levels)[1:]:
-            coded[f"{factor}[{level}]"] = effect[level] - effect[reference]
+        reference = reference_levels.get(factor, sorted(levels)[0])
+        for level in sorted(levels):
+            if level != reference:
+                coded[f"{factor}[{level}]"] = effect[level] - effect[reference]
     return coded
 
 

@@ -69,7 +69,11 @@ def one_study(seed: int, participants: int, params: dict) -> pd.DataFrame:
     # The primary model codes factors against the simulator's own references (mild, none).
     spec = params["fit"]["primary"]
     started = time.perf_counter()
-    primary = fit_primary(primary_frame(derived.weekly_intervals, derived.recovery, spec), spec)
+    primary = fit_primary(
+        primary_frame(derived.weekly_intervals, derived.recovery, spec),
+        spec,
+        params["fit"]["reference_levels"],
+    )
     seconds = time.perf_counter() - started
     natural_truth = {
         term: value

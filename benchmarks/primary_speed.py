@@ -41,6 +41,7 @@ def main() -> None:
     options = parser.parse_args()
     params = yaml.safe_load(PARAMS.read_text())
     spec = params["fit"]["primary"]
+    references = params["fit"]["reference_levels"]
     simulate = params["simulate"]
     print("| participants | person-weeks | build frame (s) | fit, Wald only (s) | fit (s) |")
     print("|---:|---:|---:|---:|---:|")
@@ -58,9 +59,10 @@ def main() -> None:
             lambda d=derived: primary_frame(d.weekly_intervals, d.recovery, spec),
         )
         wald = best_of(
-            options.repeats, lambda f=frame: fit_primary(f, {**spec, "profile_terms": []})
+            options.repeats,
+            lambda f=frame: fit_primary(f, {**spec, "profile_terms": []}, references),
         )
-        full = best_of(options.repeats, lambda f=frame: fit_primary(f, spec))
+        full = best_of(options.repeats, lambda f=frame: fit_primary(f, spec, references))
         print(
             f"| {participants:,} | {len(frame):,} | {build:.3f} | {wald:.3f} | {full:.3f} |",
             flush=True,

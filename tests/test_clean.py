@@ -31,76 +31,14 @@ from analysis.schema import (
     Sessions,
     column_names,
 )
+from analysis.testing import raw_diary as diary
+from analysis.testing import raw_participant as participant
+from analysis.testing import raw_session as session
+from analysis.testing import raw_table as raw
+from analysis.testing import raw_visit as visit
 
 AS_OF = date(2026, 11, 25)
 FILES = {table: f"{table}.csv" for table in CANONICAL_TABLES}
-
-
-def raw(table: str, rows: list[dict]) -> pd.DataFrame:
-    """A raw table as a reader returns it: text cells plus the spreadsheet row."""
-    frame = pd.DataFrame(rows, columns=column_names(CANONICAL_TABLES[table])).fillna("")
-    frame[SOURCE_ROW] = range(2, len(frame) + 2)
-    return frame
-
-
-def participant(pid="P001", **overrides) -> dict:
-    row = dict(
-        participant_id=pid,
-        site="site_A",
-        enrolled_on="2025-01-06",
-        age_years="40",
-        sex="female",
-        bmi="24.5",
-        severity="mild",
-        symptom_months="3",
-        underlying_condition="none",
-        baseline_sitting_hours="8",
-        withdrawn_on="",
-        withdrawal_reason="",
-    )
-    return row | overrides
-
-
-def diary(pid="P001", day="2025-01-07", **overrides) -> dict:
-    row = dict(
-        participant_id=pid,
-        date=day,
-        sitting_hours="8.5",
-        sitting_breaks="3",
-        pain_low_back="4",
-        pain_hip="3",
-        pain_knee="1",
-        session_done="true",
-    )
-    return row | overrides
-
-
-def session(pid="P001", day="2025-01-07", exercise="glute_bridge", **overrides) -> dict:
-    row = dict(
-        participant_id=pid,
-        date=day,
-        phase="1",
-        exercise=exercise,
-        sets="3",
-        reps="15",
-        load_kg="",
-        form_quality="3",
-    )
-    return row | overrides
-
-
-def visit(pid="P001", day="2025-01-20", **overrides) -> dict:
-    row = dict(
-        participant_id=pid,
-        date=day,
-        activation_score="4.5",
-        hip_abduction_n="120.5",
-        single_leg_balance_s="12",
-        trendelenburg_positive="true",
-        phase_assigned="1",
-        clinician_recovered="false",
-    )
-    return row | overrides
 
 
 def clean_all(params, participants=None, diaries=(), sessions=(), visits=()):

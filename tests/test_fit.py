@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import warnings
@@ -11,7 +12,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import analysis.fit as fit_module
 from analysis.cli import app
+from analysis.errors import ModelWarning
 from analysis.fit import (
     STATUS_FITTED,
     STATUS_NOT_FITTED,
@@ -21,8 +24,11 @@ from analysis.fit import (
     fit_regression,
     landmark_adherence,
     primary_frame,
+    run_models,
 )
-from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS, ModelResult
+from analysis.io import DERIVED_FRAMES, read_stage_frames
+from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
+from analysis.survival import fit_aft
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED_TABLES = {
@@ -36,6 +42,7 @@ EXPECTED_TABLES = {
     "rmst_groups",
     "rmst_difference",
     "cox",
+    "cox_unadjusted",
     "cox_ph_test",
     "cox_time_varying",
     "turnbull_curves",
@@ -124,7 +131,11 @@ def _small_cohort(people: int, seed: int) -> pd.DataFrame:
 def test_too_few_events_per_parameter_is_said_not_fitted():
     """14 people, ~7 events, 3 parameters: below 10 per parameter, so no Cox model at all."""
     outputs = FitOutputs()
-    params = {"cox_covariates": ["age_years", "severity"], "min_events_per_parameter": 10}
+    params = {
+        "cox_covariates": ["age_years", "severity"],
+        "min_events_per_parameter": 10,
+        "reference_levels": {"severity": "mild"},
+    }
     baseline_cox_model(_small_cohort(14, 1), params, outputs)
     assert "cox" not in outputs.tables
     (status,) = outputs.status
@@ -142,7 +153,11 @@ def test_a_model_with_a_term_not_estimable_has_that_status():
     frame = _small_cohort(400, 3)
     frame.loc[frame["severity"] == "severe", "recovered"] = 0
     outputs = FitOutputs()
-    params = {"cox_covariates": ["age_years", "severity"], "min_events_per_parameter": 10}
+    params = {
+        "cox_covariates": ["age_years", "severity"],
+        "min_events_per_parameter": 10,
+        "reference_levels": {"severity": "mild"},
+    }
     baseline_cox_model(frame, params, outputs)
     (status,) = outputs.status
     assert status["status"] == STATUS_PARTLY_ESTIMABLE and not status["estimable"]
@@ -178,7 +193,8 @@ def test_regression_tables_have_the_tidy_shape(fitted):
         table = pd.read_csv(fitted / "models" / f"{name}.csv")
         assert list(table.columns[: len(TIDY_COLUMNS)]) == list(TIDY_COLUMNS)
         assert set(HAZARD_RATIO_COLUMNS) <= set(table.columns)
-        assert table[list(TIDY_COLUMNS[1:])].notna().all().all(), name
+        estimated = table[~table[REFERENCE_COLUMN]]
+        assert estimated[list(TIDY_COLUMNS[1:])].notna().all().all(), name
     mixed = pd.read_csv(fitted / "models" / "mixed_fixed_effects.csv")
     assert set(mixed["outcome"]) == {"pain_low_back", "pain_hip", "pain_knee", "hip_abduction_n"}
 
@@ -252,11 +268,13 @@ def test_the_primary_model_writes_effects_in_clinical_units(fitted):
     written = {p.stem for p in (fitted / "models").glob("*.csv")}
     assert written >= PRIMARY_TABLES
     effects = pd.read_csv(fitted / "models" / "primary_effects.csv").set_index("term")
+    assert effects.loc["underlying_condition[none]", "unit"] == "reference level"
     assert list(effects.reset_index().columns[: len(TIDY_COLUMNS)]) == list(TIDY_COLUMNS)
     assert set(HAZARD_RATIO_COLUMNS) <= set(effects.columns)
     assert effects.loc["weekly_adherence", "unit"] == "per 10 percentage points of weekly adherence"
     assert effects.loc["weekly_adherence", "conf_method"] == "profile likelihood"
     assert effects.loc["underlying_condition[disc]", "unit"] == "disc vs none"
+    assert effects.loc["chronic[True]", "unit"] == "chronic vs not chronic"
     # Per 10 points: a tenth of the per-unit log hazard ratio, a sensible size here.
     assert 0.1 < effects.loc["weekly_adherence", "estimate"] < 0.35
     assert effects.loc["weekly_sitting_hours", "hazard_ratio"] < 1
@@ -400,3 +418,98 @@ def test_both_milestones_get_kaplan_meier_the_primary_model_and_quoted_ranges(fi
         quotes["quoted_low_weeks"], quotes["quoted_high_weeks"]
     )
     assert (within == (quotes["verdict"] == "agree")).all()
+
+
+# Regression tables and the factors each codes against fit.reference_levels.
+REGRESSION_TABLES = {
+    "cox": ["severity", "chronic", "underlying_condition"],
+    "cox_unadjusted": ["severity", "chronic", "underlying_condition"],
+    "cox_time_varying": ["severity", "chronic", "underlying_condition"],
+    "fine_gray": ["severity", "chronic", "underlying_condition"],
+    "aft_coefficients": ["severity", "chronic", "underlying_condition"],
+    "primary_effects": ["severity", "chronic", "underlying_condition"],
+    "primary_unadjusted": ["severity", "chronic", "underlying_condition"],
+    "primary_lag_sensitivity": ["severity", "chronic", "underlying_condition"],
+    "landmark_cox": ["severity", "chronic", "underlying_condition"],
+    "milestone_primary_effects": ["severity", "chronic", "underlying_condition"],
+}
+
+
+def test_every_regression_codes_factors_against_the_configured_reference_levels(fitted, params):
+    """Reference rows name params.yaml's levels (mild, recent, no condition), not sorted-first."""
+    references = params["fit"]["reference_levels"]
+    for name, factors in REGRESSION_TABLES.items():
+        table = pd.read_csv(fitted / "models" / f"{name}.csv")
+        marked = table[table[REFERENCE_COLUMN]]
+        for factor in factors:
+            reference = f"{factor}[{references[factor]}]"
+            assert reference in set(marked["term"]), (name, reference)
+            # No estimated term is the reference level itself.
+            assert reference not in set(table.loc[~table[REFERENCE_COLUMN], "term"]), name
+        assert (marked["estimate"] == 0).all(), name
+        if "hazard_ratio" in table:
+            assert (marked["hazard_ratio"] == 1).all(), name
+        assert marked[["std_error", "p_value", "conf_low", "conf_high"]].isna().all().all()
+        # The reference row comes right before the factor's other levels.
+        for row in marked.index:
+            factor = marked.loc[row, "term"].split("[")[0]
+            assert table.loc[row + 1, "term"].startswith(f"{factor}["), name
+
+
+def test_every_regression_table_says_how_many_people_and_events_its_model_describes(fitted):
+    status = pd.read_csv(fitted / "models" / "model_status.csv", keep_default_na=False)
+    events_by_model = status.set_index("model")["events"]
+    for name in REGRESSION_TABLES:
+        table = pd.read_csv(fitted / "models" / f"{name}.csv")
+        assert {"n", "events"} <= set(table.columns), name
+        assert (table["events"] <= table["n"]).all() and (table["events"] > 0).all(), name
+    cox = pd.read_csv(fitted / "models" / "cox.csv")
+    assert cox["n"].nunique() == 1 and cox["events"].iloc[0] == events_by_model["cox"]
+    aft = pd.read_csv(fitted / "models" / "aft_coefficients.csv")
+    assert aft["events"].iloc[0] == events_by_model["aft_weibull"]
+
+
+def test_unadjusted_estimates_are_one_covariate_at_a_time(fitted, params):
+    """cox_unadjusted / primary_unadjusted: one model per covariate, each in model_status."""
+    status = set(pd.read_csv(fitted / "models" / "model_status.csv")["model"])
+    cox = pd.read_csv(fitted / "models" / "cox_unadjusted.csv")
+    adjusted = pd.read_csv(fitted / "models" / "cox.csv")
+    assert set(cox["term"]) == set(adjusted["term"])
+    for covariate in params["fit"]["cox_covariates"]:
+        assert f"cox_unadjusted_{covariate}" in status
+    # Each model uses everyone with its covariate, so n differs where covariates are missing.
+    assert cox["n"].max() >= adjusted["n"].iloc[0]
+    primary = pd.read_csv(fitted / "models" / "primary_unadjusted.csv")
+    effects = pd.read_csv(fitted / "models" / "primary_effects.csv")
+    assert set(primary["term"]) == set(effects["term"])
+    for covariate in params["fit"]["primary"]["covariates"]:
+        assert f"primary_unadjusted_{covariate}" in status
+    weekly = primary.set_index("term").loc["weekly_adherence"]
+    assert weekly["unit"] == "per 10 percentage points of weekly adherence"
+    assert weekly["conf_method"] == "profile likelihood"
+
+
+def test_the_aft_family_is_fitted_once_for_the_aft_tables_and_the_timeline(
+    fitted, params, monkeypatch
+):
+    """One run fits each AFT distribution once; the timeline compares and uses those fits."""
+    frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
+    calls = []
+    monkeypatch.setattr(
+        fit_module, "fit_aft", lambda *a, **k: calls.append(k["distribution"]) or fit_aft(*a, **k)
+    )
+    quick = copy.deepcopy(params)
+    quick["timeline"].update(bootstrap_samples=2, calibration_folds=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModelWarning)
+        outputs = run_models(
+            frames["recovery"],
+            frames["weekly_intervals"],
+            frames["weekly_trajectories"],
+            quick,
+            only=["aft", "timeline"],
+        )
+    assert calls == params["fit"]["aft_distributions"]
+    pd.testing.assert_frame_equal(
+        outputs.tables["timeline_model_comparison"], outputs.tables["aft_models"]
+    )

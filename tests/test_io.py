@@ -15,31 +15,11 @@ from analysis.clean import SOURCE_ROW
 from analysis.errors import DataError
 from analysis.io import EXPORT_INFO_FILE, read_raw_study, read_table_file, write_atomic, write_csv
 from analysis.schema import CANONICAL_TABLES, Diary, Participants, column_names
+from analysis.testing import raw_diary, raw_participant
 
-PARTICIPANT = dict(
-    participant_id="P001",
-    site="site_A",
-    enrolled_on="2025-01-06",
-    age_years="40",
-    sex="female",
-    bmi="24",
-    severity="mild",
-    symptom_months="3",
-    underlying_condition="none",
-    baseline_sitting_hours="8",
-    withdrawn_on="",
-    withdrawal_reason="",
-)
-DIARY = dict(
-    participant_id="P001",
-    date="2025-01-07",
-    sitting_hours="8",
-    sitting_breaks="3",
-    pain_low_back="4",
-    pain_hip="3",
-    pain_knee="1",
-    session_done="true",
-)
+# test_cli reads this study back and checks its bmi.
+PARTICIPANT = raw_participant(bmi="24")
+DIARY = raw_diary()
 
 
 def write_canonical_study(folder: Path) -> None:

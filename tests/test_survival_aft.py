@@ -202,3 +202,25 @@ def test_hopeless_data_raise() -> None:
         )
     with pytest.raises(DataError, match="either duration and event"):
         fit_aft(data, ["age"], duration="futime")
+
+
+def test_a_reference_level_recodes_the_factor_and_leaves_the_fit_unchanged():
+    """survreg after relevel is the same model: the same likelihood and predictions, each
+    level's coefficient re-expressed against the new reference (as R's relevel)."""
+    data = pd.read_csv(DATA / "aft_veteran.csv")
+    outcome = {"duration": "time", "event": "status"}
+    sorted_first = fit_aft(data, ["karno", "celltype"], "weibull", **outcome)
+    relevelled = fit_aft(
+        data, ["karno", "celltype"], "weibull", reference_levels={"celltype": "squamous"}, **outcome
+    )
+    assert relevelled.factor_levels["celltype"][0] == "squamous"
+    assert relevelled.log_likelihood == pytest.approx(sorted_first.log_likelihood, rel=1e-9)
+    old, new = sorted_first.params, relevelled.params
+    for level in ("large", "smallcell"):
+        assert new[f"celltype[{level}]"] == pytest.approx(
+            old[f"celltype[{level}]"] - old["celltype[squamous]"], abs=1e-6
+        )
+    assert new["celltype[adeno]"] == pytest.approx(-old["celltype[squamous]"], abs=1e-6)
+    np.testing.assert_allclose(
+        relevelled.predict_quantiles(data), sorted_first.predict_quantiles(data), rtol=1e-6
+    )

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from lifelines.utils import concordance_index
 
-from analysis.errors import ModelWarning
+from analysis.errors import DataError, ModelWarning
 from analysis.results import ESTIMABILITY_COLUMNS, HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
 from analysis.survival.cox import fit_cox, fit_cox_time_varying
 from analysis.testing import assert_ci_contains_estimate, assert_close_to_reference
@@ -152,3 +152,73 @@ def test_separated_data_marks_the_term_not_estimable_never_penalizes():
 def test_time_varying_fit_has_no_zph(fits):
     with pytest.raises(NotImplementedError):
         fits["heart"].proportional_hazards_test()
+
+
+# coxph after relevel, on cox_veteran.csv (R 4.2.2, survival 3.5-3), printed with digits = 17:
+#   veteran_data <- read.csv("cox_veteran.csv")
+#   veteran_data$celltype <- relevel(factor(veteran_data$celltype), ref = "squamous")
+#   fit <- coxph(Surv(time, event) ~ trt + karno + age + celltype, veteran_data)
+#   cbind(estimate = coef(fit), std_error = sqrt(diag(vcov(fit))),
+#         p = summary(fit)$coefficients[, 5]); fit$loglik; c(fit$n, fit$nevent)
+RELEVEL_SQUAMOUS = pd.DataFrame(
+    {
+        "term": [
+            "trt",
+            "karno",
+            "age",
+            "celltype[adeno]",
+            "celltype[large]",
+            "celltype[smallcell]",
+        ],
+        "estimate": [
+            0.3030480951269730050,
+            -0.0326854827400992198,
+            -0.0089031651314809192,
+            1.1788070293942434219,
+            0.4023321967700368984,
+            0.8563403758726617632,
+        ],
+        "std_error": [
+            0.2056559007869977196,
+            0.0054088496336279577,
+            0.0092242831890019493,
+            0.2964404777398922386,
+            0.2825436509010853525,
+            0.2713223635120166621,
+        ],
+        "p_value": [
+            1.4059775818571477e-01,
+            1.5130857700583334e-09,
+            3.3445078177960375e-01,
+            6.9925626100030049e-05,
+            1.5445667890002365e-01,
+            1.5985390000640175e-03,
+        ],
+    }
+)
+RELEVEL_LOGLIK = -474.45779018483995
+
+
+def test_a_reference_level_is_coded_as_coxph_after_relevel():
+    veteran = pd.read_csv(DATA / "cox_veteran.csv")
+    fitted = fit_cox(
+        veteran,
+        "time",
+        "event",
+        ["trt", "karno", "age", "celltype"],
+        reference_levels={"celltype": "squamous", "not_a_covariate": "ignored"},
+    )
+    table = fitted.tidy()
+    assert table["term"].tolist() == RELEVEL_SQUAMOUS["term"].tolist()
+    for column in ("estimate", "std_error", "p_value"):
+        assert_close_to_reference(table[column], RELEVEL_SQUAMOUS[column], rtol=1e-7)
+    assert fitted.log_likelihood == pytest.approx(RELEVEL_LOGLIK, rel=1e-8)
+    assert (fitted.n, fitted.events) == (137, 128)
+
+
+def test_a_reference_level_that_does_not_occur_or_is_not_a_factor_is_a_data_error():
+    veteran = pd.read_csv(DATA / "cox_veteran.csv")
+    with pytest.raises(DataError, match="reference level 'tiny' does not occur"):
+        fit_cox(veteran, "time", "event", ["celltype"], reference_levels={"celltype": "tiny"})
+    with pytest.raises(DataError, match="only for a factor"):
+        fit_cox(veteran, "time", "event", ["age"], reference_levels={"age": 60})

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from analysis.derive import interval_censored_frame
 from analysis.errors import DataError, ModelWarning, ParameterError
 from analysis.schema import Recovery
+from analysis.survival import fit_aft
 from analysis.testing import assert_ci_contains_estimate
 from analysis.timeline import (
     COMPARISON_COLUMNS,
@@ -131,6 +133,21 @@ def simulate_recovery(
     return frame
 
 
+def aft_fits(cohort: pd.DataFrame, params: dict) -> dict:
+    """Each configured AFT distribution fitted to the cohort's intervals, as the fit stage does."""
+    frame = interval_censored_frame(cohort)
+    return {
+        distribution: fit_aft(
+            frame,
+            params["fit"]["aft_covariates"],
+            distribution=distribution,
+            lower=Recovery.interval_lower_days,
+            upper=Recovery.interval_upper_days,
+        )
+        for distribution in params["fit"]["aft_distributions"]
+    }
+
+
 def with_timeline(params: dict, **changes) -> dict:
     timeline = copy.deepcopy(params["timeline"])
     timeline.update(changes)
@@ -145,7 +162,10 @@ def cohort() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def timeline(cohort, params):
     return timeline_table(
-        cohort, with_timeline(params, bootstrap_samples=25), params["fit"], params["derive"]
+        cohort,
+        aft_fits(cohort, params),
+        with_timeline(params, bootstrap_samples=25),
+        params["derive"],
     )
 
 
@@ -248,8 +268,8 @@ def test_bootstrap_is_reproducible_with_its_seed(params):
     cohort = simulate_recovery(500, seed=3)
     run = lambda seed: timeline_table(  # noqa: E731
         cohort,
+        aft_fits(cohort, params),
         with_timeline(params, bootstrap_samples=5, seed=seed),
-        params["fit"],
         params["derive"],
     ).tidy()
     first, again, other = run(1), run(1), run(2)
@@ -262,9 +282,11 @@ def test_people_without_covariates_are_left_out_with_a_model_warning(params):
     cohort = simulate_recovery(600, seed=5)
     cohort.loc[:9, Recovery.overall_adherence] = np.nan
     cohort.loc[:9, Recovery.adherence_group] = None
+    with pytest.warns(ModelWarning, match="row\\(s\\) were left out"):
+        fits = aft_fits(cohort, params)
     with pytest.warns(ModelWarning, match="10 people without every AFT covariate"):
         result = timeline_table(
-            cohort, with_timeline(params, bootstrap_samples=0), params["fit"], params["derive"]
+            cohort, fits, with_timeline(params, bootstrap_samples=0), params["derive"]
         )
     informative = cohort[Recovery.interval_upper_days].notna() | (
         cohort[Recovery.interval_lower_days] > 0
@@ -277,7 +299,10 @@ def test_people_without_covariates_are_left_out_with_a_model_warning(params):
 def test_a_level_missing_from_the_data_gets_no_prediction(params):
     cohort = simulate_recovery(800, seed=7, conditions=CONDITIONS[:3])
     result = timeline_table(
-        cohort, with_timeline(params, bootstrap_samples=3), params["fit"], params["derive"]
+        cohort,
+        aft_fits(cohort, params),
+        with_timeline(params, bootstrap_samples=3),
+        params["derive"],
     )
     table = result.tidy()
     other = table[table[Recovery.underlying_condition] == "other"]
@@ -286,10 +311,25 @@ def test_a_level_missing_from_the_data_gets_no_prediction(params):
     assert table.loc[table.index.difference(other.index), "predicted_median_weeks"].notna().all()
 
 
+def test_the_timeline_uses_the_fits_it_is_given_and_refuses_fits_of_other_data(cohort, params):
+    fits = aft_fits(cohort, params)
+    result = timeline_table(
+        cohort, fits, with_timeline(params, bootstrap_samples=0), params["derive"]
+    )
+    assert all(result.fitted[name] is fit for name, fit in fits.items())
+    with pytest.raises(DataError, match="fitted on other data"):
+        timeline_table(
+            cohort.iloc[:2000], fits, with_timeline(params, bootstrap_samples=0), params["derive"]
+        )
+
+
 def test_quantiles_without_a_median_are_a_parameter_error(cohort, params):
     with pytest.raises(ParameterError, match="include 0.5"):
         timeline_table(
-            cohort, with_timeline(params, quantiles=[0.1, 0.9]), params["fit"], params["derive"]
+            cohort,
+            aft_fits(cohort, params),
+            with_timeline(params, quantiles=[0.1, 0.9]),
+            params["derive"],
         )
 
 
@@ -310,7 +350,10 @@ def test_quoted_ranges_agree_with_data_generated_like_the_domain_text(timeline, 
 def test_quoted_ranges_disagree_with_data_that_contradict_them(params):
     cohort = simulate_recovery(1500, seed=13, model=DISAGREEING_MODEL)
     contrary = timeline_table(
-        cohort, with_timeline(params, bootstrap_samples=10), params["fit"], params["derive"]
+        cohort,
+        aft_fits(cohort, params),
+        with_timeline(params, bootstrap_samples=10),
+        params["derive"],
     )
     comparison = compare_with_quoted_ranges(contrary, cohort, params["timeline"])
     assert comparison["verdict"].tolist() == ["disagree"] * 4, comparison.to_string()

@@ -61,8 +61,12 @@ def test_primary_model_covers_adherence_and_sitting_on_visit_detected_intervals(
     """The interval-censored PH model on what the visits show recovers the truth (issue 11)."""
     simulated, derived = study
     spec = params["fit"]["primary"]
-    fitted = fit_primary(primary_frame(derived.weekly_intervals, derived.recovery, spec), spec)
-    # The primary model codes factors against the simulator's own references (mild, none).
+    fitted = fit_primary(
+        primary_frame(derived.weekly_intervals, derived.recovery, spec),
+        spec,
+        params["fit"]["reference_levels"],
+    )
+    # fit.reference_levels are the simulator's own references (mild, none, recent).
     table = coverage(fitted.tidy(), simulated.truth["generating_parameters"]).set_index("term")
     headline = ["weekly_adherence", "weekly_sitting_hours"]
     assert table.loc[headline, "covered"].all(), table.to_string()
@@ -83,3 +87,13 @@ def test_truth_is_recoded_against_the_models_reference_level():
     assert coded["underlying_condition[none]"] == pytest.approx(0.7)
     assert coded["underlying_condition[other]"] == pytest.approx(0.35)
     assert "underlying_condition[disc]" not in coded
+
+
+def test_truth_is_recoded_against_a_configured_reference_level():
+    truth = {"underlying_condition[disc]": -0.7, "underlying_condition[other]": -0.35}
+    coded = truth_in_model_coding(
+        truth, {"underlying_condition": UNDERLYING_CONDITIONS}, {"underlying_condition": "other"}
+    )
+    assert coded["underlying_condition[disc]"] == pytest.approx(-0.35)
+    assert coded["underlying_condition[none]"] == pytest.approx(0.35)
+    assert "underlying_condition[other]" not in coded

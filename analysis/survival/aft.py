@@ -20,6 +20,7 @@ from analysis.survival.design import (
     aliased_columns,
     aliased_reason,
     design_matrix,
+    factor_levels,
     is_categorical,
 )
 
@@ -236,13 +237,16 @@ def fit_aft(
     event: str | None = None,
     lower: str | None = None,
     upper: str | None = None,
+    reference_levels: dict | None = None,
 ) -> AftResult:
     """Fit survreg's AFT model to right-censored (duration, event) or interval-censored data.
 
     Interval bounds follow Surv(type="interval2"): (lower, upper], upper missing or infinite =
     right-censored at lower, lower == upper = exact event, lower missing or 0 = left-censored at
-    upper. Standard errors are Wald, from the observed information in (beta, log scale).
+    upper. Standard errors are Wald, from the observed information in (beta, log scale). A
+    factor is coded against its entry in `reference_levels`, else its first sorted level.
     """
+    reference_levels = reference_levels or {}
     if distribution not in ("weibull", "lognormal", "loglogistic"):
         raise DataError(f"unknown AFT distribution {distribution!r}")
     right_censored = duration is not None and event is not None
@@ -273,7 +277,7 @@ def fit_aft(
     ):
         raise ConvergenceError("no events: every row is right-censored, the AFT model has no MLE")
 
-    covariate_design = design_matrix(used, list(covariates))
+    covariate_design = design_matrix(used, list(covariates), reference_levels)
     design = pd.concat([pd.Series(1.0, index=used.index, name=INTERCEPT), covariate_design], axis=1)
     all_terms = [*design.columns, LOG_SCALE]
     aliased = aliased_columns(design, baseline=np.zeros((len(design), 0)))
@@ -323,7 +327,7 @@ def fit_aft(
         n_observations=len(used),
         covariates=list(covariates),
         factor_levels={
-            name: sorted(used[name].dropna().unique(), key=str)
+            name: factor_levels(used[name], reference_levels.get(name))
             for name in covariates
             if is_categorical(used[name])
         },
@@ -496,3 +500,28 @@ def _prediction_design(
     if not parts:
         return pd.DataFrame(index=frame.index)
     return pd.concat(parts, axis=1)
+
+
+def compare_by_aic(fits: dict[str, AftResult]) -> pd.DataFrame:
+    """One row per fitted distribution (n, log-likelihood, AIC, scale), the lowest AIC flagged.
+
+    AICs compare only fits to the same rows; a ConvergenceError when there is no fit to compare.
+    """
+    if not fits:
+        raise ConvergenceError("no AFT distribution could be fitted")
+    if len({fit.n_observations for fit in fits.values()}) > 1:
+        raise DataError("AFT fits on different rows cannot be compared by AIC")
+    table = pd.DataFrame(
+        [
+            {
+                "distribution": distribution,
+                "n": fit.n_observations,
+                "log_likelihood": fit.log_likelihood,
+                "aic": fit.aic,
+                "scale": fit.scale,
+            }
+            for distribution, fit in fits.items()
+        ]
+    )
+    best = table.loc[table["aic"].idxmin(), "distribution"]
+    return table.assign(best_by_aic=table["distribution"] == best)

@@ -354,6 +354,7 @@ def fit_fine_gray(
     event_of_interest: object,
     covariates: list[str],
     censored: object = None,
+    reference_levels: dict | None = None,
 ) -> FineGrayResult:
     """Fine-Gray regression for the subdistribution hazard of one event, as cmprsk::crr.
 
@@ -362,6 +363,7 @@ def fit_fine_gray(
     distribution. Every other label in `event` than `censored` is a competing event; the
     censoring label defaults as in `cumulative_incidence` (0 for numeric codes, as R). An
     aliased (collinear or constant) covariate stays as a term marked not estimable, as R's NA.
+    A factor is coded against its entry in `reference_levels`, else its first sorted level.
     """
     notes: list[str] = []
     used = _complete_rows(df, [duration, event, *covariates], notes)
@@ -374,7 +376,7 @@ def fit_fine_gray(
     kind = np.where(labels == event_of_interest, 1, np.where(labels == censored, 0, 2))
     if not np.any(kind == 1):
         raise DataError(f"no rows with the event of interest {event_of_interest!r}", column=event)
-    full_design = design_matrix(used, list(covariates))
+    full_design = design_matrix(used, list(covariates), reference_levels)
     aliased = aliased_columns(full_design)
     reasons = {name: aliased_reason(name) for name in aliased}
     notes.extend(reasons.values())

@@ -564,7 +564,7 @@ def _linear_predictor(design: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     return score
 
 
-def _concordance(
+def concordance_index(
     risk_score: np.ndarray,
     stop: np.ndarray,
     event: np.ndarray,
@@ -603,9 +603,10 @@ def _fit(
     penalizer: float,
     lifelines_fit: Callable[[list[str], float], object],
     notes: list[str],
+    reference_levels: dict | None,
 ):
     """Design columns, estimates and the tidy table shared by both Cox fits."""
-    design = design_matrix(used, covariates)
+    design = design_matrix(used, covariates, reference_levels)
     aliased = aliased_columns(design, baseline)
     estimable = design.drop(columns=aliased)
     names = list(estimable.columns)
@@ -645,6 +646,7 @@ def fit_cox(
     strata: str | list[str] | None = None,
     cluster: str | None = None,
     penalizer: float = 0.0,
+    reference_levels: dict | None = None,
 ) -> CoxResult:
     """Cox proportional hazards fit (Efron ties) with R coxph's estimates and tests.
 
@@ -654,7 +656,8 @@ def fit_cox(
     not estimable with the reason (`estimable`, `reason` columns), as coxph's NA: an aliased
     column has no estimate; a coefficient running to +-infinity (a level with no events)
     shows that limit, and the other terms are their limits. No penalty is added unless asked
-    for with `penalizer` (lifelines' ridge penalty).
+    for with `penalizer` (lifelines' ridge penalty). A factor is coded against its entry in
+    `reference_levels` (coxph after relevel), else its first sorted level.
     """
     strata_columns = [strata] if isinstance(strata, str) else list(strata or [])
     extra = [cluster] if cluster is not None else []
@@ -702,7 +705,7 @@ def fit_cox(
         )
 
     design, names, finite_names, fitted, estimate, std_error, reasons, limits = _fit(
-        used, covariates, data, baseline, penalizer, lifelines_fit, notes
+        used, covariates, data, baseline, penalizer, lifelines_fit, notes, reference_levels
     )
     finite_columns = [names.index(name) for name in finite_names]
     x = data.design[:, finite_columns]
@@ -726,7 +729,7 @@ def fit_cox(
     result = CoxResult(
         fitted=fitted.fitted,
         coefficients=_finish(wald_table(design.columns, estimate, std_error), reasons, limits),
-        concordance=_concordance(risk_score, durations, events, strata_codes, data.start),
+        concordance=concordance_index(risk_score, durations, events, strata_codes, data.start),
         log_likelihood=fitted.log_likelihood,
         n=len(used),
         events=int(events.sum()),
@@ -746,12 +749,14 @@ def fit_cox_time_varying(
     event: str,
     covariates: list[str],
     penalizer: float = 0.0,
+    reference_levels: dict | None = None,
 ) -> CoxResult:
     """Cox fit on (start, stop] intervals, as coxph(Surv(start, stop, event)).
 
     `n` counts intervals (rows), as coxph does; concordance uses each event time's risk set of
     intervals. Rows missing any used column are dropped, and the result says how many. Terms
-    the data cannot determine are marked as in `fit_cox`; no penalty unless asked for.
+    the data cannot determine are marked as in `fit_cox`; no penalty unless asked for; factors
+    coded against `reference_levels` as in `fit_cox`.
     """
     used_columns = [stop, event, start, id, *covariates]
     used, dropped = complete_rows(df, used_columns)
@@ -789,12 +794,21 @@ def fit_cox_time_varying(
         )
 
     design, _, _, fitted, estimate, std_error, reasons, limits = _fit(
-        used, covariates, data, np.ones((len(used), 1)), penalizer, lifelines_fit, notes
+        used,
+        covariates,
+        data,
+        np.ones((len(used), 1)),
+        penalizer,
+        lifelines_fit,
+        notes,
+        reference_levels,
     )
     result = CoxResult(
         fitted=fitted.fitted,
         coefficients=_finish(wald_table(design.columns, estimate, std_error), reasons, limits),
-        concordance=_concordance(fitted.risk_score, data.stop, events, data.strata, data.start),
+        concordance=concordance_index(
+            fitted.risk_score, data.stop, events, data.strata, data.start
+        ),
         log_likelihood=fitted.log_likelihood,
         n=len(used),
         events=int(events.sum()),

@@ -34,12 +34,35 @@ def check_event_indicator(frame: pd.DataFrame, event: str) -> None:
         raise DataError("event must be 0/1 or boolean", column=event)
 
 
-def design_matrix(frame: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
-    """Numeric covariates as they are, factors as treatment dummies against the first sorted level.
+def factor_levels(column: pd.Series, reference: object = None) -> list:
+    """A factor's levels as the design codes them: the reference first, then the rest sorted.
 
-    Dummy columns are named ``covariate[level]`` (R names them ``covariatelevel``). Rows keep the
-    frame's index so callers can align durations, events and weights.
+    Without a reference the first sorted level is it (R's default); a reference that does not
+    occur is a DataError, as R's relevel.
     """
+    levels = sorted(column.dropna().unique(), key=str)
+    if reference is None:
+        return levels
+    if reference not in levels:
+        raise DataError(
+            f"reference level {reference!r} does not occur",
+            column=str(column.name),
+            hint=f"levels present: {', '.join(map(str, levels))}",
+        )
+    return [reference, *[level for level in levels if level != reference]]
+
+
+def design_matrix(
+    frame: pd.DataFrame, covariates: list[str], reference_levels: dict | None = None
+) -> pd.DataFrame:
+    """Numeric covariates as they are, factors as treatment dummies against a reference level.
+
+    The reference is the factor's entry in `reference_levels` (R's relevel), else its first
+    sorted level; entries for columns not among `covariates` are ignored. Dummy columns are
+    named ``covariate[level]`` (R names them ``covariatelevel``). Rows keep the frame's index so
+    callers can align durations, events and weights.
+    """
+    reference_levels = reference_levels or {}
     missing = [name for name in covariates if name not in frame.columns]
     if missing:
         raise DataError(f"covariate(s) not in the frame: {', '.join(missing)}", column=missing[0])
@@ -47,10 +70,11 @@ def design_matrix(frame: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     for name in covariates:
         column = frame[name]
         if not is_categorical(column):
+            if name in reference_levels:
+                raise DataError("a reference level is only for a factor", column=name)
             parts.append(column.astype(float).rename(name))
             continue
-        levels = sorted(column.dropna().unique(), key=str)
-        for level in levels[1:]:
+        for level in factor_levels(column, reference_levels.get(name))[1:]:
             dummy = (column == level).astype(float).where(column.notna())
             parts.append(dummy.rename(f"{name}[{level}]"))
     if not parts:

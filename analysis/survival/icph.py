@@ -27,7 +27,7 @@ from scipy import optimize, sparse, stats
 from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import ModelResult, wald_table, with_hazard_ratios
-from analysis.survival.design import design_matrix, is_categorical
+from analysis.survival.design import design_matrix
 
 # Newton stops when the expected gain (half the Newton decrement) is below this: the
 # log-likelihood is then within ~1e-12 of its maximum and estimates within ~1e-7 of theirs.
@@ -119,35 +119,6 @@ def _aliased_columns(columns: list[np.ndarray], names: list[str]) -> list[str]:
         else:
             kept.append(j)
     return aliased
-
-
-def _coded_design(
-    frame: pd.DataFrame, covariates: list[str], reference_levels: dict[str, str]
-) -> pd.DataFrame:
-    """design_matrix's coding, except that a factor in `reference_levels` is coded against it."""
-    parts = []
-    for name in covariates:
-        column = frame[name]
-        if name not in reference_levels:
-            parts.append(design_matrix(frame, [name]))
-            continue
-        if not is_categorical(column):
-            raise DataError("a reference level is only for a factor", column=name)
-        reference = reference_levels[name]
-        levels = sorted(column.dropna().unique(), key=str)
-        if reference not in levels:
-            raise DataError(f"reference level {reference!r} does not occur", column=name)
-        parts.append(
-            pd.DataFrame(
-                {
-                    f"{name}[{level}]": (column == level).astype(float).where(column.notna())
-                    for level in levels
-                    if level != reference
-                },
-                index=frame.index,
-            )
-        )
-    return pd.concat(parts, axis=1) if parts else pd.DataFrame(index=frame.index)
 
 
 def _segments(
@@ -466,7 +437,7 @@ def fit_interval_cox(
         raise DataError("an exact event time must be after entry", column=upper)
 
     used = frame.loc[rows]
-    design_frame = _coded_design(used, covariates, reference_levels)
+    design_frame = design_matrix(used, covariates, reference_levels)
     names = list(design_frame.columns)
     kept_codes = np.flatnonzero(keep_person)
     recode = np.full(len(people), -1)
