@@ -22,7 +22,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from analysis import io
-from analysis.errors import GaRehabError, ParameterError
+from analysis.errors import GaRehabError, ParameterError, ReportError
 from analysis.schema import Recovery
 
 app = typer.Typer(
@@ -432,7 +432,7 @@ def run_report(
     notebooks: Path,
     overrides: dict,
 ) -> list:
-    from analysis.report import ReportError, render_all
+    from analysis.report.render import render_all
 
     # Rendered beside the old reports, which are replaced only once every report succeeded.
     with io.stage_entries(reports, "report") as staging:
@@ -495,7 +495,7 @@ def report(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Run the notebooks with papermill and render HTML reports (whole study and per site)."""
-    from analysis.report import parse_param_overrides
+    from analysis.report.render import parse_param_overrides
 
     overrides = parse_param_overrides(param or [])
     with stage_progress() as progress:

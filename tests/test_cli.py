@@ -259,7 +259,7 @@ def test_outputs_follow_the_umask(runner, tmp_path):
 
 def test_fit_and_report_outputs_are_staged_whole(runner, tmp_path, monkeypatch):
     from analysis import fit as fit_module
-    from analysis import report as report_module
+    from analysis.report import render as report_module
 
     processed, models, metrics = tmp_path / "processed", tmp_path / "models", tmp_path / "m.json"
     write_canonical_study(tmp_path / "raw")

@@ -1,0 +1,117 @@
+"""Helpers of the timeline report (notebooks/timeline_calibration.ipynb): calibrated recovery
+ranges per profile, the quoted ranges checked, and the cross-validated calibration.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from analysis.plots import profile_label
+from analysis.privacy import mark
+from analysis.tables import (
+    format_interval,
+    suppress_small_cells,
+)
+
+
+def quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Each quoted range beside the data's estimate, in weeks; claims about fewer than
+    min_cell_size people show no estimate."""
+
+    def quoted(low: float, high: float) -> str:
+        return f"{low:g}+" if np.isinf(high) else f"{low:g}-{high:g}"
+
+    small = quotes["people"] < min_cell_size
+    return pd.DataFrame(
+        {
+            "milestone": quotes["milestone"],
+            "claim": quotes["claim"],
+            "people": quotes["people"].astype(object).where(~small, mark(min_cell_size)),
+            "quantile": quotes["quantile"],
+            "quoted (weeks)": [
+                quoted(low, high)
+                for low, high in quotes[["quoted_low_weeks", "quoted_high_weeks"]].to_numpy(float)
+            ],
+            "data (weeks)": quotes["estimate_weeks"].round(1).astype(object).where(~small, ""),
+            "verdict": quotes["verdict"].where(~small, "not shown (too few people)"),
+        }
+    )
+
+
+def timeline_for_report(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """The timeline table with profile sizes below min_cell_size shown as "<k".
+
+    Predictions are model-based and stay; an observed median needs min_profile_size people
+    anyway, and is blanked with the count. Counts quoted in the notes ("n=3") are masked too.
+    """
+    estimates = [c for c in ("observed_median_weeks",) if c in timeline]
+    hidden = suppress_small_cells(
+        timeline, ["n_in_profile"], min_cell_size, estimate_columns=estimates
+    )
+    return mask_small_counts_in_text(hidden, min_cell_size)
+
+
+_COUNT_IN_TEXT = re.compile(r"\b(n\s*=\s*|)(\d+)(\s+(?:people|participants|person)\b|)")
+
+
+def mask_small_counts_in_text(table: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Text cells quoting a count of people below min_cell_size ("n=3", "3 people") show "<k"."""
+
+    def mask(text):
+        if not isinstance(text, str):
+            return text
+
+        def replace(match: re.Match) -> str:
+            prefix, number, suffix = match.groups()
+            if not (prefix or suffix) or not 0 < int(number) < min_cell_size:
+                return match.group(0)
+            return f"{prefix}<{min_cell_size}{suffix}"
+
+        return _COUNT_IN_TEXT.sub(replace, text)
+
+    result = table.copy()
+    for name in result.columns:
+        if result[name].dtype == object:
+            result[name] = result[name].map(mask)
+    return result
+
+
+def profiles_seen(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Profiles with at least min_cell_size people in the data (the ones worth plotting)."""
+    sizes = pd.to_numeric(timeline["n_in_profile"], errors="coerce")
+    return timeline[sizes >= min_cell_size].reset_index(drop=True)
+
+
+def timeline_display(timeline: pd.DataFrame) -> pd.DataFrame:
+    """Profile, people, predicted median (CI) and 10-90 range in weeks, observed median."""
+
+    rows = []
+    for _, row in timeline.sort_values("predicted_median_weeks").iterrows():
+        rows.append(
+            {
+                "profile": profile_label(row),
+                "people": row["n_in_profile"],
+                "predicted median (95% CI)": format_interval(
+                    row["predicted_median_weeks"],
+                    row["median_conf_low"],
+                    row["median_conf_high"],
+                    digits=1,
+                ),
+                "10th-90th percentile": f"{row['predicted_p10_weeks']:.1f}-"
+                f"{row['predicted_p90_weeks']:.1f}",
+                "observed median": ""
+                if pd.isna(row.get("observed_median_weeks"))
+                else f"{row['observed_median_weeks']:.1f}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def calibration_for_report(calibration: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Calibration groups with fewer than min_cell_size people: count "<k", estimates blanked."""
+    return suppress_small_cells(
+        calibration, ["n"], min_cell_size, estimate_columns=["predicted", "observed"]
+    )
