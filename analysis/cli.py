@@ -23,6 +23,7 @@ from rich.table import Table
 
 from analysis import io
 from analysis.errors import GaRehabError, ParameterError, ReportError
+from analysis.model_tables import check_model_tables
 from analysis.schema import Recovery
 
 app = typer.Typer(
@@ -330,6 +331,8 @@ def run_fit(
         if metrics_path.is_file():
             metrics = {**json.loads(metrics_path.read_text()), **metrics}
     # The metrics file sits outside the models folder: staged with it, moved in right after.
+    # The fit-to-report contract: a table without a column the reports read stops here.
+    check_model_tables(outputs.tables)
     with io.stage_folder(models_dir, "fit", keep_existing=only is not None) as staging:
         for name, table in outputs.tables.items():
             io.write_published_csv(table, staging / f"{name}.csv")

@@ -11,7 +11,7 @@ import functools
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nbformat
@@ -22,7 +22,7 @@ import yaml
 from analysis.cli import run_clean, run_derive, run_fit, run_simulate
 from analysis.errors import ParameterError, ReportError
 from analysis.provenance import code_digest, collect_provenance, file_digests
-from analysis.report import inputs, refit, render
+from analysis.report import comparison, inputs, render
 from analysis.report.render import SITE_REPORTS_FOLDER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -165,6 +165,20 @@ def test_param_override_without_a_name_is_an_error(item):
         render.parse_param_overrides([item])
 
 
+def test_a_parameter_moved_to_the_fit_stage_is_rejected_with_its_new_place(tmp_path):
+    with pytest.raises(ParameterError, match="adherence_cutoffs is now fit.adherence_grouping"):
+        render.report_jobs(
+            raw=None,
+            interim=tmp_path,
+            processed=tmp_path,
+            models=tmp_path,
+            reports=tmp_path,
+            params_file=PROJECT_ROOT / "params.yaml",
+            notebooks=NOTEBOOKS,
+            overrides={"adherence_cutoffs": [0.6, 0.9]},
+        )
+
+
 def test_unknown_override_is_rejected_before_anything_runs(tmp_path):
     with pytest.raises(ParameterError, match="unknown report parameter.*min_cel_size"):
         render.report_jobs(
@@ -177,26 +191,6 @@ def test_unknown_override_is_rejected_before_anything_runs(tmp_path):
             notebooks=NOTEBOOKS,
             overrides={"min_cel_size": 3},
         )
-
-
-def test_regroup_adherence_bands_are_left_closed():
-    recovery = pd.DataFrame({"overall_adherence": [0.0, 0.59, 0.6, 0.89, 0.9, 1.2, None]})
-    regrouped = refit.regroup_adherence(recovery, [0.6, 0.9], ["a", "b", "c"])
-    assert regrouped["adherence_group"].tolist() == ["a", "a", "b", "b", "c", "c", None]
-
-
-@pytest.mark.parametrize(
-    ("cutoffs", "labels", "message"),
-    [
-        ([0.5], ["a", "b", "c"], "need 2 labels"),
-        ([0.8, 0.5], ["a", "b", "c"], "must increase"),
-        ([0.5], ["a", "a"], "must differ"),
-    ],
-)
-def test_regroup_adherence_rejects_inconsistent_groups(cutoffs, labels, message):
-    recovery = pd.DataFrame({"overall_adherence": [0.1]})
-    with pytest.raises(ParameterError, match=message):
-        refit.regroup_adherence(recovery, cutoffs, labels)
 
 
 # --- notebooks as committed -------------------------------------------------------------------
@@ -453,6 +447,40 @@ def test_cleaning_report_is_read_as_json(rendered_study):
     assert "km_curves" in study.models
     with pytest.raises(ParameterError, match="not in the study"):
         inputs.filter_site(study, "no_such_site")
+
+
+def test_a_fit_without_the_report_families_leaves_the_reports_a_clear_error(rendered_study):
+    """No refit in the report layer: missing site or timeline tables are a ReportError."""
+    study = inputs.read_report_inputs(
+        rendered_study.data / "processed",
+        rendered_study.reports / "models",
+        rendered_study.data / "interim" / "cleaning_report.json",
+    )
+    without = {k: v for k, v in study.models.items() if not k.startswith(("site_", "timeline"))}
+    site = sorted(study.recovery["site"].unique())[0]
+    with pytest.raises(ReportError, match="no site_comparison tables for site"):
+        inputs.filter_site(replace(study, models=without), site)
+    with pytest.raises(ReportError, match=r"no timeline\.csv, timeline_model_comparison\.csv"):
+        inputs.timeline_tables(without)
+
+
+def test_a_report_with_another_min_cell_size_than_the_fit_is_refused(rendered_study):
+    """The site's comparison was fitted leaving out groups below params.yaml's threshold; a
+    report with a larger one would show models resting on groups it hides."""
+    study = inputs.read_report_inputs(
+        rendered_study.data / "processed",
+        rendered_study.reports / "models",
+        rendered_study.data / "interim" / "cleaning_report.json",
+    )
+    sizes = study.recovery["site"].value_counts()
+    site = sizes.index[sizes >= 5][0]
+    scope = inputs.filter_site(study, site)
+    assert comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", 5) == (
+        sorted(scope.models["suppressed_groups"]["group"])
+    )
+    largest = int(scope.recovery["adherence_group"].value_counts().max())
+    with pytest.raises(ReportError, match="fit and report with the same min_cell_size"):
+        comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", largest + 1)
 
 
 def test_render_all_rejects_a_missing_params_file(tmp_path):

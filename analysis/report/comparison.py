@@ -5,11 +5,14 @@ and RMST, ready to save and show.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from analysis.errors import ReportError
+from analysis.model_tables import SUPPRESSED_GROUPS
 from analysis.plots import ordered_groups
+from analysis.privacy import groups_to_suppress
 from analysis.schema import (
     DAYS_PER_WEEK,
     EVENT_TYPES,
@@ -20,6 +23,27 @@ from analysis.tables import (
     format_interval,
     suppress_small_cells,
 )
+
+
+def left_out_groups(
+    models: Mapping[str, pd.DataFrame], recovery: pd.DataFrame, group: str, min_cell_size: int
+) -> list:
+    """Groups with fewer than min_cell_size people, which a comparison leaves out.
+
+    Where the fit stage fitted the comparison on a subset or a regrouping, it left groups out
+    with params.yaml's report.min_cell_size (table suppressed_groups): a report run with another
+    threshold would show models resting on groups it hides, so it is a ReportError.
+    """
+    ours = groups_to_suppress(recovery, group, min_cell_size)
+    fitted = models.get(SUPPRESSED_GROUPS)
+    if fitted is not None and sorted(map(str, fitted["group"])) != sorted(map(str, ours)):
+        listed = ", ".join(map(str, fitted["group"])) or "none"
+        raise ReportError(
+            f"the fit stage left out group(s) {listed} (report.min_cell_size in params.yaml), "
+            f"but min_cell_size={min_cell_size} leaves out {', '.join(map(str, ours)) or 'none'}: "
+            "fit and report with the same min_cell_size"
+        )
+    return ours
 
 
 def cohort_sentence(

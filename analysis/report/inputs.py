@@ -20,6 +20,13 @@ from analysis.io import (
     read_yaml,
     write_published_csv,
 )
+from analysis.model_tables import (
+    MODEL_TABLES,
+    SITE_COLUMN,
+    SITE_TABLE_PREFIX,
+    SUPPRESSED_GROUPS,
+    check_model_table,
+)
 from analysis.schema import (
     Recovery,
     WeeklyIntervals,
@@ -53,11 +60,22 @@ def site_sizes(processed: Path) -> pd.Series:
 
 
 def model_table_files(models: Path) -> list[Path]:
-    """The fit stage's tables, or a ReportError saying to run it: a report needs them."""
+    """The fit stage's tables, each with the columns its definition declares (one-line
+    DataError otherwise), or a ReportError saying to run the fit stage: a report needs them."""
     files = sorted(Path(models).glob("*.csv"))
     if not files:
         raise ReportError(f"{models} holds no model tables: run `ga-rehab fit` first")
+    for path in files:
+        if path.stem in MODEL_TABLES:
+            check_model_table(path.stem, pd.read_csv(path, nrows=0).columns)
     return files
+
+
+def read_model_table(path: Path) -> pd.DataFrame:
+    """One fit table; a site name stays the text it is ("NA", "1" and "" are sites too)."""
+    if path.stem.startswith(SITE_TABLE_PREFIX):
+        return pd.read_csv(path, converters={SITE_COLUMN: str})
+    return pd.read_csv(path)
 
 
 @dataclass
@@ -93,7 +111,7 @@ def read_report_inputs(
     report_path = Path(cleaning_report)
     if not report_path.is_file():
         raise ReportError(f"{report_path} not found: run `ga-rehab clean` first")
-    tables = {path.stem: pd.read_csv(path) for path in model_table_files(models)}
+    tables = {path.stem: read_model_table(path) for path in model_table_files(models)}
     return ReportInputs(
         recovery=frames["recovery"],
         weekly_intervals=frames["weekly_intervals"],
@@ -106,7 +124,8 @@ def read_report_inputs(
 def filter_site(inputs: ReportInputs, site: str | None) -> ReportInputs:
     """The inputs restricted to one site's participants (None: unchanged).
 
-    Fit tables describe the whole study, so they are dropped for a site: its models are refitted.
+    For a site the fit tables are its site_comparison tables under their whole-study names
+    (`site_tables`); the whole-study models (primary, Fine-Gray, mixed...) are not among them.
     """
     if site is None:
         return inputs
@@ -124,9 +143,33 @@ def filter_site(inputs: ReportInputs, site: str | None) -> ReportInputs:
         weekly_trajectories=inputs.weekly_trajectories[
             inputs.weekly_trajectories[WeeklyTrajectories.participant_id].isin(ids)
         ],
-        models={},
+        models=site_tables(inputs.models, site),
         site=site,
     )
+
+
+def site_tables(models: Mapping[str, pd.DataFrame], site: str) -> dict[str, pd.DataFrame]:
+    """One site's rows of the fit stage's site_<name> tables, as <name> without the site column.
+
+    A table in which the site has no row (a model not fitted for it) is left out, as the fit
+    stage leaves out the table of a model that failed.
+    """
+    chosen = {}
+    for name, table in models.items():
+        if name.startswith(SITE_TABLE_PREFIX):
+            rows = table[table[SITE_COLUMN].astype(str) == str(site)]
+            # An empty list of left-out groups is an answer too (the report checks it).
+            if not rows.empty or name == SITE_TABLE_PREFIX + SUPPRESSED_GROUPS:
+                chosen[name.removeprefix(SITE_TABLE_PREFIX)] = rows.drop(
+                    columns=SITE_COLUMN
+                ).reset_index(drop=True)
+    if not chosen:
+        raise ReportError(
+            f"the fit stage wrote no site_comparison tables for site {site!r}: run `ga-rehab fit` "
+            "with site_comparison in params.yaml's fit.families (a site with fewer than "
+            "report.min_cell_size people has none)"
+        )
+    return chosen
 
 
 def timeline_tables(models: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:

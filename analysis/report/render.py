@@ -57,6 +57,12 @@ RENDER_OPTIONS = ("site_reports", "jobs", "timeout_seconds")
 
 # Notebook parameters that say where outputs go; they are not inputs, so provenance omits them.
 OUTPUT_PARAMETERS = ("tables_dir",)
+# Report parameters that became fit parameters: the fit stage fits the comparison they define,
+# so a report can only show it, not change it.
+MOVED_TO_FIT = {
+    "adherence_cutoffs": "fit.adherence_grouping.cutoffs",
+    "adherence_labels": "fit.adherence_grouping.labels",
+}
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -515,6 +521,12 @@ def report_jobs(
         raise ParameterError(
             f"unknown report parameter(s): {', '.join(unknown)} "
             f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
+        )
+    moved = sorted(set(block) & set(MOVED_TO_FIT))
+    if moved:
+        raise ParameterError(
+            f"report parameter {moved[0]} is now {MOVED_TO_FIT[moved[0]]} in params.yaml (the fit "
+            "stage fits that grouping): set it there and run `ga-rehab fit`"
         )
     check_parameter_types(block, declared)
     model_table_files(models)

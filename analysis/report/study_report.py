@@ -12,8 +12,6 @@ import pandas as pd
 from analysis.plots import weekly_means
 from analysis.privacy import DEFAULT_MIN_CELL_SIZE, suppress_flow
 from analysis.report.comparison import medians_for_report
-from analysis.report.inputs import ReportInputs
-from analysis.report.refit import group_comparison
 from analysis.schema import (
     Recovery,
     WeeklyTrajectories,
@@ -97,21 +95,6 @@ def milestone_medians_for_report(medians: pd.DataFrame, min_cell_size: int) -> p
     """Kaplan-Meier medians of both milestones (days and weeks), small groups suppressed."""
     shown = medians_for_report(medians, min_cell_size)
     return shown[["milestone", *[c for c in shown.columns if c != "milestone"]]]
-
-
-def models_for_report(
-    inputs: ReportInputs, fit_params: Mapping, min_cell_size: int = DEFAULT_MIN_CELL_SIZE
-) -> dict[str, pd.DataFrame]:
-    """The fit stage's tables for the whole study; for a site, the comparison refitted on it."""
-    if inputs.site is None:
-        return dict(inputs.models)
-    return group_comparison(
-        inputs.recovery,
-        fit_params,
-        min_cell_size=min_cell_size,
-        intervals=inputs.weekly_intervals,
-        turnbull_overall=True,
-    )
 
 
 def study_report_title(site: str | None) -> str:
