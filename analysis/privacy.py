@@ -570,6 +570,56 @@ def apply_plan(
     return result
 
 
+def suppress_with_row_totals(
+    frame: pd.DataFrame,
+    min_cell_size: int,
+    label: str,
+    total: str,
+    parts: Sequence[str],
+    table: str = "table",
+) -> pd.DataFrame:
+    """A table whose rows' `parts` add up to their `total`, with its own suppression plan.
+
+    Counts below min_cell_size show as "<k" and, where the row total and the other parts would
+    give a hidden count back by subtraction, the cheapest complementary cells as "suppressed".
+    For a report, plan it with the rest.
+    """
+    counts = frame_counts(frame, table, label, [total, *parts])
+    relations = tuple(
+        Total((table, row, total), tuple((table, row, part) for part in parts))
+        for row in frame[label]
+    )
+    counts = PublishedCounts(counts.cells, relations)
+    plan = plan_suppression(counts, min_cell_size)
+    return apply_plan(frame, plan, table, label, [total, *parts])
+
+
+# A count of people quoted in text: "n=3", "n = 3", "3 people", "3 participants", "1 person".
+_COUNT_IN_TEXT = re.compile(r"\b(n\s*=\s*|)(\d+)(\s+(?:people|participants|person)\b|)")
+
+
+def mask_small_counts_in_text(table: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Text cells quoting a count of people below min_cell_size ("n=3", "3 people") show "<k"."""
+
+    def mask(text):
+        if not isinstance(text, str):
+            return text
+
+        def replace(match: re.Match) -> str:
+            prefix, number, suffix = match.groups()
+            if not (prefix or suffix) or not 0 < int(number) < min_cell_size:
+                return match.group(0)
+            return f"{prefix}{mark(min_cell_size)}{suffix}"
+
+        return _COUNT_IN_TEXT.sub(replace, text)
+
+    result = table.copy()
+    for name in result.columns:
+        if result[name].dtype == object:
+            result[name] = result[name].map(mask)
+    return result
+
+
 # --- Table 1 ----------------------------------------------------------------------------------
 
 TABLE_ONE_OVERALL = "Overall"

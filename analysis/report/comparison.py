@@ -12,16 +12,20 @@ import pandas as pd
 from analysis.errors import ReportError
 from analysis.model_tables import SUPPRESSED_GROUPS
 from analysis.plots import ordered_groups
-from analysis.privacy import groups_to_suppress
+from analysis.privacy import (
+    SUPPRESSED_COLUMN,
+    groups_to_suppress,
+    suppress_small_cells,
+    suppress_with_row_totals,
+    truncate_curve,
+)
 from analysis.schema import (
     DAYS_PER_WEEK,
     EVENT_TYPES,
     Recovery,
 )
 from analysis.tables import (
-    SUPPRESSED_COLUMN,
     format_interval,
-    suppress_small_cells,
 )
 
 
@@ -81,33 +85,9 @@ def outcome_counts(
     counts.insert(0, "n", counts.sum(axis=1))
     table = counts.reset_index().rename(columns={group: "group"})
     table.columns.name = None
-    hidden = suppress_small_cells(table, ["n", *EVENT_TYPES], min_cell_size, estimate_columns=[])
-    return _complementary_suppression(hidden, table, list(EVENT_TYPES), min_cell_size)
-
-
-def _complementary_suppression(
-    hidden: pd.DataFrame, exact: pd.DataFrame, parts: list[str], min_cell_size: int
-) -> pd.DataFrame:
-    """Where one part of a shown total is hidden, hide the next smallest part too.
-
-    Otherwise the hidden count is the total minus the others.
-    """
-    mark = f"<{min_cell_size}"
-    result = hidden.copy()
-    for row in result.index:
-        is_hidden = [result.at[row, part] == mark for part in parts]
-        if sum(is_hidden) != 1 or result.at[row, "n"] == mark:
-            continue
-        shown = [
-            part
-            for part, h in zip(parts, is_hidden, strict=True)
-            if not h and exact.at[row, part] > 0
-        ]
-        if shown:
-            smallest = min(shown, key=lambda part: exact.at[row, part])
-            result.at[row, smallest] = "suppressed"
-            result.at[row, SUPPRESSED_COLUMN] = True
-    return result
+    return suppress_with_row_totals(
+        table, min_cell_size, "group", "n", list(EVENT_TYPES), table="outcomes by group"
+    )
 
 
 def curves_for_report(curves: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
@@ -116,7 +96,7 @@ def curves_for_report(curves: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
     Event and censoring counts per day are single people, so only survival, its CI and the
     number at risk (all >= k after truncation) are shown.
     """
-    kept = curves[pd.to_numeric(curves["n_risk"]) >= min_cell_size]
+    kept = truncate_curve(curves, min_cell_size)
     columns = [
         c for c in ("group", "time", "n_risk", "survival", "conf_low", "conf_high") if c in kept
     ]

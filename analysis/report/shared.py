@@ -11,9 +11,7 @@ import matplotlib as mpl
 import pandas as pd
 from IPython.display import HTML
 
-from analysis.tables import (
-    SUPPRESSED_COLUMN,
-)
+from analysis.privacy import SUPPRESSED_COLUMN
 
 
 def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):

@@ -10,7 +10,12 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import weekly_means
-from analysis.privacy import DEFAULT_MIN_CELL_SIZE, suppress_flow
+from analysis.privacy import (
+    DEFAULT_MIN_CELL_SIZE,
+    groups_to_suppress,
+    suppress_flow,
+    suppress_small_cells,
+)
 from analysis.report.comparison import medians_for_report
 from analysis.schema import (
     Recovery,
@@ -22,7 +27,6 @@ from analysis.tables import (
     format_interval,
     format_tidy,
     readable_term,
-    suppress_small_cells,
 )
 
 PRIMARY_HEADLINE_TERMS = ("weekly_adherence", "weekly_sitting_hours")
@@ -115,8 +119,10 @@ def cohort_flow_for_report(
 
 def groups_shown(recovery: pd.DataFrame, group: str, min_cell_size: int) -> list:
     """Groups with at least min_cell_size people (the ones a figure may draw)."""
-    sizes = recovery[group].dropna().value_counts()
-    return sorted(sizes.index[sizes >= min_cell_size].tolist(), key=str)
+    hidden = set(groups_to_suppress(recovery, group, min_cell_size))
+    return sorted(
+        (level for level in recovery[group].dropna().unique() if level not in hidden), key=str
+    )
 
 
 def mixed_predictions_for_report(models: Mapping[str, pd.DataFrame]) -> pd.DataFrame:

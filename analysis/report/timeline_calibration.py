@@ -4,16 +4,13 @@ ranges per profile, the quoted ranges checked, and the cross-validated calibrati
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from analysis.plots import profile_label
-from analysis.privacy import mark
+from analysis.privacy import enough_people, mark, mask_small_counts_in_text, suppress_small_cells
 from analysis.tables import (
     format_interval,
-    suppress_small_cells,
 )
 
 
@@ -24,7 +21,7 @@ def quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.Dat
     def quoted(low: float, high: float) -> str:
         return f"{low:g}+" if np.isinf(high) else f"{low:g}-{high:g}"
 
-    small = quotes["people"] < min_cell_size
+    small = ~enough_people(quotes["people"], min_cell_size)
     return pd.DataFrame(
         {
             "milestone": quotes["milestone"],
@@ -54,35 +51,15 @@ def timeline_for_report(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFr
     return mask_small_counts_in_text(hidden, min_cell_size)
 
 
-_COUNT_IN_TEXT = re.compile(r"\b(n\s*=\s*|)(\d+)(\s+(?:people|participants|person)\b|)")
-
-
-def mask_small_counts_in_text(table: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """Text cells quoting a count of people below min_cell_size ("n=3", "3 people") show "<k"."""
-
-    def mask(text):
-        if not isinstance(text, str):
-            return text
-
-        def replace(match: re.Match) -> str:
-            prefix, number, suffix = match.groups()
-            if not (prefix or suffix) or not 0 < int(number) < min_cell_size:
-                return match.group(0)
-            return f"{prefix}<{min_cell_size}{suffix}"
-
-        return _COUNT_IN_TEXT.sub(replace, text)
-
-    result = table.copy()
-    for name in result.columns:
-        if result[name].dtype == object:
-            result[name] = result[name].map(mask)
-    return result
+def timeline_quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """The timeline's quoted-range checks; counts of people its text quotes below
+    min_cell_size show as "<k"."""
+    return mask_small_counts_in_text(quotes, min_cell_size)
 
 
 def profiles_seen(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
     """Profiles with at least min_cell_size people in the data (the ones worth plotting)."""
-    sizes = pd.to_numeric(timeline["n_in_profile"], errors="coerce")
-    return timeline[sizes >= min_cell_size].reset_index(drop=True)
+    return timeline[enough_people(timeline["n_in_profile"], min_cell_size)].reset_index(drop=True)
 
 
 def timeline_display(timeline: pd.DataFrame) -> pd.DataFrame:
