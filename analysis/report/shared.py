@@ -1,5 +1,6 @@
-"""Showing a report's tables and figures: plain HTML tables, the figure look, and the sentences
-every report uses where a model is missing (its notes, its status).
+"""What more than one report uses: plain HTML tables, the figure look, the sentences where a
+model is missing (its notes, its status), and the milestones' quoted ranges (study and timeline
+reports).
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ import html
 from collections.abc import Mapping
 
 import matplotlib as mpl
+import numpy as np
 import pandas as pd
 from IPython.display import HTML
 
-from analysis.privacy import SUPPRESSED_COLUMN
+from analysis.privacy import SUPPRESSED_COLUMN, enough_people, mark
 
 
 def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
@@ -86,3 +88,27 @@ def notes_for_report(models: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
 def unique_notes(notes: pd.DataFrame) -> pd.DataFrame:
     """A note raised both as a warning and recorded on the result is shown once."""
     return notes.drop_duplicates(subset=["model", "message"]).reset_index(drop=True)
+
+
+def quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Each quoted range beside the data's estimate, in weeks; claims about fewer than
+    min_cell_size people show no estimate."""
+
+    def quoted(low: float, high: float) -> str:
+        return f"{low:g}+" if np.isinf(high) else f"{low:g}-{high:g}"
+
+    small = ~enough_people(quotes["people"], min_cell_size)
+    return pd.DataFrame(
+        {
+            "milestone": quotes["milestone"],
+            "claim": quotes["claim"],
+            "people": quotes["people"].astype(object).where(~small, mark(min_cell_size)),
+            "quantile": quotes["quantile"],
+            "quoted (weeks)": [
+                quoted(low, high)
+                for low, high in quotes[["quoted_low_weeks", "quoted_high_weeks"]].to_numpy(float)
+            ],
+            "data (weeks)": quotes["estimate_weeks"].round(1).astype(object).where(~small, ""),
+            "verdict": quotes["verdict"].where(~small, "not shown (too few people)"),
+        }
+    )

@@ -4,38 +4,13 @@ ranges per profile, the quoted ranges checked, and the cross-validated calibrati
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from analysis.plots import profile_label
-from analysis.privacy import enough_people, mark, mask_small_counts_in_text, suppress_small_cells
+from analysis.privacy import enough_people, mask_small_counts_in_text, suppress_small_cells
 from analysis.tables import (
     format_interval,
 )
-
-
-def quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """Each quoted range beside the data's estimate, in weeks; claims about fewer than
-    min_cell_size people show no estimate."""
-
-    def quoted(low: float, high: float) -> str:
-        return f"{low:g}+" if np.isinf(high) else f"{low:g}-{high:g}"
-
-    small = ~enough_people(quotes["people"], min_cell_size)
-    return pd.DataFrame(
-        {
-            "milestone": quotes["milestone"],
-            "claim": quotes["claim"],
-            "people": quotes["people"].astype(object).where(~small, mark(min_cell_size)),
-            "quantile": quotes["quantile"],
-            "quoted (weeks)": [
-                quoted(low, high)
-                for low, high in quotes[["quoted_low_weeks", "quoted_high_weeks"]].to_numpy(float)
-            ],
-            "data (weeks)": quotes["estimate_weeks"].round(1).astype(object).where(~small, ""),
-            "verdict": quotes["verdict"].where(~small, "not shown (too few people)"),
-        }
-    )
 
 
 def timeline_for_report(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
