@@ -22,7 +22,8 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from analysis import io
-from analysis.errors import GaRehabError, ParameterError
+from analysis.errors import GaRehabError, ParameterError, ReportError
+from analysis.model_tables import check_model_tables
 from analysis.schema import Recovery
 from analysis.simulate import (
     MAX_MESS_RATE,
@@ -347,6 +348,8 @@ def run_fit(
         if metrics_path.is_file():
             metrics = {**json.loads(metrics_path.read_text()), **metrics}
     # The metrics file sits outside the models folder: staged with it, moved in right after.
+    # The fit-to-report contract: a table without a column the reports read stops here.
+    check_model_tables(outputs.tables)
     with io.stage_folder(models_dir, "fit", keep_existing=only is not None) as staging:
         for name, table in outputs.tables.items():
             io.write_published_csv(table, staging / f"{name}.csv")
@@ -449,7 +452,7 @@ def run_report(
     notebooks: Path,
     overrides: dict,
 ) -> list:
-    from analysis.report import ReportError, render_all
+    from analysis.report.render import render_all
 
     # Rendered beside the old reports, which are replaced only once every report succeeded.
     with io.stage_entries(reports, "report") as staging:
@@ -512,7 +515,7 @@ def report(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Run the notebooks with papermill and render HTML reports (whole study and per site)."""
-    from analysis.report import parse_param_overrides
+    from analysis.report.render import parse_param_overrides
 
     overrides = parse_param_overrides(param or [])
     with stage_progress() as progress:

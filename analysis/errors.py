@@ -43,6 +43,10 @@ class ParameterError(GaRehabError):
     """A value in params.yaml or on the command line that the toolkit cannot use."""
 
 
+class ReportError(GaRehabError):
+    """A report notebook failed to run or render, or a report's inputs are missing or stale."""
+
+
 class ConvergenceError(GaRehabError):
     """A model fit whose optimiser did not reach an answer the toolkit can stand behind."""
 

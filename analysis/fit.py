@@ -23,6 +23,14 @@ from analysis.mixed import (
     fitted_vs_observed,
     largest_gap,
 )
+from analysis.model_tables import (
+    ADHERENCE_GROUPING_TABLE_PREFIX,
+    GROUPING_DEFINITION,
+    SITE_COLUMN,
+    SITE_TABLE_PREFIX,
+    SUPPRESSED_GROUPS,
+)
+from analysis.privacy import check_min_cell_size, groups_to_suppress
 from analysis.results import (
     FAILED,
     HAZARD_RATIO_COLUMNS,
@@ -1009,6 +1017,16 @@ def run_models(
         "mixed": lambda: mixed_models(trajectories, fit_params, outputs),
         "aft": lambda: aft_models(recovery, fit_params, outputs),
         "timeline": lambda: timeline_models(recovery, params, outputs),
+        "site_comparison": lambda: site_comparison_models(
+            recovery,
+            intervals,
+            fit_params,
+            check_min_cell_size(params["report"]["min_cell_size"]),
+            outputs,
+        ),
+        "adherence_grouping": lambda: adherence_grouping_models(
+            recovery, fit_params, check_min_cell_size(params["report"]["min_cell_size"]), outputs
+        ),
     }
     configured = fit_params["families"]
     unknown = sorted(set(configured) - set(families)) or sorted(set(only or []) - set(configured))
@@ -1051,3 +1069,151 @@ def _finite(value) -> float | None:
     """JSON-safe number: NaN/inf (e.g. a median not reached) become null."""
     value = float(value)
     return value if np.isfinite(value) else None
+
+
+# --- the comparisons a site report and the adherence report show ------------------------------
+
+
+def regroup_adherence(
+    recovery: pd.DataFrame,
+    cutoffs: list[float],
+    labels: list[str],
+    column: str = Recovery.adherence_group,
+) -> pd.DataFrame:
+    """A copy with `column` recomputed from overall adherence: [-inf, c1) -> labels[0], ...
+
+    Bands are left-closed as in derive; people with no adherence data stay ungrouped.
+    """
+    cutoffs, labels = [float(c) for c in cutoffs], [str(label) for label in labels]
+    if len(labels) != len(cutoffs) + 1:
+        raise ParameterError(
+            f"{len(cutoffs)} adherence cut-off(s) need {len(cutoffs) + 1} labels, got {len(labels)}"
+        )
+    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
+        raise ParameterError(f"adherence cut-offs must increase: {cutoffs}")
+    if len(set(labels)) != len(labels):
+        raise ParameterError(f"adherence group labels must differ: {labels}")
+    bands = pd.cut(
+        recovery[Recovery.overall_adherence],
+        bins=[-np.inf, *cutoffs, np.inf],
+        labels=labels,
+        right=False,
+    ).astype(object)
+    return recovery.assign(**{column: bands.where(bands.notna(), None)})
+
+
+def cox_covariates_for_groups(params: dict, group: str) -> list[str]:
+    """fit.cox_covariates with the group in place of overall adherence (which defines it)."""
+    others = [c for c in params["cox_covariates"] if c not in (Recovery.overall_adherence, group)]
+    return [group, *others]
+
+
+def cumulative_incidence_model(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """Aalen-Johansen cumulative incidence of recovery and withdrawal by group."""
+    outputs.tables["cumulative_incidence"] = cumulative_incidence(
+        with_group(recovery, params), DURATION, Recovery.event_type, group=params["group"]
+    ).table
+
+
+def whole_cohort_curves(recovery: pd.DataFrame, outputs: FitOutputs) -> None:
+    """Kaplan-Meier and Turnbull curves of everyone (group "all"), for the Turnbull figure."""
+    outputs.tables["km_curves_overall"] = kaplan_meier(recovery, DURATION, EVENT).curves
+    informative = interval_censored_frame(recovery)
+    if not informative.empty:
+        outputs.tables["turnbull_curves"] = turnbull(
+            informative, Recovery.interval_lower_days, Recovery.interval_upper_days
+        ).curves
+
+
+def group_comparison(
+    recovery: pd.DataFrame,
+    params: dict,
+    min_cell_size: int,
+    intervals: pd.DataFrame | None = None,
+    whole_cohort: bool = False,
+) -> FitOutputs:
+    """Kaplan-Meier, log-rank, RMST, Cox and cumulative incidence by params["group"], with the
+    whole-study tables' names, for a subset (a site) or a regrouping.
+
+    Groups with fewer than min_cell_size people are left out before fitting, so no estimate
+    rests on them (table `suppressed_groups`). The time-varying Cox model is fitted only when
+    `intervals` is given; `whole_cohort` adds the curves of everyone, small groups included
+    (drawn as one curve, no group shown). Fine-Gray, the primary and the mixed models are
+    whole-study models and are not fitted here.
+    """
+    group = params["group"]
+    suppressed = groups_to_suppress(recovery, group, min_cell_size)
+    frame = recovery[~recovery[group].isin(suppressed)]
+    outputs = FitOutputs()
+    _run(outputs, "kaplan_meier", lambda: km_models(frame, params, outputs))
+    if whole_cohort:
+        _run(outputs, "turnbull", lambda: whole_cohort_curves(recovery, outputs))
+    if intervals is not None:
+        kept = intervals[
+            intervals[WeeklyIntervals.participant_id].isin(frame[Recovery.participant_id])
+        ]
+        _run(outputs, "cox", lambda: cox_models(frame, kept, params, outputs))
+    else:
+        _run(outputs, "cox", lambda: baseline_cox_model(frame, params, outputs))
+    _run(
+        outputs, "cumulative_incidence", lambda: cumulative_incidence_model(frame, params, outputs)
+    )
+    # A note raised both as a warning and recorded on the result is kept once.
+    notes = outputs.notes_frame().drop_duplicates(subset=["model", "message"])
+    outputs.tables["model_notes"] = notes.reset_index(drop=True)
+    outputs.tables["model_status"] = outputs.status_frame()
+    outputs.tables[SUPPRESSED_GROUPS] = pd.DataFrame({"group": suppressed}, dtype=object)
+    return outputs
+
+
+def site_comparison_models(
+    recovery: pd.DataFrame,
+    intervals: pd.DataFrame,
+    params: dict,
+    min_cell_size: int,
+    outputs: FitOutputs,
+) -> None:
+    """The study report's group comparison fitted per site, for the site reports.
+
+    Sites with at least min_cell_size people (the ones that get a report); each table is the
+    whole-study table of that name with a `site` column first, written as site_<name>.
+    """
+    sizes = recovery[Recovery.site].dropna().astype(str).value_counts().sort_index()
+    parts: dict[str, list[pd.DataFrame]] = {}
+    for site in sizes.index[sizes >= min_cell_size]:
+        people = recovery[recovery[Recovery.site].astype(str) == site]
+        compared = group_comparison(people, params, min_cell_size, intervals, whole_cohort=True)
+        for name, table in compared.tables.items():
+            parts.setdefault(name, []).append(table.assign(**{SITE_COLUMN: site}))
+    for name, tables in parts.items():
+        table = pd.concat(tables, ignore_index=True)
+        outputs.tables[f"{SITE_TABLE_PREFIX}{name}"] = table[
+            [SITE_COLUMN, *[c for c in table.columns if c != SITE_COLUMN]]
+        ]
+
+
+def adherence_grouping_models(
+    recovery: pd.DataFrame, params: dict, min_cell_size: int, outputs: FitOutputs
+) -> None:
+    """The group comparison under the trial team's grouping of overall adherence
+    (fit.adherence_grouping), with the groups in the Cox model in place of overall adherence.
+
+    Whole study only. Tables: adherence_grouping_<name>, plus adherence_grouping_definition
+    (each group's [lower, upper) range of overall adherence).
+    """
+    spec = params["adherence_grouping"]
+    group = params["group"]
+    labels = [str(label) for label in spec["labels"]]
+    regrouped = regroup_adherence(recovery, spec["cutoffs"], labels, group)
+    grouping = {
+        **params,
+        "group_order": labels,
+        "cox_covariates": cox_covariates_for_groups(params, group),
+    }
+    compared = group_comparison(regrouped, grouping, min_cell_size)
+    for name, table in compared.tables.items():
+        outputs.tables[f"{ADHERENCE_GROUPING_TABLE_PREFIX}{name}"] = table
+    bounds = [np.nan, *[float(c) for c in spec["cutoffs"]], np.nan]
+    outputs.tables[f"{ADHERENCE_GROUPING_TABLE_PREFIX}{GROUPING_DEFINITION}"] = pd.DataFrame(
+        {"group": labels, "lower": bounds[:-1], "upper": bounds[1:]}
+    )

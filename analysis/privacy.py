@@ -40,6 +40,8 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from analysis.errors import DataError
 
+# The threshold when a report is rendered without params.yaml's report.min_cell_size.
+DEFAULT_MIN_CELL_SIZE = 5
 SUPPRESSED_COLUMN = "suppressed"
 COMPLEMENTARY_MARK = "suppressed"
 # "<2" could only mean 1: below this threshold the mark itself discloses the count.
@@ -565,6 +567,56 @@ def apply_plan(
     for column in estimate_columns:
         result[column] = result[column].astype(object).where(~hidden_rows, np.nan)
     result[SUPPRESSED_COLUMN] = hidden_rows
+    return result
+
+
+def suppress_with_row_totals(
+    frame: pd.DataFrame,
+    min_cell_size: int,
+    label: str,
+    total: str,
+    parts: Sequence[str],
+    table: str = "table",
+) -> pd.DataFrame:
+    """A table whose rows' `parts` add up to their `total`, with its own suppression plan.
+
+    Counts below min_cell_size show as "<k" and, where the row total and the other parts would
+    give a hidden count back by subtraction, the cheapest complementary cells as "suppressed".
+    For a report, plan it with the rest.
+    """
+    counts = frame_counts(frame, table, label, [total, *parts])
+    relations = tuple(
+        Total((table, row, total), tuple((table, row, part) for part in parts))
+        for row in frame[label]
+    )
+    counts = PublishedCounts(counts.cells, relations)
+    plan = plan_suppression(counts, min_cell_size)
+    return apply_plan(frame, plan, table, label, [total, *parts])
+
+
+# A count of people quoted in text: "n=3", "n = 3", "3 people", "3 participants", "1 person".
+_COUNT_IN_TEXT = re.compile(r"\b(n\s*=\s*|)(\d+)(\s+(?:people|participants|person)\b|)")
+
+
+def mask_small_counts_in_text(table: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Text cells quoting a count of people below min_cell_size ("n=3", "3 people") show "<k"."""
+
+    def mask(text):
+        if not isinstance(text, str):
+            return text
+
+        def replace(match: re.Match) -> str:
+            prefix, number, suffix = match.groups()
+            if not (prefix or suffix) or not 0 < int(number) < min_cell_size:
+                return match.group(0)
+            return f"{prefix}{mark(min_cell_size)}{suffix}"
+
+        return _COUNT_IN_TEXT.sub(replace, text)
+
+    result = table.copy()
+    for name in result.columns:
+        if result[name].dtype == object:
+            result[name] = result[name].map(mask)
     return result
 
 

@@ -12,14 +12,7 @@ import pandas as pd
 from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
-
-# Suppression lives in analysis.privacy; these names stay importable from here (explicit
-# re-exports) for the report layer and notebooks until they import analysis.privacy directly.
-from analysis.privacy import SUPPRESSED_COLUMN as SUPPRESSED_COLUMN
 from analysis.privacy import check_min_cell_size, suppress_table_one
-from analysis.privacy import groups_to_suppress as groups_to_suppress
-from analysis.privacy import smd_columns as smd_columns
-from analysis.privacy import suppress_small_cells as suppress_small_cells
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,

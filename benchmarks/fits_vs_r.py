@@ -321,6 +321,7 @@ def time_fit_stage(options: argparse.Namespace, params: dict) -> tuple[float, di
     )
     recovery, intervals, trajectories = read_frames(processed)
     fit_params = params["fit"]
+    min_cell_size = params["report"]["min_cell_size"]
     outputs = fit_stage.FitOutputs()
     families = {
         "kaplan_meier": lambda: fit_stage.km_models(recovery, fit_params, outputs),
@@ -330,6 +331,12 @@ def time_fit_stage(options: argparse.Namespace, params: dict) -> tuple[float, di
         "mixed": lambda: fit_stage.mixed_models(trajectories, fit_params, outputs),
         "aft": lambda: fit_stage.aft_models(recovery, fit_params, outputs),
         "timeline": lambda: fit_stage.timeline_models(recovery, params, outputs),
+        "site_comparison": lambda: fit_stage.site_comparison_models(
+            recovery, intervals, fit_params, min_cell_size, outputs
+        ),
+        "adherence_grouping": lambda: fit_stage.adherence_grouping_models(
+            recovery, fit_params, min_cell_size, outputs
+        ),
     }
     by_family = {}
     with warnings.catch_warnings():

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from analysis import io
 from analysis.cli import app
+from analysis.model_tables import MODEL_TABLES
 from tests.conftest import PROJECT_ROOT
 from tests.test_io import write_canonical_study
 
@@ -261,7 +262,7 @@ def test_outputs_follow_the_umask(runner, tmp_path):
 
 def test_fit_and_report_outputs_are_staged_whole(runner, tmp_path, monkeypatch):
     from analysis import fit as fit_module
-    from analysis import report as report_module
+    from analysis.report import render as report_module
 
     processed, models, metrics = tmp_path / "processed", tmp_path / "models", tmp_path / "m.json"
     write_canonical_study(tmp_path / "raw")
@@ -274,12 +275,16 @@ def test_fit_and_report_outputs_are_staged_whole(runner, tmp_path, monkeypatch):
         recovered=True
     ).to_parquet(processed / "recovery.parquet")
     outputs = fit_module.FitOutputs()
-    outputs.tables = {"a": pd.DataFrame({"x": [1]}), "b": pd.DataFrame({"x": [2]})}
+    # Two tables as the fit-to-report contract declares them (the writer checks).
+    outputs.tables = {
+        name: pd.DataFrame({column: [1] for column in MODEL_TABLES[name]})
+        for name in ("km_at_risk", "km_medians")
+    }
     outputs.metrics = {"participants": 3}
     monkeypatch.setattr(fit_module, "run_models", lambda *args, **kwargs: outputs)
     fit_args = ("fit", "--processed", processed, "--models", models, "--metrics", metrics)
     assert invoke(runner, *fit_args, "--params", PARAMS).exit_code == 0
-    assert {p.name for p in models.iterdir()} == {"a.csv", "b.csv"}
+    assert {p.name for p in models.iterdir()} == {"km_at_risk.csv", "km_medians.csv"}
     before = folder_bytes(models), metrics.read_bytes()
     check = full_disk_after(1)
     original = pd.DataFrame.to_csv

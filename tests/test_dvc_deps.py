@@ -9,27 +9,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import nbformat
 import yaml
 
 from analysis.simulate import study_design
 from tests.conftest import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "analysis"
-# The modules each stage's command starts from (the CLI runs them and writes through io; the
-# report's notebooks import the last four).
-STAGE_ENTRIES = {
-    "simulate": ["analysis.simulate", "analysis.io"],
-    "clean": ["analysis.clean", "analysis.io", "analysis.redcap"],
-    "derive": ["analysis.derive", "analysis.io"],
-    "fit": ["analysis.fit", "analysis.io"],
-    "report": [
-        "analysis.io",
-        "analysis.report",
-        "analysis.provenance",
-        "analysis.plots",
-        "analysis.tables",
-    ],
-}
 
 
 def module_path(name: str) -> Path:
@@ -39,14 +25,43 @@ def module_path(name: str) -> Path:
 
 
 def imported_modules(path: Path) -> set[str]:
+    return imports_in(ast.parse(path.read_text()))
+
+
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+
+
+def notebook_imports() -> list[str]:
+    """The analysis modules the report notebooks import (read from their code cells)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and not cell.source.lstrip().startswith("%"):
+                found |= imports_in(ast.parse(cell.source))
+    return sorted(found)
+
+
+def imports_in(tree: ast.AST) -> set[str]:
+    """Modules of the `analysis` package named by the imports of a parsed source."""
+    found = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("analysis"):
             found.add(node.module)
             found |= {f"{node.module}.{alias.name}" for alias in node.names}
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name.startswith("analysis")}
     return {name for name in found if module_path(name).is_file()}
+
+
+# The modules each stage's command starts from (the CLI runs them and writes through io; the
+# report stage also runs whatever its notebooks import).
+STAGE_ENTRIES = {
+    "simulate": ["analysis.simulate", "analysis.io"],
+    "clean": ["analysis.clean", "analysis.io", "analysis.redcap"],
+    "derive": ["analysis.derive", "analysis.io"],
+    "fit": ["analysis.fit", "analysis.io"],
+    "report": ["analysis.io", "analysis.report.render", *notebook_imports()],
+}
 
 
 def closure(entries: list[str]) -> set[Path]:

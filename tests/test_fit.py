@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import analysis.fit as fit_module
 from analysis.cli import app
-from analysis.errors import ModelWarning
+from analysis.errors import ModelWarning, ParameterError
 from analysis.fit import (
     STATUS_FITTED,
     STATUS_NOT_FITTED,
@@ -24,7 +24,9 @@ from analysis.fit import (
     fit_regression,
     landmark_adherence,
     primary_frame,
+    regroup_adherence,
     run_models,
+    site_comparison_models,
 )
 from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
@@ -513,3 +515,74 @@ def test_the_aft_family_is_fitted_once_for_the_aft_tables_and_the_timeline(
     pd.testing.assert_frame_equal(
         outputs.tables["timeline_model_comparison"], outputs.tables["aft_models"]
     )
+
+
+def test_regroup_adherence_bands_are_left_closed():
+    recovery = pd.DataFrame({"overall_adherence": [0.0, 0.59, 0.6, 0.89, 0.9, 1.2, None]})
+    regrouped = regroup_adherence(recovery, [0.6, 0.9], ["a", "b", "c"])
+    assert regrouped["adherence_group"].tolist() == ["a", "a", "b", "b", "c", "c", None]
+
+
+@pytest.mark.parametrize(
+    ("cutoffs", "labels", "message"),
+    [
+        ([0.5], ["a", "b", "c"], "need 2 labels"),
+        ([0.8, 0.5], ["a", "b", "c"], "must increase"),
+        ([0.5], ["a", "a"], "must differ"),
+    ],
+)
+def test_regroup_adherence_rejects_inconsistent_groups(cutoffs, labels, message):
+    recovery = pd.DataFrame({"overall_adherence": [0.1]})
+    with pytest.raises(ParameterError, match=message):
+        regroup_adherence(recovery, cutoffs, labels)
+
+
+def test_each_site_gets_the_group_comparison_with_its_small_groups_left_out(fitted, params):
+    """site_comparison: the study report's comparison per site of >= min_cell_size people;
+    a group of fewer people is left out before fitting, so no table has a row for it."""
+    min_cell_size = params["report"]["min_cell_size"]
+    recovery = pd.read_parquet(fitted / "processed" / "recovery.parquet")
+    intervals = pd.read_parquet(fitted / "processed" / "weekly_intervals.parquet")
+    first, second = sorted(recovery["site"].unique())[:2]
+    recovery = recovery[recovery["site"].isin([first, second])].copy()
+    # Three people of the first site form a group of their own; two people form a site.
+    tiny = recovery.index[recovery["site"] == first][:3]
+    recovery.loc[tiny, "adherence_group"] = "tiny"
+    recovery.loc[recovery.index[recovery["site"] == second][:2], "site"] = "two people"
+    outputs = FitOutputs()
+    site_comparison_models(recovery, intervals, params["fit"], min_cell_size, outputs)
+    tables = outputs.tables
+    assert set(tables["site_km_medians"]["site"]) == {first, second}
+    left_out = tables["site_suppressed_groups"]
+    assert set(zip(left_out["site"], left_out["group"], strict=True)) == {(first, "tiny")}
+    for name in ("km_curves", "km_at_risk", "km_medians", "cumulative_incidence", "rmst_groups"):
+        table = tables[f"site_{name}"]
+        assert list(table.columns)[0] == "site", name
+        assert "tiny" not in set(table["group"]), name
+    medians = tables["site_km_medians"].set_index(["site", "group"])["n"]
+    for site in (first, second):
+        in_site = recovery[(recovery["site"] == site) & (recovery["adherence_group"] != "tiny")]
+        assert medians.loc[site].drop("all").sum() == in_site["adherence_group"].notna().sum()
+    # The whole-cohort curve of a site describes everyone in it, the small group included.
+    overall = tables["site_km_curves_overall"].groupby("site")["n_risk"].first()
+    assert overall.to_dict() == recovery["site"].value_counts()[[first, second]].to_dict()
+    assert "site_turnbull_curves" in tables
+    # Each site's regressions have a status (a site of ~50 people is too small for the Cox model).
+    status = tables["site_model_status"]
+    assert set(zip(status["site"], status["model"], strict=True)) == {
+        (site, model) for site in (first, second) for model in ("cox", "cox_time_varying")
+    }
+
+
+def test_the_trial_teams_grouping_is_fitted_with_the_groups_in_the_cox_model(fitted, params):
+    spec = params["fit"]["adherence_grouping"]
+    models = fitted / "models"
+    definition = pd.read_csv(models / "adherence_grouping_definition.csv")
+    assert definition["group"].tolist() == spec["labels"]
+    assert definition["lower"].dropna().tolist() == spec["cutoffs"]
+    assert definition["upper"].dropna().tolist() == spec["cutoffs"]
+    cox = pd.read_csv(models / "adherence_grouping_cox.csv")
+    assert any(term.startswith("adherence_group") for term in cox["term"])
+    assert "overall_adherence" not in set(cox["term"])
+    medians = pd.read_csv(models / "adherence_grouping_km_medians.csv")
+    assert medians["group"].tolist()[:-1] == spec["labels"]

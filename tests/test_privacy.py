@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from analysis.privacy import flow_counts, table_one_counts
+from analysis.report.inputs import ReportData
 from analysis.tables import FLOW_CHAIN, find_identifiers_or_dates
 from tests.test_privacy_rules import linear_recovery, shown_counts, subtraction_attack
 from tests.test_report import CANARY_ID, build_rendered_study
@@ -148,8 +149,6 @@ def test_numeric_ids_are_looked_for_only_where_ids_appear():
 
 
 def test_report_data_accepts_counts_equal_to_numeric_ids(tmp_path):
-    from analysis.report import ReportData
-
     data = ReportData(tmp_path / "files", identifiers=[str(i) for i in range(1, 301)])
     flow = pd.DataFrame({"stage": ["enrolled", "analysed"], "n": [300, 12]})
     data.save("cohort_flow", flow)

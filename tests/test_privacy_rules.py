@@ -25,13 +25,16 @@ from analysis.privacy import (
     check_min_cell_size,
     coarsen_steps,
     flow_counts,
+    frame_counts,
     mark,
+    mask_small_counts_in_text,
     plan_suppression,
     protection_holes,
     reader_bounds,
     safe_curve,
     smd_columns,
     suppress_table_one,
+    suppress_with_row_totals,
     table_one_counts,
     truncate_curve,
 )
@@ -559,3 +562,58 @@ def test_counts_for_a_curve_without_them_come_from_the_people():
     assert a["n_risk"].tolist() == [5, 2, 1]
     assert a["n_event"].tolist() == [2, 2, 0], "events since the previous row, up to t"
     assert counted.loc[counted["group"] == "b", ["n_risk", "n_event"]].values.tolist() == [[1, 2]]
+
+
+def test_outcomes_by_group_hide_no_count_a_reader_could_subtract_back():
+    """How follow-up ended per group: n = recovered + withdrawn + censored on every row."""
+    exact = pd.DataFrame(
+        {
+            "group": ["low", "moderate", "high", "tiny"],
+            "n": [20, 30, 40, 3],
+            "recovered": [12, 20, 30, 1],
+            "withdrawn": [3, 5, 6, 2],
+            "censored": [5, 5, 4, 0],
+        }
+    )
+    parts = ["recovered", "withdrawn", "censored"]
+    shown = suppress_with_row_totals(exact, K, "group", "n", parts)
+    rows = shown.set_index("group")
+    assert rows.loc["moderate", ["n", *parts]].tolist() == [30, 20, 5, 5]
+    assert rows.loc["low", "withdrawn"] == f"<{K}"
+    assert rows.loc["low", "n"] == 20  # the total stays; the smallest other part goes with it
+    assert rows.loc["low", "censored"] == COMPLEMENTARY_MARK
+    assert rows.loc["tiny", "n"] == f"<{K}"
+    assert rows["suppressed"].tolist() == [True, False, True, True]
+    counts = PublishedCounts(
+        frame_counts(exact, "table", "group", ["n", *parts]).cells,
+        tuple(
+            Total(("table", g, "n"), tuple(("table", g, p) for p in parts)) for g in exact["group"]
+        ),
+    )
+    hidden = {
+        ("table", g, c)
+        for g, row in rows.iterrows()
+        for c in ["n", *parts]
+        if isinstance(row[c], str)
+    }
+    recovered = linear_recovery(counts, hidden)
+    recovered.update(subtraction_attack(counts, hidden))
+    assert not {k: v for k, v in recovered.items() if 0 < v < K}
+
+
+def test_counts_of_people_quoted_in_text_are_masked_below_k():
+    table = pd.DataFrame(
+        {
+            "detail": ["n=3 in this profile", "3 people", "12 people", "week 3", "1 person"],
+            "value": [1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    masked = mask_small_counts_in_text(table, K)
+    assert masked["detail"].tolist() == [
+        f"n=<{K} in this profile",
+        f"<{K} people",
+        "12 people",
+        "week 3",
+        f"<{K} person",
+    ]
+    assert masked["value"].tolist() == table["value"].tolist()

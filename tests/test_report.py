@@ -11,7 +11,7 @@ import functools
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nbformat
@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import report
 from analysis.cli import run_clean, run_derive, run_fit, run_simulate
-from analysis.errors import ParameterError
+from analysis.errors import ParameterError, ReportError
 from analysis.provenance import code_digest, collect_provenance, file_digests
-from analysis.report import SITE_REPORTS_FOLDER
+from analysis.report import comparison, inputs, render
+from analysis.report.render import SITE_REPORTS_FOLDER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
@@ -67,7 +67,7 @@ class RenderedStudy:
 
     def site_report(self, site: str, suffix: str = ".html") -> Path:
         """A site's report (suffix ".html") or its CSV folder (suffix "_files")."""
-        names = report.site_report_names(report.study_sites(self.data / "processed"))
+        names = render.site_report_names(inputs.study_sites(self.data / "processed"))
         return self.reports / SITE_REPORTS_FOLDER / f"{names[site]}{suffix}"
 
 
@@ -124,7 +124,7 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     run_clean(data / "raw", data / "interim", None, params["clean"], params_file)
     run_derive(data / "interim", data / "processed", params["derive"])
     run_fit(data / "processed", reports / "models", reports / "metrics.json", params)
-    rendered = report.render_all(
+    rendered = render.render_all(
         raw=data / "raw",
         interim=data / "interim",
         processed=data / "processed",
@@ -146,7 +146,7 @@ def rendered_study(tmp_path_factory) -> RenderedStudy:
 
 
 def test_param_overrides_are_typed_literals():
-    overrides = report.parse_param_overrides(
+    overrides = render.parse_param_overrides(
         [
             "min_cell_size=10",
             "site=site_A",
@@ -171,12 +171,26 @@ def test_param_overrides_are_typed_literals():
 @pytest.mark.parametrize("item", ["no_equals_sign", "=5", "two words=1", "1abc=2"])
 def test_param_override_without_a_name_is_an_error(item):
     with pytest.raises(ParameterError, match="key=value"):
-        report.parse_param_overrides([item])
+        render.parse_param_overrides([item])
+
+
+def test_a_parameter_moved_to_the_fit_stage_is_rejected_with_its_new_place(tmp_path):
+    with pytest.raises(ParameterError, match="adherence_cutoffs is now fit.adherence_grouping"):
+        render.report_jobs(
+            raw=None,
+            interim=tmp_path,
+            processed=tmp_path,
+            models=tmp_path,
+            reports=tmp_path,
+            params_file=PROJECT_ROOT / "params.yaml",
+            notebooks=NOTEBOOKS,
+            overrides={"adherence_cutoffs": [0.6, 0.9]},
+        )
 
 
 def test_unknown_override_is_rejected_before_anything_runs(tmp_path):
     with pytest.raises(ParameterError, match="unknown report parameter.*min_cel_size"):
-        report.report_jobs(
+        render.report_jobs(
             raw=None,
             interim=tmp_path,
             processed=tmp_path,
@@ -188,30 +202,10 @@ def test_unknown_override_is_rejected_before_anything_runs(tmp_path):
         )
 
 
-def test_regroup_adherence_bands_are_left_closed():
-    recovery = pd.DataFrame({"overall_adherence": [0.0, 0.59, 0.6, 0.89, 0.9, 1.2, None]})
-    regrouped = report.regroup_adherence(recovery, [0.6, 0.9], ["a", "b", "c"])
-    assert regrouped["adherence_group"].tolist() == ["a", "a", "b", "b", "c", "c", None]
-
-
-@pytest.mark.parametrize(
-    ("cutoffs", "labels", "message"),
-    [
-        ([0.5], ["a", "b", "c"], "need 2 labels"),
-        ([0.8, 0.5], ["a", "b", "c"], "must increase"),
-        ([0.5], ["a", "a"], "must differ"),
-    ],
-)
-def test_regroup_adherence_rejects_inconsistent_groups(cutoffs, labels, message):
-    recovery = pd.DataFrame({"overall_adherence": [0.1]})
-    with pytest.raises(ParameterError, match=message):
-        report.regroup_adherence(recovery, cutoffs, labels)
-
-
 # --- notebooks as committed -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", report.REPORT_NOTEBOOKS)
+@pytest.mark.parametrize("name", render.REPORT_NOTEBOOKS)
 def test_notebook_is_committed_clean_with_one_literal_parameters_cell(name):
     notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     nbformat.validate(notebook)
@@ -225,10 +219,10 @@ def test_notebook_is_committed_clean_with_one_literal_parameters_cell(name):
             assert cell.outputs == [] and cell.execution_count is None
 
 
-@pytest.mark.parametrize("name", report.REPORT_NOTEBOOKS)
+@pytest.mark.parametrize("name", render.REPORT_NOTEBOOKS)
 def test_notebook_defaults_point_into_the_repository(name):
     """Opened in JupyterLab from notebooks/, the defaults find the study's folders."""
-    defaults = report.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+    defaults = render.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
     expected = {
         "interim_dir": PROJECT_ROOT / "data" / "interim",
         "processed_dir": PROJECT_ROOT / "data" / "processed",
@@ -248,9 +242,9 @@ def test_notebook_defaults_point_into_the_repository(name):
 def test_every_report_is_rendered_with_its_csvs(rendered_study):
     names = {item.name for item in rendered_study.rendered}
     assert {"study_report", "adherence_groups", "timeline_calibration"} <= names
-    sites = report.study_sites(rendered_study.data / "processed")
-    sizes = report.site_sizes(rendered_study.data / "processed")
-    site_names = report.site_report_names(sites)
+    sites = inputs.study_sites(rendered_study.data / "processed")
+    sizes = inputs.site_sizes(rendered_study.data / "processed")
+    site_names = render.site_report_names(sites)
     assert {site_names[site] for site in sites if sizes[site] >= 5} <= names
     for item in rendered_study.rendered:
         assert item.html.is_file() and item.executed.is_file()
@@ -335,7 +329,7 @@ def test_site_report_is_restricted_to_its_site(rendered_study):
 def test_rendering_twice_gives_the_same_bytes(rendered_study, tmp_path):
     """Same inputs and parameters: identical CSVs and HTML, wherever the report is written."""
     first = next(item for item in rendered_study.rendered if item.name == "study_report")
-    parameters = report.report_jobs(
+    parameters = render.report_jobs(
         raw=rendered_study.data / "raw",
         interim=rendered_study.data / "interim",
         processed=rendered_study.data / "processed",
@@ -344,7 +338,7 @@ def test_rendering_twice_gives_the_same_bytes(rendered_study, tmp_path):
         params_file=rendered_study.params_file,
         notebooks=NOTEBOOKS,
     )[0].parameters
-    second_html = report.render_report(
+    second_html = render.render_report(
         NOTEBOOKS / "study_report.ipynb",
         tmp_path / "study_report.html",
         parameters,
@@ -377,8 +371,8 @@ def test_a_failing_cell_raises_report_error_and_replaces_nothing(tmp_path):
     out.write_text("the previous, finished report")
     (tmp_path / "reports" / "broken_files").mkdir()
     (tmp_path / "reports" / "broken_files" / "old.csv").write_text("a\n1\n")
-    with pytest.raises(report.ReportError, match=r"ValueError: boom 2"):
-        report.render_report(
+    with pytest.raises(ReportError, match=r"ValueError: boom 2"):
+        render.render_report(
             path, out, {"value": 2}, tables_dir=tmp_path / "reports" / "broken_files"
         )
     assert out.read_text() == "the previous, finished report"
@@ -451,22 +445,56 @@ def test_file_digests_mark_missing_inputs(tmp_path):
 
 
 def test_cleaning_report_is_read_as_json(rendered_study):
-    inputs = report.read_report_inputs(
+    study = inputs.read_report_inputs(
         rendered_study.data / "processed",
         rendered_study.reports / "models",
         rendered_study.data / "interim" / "cleaning_report.json",
     )
-    assert inputs.cleaning_report == json.loads(
+    assert study.cleaning_report == json.loads(
         (rendered_study.data / "interim" / "cleaning_report.json").read_text()
     )
-    assert "km_curves" in inputs.models
+    assert "km_curves" in study.models
     with pytest.raises(ParameterError, match="not in the study"):
-        report.filter_site(inputs, "no_such_site")
+        inputs.filter_site(study, "no_such_site")
+
+
+def test_a_fit_without_the_report_families_leaves_the_reports_a_clear_error(rendered_study):
+    """No refit in the report layer: missing site or timeline tables are a ReportError."""
+    study = inputs.read_report_inputs(
+        rendered_study.data / "processed",
+        rendered_study.reports / "models",
+        rendered_study.data / "interim" / "cleaning_report.json",
+    )
+    without = {k: v for k, v in study.models.items() if not k.startswith(("site_", "timeline"))}
+    site = sorted(study.recovery["site"].unique())[0]
+    with pytest.raises(ReportError, match="no site_comparison tables for site"):
+        inputs.filter_site(replace(study, models=without), site)
+    with pytest.raises(ReportError, match=r"no timeline\.csv, timeline_model_comparison\.csv"):
+        inputs.timeline_tables(without)
+
+
+def test_a_report_with_another_min_cell_size_than_the_fit_is_refused(rendered_study):
+    """The site's comparison was fitted leaving out groups below params.yaml's threshold; a
+    report with a larger one would show models resting on groups it hides."""
+    study = inputs.read_report_inputs(
+        rendered_study.data / "processed",
+        rendered_study.reports / "models",
+        rendered_study.data / "interim" / "cleaning_report.json",
+    )
+    sizes = study.recovery["site"].value_counts()
+    site = sizes.index[sizes >= 5][0]
+    scope = inputs.filter_site(study, site)
+    assert comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", 5) == (
+        sorted(scope.models["suppressed_groups"]["group"])
+    )
+    largest = int(scope.recovery["adherence_group"].value_counts().max())
+    with pytest.raises(ReportError, match="fit and report with the same min_cell_size"):
+        comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", largest + 1)
 
 
 def test_render_all_rejects_a_missing_params_file(tmp_path):
     with pytest.raises(ParameterError, match="params file not found"):
-        report.render_all(
+        render.render_all(
             raw=None,
             interim=tmp_path,
             processed=tmp_path,
@@ -479,8 +507,8 @@ def test_render_all_rejects_a_missing_params_file(tmp_path):
 
 
 def test_rendering_without_the_fit_stage_fails_before_starting(tmp_path):
-    with pytest.raises(report.ReportError, match="run `ga-rehab fit` first"):
-        report.model_table_files(tmp_path / "models")
+    with pytest.raises(ReportError, match="run `ga-rehab fit` first"):
+        inputs.model_table_files(tmp_path / "models")
 
 
 def test_every_figure_is_described_by_its_section():
@@ -488,7 +516,7 @@ def test_every_figure_is_described_by_its_section():
         "<h2>Cox proportional hazards</h2><div><img src='a.png' alt='Figure'></div>"
         "<h3>Later</h3><img src='b.png'>"
     )
-    described = report.with_figure_descriptions(html)
+    described = render.with_figure_descriptions(html)
     assert 'alt="Figure: Cox proportional hazards"' in described
     assert 'alt="Figure: Later"' in described
 
@@ -527,11 +555,11 @@ def test_sites_whose_names_collide_get_their_own_reports(rendered_study):
 
 def test_site_report_names_are_unique_and_stable():
     sites = ["site_A", "St. Mary", "St Mary", "St_Mary", "st_mary", "x" * 300, "<b>", "", "é"]
-    names = report.site_report_names(sites)
+    names = render.site_report_names(sites)
     assert names["site_A"] == "study_report_site_A"  # a plain name is kept as it is
     assert len({name.casefold() for name in names.values()}) == len(sites)
     assert all(re.fullmatch(r"study_report_[A-Za-z0-9_-]{1,80}", name) for name in names.values())
-    assert report.site_report_names(reversed(sites)) == names
+    assert render.site_report_names(reversed(sites)) == names
 
 
 def test_csv_files_for_people_hold_no_formula(rendered_study):

@@ -7,6 +7,12 @@ import pandas as pd
 import pytest
 
 from analysis.errors import DataError
+from analysis.privacy import (
+    SUPPRESSED_COLUMN,
+    groups_to_suppress,
+    smd_columns,
+    suppress_small_cells,
+)
 from analysis.tables import (
     OUTCOME_STAGES,
     STAGE_ANALYSED,
@@ -16,7 +22,6 @@ from analysis.tables import (
     STAGE_PARTICIPANT_DUPLICATES,
     STAGE_PARTICIPANT_QUARANTINED,
     STAGE_RECORDS_QUARANTINED,
-    SUPPRESSED_COLUMN,
     TABLE_ONE_LEVEL,
     TABLE_ONE_VARIABLE,
     assert_no_identifiers,
@@ -25,10 +30,7 @@ from analysis.tables import (
     format_interval,
     format_p_value,
     format_tidy,
-    groups_to_suppress,
     readable_term,
-    smd_columns,
-    suppress_small_cells,
     table_one,
 )
 

@@ -1,0 +1,168 @@
+"""The group-comparison sections the study report and the adherence report share: who is in
+the comparison, how follow-up ended per group, Kaplan-Meier curves, numbers at risk, medians
+and RMST, ready to save and show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from analysis.errors import ReportError
+from analysis.model_tables import SUPPRESSED_GROUPS
+from analysis.plots import ordered_groups
+from analysis.privacy import (
+    SUPPRESSED_COLUMN,
+    groups_to_suppress,
+    suppress_small_cells,
+    suppress_with_row_totals,
+    truncate_curve,
+)
+from analysis.schema import (
+    DAYS_PER_WEEK,
+    EVENT_TYPES,
+    Recovery,
+)
+from analysis.tables import (
+    format_interval,
+)
+
+
+def left_out_groups(
+    models: Mapping[str, pd.DataFrame], recovery: pd.DataFrame, group: str, min_cell_size: int
+) -> list:
+    """Groups with fewer than min_cell_size people, which a comparison leaves out.
+
+    Where the fit stage fitted the comparison on a subset or a regrouping, it left groups out
+    with params.yaml's report.min_cell_size (table suppressed_groups): a report run with another
+    threshold would show models resting on groups it hides, so it is a ReportError.
+    """
+    ours = groups_to_suppress(recovery, group, min_cell_size)
+    fitted = models.get(SUPPRESSED_GROUPS)
+    if fitted is not None and sorted(map(str, fitted["group"])) != sorted(map(str, ours)):
+        listed = ", ".join(map(str, fitted["group"])) or "none"
+        raise ReportError(
+            f"the fit stage left out group(s) {listed} (report.min_cell_size in params.yaml), "
+            f"but min_cell_size={min_cell_size} leaves out {', '.join(map(str, ours)) or 'none'}: "
+            "fit and report with the same min_cell_size"
+        )
+    return ours
+
+
+def cohort_sentence(
+    recovery: pd.DataFrame,
+    group: str,
+    suppressed: Sequence,
+    min_cell_size: int,
+    group_order: Sequence | None = None,
+) -> str:
+    """One sentence on who is in the report and which groups are hidden for small numbers."""
+    grouped = recovery[recovery[group].notna()]
+    text = (
+        f"{len(recovery)} participants; {len(grouped)} with a known {group.replace('_', ' ')}. "
+        "Times are days (or weeks) since each participant's enrolment."
+    )
+    if len(suppressed):
+        names = ", ".join(str(level) for level in ordered_groups(suppressed, group_order))
+        text += (
+            f" Group(s) {names} had fewer than {min_cell_size} participants: they are left out "
+            "of every table, figure and model below."
+        )
+    return text
+
+
+def outcome_counts(
+    recovery: pd.DataFrame, group: str, group_order: Sequence, min_cell_size: int
+) -> pd.DataFrame:
+    """People per group by how follow-up ended, counts below min_cell_size hidden."""
+    frame = recovery[recovery[group].notna()]
+    counts = pd.crosstab(frame[group], frame[Recovery.event_type]).reindex(
+        columns=list(EVENT_TYPES), fill_value=0
+    )
+    order = [g for g in group_order if g in counts.index]
+    counts = counts.reindex(order + sorted(set(counts.index) - set(order), key=str))
+    counts.insert(0, "n", counts.sum(axis=1))
+    table = counts.reset_index().rename(columns={group: "group"})
+    table.columns.name = None
+    return suppress_with_row_totals(
+        table, min_cell_size, "group", "n", list(EVENT_TYPES), table="outcomes by group"
+    )
+
+
+def curves_for_report(curves: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """KM curves truncated where fewer than min_cell_size remain at risk; no per-time counts.
+
+    Event and censoring counts per day are single people, so only survival, its CI and the
+    number at risk (all >= k after truncation) are shown.
+    """
+    kept = truncate_curve(curves, min_cell_size)
+    columns = [
+        c for c in ("group", "time", "n_risk", "survival", "conf_low", "conf_high") if c in kept
+    ]
+    return kept[columns].reset_index(drop=True)
+
+
+def at_risk_for_report(at_risk: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """The numbers-at-risk table with counts below min_cell_size shown as "<k"."""
+    return suppress_small_cells(at_risk, ["n_risk"], min_cell_size, estimate_columns=[])
+
+
+def wide_at_risk(at_risk: pd.DataFrame, group_order: Sequence) -> pd.DataFrame:
+    """The risk table as groups x days (for display; the CSV keeps the long form)."""
+    wide = at_risk.pivot(index="group", columns="time", values="n_risk")
+    order = [g for g in group_order if g in wide.index]
+    wide = wide.reindex(order + sorted(set(wide.index) - set(order), key=str))
+    wide.columns = [f"day {time:g}" for time in wide.columns]
+    return wide.reset_index()
+
+
+MEDIAN_DISPLAY_COLUMNS = ["group", "n", "events", "median days (95% CI)", "median weeks"]
+
+
+RMST_DISPLAY_COLUMNS = ["group", "horizon", "RMST days (95% CI)"]
+
+
+def medians_for_report(km_medians: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Median days to recovery per group as "median (low-high)", "not reached" where it is not."""
+    table = km_medians.copy()
+
+    def text(row) -> str:
+        if pd.isna(row["median"]):
+            return "not reached"
+        limits = ["NA" if pd.isna(row[c]) else f"{row[c]:.0f}" for c in ("conf_low", "conf_high")]
+        return f"{row['median']:.0f} ({limits[0]}-{limits[1]})"
+
+    table["median days (95% CI)"] = [text(row) for _, row in table.iterrows()]
+    table["median weeks"] = (table["median"] / DAYS_PER_WEEK).round(1)
+    return suppress_small_cells(
+        table,
+        ["n", "events"],
+        min_cell_size,
+        estimate_columns=["median", "conf_low", "conf_high", "median weeks"],
+    ).assign(
+        **{
+            "median days (95% CI)": lambda t: t["median days (95% CI)"].where(
+                ~t[SUPPRESSED_COLUMN], ""
+            )
+        }
+    )
+
+
+def rmst_groups_for_report(rmst_groups: pd.DataFrame) -> pd.DataFrame:
+    """RMST per group with its CI as text."""
+
+    table = rmst_groups.copy()
+    table["RMST days (95% CI)"] = [
+        format_interval(row.rmst, row.conf_low, row.conf_high, digits=1)
+        for row in table.itertuples()
+    ]
+    return table
+
+
+def drop_groups(table: pd.DataFrame, groups: Iterable, column: str = "group") -> pd.DataFrame:
+    """Rows of a table whose group is not among `groups` (suppressed groups)."""
+    groups = set(groups)
+    if not groups or column not in table:
+        return table
+    return table[~table[column].isin(groups)].reset_index(drop=True)

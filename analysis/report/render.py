@@ -1,0 +1,719 @@
+"""Rendering the reports: papermill runs each notebook on a reused kernel, nbconvert exports
+HTML without code cells, and the executed notebooks are normalised so that a re-run gives the
+same bytes. Also the notebooks' parameters (params.yaml's `report` block, --param overrides)
+and the list of reports to render (the three notebooks, one study report per site).
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import hashlib
+import os
+import queue
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import papermill
+import yaml
+from bs4 import BeautifulSoup
+from jinja2 import DictLoader
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+from nbconvert import HTMLExporter
+from papermill.exceptions import PapermillExecutionError
+
+from analysis.errors import GaRehabError, ParameterError, ReportError
+from analysis.io import (
+    write_text,
+)
+from analysis.privacy import DEFAULT_MIN_CELL_SIZE
+from analysis.report.inputs import model_table_files, site_sizes
+
+STUDY_REPORT = "study_report"
+
+
+ADHERENCE_GROUPS = "adherence_groups"
+
+
+TIMELINE_CALIBRATION = "timeline_calibration"
+
+
+REPORT_NOTEBOOKS = (STUDY_REPORT, ADHERENCE_GROUPS, TIMELINE_CALIBRATION)
+
+
+KERNEL_NAME = "python3"
+
+
+# Keys of params.yaml's `report` block read by render_all itself, not passed to notebooks.
+RENDER_OPTIONS = ("site_reports", "jobs", "timeout_seconds")
+
+
+# Notebook parameters that say where outputs go; they are not inputs, so provenance omits them.
+OUTPUT_PARAMETERS = ("tables_dir",)
+# Report parameters that became fit parameters: the fit stage fits the comparison they define,
+# so a report can only show it, not change it.
+MOVED_TO_FIT = {
+    "adherence_cutoffs": "fit.adherence_grouping.cutoffs",
+    "adherence_labels": "fit.adherence_grouping.labels",
+}
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def parse_param_overrides(items: Iterable[str]) -> dict:
+    """`["min_cell_size=10", "site=site_A", "cutoffs=[0.6, 0.9]"]` -> typed dict.
+
+    Values are read as Python literals (numbers, lists, None, True); YAML's true/false/null are
+    accepted too, and anything else stays a string.
+    """
+    overrides = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        key = key.strip()
+        if not separator or not key.isidentifier():
+            raise ParameterError(f"--param {item!r}: expected key=value with a name as the key")
+        overrides[key] = _literal(text.strip())
+    return overrides
+
+
+def _literal(text: str):
+    yaml_words = {"true": True, "false": False, "null": None, "none": None, "~": None}
+    if text.lower() in yaml_words:
+        return yaml_words[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+# Types of the render options, which no notebook declares.
+RENDER_OPTION_EXAMPLES = {"site_reports": True, "jobs": 2, "timeout_seconds": 600}
+
+
+def _type_name(example) -> str:
+    if isinstance(example, bool):
+        return "true or false"
+    if isinstance(example, int):
+        return "a whole number"
+    if isinstance(example, float):
+        return "a number"
+    return {list: "a list", str: "text", dict: "a mapping"}.get(
+        type(example), type(example).__name__
+    )
+
+
+def _fits(value, example) -> bool:
+    if value is None or example is None:
+        return True
+    if isinstance(example, bool):
+        return isinstance(value, bool)
+    if isinstance(example, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(example, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(example))
+
+
+def check_parameter_types(block: Mapping, declared: Mapping[str, Mapping]) -> None:
+    """Each report option has the type of the notebooks' default (ten is not a cell size)."""
+    examples = dict(RENDER_OPTION_EXAMPLES)
+    for defaults in declared.values():
+        examples.update({k: v for k, v in defaults.items() if v is not None})
+    for key, value in block.items():
+        if key in examples and not _fits(value, examples[key]):
+            raise ParameterError(
+                f"report parameter {key}={value!r} must be {_type_name(examples[key])} "
+                f"(like {examples[key]!r}); set it in params.yaml's report block or with "
+                f"--param {key}=..."
+            )
+    if int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE)) < 1:
+        raise ParameterError("report parameter min_cell_size must be at least 1")
+
+
+def notebook_parameters(notebook: Path) -> dict[str, object]:
+    """Names and literal defaults of a notebook's `parameters` cell (raises if there is not one)."""
+
+    cells = [
+        cell
+        for cell in nbformat.read(notebook, as_version=4).cells
+        if "parameters" in cell.get("metadata", {}).get("tags", [])
+    ]
+    if len(cells) != 1:
+        raise ReportError(f"{notebook}: expected one cell tagged 'parameters', found {len(cells)}")
+    defaults = {}
+    for statement in ast.parse(cells[0].source).body:
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+            target = statement.targets[0]
+            if isinstance(target, ast.Name):
+                defaults[target.id] = ast.literal_eval(statement.value)
+    return defaults
+
+
+def _replace_folder(staged: Path, final: Path) -> None:
+    """Put a fully written folder where the old one was (old removed only once new is whole)."""
+    if final.exists():
+        retired = final.with_name(f".{final.name}.old")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(final, retired)
+        os.replace(staged, final)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+
+
+# Inline the lab template's look but load nothing from the network: no require.js, MathJax or
+# mermaid from a CDN, so the report opens offline and a browser logs no failed loads.
+_OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{%- block extra_css -%}
+<style type="text/css">
+  main { max-width: 1100px; margin: 0 auto; padding: 1em 2em 3em; }
+  .jp-OutputArea-output table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 12px; }
+  .jp-OutputArea-output th, .jp-OutputArea-output td {
+    padding: 3px 8px; text-align: left !important; vertical-align: top; }
+  .jp-OutputArea-output td { white-space: nowrap; }
+  .jp-OutputArea-output td:last-child { white-space: normal; }
+  .jp-OutputArea-output th { background: #f0f0f0; }
+  .jp-OutputArea-output tr:nth-child(even) td { background: #fafafa; }
+  .jp-RenderedImage img { max-width: 100%; height: auto; }
+  p.rendered-at { color: #555; font-size: 12px; }
+</style>
+{%- endblock extra_css -%}
+{#- Markdown outputs are built from data (site names, group labels): any HTML in them is
+    shown as text, never rendered. -#}
+{%- block data_markdown scoped -%}
+<div class="jp-RenderedHTMLCommon jp-RenderedMarkdown jp-OutputArea-output {{ extra_class }}"
+ data-mime-type="text/markdown">
+{{ output.data['text/markdown'] | escape_html | markdown2html }}
+</div>
+{%- endblock data_markdown -%}
+{%- block data_png scoped -%}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}" alt="Figure">
+</div>
+{%- endblock data_png -%}
+"""
+
+
+def export_html(executed: Path, title: str) -> str:
+    """The executed notebook as one self-contained HTML page: outputs only, figures inline."""
+
+    notebook = nbformat.read(executed, as_version=4)
+    notebook.metadata["title"] = title
+    exporter = HTMLExporter(
+        extra_loaders=[DictLoader({"ga_rehab_report.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="ga_rehab_report.html.j2",
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        embed_images=True,
+    )
+    body, _ = exporter.from_notebook_node(notebook)
+    return with_figure_descriptions(body)
+
+
+def with_figure_descriptions(html: str) -> str:
+    """Give every figure an alternative text: the section heading it illustrates.
+
+    Also drops anything active from the outputs (scripts, event handlers, javascript: links):
+    a report shows data and never runs it, whatever a site or group is called.
+    """
+
+    soup = BeautifulSoup(html, "html.parser")
+    for output in soup.select(".jp-OutputArea-output, .jp-MarkdownCell"):
+        _without_active_content(output)
+    # Outputs are made from data: a web address in a site name is text, not a link.
+    for link in soup.select(".jp-OutputArea-output a[href]"):
+        if not link["href"].startswith("#"):
+            link.unwrap()
+    for image in soup.find_all("img"):
+        heading = image.find_previous(["h1", "h2", "h3", "h4"])
+        if heading is not None:
+            image["alt"] = f"Figure: {heading.get_text(strip=True).rstrip('¶')}"
+    return str(soup)
+
+
+ACTIVE_ELEMENTS = ("script", "iframe", "object", "embed", "form", "base", "meta", "link")
+
+
+URL_ATTRIBUTES = ("href", "src", "action", "formaction", "xlink:href", "srcset", "poster")
+
+
+SAFE_URL = re.compile(r"^(?:https?:|mailto:|#|data:image/png;base64,|[^:]*$)", re.IGNORECASE)
+
+
+def _without_active_content(element) -> None:
+    for active in element.find_all(ACTIVE_ELEMENTS):
+        active.decompose()
+    for tag in [element, *element.find_all(True)]:
+        for name in list(tag.attrs):
+            value = tag.attrs[name]
+            text = " ".join(value) if isinstance(value, list) else str(value)
+            if name.lower().startswith("on") or (
+                name.lower() in URL_ATTRIBUTES and not SAFE_URL.match(text.strip())
+            ):
+                del tag.attrs[name]
+
+
+def _cell_error(error: Exception) -> str:
+    """The failing cell's error as one readable line (papermill's ANSI codes removed)."""
+    name, value = getattr(error, "ename", type(error).__name__), getattr(error, "evalue", "")
+    cell = getattr(error, "exec_count", None)
+    where = f"cell {cell}" if cell is not None else "a cell"
+    return f"{where} raised {name}: {_ANSI_ESCAPE.sub('', str(value or error))}"
+
+
+RESET_CELL_TAG = "report-kernel-reset"
+
+
+class ReportKernel:
+    """One Jupyter kernel reused for several notebooks, so heavy imports are paid once.
+
+    Each notebook starts with the kernel's namespace cleared (`%reset -f`); modules stay
+    imported. Use an instance from one thread only: its clients belong to that thread's event
+    loop. The kernel runs in `cwd` (the notebooks' folder, as in JupyterLab).
+    """
+
+    def __init__(self, cwd: Path, kernel_name: str = KERNEL_NAME) -> None:
+        self.cwd, self.kernel_name = Path(cwd), kernel_name
+        self.manager = None
+        self.clients: list = []
+
+    def manager_for_next_notebook(self):
+        """The running kernel's manager, (re)started if it is not alive."""
+
+        self.close_clients()
+        if self.manager is None or not run_sync(self.manager.is_alive)():
+            self.shutdown()
+            clients = self.clients
+
+            class TrackedKernelManager(AsyncKernelManager):
+                # nbclient leaves the clients of a kernel it does not own open; we close them.
+                def client(self, **kwargs):
+                    created = super().client(**kwargs)
+                    clients.append(created)
+                    return created
+
+            self.manager = TrackedKernelManager(kernel_name=self.kernel_name)
+            run_sync(self.manager.start_kernel)(cwd=str(self.cwd))
+        return self.manager
+
+    def close_clients(self) -> None:
+        """Close the channels of every client the last notebook opened."""
+        while self.clients:
+            self.clients.pop().stop_channels()
+
+    def shutdown(self) -> None:
+        """Stop the kernel (idempotent)."""
+
+        self.close_clients()
+        if self.manager is not None and self.manager.has_kernel:
+            run_sync(self.manager.shutdown_kernel)(now=True)
+        self.manager = None
+
+    def __enter__(self) -> ReportKernel:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+
+def _with_reset_cell(notebook: Path):
+    """The notebook with a first cell that clears what a previous notebook left in the kernel."""
+
+    node = nbformat.read(notebook, as_version=4)
+    node.cells.insert(
+        0, nbformat.v4.new_code_cell("%reset -f", metadata={"tags": [RESET_CELL_TAG]})
+    )
+    return _with_stable_cell_ids(node)
+
+
+def _with_stable_cell_ids(node):
+    """Cell ids by position: papermill's injected cell gets a random one, and ids reach the HTML."""
+    node.nbformat, node.nbformat_minor = 4, max(5, node.get("nbformat_minor", 5))
+    for index, cell in enumerate(node.cells):
+        cell["id"] = f"cell-{index}"
+    return node
+
+
+def _tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
+# papermill's run-specific metadata: timings and where the run wrote its temporary files.
+_RUN_SPECIFIC_METADATA = ("start_time", "end_time", "duration", "input_path", "output_path")
+
+
+def _normalised_executed(executed: Path) -> None:
+    """The executed notebook without the reset cell, run-specific metadata or kernel counters.
+
+    What remains (sources, parameters, outputs) is the same for every run of the same inputs,
+    so the executed notebooks reproduce byte for byte like the reports.
+    """
+
+    node = nbformat.read(executed, as_version=4)
+    node.cells = [cell for cell in node.cells if RESET_CELL_TAG not in _tags(cell)]
+    for key in _RUN_SPECIFIC_METADATA:
+        node.metadata.get("papermill", {}).pop(key, None)
+    for cell in node.cells:
+        for key in _RUN_SPECIFIC_METADATA:
+            cell.get("metadata", {}).get("papermill", {}).pop(key, None)
+        cell.get("metadata", {}).pop("execution", None)  # nbclient's per-cell timestamps
+    code_cells = [cell for cell in node.cells if cell.cell_type == "code"]
+    for count, cell in enumerate(code_cells, start=1):
+        # A kernel serves several notebooks, so its counter depends on which ran before.
+        cell["execution_count"] = count
+        for output in cell.get("outputs", []):
+            if "execution_count" in output:
+                output["execution_count"] = count
+    nbformat.write(_with_stable_cell_ids(node), executed)
+
+
+def render_report(
+    notebook: Path,
+    output_html: Path,
+    parameters: Mapping,
+    *,
+    executed_notebook: Path | None = None,
+    tables_dir: Path | None = None,
+    kernel: ReportKernel | None = None,
+    kernel_name: str = KERNEL_NAME,
+    timeout_seconds: int = 600,
+) -> Path:
+    """Run `notebook` with papermill and write its outputs (no code) as one offline HTML file.
+
+    Path parameters should be absolute: the kernel runs in the notebook's folder (as JupyterLab
+    does). The executed notebook goes to `executed_notebook` (default: executed/<name>.ipynb
+    beside the HTML); if `tables_dir` is given it is passed as the `tables_dir` parameter and
+    the CSVs the notebook writes appear there only once the whole report succeeded. Every
+    output is written atomically; a failing cell raises ReportError with that cell's error and
+    leaves the failed notebook as executed/<name>.failed.ipynb, replacing nothing. Without a
+    `kernel` a fresh one is started (and stopped) for this notebook.
+    """
+
+    notebook, output_html = Path(notebook), Path(output_html)
+    executed = executed_notebook or output_html.parent / "executed" / f"{output_html.stem}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    output_html.parent.mkdir(parents=True, exist_ok=True)
+    failed = executed.with_name(f"{executed.stem}.failed.ipynb")
+    # A fixed staging name: the notebook is told where it writes, and that must not vary
+    # between runs (one writer per output folder at a time).
+    staging = output_html.parent / f".{output_html.stem}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    partial = staging / executed.name
+    parameters = dict(parameters)
+    if tables_dir is not None:
+        # Same folder name as the final one, so the notebook can name it in its text; relative
+        # to the notebooks' folder, where the kernel runs.
+        parameters["tables_dir"] = Path(
+            os.path.relpath((staging / Path(tables_dir).name).resolve(), notebook.parent.resolve())
+        ).as_posix()
+    own_kernel = kernel is None
+    kernel = kernel or ReportKernel(notebook.parent, kernel_name)
+    try:
+        try:
+            # No papermill `cwd`: it would chdir the whole process, which other threads share.
+            papermill.execute_notebook(
+                _with_reset_cell(notebook),
+                str(partial),
+                parameters=parameters,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                log_output=False,
+                # Saving the whole notebook after every cell costs more than the cells.
+                request_save_on_cell_execute=False,
+                execution_timeout=timeout_seconds,
+                km=kernel.manager_for_next_notebook(),
+            )
+        except PapermillExecutionError as error:
+            if partial.exists():
+                _normalised_executed(partial)
+                os.replace(partial, failed)
+            raise ReportError(
+                f"{notebook.name}: {_cell_error(error)} (executed notebook kept at {failed})"
+            ) from None
+        except GaRehabError:
+            raise
+        except Exception as error:  # kernel missing or dead, timeout: still the stage's error
+            raise ReportError(f"{notebook.name} could not be run: {_cell_error(error)}") from error
+        _normalised_executed(partial)
+        html = export_html(partial, title=output_html.stem.replace("_", " "))
+        if tables_dir is not None:
+            staged_tables = staging / Path(tables_dir).name
+            staged_tables.mkdir(exist_ok=True)
+            _replace_folder(staged_tables, Path(tables_dir))
+        write_text(html, output_html)
+        os.replace(partial, executed)
+        failed.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if own_kernel:
+            kernel.shutdown()
+    return output_html
+
+
+@dataclass
+class RenderedReport:
+    """One rendered report: where its HTML, CSVs and executed notebook are, and how long it took."""
+
+    name: str
+    html: Path
+    tables_dir: Path
+    executed: Path
+    seconds: float = 0.0
+
+
+@dataclass
+class ReportJob:
+    """A notebook to run with its parameters, and where its outputs go."""
+
+    name: str
+    notebook: Path
+    parameters: dict
+    html: Path
+    tables_dir: Path
+    executed: Path
+
+
+SITE_REPORTS_FOLDER = "sites"
+
+
+def report_options(params_file: Path, overrides: Mapping | None) -> dict:
+    """The `report` block of params.yaml with the command line's overrides on top."""
+    return {**(_read_params(params_file).get("report") or {}), **dict(overrides or {})}
+
+
+def report_jobs(
+    *,
+    raw: Path | None,
+    interim: Path,
+    processed: Path,
+    models: Path,
+    reports: Path,
+    params_file: Path,
+    notebooks: Path,
+    overrides: Mapping | None = None,
+) -> list[ReportJob]:
+    """Every report to render: the three notebooks, then one study report per site.
+
+    Each notebook gets the `report` block of params.yaml (overridden by `overrides`) for the
+    names its parameters cell declares, plus the path of every input relative to the notebooks'
+    folder, where the kernel runs (so no machine's absolute paths reach a report). A site with fewer
+    participants than min_cell_size gets no report (it could describe fewer than k people).
+    """
+    block = report_options(params_file, overrides)
+    declared = {name: notebook_parameters(notebooks / f"{name}.ipynb") for name in REPORT_NOTEBOOKS}
+    known = set().union(*(set(names) for names in declared.values())) | set(RENDER_OPTIONS)
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        raise ParameterError(
+            f"unknown report parameter(s): {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
+        )
+    moved = sorted(set(block) & set(MOVED_TO_FIT))
+    if moved:
+        raise ParameterError(
+            f"report parameter {moved[0]} is now {MOVED_TO_FIT[moved[0]]} in params.yaml (the fit "
+            "stage fits that grouping): set it there and run `ga-rehab fit`"
+        )
+    check_parameter_types(block, declared)
+    model_table_files(models)
+
+    def seen_from_notebooks(path: Path) -> str:
+        return Path(os.path.relpath(Path(path).resolve(), Path(notebooks).resolve())).as_posix()
+
+    paths = {
+        "raw_dir": None if raw is None else seen_from_notebooks(raw),
+        "interim_dir": seen_from_notebooks(interim),
+        "processed_dir": seen_from_notebooks(processed),
+        "models_dir": seen_from_notebooks(models),
+        "cleaning_report": seen_from_notebooks(Path(interim) / "cleaning_report.json"),
+        "params_file": seen_from_notebooks(params_file),
+    }
+    reports = Path(reports)
+    executed_dir = reports / "executed"
+
+    def job(
+        name: str, notebook: str, extra: Mapping | None = None, folder: Path = reports
+    ) -> ReportJob:
+        accepted = declared[notebook]
+        parameters = {
+            key: value
+            for key, value in {**block, **paths, **dict(extra or {})}.items()
+            if key in accepted and key not in OUTPUT_PARAMETERS
+        }
+        return ReportJob(
+            name=name,
+            notebook=notebooks / f"{notebook}.ipynb",
+            parameters=parameters,
+            html=folder / f"{name}.html",
+            tables_dir=folder / f"{name}_files",
+            executed=executed_dir / f"{name}.ipynb",
+        )
+
+    jobs = [job(name, name) for name in REPORT_NOTEBOOKS]
+    if block.get("site_reports", True) and block.get("site") is None:
+        min_cell_size = int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
+        sizes = site_sizes(processed)
+        names = site_report_names(sizes.index)
+        for site, size in sizes.items():
+            if size >= min_cell_size:
+                # Site reports share one folder, so the pipeline can declare it as one output.
+                jobs.append(
+                    job(
+                        names[site],
+                        STUDY_REPORT,
+                        {"site": site},
+                        reports / SITE_REPORTS_FOLDER,
+                    )
+                )
+    return jobs
+
+
+def render_all(
+    *,
+    raw: Path | None,
+    interim: Path,
+    processed: Path,
+    models: Path,
+    reports: Path,
+    params_file: Path,
+    notebooks: Path,
+    overrides: Mapping | None = None,
+    jobs: int | None = None,
+    on_done: Callable[[RenderedReport], None] | None = None,
+) -> list[RenderedReport]:
+    """Render the whole-study report, adherence_groups, timeline_calibration and one per site.
+
+    Outputs: reports/<name>.html, the CSVs behind it in reports/<name>_files/, the executed
+    notebook in reports/executed/<name>.ipynb. Notebooks run on `jobs` kernels at once
+    (default: the report block's `jobs`, else one per CPU), each kernel reused for several
+    notebooks; the first failure raises ReportError once the running ones finish.
+    """
+    block = report_options(params_file, overrides)
+    planned = report_jobs(
+        raw=raw,
+        interim=interim,
+        processed=processed,
+        models=models,
+        reports=reports,
+        params_file=params_file,
+        notebooks=notebooks,
+        overrides=overrides,
+    )
+    workers = jobs or block.get("jobs") or os.cpu_count() or 1
+    timeout = int(block.get("timeout_seconds", 600))
+
+    pending: queue.SimpleQueue[ReportJob] = queue.SimpleQueue()
+    for job in planned:
+        pending.put(job)
+    results: dict[str, RenderedReport] = {}
+    errors: list[GaRehabError] = []
+
+    def worker() -> None:
+        try:
+            render_queue()
+        finally:
+            _close_thread_event_loop()
+
+    def render_queue() -> None:
+        # One kernel per worker, reused across its notebooks; stopped when the queue is empty.
+        with ReportKernel(notebooks) as kernel:
+            while not errors:
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                started = time.perf_counter()
+                try:
+                    render_report(
+                        job.notebook,
+                        job.html,
+                        job.parameters,
+                        executed_notebook=job.executed,
+                        tables_dir=job.tables_dir,
+                        kernel=kernel,
+                        timeout_seconds=timeout,
+                    )
+                except GaRehabError as error:
+                    errors.append(error)
+                    return
+                done = RenderedReport(
+                    job.name,
+                    job.html,
+                    job.tables_dir,
+                    job.executed,
+                    time.perf_counter() - started,
+                )
+                results[job.name] = done
+                if on_done is not None:
+                    on_done(done)
+
+    threads = [
+        threading.Thread(target=worker, name=f"report-worker-{i}", daemon=True)
+        for i in range(max(1, min(int(workers), len(planned))))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return [results[job.name] for job in planned]
+
+
+def _close_thread_event_loop() -> None:
+    """The kernel clients ran on this thread's event loop; it ends with the thread."""
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # the thread never needed one
+        return
+    loop.close()
+
+
+SITE_SLUG_LENGTH = 60
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", str(text)).strip("_")[:SITE_SLUG_LENGTH] or "site"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(str(text).encode()).hexdigest()[:8]
+
+
+def site_report_names(sites: Iterable[str]) -> dict[str, str]:
+    """Each site's report name, unique: `study_report_<site>`, with a short hash of the exact
+    name wherever the file name could not keep it ('St. Mary' and 'St Mary' differ) or two
+    names would match on a case-insensitive disk."""
+    names = {}
+    for site in sites:
+        slug = _slug(site)
+        names[site] = f"{STUDY_REPORT}_{slug if slug == site else f'{slug}_{_short_hash(site)}'}"
+    folded: dict[str, list[str]] = {}
+    for site, name in names.items():
+        folded.setdefault(name.casefold(), []).append(site)
+    for group in folded.values():
+        if len(group) > 1:
+            for site in group:
+                names[site] = f"{STUDY_REPORT}_{_slug(site)}_{_short_hash(site)}"
+    return names
+
+
+def _read_params(params_file: Path) -> dict:
+    path = Path(params_file)
+    if not path.is_file():
+        raise ParameterError(f"params file not found: {path}")
+    return yaml.safe_load(path.read_text()) or {}

@@ -1,0 +1,114 @@
+"""What more than one report uses: plain HTML tables, the figure look, the sentences where a
+model is missing (its notes, its status), and the milestones' quoted ranges (study and timeline
+reports).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from IPython.display import HTML
+
+from analysis.privacy import SUPPRESSED_COLUMN, enough_people, mark
+
+
+def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
+    """A table as plain HTML (no index, missing shown blank, floats rounded, suppressed flagged)."""
+
+    shown = table.copy()
+    if SUPPRESSED_COLUMN in shown:
+        shown[SUPPRESSED_COLUMN] = shown[SUPPRESSED_COLUMN].map({True: "yes", False: ""})
+    for name in shown.columns:
+        if pd.api.types.is_float_dtype(shown[name]):
+            shown[name] = shown[name].map(
+                lambda v: (
+                    ""
+                    if pd.isna(v)
+                    else f"{v:.{digits}g}"
+                    if abs(v) < 1e-3 and v != 0
+                    else f"{v:.{digits}f}"
+                )
+            )
+    html = shown.to_html(index=False, na_rep="", border=0, escape=True)
+    if caption:
+        html = f"<p><strong>{_escape(caption)}</strong></p>{html}"
+    return HTML(html)
+
+
+def _escape(text: str) -> str:
+
+    return html.escape(str(text))
+
+
+def setup_figures(dpi: int = 100) -> None:
+    """Report-wide figure look: resolution and font sizes readable in a browser."""
+
+    mpl.rcParams.update(
+        {
+            "figure.dpi": dpi,
+            "savefig.dpi": dpi,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+        }
+    )
+
+
+NOT_ESTIMATED = (
+    "*Not estimated for this report (too few people, or the model failed): see the model notes.*"
+)
+
+
+def has_tables(models: Mapping[str, pd.DataFrame], *names: str) -> bool:
+    """Whether every named model table exists (a model that failed wrote none)."""
+    return all(name in models for name in names)
+
+
+def model_status_sentence(models: Mapping[str, pd.DataFrame], model: str) -> str | None:
+    """Why a model is not shown (the fit stage's own sentence), or None when it was fitted."""
+    status = models.get("model_status")
+    if status is None or model not in set(status["model"]):
+        return None
+    reason = status.set_index("model").loc[model, "reason"]
+    return None if pd.isna(reason) or not str(reason) else f"*{reason}*"
+
+
+def notes_for_report(models: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Model notes, each once; a row saying so when there were none."""
+    notes = models.get("model_notes")
+    if notes is None or notes.empty:
+        return pd.DataFrame([{"model": "all", "kind": "", "message": "no warnings or failures"}])
+    return unique_notes(notes.fillna(""))
+
+
+def unique_notes(notes: pd.DataFrame) -> pd.DataFrame:
+    """A note raised both as a warning and recorded on the result is shown once."""
+    return notes.drop_duplicates(subset=["model", "message"]).reset_index(drop=True)
+
+
+def quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """Each quoted range beside the data's estimate, in weeks; claims about fewer than
+    min_cell_size people show no estimate."""
+
+    def quoted(low: float, high: float) -> str:
+        return f"{low:g}+" if np.isinf(high) else f"{low:g}-{high:g}"
+
+    small = ~enough_people(quotes["people"], min_cell_size)
+    return pd.DataFrame(
+        {
+            "milestone": quotes["milestone"],
+            "claim": quotes["claim"],
+            "people": quotes["people"].astype(object).where(~small, mark(min_cell_size)),
+            "quantile": quotes["quantile"],
+            "quoted (weeks)": [
+                quoted(low, high)
+                for low, high in quotes[["quoted_low_weeks", "quoted_high_weeks"]].to_numpy(float)
+            ],
+            "data (weeks)": quotes["estimate_weeks"].round(1).astype(object).where(~small, ""),
+            "verdict": quotes["verdict"].where(~small, "not shown (too few people)"),
+        }
+    )
