@@ -50,6 +50,8 @@ COMPARISON_TABLES: dict[str, tuple[str, ...]] = {
     "rmst_groups": ("group", "horizon", "rmst", "std_error", "conf_low", "conf_high"),
     "rmst_difference": _TIDY,
     "cox": _HAZARD_RATIOS,
+    # One covariate at a time, beside the adjusted model (gtsummary's "univariable" column).
+    "cox_unadjusted": _HAZARD_RATIOS,
     "cox_ph_test": ("term", "statistic", "dof", "p_value"),
     "cox_time_varying": _HAZARD_RATIOS,
     "cumulative_incidence": ("group", "event", "time", "estimate", "conf_low", "conf_high"),
@@ -65,8 +67,7 @@ WHOLE_STUDY_TABLES: dict[str, tuple[str, ...]] = {
     # One column per fit.km_times_days: nothing fixed to declare.
     "turnbull_survival_at": (),
     "fine_gray": _HAZARD_RATIOS,
-    # One covariate at a time, beside the adjusted models (gtsummary's "univariable" column).
-    "cox_unadjusted": _HAZARD_RATIOS,
+    # One covariate at a time, beside the adjusted model (gtsummary's "univariable" column).
     "primary_unadjusted": _PRIMARY,
     "primary_effects": _PRIMARY,
     "primary_baseline_hazard": ("piece_start", "piece_stop", "log_hazard", "std_error", "hazard"),
