@@ -312,8 +312,12 @@ def plot_km(
         weeks, survival = _draw_curve_with_band(
             ax, curve, "survival", 1.0, palette[level], linewidth=1.8, label=str(level)
         )
-        if censor_marks is not None:
-            marks = censor_marks[censor_marks["group"] == level]
+        marks = (
+            censor_marks[censor_marks["group"] == level]
+            if censor_marks is not None
+            else curve.iloc[:0]
+        )
+        if len(marks):
             mark_weeks = marks["time"].to_numpy(float) / DAYS_PER_WEEK
             # On the curve as drawn, so a mark shows no value the published curve does not.
             heights = survival[np.searchsorted(weeks, mark_weeks, side="right") - 1]
@@ -415,7 +419,8 @@ def plot_turnbull_vs_km(
     _require(turnbull_curves, ["group", "time", "survival"], "turnbull_curves")
     _require(km_curves, ["group", "time", "survival", "conf_low", "conf_high"], "km_curves")
     for name, table in (("turnbull_curves", turnbull_curves), ("km_curves", km_curves)):
-        if group not in set(table["group"]):
+        # An empty table is a curve the privacy module cut whole (too few people): noted below.
+        if len(table) and group not in set(table["group"]):
             raise DataError(
                 f"{name} has no curve for group {group!r}",
                 column="group",
@@ -449,7 +454,13 @@ def plot_turnbull_vs_km(
     _week_axis(ax)
     ax.set_ylabel(NOT_RECOVERED_LABEL)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, title=None if group == WHOLE_COHORT else f"Group {group}")
+    if len(km) or len(turnbull):
+        ax.legend(frameon=False, title=None if group == WHOLE_COHORT else f"Group {group}")
+    _note_suppressed(
+        ax,
+        [name for name, curve in (("Kaplan-Meier", km), ("Turnbull", turnbull)) if curve.empty],
+        what="curve",
+    )
     caption = ["Shaded: 95% confidence band of the Kaplan-Meier curve."]
     if {"conf_low", "conf_high"} <= set(turnbull.columns):
         caption.append("The Turnbull curve's band is shaded in its colour.")
@@ -503,6 +514,8 @@ def plot_cumulative_incidence(
     for level in drawn:
         for event in events:
             curve = table[(table["group"] == level) & (table["event"] == event)]
+            if curve.empty:
+                continue  # cut whole by the privacy module (too few people or events)
             _draw_curve_with_band(
                 ax,
                 curve.sort_values("time"),
