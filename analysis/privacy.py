@@ -850,14 +850,17 @@ def safe_curve(
     n_event: str = "n_event",
     time: str = "time",
     by: str | None = "group",
+    n_censor: str = "n_censor",
 ) -> pd.DataFrame:
     """A curve fit to publish: truncated where fewer than k are at risk, steps of >= k events.
 
-    The count columns are dropped: the report shows numbers at risk in its own table.
+    The count columns (and `n_censor` where present: per-time censorings are single people)
+    are dropped: the report shows numbers at risk in its own table and censoring marks from
+    `safe_censor_marks`.
     """
     truncated = truncate_curve(curve, min_cell_size, n_risk, time, by)
     coarse = coarsen_steps(truncated, min_cell_size, n_event, time, by)
-    return coarse.drop(columns=[n_risk, n_event])
+    return coarse.drop(columns=[n_risk, n_event, *([n_censor] if n_censor in coarse else [])])
 
 
 def safe_at_risk(
