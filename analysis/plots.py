@@ -317,6 +317,8 @@ def plot_km(
             if censor_marks is not None
             else curve.iloc[:0]
         )
+        # A mark needs a curve to sit on: none past the curve's last published step.
+        marks = marks[marks["time"] <= curve["time"].max()]
         if len(marks):
             mark_weeks = marks["time"].to_numpy(float) / DAYS_PER_WEEK
             # On the curve as drawn, so a mark shows no value the published curve does not.
