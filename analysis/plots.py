@@ -33,6 +33,7 @@ from analysis.tables import (
     STAGE_PARTICIPANT_DUPLICATES,
     STAGE_PARTICIPANT_QUARANTINED,
     STAGE_RECORDS_QUARANTINED,
+    format_interval,
     format_p_value,
     readable_term,
 )
@@ -635,7 +636,7 @@ def _estimate_column(
     title: str,
     n_rows: int,
 ) -> None:
-    """ "1.23 (1.01-1.50)" per row right of the axes, headed by `title`."""
+    """ "1.23 (1.01-1.50)" per row right of the axes (the tables' CI style), headed by `title`."""
     transform = ax.get_yaxis_transform()  # x in axes fraction, y in data
     style = {"transform": transform, "fontsize": MIN_FONT_SIZE, "gid": ESTIMATE_COLUMN_GID}
     ax.text(1.03, n_rows - 0.3, title, ha="left", va="bottom", weight="bold", **style)
@@ -643,18 +644,11 @@ def _estimate_column(
         ax.text(
             1.03,
             row_y,
-            _ratio_with_interval(estimate, conf_low, conf_high),
+            format_interval(estimate, conf_low, conf_high),
             ha="left",
             va="center",
             **style,
         )
-
-
-def _ratio_with_interval(estimate: float, low: float, high: float) -> str:
-    def number(value: float) -> str:
-        return f"{value:.2f}" if np.isfinite(value) else "not estimable"
-
-    return f"{number(estimate)} ({number(low)}-{number(high)})"
 
 
 def _readable_log_ticks(ax: Axes) -> None:
