@@ -55,6 +55,9 @@ TEST_TEXT_GID = "test-result"
 ESTIMATE_COLUMN_GID = "estimate-column"
 # The smallest text on any figure, in points at the size the report shows it.
 MIN_FONT_SIZE = 9
+# The report page's content is about 1036 px wide (1100 px less padding), 10.4 inches at the
+# report's 100 dpi: a wider figure is shrunk to fit, and its text with it below MIN_FONT_SIZE.
+MAX_FIGURE_WIDTH_INCHES = 10.0
 # Forest-plot ticks: 1-2-5 steps read as plain ratios; the in-between values are used only when
 # the axis spans too little for three of those.
 FOREST_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -767,12 +770,19 @@ def plot_trajectories(
     if handles:
         ax.legend(
             handles=handles,
-            title="Adherence group (points: observed mean, 95% CI; lines: mixed model)",
+            title="Adherence group\n(points: observed mean, 95% CI; lines: mixed model)",
             title_fontsize=MIN_FONT_SIZE,
             frameon=False,
             fontsize=MIN_FONT_SIZE,
         )
     _note_suppressed(ax, [g for g in suppressed_groups if g in set(groups)])
+    _set_caption(
+        ax,
+        [
+            "Points: observed weekly means with 95% CIs (shifted slightly per group);",
+            "lines: the mixed model's fitted means. Means of too few people are not drawn.",
+        ],
+    )
     return ax
 
 

@@ -580,3 +580,22 @@ def test_setup_figures_sets_readable_sizes_outside_a_notebook():
         assert matplotlib.rcParams["figure.dpi"] == 120
         for key in ("xtick.labelsize", "ytick.labelsize", "legend.fontsize", "font.size"):
             assert matplotlib.rcParams[key] >= plots.MIN_FONT_SIZE
+
+
+def test_every_figure_fits_the_report_page_so_text_keeps_its_size(
+    safe_km, safe_cif, cohort, trajectories
+):
+    curves, at_risk, marks = safe_km
+    observed, predictions = trajectories
+    tidy = fit_cox(cohort, "days", "recovered", ["overall_adherence", "severity"]).tidy()
+    figures = [
+        plots.plot_km(curves, at_risk, censor_marks=marks).figure,
+        plots.plot_cumulative_incidence(safe_cif).figure,
+        plots.plot_forest(tidy).figure,
+        plots.plot_timeline_ranges(timeline_table()).figure,
+        plots.plot_calibration(calibration_table([30] * 10)).figure,
+        plots.plot_trajectories(observed, predictions, "pain_hip", "adherence_group").figure,
+    ]
+    for figure in figures:
+        assert figure.get_size_inches()[0] <= plots.MAX_FIGURE_WIDTH_INCHES
+        assert_text_at_least(figure)
