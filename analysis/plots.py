@@ -355,7 +355,13 @@ def plot_km(
         # right, so that corner stays free.
         _draw_test_text(ax, format_test_result(test, test_name), 0.02, 0.03, "left", "bottom")
     _draw_risk_table(ax, at_risk, drawn, palette)
-    _note_suppressed(ax, [g for g in suppressed_groups if g in set(curves["group"])])
+    # A group with people at risk but no curve left is one the privacy module cut whole.
+    cut_whole = [g for g in ordered_groups(at_risk["group"], group_order) if g not in drawn]
+    _note_suppressed(
+        ax,
+        [g for g in suppressed_groups if g in set(curves["group"])]
+        + [g for g in cut_whole if g not in suppressed_groups],
+    )
     caption = ["Shaded: 95% confidence band (log scale, Greenwood)."]
     if censor_marks is not None:
         caption.append(

@@ -262,6 +262,13 @@ def test_km_skips_a_suppressed_group_and_says_so(safe_km):
     assert "moderate" in plots.suppression_note(ax)
 
 
+def test_km_names_a_group_whose_curve_privacy_cut_whole(safe_km):
+    curves, at_risk, _ = safe_km
+    ax = plots.plot_km(curves[curves["group"] != "high"], at_risk)
+    assert sorted(line_colours(ax)) == ["low", "moderate"]
+    assert plots.suppression_note(ax).endswith("group high")
+
+
 def test_a_group_keeps_its_colour_across_figures_even_when_another_is_hidden(safe_km, safe_cif):
     curves, at_risk, _ = safe_km
     km_ax = plots.plot_km(curves, at_risk, group_order=GROUP_ORDER)
