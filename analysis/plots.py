@@ -364,9 +364,10 @@ def plot_km(
     )
     caption = ["Shaded: 95% confidence band (log scale, Greenwood)."]
     if censor_marks is not None:
+        at_least = "several" if min_cell_size is None else f"at least {min_cell_size}"
         caption.append(
-            f"{CENSOR_MARKER}: people censored (each mark stands for several people, placed "
-            "where enough had been censored since the previous mark)."
+            f"{CENSOR_MARKER}: people censored (each mark stands for {at_least} people, placed "
+            "where that many had been censored since the previous mark)."
         )
     caption.append(
         "Curves and the numbers at risk end where too few people remain at risk to report."
