@@ -54,6 +54,7 @@ from analysis.survival import (
     fit_cox_time_varying,
     fit_fine_gray,
     fit_interval_cox,
+    gray_test,
     kaplan_meier,
     logrank_test,
     rmst_difference,
@@ -455,11 +456,9 @@ def turnbull_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -
 
 
 def competing_risk_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """Cumulative incidence of recovery and withdrawal, and Fine-Gray for recovery."""
-    cif = cumulative_incidence(
-        with_group(recovery, params), DURATION, Recovery.event_type, group=params["group"]
-    )
-    outputs.tables["cumulative_incidence"] = cif.table
+    """Cumulative incidence of recovery and withdrawal with Gray's test, and Fine-Gray for
+    recovery."""
+    cumulative_incidence_model(recovery, params, outputs)
     covariates = params["fine_gray_covariates"]
     counts = information_count(
         recovery,
@@ -1109,10 +1108,16 @@ def cox_covariates_for_groups(params: dict, group: str) -> list[str]:
 
 
 def cumulative_incidence_model(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
-    """Aalen-Johansen cumulative incidence of recovery and withdrawal by group."""
+    """Aalen-Johansen cumulative incidence of recovery and withdrawal by group, and Gray's test
+    of equal incidence across the groups (as cmprsk::cuminc) where there are two or more."""
+    grouped = with_group(recovery, params)
     outputs.tables["cumulative_incidence"] = cumulative_incidence(
-        with_group(recovery, params), DURATION, Recovery.event_type, group=params["group"]
+        grouped, DURATION, Recovery.event_type, group=params["group"]
     ).table
+    if grouped[params["group"]].nunique() > 1:
+        outputs.tables["gray_test"] = gray_test(
+            grouped, DURATION, Recovery.event_type, params["group"]
+        ).tidy()
 
 
 def whole_cohort_curves(recovery: pd.DataFrame, outputs: FitOutputs) -> None:

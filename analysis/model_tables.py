@@ -17,6 +17,7 @@ import pandas as pd
 from analysis.errors import DataError
 from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
 from analysis.schema import Recovery
+from analysis.survival.competing import GRAY_TEST_COLUMNS
 
 # Tables of the per-site comparison (fit family site_comparison): site_<whole-study name>.
 SITE_TABLE_PREFIX = "site_"
@@ -55,6 +56,7 @@ COMPARISON_TABLES: dict[str, tuple[str, ...]] = {
     "cox_ph_test": ("term", "statistic", "dof", "p_value"),
     "cox_time_varying": _HAZARD_RATIOS,
     "cumulative_incidence": ("group", "event", "time", "estimate", "conf_low", "conf_high"),
+    "gray_test": GRAY_TEST_COLUMNS,
     "turnbull_curves": ("group", "time", "survival"),
     "model_notes": ("model", "kind", "message"),
     "model_status": ("model", "status", "estimable", "events", "parameters", "reason"),

@@ -1,13 +1,19 @@
 """Report figures drawn from the fit stage's tidy tables (matplotlib; every function returns axes).
 
 One colour per adherence group in every figure (`group_palette`), colour-blind safe (Okabe-Ito).
-Groups a report suppresses for small numbers are not drawn, and the figure says so.
+Figures draw what they are given: frames come already made safe by `analysis.privacy` (curves
+truncated and coarsened, risk tables of counts >= k, small groups left out). Given
+`min_cell_size`, a figure refuses a frame that still shows fewer people than that; groups the
+caller leaves out are named on the figure. Every text is at least `MIN_FONT_SIZE` points; the
+time axis is in weeks. `figure_caption(ax)` gives what a caption must say about a figure.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -17,7 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MultipleLocator, NullFormatter
 
 from analysis.errors import DataError
-from analysis.privacy import enough_people, format_count
+from analysis.privacy import require_safe_counts
 from analysis.schema import DAYS_PER_WEEK
 from analysis.tables import (
     MAIN_STAGES,
@@ -27,6 +33,8 @@ from analysis.tables import (
     STAGE_PARTICIPANT_DUPLICATES,
     STAGE_PARTICIPANT_QUARANTINED,
     STAGE_RECORDS_QUARANTINED,
+    format_interval,
+    format_p_value,
     readable_term,
 )
 
@@ -40,7 +48,29 @@ WHOLE_COHORT_COLOUR = "#000000"
 EVENT_LINESTYLES = {"recovered": "-", "withdrawn": "--"}
 OTHER_EVENT_LINESTYLES = (":", "-.")
 SUPPRESSION_NOTE_GID = "suppression-note"
-FOREST_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1, 1.5, 2, 4, 5, 10, 20, 50, 100)
+CAPTION_GID = "figure-caption"
+RISK_TABLE_GID = "risk-table"
+CENSOR_MARKS_GID = "censor-marks"
+TEST_TEXT_GID = "test-result"
+ESTIMATE_COLUMN_GID = "estimate-column"
+# The smallest text on any figure, in points at the size the report shows it.
+MIN_FONT_SIZE = 9
+# The report page's content is about 1036 px wide (1100 px less padding), 10.4 inches at the
+# report's 100 dpi: a wider figure is shrunk to fit, and its text with it below MIN_FONT_SIZE.
+MAX_FIGURE_WIDTH_INCHES = 10.0
+# Forest-plot ticks: 1-2-5 steps read as plain ratios; the in-between values are used only when
+# the axis spans too little for three of those.
+FOREST_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
+FOREST_FINE_TICKS = (0.25, 0.33, 0.5, 0.67, 0.75, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 4)
+# What the estimate column of a forest plot is headed, by the axis label the caller passes.
+FOREST_COLUMN_TITLES = {
+    "Hazard ratio (95% CI)": "HR (95% CI)",
+    "Subdistribution hazard ratio (95% CI)": "SHR (95% CI)",
+}
+CONFIDENCE_BAND_ALPHA = 0.15
+# Calibration markers are sized by n only when the largest group is this many times the smallest.
+CALIBRATION_SIZE_RATIO = 1.5
+CENSOR_MARKER = "+"
 
 TIME_LABEL = "Weeks since enrolment"
 NOT_RECOVERED_LABEL = "Proportion not yet recovered"
@@ -58,6 +88,42 @@ DEFAULT_QUOTED_RANGES = {
     "quoted for mild, recent, adherent cases (6-8 weeks)": (6.0, 8.0),
     "quoted span for the cohort (6-26 weeks)": (6.0, 26.0),
 }
+SAFE_CURVE_HINT = "pass the curve through analysis.privacy.safe_curve first"
+
+
+# --- report-wide set-up -----------------------------------------------------------------------
+
+
+def setup_figures(dpi: int = 100) -> None:
+    """Report-wide figure look: text sizes >= MIN_FONT_SIZE and, in a notebook, 2x PNG output.
+
+    The inline backend then renders every figure at twice `dpi` and tells the page its size at
+    `dpi` (IPython's "retina" format), so figures stay sharp in print and on high-density screens.
+    """
+    mpl.rcParams.update(
+        {
+            "figure.dpi": dpi,
+            "savefig.dpi": dpi,
+            "font.size": 10,
+            "axes.titlesize": 11,
+            "axes.labelsize": 10,
+            "xtick.labelsize": MIN_FONT_SIZE,
+            "ytick.labelsize": MIN_FONT_SIZE,
+            "legend.fontsize": MIN_FONT_SIZE,
+            "legend.title_fontsize": MIN_FONT_SIZE,
+        }
+    )
+    shell = _notebook_shell()
+    if shell is not None:
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("retina")
+
+
+def _notebook_shell():
+    """The running IPython shell, or None outside IPython (scripts, tests)."""
+    ipython = sys.modules.get("IPython")
+    return None if ipython is None else ipython.get_ipython()
 
 
 # --- shared pieces ----------------------------------------------------------------------------
@@ -107,7 +173,7 @@ def _note_suppressed(ax: Axes, suppressed: Sequence, what: str = "group") -> Non
         xycoords="axes fraction",
         xytext=(0, 4),
         textcoords="offset points",
-        fontsize=8,
+        fontsize=MIN_FONT_SIZE,
         style="italic",
         va="bottom",
         gid=SUPPRESSION_NOTE_GID,
@@ -116,8 +182,22 @@ def _note_suppressed(ax: Axes, suppressed: Sequence, what: str = "group") -> Non
 
 def suppression_note(ax: Axes) -> str | None:
     """The text of the suppression note a plot wrote, if any (for reports and tests)."""
+    return _text_with_gid(ax, SUPPRESSION_NOTE_GID)
+
+
+def figure_caption(ax: Axes) -> str | None:
+    """What the caption of this figure must say (bands, marks, what is not drawn), if anything."""
+    return _text_with_gid(ax, CAPTION_GID)
+
+
+def _set_caption(ax: Axes, sentences: Iterable[str]) -> None:
+    """Keep the caption on the axes as an invisible text (read back with `figure_caption`)."""
+    ax.text(0, 0, " ".join(sentences), visible=False, gid=CAPTION_GID, fontsize=MIN_FONT_SIZE)
+
+
+def _text_with_gid(ax: Axes, gid: str) -> str | None:
     for text in ax.texts:
-        if text.get_gid() == SUPPRESSION_NOTE_GID:
+        if text.get_gid() == gid:
             return text.get_text()
     return None
 
@@ -142,6 +222,58 @@ def _week_axis(ax: Axes) -> None:
     ax.set_xlabel(TIME_LABEL)
 
 
+def _draw_curve_with_band(
+    ax: Axes, curve: pd.DataFrame, value: str, start: float, colour: str, **line
+) -> tuple[np.ndarray, np.ndarray]:
+    """A step curve from enrolment and, where the frame has conf_low/high, its shaded band."""
+    time = curve["time"].to_numpy(float)
+    weeks, values = _step_from_start(time, curve[value].to_numpy(float), start)
+    ax.step(weeks, values, where="post", color=colour, **line)
+    if {"conf_low", "conf_high"} <= set(curve.columns):
+        _, low = _step_from_start(time, curve["conf_low"].to_numpy(float), start)
+        _, high = _step_from_start(time, curve["conf_high"].to_numpy(float), start)
+        ax.fill_between(
+            weeks, low, high, step="post", color=colour, alpha=CONFIDENCE_BAND_ALPHA, linewidth=0
+        )
+    return weeks, values
+
+
+def format_test_result(tests: pd.DataFrame, name: str) -> str:
+    """One line per test row: "Log-rank: chi2 = 59.1, df = 2, p <0.001" (strata named if any).
+
+    Reads the tidy columns statistic, p_value and dof or df; a `strata` column other than
+    "none" says what the test was stratified by; an `event` column names the event type.
+    """
+    _require(tests, ["statistic", "p_value"], f"the {name} table")
+    dof_column = "dof" if "dof" in tests else "df" if "df" in tests else None
+    lines = []
+    for _, row in tests.iterrows():
+        label = name
+        if "event" in row and pd.notna(row["event"]):
+            label += f", {str(row['event']).replace('_', ' ')}"
+        if "strata" in row and pd.notna(row["strata"]) and row["strata"] != "none":
+            label += f" (stratified by {str(row['strata']).replace('_', ' ')})"
+        p_value = format_p_value(row["p_value"])
+        p_text = f"p < {p_value[1:]}" if p_value.startswith("<") else f"p = {p_value}"
+        dof = f", df = {int(row[dof_column])}" if dof_column is not None else ""
+        lines.append(f"{label}: \u03c7\u00b2 = {row['statistic']:.1f}{dof}, {p_text}")
+    return "\n".join(lines)
+
+
+def _draw_test_text(ax: Axes, text: str, x: float, y: float, ha: str, va: str) -> None:
+    ax.text(
+        x,
+        y,
+        text,
+        transform=ax.transAxes,
+        ha=ha,
+        va=va,
+        fontsize=MIN_FONT_SIZE,
+        gid=TEST_TEXT_GID,
+        bbox={"boxstyle": "round,pad=0.3", "facecolor": "white", "edgecolor": "0.8"},
+    )
+
+
 # --- survival curves --------------------------------------------------------------------------
 
 
@@ -152,31 +284,64 @@ def plot_km(
     group_order: Sequence | None = None,
     suppressed_groups: Sequence = (),
     min_cell_size: int | None = None,
+    test: pd.DataFrame | None = None,
+    censor_marks: pd.DataFrame | None = None,
+    test_name: str = "Log-rank",
 ) -> Axes:
-    """Kaplan-Meier curves by group with log CI bands and a numbers-at-risk table underneath.
+    """Kaplan-Meier curves by group with 95% bands, censoring marks, the test and a risk table.
 
-    Curves (km_curves) and at-risk counts (km_at_risk) are in days; the axis is in weeks.
-    At-risk counts below `min_cell_size` show as "<k".
+    `curves` (privacy.safe_curve of km_curves) and `at_risk` (privacy.safe_at_risk of
+    km_at_risk) are in days; the axis and the risk table under it are in weeks, with the x ticks
+    at the risk-table times. `censor_marks` (group, time; privacy.safe_censor_marks) are drawn as
+    "+" on the curves; `test` (the log-rank tidy table, one row per stratification) is written
+    on the plot. With `min_cell_size`, a frame still showing fewer people is refused.
     """
     _require(curves, ["group", "time", "survival", "conf_low", "conf_high"], "km_curves")
     _require(at_risk, ["group", "time", "n_risk"], "km_at_risk")
-    ax = _axes(ax, figsize=(7.5, 5.5))
+    require_safe_counts(curves, "n_risk", min_cell_size, "km_curves", SAFE_CURVE_HINT)
+    require_safe_counts(
+        at_risk, "n_risk", min_cell_size, "km_at_risk", "pass it through privacy.safe_at_risk"
+    )
+    if not pd.to_numeric(at_risk["n_risk"], errors="coerce").notna().all():
+        raise DataError(
+            "km_at_risk holds marks instead of counts; the risk table shows counts >= k only",
+            column="n_risk",
+            hint="pass it through privacy.safe_at_risk",
+        )
+    ax = _axes(ax, figsize=(7.5, 6.0))
     palette = _palette_for(curves["group"], group_order)
     drawn = [g for g in ordered_groups(curves["group"], group_order) if g not in suppressed_groups]
     for level in drawn:
         curve = curves[curves["group"] == level].sort_values("time")
-        time = curve["time"].to_numpy(float)
-        weeks, survival = _step_from_start(time, curve["survival"].to_numpy(float), 1.0)
-        _, low = _step_from_start(time, curve["conf_low"].to_numpy(float), 1.0)
-        _, high = _step_from_start(time, curve["conf_high"].to_numpy(float), 1.0)
-        colour = palette[level]
-        ax.step(weeks, survival, where="post", color=colour, linewidth=1.8, label=str(level))
-        ax.fill_between(weeks, low, high, step="post", color=colour, alpha=0.15, linewidth=0)
+        weeks, survival = _draw_curve_with_band(
+            ax, curve, "survival", 1.0, palette[level], linewidth=1.8, label=str(level)
+        )
+        marks = (
+            censor_marks[censor_marks["group"] == level]
+            if censor_marks is not None
+            else curve.iloc[:0]
+        )
+        # A mark needs a curve to sit on: none past the curve's last published step.
+        marks = marks[marks["time"] <= curve["time"].max()]
+        if len(marks):
+            mark_weeks = marks["time"].to_numpy(float) / DAYS_PER_WEEK
+            # On the curve as drawn, so a mark shows no value the published curve does not.
+            heights = survival[np.searchsorted(weeks, mark_weeks, side="right") - 1]
+            ax.plot(
+                mark_weeks,
+                heights,
+                linestyle="",
+                marker=CENSOR_MARKER,
+                markersize=7,
+                markeredgewidth=1.2,
+                color=palette[level],
+                gid=CENSOR_MARKS_GID,
+            )
     ax.set_ylim(0, 1.02)
     risk_weeks = np.sort(pd.unique(at_risk["time"].to_numpy(float))) / DAYS_PER_WEEK
     if len(risk_weeks):
         # Ticks on the risk-table times so every count sits under a labelled week.
-        ax.set_xticks(risk_weeks)
+        ax.set_xticks(risk_weeks, [f"{week:g}" for week in risk_weeks])
         ax.set_xlim(min(0.0, risk_weeks[0]), max(risk_weeks[-1], ax.get_xlim()[1]))
     else:
         ax.set_xlim(left=0)
@@ -184,20 +349,39 @@ def plot_km(
     ax.set_ylabel(NOT_RECOVERED_LABEL)
     ax.grid(alpha=0.3)
     if drawn:
-        ax.legend(title="Adherence group", frameon=False)
-    _draw_risk_table(ax, at_risk, drawn, palette, min_cell_size)
-    _note_suppressed(ax, [g for g in suppressed_groups if g in set(curves["group"])])
+        ax.legend(title="Adherence group", frameon=False, loc="upper right")
+    if test is not None and len(test):
+        # Bottom left: curves of "not yet recovered" start at the top left and fall to the
+        # right, so that corner stays free.
+        _draw_test_text(ax, format_test_result(test, test_name), 0.02, 0.03, "left", "bottom")
+    _draw_risk_table(ax, at_risk, drawn, palette)
+    # A group with people at risk but no curve left is one the privacy module cut whole.
+    cut_whole = [g for g in ordered_groups(at_risk["group"], group_order) if g not in drawn]
+    _note_suppressed(
+        ax,
+        [g for g in suppressed_groups if g in set(curves["group"])]
+        + [g for g in cut_whole if g not in suppressed_groups],
+    )
+    caption = ["Shaded: 95% confidence band (log scale, Greenwood)."]
+    if censor_marks is not None:
+        at_least = "several" if min_cell_size is None else f"at least {min_cell_size}"
+        caption.append(
+            f"{CENSOR_MARKER}: people censored (each mark stands for {at_least} people, placed "
+            "where that many had been censored since the previous mark)."
+        )
+    caption.append(
+        "Curves and the numbers at risk end where too few people remain at risk to report."
+    )
+    _set_caption(ax, caption)
     return ax
 
 
-def _draw_risk_table(
-    ax: Axes, at_risk: pd.DataFrame, groups: list, palette: dict, min_cell_size: int | None
-) -> Axes:
-    """Numbers at risk as rows of text in an axes under the plot, aligned on the weeks."""
+def _draw_risk_table(ax: Axes, at_risk: pd.DataFrame, groups: list, palette: dict) -> Axes:
+    """Numbers at risk as rows of text in an axes under the plot, at the plot's x ticks (weeks)."""
     rows = max(len(groups), 1)
-    height = 0.065 * rows
-    table_ax = ax.inset_axes([0.0, -0.2 - height, 1.0, height], sharex=ax)
-    table_ax.set_gid("risk-table")
+    height = 0.07 * rows
+    table_ax = ax.inset_axes([0.0, -0.24 - height, 1.0, height], sharex=ax)
+    table_ax.set_gid(RISK_TABLE_GID)
     table_ax.set_ylim(-0.5, rows - 0.5)
     for row, level in enumerate(groups):
         counts = at_risk[at_risk["group"] == level]
@@ -206,14 +390,16 @@ def _draw_risk_table(
             table_ax.text(
                 time / DAYS_PER_WEEK,
                 y,
-                format_count(n_risk, min_cell_size),
+                f"{int(n_risk)}",
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=MIN_FONT_SIZE,
                 color=palette[level],
             )
     table_ax.set_yticks(
-        range(rows - 1, rows - 1 - len(groups), -1), [str(g) for g in groups], fontsize=8
+        range(rows - 1, rows - 1 - len(groups), -1),
+        [str(g) for g in groups],
+        fontsize=MIN_FONT_SIZE,
     )
     for label, level in zip(table_ax.get_yticklabels(), groups, strict=True):
         label.set_color(palette[level])
@@ -221,8 +407,13 @@ def _draw_risk_table(
     table_ax.tick_params(axis="y", length=0, pad=14)
     for spine in table_ax.spines.values():
         spine.set_visible(False)
-    table_ax.set_title("Number at risk", fontsize=8, loc="left")
+    table_ax.set_title("Number at risk", fontsize=MIN_FONT_SIZE, loc="left")
     return table_ax
+
+
+def risk_table_axes(ax: Axes) -> Axes | None:
+    """The risk table under a Kaplan-Meier plot, if it has one."""
+    return next((child for child in ax.child_axes if child.get_gid() == RISK_TABLE_GID), None)
 
 
 def plot_turnbull_vs_km(
@@ -235,11 +426,14 @@ def plot_turnbull_vs_km(
 
     KM treats recovery as happening on the visit day, so it lags the Turnbull curve, which only
     knows recovery lies between two visits. Both tables must hold `group` ("all" = whole cohort).
+    The Turnbull curve gets a band where its table has conf_low/conf_high; `figure_caption` says
+    which curves have one.
     """
     _require(turnbull_curves, ["group", "time", "survival"], "turnbull_curves")
     _require(km_curves, ["group", "time", "survival", "conf_low", "conf_high"], "km_curves")
     for name, table in (("turnbull_curves", turnbull_curves), ("km_curves", km_curves)):
-        if group not in set(table["group"]):
+        # An empty table is a curve the privacy module cut whole (too few people): noted below.
+        if len(table) and group not in set(table["group"]):
             raise DataError(
                 f"{name} has no curve for group {group!r}",
                 column="group",
@@ -249,28 +443,22 @@ def plot_turnbull_vs_km(
     ax = _axes(ax)
     colour = group_palette().get(group, WHOLE_COHORT_COLOUR)
     km = km_curves[km_curves["group"] == group].sort_values("time")
-    time = km["time"].to_numpy(float)
-    weeks, survival = _step_from_start(time, km["survival"].to_numpy(float), 1.0)
-    _, low = _step_from_start(time, km["conf_low"].to_numpy(float), 1.0)
-    _, high = _step_from_start(time, km["conf_high"].to_numpy(float), 1.0)
-    ax.step(
-        weeks,
-        survival,
-        where="post",
-        color=colour,
+    _draw_curve_with_band(
+        ax,
+        km,
+        "survival",
+        1.0,
+        colour,
         linewidth=1.6,
         label="Kaplan-Meier (recovery on the visit day)",
     )
-    ax.fill_between(weeks, low, high, step="post", color=colour, alpha=0.12, linewidth=0)
     turnbull = turnbull_curves[turnbull_curves["group"] == group].sort_values("time")
-    t_weeks, t_survival = _step_from_start(
-        turnbull["time"].to_numpy(float), turnbull["survival"].to_numpy(float), 1.0
-    )
-    ax.step(
-        t_weeks,
-        t_survival,
-        where="post",
-        color=OKABE_ITO[5],
+    _draw_curve_with_band(
+        ax,
+        turnbull,
+        "survival",
+        1.0,
+        OKABE_ITO[5],
         linewidth=1.8,
         linestyle="--",
         label="Turnbull (recovery between visits)",
@@ -279,7 +467,22 @@ def plot_turnbull_vs_km(
     _week_axis(ax)
     ax.set_ylabel(NOT_RECOVERED_LABEL)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, title=None if group == WHOLE_COHORT else f"Group {group}")
+    if len(km) or len(turnbull):
+        ax.legend(frameon=False, title=None if group == WHOLE_COHORT else f"Group {group}")
+    _note_suppressed(
+        ax,
+        [name for name, curve in (("Kaplan-Meier", km), ("Turnbull", turnbull)) if curve.empty],
+        what="curve",
+    )
+    caption = ["Shaded: 95% confidence band of the Kaplan-Meier curve."]
+    if {"conf_low", "conf_high"} <= set(turnbull.columns):
+        caption.append("The Turnbull curve's band is shaded in its colour.")
+    else:
+        caption.append(
+            "The Turnbull curve has no band: the fit gives no valid standard errors for the "
+            "nonparametric maximum-likelihood estimate (R's survfit gives none either)."
+        )
+    _set_caption(ax, caption)
     return ax
 
 
@@ -288,11 +491,26 @@ def plot_cumulative_incidence(
     ax: Axes | None = None,
     group_order: Sequence | None = None,
     suppressed_groups: Sequence = (),
-    confidence_bands: bool = False,
+    confidence_bands: bool = True,
+    test: pd.DataFrame | None = None,
+    min_cell_size: int | None = None,
 ) -> Axes:
-    """Cumulative incidence of recovery and of withdrawal (colour = group, line style = event)."""
+    """Cumulative incidence of recovery and of withdrawal (colour = group, line style = event).
+
+    Bands are the 95% CIs where the table has conf_low/conf_high; `test` (gray_test(...).tidy(),
+    one row per event type) is written on the plot. Pass curves made safe by
+    privacy.safe_cumulative_incidence; with `min_cell_size`, a table with n_risk below it is
+    refused.
+    """
     _require(cif_table, ["group", "event", "time", "estimate"], "cumulative_incidence")
-    ax = _axes(ax)
+    require_safe_counts(
+        cif_table,
+        "n_risk",
+        min_cell_size,
+        "cumulative_incidence",
+        "pass it through privacy.safe_cumulative_incidence",
+    )
+    ax = _axes(ax, figsize=(8.0, 4.8))
     palette = _palette_for(cif_table["group"], group_order)
     events = sorted(
         pd.unique(cif_table["event"]), key=lambda e: (e not in EVENT_LINESTYLES, str(e))
@@ -301,27 +519,26 @@ def plot_cumulative_incidence(
     styles = {event: EVENT_LINESTYLES.get(event) or next(others) for event in events}
     groups = ordered_groups(cif_table["group"], group_order)
     drawn = [level for level in groups if level not in suppressed_groups]
+    table = (
+        cif_table
+        if confidence_bands
+        else cif_table.drop(columns=["conf_low", "conf_high"], errors="ignore")
+    )
     for level in drawn:
         for event in events:
-            curve = cif_table[(cif_table["group"] == level) & (cif_table["event"] == event)]
-            curve = curve.sort_values("time")
-            time = curve["time"].to_numpy(float)
-            weeks, estimate = _step_from_start(time, curve["estimate"].to_numpy(float), 0.0)
-            ax.step(
-                weeks,
-                estimate,
-                where="post",
-                color=palette[level],
+            curve = table[(table["group"] == level) & (table["event"] == event)]
+            if curve.empty:
+                continue  # cut whole by the privacy module (too few people or events)
+            _draw_curve_with_band(
+                ax,
+                curve.sort_values("time"),
+                "estimate",
+                0.0,
+                palette[level],
                 linestyle=styles[event],
                 linewidth=1.8,
                 label=f"{level}, {event}",
             )
-            if confidence_bands and {"conf_low", "conf_high"} <= set(curve.columns):
-                _, low = _step_from_start(time, curve["conf_low"].to_numpy(float), 0.0)
-                _, high = _step_from_start(time, curve["conf_high"].to_numpy(float), 0.0)
-                ax.fill_between(
-                    weeks, low, high, step="post", color=palette[level], alpha=0.1, linewidth=0
-                )
     ax.set_ylim(0, 1.0)
     _week_axis(ax)
     ax.set_ylabel("Cumulative incidence (proportion)")
@@ -350,7 +567,18 @@ def plot_cumulative_incidence(
         loc="lower left",
         bbox_to_anchor=(1.01, 0.0),
     )
+    if test is not None and len(test):
+        # Top left: incidence rises from the bottom left, so that corner stays free.
+        _draw_test_text(ax, format_test_result(test, "Gray's test"), 0.02, 0.98, "left", "top")
     _note_suppressed(ax, [g for g in suppressed_groups if g in set(groups)])
+    caption = []
+    if confidence_bands and {"conf_low", "conf_high"} <= set(cif_table.columns):
+        caption.append("Shaded: 95% confidence bands (Aalen-Johansen, log scale).")
+    caption.append(
+        "Curves end where too few people remain at risk to report, and rise only in steps "
+        "of several events."
+    )
+    _set_caption(ax, caption)
     return ax
 
 
@@ -366,16 +594,22 @@ def plot_forest(
     label: str = "Hazard ratio (95% CI)",
     log_scale: bool = True,
     reference: float = 1.0,
+    column_title: str | None = None,
 ) -> Axes:
-    """Forest plot: one row per term, estimate with its CI, a line at no effect (log scale)."""
+    """Forest plot: one row per term, estimate with its CI, a line at no effect (log scale), and
+    the numbers as text ("HR (95% CI)") in a column right of the axes.
+
+    Ticks are plain ratios (0.5, 1, 2), thinned until no two labels touch.
+    """
     _require(tidy, ["term", estimate, low, high], "the tidy table")
     rows = tidy[np.isfinite(tidy[estimate].to_numpy(float))].reset_index(drop=True)
-    ax = _axes(ax, figsize=(7.0, 0.45 * len(rows) + 1.5))
+    ax = _axes(ax, figsize=(8.0, 0.42 * len(rows) + 1.6))
     y = np.arange(len(rows))[::-1]
     point = rows[estimate].to_numpy(float)
+    low_values, high_values = rows[low].to_numpy(float), rows[high].to_numpy(float)
     # A limit that could not be estimated gets no bar on that side rather than an infinite one.
-    lower = np.where(np.isfinite(rows[low].to_numpy(float)), rows[low].to_numpy(float), point)
-    upper = np.where(np.isfinite(rows[high].to_numpy(float)), rows[high].to_numpy(float), point)
+    lower = np.where(np.isfinite(low_values), low_values, point)
+    upper = np.where(np.isfinite(high_values), high_values, point)
     ax.errorbar(
         point,
         y,
@@ -390,16 +624,74 @@ def plot_forest(
     ax.axvline(reference, color="0.5", linestyle="--", linewidth=1)
     if log_scale:
         ax.set_xscale("log")
-        low_limit, high_limit = ax.get_xlim()
-        # Plain ratios (0.5, 1, 2) read better than powers of ten on a forest plot.
-        ticks = [tick for tick in FOREST_TICKS if low_limit <= tick <= high_limit]
-        ax.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        span = np.concatenate([lower, upper, [reference]])
+        # Half a decade's margin on each side, so caps and markers clear the frame.
+        ax.set_xlim(span.min() / 1.25, span.max() * 1.25)
+        _readable_log_ticks(ax)
     ax.set_yticks(y, [readable_term(term) for term in rows["term"]])
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel(label)
-    ax.grid(axis="x", alpha=0.3, which="both")
+    ax.grid(axis="x", alpha=0.3, which="major")
+    title = column_title or FOREST_COLUMN_TITLES.get(label, label)
+    _estimate_column(ax, y, point, low_values, high_values, title, len(rows))
     return ax
+
+
+def _estimate_column(
+    ax: Axes,
+    y: np.ndarray,
+    point: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    title: str,
+    n_rows: int,
+) -> None:
+    """ "1.23 (1.01-1.50)" per row right of the axes (the tables' CI style), headed by `title`."""
+    transform = ax.get_yaxis_transform()  # x in axes fraction, y in data
+    style = {"transform": transform, "fontsize": MIN_FONT_SIZE, "gid": ESTIMATE_COLUMN_GID}
+    ax.text(1.03, n_rows - 0.3, title, ha="left", va="bottom", weight="bold", **style)
+    for row_y, estimate, conf_low, conf_high in zip(y, point, low, high, strict=True):
+        ax.text(
+            1.03,
+            row_y,
+            format_interval(estimate, conf_low, conf_high),
+            ha="left",
+            va="center",
+            **style,
+        )
+
+
+def _readable_log_ticks(ax: Axes) -> None:
+    """Plain-number ticks on a log axis, thinned until no two labels overlap."""
+    low_limit, high_limit = ax.get_xlim()
+    ticks = [tick for tick in FOREST_TICKS if low_limit <= tick <= high_limit]
+    if len(ticks) < 3:
+        ticks = sorted(
+            {tick for tick in FOREST_TICKS + FOREST_FINE_TICKS if low_limit <= tick <= high_limit}
+        )
+    ax.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    kept = _non_overlapping(ax, ticks)
+    ax.set_xticks(kept, [f"{tick:g}" for tick in kept])
+
+
+def _non_overlapping(ax: Axes, ticks: list[float]) -> list[float]:
+    """The ticks whose labels do not touch a kept neighbour; 1 (no effect) is kept first."""
+    renderer = ax.figure.canvas.get_renderer()
+    extents = {
+        tick: label.get_window_extent(renderer)
+        for tick, label in zip(ticks, ax.xaxis.get_ticklabels(), strict=True)
+    }
+    gap = MIN_FONT_SIZE * ax.figure.dpi / 72 / 2  # half a character between labels
+    priority = sorted(ticks, key=lambda tick: (tick != 1, FOREST_TICKS.count(tick) == 0))
+    kept: list[float] = []
+    for tick in priority:
+        box = extents[tick]
+        if all(
+            box.x1 + gap < extents[other].x0 or extents[other].x1 + gap < box.x0 for other in kept
+        ):
+            kept.append(tick)
+    return sorted(kept)
 
 
 # --- trajectories -----------------------------------------------------------------------------
@@ -415,7 +707,7 @@ def weekly_means(observed: pd.DataFrame, outcome: str, group: str, week: str = "
 
 
 def plot_trajectories(
-    observed: pd.DataFrame,
+    observed: pd.DataFrame | None,
     predictions: pd.DataFrame,
     outcome: str,
     group: str,
@@ -424,21 +716,34 @@ def plot_trajectories(
     suppressed_groups: Sequence = (),
     min_cell_size: int | None = None,
     week: str = "week",
+    means: pd.DataFrame | None = None,
 ) -> Axes:
     """Observed weekly means (95% CI) and the mixed model's fitted lines per group over weeks.
 
-    `observed` is the weekly trajectories frame, `predictions` mixed_predictions (week, group,
-    outcome, fitted). Weekly means of fewer than `min_cell_size` people are not drawn.
+    `predictions` is mixed_predictions (week, group, outcome, fitted). The points are `means`
+    when given (a weekly-means table made safe for the report: group, week, mean, half_width,
+    n, optionally outcome; rows without a mean are not drawn), else the weekly means of
+    `observed` (the weekly trajectories). With `min_cell_size`, a mean of fewer people is refused.
     """
-    _require(observed, [week, outcome, group], "the observed trajectories")
     _require(predictions, [week, group, "outcome", "fitted"], "mixed_predictions")
     ax = _axes(ax)
     fitted = predictions[predictions["outcome"] == outcome]
-    summary = weekly_means(observed, outcome, group, week)
+    if means is not None:
+        _require(means, ["group", week, "mean", "half_width", "n"], "the weekly means")
+        summary = means if "outcome" not in means else means[means["outcome"] == outcome]
+        summary = summary[summary["mean"].notna()].rename(columns={"group": group})
+    else:
+        _require(observed, [week, outcome, group], "the observed trajectories")
+        summary = weekly_means(observed, outcome, group, week)
+    require_safe_counts(
+        summary,
+        "n",
+        min_cell_size,
+        "the weekly means",
+        "pass means= made safe for the report (privacy hides means of fewer people)",
+    )
     if len(fitted):
         summary = summary[summary[week] <= fitted[week].max()]
-    if min_cell_size is not None:
-        summary = summary[enough_people(summary["n"], min_cell_size)]
     present = list(summary[group]) + list(fitted[group])
     palette = _palette_for(present, group_order)
     groups = ordered_groups(present, group_order)
@@ -472,12 +777,19 @@ def plot_trajectories(
     if handles:
         ax.legend(
             handles=handles,
-            title="Adherence group (points: observed mean, 95% CI; lines: mixed model)",
-            title_fontsize=8,
+            title="Adherence group\n(points: observed mean, 95% CI; lines: mixed model)",
+            title_fontsize=MIN_FONT_SIZE,
             frameon=False,
-            fontsize=8,
+            fontsize=MIN_FONT_SIZE,
         )
     _note_suppressed(ax, [g for g in suppressed_groups if g in set(groups)])
+    _set_caption(
+        ax,
+        [
+            "Points: observed weekly means with 95% CIs (shifted slightly per group);",
+            "lines: the mixed model's fitted means. Means of too few people are not drawn.",
+        ],
+    )
     return ax
 
 
@@ -512,7 +824,9 @@ def plot_flow_diagram(flow: pd.DataFrame, ax: Axes | None = None) -> Axes:
         ]
         return "\n".join(lines)
 
-    def text(x: float, y: float, content: str, style: dict, size: int = 9, align="center"):
+    def text(
+        x: float, y: float, content: str, style: dict, size: int = MIN_FONT_SIZE, align="center"
+    ):
         return ax.text(
             x,
             y,
@@ -580,11 +894,13 @@ def plot_flow_diagram(flow: pd.DataFrame, ax: Axes | None = None) -> Axes:
     for y, stages, title in sides:
         content = listing(stages, title)
         if content:
-            side = text(side_x, y, content, side_box, size=8, align="left")
+            side = text(side_x, y, content, side_box, size=MIN_FONT_SIZE, align="left")
             arrow((main_x, y), (side_x, y), None, side.get_bbox_patch())
     records = listing([STAGE_RECORDS_QUARANTINED], "Data rows quarantined (not participants)")
     if records:
-        text(side_x, 0.22, records, {**side_box, "linestyle": "--"}, size=8, align="left")
+        text(
+            side_x, 0.22, records, {**side_box, "linestyle": "--"}, size=MIN_FONT_SIZE, align="left"
+        )
     return ax
 
 
@@ -642,7 +958,7 @@ def plot_timeline_ranges(
         "the timeline table",
     )
     rows = timeline.sort_values("predicted_median_weeks", ascending=False).reset_index(drop=True)
-    ax = _axes(ax, figsize=(8.0, 0.28 * len(rows) + 1.8))
+    ax = _axes(ax, figsize=(9.0, 0.36 * len(rows) + 2.2))
     ranges = DEFAULT_QUOTED_RANGES if quoted_ranges is None else quoted_ranges
     shades = ("0.55", "0.85", "0.7")
     legend_handles = []
@@ -711,7 +1027,7 @@ def plot_timeline_ranges(
         for level in ordered_groups(groups.dropna(), group_order)
         if level in palette and level != WHOLE_COHORT
     ]
-    ax.set_yticks(y, [profile_label(row) for _, row in rows.iterrows()], fontsize=7)
+    ax.set_yticks(y, [profile_label(row) for _, row in rows.iterrows()], fontsize=MIN_FONT_SIZE)
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlim(left=0)
     ax.set_xlabel("Weeks from enrolment to recovery")
@@ -720,7 +1036,7 @@ def plot_timeline_ranges(
     ax.legend(
         handles=legend_handles,
         frameon=False,
-        fontsize=8,
+        fontsize=MIN_FONT_SIZE,
         loc="lower center",
         bbox_to_anchor=(0.5, 1.0),
         ncol=2,
@@ -735,18 +1051,26 @@ def plot_calibration(
 ) -> Axes:
     """Predicted against observed probability of recovery by a given week, with the diagonal.
 
-    One colour per week (a sequential map, unlike the adherence colours); marker area grows
-    with n. Points resting on fewer than `min_cell_size` people are not drawn.
+    One colour and marker per week (a sequential map, unlike the adherence colours); where the
+    groups differ in size, marker area grows with n and the legend shows the scale. Rows the
+    privacy module blanked (no predicted or observed value) are not drawn and are named; with
+    `min_cell_size`, a drawn point on fewer people is refused. Limits leave room for a marker at
+    (1, 1), so no point is cut by the frame.
     """
     _require(
         calibration_table, ["group", "week", "predicted", "observed", "n"], "the calibration table"
     )
-    ax = _axes(ax, figsize=(5.5, 5.5))
+    ax = _axes(ax, figsize=(6.0, 6.0))
     table = calibration_table
-    hidden = pd.Series(False, index=table.index)
-    if min_cell_size is not None:
-        hidden = ~enough_people(table["n"], min_cell_size)
-    shown = table[~hidden]
+    blanked = table["predicted"].isna() | table["observed"].isna()
+    shown = table[~blanked]
+    require_safe_counts(
+        shown,
+        "n",
+        min_cell_size,
+        "the calibration table",
+        "blank the estimates of small groups first (privacy.suppress_small_cells)",
+    )
     weeks = sorted(pd.unique(table["week"]))
     colours = plt.get_cmap("cividis")(np.linspace(0.05, 0.85, max(len(weeks), 1)))
     markers = ("o", "s", "^", "D", "v", "P")
@@ -754,7 +1078,15 @@ def plot_calibration(
         [0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="perfect calibration"
     )
     handles = list(diagonal)
-    largest = max(float(pd.to_numeric(shown["n"]).max()), 1.0) if len(shown) else 1.0
+    sizes = pd.to_numeric(shown["n"])
+    largest = float(sizes.max()) if len(shown) else 1.0
+    smallest = float(sizes.min()) if len(shown) else 1.0
+    # Areas that differ by less than this read as one size: then all markers are equal.
+    sized_by_n = largest >= CALIBRATION_SIZE_RATIO * smallest
+
+    def area(n) -> np.ndarray:
+        return 20 + 120 * np.asarray(n, dtype=float) / largest if sized_by_n else 60.0
+
     for i, week in enumerate(weeks):
         points = shown[shown["week"] == week].sort_values("predicted")
         ax.plot(points["predicted"], points["observed"], color=colours[i], linewidth=1, alpha=0.6)
@@ -763,7 +1095,7 @@ def plot_calibration(
             points["observed"],
             color=colours[i],
             marker=markers[i % len(markers)],
-            s=20 + 120 * pd.to_numeric(points["n"]) / largest,
+            s=area(pd.to_numeric(points["n"])),
             zorder=3,
         )
         handles.append(
@@ -776,8 +1108,27 @@ def plot_calibration(
                 label=f"by week {week:g}",
             )
         )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    title = f"groups of {smallest:g}-{largest:g} people" if len(shown) else None
+    if sized_by_n:
+        title = "marker area: number of people"
+        for n in sorted({int(sizes.min()), int(largest)}):
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    linestyle="",
+                    marker="o",
+                    color="0.5",
+                    markersize=float(np.sqrt(area(n))),
+                    label=f"n = {n}",
+                )
+            )
+    # Room beyond 0 and 1 for the largest marker's radius, so a point at a corner is whole.
+    radius_points = float(np.sqrt(np.max(area(sizes)) if len(shown) else 60.0)) / 2
+    axes_points = 72 * min(ax.figure.get_size_inches()) * 0.7
+    margin = 1.5 * radius_points / axes_points
+    ax.set_xlim(-margin, 1 + margin)
+    ax.set_ylim(-margin, 1 + margin)
     ax.set_aspect("equal")
     ax.set_xlabel("Predicted probability of recovery (proportion)")
     ax.set_ylabel("Observed probability of recovery (proportion)")
@@ -785,13 +1136,13 @@ def plot_calibration(
     ax.legend(
         handles=handles,
         frameon=False,
-        fontsize=8,
+        fontsize=MIN_FONT_SIZE,
         loc="upper left",
-        title="marker area: number of people",
-        title_fontsize=8,
+        title=title,
+        title_fontsize=MIN_FONT_SIZE,
     )
-    if hidden.any():
+    if blanked.any():
         _note_suppressed(
-            ax, sorted(pd.unique(table.loc[hidden, "group"]), key=str), what="calibration group"
+            ax, sorted(pd.unique(table.loc[blanked, "group"]), key=str), what="calibration group"
         )
     return ax

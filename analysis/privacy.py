@@ -902,11 +902,123 @@ def safe_curve(
     n_event: str = "n_event",
     time: str = "time",
     by: str | None = "group",
+    n_censor: str = "n_censor",
 ) -> pd.DataFrame:
     """A curve fit to publish: truncated where fewer than k are at risk, steps of >= k events.
 
-    The count columns are dropped: the report shows numbers at risk in its own table.
+    The count columns (and `n_censor` where present: per-time censorings are single people)
+    are dropped: the report shows numbers at risk in its own table and censoring marks from
+    `safe_censor_marks`.
     """
     truncated = truncate_curve(curve, min_cell_size, n_risk, time, by)
     coarse = coarsen_steps(truncated, min_cell_size, n_event, time, by)
-    return coarse.drop(columns=[n_risk, n_event])
+    return coarse.drop(columns=[n_risk, n_event, *([n_censor] if n_censor in coarse else [])])
+
+
+def safe_at_risk(
+    at_risk: pd.DataFrame,
+    min_cell_size: int,
+    n_risk: str = "n_risk",
+    time: str = "time",
+    by: str | None = "group",
+) -> pd.DataFrame:
+    """A numbers-at-risk table fit to publish under a curve: each group's rows end where fewer
+    than min_cell_size are at risk, so every count shown is >= k (nothing is marked "<k")."""
+    return truncate_curve(at_risk, min_cell_size, n_risk, time, by).reset_index(drop=True)
+
+
+def safe_censor_marks(
+    curve: pd.DataFrame,
+    min_cell_size: int,
+    n_risk: str = "n_risk",
+    n_censor: str = "n_censor",
+    time: str = "time",
+    by: str | None = "group",
+) -> pd.DataFrame:
+    """Times at which a curve may show a censoring mark: each stands for >= k people censored.
+
+    A mark at the exact time of one censored person tells when that person left; so, as steps
+    are coarsened, a mark is placed once at least min_cell_size censorings have accumulated since
+    the previous one, and only where the curve itself is shown (truncated first). Returns the
+    `by` and `time` columns only.
+    """
+    truncated = truncate_curve(curve, min_cell_size, n_risk, time, by)
+    marks = coarsen_steps(truncated, min_cell_size, n_censor, time, by)
+    return marks[[name for name in (by, time) if name is not None]].reset_index(drop=True)
+
+
+def safe_curve_for_people(
+    curve: pd.DataFrame,
+    people: pd.DataFrame,
+    person_time: str,
+    person_event: str,
+    min_cell_size: int,
+    group: str | None = None,
+    whole_cohort: str = "all",
+    by: str = "group",
+    time: str = "time",
+) -> pd.DataFrame:
+    """`safe_curve` for a curve fitted without counts (Turnbull), counted from one row per person.
+
+    The curve's `by` column names a level of `group` in `people`, or `whole_cohort` for a curve
+    of everyone; `person_time` is when each person's status became known (see `attach_counts`).
+    """
+    parts = []
+    for level, part in curve.groupby(by, sort=False):
+        if level == whole_cohort:
+            members = people
+        elif group is not None:
+            members = people[people[group] == level]
+        else:
+            raise DataError(
+                f"the curve has a group {level!r} but no group column was given",
+                column=by,
+                hint="pass group= (the people's group column)",
+            )
+        counted = attach_counts(part, members, person_time, person_event, time=time, by=None)
+        parts.append(safe_curve(counted, min_cell_size, time=time, by=None))
+    return pd.concat(parts, ignore_index=True) if parts else curve.iloc[:0]
+
+
+def safe_cumulative_incidence(
+    incidence: pd.DataFrame,
+    people: pd.DataFrame,
+    person_time: str,
+    person_event_type: str,
+    group: str,
+    min_cell_size: int,
+    event: str = "event",
+    by: str = "group",
+    time: str = "time",
+) -> pd.DataFrame:
+    """Cumulative incidence curves (group, event, time, ...) fit to publish, per group and event.
+
+    Each curve ends where fewer than min_cell_size of its group are at risk, and steps only once
+    at least k events of its type have accumulated (a step of 1/n reveals one person).
+    """
+    parts = []
+    for label, curves in incidence.groupby(event, sort=False):
+        members = people.assign(
+            **{by: people[group], "_had_event": people[person_event_type] == label}
+        )
+        counted = attach_counts(curves, members, person_time, "_had_event", time=time, by=by)
+        parts.append(safe_curve(counted, min_cell_size, time=time, by=by))
+    return pd.concat(parts, ignore_index=True) if parts else incidence.iloc[:0]
+
+
+def require_safe_counts(
+    frame: pd.DataFrame, count: str, min_cell_size: int | None, what: str, hint: str
+) -> None:
+    """Refuse a frame that shows a count of people below min_cell_size (a figure draws what it is
+    given; deciding what to hide is this module's job, done before)."""
+    if min_cell_size is None or count not in frame:
+        return
+    values = pd.to_numeric(frame[count], errors="coerce")
+    unsafe = values < min_cell_size
+    if unsafe.any():
+        raise DataError(
+            f"{what} has {int(unsafe.sum())} row(s) with {count} below {min_cell_size} "
+            f"(smallest {int(values[unsafe].min())}); it was not made safe to publish",
+            column=count,
+            hint=hint,
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -127,8 +128,23 @@ def test_a_small_site_triggers_suppression(rendered_study):
 def test_curves_stop_before_fewer_than_k_are_at_risk(rendered_study):
     for path in rendered_study.reports.glob("**/*_files/km_curves*.csv"):
         curves = pd.read_csv(path)
-        assert (curves["n_risk"] >= MIN_CELL_SIZE).all(), path
-        assert not {"n_event", "n_censor"} & set(curves.columns), path
+        assert not {"n_risk", "n_event", "n_censor"} & set(curves.columns), path
+    recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
+    files = rendered_study.reports / "study_report_files"
+    group = "adherence_group"
+    for name, event in (("km_curves", None), ("cumulative_incidence", "recovered")):
+        curves = pd.read_csv(files / f"{name}.csv")
+        if event is not None:
+            curves = curves[curves["event"] == event]
+        for level, curve in curves.groupby("group"):
+            people = recovery[recovery[group] == level]
+            times = people["time_to_recovery_days"].to_numpy()
+            event_times = times[(people["event_type"] == "recovered").to_numpy()]
+            at_risk = [(times >= t).sum() for t in curve["time"]]
+            assert min(at_risk) >= MIN_CELL_SIZE, (name, level)
+            # Every published step rests on at least k events since the previous one.
+            cumulative = [(event_times <= t).sum() for t in curve["time"]]
+            assert all(step >= MIN_CELL_SIZE for step in np.diff([0, *cumulative])), (name, level)
 
 
 def test_numeric_ids_are_looked_for_only_where_ids_appear():

@@ -31,7 +31,12 @@ from analysis.privacy import (
     plan_suppression,
     protection_holes,
     reader_bounds,
+    require_safe_counts,
+    safe_at_risk,
+    safe_censor_marks,
+    safe_cumulative_incidence,
     safe_curve,
+    safe_curve_for_people,
     smd_columns,
     suppress_table_one,
     suppress_with_row_totals,
@@ -543,8 +548,8 @@ def test_every_step_drawn_rests_on_at_least_k_events():
 
 
 def test_safe_curve_drops_the_counts():
-    safe = safe_curve(km_like_curve(), K)
-    assert "n_risk" not in safe and "n_event" not in safe
+    safe = safe_curve(km_like_curve().assign(n_censor=0), K)
+    assert not {"n_risk", "n_event", "n_censor"} & set(safe.columns)
     assert len(safe) == 2
 
 
@@ -617,3 +622,86 @@ def test_counts_of_people_quoted_in_text_are_masked_below_k():
         f"<{K} person",
     ]
     assert masked["value"].tolist() == table["value"].tolist()
+
+
+# --- what figures receive ---------------------------------------------------------------------
+
+
+def test_a_risk_table_under_a_curve_shows_only_counts_of_at_least_k():
+    at_risk = pd.DataFrame(
+        {
+            "group": ["a"] * 5 + ["b"] * 5,
+            "time": [0, 28, 56, 84, 112] * 2,
+            "n_risk": [30, 20, 9, 4, 0, 12, 8, 5, 2, 1],
+        }
+    )
+    safe = safe_at_risk(at_risk, K)
+    assert (safe["n_risk"] >= K).all()
+    assert safe.groupby("group")["time"].max().to_dict() == {"a": 56, "b": 56}
+    assert pd.api.types.is_integer_dtype(safe["n_risk"])
+
+
+def test_each_censor_mark_stands_for_at_least_k_people():
+    curve = km_like_curve().assign(n_censor=[0, 1, 2, 2, 0, 4, 1, 0, 0])
+    marks = safe_censor_marks(curve, K)
+    assert list(marks.columns) == ["group", "time"]
+    # Up to day 49 (the last time with >= 5 at risk): 1 + 2 + 2 = 5 by day 28, then 4 + 1 = 5
+    # by day 49; the 4 censored on day 42 alone get no mark of their own.
+    assert marks["time"].tolist() == [28.0, 49.0]
+
+
+def test_cumulative_incidence_is_cut_and_coarsened_per_event_type():
+    people = pd.DataFrame(
+        {
+            "group": ["a"] * 14,
+            "days": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14],
+            "event_type": ["recovered"] * 6 + ["withdrawn"] * 3 + ["censored"] * 5,
+        }
+    )
+    incidence = pd.DataFrame(
+        {
+            "group": "a",
+            "event": ["recovered"] * 14 + ["withdrawn"] * 14,
+            "time": list(range(1, 15)) * 2,
+            "estimate": np.linspace(0.0, 0.5, 28),
+        }
+    )
+    safe = safe_cumulative_incidence(incidence, people, "days", "event_type", "group", K)
+    recovered = safe[safe["event"] == "recovered"]
+    # 5 recoveries by day 5 (14 at risk there); the 6th alone is no step; withdrawals never reach 5.
+    assert recovered["time"].tolist() == [5]
+    assert safe[safe["event"] == "withdrawn"].empty
+    assert not {"n_risk", "n_event"} & set(safe.columns)
+
+
+def test_a_curve_without_counts_is_counted_from_its_group_or_everyone():
+    people = pd.DataFrame(
+        {
+            "group": ["a"] * 8 + ["b"] * 4,
+            "days": [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4],
+            "recovered": [True] * 12,
+        }
+    )
+    curve = pd.DataFrame(
+        {
+            "group": ["all"] * 8 + ["a"] * 8,
+            "time": list(range(1, 9)) * 2,
+            "survival": list(np.linspace(0.9, 0.1, 8)) * 2,
+        }
+    )
+    safe = safe_curve_for_people(curve, people, "days", "recovered", K, group="group")
+    # Everyone: at risk 12, 10, 8, 6, 4 on days 1-5, so cut after day 4; 2 events a day, so the
+    # first step of >= 5 is day 3 (6 events). Group a: at risk 8, 7, 6, 5, 4 and one event a
+    # day: cut after day 4 with only 4 events, so no step at all.
+    assert safe[safe["group"] == "all"]["time"].tolist() == [3]
+    assert safe[safe["group"] == "a"].empty
+    with pytest.raises(DataError, match="no group column"):
+        safe_curve_for_people(curve, people, "days", "recovered", K)
+
+
+def test_a_frame_still_showing_fewer_than_k_is_refused():
+    frame = pd.DataFrame({"n": [12, 3, "<5"]})
+    with pytest.raises(DataError, match="1 row\\(s\\) with n below 5 \\(smallest 3\\)"):
+        require_safe_counts(frame, "n", K, "the table", "make it safe")
+    require_safe_counts(frame, "n", None, "the table", "no threshold: nothing to check")
+    require_safe_counts(frame.iloc[[0, 2]], "n", K, "the table", "marks are not counts")

@@ -26,8 +26,10 @@ from analysis.results import ESTIMABILITY_COLUMNS, HAZARD_RATIO_COLUMNS, TIDY_CO
 from analysis.survival.competing import (
     CumulativeIncidenceResult,
     FineGrayResult,
+    GrayTestResult,
     cumulative_incidence,
     fit_fine_gray,
+    gray_test,
 )
 from analysis.testing import (
     assert_ci_contains_estimate,
@@ -272,3 +274,97 @@ def test_fine_gray_refuses_hopeless_data() -> None:
         fit_fine_gray(separating, "etime", "event", "pcm", ["age", "marker"])
     with pytest.raises(DataError, match="no rows with the event of interest"):
         fit_fine_gray(data, "etime", "event", "relapse", ["age"])
+
+
+# --- Gray's test ------------------------------------------------------------------------------
+
+# cmprsk 2.2-12 cuminc(...)$Tests (stat, pv, df), printed with digits = 17 by
+# tests/data/gray_reference.R:
+#   d <- read.csv("cif_mgus2.csv")
+#   d$age_band <- cut(d$age, c(-Inf, 65, 75, Inf), right = FALSE,
+#                     labels = c("lt65", "65to74", "ge75"))
+#   cuminc(d$etime, d$event, group = d$sex, cencode = "censored")
+#   cuminc(d$etime, d$event, group = d$age_band, cencode = "censored")
+#   cuminc(d$etime, d$event, group = d$sex, strata = d$age_band, cencode = "censored")
+#   cuminc(d$etime, d$event, group = d$age_band, cencode = "censored", rho = 1)
+#   cuminc(small$time, small$event, group = small$group, cencode = "censored")
+# (R's p-value of 0 for age_band/death is 1 - pchisq below double precision; not compared.)
+GRAY_REFERENCE = {
+    ("sex", None, 0.0): {
+        "death": (11.6512590121277384, 0.00064159097640792417, 1),
+        "pcm": (1.1945078250755148, 0.27442215678800419010, 1),
+    },
+    ("age_band", None, 0.0): {
+        "death": (270.8392311135434056, None, 2),
+        "pcm": (3.9434996023562556, 0.13921304781406929, 2),
+    },
+    ("sex", "age_band", 0.0): {
+        "death": (25.6960497033741113, 3.9964426756800009e-07, 1),
+        "pcm": (1.4185248257417673, 2.3364636216970558e-01, 1),
+    },
+    ("age_band", None, 1.0): {
+        "death": (215.0980986235497880, None, 2),
+        "pcm": (3.5555520591170406, 0.16901361087865707, 2),
+    },
+}
+# A small frame with ties within and across causes and a group whose risk set empties early.
+SMALL_COMPETING = pd.DataFrame(
+    {
+        "time": [2, 7, 6, 3, 1, 4, 3, 4, 3, 4, 2, 4, 1, 7, 1, 6, 4, 4, 7, 5, 4, 4, 4, 1, 1, 6, 6]
+        + [4, 4, 4],
+        "event": ["relapse", "censored", "relapse", "death", "censored", "relapse", "death"]
+        + ["relapse", "relapse", "relapse", "censored", "censored", "death", "censored"]
+        + ["censored", "death", "death", "death", "death", "death", "relapse", "death"]
+        + ["censored", "death", "death", "censored", "censored", "censored", "death", "relapse"],
+        "group": list("caabccccbcbcabcacabaccccaabcca"),
+    }
+)
+SMALL_REFERENCE = {
+    "death": (0.63643638951024162, 0.72744404662129525, 2),
+    "relapse": (1.85901147931226074, 0.39474877082551696, 2),
+}
+
+
+def mgus2_with_age_band() -> pd.DataFrame:
+    data = mgus2()
+    bands = pd.cut(
+        data["age"], [-np.inf, 65, 75, np.inf], right=False, labels=["lt65", "65to74", "ge75"]
+    )
+    return data.assign(age_band=bands)
+
+
+def assert_gray_matches(result: GrayTestResult, reference: dict) -> None:
+    table = result.tidy().set_index("event")
+    assert list(table.columns) == ["statistic", "df", "p_value"]
+    assert sorted(table.index) == sorted(reference)
+    for event, (statistic, p_value, dof) in reference.items():
+        assert table.loc[event, "statistic"] == pytest.approx(statistic, rel=1e-10)
+        assert table.loc[event, "df"] == dof
+        if p_value is not None:
+            assert table.loc[event, "p_value"] == pytest.approx(p_value, rel=1e-9)
+
+
+@pytest.mark.parametrize(("group", "strata", "rho"), list(GRAY_REFERENCE))
+def test_gray_test_matches_cmprsk_cuminc_on_mgus2(group, strata, rho) -> None:
+    result = gray_test(
+        mgus2_with_age_band(), "etime", "event", group, strata=strata, censored="censored", rho=rho
+    )
+    assert_gray_matches(result, GRAY_REFERENCE[(group, strata, rho)])
+
+
+def test_gray_test_matches_cmprsk_with_ties_and_a_group_that_runs_out() -> None:
+    result = gray_test(SMALL_COMPETING, "time", "event", "group", censored="censored")
+    assert_gray_matches(result, SMALL_REFERENCE)
+    assert result.groups == ("a", "b", "c")
+
+
+def test_gray_test_does_not_depend_on_row_order() -> None:
+    shuffled = SMALL_COMPETING.sample(frac=1.0, random_state=np.random.default_rng(5))
+    first = gray_test(SMALL_COMPETING, "time", "event", "group", censored="censored").tidy()
+    second = gray_test(shuffled, "time", "event", "group", censored="censored").tidy()
+    pd.testing.assert_frame_equal(first, second, rtol=1e-12)
+
+
+def test_gray_test_refuses_a_single_group() -> None:
+    with pytest.raises(DataError, match="at least two groups"):
+        gray_test(SMALL_COMPETING.assign(group="a"), "time", "event", "group", censored="censored")

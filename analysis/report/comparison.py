@@ -17,7 +17,6 @@ from analysis.privacy import (
     groups_to_suppress,
     suppress_small_cells,
     suppress_with_row_totals,
-    truncate_curve,
 )
 from analysis.schema import (
     DAYS_PER_WEEK,
@@ -90,30 +89,17 @@ def outcome_counts(
     )
 
 
-def curves_for_report(curves: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """KM curves truncated where fewer than min_cell_size remain at risk; no per-time counts.
-
-    Event and censoring counts per day are single people, so only survival, its CI and the
-    number at risk (all >= k after truncation) are shown.
-    """
-    kept = truncate_curve(curves, min_cell_size)
-    columns = [
-        c for c in ("group", "time", "n_risk", "survival", "conf_low", "conf_high") if c in kept
-    ]
-    return kept[columns].reset_index(drop=True)
-
-
 def at_risk_for_report(at_risk: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
     """The numbers-at-risk table with counts below min_cell_size shown as "<k"."""
     return suppress_small_cells(at_risk, ["n_risk"], min_cell_size, estimate_columns=[])
 
 
 def wide_at_risk(at_risk: pd.DataFrame, group_order: Sequence) -> pd.DataFrame:
-    """The risk table as groups x days (for display; the CSV keeps the long form)."""
+    """The risk table as groups x weeks, the KM axis's unit (the CSV keeps days, long form)."""
     wide = at_risk.pivot(index="group", columns="time", values="n_risk")
     order = [g for g in group_order if g in wide.index]
     wide = wide.reindex(order + sorted(set(wide.index) - set(order), key=str))
-    wide.columns = [f"day {time:g}" for time in wide.columns]
+    wide.columns = [f"week {time / DAYS_PER_WEEK:g}" for time in wide.columns]
     return wide.reset_index()
 
 

@@ -200,7 +200,11 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- endblock data_markdown -%}
 {%- block data_png scoped -%}
 <div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
-<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}" alt="Figure">
+{#- A 2x (retina) figure carries its display width: without it the browser shows it twice as
+    large as drawn, and its text sizes no longer hold. -#}
+{%- set size = output.metadata.get('image/png', {}) -%}
+<img src="data:image/png;base64,{{ output.data['image/png'] | escape_html }}" alt="Figure"
+{%- if size.get('width') %} width="{{ size['width'] | int }}"{% endif %}>
 </div>
 {%- endblock data_png -%}
 """

@@ -8,7 +8,6 @@ from __future__ import annotations
 import html
 from collections.abc import Mapping
 
-import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from IPython.display import HTML
@@ -42,20 +41,6 @@ def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
 def _escape(text: str) -> str:
 
     return html.escape(str(text))
-
-
-def setup_figures(dpi: int = 100) -> None:
-    """Report-wide figure look: resolution and font sizes readable in a browser."""
-
-    mpl.rcParams.update(
-        {
-            "figure.dpi": dpi,
-            "savefig.dpi": dpi,
-            "font.size": 10,
-            "axes.titlesize": 11,
-            "axes.labelsize": 10,
-        }
-    )
 
 
 NOT_ESTIMATED = (

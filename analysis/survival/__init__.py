@@ -4,8 +4,10 @@ from analysis.survival.aft import AftResult, fit_aft
 from analysis.survival.competing import (
     CumulativeIncidenceResult,
     FineGrayResult,
+    GrayTestResult,
     cumulative_incidence,
     fit_fine_gray,
+    gray_test,
 )
 from analysis.survival.cox import CoxResult, concordance_index, fit_cox, fit_cox_time_varying
 from analysis.survival.icph import IntervalCoxResult, fit_interval_cox
@@ -24,6 +26,7 @@ __all__ = [
     "CoxResult",
     "CumulativeIncidenceResult",
     "FineGrayResult",
+    "GrayTestResult",
     "IntervalCoxResult",
     "KaplanMeierResult",
     "LogrankResult",
@@ -36,6 +39,7 @@ __all__ = [
     "fit_cox_time_varying",
     "fit_fine_gray",
     "fit_interval_cox",
+    "gray_test",
     "kaplan_meier",
     "logrank_test",
     "rmst_difference",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
+from scipy import stats
 
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import (
@@ -482,3 +483,173 @@ def _hazard_ratio_table(
 ) -> pd.DataFrame:
     table = wald_table(terms, beta.reindex(terms), std_errors.reindex(terms))
     return with_estimability(with_hazard_ratios(table), reasons)
+
+
+# --- Gray's test -----------------------------------------------------------------------------
+
+GRAY_TEST_COLUMNS = ("event", "statistic", "df", "p_value")
+
+
+@dataclass
+class GrayTestResult(ModelResult):
+    """Gray's k-sample test per event type; `tidy()` has GRAY_TEST_COLUMNS, one row per event.
+
+    `fitted` maps event -> (score, variance) of the first k - 1 groups, summed over strata.
+    """
+
+    groups: tuple = ()
+
+
+def gray_test(
+    df: pd.DataFrame,
+    duration: str,
+    event_type: str,
+    group: str,
+    strata: str | None = None,
+    censored: object = None,
+    rho: float = 0.0,
+) -> GrayTestResult:
+    """Gray's (1988) test that an event type's cumulative incidence is equal across groups.
+
+    As cmprsk::cuminc's `Tests`: for each event type a weighted score of observed minus expected
+    events per group (weight (1 - F(t-))^rho on the pooled incidence F) with Gray's variance,
+    summed over `strata` when given; statistic s' V^-1 s, chi-square on (groups - 1) df. The
+    censoring label defaults as in `cumulative_incidence`. The p-value is the chi-square upper
+    tail (R prints 1 - pchisq, which is 0 below about 1e-16).
+    """
+    notes: list[str] = []
+    columns = [duration, event_type, group] + ([strata] if strata is not None else [])
+    used = _complete_rows(df, columns, notes)
+    censored = censoring_label(used[event_type], censored, notes)
+    event_labels = sorted(
+        (label for label in used[event_type].unique() if label != censored), key=str
+    )
+    if not event_labels:
+        raise DataError("no events: every row is censored", column=event_type)
+    levels = sorted(pd.unique(used[group]), key=str)
+    if len(levels) < 2:
+        raise DataError("Gray's test needs at least two groups", column=group)
+    order = np.argsort(used[duration].to_numpy(float), kind="stable")
+    used = used.iloc[order]
+    time = used[duration].to_numpy(float)
+    labels = used[event_type].to_numpy()
+    group_codes = pd.Categorical(used[group], categories=levels).codes
+    stratum_codes = (
+        used.groupby(strata, sort=True, observed=True).ngroup().to_numpy()
+        if strata is not None
+        else np.zeros(len(used), dtype=int)
+    )
+    rows, fitted = [], {}
+    for event in event_labels:
+        kind = np.where(labels == event, 1, np.where(labels == censored, 0, 2))
+        score = np.zeros(len(levels) - 1)
+        variance = np.zeros((len(levels) - 1, len(levels) - 1))
+        for stratum in np.unique(stratum_codes):
+            inside = stratum_codes == stratum
+            part_score, part_variance = _gray_score(
+                time[inside], kind[inside], group_codes[inside], len(levels), rho
+            )
+            score, variance = score + part_score, variance + part_variance
+        try:
+            statistic = float(score @ np.linalg.solve(variance, score))
+        except np.linalg.LinAlgError as error:
+            raise DataError(
+                f"Gray's test for {event!r} has a singular variance (a group without any event "
+                "or anyone at risk at the event times), so the groups cannot be compared",
+                column=group,
+            ) from error
+        dof = len(levels) - 1
+        rows.append(
+            {
+                "event": event,
+                "statistic": statistic,
+                "df": dof,
+                "p_value": float(stats.chi2.sf(statistic, dof)),
+            }
+        )
+        fitted[event] = (score, variance)
+    result = GrayTestResult(
+        fitted=fitted,
+        coefficients=pd.DataFrame(rows, columns=list(GRAY_TEST_COLUMNS)),
+        groups=tuple(levels),
+    )
+    for message in notes:
+        result.note(message)
+    return result
+
+
+def _gray_score(
+    time: np.ndarray, kind: np.ndarray, group_codes: np.ndarray, n_groups: int, rho: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One stratum's score and variance for Gray's test (kind 1: the event, 2: other, 0: none).
+
+    Per group g at each time with an event: h_g = n_g / S_g(t-) (S: Kaplan-Meier of any event),
+    expected events of interest d h_g (1 - F_g(t-)) / sum_r h_r (1 - F_r(t-)); the variance
+    collects, per group, the martingale terms of both event types through the weights' running
+    sums (Gray 1988, section 3).
+    """
+    grid, time_index = np.unique(time, return_inverse=True)
+    deaths = np.zeros((3, n_groups, len(grid)))
+    np.add.at(deaths, (kind, group_codes, time_index), 1.0)
+    # at_risk[g, k]: rows of group g whose time is at or after grid time k.
+    leaving = deaths.sum(axis=0)
+    at_risk = leaving[:, ::-1].cumsum(axis=1)[:, ::-1]
+
+    survival = np.ones(n_groups)  # S_g(t-), Kaplan-Meier of any event
+    incidence = np.zeros(n_groups)  # F_g(t-), this event's cumulative incidence
+    pooled = 0.0  # F(t-) pooled over groups, for the weight
+    score = np.zeros(n_groups)
+    running = np.zeros((n_groups, n_groups))  # sum of A dN / (sum h (1 - F)) (the paper's c)
+    own = np.zeros(n_groups)  # per-group variance terms
+    cross = np.zeros((n_groups, n_groups))  # between the running sums and the groups
+    variance = np.zeros((n_groups, n_groups))
+    for k in range(len(grid)):
+        events, others, n = deaths[1, :, k], deaths[2, :, k], at_risk[:, k]
+        total_events, total_others = events.sum(), others.sum()
+        if total_events == 0 and total_others == 0:
+            continue
+        active = n > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight_at_risk = np.where(active, n / survival, 0.0)
+            survival_after = np.where(
+                active, survival * (n - events - others) / np.where(active, n, 1), survival
+            )
+        incidence_after = np.where(
+            active, incidence + survival * events / np.where(active, n, 1), incidence
+        )
+        total_weight = weight_at_risk.sum()
+        pooled_after = pooled + total_events / total_weight
+        weight = (1 - pooled) ** rho
+        spread = weight * (
+            np.diag(weight_at_risk) - np.outer(weight_at_risk, weight_at_risk) / total_weight
+        )
+        if total_events > 0:
+            running += spread * total_events / (total_weight * (1 - pooled))
+            expected_share = weight_at_risk * (1 - incidence)
+            score += weight * (events - total_events * expected_share / expected_share.sum())
+            for g in np.flatnonzero(active):
+                remaining = (
+                    1 - (1 - pooled_after) / survival_after[g] if survival_after[g] > 0 else 1.0
+                )
+                tie_factor = (
+                    1 - (total_events - 1) / (total_weight * survival[g] - 1)
+                    if total_events > 1
+                    else 1.0
+                )
+                increment = tie_factor * survival[g] * total_events / (total_weight * n[g])
+                column = spread[:, g] - remaining * running[:, g]
+                own[g] += remaining**2 * increment
+                cross[:, g] += column * remaining * increment
+                variance += np.outer(column, column) * increment
+        for g in np.flatnonzero(active & (others > 0) & (survival_after > 0)):
+            ratio = (1 - pooled_after) / survival_after[g]
+            tie_factor = 1 - (others[g] - 1) / (n[g] - 1) if others[g] > 1 else 1.0
+            increment = tie_factor * survival[g] ** 2 * others[g] / n[g] ** 2
+            column = ratio * running[:, g]
+            own[g] += ratio**2 * increment
+            cross[:, g] -= column * ratio * increment
+            variance += np.outer(column, column) * increment
+        survival, incidence, pooled = survival_after, incidence_after, pooled_after
+    variance += running @ np.diag(own) @ running.T + running @ cross.T + cross @ running.T
+    kept = n_groups - 1
+    return score[:kept], variance[:kept, :kept]
