@@ -569,8 +569,11 @@ def test_each_site_gets_the_group_comparison_with_its_small_groups_left_out(fitt
     assert "site_turnbull_curves" in tables
     # Each site's regressions have a status (a site of ~50 people is too small for the Cox model).
     status = tables["site_model_status"]
+    unadjusted = [f"cox_unadjusted_{term}" for term in params["fit"]["cox_covariates"]]
     assert set(zip(status["site"], status["model"], strict=True)) == {
-        (site, model) for site in (first, second) for model in ("cox", "cox_time_varying")
+        (site, model)
+        for site in (first, second)
+        for model in ("cox", "cox_time_varying", *unadjusted)
     }
 
 
