@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from analysis.errors import GaRehabError, ParameterError
 from analysis.io import DERIVED_FRAMES, read_stage_frames, write_published_csv, write_text
+from analysis.params import StudyParams
 from analysis.privacy import mark, suppress_flow
 from analysis.schema import (
     DAYS_PER_WEEK,
@@ -58,9 +58,6 @@ ADHERENCE_GROUPS = "adherence_groups"
 TIMELINE_CALIBRATION = "timeline_calibration"
 REPORT_NOTEBOOKS = (STUDY_REPORT, ADHERENCE_GROUPS, TIMELINE_CALIBRATION)
 KERNEL_NAME = "python3"
-DEFAULT_MIN_CELL_SIZE = 5
-# Keys of params.yaml's `report` block read by render_all itself, not passed to notebooks.
-RENDER_OPTIONS = ("site_reports", "jobs", "timeout_seconds")
 # Notebook parameters that say where outputs go; they are not inputs, so provenance omits them.
 OUTPUT_PARAMETERS = ("tables_dir",)
 # Tables the fit stage writes for the timeline notebook (reports/models/<name>.csv).
@@ -75,76 +72,6 @@ _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 # --- parameters -------------------------------------------------------------------------------
-
-
-def parse_param_overrides(items: Iterable[str]) -> dict:
-    """`["min_cell_size=10", "site=site_A", "cutoffs=[0.6, 0.9]"]` -> typed dict.
-
-    Values are read as Python literals (numbers, lists, None, True); YAML's true/false/null are
-    accepted too, and anything else stays a string.
-    """
-    overrides = {}
-    for item in items:
-        key, separator, text = item.partition("=")
-        key = key.strip()
-        if not separator or not key.isidentifier():
-            raise ParameterError(f"--param {item!r}: expected key=value with a name as the key")
-        overrides[key] = _literal(text.strip())
-    return overrides
-
-
-def _literal(text: str):
-    yaml_words = {"true": True, "false": False, "null": None, "none": None, "~": None}
-    if text.lower() in yaml_words:
-        return yaml_words[text.lower()]
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-# Types of the render options, which no notebook declares.
-RENDER_OPTION_EXAMPLES = {"site_reports": True, "jobs": 2, "timeout_seconds": 600}
-
-
-def _type_name(example) -> str:
-    if isinstance(example, bool):
-        return "true or false"
-    if isinstance(example, int):
-        return "a whole number"
-    if isinstance(example, float):
-        return "a number"
-    return {list: "a list", str: "text", dict: "a mapping"}.get(
-        type(example), type(example).__name__
-    )
-
-
-def _fits(value, example) -> bool:
-    if value is None or example is None:
-        return True
-    if isinstance(example, bool):
-        return isinstance(value, bool)
-    if isinstance(example, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(example, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, type(example))
-
-
-def check_parameter_types(block: Mapping, declared: Mapping[str, Mapping]) -> None:
-    """Each report option has the type of the notebooks' default (ten is not a cell size)."""
-    examples = dict(RENDER_OPTION_EXAMPLES)
-    for defaults in declared.values():
-        examples.update({k: v for k, v in defaults.items() if v is not None})
-    for key, value in block.items():
-        if key in examples and not _fits(value, examples[key]):
-            raise ParameterError(
-                f"report parameter {key}={value!r} must be {_type_name(examples[key])} "
-                f"(like {examples[key]!r}); set it in params.yaml's report block or with "
-                f"--param {key}=..."
-            )
-    if int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE)) < 1:
-        raise ParameterError("report parameter min_cell_size must be at least 1")
 
 
 def notebook_parameters(notebook: Path) -> dict[str, object]:
@@ -522,11 +449,6 @@ def site_sizes(processed: Path) -> pd.Series:
 SITE_REPORTS_FOLDER = "sites"
 
 
-def report_options(params_file: Path, overrides: Mapping | None) -> dict:
-    """The `report` block of params.yaml with the command line's overrides on top."""
-    return {**(_read_params(params_file).get("report") or {}), **dict(overrides or {})}
-
-
 def model_table_files(models: Path) -> list[Path]:
     """The fit stage's tables, or a ReportError saying to run it: a report needs them."""
     files = sorted(Path(models).glob("*.csv"))
@@ -542,27 +464,20 @@ def report_jobs(
     processed: Path,
     models: Path,
     reports: Path,
+    params: StudyParams,
     params_file: Path,
     notebooks: Path,
-    overrides: Mapping | None = None,
 ) -> list[ReportJob]:
     """Every report to render: the three notebooks, then one study report per site.
 
-    Each notebook gets the `report` block of params.yaml (overridden by `overrides`) for the
-    names its parameters cell declares, plus the path of every input relative to the notebooks'
-    folder, where the kernel runs (so no machine's absolute paths reach a report). A site with fewer
-    participants than min_cell_size gets no report (it could describe fewer than k people).
+    Each notebook gets, for the names its parameters cell declares, the resolved values (the
+    `report` block's keys, and `study_params`: the blocks the report stage reads) and the path
+    of every input relative to the notebooks' folder, where the kernel runs (so no machine's
+    absolute paths reach a report); `params_file` only for the provenance table's hash. A site
+    with fewer participants than min_cell_size gets no report (it could describe fewer than k
+    people).
     """
-    block = report_options(params_file, overrides)
     declared = {name: notebook_parameters(notebooks / f"{name}.ipynb") for name in REPORT_NOTEBOOKS}
-    known = set().union(*(set(names) for names in declared.values())) | set(RENDER_OPTIONS)
-    unknown = sorted(set(overrides or {}) - known)
-    if unknown:
-        raise ParameterError(
-            f"unknown report parameter(s): {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
-        )
-    check_parameter_types(block, declared)
     model_table_files(models)
 
     def seen_from_notebooks(path: Path) -> str:
@@ -579,13 +494,16 @@ def report_jobs(
     reports = Path(reports)
     executed_dir = reports / "executed"
 
-    def job(
-        name: str, notebook: str, extra: Mapping | None = None, folder: Path = reports
-    ) -> ReportJob:
+    def job(name: str, notebook: str, site: str | None = None, folder: Path = reports) -> ReportJob:
+        resolved = params if site is None else params.with_report(site=site)
         accepted = declared[notebook]
         parameters = {
             key: value
-            for key, value in {**block, **paths, **dict(extra or {})}.items()
+            for key, value in {
+                **resolved.report.model_dump(),
+                **paths,
+                "study_params": resolved.stage_params("report"),
+            }.items()
             if key in accepted and key not in OUTPUT_PARAMETERS
         }
         return ReportJob(
@@ -597,22 +515,14 @@ def report_jobs(
             executed=executed_dir / f"{name}.ipynb",
         )
 
-    jobs = [job(name, name) for name in REPORT_NOTEBOOKS]
-    if block.get("site_reports", True) and block.get("site") is None:
-        min_cell_size = int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
+    jobs = [job(name, name, params.report.site) for name in REPORT_NOTEBOOKS]
+    if params.report.site_reports and params.report.site is None:
         sizes = site_sizes(processed)
         names = site_report_names(sizes.index)
         for site, size in sizes.items():
-            if size >= min_cell_size:
+            if size >= params.report.min_cell_size:
                 # Site reports share one folder, so the pipeline can declare it as one output.
-                jobs.append(
-                    job(
-                        names[site],
-                        STUDY_REPORT,
-                        {"site": site},
-                        reports / SITE_REPORTS_FOLDER,
-                    )
-                )
+                jobs.append(job(names[site], STUDY_REPORT, site, reports / SITE_REPORTS_FOLDER))
     return jobs
 
 
@@ -623,9 +533,9 @@ def render_all(
     processed: Path,
     models: Path,
     reports: Path,
+    params: StudyParams,
     params_file: Path,
     notebooks: Path,
-    overrides: Mapping | None = None,
     jobs: int | None = None,
     on_done: Callable[[RenderedReport], None] | None = None,
 ) -> list[RenderedReport]:
@@ -636,19 +546,18 @@ def render_all(
     (default: the report block's `jobs`, else one per CPU), each kernel reused for several
     notebooks; the first failure raises ReportError once the running ones finish.
     """
-    block = report_options(params_file, overrides)
     planned = report_jobs(
         raw=raw,
         interim=interim,
         processed=processed,
         models=models,
         reports=reports,
+        params=params,
         params_file=params_file,
         notebooks=notebooks,
-        overrides=overrides,
     )
-    workers = jobs or block.get("jobs") or os.cpu_count() or 1
-    timeout = int(block.get("timeout_seconds", 600))
+    workers = jobs or params.report.jobs or os.cpu_count() or 1
+    timeout = params.report.timeout_seconds
 
     pending: queue.SimpleQueue[ReportJob] = queue.SimpleQueue()
     for job in planned:
@@ -746,13 +655,6 @@ def site_report_names(sites: Iterable[str]) -> dict[str, str]:
     return names
 
 
-def _read_params(params_file: Path) -> dict:
-    path = Path(params_file)
-    if not path.is_file():
-        raise ParameterError(f"params file not found: {path}")
-    return yaml.safe_load(path.read_text()) or {}
-
-
 # --- inputs, for the notebooks ----------------------------------------------------------------
 
 
@@ -771,11 +673,6 @@ class ReportInputs:
     def identifiers(self) -> list[str]:
         """Participant ids, so report tables can be checked never to show one."""
         return self.recovery[Recovery.participant_id].astype(str).tolist()
-
-
-def read_study_params(params_file: Path | str) -> dict:
-    """params.yaml as a dict (every stage's block)."""
-    return _read_params(Path(params_file))
 
 
 def read_report_inputs(
@@ -872,8 +769,8 @@ def _collect(notes: list[tuple[str, str, str]], model: str, fit: Callable):
 def group_comparison(
     recovery: pd.DataFrame,
     fit_params: Mapping,
-    group: str | None = None,
-    min_cell_size: int = DEFAULT_MIN_CELL_SIZE,
+    group: str | None,
+    min_cell_size: int,
     intervals: pd.DataFrame | None = None,
     cox_covariates: Sequence[str] | None = None,
     turnbull_overall: bool = False,
@@ -1142,7 +1039,7 @@ def model_specifications(study_params: Mapping) -> pd.DataFrame:
         ),
         (
             "Small cells",
-            f"counts below {report.get('min_cell_size', DEFAULT_MIN_CELL_SIZE)} "
+            f"counts below {report['min_cell_size']} "
             "shown as '<k', estimates resting on them blanked, such groups not drawn",
         ),
     ]
@@ -1413,7 +1310,7 @@ def groups_shown(recovery: pd.DataFrame, group: str, min_cell_size: int) -> list
 
 
 def models_for_report(
-    inputs: ReportInputs, fit_params: Mapping, min_cell_size: int = DEFAULT_MIN_CELL_SIZE
+    inputs: ReportInputs, fit_params: Mapping, min_cell_size: int
 ) -> dict[str, pd.DataFrame]:
     """The fit stage's tables for the whole study; for a site, the comparison refitted on it."""
     if inputs.site is None:
@@ -1421,6 +1318,7 @@ def models_for_report(
     return group_comparison(
         inputs.recovery,
         fit_params,
+        group=None,
         min_cell_size=min_cell_size,
         intervals=inputs.weekly_intervals,
         turnbull_overall=True,

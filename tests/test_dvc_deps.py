@@ -11,18 +11,20 @@ from pathlib import Path
 
 import yaml
 
+from analysis.params import STAGE_BLOCKS
 from tests.conftest import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "analysis"
-# The modules each stage's command starts from (the CLI runs them and writes through io; the
-# report's notebooks import the last four).
+# The modules each stage's command starts from (the CLI reads params through analysis.params,
+# runs them and writes through io; the report's notebooks import the last four).
 STAGE_ENTRIES = {
-    "simulate": ["analysis.simulate", "analysis.io"],
-    "clean": ["analysis.clean", "analysis.io", "analysis.redcap"],
-    "derive": ["analysis.derive", "analysis.io"],
-    "fit": ["analysis.fit", "analysis.io"],
+    "simulate": ["analysis.simulate", "analysis.io", "analysis.params"],
+    "clean": ["analysis.clean", "analysis.io", "analysis.redcap", "analysis.params"],
+    "derive": ["analysis.derive", "analysis.io", "analysis.params"],
+    "fit": ["analysis.fit", "analysis.io", "analysis.params"],
     "report": [
         "analysis.io",
+        "analysis.params",
         "analysis.report",
         "analysis.provenance",
         "analysis.plots",
@@ -73,3 +75,12 @@ def test_every_module_a_stage_runs_is_a_dependency_of_that_stage():
             and not any(path == dep or dep in path.parents for dep in deps)
         ]
         assert not missing, f"dvc.yaml stage {stage!r} does not depend on {missing}"
+
+
+def test_every_stage_declares_exactly_the_params_blocks_the_cli_hands_it():
+    """dvc.yaml's params per stage are the blocks `StudyParams.stage_params(stage)` passes on."""
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGE_BLOCKS)
+    for stage, blocks in STAGE_BLOCKS.items():
+        declared = stages[stage].get("params", [])
+        assert sorted(declared) == sorted(blocks), f"dvc.yaml stage {stage!r}: {declared}"

@@ -22,6 +22,7 @@ import yaml
 from analysis import report
 from analysis.cli import run_clean, run_derive, run_fit, run_simulate
 from analysis.errors import ParameterError
+from analysis.params import read_params
 from analysis.provenance import code_digest, collect_provenance, file_digests
 from analysis.report import SITE_REPORTS_FOLDER
 
@@ -107,13 +108,13 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     """Simulate, plant the canary, clean, derive, fit and render every report (once)."""
     root.mkdir(parents=True, exist_ok=True)
     params_file = _quick_params(root)
-    params = yaml.safe_load(params_file.read_text())
+    params = read_params(params_file)
     data, reports = root / "data", root / "reports"
     run_simulate(data / "raw", STUDY_PARTICIPANTS, STUDY_SEED, 0.02, 40, "csv")
     original = _plant_canary(data / "raw")
     _plant_site_names(data / "raw")
-    run_clean(data / "raw", data / "interim", None, params["clean"], params_file)
-    run_derive(data / "interim", data / "processed", params["derive"])
+    run_clean(data / "raw", data / "interim", None, params.clean, params_file)
+    run_derive(data / "interim", data / "processed", params.derive)
     run_fit(data / "processed", reports / "models", reports / "metrics.json", params)
     rendered = report.render_all(
         raw=data / "raw",
@@ -121,6 +122,7 @@ def build_rendered_study(root: Path) -> RenderedStudy:
         processed=data / "processed",
         models=reports / "models",
         reports=reports,
+        params=params,
         params_file=params_file,
         notebooks=NOTEBOOKS,
     )
@@ -134,49 +136,6 @@ def rendered_study(tmp_path_factory) -> RenderedStudy:
 
 
 # --- parameters -------------------------------------------------------------------------------
-
-
-def test_param_overrides_are_typed_literals():
-    overrides = report.parse_param_overrides(
-        [
-            "min_cell_size=10",
-            "site=site_A",
-            "adherence_cutoffs=[0.6, 0.9]",
-            "site_reports=false",
-            "figure_dpi=120.5",
-            "label=None",
-            "text='quoted'",
-        ]
-    )
-    assert overrides == {
-        "min_cell_size": 10,
-        "site": "site_A",
-        "adherence_cutoffs": [0.6, 0.9],
-        "site_reports": False,
-        "figure_dpi": 120.5,
-        "label": None,
-        "text": "quoted",
-    }
-
-
-@pytest.mark.parametrize("item", ["no_equals_sign", "=5", "two words=1", "1abc=2"])
-def test_param_override_without_a_name_is_an_error(item):
-    with pytest.raises(ParameterError, match="key=value"):
-        report.parse_param_overrides([item])
-
-
-def test_unknown_override_is_rejected_before_anything_runs(tmp_path):
-    with pytest.raises(ParameterError, match="unknown report parameter.*min_cel_size"):
-        report.report_jobs(
-            raw=None,
-            interim=tmp_path,
-            processed=tmp_path,
-            models=tmp_path,
-            reports=tmp_path,
-            params_file=PROJECT_ROOT / "params.yaml",
-            notebooks=NOTEBOOKS,
-            overrides={"min_cel_size": 3},
-        )
 
 
 def test_regroup_adherence_bands_are_left_closed():
@@ -217,20 +176,26 @@ def test_notebook_is_committed_clean_with_one_literal_parameters_cell(name):
 
 
 @pytest.mark.parametrize("name", report.REPORT_NOTEBOOKS)
-def test_notebook_defaults_point_into_the_repository(name):
-    """Opened in JupyterLab from notebooks/, the defaults find the study's folders."""
-    defaults = report.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
-    expected = {
-        "interim_dir": PROJECT_ROOT / "data" / "interim",
-        "processed_dir": PROJECT_ROOT / "data" / "processed",
-        "models_dir": PROJECT_ROOT / "reports" / "models",
-        "params_file": PROJECT_ROOT / "params.yaml",
-        "cleaning_report": PROJECT_ROOT / "data" / "interim" / "cleaning_report.json",
-        "tables_dir": PROJECT_ROOT / "reports" / f"{name}_files",
-    }
-    for key, path in expected.items():
-        assert (NOTEBOOKS / defaults[key]).resolve() == path.resolve()
-    assert defaults["min_cell_size"] == 5
+def test_notebooks_hold_no_defaults_and_never_read_params_yaml(name):
+    """Placeholders only: every value comes from the report stage, resolved from params.yaml."""
+    placeholders = report.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+    assert set(placeholders.values()) == {None}, placeholders
+    assert {"min_cell_size", "figure_dpi", "study_params", "tables_dir"} <= set(placeholders)
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    first = code[1]  # the cell after the parameters cell checks them before using any
+    assert "require_report_parameters(" in first
+    assert first.index("require_report_parameters(") < first.index("setup_figures(")
+    for source in code:
+        assert "params.yaml" not in source.replace("`ga-rehab report`", "")
+        assert "read_study_params" not in source and "yaml" not in source
+
+
+def test_a_notebook_run_without_the_report_stage_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(
+        report.ReportError, match=r"report parameter\(s\) not given: .*min_cell_size"
+    ):
+        report.render_report(NOTEBOOKS / "timeline_calibration.ipynb", tmp_path / "t.html", {})
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -332,6 +297,7 @@ def test_rendering_twice_gives_the_same_bytes(rendered_study, tmp_path):
         processed=rendered_study.data / "processed",
         models=rendered_study.reports / "models",
         reports=tmp_path,
+        params=read_params(rendered_study.params_file),
         params_file=rendered_study.params_file,
         notebooks=NOTEBOOKS,
     )[0].parameters
@@ -453,20 +419,6 @@ def test_cleaning_report_is_read_as_json(rendered_study):
     assert "km_curves" in inputs.models
     with pytest.raises(ParameterError, match="not in the study"):
         report.filter_site(inputs, "no_such_site")
-
-
-def test_render_all_rejects_a_missing_params_file(tmp_path):
-    with pytest.raises(ParameterError, match="params file not found"):
-        report.render_all(
-            raw=None,
-            interim=tmp_path,
-            processed=tmp_path,
-            models=tmp_path,
-            reports=tmp_path,
-            params_file=tmp_path / "absent.yaml",
-            notebooks=NOTEBOOKS,
-        )
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_rendering_without_the_fit_stage_fails_before_starting(tmp_path):
