@@ -75,7 +75,7 @@ _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def notebook_parameters(notebook: Path) -> dict[str, object]:
-    """Names and literal defaults of a notebook's `parameters` cell (raises if there is not one)."""
+    """Names and placeholder values of a notebook's `parameters` cell (raises if not one)."""
     import nbformat
 
     cells = [
