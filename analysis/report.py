@@ -325,6 +325,25 @@ def _normalised_executed(executed: Path) -> None:
     nbformat.write(_with_stable_cell_ids(node), executed)
 
 
+def literal_keys_translator():
+    """Papermill's Python translator with a dict's keys written as literals, not as text.
+
+    Papermill writes every key as a string, so {1: 7} (sessions prescribed per phase) would
+    reach a notebook as {"1": 7}: the values a notebook receives must be those the stages use.
+    """
+    from papermill.translators import PythonTranslator
+
+    class LiteralKeysTranslator(PythonTranslator):
+        @classmethod
+        def translate_dict(cls, val):
+            items = ", ".join(
+                f"{cls.translate(key)}: {cls.translate(value)}" for key, value in val.items()
+            )
+            return f"{{{items}}}"
+
+    return LiteralKeysTranslator
+
+
 def render_report(
     notebook: Path,
     output_html: Path,
@@ -348,7 +367,9 @@ def render_report(
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
+    from papermill.translators import papermill_translators
 
+    papermill_translators.register("python", literal_keys_translator())
     notebook, output_html = Path(notebook), Path(output_html)
     executed = executed_notebook or output_html.parent / "executed" / f"{output_html.stem}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)

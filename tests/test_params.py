@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import io as stdlib_io
 import os
@@ -312,3 +313,11 @@ def test_a_notebook_value_left_out_is_named():
             {"site": None, "min_cell_size": None, "study_params": None, "figure_dpi": 100},
             may_be_none=("site",),
         )
+
+
+def test_values_reach_the_notebooks_with_their_types():
+    """Papermill writes dict keys as text; the report's translator keeps {1: 7} as it is."""
+    translator = report.literal_keys_translator()
+    blocks = read_params(PARAMS).stage_params("report")
+    assert ast.literal_eval(translator.translate(blocks)) == blocks
+    assert "{1: 7, 2: 3, 3: 3}" in translator.translate(blocks)

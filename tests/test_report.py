@@ -278,6 +278,13 @@ def test_study_report_sections_are_present(rendered_study):
         assert heading in html, heading
 
 
+def test_the_methods_show_the_values_the_stages_used(rendered_study):
+    """Handed in through papermill, mapping keys keep their type ({1: 7}, not {'1': 7})."""
+    methods = pd.read_csv(rendered_study.reports / "study_report_files" / "methods_models.csv")
+    adherence = methods.set_index("item").loc["Adherence groups", "specification"]
+    assert adherence.endswith("prescribed per week by phase {1: 7, 2: 3, 3: 3}")
+
+
 def test_site_report_is_restricted_to_its_site(rendered_study):
     recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
     site = recovery["site"].value_counts().index[0]
