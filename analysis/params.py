@@ -478,11 +478,14 @@ def _describe(annotation: Any, metadata: Iterable = ()) -> str:
         )
         if isinstance(item, kind)
     )
-    lengths = [
-        getattr(item, "min_length", None) or getattr(item, "max_length", None)
-        for item in metadata
-        if isinstance(item, annotated_types.MinLen | annotated_types.MaxLen)
-    ]
+    shortest = max(
+        (item.min_length for item in metadata if isinstance(item, annotated_types.MinLen)),
+        default=0,
+    )
+    longest = min(
+        (item.max_length for item in metadata if isinstance(item, annotated_types.MaxLen)),
+        default=None,
+    )
     origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         members = [member for member in arguments if member is not type(None)]
@@ -494,8 +497,14 @@ def _describe(annotation: Any, metadata: Iterable = ()) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(choice) for choice in arguments)
     if origin is list:
-        size = f"{lengths[0]} " if len(set(lengths)) == 1 and len(lengths) == 2 else ""
-        return f"a list of {size}values, each {_describe(arguments[0])}"
+        size = (
+            f"a list of {shortest}"
+            if shortest == longest
+            else "a non-empty list of"
+            if shortest
+            else "a list of"
+        )
+        return f"{size} values, each {_describe(arguments[0])}"
     if origin is dict:
         return f"a mapping of {_describe(arguments[0])} to {_describe(arguments[1])}"
     model = _model_of(annotation)
