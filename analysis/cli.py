@@ -22,8 +22,15 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from analysis import io
-from analysis.errors import GaRehabError, ParameterError, ReportError
+from analysis.errors import GaRehabError, ReportError
 from analysis.model_tables import check_model_tables
+from analysis.params import (
+    CleanParams,
+    DeriveParams,
+    StudyParams,
+    parse_param_overrides,
+    read_params,
+)
 from analysis.schema import Recovery
 from analysis.simulate import (
     MAX_MESS_RATE,
@@ -106,13 +113,6 @@ def stage_progress() -> Progress:
     )
 
 
-def load_params(path: Path, stage: str) -> dict:
-    params = io.read_yaml(path, "params")
-    if not isinstance(params.get(stage), dict):
-        raise ParameterError(f"{path} has no `{stage}:` block (see the project's params.yaml)")
-    return params[stage]
-
-
 # --- simulate ---------------------------------------------------------------------------------
 
 
@@ -167,7 +167,7 @@ def simulate(
     """
     if output_format not in ("csv", "redcap"):
         raise typer.BadParameter("--format must be csv or redcap")
-    derive = load_params(params, "derive")
+    derive = read_params(params).derive.model_dump()
     with stage_progress() as progress:
         progress.add_task(f"simulating {participants} participants", total=None)
         run_simulate(out, participants, seed, mess_rate, follow_up_weeks, output_format, derive)
@@ -177,22 +177,19 @@ def simulate(
 # --- clean ------------------------------------------------------------------------------------
 
 
-def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict, params_path: Path) -> dict:
+def run_clean(
+    raw: Path, out: Path, mapping: Path | None, params: CleanParams, params_path: Path
+) -> dict:
     from analysis.clean import clean_study, cleaning_report_markdown
 
     raw_study = io.read_raw_study(raw, mapping)
-    configured = params.get(io.EXPORT_DATE_KEY)
     export_date = io.resolve_export_date(
-        raw_study.stated_export_dates,
-        None
-        if configured is None
-        else io.parse_export_date(configured, str(params_path), f"clean.{io.EXPORT_DATE_KEY}"),
-        str(params_path),
+        raw_study.stated_export_dates, params.export_date, str(params_path)
     )
     result = clean_study(
         raw_study.tables,
         raw_study.files,
-        params,
+        params.model_dump(),
         export_date,
         reader_quarantine=raw_study.quarantine,
     )
@@ -239,19 +236,23 @@ def clean(
     """Validate and normalise the four tables; every rejected row goes to quarantine."""
     with stage_progress() as progress:
         progress.add_task("cleaning", total=None)
-        report = run_clean(raw, out, mapping, load_params(params, "clean"), params)
+        report = run_clean(raw, out, mapping, read_params(params).clean, params)
     print_cleaning_summary(report)
 
 
 # --- derive -----------------------------------------------------------------------------------
 
 
-def run_derive(clean_dir: Path, out: Path, params: dict):
+def run_derive(clean_dir: Path, out: Path, params: DeriveParams):
     from analysis.derive import derive_recovery
 
     tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean")
     frames = derive_recovery(
-        tables["participants"], tables["diary"], tables["sessions"], tables["assessments"], params
+        tables["participants"],
+        tables["diary"],
+        tables["sessions"],
+        tables["assessments"],
+        params.model_dump(),
     )
     with io.stage_folder(out, "derive") as staging:
         io.write_parquet(frames.recovery, staging / "recovery.parquet")
@@ -287,7 +288,7 @@ def derive(
     """Recovery, censoring, exposures and weekly frames, by the definitions in params.yaml."""
     with stage_progress() as progress:
         progress.add_task("deriving outcomes", total=None)
-        frames = run_derive(clean_dir, out, load_params(params, "derive"))
+        frames = run_derive(clean_dir, out, read_params(params).derive)
     print_cohort_summary(frames.recovery)
 
 
@@ -304,7 +305,7 @@ def run_fit(
     processed: Path,
     models_dir: Path,
     metrics_path: Path,
-    params: dict,
+    params: StudyParams,
     only: list[str] | None = None,
 ):
     """Fit and write the tables; with `only`, other families' files and metrics are kept."""
@@ -324,7 +325,11 @@ def run_fit(
         )
     try:
         outputs = run_models(
-            recovery, frames["weekly_intervals"], frames["weekly_trajectories"], params, only=only
+            recovery,
+            frames["weekly_intervals"],
+            frames["weekly_trajectories"],
+            params.stage_params("fit"),
+            only=only,
         )
     except GaRehabError:
         raise
@@ -398,7 +403,7 @@ def fit(
     families = None if only is None else [name.strip() for name in only.split(",") if name.strip()]
     with stage_progress() as progress:
         progress.add_task("fitting models", total=None)
-        outputs = run_fit(processed, models, metrics, io.read_yaml(params, "params"), families)
+        outputs = run_fit(processed, models, metrics, read_params(params), families)
     print_fit_summary(outputs)
 
 
@@ -426,7 +431,7 @@ def timeline(
     if not path.is_file():
         raise GaRehabError(f"{path} not found: run `ga-rehab fit` first")
     model = TimelineModel.from_dict(json.loads(path.read_text()))
-    chronic_after = load_params(params, "derive")["chronic_after_months"]
+    chronic_after = read_params(params).derive.chronic_after_months
     typer.echo(
         model.describe_range(
             severity,
@@ -448,9 +453,9 @@ def run_report(
     raw: Path | None,
     data: Path,
     reports: Path,
-    params: Path,
+    params: StudyParams,
+    params_path: Path,
     notebooks: Path,
-    overrides: dict,
 ) -> list:
     from analysis.report.render import render_all
 
@@ -463,9 +468,9 @@ def run_report(
                 processed=data / "processed",
                 models=reports / "models",
                 reports=staging,
-                params_file=params,
+                params=params,
+                params_file=params_path,
                 notebooks=notebooks,
-                overrides=overrides,
             )
         except ReportError as error:
             raise ReportError(_keep_failed_notebooks(str(error), staging, reports)) from None
@@ -515,12 +520,10 @@ def report(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Run the notebooks with papermill and render HTML reports (whole study and per site)."""
-    from analysis.report.render import parse_param_overrides
-
-    overrides = parse_param_overrides(param or [])
+    study = read_params(params).with_report(**parse_param_overrides(param or []))
     with stage_progress() as progress:
         progress.add_task("rendering reports", total=None)
-        rendered = run_report(data / "raw", data, reports, params, notebooks, overrides)
+        rendered = run_report(data / "raw", data, reports, study, params, notebooks)
     print_reports(rendered)
 
 
@@ -545,31 +548,29 @@ def run(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """The whole pipeline: (simulate ->) clean -> derive -> fit -> report, with a summary."""
-    settings = io.read_yaml(params, "params")
+    study = read_params(params)
     with stage_progress() as progress:
         if raw is None:
             raw = data / "raw"
-            sim = settings["simulate"]
-            progress.add_task(f"simulating {sim['participants']} participants", total=None)
+            sim = study.simulate
+            progress.add_task(f"simulating {sim.participants} participants", total=None)
             run_simulate(
                 raw,
-                sim["participants"],
-                sim["seed"],
-                sim["mess_rate"],
-                sim["follow_up_weeks"],
+                sim.participants,
+                sim.seed,
+                sim.mess_rate,
+                sim.follow_up_weeks,
                 "csv",
-                settings["derive"],
+                study.derive.model_dump(),
             )
         progress.add_task("cleaning", total=None)
-        cleaning = run_clean(raw, data / "interim", mapping, settings["clean"], params)
+        cleaning = run_clean(raw, data / "interim", mapping, study.clean, params)
         progress.add_task("deriving outcomes", total=None)
-        frames = run_derive(data / "interim", data / "processed", settings["derive"])
+        frames = run_derive(data / "interim", data / "processed", study.derive)
         progress.add_task("fitting models", total=None)
-        outputs = run_fit(
-            data / "processed", reports / "models", reports / "metrics.json", settings
-        )
+        outputs = run_fit(data / "processed", reports / "models", reports / "metrics.json", study)
         progress.add_task("rendering reports", total=None)
-        rendered = run_report(raw, data, reports, params, notebooks, {})
+        rendered = run_report(raw, data, reports, study, params, notebooks)
     print_cleaning_summary(cleaning)
     print_cohort_summary(frames.recovery)
     print_fit_summary(outputs)

@@ -41,7 +41,6 @@ from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 from analysis.errors import DataError
 
 # The threshold when a report is rendered without params.yaml's report.min_cell_size.
-DEFAULT_MIN_CELL_SIZE = 5
 SUPPRESSED_COLUMN = "suppressed"
 COMPLEMENTARY_MARK = "suppressed"
 # "<2" could only mean 1: below this threshold the mark itself discloses the count.

@@ -343,9 +343,13 @@ def test_fit_on_a_one_person_study_says_what_to_do(runner, tmp_path):
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("min_cell_size=ten", "min_cell_size='ten' must be a whole number"),
-        ("min_cell_size=0", "min_cell_size must be at least 1"),
-        ("site_reports=maybe", "site_reports='maybe' must be true or false"),
+        (
+            "min_cell_size=ten",
+            "error: --param: report.min_cell_size = 'ten' is not allowed: a whole number >= 3",
+        ),
+        ("min_cell_size=0", "report.min_cell_size = 0 is not allowed: a whole number >= 3"),
+        ("site_reports=maybe", "report.site_reports = 'maybe' is not allowed: true or false"),
+        ("min_cel_size=3", "report.min_cel_size = 3 is not allowed: not a key of report"),
     ],
 )
 def test_report_parameters_of_the_wrong_type_are_one_line(runner, tmp_path, override, expected):

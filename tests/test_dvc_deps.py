@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from analysis.params import STAGE_BLOCKS
 from analysis.simulate import study_design
 from tests.conftest import PROJECT_ROOT
 
@@ -53,14 +54,14 @@ def imports_in(tree: ast.AST) -> set[str]:
     return {name for name in found if module_path(name).is_file()}
 
 
-# The modules each stage's command starts from (the CLI runs them and writes through io; the
-# report stage also runs whatever its notebooks import).
+# The modules each stage's command starts from (the CLI reads params through analysis.params,
+# runs them and writes through io; the report stage also runs whatever its notebooks import).
 STAGE_ENTRIES = {
-    "simulate": ["analysis.simulate", "analysis.io"],
-    "clean": ["analysis.clean", "analysis.io", "analysis.redcap"],
-    "derive": ["analysis.derive", "analysis.io"],
-    "fit": ["analysis.fit", "analysis.io"],
-    "report": ["analysis.io", "analysis.report.render", *notebook_imports()],
+    "simulate": ["analysis.simulate", "analysis.io", "analysis.params"],
+    "clean": ["analysis.clean", "analysis.io", "analysis.redcap", "analysis.params"],
+    "derive": ["analysis.derive", "analysis.io", "analysis.params"],
+    "fit": ["analysis.fit", "analysis.io", "analysis.params"],
+    "report": ["analysis.io", "analysis.params", "analysis.report.render", *notebook_imports()],
 }
 
 
@@ -122,3 +123,15 @@ def test_the_simulate_stage_declares_every_derive_param_the_simulator_reads():
         if not any(path == name or path.startswith(f"{name}.") for name in declared)
     ]
     assert deepest and not missing, f"dvc.yaml stage 'simulate' does not declare {missing}"
+
+
+def test_every_stage_declares_exactly_the_params_blocks_the_cli_hands_it():
+    """dvc.yaml's params per stage are the blocks `StudyParams.stage_params(stage)` passes on
+    (a block, or the keys of it the stage reads)."""
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages) == set(STAGE_BLOCKS)
+    for stage, blocks in STAGE_BLOCKS.items():
+        declared = stages[stage].get("params", [])
+        assert {entry.split(".")[0] for entry in declared} == set(blocks), (
+            f"dvc.yaml stage {stage!r}: {declared}"
+        )

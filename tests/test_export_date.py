@@ -17,6 +17,7 @@ from analysis.io import (
     resolve_export_date,
     stated_export_dates,
 )
+from analysis.params import CleanParams
 from analysis.simulate import simulate_study
 
 PARAMS_FILE = "params.yaml"
@@ -42,7 +43,8 @@ def test_the_same_export_cleans_to_the_same_bytes_on_any_day(tmp_path, params):
     run_simulate(tmp_path / "raw", 40, 5, 0.05, 12, "csv", params["derive"])
     params_file = tmp_path / PARAMS_FILE
     params_file.write_text(yaml.safe_dump(params))
-    report = run_clean(tmp_path / "raw", tmp_path / "clean", None, params["clean"], params_file)
+    clean = CleanParams.model_validate(params["clean"])
+    report = run_clean(tmp_path / "raw", tmp_path / "clean", None, clean, params_file)
     stated = json.loads((tmp_path / "raw" / EXPORT_INFO_FILE).read_text())["export_date"]
     assert report["as_of"] == stated
     assert stated in (tmp_path / "clean" / "cleaning_report.md").read_text()
@@ -52,7 +54,8 @@ def test_no_stated_export_date_is_a_one_line_error_saying_where_to_state_it(tmp_
     run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv", params["derive"])
     (tmp_path / "raw" / EXPORT_INFO_FILE).unlink()
     with pytest.raises(DataError, match="export date is not stated") as error:
-        run_clean(tmp_path / "raw", tmp_path / "clean", None, params["clean"], tmp_path / "p.yaml")
+        clean = CleanParams.model_validate(params["clean"])
+        run_clean(tmp_path / "raw", tmp_path / "clean", None, clean, tmp_path / "p.yaml")
     assert "\n" not in str(error.value)
     assert "clean.export_date" in str(error.value) and "mapping file" in str(error.value)
     assert not (tmp_path / "clean").exists()
@@ -61,7 +64,7 @@ def test_no_stated_export_date_is_a_one_line_error_saying_where_to_state_it(tmp_
 def test_configured_date_is_used_when_the_export_states_none(tmp_path, params):
     run_simulate(tmp_path / "raw", 10, 5, 0.0, 12, "csv", params["derive"])
     (tmp_path / "raw" / EXPORT_INFO_FILE).unlink()
-    clean_params = {**params["clean"], "export_date": "2030-01-31"}
+    clean_params = CleanParams.model_validate({**params["clean"], "export_date": "2030-01-31"})
     report = run_clean(tmp_path / "raw", tmp_path / "clean", None, clean_params, tmp_path / "p")
     assert report["as_of"] == "2030-01-31"
 

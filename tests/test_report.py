@@ -21,6 +21,7 @@ import yaml
 
 from analysis.cli import run_clean, run_derive, run_fit, run_simulate
 from analysis.errors import ParameterError, ReportError
+from analysis.params import read_params
 from analysis.provenance import code_digest, collect_provenance, file_digests
 from analysis.report import comparison, inputs, render
 from analysis.report.render import SITE_REPORTS_FOLDER
@@ -107,22 +108,21 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     """Simulate, plant the canary, clean, derive, fit and render every report (once)."""
     root.mkdir(parents=True, exist_ok=True)
     params_file = _quick_params(root)
-    params = yaml.safe_load(params_file.read_text())
+    params = read_params(params_file)
     data, reports = root / "data", root / "reports"
-    simulate = params["simulate"]
     run_simulate(
         data / "raw",
         STUDY_PARTICIPANTS,
         STUDY_SEED,
-        simulate["mess_rate"],
-        simulate["follow_up_weeks"],
+        params.simulate.mess_rate,
+        params.simulate.follow_up_weeks,
         "csv",
-        params["derive"],
+        params.derive.model_dump(),
     )
     original = _plant_canary(data / "raw")
     _plant_site_names(data / "raw")
-    run_clean(data / "raw", data / "interim", None, params["clean"], params_file)
-    run_derive(data / "interim", data / "processed", params["derive"])
+    run_clean(data / "raw", data / "interim", None, params.clean, params_file)
+    run_derive(data / "interim", data / "processed", params.derive)
     run_fit(data / "processed", reports / "models", reports / "metrics.json", params)
     rendered = render.render_all(
         raw=data / "raw",
@@ -130,6 +130,7 @@ def build_rendered_study(root: Path) -> RenderedStudy:
         processed=data / "processed",
         models=reports / "models",
         reports=reports,
+        params=params,
         params_file=params_file,
         notebooks=NOTEBOOKS,
     )
@@ -145,61 +146,6 @@ def rendered_study(tmp_path_factory) -> RenderedStudy:
 # --- parameters -------------------------------------------------------------------------------
 
 
-def test_param_overrides_are_typed_literals():
-    overrides = render.parse_param_overrides(
-        [
-            "min_cell_size=10",
-            "site=site_A",
-            "adherence_cutoffs=[0.6, 0.9]",
-            "site_reports=false",
-            "figure_dpi=120.5",
-            "label=None",
-            "text='quoted'",
-        ]
-    )
-    assert overrides == {
-        "min_cell_size": 10,
-        "site": "site_A",
-        "adherence_cutoffs": [0.6, 0.9],
-        "site_reports": False,
-        "figure_dpi": 120.5,
-        "label": None,
-        "text": "quoted",
-    }
-
-
-@pytest.mark.parametrize("item", ["no_equals_sign", "=5", "two words=1", "1abc=2"])
-def test_param_override_without_a_name_is_an_error(item):
-    with pytest.raises(ParameterError, match="key=value"):
-        render.parse_param_overrides([item])
-
-
-def test_a_parameter_moved_to_the_fit_stage_is_rejected_with_its_new_place(tmp_path):
-    with pytest.raises(ParameterError, match="adherence_cutoffs is now fit.adherence_grouping"):
-        render.report_jobs(
-            raw=None,
-            interim=tmp_path,
-            processed=tmp_path,
-            models=tmp_path,
-            reports=tmp_path,
-            params_file=PROJECT_ROOT / "params.yaml",
-            notebooks=NOTEBOOKS,
-            overrides={"adherence_cutoffs": [0.6, 0.9]},
-        )
-
-
-def test_unknown_override_is_rejected_before_anything_runs(tmp_path):
-    with pytest.raises(ParameterError, match="unknown report parameter.*min_cel_size"):
-        render.report_jobs(
-            raw=None,
-            interim=tmp_path,
-            processed=tmp_path,
-            models=tmp_path,
-            reports=tmp_path,
-            params_file=PROJECT_ROOT / "params.yaml",
-            notebooks=NOTEBOOKS,
-            overrides={"min_cel_size": 3},
-        )
 
 
 # --- notebooks as committed -------------------------------------------------------------------
@@ -220,20 +166,26 @@ def test_notebook_is_committed_clean_with_one_literal_parameters_cell(name):
 
 
 @pytest.mark.parametrize("name", render.REPORT_NOTEBOOKS)
-def test_notebook_defaults_point_into_the_repository(name):
-    """Opened in JupyterLab from notebooks/, the defaults find the study's folders."""
-    defaults = render.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
-    expected = {
-        "interim_dir": PROJECT_ROOT / "data" / "interim",
-        "processed_dir": PROJECT_ROOT / "data" / "processed",
-        "models_dir": PROJECT_ROOT / "reports" / "models",
-        "params_file": PROJECT_ROOT / "params.yaml",
-        "cleaning_report": PROJECT_ROOT / "data" / "interim" / "cleaning_report.json",
-        "tables_dir": PROJECT_ROOT / "reports" / f"{name}_files",
-    }
-    for key, path in expected.items():
-        assert (NOTEBOOKS / defaults[key]).resolve() == path.resolve()
-    assert defaults["min_cell_size"] == 5
+def test_notebooks_hold_no_defaults_and_never_read_params_yaml(name):
+    """Placeholders only: every value comes from the report stage, resolved from params.yaml."""
+    placeholders = render.notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+    assert set(placeholders.values()) == {None}, placeholders
+    assert {"min_cell_size", "figure_dpi", "study_params", "tables_dir"} <= set(placeholders)
+    notebook = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    first = code[1]  # the cell after the parameters cell checks them before using any
+    assert "require_report_parameters(" in first
+    assert first.index("require_report_parameters(") < first.index("setup_figures(")
+    for source in code:
+        statements = "\n".join(line.split("#")[0] for line in source.splitlines())
+        assert "yaml" not in statements and "read_study_params" not in statements
+
+
+def test_a_notebook_run_without_the_report_stage_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(
+        ReportError, match=r"report parameter\(s\) not given: .*min_cell_size"
+    ):
+        render.render_report(NOTEBOOKS / "timeline_calibration.ipynb", tmp_path / "t.html", {})
 
 
 # --- rendering --------------------------------------------------------------------------------
@@ -316,6 +268,13 @@ def test_study_report_sections_are_present(rendered_study):
         assert heading in html, heading
 
 
+def test_the_methods_show_the_values_the_stages_used(rendered_study):
+    """Handed in through papermill, mapping keys keep their type ({1: 7}, not {'1': 7})."""
+    methods = pd.read_csv(rendered_study.reports / "study_report_files" / "methods_models.csv")
+    adherence = methods.set_index("item").loc["Adherence groups", "specification"]
+    assert adherence.endswith("prescribed per week by phase {1: 7, 2: 3, 3: 3}")
+
+
 def test_site_report_is_restricted_to_its_site(rendered_study):
     recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
     site = recovery["site"].value_counts().index[0]
@@ -335,6 +294,7 @@ def test_rendering_twice_gives_the_same_bytes(rendered_study, tmp_path):
         processed=rendered_study.data / "processed",
         models=rendered_study.reports / "models",
         reports=tmp_path,
+        params=read_params(rendered_study.params_file),
         params_file=rendered_study.params_file,
         notebooks=NOTEBOOKS,
     )[0].parameters
@@ -490,20 +450,6 @@ def test_a_report_with_another_min_cell_size_than_the_fit_is_refused(rendered_st
     largest = int(scope.recovery["adherence_group"].value_counts().max())
     with pytest.raises(ReportError, match="fit and report with the same min_cell_size"):
         comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", largest + 1)
-
-
-def test_render_all_rejects_a_missing_params_file(tmp_path):
-    with pytest.raises(ParameterError, match="params file not found"):
-        render.render_all(
-            raw=None,
-            interim=tmp_path,
-            processed=tmp_path,
-            models=tmp_path,
-            reports=tmp_path,
-            params_file=tmp_path / "absent.yaml",
-            notebooks=NOTEBOOKS,
-        )
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_rendering_without_the_fit_stage_fails_before_starting(tmp_path):

@@ -17,7 +17,6 @@ from analysis.errors import ParameterError, ReportError
 from analysis.io import (
     DERIVED_FRAMES,
     read_stage_frames,
-    read_yaml,
     write_published_csv,
 )
 from analysis.model_tables import (
@@ -93,11 +92,6 @@ class ReportInputs:
     def identifiers(self) -> list[str]:
         """Participant ids, so report tables can be checked never to show one."""
         return self.recovery[Recovery.participant_id].astype(str).tolist()
-
-
-def read_study_params(params_file: Path | str) -> dict:
-    """params.yaml as a dict (every stage's block)."""
-    return read_yaml(Path(params_file), "params")
 
 
 def read_report_inputs(

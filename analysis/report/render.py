@@ -1,7 +1,7 @@
 """Rendering the reports: papermill runs each notebook on a reused kernel, nbconvert exports
 HTML without code cells, and the executed notebooks are normalised so that a re-run gives the
-same bytes. Also the notebooks' parameters (params.yaml's `report` block, --param overrides)
-and the list of reports to render (the three notebooks, one study report per site).
+same bytes. Also the values each notebook receives (validated by analysis/params.py) and the
+list of reports to render (the three notebooks, one study report per site).
 """
 
 from __future__ import annotations
@@ -21,19 +21,19 @@ from pathlib import Path
 
 import nbformat
 import papermill
-import yaml
 from bs4 import BeautifulSoup
 from jinja2 import DictLoader
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
+from papermill.translators import PythonTranslator, papermill_translators
 
-from analysis.errors import GaRehabError, ParameterError, ReportError
+from analysis.errors import GaRehabError, ReportError
 from analysis.io import (
     write_text,
 )
-from analysis.privacy import DEFAULT_MIN_CELL_SIZE
+from analysis.params import StudyParams
 from analysis.report.inputs import model_table_files, site_sizes
 
 STUDY_REPORT = "study_report"
@@ -51,95 +51,15 @@ REPORT_NOTEBOOKS = (STUDY_REPORT, ADHERENCE_GROUPS, TIMELINE_CALIBRATION)
 KERNEL_NAME = "python3"
 
 
-# Keys of params.yaml's `report` block read by render_all itself, not passed to notebooks.
-RENDER_OPTIONS = ("site_reports", "jobs", "timeout_seconds")
-
-
 # Notebook parameters that say where outputs go; they are not inputs, so provenance omits them.
 OUTPUT_PARAMETERS = ("tables_dir",)
-# Report parameters that became fit parameters: the fit stage fits the comparison they define,
-# so a report can only show it, not change it.
-MOVED_TO_FIT = {
-    "adherence_cutoffs": "fit.adherence_grouping.cutoffs",
-    "adherence_labels": "fit.adherence_grouping.labels",
-}
 
 
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def parse_param_overrides(items: Iterable[str]) -> dict:
-    """`["min_cell_size=10", "site=site_A", "cutoffs=[0.6, 0.9]"]` -> typed dict.
-
-    Values are read as Python literals (numbers, lists, None, True); YAML's true/false/null are
-    accepted too, and anything else stays a string.
-    """
-    overrides = {}
-    for item in items:
-        key, separator, text = item.partition("=")
-        key = key.strip()
-        if not separator or not key.isidentifier():
-            raise ParameterError(f"--param {item!r}: expected key=value with a name as the key")
-        overrides[key] = _literal(text.strip())
-    return overrides
-
-
-def _literal(text: str):
-    yaml_words = {"true": True, "false": False, "null": None, "none": None, "~": None}
-    if text.lower() in yaml_words:
-        return yaml_words[text.lower()]
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
-
-
-# Types of the render options, which no notebook declares.
-RENDER_OPTION_EXAMPLES = {"site_reports": True, "jobs": 2, "timeout_seconds": 600}
-
-
-def _type_name(example) -> str:
-    if isinstance(example, bool):
-        return "true or false"
-    if isinstance(example, int):
-        return "a whole number"
-    if isinstance(example, float):
-        return "a number"
-    return {list: "a list", str: "text", dict: "a mapping"}.get(
-        type(example), type(example).__name__
-    )
-
-
-def _fits(value, example) -> bool:
-    if value is None or example is None:
-        return True
-    if isinstance(example, bool):
-        return isinstance(value, bool)
-    if isinstance(example, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(example, float):
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, type(example))
-
-
-def check_parameter_types(block: Mapping, declared: Mapping[str, Mapping]) -> None:
-    """Each report option has the type of the notebooks' default (ten is not a cell size)."""
-    examples = dict(RENDER_OPTION_EXAMPLES)
-    for defaults in declared.values():
-        examples.update({k: v for k, v in defaults.items() if v is not None})
-    for key, value in block.items():
-        if key in examples and not _fits(value, examples[key]):
-            raise ParameterError(
-                f"report parameter {key}={value!r} must be {_type_name(examples[key])} "
-                f"(like {examples[key]!r}); set it in params.yaml's report block or with "
-                f"--param {key}=..."
-            )
-    if int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE)) < 1:
-        raise ParameterError("report parameter min_cell_size must be at least 1")
-
-
 def notebook_parameters(notebook: Path) -> dict[str, object]:
-    """Names and literal defaults of a notebook's `parameters` cell (raises if there is not one)."""
+    """Names and placeholder values of a notebook's `parameters` cell (raises if not one)."""
 
     cells = [
         cell
@@ -384,6 +304,21 @@ def _normalised_executed(executed: Path) -> None:
     nbformat.write(_with_stable_cell_ids(node), executed)
 
 
+class LiteralKeysTranslator(PythonTranslator):
+    """Papermill's Python translator with a dict's keys written as literals, not as text.
+
+    Papermill writes every key as a string, so {1: 7} (sessions prescribed per phase) would
+    reach a notebook as {"1": 7}: the values a notebook receives must be those the stages use.
+    """
+
+    @classmethod
+    def translate_dict(cls, val):
+        items = ", ".join(
+            f"{cls.translate(key)}: {cls.translate(value)}" for key, value in val.items()
+        )
+        return f"{{{items}}}"
+
+
 def render_report(
     notebook: Path,
     output_html: Path,
@@ -406,6 +341,7 @@ def render_report(
     `kernel` a fresh one is started (and stopped) for this notebook.
     """
 
+    papermill_translators.register("python", LiteralKeysTranslator)
     notebook, output_html = Path(notebook), Path(output_html)
     executed = executed_notebook or output_html.parent / "executed" / f"{output_html.stem}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -494,11 +430,6 @@ class ReportJob:
 SITE_REPORTS_FOLDER = "sites"
 
 
-def report_options(params_file: Path, overrides: Mapping | None) -> dict:
-    """The `report` block of params.yaml with the command line's overrides on top."""
-    return {**(_read_params(params_file).get("report") or {}), **dict(overrides or {})}
-
-
 def report_jobs(
     *,
     raw: Path | None,
@@ -506,33 +437,20 @@ def report_jobs(
     processed: Path,
     models: Path,
     reports: Path,
+    params: StudyParams,
     params_file: Path,
     notebooks: Path,
-    overrides: Mapping | None = None,
 ) -> list[ReportJob]:
     """Every report to render: the three notebooks, then one study report per site.
 
-    Each notebook gets the `report` block of params.yaml (overridden by `overrides`) for the
-    names its parameters cell declares, plus the path of every input relative to the notebooks'
-    folder, where the kernel runs (so no machine's absolute paths reach a report). A site with fewer
-    participants than min_cell_size gets no report (it could describe fewer than k people).
+    Each notebook gets, for the names its parameters cell declares, the resolved values (the
+    `report` block's keys, and `study_params`: the blocks the report stage reads) and the path
+    of every input relative to the notebooks' folder, where the kernel runs (so no machine's
+    absolute paths reach a report); `params_file` only for the provenance table's hash. A site
+    with fewer participants than min_cell_size gets no report (it could describe fewer than k
+    people).
     """
-    block = report_options(params_file, overrides)
     declared = {name: notebook_parameters(notebooks / f"{name}.ipynb") for name in REPORT_NOTEBOOKS}
-    known = set().union(*(set(names) for names in declared.values())) | set(RENDER_OPTIONS)
-    unknown = sorted(set(overrides or {}) - known)
-    if unknown:
-        raise ParameterError(
-            f"unknown report parameter(s): {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known - set(OUTPUT_PARAMETERS)))})"
-        )
-    moved = sorted(set(block) & set(MOVED_TO_FIT))
-    if moved:
-        raise ParameterError(
-            f"report parameter {moved[0]} is now {MOVED_TO_FIT[moved[0]]} in params.yaml (the fit "
-            "stage fits that grouping): set it there and run `ga-rehab fit`"
-        )
-    check_parameter_types(block, declared)
     model_table_files(models)
 
     def seen_from_notebooks(path: Path) -> str:
@@ -549,13 +467,16 @@ def report_jobs(
     reports = Path(reports)
     executed_dir = reports / "executed"
 
-    def job(
-        name: str, notebook: str, extra: Mapping | None = None, folder: Path = reports
-    ) -> ReportJob:
+    def job(name: str, notebook: str, site: str | None = None, folder: Path = reports) -> ReportJob:
+        resolved = params if site is None else params.with_report(site=site)
         accepted = declared[notebook]
         parameters = {
             key: value
-            for key, value in {**block, **paths, **dict(extra or {})}.items()
+            for key, value in {
+                **resolved.report.model_dump(),
+                **paths,
+                "study_params": resolved.stage_params("report"),
+            }.items()
             if key in accepted and key not in OUTPUT_PARAMETERS
         }
         return ReportJob(
@@ -567,22 +488,14 @@ def report_jobs(
             executed=executed_dir / f"{name}.ipynb",
         )
 
-    jobs = [job(name, name) for name in REPORT_NOTEBOOKS]
-    if block.get("site_reports", True) and block.get("site") is None:
-        min_cell_size = int(block.get("min_cell_size", DEFAULT_MIN_CELL_SIZE))
+    jobs = [job(name, name, params.report.site) for name in REPORT_NOTEBOOKS]
+    if params.report.site_reports and params.report.site is None:
         sizes = site_sizes(processed)
         names = site_report_names(sizes.index)
         for site, size in sizes.items():
-            if size >= min_cell_size:
+            if size >= params.report.min_cell_size:
                 # Site reports share one folder, so the pipeline can declare it as one output.
-                jobs.append(
-                    job(
-                        names[site],
-                        STUDY_REPORT,
-                        {"site": site},
-                        reports / SITE_REPORTS_FOLDER,
-                    )
-                )
+                jobs.append(job(names[site], STUDY_REPORT, site, reports / SITE_REPORTS_FOLDER))
     return jobs
 
 
@@ -593,9 +506,9 @@ def render_all(
     processed: Path,
     models: Path,
     reports: Path,
+    params: StudyParams,
     params_file: Path,
     notebooks: Path,
-    overrides: Mapping | None = None,
     jobs: int | None = None,
     on_done: Callable[[RenderedReport], None] | None = None,
 ) -> list[RenderedReport]:
@@ -606,19 +519,18 @@ def render_all(
     (default: the report block's `jobs`, else one per CPU), each kernel reused for several
     notebooks; the first failure raises ReportError once the running ones finish.
     """
-    block = report_options(params_file, overrides)
     planned = report_jobs(
         raw=raw,
         interim=interim,
         processed=processed,
         models=models,
         reports=reports,
+        params=params,
         params_file=params_file,
         notebooks=notebooks,
-        overrides=overrides,
     )
-    workers = jobs or block.get("jobs") or os.cpu_count() or 1
-    timeout = int(block.get("timeout_seconds", 600))
+    workers = jobs or params.report.jobs or os.cpu_count() or 1
+    timeout = params.report.timeout_seconds
 
     pending: queue.SimpleQueue[ReportJob] = queue.SimpleQueue()
     for job in planned:
@@ -714,10 +626,3 @@ def site_report_names(sites: Iterable[str]) -> dict[str, str]:
             for site in group:
                 names[site] = f"{STUDY_REPORT}_{_slug(site)}_{_short_hash(site)}"
     return names
-
-
-def _read_params(params_file: Path) -> dict:
-    path = Path(params_file)
-    if not path.is_file():
-        raise ParameterError(f"params file not found: {path}")
-    return yaml.safe_load(path.read_text()) or {}

@@ -11,7 +11,6 @@ import pandas as pd
 
 from analysis.plots import weekly_means
 from analysis.privacy import (
-    DEFAULT_MIN_CELL_SIZE,
     groups_to_suppress,
     suppress_flow,
     suppress_small_cells,
@@ -274,7 +273,7 @@ def model_specifications(study_params: Mapping) -> pd.DataFrame:
         ),
         (
             "Small cells",
-            f"counts below {report.get('min_cell_size', DEFAULT_MIN_CELL_SIZE)} "
+            f"counts below {report['min_cell_size']} "
             "shown as '<k', estimates resting on them blanked, such groups not drawn",
         ),
     ]
