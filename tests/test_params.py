@@ -13,9 +13,9 @@ import yaml
 from typer.testing import CliRunner
 
 from analysis import params as params_module
-from analysis import report
 from analysis.cli import app
 from analysis.errors import ParameterError
+from analysis.model_tables import MODEL_TABLES
 from analysis.params import (
     STAGE_BLOCKS,
     StudyParams,
@@ -23,6 +23,7 @@ from analysis.params import (
     read_params,
     validated_params,
 )
+from analysis.report import render
 from tests.conftest import PROJECT_ROOT
 
 PARAMS = PROJECT_ROOT / "params.yaml"
@@ -64,7 +65,7 @@ def test_the_shipped_params_validate_and_reach_the_stages_unchanged(shipped):
     assert study.fit.km_times_days[1] == 28 and isinstance(study.fit.km_times_days[1], int)
     assert isinstance(study.derive.recovery.max_secondary_pain, float)
     assert study.clean.export_date is None
-    assert set(study.stage_params("fit")) == {"fit", "timeline", "derive"}
+    assert set(study.stage_params("fit")) == {"fit", "timeline", "derive", "report"}
     assert study.stage_params("fit")["fit"] == shipped["fit"]
 
 
@@ -111,10 +112,10 @@ def test_a_bad_value_is_one_line_naming_file_key_value_and_what_is_allowed(
 def test_the_error_points_at_the_item_or_the_key_that_must_change(shipped):
     message = error_of(changed(shipped, "fit.km_times_days", [0, 28.5]))
     assert message == "params.yaml: fit.km_times_days.1 = 28.5 is not allowed: a whole number >= 0"
-    message = error_of(changed(shipped, "report.adherence_cutoffs", [0.5]))
+    message = error_of(changed(shipped, "fit.adherence_grouping.cutoffs", [0.5]))
     assert message == (
-        "params.yaml: report.adherence_labels = ['low', 'moderate', 'high'] is not allowed: "
-        "2 labels, one more than the cut-offs in adherence_cutoffs"
+        "params.yaml: fit.adherence_grouping.labels = ['low', 'moderate', 'high'] is not allowed: "
+        "2 labels, one more than the cut-offs in cutoffs"
     )
     message = error_of(changed(shipped, "derive.adherence.prescribed_sessions_per_week", {4: 3}))
     assert message == (
@@ -164,7 +165,7 @@ def test_param_overrides_are_typed_literals():
         [
             "min_cell_size=10",
             "site=site_A",
-            "adherence_cutoffs=[0.6, 0.9]",
+            "cutoffs=[0.6, 0.9]",
             "site_reports=false",
             "figure_dpi=120.5",
             "jobs=None",
@@ -174,7 +175,7 @@ def test_param_overrides_are_typed_literals():
     assert overrides == {
         "min_cell_size": 10,
         "site": "site_A",
-        "adherence_cutoffs": [0.6, 0.9],
+        "cutoffs": [0.6, 0.9],
         "site_reports": False,
         "figure_dpi": 120.5,
         "jobs": None,
@@ -197,8 +198,8 @@ def test_overrides_are_validated_like_the_file():
     assert str(error.value) == (
         "--param: report.min_cell_size = 'ten' is not allowed: a whole number >= 3"
     )
-    with pytest.raises(ParameterError, match=r"report.adherence_labels = .* 2 labels"):
-        study.with_report(adherence_cutoffs=[0.5])
+    with pytest.raises(ParameterError, match=r"report.jobs = 0 is not allowed"):
+        study.with_report(jobs=0)
     with pytest.raises(ParameterError, match="min_cel_size = 3 is not allowed: not a key"):
         study.with_report(min_cel_size=3)
 
@@ -209,8 +210,12 @@ def test_overrides_are_validated_like_the_file():
 def test_each_notebook_gets_every_value_it_declares_resolved(tmp_path):
     study = read_params(PARAMS).with_report(min_cell_size=7, site_reports=False)
     (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "km_curves.csv").write_text("x\n1\n")
-    jobs = report.report_jobs(
+    # A table with the columns the reports read (model_tables checks them before rendering).
+    columns = MODEL_TABLES["km_curves"]
+    (tmp_path / "models" / "km_curves.csv").write_text(
+        ",".join(columns) + "\n" + ",".join("1" * len(columns)) + "\n"
+    )
+    jobs = render.report_jobs(
         raw=tmp_path / "raw",
         interim=tmp_path,
         processed=tmp_path,
@@ -220,9 +225,9 @@ def test_each_notebook_gets_every_value_it_declares_resolved(tmp_path):
         params_file=PARAMS,
         notebooks=NOTEBOOKS,
     )
-    assert [job.name for job in jobs] == list(report.REPORT_NOTEBOOKS)
+    assert [job.name for job in jobs] == list(render.REPORT_NOTEBOOKS)
     for job in jobs:
-        declared = set(report.notebook_parameters(job.notebook))
+        declared = set(render.notebook_parameters(job.notebook))
         # tables_dir is added by render_report (the staging folder); site None = whole study.
         assert set(job.parameters) == declared - {"tables_dir"}, job.name
         given = {key for key, value in job.parameters.items() if value is not None}
@@ -271,8 +276,8 @@ def test_ga_rehab_run_reads_params_yaml_once_and_hands_notebooks_the_values(tmp_
 
     monkeypatch.setattr(stdlib_io, "open", counting_open)  # what Path.open/read_text call
     monkeypatch.setattr("builtins.open", counting_open)
-    monkeypatch.setattr(report, "render_report", render_report)
-    monkeypatch.setattr(report, "ReportKernel", NoKernel)
+    monkeypatch.setattr(render, "render_report", render_report)
+    monkeypatch.setattr(render, "ReportKernel", NoKernel)
     result = CliRunner().invoke(
         app,
         [
@@ -291,7 +296,7 @@ def test_ga_rehab_run_reads_params_yaml_once_and_hands_notebooks_the_values(tmp_
     assert result.exit_code == 0, result.output
     assert len(opened) == 1, opened
     study = read_params(params_file)
-    assert len(rendered) > len(report.REPORT_NOTEBOOKS)  # site reports too
+    assert len(rendered) > len(render.REPORT_NOTEBOOKS)  # site reports too
     for parameters in rendered:
         site = parameters["study_params"]["report"]["site"]
         assert parameters.get("site") == site
@@ -317,7 +322,7 @@ def test_a_notebook_value_left_out_is_named():
 
 def test_values_reach_the_notebooks_with_their_types():
     """Papermill writes dict keys as text; the report's translator keeps {1: 7} as it is."""
-    translator = report.literal_keys_translator()
+    translator = render.LiteralKeysTranslator
     blocks = read_params(PARAMS).stage_params("report")
     assert ast.literal_eval(translator.translate(blocks)) == blocks
     assert "{1: 7, 2: 3, 3: 3}" in translator.translate(blocks)
