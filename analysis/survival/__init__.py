@@ -7,7 +7,7 @@ from analysis.survival.competing import (
     cumulative_incidence,
     fit_fine_gray,
 )
-from analysis.survival.cox import CoxResult, fit_cox, fit_cox_time_varying
+from analysis.survival.cox import CoxResult, concordance_index, fit_cox, fit_cox_time_varying
 from analysis.survival.icph import IntervalCoxResult, fit_interval_cox
 from analysis.survival.interval import TurnbullResult, turnbull
 from analysis.survival.nonparametric import (
@@ -29,6 +29,7 @@ __all__ = [
     "LogrankResult",
     "RmstResult",
     "TurnbullResult",
+    "concordance_index",
     "cumulative_incidence",
     "fit_aft",
     "fit_cox",
