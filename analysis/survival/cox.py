@@ -12,7 +12,7 @@ import pandas as pd
 from lifelines import CoxPHFitter, CoxTimeVaryingFitter
 from lifelines.exceptions import ConvergenceError as LifelinesConvergenceError
 from lifelines.exceptions import ConvergenceWarning as LifelinesConvergenceWarning
-from scipy import stats
+from scipy import sparse, stats
 
 from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError, NotEstimableError
@@ -188,6 +188,25 @@ class _StratumRiskSets:
     slot_fraction: np.ndarray
     n_times: int
 
+    @cached_property
+    def entries_and_exits(self) -> sparse.csr_matrix:
+        """(event times + 1) x rows: +1 at each row's leave index, -1 at its enter index."""
+        n_rows = len(self.rows)
+        columns = np.concatenate([np.arange(n_rows), np.arange(n_rows)])
+        signs = np.concatenate([np.ones(n_rows), -np.ones(n_rows)])
+        return sparse.csr_matrix(
+            (signs, (np.concatenate([self.leave, self.enter]), columns)),
+            shape=(self.n_times + 1, n_rows),
+        )
+
+    @cached_property
+    def deaths_by_time(self) -> sparse.csr_matrix:
+        """event times x dying rows: 1 where the row dies at that time."""
+        return sparse.csr_matrix(
+            (np.ones(len(self.dying)), (self.death_time, np.arange(len(self.dying)))),
+            shape=(self.n_times, len(self.dying)),
+        )
+
 
 def _stratum_risk_sets(
     stop: np.ndarray, event: np.ndarray, strata: np.ndarray, start: np.ndarray
@@ -234,20 +253,11 @@ class _EfronSums:
 def _at_risk_sums(values: np.ndarray, layout: _StratumRiskSets) -> np.ndarray:
     """Sum of `values` (rows x columns) over each event time's risk set.
 
-    Rows with leave > k, less rows with enter > k (a subset of them); both as sums from the
-    last event time backwards, so late, small risk sets are not differences of large sums.
+    Rows with leave > k, less rows with enter > k (a subset of them), summed from the last
+    event time backwards, so late, small risk sets are not differences of large sums.
     """
-    size = layout.n_times + 1
-    leaving = _sum_by(layout.leave, values, size)[::-1].cumsum(axis=0)[::-1]
-    entering = _sum_by(layout.enter, values, size)[::-1].cumsum(axis=0)[::-1]
-    return (leaving - entering)[1:]
-
-
-def _sum_by(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
-    """values (rows x columns) summed by index into `size` rows (a bincount per column)."""
-    return np.column_stack([np.bincount(index, column, size) for column in values.T]).reshape(
-        size, values.shape[1]
-    )
+    net_leaving = layout.entries_and_exits @ values
+    return net_leaving[::-1].cumsum(axis=0)[::-1][1:]
 
 
 def _slot_information(
@@ -307,7 +317,7 @@ def _efron_sums(
         s0, s1 = sums[:, 0], sums[:, 1:]
         x_dying, w_dying = x[layout.dying], w[layout.dying]
         d0 = np.bincount(layout.death_time, w_dying, layout.n_times)
-        d1 = _sum_by(layout.death_time, w_dying[:, None] * x_dying, layout.n_times)
+        d1 = layout.deaths_by_time @ (w_dying[:, None] * x_dying)
         k, fraction = layout.slot_time, layout.slot_fraction
         total = s0[k] - fraction * d0[k]
         mean = (s1[k] - fraction[:, None] * d1[k]) / total[:, None]
