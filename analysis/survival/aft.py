@@ -238,18 +238,10 @@ class _Likelihood:
         )
         return log_mass
 
-    def negative(self, parameters: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log-likelihood per row and its gradient (the scale BFGS expects)."""
-        value, gradient = self.value_and_gradient(parameters)
-        n = len(self.design)
-        if not np.isfinite(value):
-            return np.inf, np.zeros_like(gradient)
-        return -value / n, -gradient / n
-
 
 @dataclass
 class AftFit:
-    """What the optimiser found: parameters (beta..., log scale), covariance, iterations."""
+    """What Newton-Raphson found: parameters (beta..., log scale), covariance, iterations."""
 
     parameters: pd.Series
     covariance: pd.DataFrame
@@ -448,17 +440,14 @@ def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.n
 def _maximise(
     likelihood: _Likelihood, design: pd.DataFrame
 ) -> tuple[optimize.OptimizeResult, list[str]]:
-    """Newton-Raphson with the analytic Hessian (as survreg), from least-squares starting values;
-    BFGS where Newton stalls; then the same from intercept-only values if that fails."""
+    """Newton-Raphson with the analytic Hessian (as survreg) from least-squares starting values;
+    from intercept-only values if that fails."""
     notes: list[str] = []
     for attempt, start in enumerate(_starting_values(likelihood, design)):
         optimum = _newton_raphson(likelihood, start)
         if optimum is None:
-            optimum = optimize.minimize(
-                likelihood.negative, start, jac=True, method="BFGS", options={"gtol": 1e-10}
-            )
-            optimum = _newton_raphson(likelihood, optimum.x) or optimum
-        gradient = likelihood.value_and_gradient(optimum.x)[1]
+            continue
+        gradient = optimum.jac
         if np.all(np.isfinite(optimum.x)) and np.max(np.abs(gradient)) < _GRADIENT_TOLERANCE * max(
             1.0, len(design)
         ):
