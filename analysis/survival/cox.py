@@ -837,11 +837,14 @@ def _fit(
         fitted = _estimate(data, names)
     reasons, limits = _column_reasons(estimable, data.event, fitted.estimate, aliased)
     finite = np.isfinite(fitted.estimate)
-    estimate = pd.Series(np.nan, index=design.columns)
-    std_error = pd.Series(np.nan, index=design.columns)
     finite_names = [name for name, ok in zip(names, finite, strict=True) if ok]
-    estimate[finite_names] = fitted.estimate[finite]
-    std_error[finite_names] = np.sqrt(np.diag(fitted.variance))
+    at = design.columns.get_indexer(finite_names)
+    estimate = np.full(design.shape[1], np.nan)
+    std_error = np.full(design.shape[1], np.nan)
+    estimate[at] = fitted.estimate[finite]
+    std_error[at] = np.sqrt(np.diag(fitted.variance))
+    estimate = pd.Series(estimate, index=design.columns)
+    std_error = pd.Series(std_error, index=design.columns)
     for name in reasons:
         notes.append(reasons[name])
     return design, names, finite_names, fitted, estimate, std_error, reasons, limits

@@ -43,19 +43,18 @@ def design_matrix(frame: pd.DataFrame, covariates: list[str]) -> pd.DataFrame:
     missing = [name for name in covariates if name not in frame.columns]
     if missing:
         raise DataError(f"covariate(s) not in the frame: {', '.join(missing)}", column=missing[0])
-    parts = []
+    columns = {}
     for name in covariates:
         column = frame[name]
         if not is_categorical(column):
-            parts.append(column.astype(float).rename(name))
+            columns[name] = column.astype(float).to_numpy()
             continue
         levels = sorted(column.dropna().unique(), key=str)
-        for level in levels[1:]:
-            dummy = (column == level).astype(float).where(column.notna())
-            parts.append(dummy.rename(f"{name}[{level}]"))
-    if not parts:
-        return pd.DataFrame(index=frame.index)
-    return pd.concat(parts, axis=1)
+        # Level codes once (-1 = missing), rather than comparing every value with every level.
+        codes = pd.Categorical(column, categories=levels).codes
+        for code, level in enumerate(levels[1:], start=1):
+            columns[f"{name}[{level}]"] = np.where(codes < 0, np.nan, (codes == code) * 1.0)
+    return pd.DataFrame(columns, index=frame.index)
 
 
 def aliased_columns(design: pd.DataFrame, baseline: np.ndarray | None = None) -> list[str]:
