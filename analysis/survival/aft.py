@@ -144,9 +144,6 @@ class _Likelihood:
         result = self.derivatives(parameters, with_hessian=False)
         return result.value, result.gradient
 
-    def hessian(self, parameters: np.ndarray) -> np.ndarray:
-        return self.derivatives(parameters).hessian
-
     def derivatives(self, parameters: np.ndarray, with_hessian: bool = True) -> _Derivatives:
         beta, log_scale = parameters[:-1], parameters[-1]
         scale = np.exp(log_scale)
@@ -346,7 +343,7 @@ def fit_aft(
         )
         notes.append(reasons[name])
     finite = np.setdiff1d(np.arange(len(names)), diverging)
-    information = -likelihood.hessian(optimum.x)[np.ix_(finite, finite)]
+    information = optimum.hess[np.ix_(finite, finite)]
     try:
         finite_covariance = np.linalg.inv(information)
     except np.linalg.LinAlgError as error:
@@ -355,7 +352,7 @@ def fit_aft(
         raise ConvergenceError("the information matrix is not positive definite at the optimum")
     covariance = np.full((len(names), len(names)), np.nan)
     covariance[np.ix_(finite, finite)] = finite_covariance
-    log_likelihood = likelihood.value_and_gradient(optimum.x)[0]
+    log_likelihood = -optimum.fun
     estimates = optimum.x.copy()
     estimates[diverging] = np.sign(estimates[diverging]) * np.inf
     parameters = pd.Series(estimates, index=names)
@@ -503,6 +500,7 @@ def _newton_raphson(likelihood: _Likelihood, start: np.ndarray) -> optimize.Opti
                 x=parameters,
                 fun=-current.value,
                 jac=-current.gradient,
+                hess=-current.hessian,
                 nit=iteration,
                 success=True,
                 message="Newton-Raphson with the analytic Hessian",
