@@ -196,7 +196,9 @@ class _Likelihood:
             return _Derivatives(float(loglik), gradient, None)
         size = len(parameters)
         hessian = np.empty((size, size))
-        hessian[:-1, :-1] = (self.design * d_eta_eta[:, None]).T @ self.design
+        block = (self.design * d_eta_eta[:, None]).T @ self.design
+        # A BLAS product need not round x'Dx symmetrically.
+        hessian[:-1, :-1] = (block + block.T) / 2
         hessian[:-1, -1] = hessian[-1, :-1] = self.design.T @ d_eta_scale
         hessian[-1, -1] = d_scale_scale
         return _Derivatives(float(loglik), gradient, hessian)
