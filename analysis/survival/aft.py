@@ -145,6 +145,11 @@ class _Likelihood:
         return result.value, result.gradient
 
     def derivatives(self, parameters: np.ndarray, with_hessian: bool = True) -> _Derivatives:
+        # A trial step far off may overflow: its value is then not finite and it is halved.
+        with np.errstate(all="ignore"):
+            return self._derivatives(parameters, with_hessian)
+
+    def _derivatives(self, parameters: np.ndarray, with_hessian: bool) -> _Derivatives:
         beta, log_scale = parameters[:-1], parameters[-1]
         scale = np.exp(log_scale)
         linear = self.design @ beta
@@ -191,17 +196,17 @@ class _Likelihood:
                     - lower * (slope_lower * lower + share_lower)
                     - row_scale**2
                 )
-        gradient = np.append(self.design.T @ d_eta, d_scale)
-        if not with_hessian:
-            return _Derivatives(float(loglik), gradient, None)
-        size = len(parameters)
-        hessian = np.empty((size, size))
-        block = (self.design * d_eta_eta[:, None]).T @ self.design
-        # A BLAS product need not round x'Dx symmetrically.
-        hessian[:-1, :-1] = (block + block.T) / 2
-        hessian[:-1, -1] = hessian[-1, :-1] = self.design.T @ d_eta_scale
-        hessian[-1, -1] = d_scale_scale
-        return _Derivatives(float(loglik), gradient, hessian)
+            gradient = np.append(self.design.T @ d_eta, d_scale)
+            if not with_hessian:
+                return _Derivatives(float(loglik), gradient, None)
+            size = len(parameters)
+            hessian = np.empty((size, size))
+            block = (self.design * d_eta_eta[:, None]).T @ self.design
+            # A BLAS product need not round x'Dx symmetrically.
+            hessian[:-1, :-1] = (block + block.T) / 2
+            hessian[:-1, -1] = hessian[-1, :-1] = self.design.T @ d_eta_scale
+            hessian[-1, -1] = d_scale_scale
+            return _Derivatives(float(loglik), gradient, hessian)
 
     def _censored_rows(self, linear: np.ndarray, scale: float) -> dict:
         """Per censoring kind present: z at the upper and lower bound, and log P."""
