@@ -112,10 +112,11 @@ class _CoxData:
         """gamma -> (Efron log partial likelihood, score, information) for coefficients
         basis @ gamma + a fixed part whose risk score is `offset`.
 
-        The basis is the identity for the plain fit, or spans what stays finite once some
-        directions run to infinity (their part of the risk score is the offset). Each risk set
-        is scaled by its own largest risk score, so a risk score running to +-infinity neither
-        overflows nor empties a risk set.
+        Used where coefficients run to infinity (`_coxph_estimate`): the basis spans what stays
+        finite once some directions diverge (their part of the risk score is the offset). Each
+        risk set is scaled by its own largest risk score, so a risk score running to +-infinity
+        neither overflows nor empties a risk set; the plain fit uses `efron_sums`, which scales
+        each stratum once and needs no loop over risk sets.
         """
         x = self.design @ basis
         risk_sets = list(_risk_sets(self.stop, self.event, self.strata, self.start))
