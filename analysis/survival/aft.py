@@ -160,53 +160,52 @@ class _Likelihood:
         d_eta_scale = np.zeros(n_rows)  # d^2 loglik / d eta d log scale
         d_scale = d_scale_scale = 0.0
         error, times, kinds = self.error, self.times, self.kinds
-        with np.errstate(all="ignore"):
-            rows = kinds["exact"]
-            if rows.any():
-                z = (times.exact[rows] - linear[rows]) / scale
-                # -log t is the Jacobian from log time to time, included by survreg.
-                loglik += np.sum(error.log_pdf(z) - log_scale - times.exact[rows])
-                slope, curvature = error.log_pdf_slope(z), error.log_pdf_curvature(z)
-                d_eta[rows] = -slope / scale
-                d_scale += np.sum(-z * slope - 1)
-                d_eta_eta[rows] = curvature / scale**2
-                d_eta_scale[rows] = (curvature * z + slope) / scale
-                d_scale_scale += np.sum(curvature * z**2 + slope * z)
-            for kind, (upper, lower, log_mass) in self._censored_rows(linear, scale).items():
-                rows = kinds[kind]
-                loglik += np.sum(log_mass)
-                # f(z) / P at each finite bound; 0 (and z = 0) on a missing side.
-                share_upper = np.exp(error.log_pdf(upper) - log_mass) if kind != "right" else 0.0
-                share_lower = np.exp(error.log_pdf(lower) - log_mass) if kind != "left" else 0.0
-                upper = upper if kind != "right" else 0.0
-                lower = lower if kind != "left" else 0.0
-                row_eta = -(share_upper - share_lower) / scale
-                row_scale = -(share_upper * upper - share_lower * lower)
-                d_eta[rows] = row_eta
-                d_scale += np.sum(row_scale)
-                slope_upper = share_upper * error.log_pdf_slope(upper)
-                slope_lower = share_lower * error.log_pdf_slope(lower)
-                # Second derivatives of P, divided by P, less the squared first derivatives.
-                d_eta_eta[rows] = (slope_upper - slope_lower) / scale**2 - row_eta**2
-                d_eta_scale[rows] = (
-                    slope_upper * upper - slope_lower * lower + share_upper - share_lower
-                ) / scale - row_eta * row_scale
-                d_scale_scale += np.sum(
-                    upper * (slope_upper * upper + share_upper)
-                    - lower * (slope_lower * lower + share_lower)
-                    - row_scale**2
-                )
-            gradient = np.append(self.design.T @ d_eta, d_scale)
-            if not with_hessian:
-                return _Derivatives(float(loglik), gradient, None)
-            size = len(parameters)
-            hessian = np.empty((size, size))
-            block = (self.design * d_eta_eta[:, None]).T @ self.design
-            # A BLAS product need not round x'Dx symmetrically.
-            hessian[:-1, :-1] = (block + block.T) / 2
-            hessian[:-1, -1] = hessian[-1, :-1] = self.design.T @ d_eta_scale
-            hessian[-1, -1] = d_scale_scale
-            return _Derivatives(float(loglik), gradient, hessian)
+        rows = kinds["exact"]
+        if rows.any():
+            z = (times.exact[rows] - linear[rows]) / scale
+            # -log t is the Jacobian from log time to time, included by survreg.
+            loglik += np.sum(error.log_pdf(z) - log_scale - times.exact[rows])
+            slope, curvature = error.log_pdf_slope(z), error.log_pdf_curvature(z)
+            d_eta[rows] = -slope / scale
+            d_scale += np.sum(-z * slope - 1)
+            d_eta_eta[rows] = curvature / scale**2
+            d_eta_scale[rows] = (curvature * z + slope) / scale
+            d_scale_scale += np.sum(curvature * z**2 + slope * z)
+        for kind, (upper, lower, log_mass) in self._censored_rows(linear, scale).items():
+            rows = kinds[kind]
+            loglik += np.sum(log_mass)
+            # f(z) / P at each finite bound; 0 (and z = 0) on a missing side.
+            share_upper = np.exp(error.log_pdf(upper) - log_mass) if kind != "right" else 0.0
+            share_lower = np.exp(error.log_pdf(lower) - log_mass) if kind != "left" else 0.0
+            upper = upper if kind != "right" else 0.0
+            lower = lower if kind != "left" else 0.0
+            row_eta = -(share_upper - share_lower) / scale
+            row_scale = -(share_upper * upper - share_lower * lower)
+            d_eta[rows] = row_eta
+            d_scale += np.sum(row_scale)
+            slope_upper = share_upper * error.log_pdf_slope(upper)
+            slope_lower = share_lower * error.log_pdf_slope(lower)
+            # Second derivatives of P, divided by P, less the squared first derivatives.
+            d_eta_eta[rows] = (slope_upper - slope_lower) / scale**2 - row_eta**2
+            d_eta_scale[rows] = (
+                slope_upper * upper - slope_lower * lower + share_upper - share_lower
+            ) / scale - row_eta * row_scale
+            d_scale_scale += np.sum(
+                upper * (slope_upper * upper + share_upper)
+                - lower * (slope_lower * lower + share_lower)
+                - row_scale**2
+            )
+        gradient = np.append(self.design.T @ d_eta, d_scale)
+        if not with_hessian:
+            return _Derivatives(float(loglik), gradient, None)
+        size = len(parameters)
+        hessian = np.empty((size, size))
+        block = (self.design * d_eta_eta[:, None]).T @ self.design
+        # A BLAS product need not round x'Dx symmetrically.
+        hessian[:-1, :-1] = (block + block.T) / 2
+        hessian[:-1, -1] = hessian[-1, :-1] = self.design.T @ d_eta_scale
+        hessian[-1, -1] = d_scale_scale
+        return _Derivatives(float(loglik), gradient, hessian)
 
     def _censored_rows(self, linear: np.ndarray, scale: float) -> dict:
         """Per censoring kind present: z at the upper and lower bound, and log P."""
