@@ -74,7 +74,8 @@ def with_estimability(
     table = table.copy()
     affected = table["term"].isin(list(not_estimable))
     numbers = [c for c in table.columns if c != "term"]
-    table.loc[affected, numbers] = np.nan
+    if affected.any():  # an empty .loc assignment still costs pandas milliseconds
+        table.loc[affected, numbers] = np.nan
     for term, limit in limits.items():
         row = table["term"] == term
         table.loc[row, "estimate"] = limit

@@ -4,9 +4,12 @@
 #
 # DIR holds the frames fits_vs_r.py wrote (recovery.csv, time_varying.csv, interval.csv,
 # trajectories.csv) and spec.json (column names and covariates from params.yaml's fit block).
-# Writes DIR/r_timings.csv: model, seconds (the fastest of `repeats` elapsed times). Reading
-# the CSVs and building factors happens before the clock starts; model.matrix for crr is timed,
-# since our fit_fine_gray builds its own design matrix.
+# Reading the CSVs and building factors happens before any clock starts; model.matrix for crr is
+# timed, since our fit_fine_gray builds its own design matrix.
+#
+# Then it serves timings so that fits_vs_r.py can alternate R and Python runs (A B A B): it
+# prints "ready", and for each line "MODEL LOOPS" read from stdin runs that fit LOOPS times and
+# prints the elapsed seconds of the whole batch; "models" lists the fits; "quit" ends.
 
 suppressPackageStartupMessages({
   library(survival)
@@ -18,7 +21,6 @@ suppressPackageStartupMessages({
 args <- commandArgs(trailingOnly = TRUE)
 dir <- args[[1]]
 spec <- fromJSON(file.path(dir, "spec.json"))
-repeats <- spec$repeats
 
 # Factor levels sorted as analysis.survival.design sorts them (first sorted level = reference),
 # so R fits the same dummy coding.
@@ -99,20 +101,24 @@ for (distribution in spec$aft_distributions) {
   })
 }
 
-# system.time ticks in milliseconds, so a fit faster than that is run in a loop long enough
-# (>= 0.2 s) to time, and the per-call time reported.
-loops_needed <- function(fit) {
-  once <- system.time(fit())[["elapsed"]]
-  if (once >= 0.2) 1L else as.integer(ceiling(0.2 / max(once, 0.001)))
+elapsed <- function(fit, loops) {
+  start <- Sys.time()
+  for (i in seq_len(loops)) fit()
+  as.numeric(Sys.time()) - as.numeric(start)
 }
-best_elapsed <- function(fit) {
-  loops <- loops_needed(fit)
-  per_call <- function(i) system.time(for (j in seq_len(loops)) fit())[["elapsed"]] / loops
-  min(vapply(seq_len(repeats), per_call, numeric(1)))
+
+input <- file("stdin")
+open(input)
+cat("ready\n")
+flush(stdout())
+repeat {
+  line <- readLines(input, n = 1)
+  if (length(line) == 0 || line == "quit") break
+  if (line == "models") {
+    cat(paste(names(fits), collapse = " "), "\n")
+  } else {
+    request <- strsplit(line, " ", fixed = TRUE)[[1]]
+    cat(format(elapsed(fits[[request[[1]]]], as.integer(request[[2]])), digits = 17), "\n")
+  }
+  flush(stdout())
 }
-timings <- data.frame(
-  model = names(fits),
-  seconds = vapply(fits, best_elapsed, numeric(1)),
-  row.names = NULL
-)
-write.csv(timings, file.path(dir, "r_timings.csv"), row.names = FALSE)

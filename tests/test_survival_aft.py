@@ -20,6 +20,7 @@ import pytest
 
 from analysis.errors import ConvergenceError, DataError, ModelWarning
 from analysis.results import ESTIMABILITY_COLUMNS, TIDY_COLUMNS
+from analysis.survival import aft
 from analysis.survival.aft import AftResult, fit_aft
 from analysis.testing import assert_ci_contains_estimate, assert_close_to_reference
 
@@ -224,3 +225,33 @@ def test_a_reference_level_recodes_the_factor_and_leaves_the_fit_unchanged():
     np.testing.assert_allclose(
         relevelled.predict_quantiles(data), sorted_first.predict_quantiles(data), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("distribution", ["weibull", "lognormal", "loglogistic"])
+def test_analytic_hessian_matches_differences_of_the_gradient(distribution) -> None:
+    """Exact, right-, left- and interval-censored rows at once, away from the optimum."""
+    rng = np.random.default_rng(7)
+    n = 400
+    x = rng.normal(size=n)
+    time = np.exp(1 + 0.5 * x + 0.7 * rng.gumbel(size=n))
+    kind = rng.integers(0, 4, n)  # exact, right, left, interval
+    low, high = time * rng.uniform(0.5, 1, n), time * rng.uniform(1, 2, n)
+    lower = np.select([kind == 0, kind == 2], [time, np.nan], low)
+    upper = np.select([kind == 0, kind == 1], [time, np.inf], high)
+    likelihood = aft._Likelihood(
+        np.column_stack([np.ones(n), x]),
+        aft._interval_censored_times(pd.Series(lower), pd.Series(upper)),
+        aft._ErrorDistribution(distribution),
+    )
+    parameters = np.array([0.8, 0.4, np.log(0.8)])
+    step = 1e-6
+    differences = np.column_stack(
+        [
+            likelihood.value_and_gradient(parameters + step * unit)[1]
+            - likelihood.value_and_gradient(parameters - step * unit)[1]
+            for unit in np.eye(3)
+        ]
+    ) / (2 * step)
+    hessian = likelihood.derivatives(parameters).hessian
+    np.testing.assert_allclose(hessian, differences, rtol=1e-7, atol=1e-7 * np.abs(hessian).max())
+    np.testing.assert_array_equal(hessian, hessian.T)

@@ -11,11 +11,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines.utils import concordance_index
+from lifelines.utils import concordance_index as lifelines_concordance_index
 
 from analysis.errors import DataError, ModelWarning
 from analysis.results import ESTIMABILITY_COLUMNS, HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
-from analysis.survival.cox import fit_cox, fit_cox_time_varying
+from analysis.survival.cox import (
+    _CoxData,
+    _prefix_counts_below,
+    concordance_index,
+    fit_cox,
+    fit_cox_time_varying,
+)
 from analysis.testing import assert_ci_contains_estimate, assert_close_to_reference
 
 DATA = Path(__file__).parent / "data"
@@ -107,8 +113,11 @@ def test_unstratified_concordance_agrees_with_lifelines(fits, lung):
     """R's and lifelines' Harrell's C agree without strata (lifelines ranks survival times)."""
     result = fits["lung"]
     used = lung.dropna(subset=["ph_ecog"])
-    risk = used[["age", "sex", "ph_ecog"]].to_numpy() @ result.tidy()["estimate"].to_numpy()
-    theirs = concordance_index(used["time"], -risk, used["event"])
+    # Column by column, so identical rows get identical scores (a BLAS product may round them
+    # apart and turn risk-score ties into concordant or discordant pairs).
+    age, sex, ph_ecog = result.tidy()["estimate"]
+    risk = (used["age"] * age + used["sex"] * sex + used["ph_ecog"] * ph_ecog).to_numpy()
+    theirs = lifelines_concordance_index(used["time"], -risk, used["event"])
     assert result.concordance == pytest.approx(theirs, rel=1e-12)
 
 
@@ -222,3 +231,69 @@ def test_a_reference_level_that_does_not_occur_or_is_not_a_factor_is_a_data_erro
         fit_cox(veteran, "time", "event", ["celltype"], reference_levels={"celltype": "tiny"})
     with pytest.raises(DataError, match="only for a factor"):
         fit_cox(veteran, "time", "event", ["age"], reference_levels={"age": 60})
+
+
+def _concordance_by_risk_set(risk_score, stop, event, strata, start) -> float:
+    """Harrell's C as survival::concordance counts it, one event time's risk set at a time."""
+    concordant = tied = comparable = 0
+    for stratum in np.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        for time in np.unique(stop[rows][event[rows] == 1]):
+            at_risk = rows[(start[rows] < time) & (stop[rows] >= time)]
+            dying = at_risk[(stop[at_risk] == time) & (event[at_risk] == 1)]
+            others = risk_score[np.setdiff1d(at_risk, dying)]
+            for score in risk_score[dying]:
+                concordant += int(np.sum(others < score))
+                tied += int(np.sum(others == score))
+                comparable += len(others)
+    return (concordant + tied / 2) / comparable if comparable else np.nan
+
+
+@pytest.mark.parametrize("counting_process", [False, True])
+def test_concordance_index_counts_pairs_as_the_risk_set_definition(counting_process):
+    """Ties in time and score, strata, censoring at event times, (start, stop] rows: the
+    O(n log n) count equals the pair-by-pair count exactly."""
+    rng = np.random.default_rng(15)
+    for _ in range(60):
+        n = int(rng.integers(1, 80))
+        stop = rng.integers(1, 15, n).astype(float)
+        event = (rng.random(n) < 0.6).astype(float)
+        strata = rng.integers(0, 3, n)
+        score = rng.integers(0, 6, n).astype(float) if rng.random() < 0.5 else rng.normal(size=n)
+        start = stop - rng.integers(1, 6, n) if counting_process else np.full(n, -np.inf)
+        expected = _concordance_by_risk_set(score, stop, event, strata, start)
+        actual = concordance_index(score, stop, event, strata, start)
+        assert actual == pytest.approx(expected, rel=1e-15, nan_ok=True)
+
+
+def test_prefix_counts_below_match_a_direct_count():
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        ranks = rng.integers(0, int(rng.integers(1, 40)), int(rng.integers(1, 60)))
+        prefix = rng.integers(0, len(ranks) + 1, 25)
+        thresholds = rng.integers(0, ranks.max() + 3, 25)
+        expected = [np.sum(ranks[:m] < r) for m, r in zip(prefix, thresholds, strict=True)]
+        np.testing.assert_array_equal(_prefix_counts_below(ranks, prefix, thresholds), expected)
+
+
+@pytest.mark.parametrize("counting_process", [False, True])
+def test_vectorised_efron_sums_equal_the_risk_set_loop(counting_process):
+    """Log-likelihood, score and information from running sums over event times equal those
+    summed one risk set at a time (heavy ties, strata, (start, stop] rows)."""
+    rng = np.random.default_rng(2026)
+    n = 300
+    stop = rng.integers(1, 30, n).astype(float)
+    start = stop - rng.integers(1, 8, n) if counting_process else np.full(n, -np.inf)
+    data = _CoxData(
+        design=rng.normal(size=(n, 3)),
+        stop=stop,
+        event=(rng.random(n) < 0.5).astype(float),
+        strata=rng.integers(0, 2, n),
+        start=start,
+    )
+    beta = np.array([0.3, -0.7, 0.1])
+    loglik, score, information = data.objective(np.eye(3), np.zeros(n))(beta)
+    sums = data.efron_sums(beta)
+    assert sums.log_likelihood == pytest.approx(loglik, rel=1e-12)
+    np.testing.assert_allclose(sums.score, score, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sums.information, information, rtol=1e-10)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from lifelines import KaplanMeierFitter
 from lifelines.statistics import multivariate_logrank_test
 
 from analysis.errors import DataError, ModelWarning
@@ -209,3 +210,23 @@ def test_rmst_single_group_matches_r(datasets):
     assert_close_to_reference(result.per_group["rmst"], [263.221866482007] * 2, RTOL)
     assert_close_to_reference(result.per_group["std_error"], [7.79885908631446] * 2, RTOL)
     assert result.tidy().loc[0, "estimate"] == 0
+
+
+def test_curves_equal_lifelines_kaplan_meier_fitter_exactly():
+    """The array-level estimate sums log(1 - d/n) as lifelines does: the same numbers, bit for
+    bit, with ties between events and censorings and a last time where everyone dies."""
+    rng = np.random.default_rng(11)
+    durations = rng.integers(1, 40, 500).astype(float)
+    events = (rng.random(500) < 0.7).astype(float)
+    events[durations == durations.max()] = 1.0
+    frame = pd.DataFrame({"t": durations, "e": events})
+    curve = kaplan_meier(frame, "t", "e").curves
+    fitter = KaplanMeierFitter().fit(durations, events)
+    table = fitter.event_table[fitter.event_table["removed"] > 0]
+    np.testing.assert_array_equal(curve["time"], table.index.to_numpy(float))
+    np.testing.assert_array_equal(curve["n_risk"], table["at_risk"])
+    np.testing.assert_array_equal(curve["n_event"], table["observed"])
+    np.testing.assert_array_equal(curve["n_censor"], table["censored"])
+    np.testing.assert_array_equal(
+        curve["survival"], fitter.survival_function_at_times(curve["time"]).to_numpy()
+    )

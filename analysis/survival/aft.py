@@ -28,6 +28,12 @@ Distribution = Literal["weibull", "lognormal", "loglogistic"]
 INTERCEPT = "(Intercept)"
 LOG_SCALE = "Log(scale)"
 _GRADIENT_TOLERANCE = 1e-7
+# Newton-Raphson stops once a step raises the log-likelihood by at most this (relative) or moves
+# no parameter by more than this; a step is halved at most _MAX_HALVINGS times.
+_SETTLED = 1e-13
+_MAX_NEWTON_STEPS = 100
+_MAX_HALVINGS = 40
+_MAX_DAMPINGS = 12
 # A coefficient moving log time by more than this across its covariate's range is checked for
 # divergence: doubling it must lower the log-likelihood by more than _FLAT_LIKELIHOOD.
 _DIVERGING_EFFECT = 5.0
@@ -54,6 +60,14 @@ class _ErrorDistribution:
         if self.name == "lognormal":
             return -z
         return -np.tanh(z / 2)
+
+    def log_pdf_curvature(self, z: np.ndarray) -> np.ndarray:
+        """d^2 log f(z) / dz^2."""
+        if self.name == "weibull":
+            return -np.exp(z)
+        if self.name == "lognormal":
+            return -np.ones_like(z)
+        return -0.5 / np.cosh(z / 2) ** 2
 
     def log_cdf(self, z: np.ndarray) -> np.ndarray:
         if self.name == "weibull":
@@ -103,8 +117,22 @@ class _CensoredLogTimes:
 
 
 @dataclass
+class _Derivatives:
+    """Log-likelihood with its gradient and (optionally) Hessian in (beta, log scale)."""
+
+    value: float
+    gradient: np.ndarray
+    hessian: np.ndarray | None
+
+
+@dataclass
 class _Likelihood:
-    """survreg's log-likelihood (on the time scale) in (beta, log scale) and its gradient."""
+    """survreg's log-likelihood (on the time scale) in (beta, log scale), analytically.
+
+    Per row, with z = (log t - eta) / scale: an exact time adds log f(z) - log scale - log t; a
+    censored row adds log P, P = F(z_upper) - F(z_lower) (a missing side is +-infinity). The
+    derivatives in eta and log scale follow from dz/d eta = -1/scale and dz/d log scale = -z.
+    """
 
     design: np.ndarray
     times: _CensoredLogTimes
@@ -114,85 +142,110 @@ class _Likelihood:
         self.kinds = self.times.kinds
 
     def value_and_gradient(self, parameters: np.ndarray) -> tuple[float, np.ndarray]:
+        result = self.derivatives(parameters, with_hessian=False)
+        return result.value, result.gradient
+
+    def derivatives(self, parameters: np.ndarray, with_hessian: bool = True) -> _Derivatives:
+        # A trial step far off may overflow: its value is then not finite and it is halved.
+        with np.errstate(all="ignore"):
+            return self._derivatives(parameters, with_hessian)
+
+    def _derivatives(self, parameters: np.ndarray, with_hessian: bool) -> _Derivatives:
         beta, log_scale = parameters[:-1], parameters[-1]
         scale = np.exp(log_scale)
         linear = self.design @ beta
+        n_rows = len(linear)
         loglik = 0.0
-        slope_linear = np.zeros_like(linear)  # d loglik / d eta, per row
-        slope_log_scale = 0.0
+        d_eta = np.zeros(n_rows)  # d loglik / d eta, per row
+        d_eta_eta = np.zeros(n_rows)
+        d_eta_scale = np.zeros(n_rows)  # d^2 loglik / d eta d log scale
+        d_scale = d_scale_scale = 0.0
         error, times, kinds = self.error, self.times, self.kinds
-        with np.errstate(all="ignore"):
-            rows = kinds["exact"]
-            if rows.any():
-                z = (times.exact[rows] - linear[rows]) / scale
-                # -log t is the Jacobian from log time to time, included by survreg.
-                loglik += np.sum(error.log_pdf(z) - log_scale - times.exact[rows])
-                dz = error.log_pdf_slope(z)
-                slope_linear[rows] = -dz / scale
-                slope_log_scale += np.sum(-z * dz - 1)
+        rows = kinds["exact"]
+        if rows.any():
+            z = (times.exact[rows] - linear[rows]) / scale
+            # -log t is the Jacobian from log time to time, included by survreg.
+            loglik += np.sum(error.log_pdf(z) - log_scale - times.exact[rows])
+            slope, curvature = error.log_pdf_slope(z), error.log_pdf_curvature(z)
+            d_eta[rows] = -slope / scale
+            d_scale += np.sum(-z * slope - 1)
+            d_eta_eta[rows] = curvature / scale**2
+            d_eta_scale[rows] = (curvature * z + slope) / scale
+            d_scale_scale += np.sum(curvature * z**2 + slope * z)
+        for kind, (upper, lower, log_mass) in self._censored_rows(linear, scale).items():
+            rows = kinds[kind]
+            loglik += np.sum(log_mass)
+            # f(z) / P at each finite bound; 0 (and z = 0) on a missing side.
+            share_upper = np.exp(error.log_pdf(upper) - log_mass) if kind != "right" else 0.0
+            share_lower = np.exp(error.log_pdf(lower) - log_mass) if kind != "left" else 0.0
+            upper = upper if kind != "right" else 0.0
+            lower = lower if kind != "left" else 0.0
+            row_eta = -(share_upper - share_lower) / scale
+            row_scale = -(share_upper * upper - share_lower * lower)
+            d_eta[rows] = row_eta
+            d_scale += np.sum(row_scale)
+            slope_upper = share_upper * error.log_pdf_slope(upper)
+            slope_lower = share_lower * error.log_pdf_slope(lower)
+            # Second derivatives of P, divided by P, less the squared first derivatives.
+            d_eta_eta[rows] = (slope_upper - slope_lower) / scale**2 - row_eta**2
+            d_eta_scale[rows] = (
+                slope_upper * upper - slope_lower * lower + share_upper - share_lower
+            ) / scale - row_eta * row_scale
+            d_scale_scale += np.sum(
+                upper * (slope_upper * upper + share_upper)
+                - lower * (slope_lower * lower + share_lower)
+                - row_scale**2
+            )
+        gradient = np.append(self.design.T @ d_eta, d_scale)
+        if not with_hessian:
+            return _Derivatives(float(loglik), gradient, None)
+        size = len(parameters)
+        hessian = np.empty((size, size))
+        block = (self.design * d_eta_eta[:, None]).T @ self.design
+        # A BLAS product need not round x'Dx symmetrically.
+        hessian[:-1, :-1] = (block + block.T) / 2
+        hessian[:-1, -1] = hessian[-1, :-1] = self.design.T @ d_eta_scale
+        hessian[-1, -1] = d_scale_scale
+        return _Derivatives(float(loglik), gradient, hessian)
+
+    def _censored_rows(self, linear: np.ndarray, scale: float) -> dict:
+        """Per censoring kind present: z at the upper and lower bound, and log P."""
+        error, times, kinds = self.error, self.times, self.kinds
+        pieces = {}
+        if kinds["right"].any():
             rows = kinds["right"]
-            if rows.any():
-                z = (times.right[rows] - linear[rows]) / scale
-                loglik += np.sum(error.log_sf(z))
-                dz = -np.exp(error.log_pdf(z) - error.log_sf(z))
-                slope_linear[rows] = -dz / scale
-                slope_log_scale += np.sum(-z * dz)
+            z = (times.right[rows] - linear[rows]) / scale
+            pieces["right"] = (None, z, error.log_sf(z))
+        if kinds["left"].any():
             rows = kinds["left"]
-            if rows.any():
-                z = (times.left[rows] - linear[rows]) / scale
-                loglik += np.sum(error.log_cdf(z))
-                dz = np.exp(error.log_pdf(z) - error.log_cdf(z))
-                slope_linear[rows] = -dz / scale
-                slope_log_scale += np.sum(-z * dz)
+            z = (times.left[rows] - linear[rows]) / scale
+            pieces["left"] = (z, None, error.log_cdf(z))
+        if kinds["interval"].any():
             rows = kinds["interval"]
-            if rows.any():
-                z_lower = (times.interval_lower[rows] - linear[rows]) / scale
-                z_upper = (times.interval_upper[rows] - linear[rows]) / scale
-                log_mass = self._log_interval_mass(z_lower, z_upper)
-                loglik += np.sum(log_mass)
-                dz_upper = np.exp(error.log_pdf(z_upper) - log_mass)
-                dz_lower = -np.exp(error.log_pdf(z_lower) - log_mass)
-                slope_linear[rows] = -(dz_upper + dz_lower) / scale
-                slope_log_scale += np.sum(-z_upper * dz_upper - z_lower * dz_lower)
-        gradient = np.append(self.design.T @ slope_linear, slope_log_scale)
-        return float(loglik), gradient
+            z_lower = (times.interval_lower[rows] - linear[rows]) / scale
+            z_upper = (times.interval_upper[rows] - linear[rows]) / scale
+            pieces["interval"] = (z_upper, z_lower, self._log_interval_mass(z_lower, z_upper))
+        return pieces
 
     def _log_interval_mass(self, z_lower: np.ndarray, z_upper: np.ndarray) -> np.ndarray:
         """log(F(z_upper) - F(z_lower)), from whichever tail keeps the difference accurate."""
         error = self.error
-        from_survival = error.log_sf(z_lower) + np.log1p(
-            -np.exp(error.log_sf(z_upper) - error.log_sf(z_lower))
+        upper_tail = z_lower > 0
+        log_mass = np.empty_like(z_lower)
+        low, high = z_lower[upper_tail], z_upper[upper_tail]
+        log_mass[upper_tail] = error.log_sf(low) + np.log1p(
+            -np.exp(error.log_sf(high) - error.log_sf(low))
         )
-        from_cdf = error.log_cdf(z_upper) + np.log1p(
-            -np.exp(error.log_cdf(z_lower) - error.log_cdf(z_upper))
+        low, high = z_lower[~upper_tail], z_upper[~upper_tail]
+        log_mass[~upper_tail] = error.log_cdf(high) + np.log1p(
+            -np.exp(error.log_cdf(low) - error.log_cdf(high))
         )
-        return np.where(z_lower > 0, from_survival, from_cdf)
-
-    def negative(self, parameters: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log-likelihood per row and its gradient (the scale BFGS expects)."""
-        value, gradient = self.value_and_gradient(parameters)
-        n = len(self.design)
-        if not np.isfinite(value):
-            return np.inf, np.zeros_like(gradient)
-        return -value / n, -gradient / n
-
-    def hessian(self, parameters: np.ndarray) -> np.ndarray:
-        """Hessian of the log-likelihood by central differences of the analytic gradient."""
-        size = len(parameters)
-        hessian = np.empty((size, size))
-        for column in range(size):
-            step = 1e-5 * max(1.0, abs(parameters[column]))
-            shift = np.zeros(size)
-            shift[column] = step
-            upper = self.value_and_gradient(parameters + shift)[1]
-            lower = self.value_and_gradient(parameters - shift)[1]
-            hessian[:, column] = (upper - lower) / (2 * step)
-        return (hessian + hessian.T) / 2
+        return log_mass
 
 
 @dataclass
 class AftFit:
-    """What the optimiser found: parameters (beta..., log scale), covariance, iterations."""
+    """What Newton-Raphson found: parameters (beta..., log scale), covariance, iterations."""
 
     parameters: pd.Series
     covariance: pd.DataFrame
@@ -300,7 +353,7 @@ def fit_aft(
         )
         notes.append(reasons[name])
     finite = np.setdiff1d(np.arange(len(names)), diverging)
-    information = -likelihood.hessian(optimum.x)[np.ix_(finite, finite)]
+    information = optimum.hess[np.ix_(finite, finite)]
     try:
         finite_covariance = np.linalg.inv(information)
     except np.linalg.LinAlgError as error:
@@ -309,7 +362,7 @@ def fit_aft(
         raise ConvergenceError("the information matrix is not positive definite at the optimum")
     covariance = np.full((len(names), len(names)), np.nan)
     covariance[np.ix_(finite, finite)] = finite_covariance
-    log_likelihood = likelihood.value_and_gradient(optimum.x)[0]
+    log_likelihood = -optimum.fun
     estimates = optimum.x.copy()
     estimates[diverging] = np.sign(estimates[diverging]) * np.inf
     parameters = pd.Series(estimates, index=names)
@@ -381,7 +434,9 @@ def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.n
     """Least squares on a representative log time, then intercept-only, as fallbacks in order."""
     centre = likelihood.times.centre()
     x = design.to_numpy(float)
-    beta, *_ = np.linalg.lstsq(x, centre, rcond=None)
+    # Normal equations (a small system) rather than a least-squares solve over every row: this
+    # is only where Newton starts.
+    beta, *_ = np.linalg.lstsq(x.T @ x, x.T @ centre, rcond=None)
     spread = np.std(centre - x @ beta)
     least_squares = np.append(beta, np.log(spread if spread > 0 else 1.0))
     intercept_only = np.zeros(x.shape[1] + 1)
@@ -392,14 +447,14 @@ def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.n
 def _maximise(
     likelihood: _Likelihood, design: pd.DataFrame
 ) -> tuple[optimize.OptimizeResult, list[str]]:
-    """BFGS from least-squares starting values; retry from intercept-only values if that fails."""
+    """Newton-Raphson with the analytic Hessian (as survreg) from least-squares starting values;
+    from intercept-only values if that fails."""
     notes: list[str] = []
     for attempt, start in enumerate(_starting_values(likelihood, design)):
-        optimum = optimize.minimize(
-            likelihood.negative, start, jac=True, method="BFGS", options={"gtol": 1e-10}
-        )
-        optimum = _polish_with_newton(likelihood, optimum)
-        gradient = likelihood.value_and_gradient(optimum.x)[1]
+        optimum = _newton_raphson(likelihood, start)
+        if optimum is None:
+            continue
+        gradient = optimum.jac
         if np.all(np.isfinite(optimum.x)) and np.max(np.abs(gradient)) < _GRADIENT_TOLERANCE * max(
             1.0, len(design)
         ):
@@ -414,27 +469,53 @@ def _maximise(
     )
 
 
-def _polish_with_newton(
-    likelihood: _Likelihood, optimum: optimize.OptimizeResult, steps: int = 5
-) -> optimize.OptimizeResult:
-    """A few Newton steps from BFGS's answer, so the estimates are as exact as survreg's."""
-    parameters = optimum.x.copy()
-    for _ in range(steps):
-        value, gradient = likelihood.value_and_gradient(parameters)
-        if not np.all(np.isfinite(gradient)):
-            break
+def _ascent_step(hessian: np.ndarray, gradient: np.ndarray) -> np.ndarray:
+    """The Newton step; where the Hessian is not negative definite there (far from the
+    maximum), a Levenberg-Marquardt step that still goes uphill."""
+    damping = 0.0
+    scale = max(float(np.max(np.abs(np.diag(hessian)))), 1.0)
+    for _ in range(_MAX_DAMPINGS):
         try:
-            step = np.linalg.solve(-likelihood.hessian(parameters), gradient)
+            step = np.linalg.solve(damping * scale * np.eye(len(gradient)) - hessian, gradient)
         except np.linalg.LinAlgError:
-            break
-        candidate = parameters + step
-        if not likelihood.value_and_gradient(candidate)[0] >= value - 1e-9:
-            break
-        parameters = candidate
-        if np.max(np.abs(step)) < 1e-12:
-            break
-    optimum.x = parameters
-    return optimum
+            step = None
+        if step is not None and np.all(np.isfinite(step)) and gradient @ step > 0:
+            return step
+        damping = max(10 * damping, 1e-6)
+    return gradient / scale
+
+
+def _newton_raphson(likelihood: _Likelihood, start: np.ndarray) -> optimize.OptimizeResult | None:
+    """Newton steps, halved while the log-likelihood falls, until a step no longer raises it
+    by more than rounding; None if the iteration stalls or does not settle."""
+    parameters = np.asarray(start, dtype=float)
+    current = likelihood.derivatives(parameters)
+    if not np.isfinite(current.value):
+        return None
+    for iteration in range(1, _MAX_NEWTON_STEPS + 1):
+        step = _ascent_step(current.hessian, current.gradient)
+        # A fall within rounding is accepted: at the maximum a step changes nothing else.
+        floor = current.value - _SETTLED * abs(current.value)
+        for _ in range(_MAX_HALVINGS):
+            candidate = likelihood.derivatives(parameters + step)
+            if np.isfinite(candidate.value) and candidate.value >= floor:
+                break
+            step = step / 2
+        else:
+            return None
+        gain = candidate.value - current.value
+        parameters, current = parameters + step, candidate
+        if gain <= _SETTLED * abs(current.value) or np.max(np.abs(step)) <= _SETTLED:
+            return optimize.OptimizeResult(
+                x=parameters,
+                fun=-current.value,
+                jac=-current.gradient,
+                hess=-current.hessian,
+                nit=iteration,
+                success=True,
+                message="Newton-Raphson with the analytic Hessian",
+            )
+    return None
 
 
 def _tidy_table(

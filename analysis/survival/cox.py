@@ -5,13 +5,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 from lifelines import CoxPHFitter, CoxTimeVaryingFitter
 from lifelines.exceptions import ConvergenceError as LifelinesConvergenceError
 from lifelines.exceptions import ConvergenceWarning as LifelinesConvergenceWarning
-from scipy import stats
+from scipy import sparse, stats
 
 from analysis.conventions import CONVENTIONS
 from analysis.errors import ConvergenceError, DataError, NotEstimableError
@@ -37,6 +38,8 @@ _COXPH_MAX_ITERATIONS = 30
 # they stop moving by more than this (relative), at most this many times.
 _LIMIT_TOLERANCE = 1e-9
 _LIMIT_DOUBLINGS = 12
+# Newton steps after coxph's stop continue while they move beta by more than this (relative).
+_POLISH_STEP = 1e-12
 # Internal column names, so a user's covariate can never shadow the outcome columns.
 _DURATION, _EVENT, _START, _STOP, _ID, _STRATUM = (
     "__duration",
@@ -109,10 +112,11 @@ class _CoxData:
         """gamma -> (Efron log partial likelihood, score, information) for coefficients
         basis @ gamma + a fixed part whose risk score is `offset`.
 
-        The basis is the identity for the plain fit, or spans what stays finite once some
-        directions run to infinity (their part of the risk score is the offset). Each risk set
-        is scaled by its own largest risk score, so a risk score running to +-infinity neither
-        overflows nor empties a risk set.
+        Used where coefficients run to infinity (`_coxph_estimate`): the basis spans what stays
+        finite once some directions diverge (their part of the risk score is the offset). Each
+        risk set is scaled by its own largest risk score, so a risk score running to +-infinity
+        neither overflows nor empties a risk set; the plain fit uses `efron_sums`, which scales
+        each stratum once and needs no loop over risk sets.
         """
         x = self.design @ basis
         risk_sets = list(_risk_sets(self.stop, self.event, self.strata, self.start))
@@ -149,17 +153,187 @@ class _CoxData:
 
         return evaluate
 
-    def score_and_information(self, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Score and information at beta over every column (fast path without interval starts)."""
-        if np.all(np.isneginf(self.start)):
-            risk = _linear_predictor(self.design, beta)
-            scores, informations, _ = _efron_event_time_pieces(
-                self.design, risk, self.stop, self.event, self.strata
+    @cached_property
+    def risk_sets(self) -> list[_StratumRiskSets]:
+        return _stratum_risk_sets(self.stop, self.event, self.strata, self.start)
+
+    def efron_sums(self, beta: np.ndarray, time_weight: np.ndarray | None = None) -> _EfronSums:
+        """Efron log-likelihood, score and information at beta over every column."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            # A trial Newton step may overflow; it then has a non-finite log-likelihood
+            # and is halved by the caller.
+            return _efron_sums(
+                self.risk_sets, self.design, _linear_predictor(self.design, beta), time_weight
             )
-            return scores.sum(axis=0), informations.sum(axis=0)
-        identity = np.eye(self.design.shape[1])
-        _, score, information = self.objective(identity, np.zeros(len(self.stop)))(beta)
-        return score, information
+
+    def newton_objective(self, beta: np.ndarray):
+        sums = self.efron_sums(beta)
+        return sums.log_likelihood, sums.score, sums.information
+
+
+@dataclass
+class _StratumRiskSets:
+    """One stratum's risk sets as index arrays, fixed for a fit (they do not depend on beta).
+
+    A row is at risk at the event times with index in [enter, leave): after its start, up to
+    and including its stop. Efron splits the d deaths at a time into d slots whose dying rows
+    keep a fraction 1 - r/d of their weight (r = 0..d-1).
+    """
+
+    rows: np.ndarray
+    enter: np.ndarray
+    leave: np.ndarray
+    dying: np.ndarray  # positions within `rows`
+    death_time: np.ndarray  # event-time index of each dying row
+    slot_time: np.ndarray
+    slot_fraction: np.ndarray
+    n_times: int
+
+    @cached_property
+    def entries_and_exits(self) -> sparse.csr_matrix:
+        """(event times + 1) x rows: +1 at each row's leave index, -1 at its enter index."""
+        n_rows = len(self.rows)
+        columns = np.concatenate([np.arange(n_rows), np.arange(n_rows)])
+        signs = np.concatenate([np.ones(n_rows), -np.ones(n_rows)])
+        return sparse.csr_matrix(
+            (signs, (np.concatenate([self.leave, self.enter]), columns)),
+            shape=(self.n_times + 1, n_rows),
+        )
+
+    @cached_property
+    def deaths_by_time(self) -> sparse.csr_matrix:
+        """event times x dying rows: 1 where the row dies at that time."""
+        return sparse.csr_matrix(
+            (np.ones(len(self.dying)), (self.death_time, np.arange(len(self.dying)))),
+            shape=(self.n_times, len(self.dying)),
+        )
+
+
+def _stratum_risk_sets(
+    stop: np.ndarray, event: np.ndarray, strata: np.ndarray, start: np.ndarray
+) -> list[_StratumRiskSets]:
+    layouts = []
+    for stratum in np.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        stops, dead = stop[rows], event[rows] == 1
+        times, deaths = np.unique(stops[dead], return_counts=True)
+        if len(times) == 0:
+            continue
+        leave = np.searchsorted(times, stops, side="right")
+        dying = np.flatnonzero(dead)
+        slot_time = np.repeat(np.arange(len(times)), deaths)
+        first_slot = np.repeat(np.cumsum(deaths) - deaths, deaths)
+        layouts.append(
+            _StratumRiskSets(
+                rows=rows,
+                enter=np.searchsorted(times, start[rows], side="right"),
+                leave=leave,
+                dying=dying,
+                death_time=leave[dying] - 1,
+                slot_time=slot_time,
+                slot_fraction=(np.arange(len(slot_time)) - first_slot) / deaths[slot_time],
+                n_times=len(times),
+            )
+        )
+    return layouts
+
+
+@dataclass
+class _EfronSums:
+    """Efron log partial likelihood, score and information; with time weights g(t), also the
+    score and information weighted by g and g^2 over event times (cox.zph's pieces)."""
+
+    log_likelihood: float
+    score: np.ndarray
+    information: np.ndarray
+    weighted_score: np.ndarray | None = None
+    weighted_information: np.ndarray | None = None
+    squared_weighted_information: np.ndarray | None = None
+
+
+def _at_risk_sums(values: np.ndarray, layout: _StratumRiskSets) -> np.ndarray:
+    """Sum of `values` (rows x columns) over each event time's risk set.
+
+    Rows with leave > k, less rows with enter > k (a subset of them), summed from the last
+    event time backwards, so late, small risk sets are not differences of large sums.
+    """
+    net_leaving = layout.entries_and_exits @ values
+    return net_leaving[::-1].cumsum(axis=0)[::-1][1:]
+
+
+def _slot_information(
+    layout: _StratumRiskSets,
+    per_time: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    total: np.ndarray,
+    mean: np.ndarray,
+) -> np.ndarray:
+    """Sum over Efron slots of per_time(t) * ((s2 - f d2) / total - mean mean').
+
+    s2 and d2 are never formed per time: each row's x x' enters once, weighted by the sum of
+    per_time / total over the slots whose risk set holds it (a running sum over event times).
+    """
+    k, fraction = layout.slot_time, layout.slot_fraction
+    at_risk_share = np.bincount(k, per_time[k] / total, layout.n_times)
+    dying_share = np.bincount(k, per_time[k] * fraction / total, layout.n_times)
+    running = np.concatenate([[0.0], np.cumsum(at_risk_share)])
+    row_share = w * (running[layout.leave] - running[layout.enter])
+    x_dying = x[layout.dying]
+    dying_weight = w[layout.dying] * dying_share[layout.death_time]
+    return (
+        (x * row_share[:, None]).T @ x
+        - (x_dying * dying_weight[:, None]).T @ x_dying
+        - (mean * per_time[k][:, None]).T @ mean
+    )
+
+
+def _efron_sums(
+    layouts: list[_StratumRiskSets],
+    design: np.ndarray,
+    risk_score: np.ndarray,
+    time_weight: np.ndarray | None = None,
+) -> _EfronSums:
+    """Efron terms summed over every event time, from running sums (no loop over times).
+
+    `time_weight` is a value per row that depends on its time only (cox.zph's g(t)); it is
+    read at the dying rows. Each stratum's weights are scaled by its largest risk score; a
+    risk set whose weights all underflow gives a non-finite log-likelihood, which callers
+    treat as a failed step.
+    """
+    n_var = design.shape[1]
+    loglik, score, information = 0.0, np.zeros(n_var), np.zeros((n_var, n_var))
+    weighted = time_weight is not None
+    if weighted:
+        g_score, g_information, gg_information = (
+            np.zeros(n_var),
+            np.zeros((n_var, n_var)),
+            np.zeros((n_var, n_var)),
+        )
+    for layout in layouts:
+        x, risk = design[layout.rows], risk_score[layout.rows]
+        shift = risk.max()
+        w = np.exp(risk - shift)
+        sums = _at_risk_sums(np.column_stack([w, w[:, None] * x]), layout)
+        s0, s1 = sums[:, 0], sums[:, 1:]
+        x_dying, w_dying = x[layout.dying], w[layout.dying]
+        d0 = np.bincount(layout.death_time, w_dying, layout.n_times)
+        d1 = layout.deaths_by_time @ (w_dying[:, None] * x_dying)
+        k, fraction = layout.slot_time, layout.slot_fraction
+        total = s0[k] - fraction * d0[k]
+        mean = (s1[k] - fraction[:, None] * d1[k]) / total[:, None]
+        loglik += risk[layout.dying].sum() - np.sum(np.log(total) + shift)
+        score += x_dying.sum(axis=0) - mean.sum(axis=0)
+        information += _slot_information(layout, np.ones(layout.n_times), x, w, total, mean)
+        if weighted:
+            g = np.zeros(layout.n_times)
+            g[layout.death_time] = time_weight[layout.rows[layout.dying]]
+            g_score += g[layout.death_time] @ x_dying - g[k] @ mean
+            g_information += _slot_information(layout, g, x, w, total, mean)
+            gg_information += _slot_information(layout, g**2, x, w, total, mean)
+    if not weighted:
+        return _EfronSums(loglik, score, information)
+    return _EfronSums(loglik, score, information, g_score, g_information, gg_information)
 
 
 def _newton_step(information: np.ndarray, score: np.ndarray) -> np.ndarray:
@@ -297,44 +471,38 @@ def _orthogonal_complement(directions: np.ndarray) -> np.ndarray:
     return left[:, rank:]
 
 
-def _estimate(data: _CoxData, names: list[str], lifelines_fit: Callable[[], object]) -> _Estimate:
-    """Unpenalized estimates with coxph's answer: lifelines when it converges cleanly.
+def _estimate(data: _CoxData, names: list[str]) -> _Estimate:
+    """Unpenalized estimates as coxph computes them: Newton steps from 0, halved while the
+    log-likelihood falls, stopped at coxph's tolerance, then a few more steps to the maximum.
 
-    lifelines signals a likelihood that keeps rising (a coefficient running to infinity) only
-    by a ConvergenceWarning or an error, and then stops wherever it is; coxph's test for an
-    infinite coefficient is applied to its answer too. In both cases the estimate is computed
-    here instead, as coxph does, and the diverging terms are marked.
+    coxph's test for an infinite coefficient (the next Newton step is still large) decides
+    whether the answer stands; if a coefficient runs to infinity, or the iteration fails, the
+    estimate is the limit computed by `_coxph_estimate` and the diverging terms are marked.
     """
-    if data.design.shape[1] > 0:
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", LifelinesConvergenceWarning)
-                fitter = lifelines_fit()
-        except (LifelinesConvergenceError, np.linalg.LinAlgError):
-            fitter = None
-        else:
-            for warning in caught:
-                if not issubclass(warning.category, LifelinesConvergenceWarning):
-                    # Not ours to judge: pass any other warning on unchanged.
-                    warnings.warn_explicit(
-                        warning.message, warning.category, warning.filename, warning.lineno
-                    )
-            if any(issubclass(w.category, LifelinesConvergenceWarning) for w in caught):
-                fitter = None
-        if fitter is not None:
-            estimate = fitter.params_[names].to_numpy()
-            variance = _variance(fitter, names)
-            finite = np.all(np.isfinite(estimate)) and np.all(np.isfinite(variance))
-            if finite:
-                score, information = data.score_and_information(estimate)
-                if not _runs_to_infinity(estimate, score, information).any():
-                    return _Estimate(
-                        fitter,
-                        estimate,
-                        variance,
-                        float(fitter.log_likelihood_),
-                        _linear_predictor(data.design, estimate),
-                    )
+    n_var = data.design.shape[1]
+    if n_var > 0:
+        beta, loglik, score, information, converged = _newton(
+            data.newton_objective, np.zeros(n_var), _COXPH_EPS, _COXPH_MAX_ITERATIONS
+        )
+        if (
+            converged
+            and np.isfinite(loglik)
+            and np.all(np.isfinite(information))
+            and not _runs_to_infinity(beta, score, information).any()
+        ):
+            beta, loglik, information = _polish(data, beta, loglik, score, information)
+            try:
+                variance = np.linalg.inv(information)
+            except np.linalg.LinAlgError:
+                variance = None
+            if variance is not None and np.all(np.isfinite(variance)):
+                fitted = CoxFit(
+                    params_=pd.Series(beta, index=names),
+                    variance_matrix_=pd.DataFrame(variance, index=names, columns=names),
+                    log_likelihood_=loglik,
+                )
+                risk_score = _linear_predictor(data.design, beta)
+                return _Estimate(fitted, beta, variance, loglik, risk_score)
     result = _coxph_estimate(data)
     finite = np.isfinite(result.estimate)
     finite_names = [name for name, ok in zip(names, finite, strict=True) if ok]
@@ -344,6 +512,21 @@ def _estimate(data: _CoxData, names: list[str], lifelines_fit: Callable[[], obje
         log_likelihood_=result.log_likelihood,
     )
     return result
+
+
+def _polish(data: _CoxData, beta, loglik, score, information, steps: int = 3):
+    """Newton steps past coxph's stopping rule, while they still move beta, so the estimate is
+    the maximum to rounding (coxph stops within ~1e-8 of it)."""
+    for _ in range(steps):
+        step = _newton_step(information, score)
+        if np.max(np.abs(step)) <= _POLISH_STEP * max(1.0, np.max(np.abs(beta))):
+            break
+        candidate = beta + step
+        new_loglik, new_score, new_information = data.newton_objective(candidate)
+        if not (np.isfinite(new_loglik) and new_loglik >= loglik - _POLISH_STEP * abs(loglik)):
+            break
+        beta, loglik, score, information = candidate, new_loglik, new_score, new_information
+    return beta, loglik, information
 
 
 def _variance(fitter, names: list[str]) -> np.ndarray:
@@ -448,46 +631,6 @@ def _efron_pieces(design, risk_score, stop, event, strata, start):
     return residuals, np.array(scores), np.array(informations), np.array(dying_rows)
 
 
-def _efron_event_time_pieces(design, risk_score, stop, event, strata):
-    """Score and information contributed at each event time (Efron ties), right-censored data.
-
-    Risk-set sums come from reverse cumulative sums over time-sorted rows, so the cost is
-    O(n p^2) plus a step per tied death, instead of a pass over the risk set per event time.
-    """
-    weights = np.exp(risk_score - risk_score.max())
-    n_var = design.shape[1]
-    scores, informations, dying_rows = [], [], []
-    for stratum in np.unique(strata):
-        rows = np.flatnonzero(strata == stratum)
-        rows = rows[np.argsort(-stop[rows], kind="stable")]
-        x, w = design[rows], weights[rows]
-        # Running sums over rows with time >= each row's time (rows sorted by time, descending).
-        s0 = np.cumsum(w)
-        s1 = np.cumsum(w[:, None] * x, axis=0)
-        s2 = np.cumsum(w[:, None, None] * x[:, :, None] * x[:, None, :], axis=0)
-        times = stop[rows]
-        dead = event[rows] == 1
-        for time in np.unique(times[dead]):
-            last_at_risk = np.searchsorted(-times, -time, side="right") - 1
-            dying = np.flatnonzero((times == time) & dead)
-            deaths = len(dying)
-            d0, d1 = w[dying].sum(), w[dying] @ x[dying]
-            d2 = (w[dying, None, None] * x[dying, :, None] * x[dying, None, :]).sum(axis=0)
-            score = x[dying].sum(axis=0)
-            information = np.zeros((n_var, n_var))
-            for r in range(deaths):
-                fraction = r / deaths
-                total = s0[last_at_risk] - fraction * d0
-                mean = (s1[last_at_risk] - fraction * d1) / total
-                second = (s2[last_at_risk] - fraction * d2) / total
-                score -= mean
-                information += second - np.outer(mean, mean)
-            scores.append(score)
-            informations.append(information)
-            dying_rows.append(rows[dying[0]])
-    return np.array(scores), np.array(informations), np.array(dying_rows)
-
-
 def _left_km_transform(durations: np.ndarray, events: np.ndarray) -> np.ndarray:
     """1 - KM(t-) of the pooled sample at each subject's time (cox.zph transform="km")."""
     times, survival = kaplan_meier_steps(durations, events.astype(bool))
@@ -513,16 +656,14 @@ def _zph_table(
     """
     transformed = _left_km_transform(durations, events)
     centred_time = transformed - transformed[events == 1].mean()
-    scores, informations, dying_rows = _efron_event_time_pieces(
-        design, risk_score, durations, events, strata
-    )
-    g = centred_time[dying_rows]
+    risk_sets = _stratum_risk_sets(durations, events, strata, np.full(len(durations), -np.inf))
+    sums = _efron_sums(risk_sets, design, risk_score, time_weight=centred_time)
     n_var = design.shape[1]
-    score = np.concatenate([np.zeros(n_var), (g[:, None] * scores).sum(axis=0)])
+    score = np.concatenate([np.zeros(n_var), sums.weighted_score])
     information = np.block(
         [
-            [informations.sum(axis=0), np.einsum("t,tij->ij", g, informations)],
-            [np.einsum("t,tij->ij", g, informations), np.einsum("t,tij->ij", g**2, informations)],
+            [sums.information, sums.weighted_information],
+            [sums.weighted_information, sums.squared_weighted_information],
         ]
     )
     rows = []
@@ -564,6 +705,49 @@ def _linear_predictor(design: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     return score
 
 
+def _prefix_counts_below(ranks: np.ndarray, prefix: np.ndarray, thresholds: np.ndarray):
+    """For each query q: how many of ranks[:prefix[q]] are < thresholds[q] (integers >= 0).
+
+    A wavelet tree walked with numpy, one level per bit from the highest: each level splits
+    every node stably into the elements whose bit is 0 and those whose bit is 1; a query whose
+    threshold has the bit set counts the 0s of its prefix and follows the 1s, else follows the
+    0s. O((n + queries) log n), all array operations.
+    """
+    n = len(ranks)
+    bits = max(int(max(ranks.max(initial=0), thresholds.max(initial=0))).bit_length(), 1)
+    values = ranks.astype(np.int64)
+    position = np.arange(n)
+    element_start = np.zeros(n, dtype=np.int64)
+    element_size = np.full(n, n, dtype=np.int64)
+    query_start = np.zeros(len(prefix), dtype=np.int64)
+    query_size = np.full(len(prefix), n, dtype=np.int64)
+    in_prefix = prefix.astype(np.int64)
+    counts = np.zeros(len(prefix), dtype=np.int64)
+    for bit in reversed(range(bits)):
+        is_one = ((values >> bit) & 1).astype(bool)
+        zeros_before = np.concatenate([[0], np.cumsum(~is_one)])
+        prefix_zeros = zeros_before[query_start + in_prefix] - zeros_before[query_start]
+        node_zeros = zeros_before[query_start + query_size] - zeros_before[query_start]
+        threshold_one = ((thresholds >> bit) & 1).astype(bool)
+        counts += np.where(threshold_one, prefix_zeros, 0)
+        query_start = np.where(threshold_one, query_start + node_zeros, query_start)
+        query_size = np.where(threshold_one, query_size - node_zeros, node_zeros)
+        in_prefix = np.where(threshold_one, in_prefix - prefix_zeros, prefix_zeros)
+        zeros_in_node = zeros_before[element_start + element_size] - zeros_before[element_start]
+        zeros_ahead = zeros_before[position] - zeros_before[element_start]
+        new_position = np.where(
+            is_one,
+            element_start + zeros_in_node + (position - element_start - zeros_ahead),
+            element_start + zeros_ahead,
+        )
+        new_start = np.where(is_one, element_start + zeros_in_node, element_start)
+        new_size = np.where(is_one, element_size - zeros_in_node, zeros_in_node)
+        values[new_position] = values.copy()
+        element_start[new_position] = new_start
+        element_size[new_position] = new_size
+    return counts
+
+
 def concordance_index(
     risk_score: np.ndarray,
     stop: np.ndarray,
@@ -575,16 +759,47 @@ def concordance_index(
 
     A higher risk score should die first; risk-score ties count 1/2; event-time ties are not
     comparable, a subject censored at an event time is. Written by hand because lifelines'
-    concordance_index has no strata and no start/stop risk sets.
+    concordance_index has no strata and no start/stop risk sets. O(n log n): the rows at risk
+    at an event time t, less those dying at t, are the rows with stop > t (or censored at t)
+    less those with start >= t, and each is a prefix of the rows in one sort order.
     """
-    concordant = tied = comparable = 0.0
-    for at_risk, dying in _risk_sets(stop, event, strata, start):
-        others = np.sort(risk_score[np.setdiff1d(at_risk, dying)])
-        below = np.searchsorted(others, risk_score[dying], side="left")
-        not_above = np.searchsorted(others, risk_score[dying], side="right")
-        concordant += below.sum()
-        tied += (not_above - below).sum()
-        comparable += len(others) * len(dying)
+    concordant = tied = comparable = 0
+    for stratum in np.unique(strata):
+        rows = np.flatnonzero(strata == stratum)
+        stops, starts, dead = stop[rows], start[rows], event[rows] == 1
+        if not dead.any():
+            continue
+        ranks = np.unique(risk_score[rows], return_inverse=True)[1].astype(np.int64)
+        death_times, death_ranks = stops[dead], ranks[dead]
+        # Rows by stop descending, censored before events at the same time.
+        by_stop = np.lexsort((dead, -stops))
+        censored_stops = np.sort(stops[~dead])
+        in_prefix = (
+            len(rows)
+            - np.searchsorted(np.sort(stops), death_times, side="right")
+            + np.searchsorted(censored_stops, death_times, side="right")
+            - np.searchsorted(censored_stops, death_times, side="left")
+        )
+        queries = (
+            np.concatenate([in_prefix, in_prefix]),
+            np.concatenate([death_ranks, death_ranks + 1]),
+        )
+        counts = _prefix_counts_below(ranks[by_stop], *queries)
+        others = in_prefix
+        if np.isfinite(starts).any():
+            # Rows entering at or after t are not yet at risk.
+            by_start = np.argsort(-starts, kind="stable")
+            not_entered = len(rows) - np.searchsorted(np.sort(starts), death_times, side="left")
+            queries = (
+                np.concatenate([not_entered, not_entered]),
+                np.concatenate([death_ranks, death_ranks + 1]),
+            )
+            counts = counts - _prefix_counts_below(ranks[by_start], *queries)
+            others = others - not_entered
+        below, not_above = np.split(counts, 2)
+        concordant += int(below.sum())
+        tied += int((not_above - below).sum())
+        comparable += int(others.sum())
     return float((concordant + tied / 2) / comparable) if comparable else np.nan
 
 
@@ -621,14 +836,17 @@ def _fit(
             "p-values are not those of an unpenalized coxph fit."
         )
     else:
-        fitted = _estimate(data, names, lambda: lifelines_fit(names, 0.0))
+        fitted = _estimate(data, names)
     reasons, limits = _column_reasons(estimable, data.event, fitted.estimate, aliased)
     finite = np.isfinite(fitted.estimate)
-    estimate = pd.Series(np.nan, index=design.columns)
-    std_error = pd.Series(np.nan, index=design.columns)
     finite_names = [name for name, ok in zip(names, finite, strict=True) if ok]
-    estimate[finite_names] = fitted.estimate[finite]
-    std_error[finite_names] = np.sqrt(np.diag(fitted.variance))
+    at = design.columns.get_indexer(finite_names)
+    estimate = np.full(design.shape[1], np.nan)
+    std_error = np.full(design.shape[1], np.nan)
+    estimate[at] = fitted.estimate[finite]
+    std_error[at] = np.sqrt(np.diag(fitted.variance))
+    estimate = pd.Series(estimate, index=design.columns)
+    std_error = pd.Series(std_error, index=design.columns)
     for name in reasons:
         notes.append(reasons[name])
     return design, names, finite_names, fitted, estimate, std_error, reasons, limits

@@ -7,10 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import KaplanMeierFitter
 from scipy import stats
 
-from analysis.conventions import CONVENTIONS
 from analysis.errors import DataError
 from analysis.results import TIDY_COLUMNS, ModelResult, z_critical
 from analysis.survival.design import check_event_indicator, complete_rows
@@ -42,7 +40,10 @@ def _check_survival_columns(frame: pd.DataFrame, duration: str, event: str) -> N
 def _prepare(
     frame: pd.DataFrame, duration: str, event: str, others: list[str]
 ) -> tuple[pd.DataFrame, int]:
-    used, dropped = complete_rows(frame, [duration, event, *others])
+    columns = [duration, event, *others]
+    # Only the used columns are copied (the frame may hold many more).
+    present = [name for name in dict.fromkeys(columns) if name in frame.columns]
+    used, dropped = complete_rows(frame[present], columns)
     _check_survival_columns(used, duration, event)
     return used, dropped
 
@@ -90,43 +91,44 @@ def step_function_at(times: np.ndarray, values: np.ndarray, at: np.ndarray, star
     return np.where(position >= 0, values[np.maximum(position, 0)], start)
 
 
-def _kaplan_meier_curve(durations: np.ndarray, events: np.ndarray, label: Any):
-    """One group's lifelines fit and its survfit-style table (every distinct time observed)."""
-    fitter = KaplanMeierFitter(alpha=1 - CONVENTIONS.confidence_level)
-    fitter.fit(durations, event_observed=events, label=str(label))
-    table = fitter.event_table
-    table = table[table["removed"] > 0]
-    n_risk = table["at_risk"].to_numpy(float)
-    n_event = table["observed"].to_numpy(float)
-    survival = fitter.survival_function_at_times(table.index.to_numpy()).to_numpy()
-    # Greenwood variance of the cumulative hazard; infinite once everyone at risk has died.
+def _kaplan_meier_curve(durations: np.ndarray, events: np.ndarray, z: float) -> dict:
+    """One group's survfit-style columns (every distinct time observed), from counts per time.
+
+    S(t) is exp(cumsum(log(n - d) - log(n))), the product-limit estimate summed on the log
+    scale as lifelines does, so curves stay identical to its KaplanMeierFitter's.
+    """
+    times, at_time = np.unique(durations, return_inverse=True)
+    removed = np.bincount(at_time, minlength=len(times))
+    n_event = np.bincount(at_time, weights=events, minlength=len(times))
+    n_risk = len(durations) - (np.cumsum(removed) - removed)
     with np.errstate(divide="ignore", invalid="ignore"):
+        survival = np.exp(np.cumsum(np.log(n_risk - n_event) - np.log(n_risk)))
+        # Greenwood variance of the cumulative hazard; infinite once everyone at risk has died.
         greenwood = np.cumsum(n_event / (n_risk * (n_risk - n_event)))
         log_se = np.sqrt(greenwood)
         defined = survival > 0
-        z = z_critical()
         # conf.type = "log" (R's default) rather than lifelines' log(-log) interval.
         conf_low = np.where(defined, survival * np.exp(-z * log_se), np.nan)
         conf_high = np.where(defined, np.minimum(survival * np.exp(z * log_se), 1.0), np.nan)
-    curve = pd.DataFrame(
-        {
-            "group": label,
-            "time": table.index.to_numpy(float),
-            "n_risk": n_risk.astype(int),
-            "n_event": n_event.astype(int),
-            "n_censor": table["censored"].to_numpy(int),
-            "survival": survival,
-            "std_error": np.where(defined, survival * log_se, np.nan),
-            "conf_low": conf_low,
-            "conf_high": conf_high,
-        }
-    )
-    return fitter, curve
+        std_error = np.where(defined, survival * log_se, np.nan)
+    return {
+        "time": times,
+        "n_risk": n_risk,
+        "n_event": n_event.astype(int),
+        "n_censor": removed - n_event.astype(int),
+        "survival": survival,
+        "std_error": std_error,
+        "conf_low": conf_low,
+        "conf_high": conf_high,
+    }
 
 
 @dataclass(kw_only=True)
 class KaplanMeierResult(ModelResult):
-    """Kaplan-Meier curves per group with survfit's medians and log-scale Greenwood CIs."""
+    """Kaplan-Meier curves per group with survfit's medians and log-scale Greenwood CIs.
+
+    `.fitted` maps each group to its curve (the rows of `.curves` for that group).
+    """
 
     medians: pd.DataFrame
     curves: pd.DataFrame
@@ -188,32 +190,50 @@ def kaplan_meier(
     others = [group] if group is not None else []
     used, dropped = _prepare(df, duration, event, others)
     labels = used[group] if group is not None else pd.Series(SINGLE_GROUP, index=used.index)
-    fitted, curves, medians, durations = {}, [], [], {}
-    for level in _sorted_levels(labels):
-        rows = used[labels == level]
-        times = rows[duration].to_numpy(float)
-        events = rows[event].to_numpy(float)
-        fitter, curve = _kaplan_meier_curve(times, events, level)
-        fitted[level] = fitter
-        curves.append(curve)
+    levels = _sorted_levels(labels)
+    codes = pd.Categorical(labels, categories=levels).codes
+    all_times, all_events = used[duration].to_numpy(float), used[event].to_numpy(float)
+    z = z_critical()
+    parts, medians, durations = [], [], {}
+    for code, level in enumerate(levels):
+        in_group = codes == code
+        times, events = all_times[in_group], all_events[in_group]
+        part = _kaplan_meier_curve(times, events, z)
+        parts.append(part)
         durations[level] = np.sort(times)
-        curve_times = curve["time"].to_numpy()
         medians.append(
             {
                 "group": level,
-                "n": len(rows),
+                "n": len(times),
                 "events": int(events.sum()),
-                "median": _survfit_median(curve_times, curve["survival"].to_numpy()),
-                "conf_low": _survfit_median(curve_times, curve["conf_low"].to_numpy()),
-                "conf_high": _survfit_median(curve_times, curve["conf_high"].to_numpy()),
+                **{
+                    name: _survfit_median(part["time"], part[column])
+                    for name, column in (
+                        ("median", "survival"),
+                        ("conf_low", "conf_low"),
+                        ("conf_high", "conf_high"),
+                    )
+                },
             }
         )
+    sizes = [len(part["time"]) for part in parts]
+    curves = pd.DataFrame(
+        {
+            "group": np.repeat(np.array(levels, dtype=object), sizes),
+            **{name: np.concatenate([part[name] for part in parts]) for name in CURVE_COLUMNS[1:]},
+        }
+    )
+    ends = np.cumsum(sizes)
+    fitted = {
+        level: curves.iloc[end - size : end]
+        for level, size, end in zip(levels, sizes, ends, strict=True)
+    }
     medians_frame = pd.DataFrame(medians, columns=list(MEDIAN_COLUMNS))
     result = KaplanMeierResult(
         fitted=fitted,
         coefficients=medians_frame,
         medians=medians_frame,
-        curves=pd.concat(curves, ignore_index=True),
+        curves=curves,
         durations=durations,
     )
     if dropped:
@@ -368,7 +388,7 @@ def rmst_difference(
     start = min(0.0, min(float(times.min()) for times in km.durations.values()))
     z = z_critical()
     rows = []
-    for level, curve in km.curves.groupby("group", sort=False):
+    for level, curve in km.fitted.items():
         estimate, std_error = _restricted_mean(curve, horizon, start)
         rows.append(
             {
