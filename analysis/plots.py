@@ -241,11 +241,11 @@ def _draw_curve_with_band(
 def format_test_result(tests: pd.DataFrame, name: str) -> str:
     """One line per test row: "Log-rank: chi2 = 59.1, df = 2, p <0.001" (strata named if any).
 
-    Reads the tidy columns statistic, p_value and dof or df; a `strata` column other than
+    Reads the tidy columns statistic, p_value and dof; a `strata` column other than
     "none" says what the test was stratified by; an `event` column names the event type.
     """
     _require(tests, ["statistic", "p_value"], f"the {name} table")
-    dof_column = "dof" if "dof" in tests else "df" if "df" in tests else None
+    dof_column = "dof" if "dof" in tests else None
     lines = []
     for _, row in tests.iterrows():
         label = name

@@ -28,11 +28,13 @@ from analysis.survival import (
     fit_cox_time_varying,
     fit_fine_gray,
     fit_interval_cox,
+    gray_test,
     kaplan_meier,
     logrank_test,
     rmst_difference,
     turnbull,
 )
+from analysis.survival.competing import GRAY_TEST_COLUMNS
 
 VISIT_DAYS = 10
 
@@ -120,6 +122,7 @@ def _fit_every_model(people: pd.DataFrame, weekly: pd.DataFrame) -> dict[str, Mo
         "rmst": rmst_difference(people, "time", "event", "f", 60.0),
         "kaplan_meier": kaplan_meier(people, "time", "event", group="f"),
         "logrank": logrank_test(people, "time", "event", "f"),
+        "gray_test": gray_test(people, "time", "event_type", "f"),
     }
 
 
@@ -127,6 +130,7 @@ def _fit_every_model(people: pd.DataFrame, weekly: pd.DataFrame) -> dict[str, Mo
 OTHER_CONTRACTS = {
     "KaplanMeierResult": ("group", "n", "events", "median", "conf_low", "conf_high"),
     "LogrankResult": ("term", "statistic", "dof", "p_value"),
+    "GrayTestResult": GRAY_TEST_COLUMNS,
     # The timeline's and its calibration's tables are per profile / per metric; tests/
     # test_timeline.py checks them on a cohort large enough to fit them.
     "TimelineResult": None,

@@ -335,11 +335,11 @@ def mgus2_with_age_band() -> pd.DataFrame:
 
 def assert_gray_matches(result: GrayTestResult, reference: dict) -> None:
     table = result.tidy().set_index("event")
-    assert list(table.columns) == ["statistic", "df", "p_value"]
+    assert list(table.columns) == ["statistic", "dof", "p_value"]
     assert sorted(table.index) == sorted(reference)
     for event, (statistic, p_value, dof) in reference.items():
         assert table.loc[event, "statistic"] == pytest.approx(statistic, rel=1e-10)
-        assert table.loc[event, "df"] == dof
+        assert table.loc[event, "dof"] == dof
         if p_value is not None:
             assert table.loc[event, "p_value"] == pytest.approx(p_value, rel=1e-9)
 

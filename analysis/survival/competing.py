@@ -487,7 +487,8 @@ def _hazard_ratio_table(
 
 # --- Gray's test -----------------------------------------------------------------------------
 
-GRAY_TEST_COLUMNS = ("event", "statistic", "df", "p_value")
+# Degrees of freedom are `dof`, as in the log-rank and proportional-hazards test tables.
+GRAY_TEST_COLUMNS = ("event", "statistic", "dof", "p_value")
 
 
 @dataclass
@@ -563,7 +564,7 @@ def gray_test(
             {
                 "event": event,
                 "statistic": statistic,
-                "df": dof,
+                "dof": dof,
                 "p_value": float(stats.chi2.sf(statistic, dof)),
             }
         )
