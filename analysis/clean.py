@@ -128,31 +128,48 @@ class CleanResult:
     counts: dict = field(default_factory=dict)
 
 
+def _flags(mask) -> np.ndarray:
+    """A boolean mask as a numpy array (missing counts as False)."""
+    if isinstance(mask, pd.Series):
+        return mask.to_numpy(dtype=bool, na_value=False)
+    return np.asarray(mask, dtype=bool)
+
+
+def _quarantine_text(values) -> pd.Series:
+    """Values as the quarantine keeps them: text, dates as YYYY-MM-DD."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        values = values.dt.strftime("%Y-%m-%d")
+    return values.astype(str)
+
+
 class _Ledger:
-    """Collects quarantine entries and fix counts while a table is cleaned."""
+    """Collects quarantine entries and fix counts while a table is cleaned.
+
+    Masks and values are positional: row i of every mask is row i of the raw table.
+    """
 
     def __init__(self, table: str, source_file: str, raw: pd.DataFrame) -> None:
         self.table, self.source_file = table, source_file
-        self.source_rows = raw[SOURCE_ROW]
-        self.rejected = pd.Series(False, index=raw.index)
+        self.row_labels = raw.index
+        self.source_rows = raw[SOURCE_ROW].to_numpy(dtype="int64")
+        self.rejected = np.zeros(len(raw), dtype=bool)
         self.entries: list[pd.DataFrame] = []
         self.fixes: Counter[str] = Counter()
         self.row_rules: Counter[str] = Counter()
         self.value_rules: Counter[str] = Counter()
 
-    def _record(self, mask, rule, column, values, reason, scope) -> None:
-        values = pd.Series(values, index=mask.index) if np.isscalar(values) else values
-        values = values[mask]
-        if pd.api.types.is_datetime64_any_dtype(values):
-            values = values.dt.strftime("%Y-%m-%d")
+    def _record(self, rows: np.ndarray, rule, column, values, reason, scope) -> None:
+        """Entries for the rows at positions `rows`; `values` holds one value per such row."""
+        if np.isscalar(values):
+            values = pd.Series(values, index=range(len(rows)), dtype=object)
         self.entries.append(
             pd.DataFrame(
                 {
                     Quarantine.table: self.table,
                     Quarantine.source_file: self.source_file,
-                    Quarantine.source_row: self.source_rows[mask].astype("int64"),
+                    Quarantine.source_row: self.source_rows[rows],
                     Quarantine.column: column,
-                    Quarantine.value: values.astype(str),
+                    Quarantine.value: _quarantine_text(values).to_numpy(),
                     Quarantine.rule: rule,
                     Quarantine.reason: reason,
                     Quarantine.scope: scope,
@@ -160,30 +177,55 @@ class _Ledger:
             )
         )
 
-    def reject_rows(self, mask: pd.Series, rule: str, column, values, reason: str) -> None:
-        """Quarantine whole rows (each row once, under the first rule that rejects it)."""
+    def _values_at(self, values, rows: np.ndarray):
+        """The values shown for the rows at positions `rows` (a Series is matched by label)."""
+        return values if np.isscalar(values) else values.loc[self.row_labels[rows]]
+
+    def reject_row_positions(self, mask: np.ndarray, rule, column, values_at, reason) -> None:
+        """Quarantine whole rows (each row once, under the first rule that rejects it).
+
+        `values_at(rows)` gives the value shown for the rows at those positions.
+        """
         new = mask & ~self.rejected
-        if new.any():
-            self._record(new, rule, column, values, reason, "row")
+        rows = np.flatnonzero(new)
+        if len(rows):
+            self._record(rows, rule, column, values_at(rows), reason, "row")
             self.rejected |= new
-            self.row_rules[rule] += int(new.sum())
+            self.row_rules[rule] += len(rows)
 
-    def reject_values(self, mask: pd.Series, rule: str, column: str, values, reason: str) -> None:
+    def reject_value_positions(self, mask: np.ndarray, rule, column, values_at, reason) -> None:
         """Quarantine single values; the caller sets them to missing and keeps the row."""
-        if mask.any():
-            self._record(mask, rule, column, values, reason, "value")
-            self.value_rules[rule] += int(mask.sum())
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            self._record(rows, rule, column, values_at(rows), reason, "value")
+            self.value_rules[rule] += len(rows)
 
-    def reject(self, spec: ColumnSpec, mask: pd.Series, rule: str, values, reason: str) -> None:
+    def reject_rows(self, mask, rule: str, column, values, reason: str) -> None:
+        """Quarantine whole rows (each row once, under the first rule that rejects it)."""
+        self.reject_row_positions(
+            _flags(mask), rule, column, lambda rows: self._values_at(values, rows), reason
+        )
+
+    def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
+        """Quarantine single values; the caller sets them to missing and keeps the row."""
+        self.reject_value_positions(
+            _flags(mask), rule, column, lambda rows: self._values_at(values, rows), reason
+        )
+
+    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
         """A bad value in a required column loses the row; in an optional one, only the value."""
         if spec.required:
             self.reject_rows(mask, rule, spec.name, values, reason)
         else:
             self.reject_values(mask, rule, spec.name, values, reason)
 
-    def fix(self, rule: str, count: int) -> None:
+    def fix(self, rule: str, mask: pd.Series) -> None:
+        """Count the rows in `mask` as fixed by `rule`."""
+        self.add_fixes(rule, int(_flags(mask).sum()))
+
+    def add_fixes(self, rule: str, count: int) -> None:
         if count:
-            self.fixes[rule] += int(count)
+            self.fixes[rule] += count
 
     def quarantine_frame(self) -> pd.DataFrame:
         columns = column_names(Quarantine)
@@ -192,6 +234,43 @@ class _Ledger:
                 {Quarantine.source_row: "int64"}
             )
         return pd.concat(self.entries, ignore_index=True)[columns]
+
+
+class _DistinctLedger:
+    """The table's ledger as seen by a parser working on one column's distinct values.
+
+    Each distinct text is judged once; a mask over the distinct values stands for every row
+    holding one of them. Fix counts are weighted by those rows, and quarantine entries are
+    written per row, in row order, exactly as a pass over every row would write them.
+    """
+
+    def __init__(self, ledger: _Ledger, codes: np.ndarray, distinct_count: int) -> None:
+        self.ledger, self.codes = ledger, codes
+        self.rows_per_value = np.bincount(codes, minlength=distinct_count)
+
+    def _values_at(self, values):
+        if np.isscalar(values):
+            return lambda rows: values
+        return lambda rows: values.iloc[self.codes[rows]]
+
+    def reject_rows(self, mask, rule: str, column, values, reason: str) -> None:
+        by_row = _flags(mask)[self.codes]
+        self.ledger.reject_row_positions(by_row, rule, column, self._values_at(values), reason)
+
+    def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
+        by_row = _flags(mask)[self.codes]
+        self.ledger.reject_value_positions(by_row, rule, column, self._values_at(values), reason)
+
+    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
+        if spec.required:
+            self.reject_rows(mask, rule, spec.name, values, reason)
+        else:
+            self.reject_values(mask, rule, spec.name, values, reason)
+
+    def fix(self, rule: str, mask: pd.Series) -> None:
+        """Count every row holding a value in `mask` (a mask over some distinct values)."""
+        positions = mask.index.to_numpy()[_flags(mask)]
+        self.ledger.add_fixes(rule, int(self.rows_per_value[positions].sum()))
 
 
 # --- text-level rules -------------------------------------------------------------------------
@@ -203,7 +282,7 @@ def trim_whitespace(values: pd.Series, ledger: _Ledger) -> pd.Series:
     inner = stripped.str.contains("  ", regex=False)
     if inner.any():
         stripped = stripped.where(~inner, stripped.str.replace(r"\s+", " ", regex=True))
-    ledger.fix("trim_whitespace", (stripped != values).sum())
+    ledger.fix("trim_whitespace", stripped != values)
     return stripped
 
 
@@ -218,7 +297,7 @@ def missing_mask(values: pd.Series) -> pd.Series:
 def parse_ids(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series:
     """Participant ids are case-insensitive: upper-case them."""
     upper = values.str.upper()
-    ledger.fix("normalise_id_case", (upper != values).sum())
+    ledger.fix("normalise_id_case", upper != values)
     return upper
 
 
@@ -235,7 +314,7 @@ def _month_day_twin(fmt: str) -> str | None:
 def _without_time_of_day(values: pd.Series, ledger: _Ledger) -> pd.Series:
     """A date written with a time of day (`2025-01-06 08:30`, `...T08:30:00`) is that date."""
     timed = values.str.contains(TIME_OF_DAY, regex=True).fillna(False)
-    ledger.fix("date_time_of_day_dropped", timed.sum())
+    ledger.fix("date_time_of_day_dropped", timed)
     return values.where(~timed, values.str.replace(TIME_OF_DAY, "", regex=True))
 
 
@@ -287,7 +366,7 @@ def parse_dates(
             differ = as_written.notna() & swapped.notna() & (as_written != swapped)
             if only_swapped.any() and not only_written.any():
                 reading = swapped
-                ledger.fix("date_order_month_first", int(swapped.notna().sum()))
+                ledger.fix("date_order_month_first", swapped.notna())
             elif only_written.any() and not only_swapped.any():
                 reading = as_written
             else:
@@ -296,7 +375,7 @@ def parse_dates(
         hit = reading.notna()
         parsed.loc[reading.index[hit]] = reading[hit]
         if position > 0:
-            ledger.fix("date_format", hit.sum())
+            ledger.fix("date_format", hit)
         pending.loc[reading.index[hit]] = False
         pending &= ~ambiguous
     try:
@@ -419,18 +498,12 @@ def read_number_texts(numbers: pd.Series, unproven_mark: str | None = ".") -> Nu
 def _read_numbers_with_units(
     values: pd.Series, spec: ColumnSpec, ledger: _Ledger, unproven_mark: str | None
 ):
-    """(numbers, unit text, ambiguous) for cells not all plain numbers, over distinct texts."""
-    codes, uniques = pd.factorize(values)
-    distinct = pd.Series(uniques, dtype=TEXT_DTYPE)
-    parts = distinct.str.extract(NUMBER_AND_UNIT)
+    """(numbers, unit text, ambiguous) for cells that are not all plain numbers."""
+    parts = values.astype(TEXT_DTYPE).str.extract(NUMBER_AND_UNIT)
     reading = read_number_texts(parts["number"].fillna("").astype(TEXT_DTYPE), unproven_mark)
-
-    def per_row(series: pd.Series) -> pd.Series:
-        return pd.Series(series.to_numpy()[codes], index=values.index)
-
-    ledger.fix("decimal_comma", per_row(reading.decimal_comma).sum())
-    ledger.fix("thousands_separator", per_row(reading.thousands_separator).sum())
-    ambiguous = per_row(reading.ambiguous)
+    ledger.fix("decimal_comma", reading.decimal_comma)
+    ledger.fix("thousands_separator", reading.thousands_separator)
+    ambiguous = reading.ambiguous.astype(bool)
     ledger.reject(
         spec,
         ambiguous,
@@ -438,8 +511,8 @@ def _read_numbers_with_units(
         values,
         "the column uses both decimal commas and decimal points; this value reads either way",
     )
-    numbers = per_row(reading.numbers.astype(float))
-    return numbers, per_row(parts["unit"].fillna("").str.lower().astype(object)), ambiguous
+    units = parts["unit"].fillna("").str.lower().astype(object)
+    return reading.numbers.astype(float), units, ambiguous
 
 
 def parse_numbers(
@@ -477,13 +550,13 @@ def parse_numbers(
     units = UNIT_SUFFIXES.get(spec.name, {})
     factor = unit_text.map({"": 1.0, **units})
     numbers = numbers * factor.to_numpy(dtype=float)
-    for unit, count in unit_text[numbers.notna()].value_counts().items():
-        if unit and units[unit] != 1.0:
-            ledger.fix(f"unit_{unit}_to_canonical", count)
+    for unit, unit_factor in units.items():
+        if unit_factor != 1.0:
+            ledger.fix(f"unit_{unit}_to_canonical", (unit_text == unit) & numbers.notna())
     if spec.name in MINUTES_PRONE_COLUMNS:
         minutes = (unit_text == "") & (numbers >= params["sitting_minutes_threshold"])
         numbers = numbers.where(~minutes, numbers / 60)
-        ledger.fix("sitting_minutes_to_hours", minutes.sum())
+        ledger.fix("sitting_minutes_to_hours", minutes)
     not_number = numbers.isna() & (values != "") & ~sentinel & ~ambiguous
     ledger.reject(spec, not_number, "not_a_number", values, "not a number in a known unit")
     out_of_range = pd.Series(False, index=values.index)
@@ -517,7 +590,7 @@ def parse_flags(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Seri
     flags = pd.Series(pd.NA, index=values.index, dtype="boolean")
     flags[lower.isin(TRUE_SPELLINGS)] = True
     flags[lower.isin(FALSE_SPELLINGS)] = False
-    ledger.fix("flag_spelling", (flags.notna() & ~values.isin(CANONICAL_FLAG_SPELLINGS)).sum())
+    ledger.fix("flag_spelling", flags.notna() & ~values.isin(CANONICAL_FLAG_SPELLINGS))
     ledger.reject(spec, flags.isna() & (values != ""), "unknown_flag", values, "not a yes/no value")
     return flags
 
@@ -531,7 +604,7 @@ def parse_categories(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd
     """Canonical lower-case levels; case, spacing and a few synonyms are fixed."""
     labels = normalise_label(values).replace(CATEGORY_SYNONYMS)
     changed = (labels != values) & (values != "")
-    ledger.fix("normalise_category", changed.sum())
+    ledger.fix("normalise_category", changed)
     valid = labels.isin(spec.levels)
     ledger.reject(
         spec, ~valid & (values != ""), "unknown_category", values, f"not one of {list(spec.levels)}"
@@ -570,7 +643,7 @@ def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params
     """Exercise names matched to the catalogue (variants, plurals, one-letter typos)."""
     mapping = match_exercise_names(values[values != ""], params["exercise_name_min_similarity"])
     matched = map_values(values, mapping)
-    ledger.fix("exercise_name", (matched.notna() & (matched != values)).sum())
+    ledger.fix("exercise_name", matched.notna() & (matched != values))
     ledger.reject(
         spec,
         matched.isna() & (values != ""),
@@ -586,6 +659,25 @@ def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params
 
 def _parse_column(
     raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict, unproven_mark: str | None
+) -> pd.Series:
+    """One raw column typed: each distinct text parsed once, the results spread over the rows.
+
+    Columns of millions of cells hold a few to some thousands of distinct texts, and every rule
+    judges a cell by its text alone (column-wide evidence, such as the decimal mark or the
+    day/month order, is a question of which texts occur, not how often).
+    """
+    codes, distinct = pd.factorize(raw, use_na_sentinel=False)
+    distinct_ledger = _DistinctLedger(ledger, codes, len(distinct))
+    parsed = _parse_texts(pd.Series(distinct), spec, distinct_ledger, params, unproven_mark)
+    return parsed.take(codes).set_axis(raw.index)
+
+
+def _parse_texts(
+    raw: pd.Series,
+    spec: ColumnSpec,
+    ledger: _Ledger | _DistinctLedger,
+    params: dict,
+    unproven_mark: str | None,
 ) -> pd.Series:
     values = trim_whitespace(raw.astype(TEXT_DTYPE).fillna(""), ledger)
     missing = missing_mask(values) if spec.kind != "category" else values == ""
