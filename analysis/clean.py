@@ -657,19 +657,37 @@ def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params
 # --- whole-table cleaning ---------------------------------------------------------------------
 
 
+@dataclass
+class _TypedColumn:
+    """A parsed column: its distinct typed values and, per row, which of them the row holds."""
+
+    distinct: pd.Series
+    codes: np.ndarray
+
+    def rows(self, index: pd.Index) -> pd.Series:
+        return self.distinct.take(self.codes).set_axis(index)
+
+    def value_codes(self) -> np.ndarray:
+        """Per row, an integer equal between two rows exactly when their typed values are."""
+        return pd.factorize(self.distinct, use_na_sentinel=False)[0][self.codes]
+
+    def ledger(self, ledger: _Ledger) -> _DistinctLedger:
+        return _DistinctLedger(ledger, self.codes, len(self.distinct))
+
+
 def _parse_column(
     raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict, unproven_mark: str | None
-) -> pd.Series:
-    """One raw column typed: each distinct text parsed once, the results spread over the rows.
+) -> _TypedColumn:
+    """One raw column typed: each distinct text is parsed once, its rows share the result.
 
     Columns of millions of cells hold a few to some thousands of distinct texts, and every rule
     judges a cell by its text alone (column-wide evidence, such as the decimal mark or the
     day/month order, is a question of which texts occur, not how often).
     """
     codes, distinct = pd.factorize(raw, use_na_sentinel=False)
-    distinct_ledger = _DistinctLedger(ledger, codes, len(distinct))
-    parsed = _parse_texts(pd.Series(distinct), spec, distinct_ledger, params, unproven_mark)
-    return parsed.take(codes).set_axis(raw.index)
+    column = _TypedColumn(pd.Series(distinct), codes)
+    parsed = _parse_texts(column.distinct, spec, column.ledger(ledger), params, unproven_mark)
+    return _TypedColumn(parsed, codes)
 
 
 def _parse_texts(
@@ -711,7 +729,12 @@ def _parse_texts(
 
 
 def _reject_implausible_dates(
-    typed: pd.DataFrame, ledger: _Ledger, enrolment: pd.Series | None, params: dict, as_of: date
+    typed: pd.DataFrame,
+    ledger: _Ledger,
+    ids: _TypedColumn | None,
+    enrolment: pd.Series | None,
+    params: dict,
+    as_of: date,
 ) -> None:
     """Dates after `as_of` are in the future; visit/diary dates before enrolment are misfiled."""
     date_column = Participants.enrolled_on if enrolment is None else Diary.date
@@ -724,10 +747,10 @@ def _reject_implausible_dates(
         f"date after the export date {as_of}",
     )
     if enrolment is not None:
-        enrolled = map_values(typed[Diary.participant_id], enrolment)
-        allowed = pd.Timedelta(days=params["days_before_enrolment_allowed"])
+        enrolled = ids.distinct.map(enrolment).to_numpy(dtype="datetime64[ns]")[ids.codes]
+        allowed = np.timedelta64(params["days_before_enrolment_allowed"], "D")
         ledger.reject_rows(
-            dates < enrolled - allowed,
+            dates.to_numpy() < enrolled - allowed,
             "date_before_enrolment",
             date_column,
             dates,
@@ -736,24 +759,24 @@ def _reject_implausible_dates(
 
 
 def _reject_unknown_participants(
-    typed: pd.DataFrame, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
+    ids: _TypedColumn, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
 ) -> None:
-    ids = typed[Diary.participant_id]
-    known = map_values(ids, lambda pid: pid in kept_ids).eq(True)
-    in_export = map_values(ids, lambda pid: pid in raw_ids).eq(True)
-    quarantined_participant = ~known & in_export
-    ledger.reject_rows(
-        quarantined_participant,
+    """Rows of a participant not kept: quarantined with them, or unknown to the export."""
+    known = ids.distinct.isin(kept_ids).to_numpy(dtype=bool, na_value=False)
+    in_export = ids.distinct.isin(raw_ids).to_numpy(dtype=bool, na_value=False)
+    by_id = ids.ledger(ledger)
+    by_id.reject_rows(
+        ~known & in_export,
         "participant_quarantined",
         Diary.participant_id,
-        ids,
+        ids.distinct,
         "the participant's own row is in quarantine",
     )
-    ledger.reject_rows(
-        ~known & ids.notna(),
+    by_id.reject_rows(
+        ~known & ids.distinct.notna().to_numpy(),
         "unknown_participant",
         Diary.participant_id,
-        ids,
+        ids.distinct,
         "participant id not in the participants table",
     )
 
@@ -771,17 +794,33 @@ def _withdrawal_before_enrolment(typed: pd.DataFrame, ledger: _Ledger) -> pd.Dat
     return typed
 
 
-def _merge_duplicates(typed: pd.DataFrame, table: str, ledger: _Ledger) -> tuple[pd.DataFrame, int]:
+def _record_codes(columns: list[np.ndarray]) -> np.ndarray:
+    """One integer per row, equal between two rows exactly when each column's code is.
+
+    Re-coded after each column, so the product of code ranges never overflows.
+    """
+    combined = columns[0]
+    for codes in columns[1:]:
+        combined = pd.factorize(combined * (int(codes.max(initial=0)) + 1) + codes)[0]
+    return combined
+
+
+def _merge_duplicates(
+    typed: pd.DataFrame, key_codes: list[np.ndarray], table: str, ledger: _Ledger
+) -> tuple[pd.DataFrame, int]:
     """Exact repeats merge into one row; rows sharing a key but not values are quarantined.
 
-    Only rows whose key repeats can be either, so whole rows are compared among those alone.
+    Keys are compared through `key_codes` (per key column, an integer per row, equal exactly
+    when the typed values are). Only rows whose key repeats can be either, so whole rows are
+    compared among those alone.
     """
-    alive = typed[~ledger.rejected]
     key = list(RECORD_KEYS[table])
-    shared_key = alive[alive.duplicated(subset=key, keep=False)]
-    repeats = shared_key.index[shared_key.duplicated(keep="first")]
-    alive = alive.drop(repeats)
-    shared_key = shared_key.drop(repeats)
+    alive = np.flatnonzero(~ledger.rejected)
+    record = _record_codes([codes[alive] for codes in key_codes])
+    shared = alive[pd.Series(record).duplicated(keep=False).to_numpy()]
+    shared_key = typed.iloc[shared]
+    repeat = shared_key.duplicated(keep="first").to_numpy()
+    shared_key = shared_key[~repeat]
     conflicting = shared_key.index[shared_key.duplicated(subset=key, keep=False)]
     if len(conflicting):
         mask = pd.Series(typed.index.isin(conflicting), index=typed.index)
@@ -792,8 +831,9 @@ def _merge_duplicates(typed: pd.DataFrame, table: str, ledger: _Ledger) -> tuple
             typed.loc[conflicting, key].astype(str).agg(" / ".join, axis=1),
             "another row has the same key with different values",
         )
-        alive = alive.drop(conflicting)
-    return alive, len(repeats)
+    kept = ~ledger.rejected
+    kept[shared[repeat]] = False
+    return typed[kept], int(repeat.sum())
 
 
 def clean_table(
@@ -814,25 +854,33 @@ def clean_table(
     """
     model = CANONICAL_TABLES[table]
     ledger = _Ledger(table, source_file, raw)
-    typed = pd.DataFrame(index=raw.index)
+    unproven_mark = raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
+    typed_columns: dict[str, pd.Series] = {}
+    # Key columns are never changed after parsing, so their codes stay those of the values.
+    key_codes: list[np.ndarray] = []
     for spec in column_specs(model):
         column = raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index)
-        typed[spec.name] = _parse_column(
-            column, spec, ledger, params, raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
-        )
+        parsed = _parse_column(column, spec, ledger, params, unproven_mark)
+        typed_columns[spec.name] = parsed.rows(raw.index)
+        if spec.name in RECORD_KEYS[table]:
+            key_codes.append(parsed.value_codes())
+        if spec.name == Participants.participant_id:
+            ids = parsed
+    typed = pd.DataFrame(typed_columns, index=raw.index)
+    del typed_columns
     if table == "participants":
-        _reject_implausible_dates(typed, ledger, None, params, as_of)
+        _reject_implausible_dates(typed, ledger, None, None, params, as_of)
         typed = _withdrawal_before_enrolment(typed, ledger)
     else:
         enrolment = participants.set_index(Participants.participant_id)[Participants.enrolled_on]
         _reject_unknown_participants(
-            typed,
+            ids,
             ledger,
             enrolment.index,
             raw_participant_ids if raw_participant_ids is not None else enrolment.index,
         )
-        _reject_implausible_dates(typed, ledger, enrolment, params, as_of)
-    kept, merged = _merge_duplicates(typed, table, ledger)
+        _reject_implausible_dates(typed, ledger, ids, enrolment, params, as_of)
+    kept, merged = _merge_duplicates(typed, key_codes, table, ledger)
     kept = model.validate(kept.reset_index(drop=True))
     quarantined = ledger.quarantine_frame()
     counts = {
