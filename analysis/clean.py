@@ -32,6 +32,7 @@ from analysis.schema import (
     Participants,
     Quarantine,
     Sessions,
+    check_typed_frame,
     column_names,
 )
 
@@ -642,7 +643,7 @@ def match_exercise_names(names: pd.Series, min_similarity: float) -> dict[str, s
 def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
     """Exercise names matched to the catalogue (variants, plurals, one-letter typos)."""
     mapping = match_exercise_names(values[values != ""], params["exercise_name_min_similarity"])
-    matched = map_values(values, mapping)
+    matched = map_values(values, mapping).astype(TEXT_DTYPE)
     ledger.fix("exercise_name", matched.notna() & (matched != values))
     ledger.reject(
         spec,
@@ -881,7 +882,7 @@ def clean_table(
         )
         _reject_implausible_dates(typed, ledger, ids, enrolment, params, as_of)
     kept, merged = _merge_duplicates(typed, key_codes, table, ledger)
-    kept = model.validate(kept.reset_index(drop=True))
+    kept = check_typed_frame(model, kept.reset_index(drop=True))
     quarantined = ledger.quarantine_frame()
     counts = {
         "input_rows": len(raw),
