@@ -686,7 +686,10 @@ def _parse_column(
     day/month order, is a question of which texts occur, not how often).
     """
     codes, distinct = pd.factorize(raw, use_na_sentinel=False)
-    column = _TypedColumn(pd.Series(distinct), codes)
+    distinct = pd.Series(distinct)
+    if isinstance(distinct.dtype, pd.CategoricalDtype):
+        distinct = distinct.astype(distinct.dtype.categories.dtype)
+    column = _TypedColumn(distinct, codes)
     parsed = _parse_texts(column.distinct, spec, column.ledger(ledger), params, unproven_mark)
     return _TypedColumn(parsed, codes)
 
@@ -882,7 +885,9 @@ def clean_table(
         )
         _reject_implausible_dates(typed, ledger, ids, enrolment, params, as_of)
     kept, merged = _merge_duplicates(typed, key_codes, table, ledger)
-    kept = check_typed_frame(model, kept.reset_index(drop=True))
+    del typed, key_codes
+    kept.index = pd.RangeIndex(len(kept))
+    kept = check_typed_frame(model, kept)
     quarantined = ledger.quarantine_frame()
     counts = {
         "input_rows": len(raw),
@@ -928,8 +933,8 @@ def clean_study(
     results["participants"] = participants
     raw_ids = pd.Index(
         raw_tables["participants"][Participants.participant_id]
+        .astype(TEXT_DTYPE)
         .fillna("")
-        .astype(str)
         .str.strip()
         .str.upper()
     )

@@ -287,16 +287,20 @@ def _records_frame(header: list[str], records: list[list[str]], rows: list[int])
     return frame
 
 
-def _arrow_csv(payload: bytes, encoding: str | None) -> pd.DataFrame | None:
+def _arrow_csv(payload: bytes, encoding: str | None) -> pyarrow.Table | None:
     """The fast reader (Arrow) for the usual file; None where only the exact reader can say.
 
     Arrow reads a quoted cell left open at the end of the file as if it closed there, so a
     file that may end inside a quote (odd quote count, a quote on the last line, a last cell
     running over lines without a closing quote) goes to the exact reader, as any Arrow error.
     """
-    tail = payload.rstrip(b"\r\n")
-    closed = tail.endswith(b'"')
-    if payload.count(b'"') % 2 or (b'"' in tail.rsplit(b"\n", 1)[-1] and not closed):
+    # Offsets rather than slices: the payload may be hundreds of megabytes.
+    end = len(payload)
+    while end and payload[end - 1] in b"\r\n":
+        end -= 1
+    closed = payload.endswith(b'"', 0, end)
+    last_line_quoted = payload.find(b'"', payload.rfind(b"\n", 0, end) + 1, end) >= 0
+    if payload.count(b'"') % 2 or (last_line_quoted and not closed):
         return None
     head = payload[:65536].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
     delimiter = _delimiter(head.split("\n", 1)[0])
@@ -323,7 +327,18 @@ def _arrow_csv(payload: bytes, encoding: str | None) -> pd.DataFrame | None:
         return None
     if not closed and "\n" in table.column(width - 1)[-1].as_py():
         return None  # the last cell ran to the end of the file: a quote opened, never closed
-    return table.to_pandas(types_mapper={pyarrow.string(): TEXT_DTYPE}.get)
+    return table
+
+
+def _text_frame(table: pyarrow.Table) -> pd.DataFrame:
+    """Arrow string columns as a text frame, sharing Arrow's memory (no copy)."""
+    return pd.DataFrame(
+        {
+            position: pd.Series(pd.arrays.ArrowStringArray(table.column(position)), copy=False)
+            for position in range(table.num_columns)
+        },
+        copy=False,
+    )
 
 
 def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
@@ -334,22 +349,30 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
     file; the csv module reads the rest and says where a broken file breaks.
     """
     payload = path.read_bytes()
-    if not payload.strip():
+    if not payload or payload.isspace():
         raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
     if encoding is None and payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"  # Excel's "Unicode text": the byte-order mark says so
     if encoding != "utf-16" and b"\x00" in payload[:65536]:
         raise DataError("this is not a text CSV (binary content)", file=str(path))
-    cells = None if encoding == "utf-16" else _arrow_csv(payload, encoding)
-    if cells is not None:
+    # Excel writes ";" where the decimal mark is a comma: "1.000" may be a thousand there.
+    head = payload[:4096].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
+    semicolon_separated = _delimiter(head.split("\n", 1)[0]) == ";"
+    table = None if encoding == "utf-16" else _arrow_csv(payload, encoding)
+    if table is not None:
+        del payload  # the file's bytes are no longer needed; a large export is freed early
+        cells = _text_frame(table)
+        del table
         header = _header_names(cells.iloc[0].tolist(), path)
         frame = cells.iloc[1:].set_axis(header, axis=1)
         frame[SOURCE_ROW] = frame.index + 1
         # Blank rows (blank lines, or only delimiters): first column empty, then all.
         maybe = frame.index[frame.iloc[:, 0].str.strip() == ""]
-        data = frame.loc[maybe].drop(columns=SOURCE_ROW)
-        blank = frame.index.isin(maybe[(data.apply(lambda c: c.str.strip()) == "").all(axis=1)])
-        frame = frame[~blank].reset_index(drop=True)
+        if len(maybe):
+            data = frame.loc[maybe].drop(columns=SOURCE_ROW)
+            all_blank = (data.apply(lambda c: c.str.strip()) == "").all(axis=1)
+            frame = frame[~frame.index.isin(maybe[all_blank])]
+        frame.index = pd.RangeIndex(len(frame))
     else:
         text = _decode(payload, path, encoding)
         if "\x00" in text[:65536]:
@@ -368,9 +391,7 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
             hint="give it a header, or delete it",
         )
     frame = frame.loc[:, [bool(name) for name in frame.columns]]
-    # Excel writes ";" where the decimal mark is a comma: "1.000" may be a thousand there.
-    head = payload[:4096].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
-    if _delimiter(head.split("\n", 1)[0]) == ";":
+    if semicolon_separated:
         frame.attrs[UNPROVEN_DECIMAL_MARK] = None
     return frame
 
@@ -551,16 +572,33 @@ class RawStudy:
         return {table: frame.attrs.get(IGNORED_COLUMNS, []) for table, frame in self.tables.items()}
 
 
+def coded_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The text columns as codes into each column's distinct texts (pandas categoricals).
+
+    A large export holds millions of cells but few distinct texts per column: a code takes one
+    to four bytes where the text took tens, and cleaning parses each distinct text once anyway.
+    The frame is changed in place (each text column is released as it is encoded).
+    """
+    for name in frame.columns:
+        if name != SOURCE_ROW:
+            frame[name] = frame[name].astype("category")
+    return frame
+
+
 def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
-    """All four raw tables as text frames, from plain files or a REDCap export."""
+    """All four raw tables as text (held as codes, see `coded_text`), from plain files or a
+    REDCap export."""
     mapping = read_yaml(mapping_path, "mapping") if mapping_path else None
     if mapping and "redcap" in mapping:
         study = read_redcap_study(raw_dir, mapping["redcap"])
+        study.tables = {table: coded_text(frame) for table, frame in study.tables.items()}
     else:
         tables, files = {}, {}
         for table, source in table_sources(raw_dir, mapping).items():
             frame = read_table_file(source.path, source.sheet, source.encoding)
-            tables[table] = canonical_raw_table(table, frame, source)
+            canonical = canonical_raw_table(table, frame, source)
+            del frame  # so that encoding releases each text column
+            tables[table] = coded_text(canonical)
             files[table] = source.path.name
         study = RawStudy(tables, files)
     study.stated_export_dates = stated_export_dates(raw_dir, mapping_path, mapping)

@@ -282,7 +282,7 @@ def check_typed_frame(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd
 
     The stage-boundary check for frames whose columns the caller has already typed (the
     cleaning parsers): column names and order, each column's dtype (only whole-number columns
-    read as floats are cast, as pandera's coercion would), missing values where the model
+    read as floats are cast, in place, as pandera's coercion would), missing values where the model
     allows none, uniqueness, and every check the model declares (ranges, levels, text length).
     A check it cannot test is an error, never skipped. Raises pandera's SchemaError naming the
     column, the check and a few failing values.
@@ -292,14 +292,11 @@ def check_typed_frame(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd
     if list(frame.columns) != list(schema.columns):
         problems.append(f"columns {list(frame.columns)} are not {list(schema.columns)}")
     else:
-        casts = {
-            name: column.dtype.type
-            for name, column in schema.columns.items()
-            if str(column.dtype).startswith("int") and frame[name].dtype.kind == "f"
-        }
-        if casts:
-            whole = all((frame[name] % 1 == 0).all() for name in casts)
-            frame = frame.astype(casts) if whole else frame
+        for name, column in schema.columns.items():
+            values = frame[name]
+            to_int = str(column.dtype).startswith("int") and values.dtype.kind == "f"
+            if to_int and (values % 1 == 0).all():
+                frame[name] = values.astype(column.dtype.type)  # in place: no frame copy
         for name, column in schema.columns.items():
             values = frame[name]
             if values.dtype != column.dtype.type:
