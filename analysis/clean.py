@@ -665,7 +665,17 @@ class _TypedColumn:
     distinct: pd.Series
     codes: np.ndarray
 
+    @classmethod
+    def of_rows(cls, rows: pd.Series) -> _TypedColumn:
+        """A column whose every row is its own entry (for values set row by row)."""
+        return cls(rows.reset_index(drop=True), np.arange(len(rows)))
+
+    def at(self, positions: np.ndarray) -> pd.Series:
+        """The typed values of the rows at `positions`, indexed 0, 1, ..."""
+        return self.distinct.take(self.codes[positions]).reset_index(drop=True)
+
     def rows(self, index: pd.Index) -> pd.Series:
+        """The typed value of every row, under the raw table's `index`."""
         return self.distinct.take(self.codes).set_axis(index)
 
     def value_codes(self) -> np.ndarray:
@@ -686,6 +696,7 @@ def _parse_column(
     day/month order, is a question of which texts occur, not how often).
     """
     codes, distinct = pd.factorize(raw, use_na_sentinel=False)
+    codes = codes.astype(np.int32)  # half the memory of the default; distinct texts < 2**31
     distinct = pd.Series(distinct)
     if isinstance(distinct.dtype, pd.CategoricalDtype):
         distinct = distinct.astype(distinct.dtype.categories.dtype)
@@ -733,31 +744,32 @@ def _parse_texts(
 
 
 def _reject_implausible_dates(
-    typed: pd.DataFrame,
+    columns: dict[str, _TypedColumn],
     ledger: _Ledger,
-    ids: _TypedColumn | None,
     enrolment: pd.Series | None,
     params: dict,
     as_of: date,
 ) -> None:
     """Dates after `as_of` are in the future; visit/diary dates before enrolment are misfiled."""
     date_column = Participants.enrolled_on if enrolment is None else Diary.date
-    dates = typed[date_column]
-    ledger.reject_rows(
-        dates > pd.Timestamp(as_of),
+    dates = columns[date_column]
+    dates.ledger(ledger).reject_rows(
+        dates.distinct > pd.Timestamp(as_of),
         "future_date",
         date_column,
-        dates,
+        dates.distinct,
         f"date after the export date {as_of}",
     )
     if enrolment is not None:
+        ids = columns[Diary.participant_id]
         enrolled = ids.distinct.map(enrolment).to_numpy(dtype="datetime64[ns]")[ids.codes]
         allowed = np.timedelta64(params["days_before_enrolment_allowed"], "D")
+        date_rows = dates.distinct.to_numpy(dtype="datetime64[ns]")[dates.codes]
         ledger.reject_rows(
-            dates.to_numpy() < enrolled - allowed,
+            date_rows < enrolled - allowed,
             "date_before_enrolment",
             date_column,
-            dates,
+            dates.rows(ledger.row_labels),
             "date before the participant enrolled",
         )
 
@@ -785,17 +797,17 @@ def _reject_unknown_participants(
     )
 
 
-def _withdrawal_before_enrolment(typed: pd.DataFrame, ledger: _Ledger) -> pd.DataFrame:
-    early = typed[Participants.withdrawn_on] < typed[Participants.enrolled_on]
+def _withdrawal_before_enrolment(columns: dict[str, _TypedColumn], ledger: _Ledger) -> None:
+    withdrawn = columns[Participants.withdrawn_on].rows(ledger.row_labels)
+    early = withdrawn < columns[Participants.enrolled_on].rows(ledger.row_labels)
     ledger.reject_values(
         early,
         "withdrawal_before_enrolment",
         Participants.withdrawn_on,
-        typed[Participants.withdrawn_on],
+        withdrawn,
         "withdrawal date before enrolment",
     )
-    typed.loc[early, Participants.withdrawn_on] = pd.NaT
-    return typed
+    columns[Participants.withdrawn_on] = _TypedColumn.of_rows(withdrawn.where(~early))
 
 
 def _record_codes(columns: list[np.ndarray]) -> np.ndarray:
@@ -810,34 +822,35 @@ def _record_codes(columns: list[np.ndarray]) -> np.ndarray:
 
 
 def _merge_duplicates(
-    typed: pd.DataFrame, key_codes: list[np.ndarray], table: str, ledger: _Ledger
-) -> tuple[pd.DataFrame, int]:
+    columns: dict[str, _TypedColumn], table: str, ledger: _Ledger
+) -> tuple[np.ndarray, int]:
     """Exact repeats merge into one row; rows sharing a key but not values are quarantined.
 
-    Keys are compared through `key_codes` (per key column, an integer per row, equal exactly
-    when the typed values are). Only rows whose key repeats can be either, so whole rows are
+    Returns the positions of the rows kept and the number merged. Keys are compared as integer
+    codes of their typed values; only rows whose key repeats can be either, so whole rows are
     compared among those alone.
     """
     key = list(RECORD_KEYS[table])
     alive = np.flatnonzero(~ledger.rejected)
-    record = _record_codes([codes[alive] for codes in key_codes])
+    record = _record_codes([columns[name].value_codes()[alive] for name in key])
     shared = alive[pd.Series(record).duplicated(keep=False).to_numpy()]
-    shared_key = typed.iloc[shared]
+    shared_key = pd.DataFrame(
+        {name: column.at(shared) for name, column in columns.items()}
+    ).set_axis(ledger.row_labels[shared])
     repeat = shared_key.duplicated(keep="first").to_numpy()
     shared_key = shared_key[~repeat]
     conflicting = shared_key.index[shared_key.duplicated(subset=key, keep=False)]
     if len(conflicting):
-        mask = pd.Series(typed.index.isin(conflicting), index=typed.index)
         ledger.reject_rows(
-            mask,
+            ledger.row_labels.isin(conflicting),
             "conflicting_duplicate",
             ", ".join(key),
-            typed.loc[conflicting, key].astype(str).agg(" / ".join, axis=1),
+            shared_key.loc[conflicting, key].astype(str).agg(" / ".join, axis=1),
             "another row has the same key with different values",
         )
     kept = ~ledger.rejected
     kept[shared[repeat]] = False
-    return typed[kept], int(repeat.sum())
+    return np.flatnonzero(kept), int(repeat.sum())
 
 
 def clean_table(
@@ -859,34 +872,32 @@ def clean_table(
     model = CANONICAL_TABLES[table]
     ledger = _Ledger(table, source_file, raw)
     unproven_mark = raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
-    typed_columns: dict[str, pd.Series] = {}
-    # Key columns are never changed after parsing, so their codes stay those of the values.
-    key_codes: list[np.ndarray] = []
-    for spec in column_specs(model):
-        column = raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index)
-        parsed = _parse_column(column, spec, ledger, params, unproven_mark)
-        typed_columns[spec.name] = parsed.rows(raw.index)
-        if spec.name in RECORD_KEYS[table]:
-            key_codes.append(parsed.value_codes())
-        if spec.name == Participants.participant_id:
-            ids = parsed
-    typed = pd.DataFrame(typed_columns, index=raw.index)
-    del typed_columns
+    # Held as distinct values and codes until the kept rows are known: no frame of every row.
+    columns = {
+        spec.name: _parse_column(
+            raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index),
+            spec,
+            ledger,
+            params,
+            unproven_mark,
+        )
+        for spec in column_specs(model)
+    }
     if table == "participants":
-        _reject_implausible_dates(typed, ledger, None, None, params, as_of)
-        typed = _withdrawal_before_enrolment(typed, ledger)
+        _reject_implausible_dates(columns, ledger, None, params, as_of)
+        _withdrawal_before_enrolment(columns, ledger)
     else:
         enrolment = participants.set_index(Participants.participant_id)[Participants.enrolled_on]
         _reject_unknown_participants(
-            ids,
+            columns[Participants.participant_id],
             ledger,
             enrolment.index,
             raw_participant_ids if raw_participant_ids is not None else enrolment.index,
         )
-        _reject_implausible_dates(typed, ledger, ids, enrolment, params, as_of)
-    kept, merged = _merge_duplicates(typed, key_codes, table, ledger)
-    del typed, key_codes
-    kept.index = pd.RangeIndex(len(kept))
+        _reject_implausible_dates(columns, ledger, enrolment, params, as_of)
+    kept_rows, merged = _merge_duplicates(columns, table, ledger)
+    kept = pd.DataFrame({name: column.at(kept_rows) for name, column in columns.items()})
+    del columns
     kept = check_typed_frame(model, kept)
     quarantined = ledger.quarantine_frame()
     counts = {

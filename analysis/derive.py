@@ -273,15 +273,17 @@ def derive_recovery(
     enrolled = people.set_index(Participants.participant_id)[Participants.enrolled_on]
 
     def in_window(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.assign(
-            **{
-                PID_CODE: frame[Diary.participant_id].map(code_of),
-                DAY: _days_since_enrolment(frame, enrolled),
-            }
-        )
-        frame = frame[frame[PID_CODE].notna() & frame[DAY].between(0, follow_up)]
-        return frame.astype({PID_CODE: np.int64, DAY: np.int64})
+        """The rows within follow-up, with participant code and day; one copy of the frame."""
+        codes = frame[Diary.participant_id].map(code_of)
+        days = _days_since_enrolment(frame, enrolled)
+        inside = (codes.notna() & days.between(0, follow_up)).to_numpy()
+        kept = frame[inside]
+        kept[PID_CODE] = codes.to_numpy()[inside].astype(np.int64)
+        kept[DAY] = days.to_numpy()[inside].astype(np.int64)
+        return kept
 
+    # Of the sessions log only the days with an exercise are used: the rest is not copied.
+    sessions = sessions[[Diary.participant_id, Diary.date]]
     diary, sessions, visits = in_window(diary), in_window(sessions), in_window(assessments)
     withdrawn_day = (people[Participants.withdrawn_on] - people[Participants.enrolled_on]).dt.days
     # Visits after a withdrawal do not count: the participant had left the study.
