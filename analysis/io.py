@@ -287,8 +287,10 @@ def _records_frame(header: list[str], records: list[list[str]], rows: list[int])
     return frame
 
 
-def _arrow_csv(payload: bytes, encoding: str | None) -> pyarrow.Table | None:
+def _arrow_csv(payload: bytes, encoding: str | None, coded: bool) -> pyarrow.Table | None:
     """The fast reader (Arrow) for the usual file; None where only the exact reader can say.
+
+    `coded`: each column as codes into its distinct texts (Arrow dictionaries), read so.
 
     Arrow reads a quoted cell left open at the end of the file as if it closed there, so a
     file that may end inside a quote (odd quote count, a quote on the last line, a last cell
@@ -305,6 +307,7 @@ def _arrow_csv(payload: bytes, encoding: str | None) -> pyarrow.Table | None:
     head = payload[:65536].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
     delimiter = _delimiter(head.split("\n", 1)[0])
     width = len(next(csv.reader([head.split("\n", 1)[0]], delimiter=delimiter)))
+    cell_type = pyarrow.dictionary(pyarrow.int32(), pyarrow.string()) if coded else pyarrow.string()
     try:
         table = pyarrow.csv.read_csv(
             pyarrow.py_buffer(payload),
@@ -316,7 +319,7 @@ def _arrow_csv(payload: bytes, encoding: str | None) -> pyarrow.Table | None:
                 delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=False
             ),
             convert_options=pyarrow.csv.ConvertOptions(
-                column_types={f"f{i}": pyarrow.string() for i in range(width)},
+                column_types={f"f{i}": cell_type for i in range(width)},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -330,23 +333,27 @@ def _arrow_csv(payload: bytes, encoding: str | None) -> pyarrow.Table | None:
     return table
 
 
-def _text_frame(table: pyarrow.Table) -> pd.DataFrame:
-    """Arrow string columns as a text frame, sharing Arrow's memory (no copy)."""
-    return pd.DataFrame(
-        {
-            position: pd.Series(pd.arrays.ArrowStringArray(table.column(position)), copy=False)
-            for position in range(table.num_columns)
-        },
-        copy=False,
-    )
+def _cells_frame(table: pyarrow.Table) -> pd.DataFrame:
+    """Arrow text columns as a frame: strings share Arrow's memory, dictionaries become
+    categoricals."""
+
+    def column(position: int) -> pd.Series:
+        cells = table.column(position)
+        if pyarrow.types.is_dictionary(cells.type):
+            return cells.to_pandas()
+        return pd.Series(pd.arrays.ArrowStringArray(cells), copy=False)
+
+    return pd.DataFrame({position: column(position) for position in range(table.num_columns)})
 
 
-def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
+def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) -> pd.DataFrame:
     """A CSV as text cells plus `source_row`; malformed files raise DataError naming the row.
 
     Quoted cells may span lines and be of any size; nothing is type-guessed (ids such as 00017
     stay text); `source_row` is the spreadsheet's row (blank lines count). Arrow reads the usual
-    file; the csv module reads the rest and says where a broken file breaks.
+    file; the csv module reads the rest and says where a broken file breaks. `coded`: Arrow
+    reads the columns as codes into their distinct texts (see `coded_text`), so a large file's
+    text is never held whole.
     """
     payload = path.read_bytes()
     if not payload or payload.isspace():
@@ -358,10 +365,10 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
     # Excel writes ";" where the decimal mark is a comma: "1.000" may be a thousand there.
     head = payload[:4096].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
     semicolon_separated = _delimiter(head.split("\n", 1)[0]) == ";"
-    table = None if encoding == "utf-16" else _arrow_csv(payload, encoding)
+    table = None if encoding == "utf-16" else _arrow_csv(payload, encoding, coded)
     if table is not None:
         del payload  # the file's bytes are no longer needed; a large export is freed early
-        cells = _text_frame(table)
+        cells = _cells_frame(table)
         del table
         header = _header_names(cells.iloc[0].tolist(), path)
         frame = cells.iloc[1:].set_axis(header, axis=1)
@@ -439,15 +446,16 @@ def _sheet_as_text(path: Path, sheet: str | int | None) -> pd.DataFrame:
 
 
 def read_table_file(
-    path: Path, sheet: str | int | None = None, encoding: str | None = None
+    path: Path, sheet: str | int | None = None, encoding: str | None = None, coded: bool = False
 ) -> pd.DataFrame:
-    """Read a CSV, XLSX or parquet file as text cells with `source_row`."""
+    """Read a CSV, XLSX or parquet file as text cells with `source_row` (`coded`: a CSV's
+    columns may come as categoricals, see `read_csv_text`)."""
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return read_csv_text(path, encoding)
+            return read_csv_text(path, encoding, coded)
         if suffix in (".xlsx", ".xlsm"):
             return _sheet_as_text(path, sheet)
         if suffix == ".parquet":
@@ -552,7 +560,8 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
             )
         values = renamed[column].astype(TEXT_DTYPE).fillna("")
         bare = (values.str.strip() != "") & ~values.str.contains("[a-zA-Z]", regex=True)
-        renamed.loc[bare, column] = values[bare] + " " + suffix
+        # The whole column replaced: a coded (categorical) column takes no new texts in place.
+        renamed[column] = renamed[column].astype(TEXT_DTYPE).where(~bare, values + " " + suffix)
     return renamed
 
 
@@ -595,7 +604,7 @@ def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
     else:
         tables, files = {}, {}
         for table, source in table_sources(raw_dir, mapping).items():
-            frame = read_table_file(source.path, source.sheet, source.encoding)
+            frame = read_table_file(source.path, source.sheet, source.encoding, coded=True)
             canonical = canonical_raw_table(table, frame, source)
             del frame  # so that encoding releases each text column
             tables[table] = coded_text(canonical)

@@ -116,6 +116,11 @@ def test_cleaning_coded_raw_tables_equals_cleaning_text(params):
         for table, frame in simulated.tables.items()
     }
     coded = {table: coded_text(frame.copy()) for table, frame in text.items()}
+    for frame in coded.values():
+        for column in frame.columns.drop(SOURCE_ROW):
+            # A category no row holds (Arrow's dictionaries keep the header's text) is no
+            # evidence: were it read, "7,5" would prove decimal commas, 01/13 month-first dates.
+            frame[column] = frame[column].cat.add_categories(["7,5", "01/13/2025"])
     assert all(
         isinstance(frame[column].dtype, pd.CategoricalDtype)
         for frame in coded.values()
