@@ -671,16 +671,17 @@ class _TypedColumn:
         return cls(rows.reset_index(drop=True), np.arange(len(rows)))
 
     def at(self, positions: np.ndarray) -> pd.Series:
-        """The typed values of the rows at `positions`, indexed 0, 1, ..."""
-        return self.distinct.take(self.codes[positions]).reset_index(drop=True)
+        """The typed values of the rows at `positions`, indexed 0, 1, ... (taken once)."""
+        return pd.Series(self.distinct.array.take(self.codes[positions]), copy=False)
 
     def rows(self, index: pd.Index) -> pd.Series:
         """The typed value of every row, under the raw table's `index`."""
         return self.distinct.take(self.codes).set_axis(index)
 
-    def value_codes(self) -> np.ndarray:
-        """Per row, an integer equal between two rows exactly when their typed values are."""
-        return pd.factorize(self.distinct, use_na_sentinel=False)[0][self.codes]
+    def value_codes(self, positions: np.ndarray) -> np.ndarray:
+        """For the rows at `positions`, an integer equal exactly when their typed values are."""
+        by_value = pd.factorize(self.distinct, use_na_sentinel=False)[0].astype(np.int32)
+        return by_value[self.codes[positions]]
 
     def ledger(self, ledger: _Ledger) -> _DistinctLedger:
         return _DistinctLedger(ledger, self.codes, len(self.distinct))
@@ -817,7 +818,8 @@ def _record_codes(columns: list[np.ndarray]) -> np.ndarray:
     """
     combined = columns[0]
     for codes in columns[1:]:
-        combined = pd.factorize(combined * (int(codes.max(initial=0)) + 1) + codes)[0]
+        spread = combined.astype(np.int64) * (int(codes.max(initial=0)) + 1)
+        combined = pd.factorize(spread + codes)[0]
     return combined
 
 
@@ -832,7 +834,7 @@ def _merge_duplicates(
     """
     key = list(RECORD_KEYS[table])
     alive = np.flatnonzero(~ledger.rejected)
-    record = _record_codes([columns[name].value_codes()[alive] for name in key])
+    record = _record_codes([columns[name].value_codes(alive) for name in key])
     shared = alive[pd.Series(record).duplicated(keep=False).to_numpy()]
     shared_key = pd.DataFrame(
         {name: column.at(shared) for name, column in columns.items()}
@@ -896,8 +898,10 @@ def clean_table(
         )
         _reject_implausible_dates(columns, ledger, enrolment, params, as_of)
     kept_rows, merged = _merge_duplicates(columns, table, ledger)
-    kept = pd.DataFrame({name: column.at(kept_rows) for name, column in columns.items()})
-    del columns
+    # Column by column, each released once taken: no frame-wide copy into consolidated blocks.
+    kept = pd.DataFrame(index=pd.RangeIndex(len(kept_rows)))
+    for name in list(columns):
+        kept[name] = columns.pop(name).at(kept_rows)
     kept = check_typed_frame(model, kept)
     quarantined = ledger.quarantine_frame()
     counts = {
