@@ -741,7 +741,10 @@ def read_stage_frames(folder: Path, names: tuple[str, ...], stage: str) -> dict[
         path = Path(folder) / f"{name}.parquet"
         if not path.is_file():
             raise DataError(f"not found: run `ga-rehab {stage}` first", file=str(path))
-        frames[name] = pd.read_parquet(path)
+        # Text columns back in Arrow memory, as the schema declares them (Text): the default,
+        # one Python string per cell, takes twice the memory of the whole clean table.
+        with pd.option_context("mode.string_storage", "pyarrow"):
+            frames[name] = pd.read_parquet(path)
     return frames
 
 
