@@ -229,9 +229,9 @@ def clean(
 
 
 def run_derive(clean_dir: Path, out: Path, params: dict):
-    from analysis.derive import derive_recovery
+    from analysis.derive import INPUT_COLUMNS, derive_recovery
 
-    tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean")
+    tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean", INPUT_COLUMNS)
     frames = derive_recovery(
         tables["participants"], tables["diary"], tables["sessions"], tables["assessments"], params
     )

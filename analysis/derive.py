@@ -28,11 +28,15 @@ from analysis.schema import (
     Milestone,
     Participants,
     Recovery,
+    Sessions,
     WeeklyIntervals,
     WeeklyTrajectories,
     column_names,
 )
 
+# The clean tables' columns derive reads, where it needs fewer than all (the sessions log
+# only says on which days a participant exercised).
+INPUT_COLUMNS = {"sessions": [Sessions.participant_id, Sessions.date]}
 DAY = "day"
 WEEK = "week"
 PID_CODE = "participant_code"
@@ -282,8 +286,7 @@ def derive_recovery(
         kept[DAY] = days.to_numpy()[inside].astype(np.int64)
         return kept
 
-    # Of the sessions log only the days with an exercise are used: the rest is not copied.
-    sessions = sessions[[Diary.participant_id, Diary.date]]
+    sessions = sessions[INPUT_COLUMNS["sessions"]]
     diary, sessions, visits = in_window(diary), in_window(sessions), in_window(assessments)
     withdrawn_day = (people[Participants.withdrawn_on] - people[Participants.enrolled_on]).dt.days
     # Visits after a withdrawal do not count: the participant had left the study.

@@ -734,8 +734,14 @@ CLEAN_TABLES = TABLE_ORDER
 DERIVED_FRAMES = ("recovery", "weekly_intervals", "weekly_trajectories")
 
 
-def read_stage_frames(folder: Path, names: tuple[str, ...], stage: str) -> dict[str, pd.DataFrame]:
-    """The parquet frames an earlier stage wrote, or a one-line error saying which to run."""
+def read_stage_frames(
+    folder: Path, names: tuple[str, ...], stage: str, columns: dict | None = None
+) -> dict[str, pd.DataFrame]:
+    """The parquet frames an earlier stage wrote, or a one-line error saying which to run.
+
+    `columns`: per frame name, the only columns to read (a frame not named is read whole).
+    """
+    columns = columns or {}
     frames = {}
     for name in names:
         path = Path(folder) / f"{name}.parquet"
@@ -744,7 +750,7 @@ def read_stage_frames(folder: Path, names: tuple[str, ...], stage: str) -> dict[
         # Text columns back in Arrow memory, as the schema declares them (Text): the default,
         # one Python string per cell, takes twice the memory of the whole clean table.
         with pd.option_context("mode.string_storage", "pyarrow"):
-            frames[name] = pd.read_parquet(path)
+            frames[name] = pd.read_parquet(path, columns=columns.get(name))
     return frames
 
 
