@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -931,13 +931,27 @@ def clean_study(
     params: dict,
     as_of: date,
     reader_quarantine: pd.DataFrame | None = None,
+    hand_over: Callable[[str, pd.DataFrame], None] | None = None,
 ) -> StudyCleanResult:
     """Clean participants first (ids and enrolment dates), then the tables that refer to them.
 
     `reader_quarantine` holds what a reader already rejected (e.g. REDCap values that do not
     fit the data dictionary); it joins the quarantine and is counted in the report.
+    `hand_over(table, kept)`, if given, receives each table as soon as it is clean (to write
+    it) and the result keeps none of them: a large study's tables are not all held at once.
     """
-    results: dict[str, CleanResult] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    quarantines: list[pd.DataFrame] = []
+    counts: dict[str, dict] = {}
+
+    def done(result: CleanResult) -> None:
+        quarantines.append(result.quarantined)
+        counts[result.table] = result.counts
+        if hand_over is None:
+            tables[result.table] = result.kept
+        else:
+            hand_over(result.table, result.kept)
+
     participants = clean_table(
         "participants",
         raw_tables["participants"],
@@ -945,7 +959,7 @@ def clean_study(
         params=params,
         as_of=as_of,
     )
-    results["participants"] = participants
+    done(participants)
     raw_ids = pd.Index(
         raw_tables["participants"][Participants.participant_id]
         .astype(TEXT_DTYPE)
@@ -954,16 +968,17 @@ def clean_study(
         .str.upper()
     )
     for table in TABLE_ORDER[1:]:
-        results[table] = clean_table(
-            table,
-            raw_tables[table],
-            source_file=source_files[table],
-            params=params,
-            as_of=as_of,
-            participants=participants.kept,
-            raw_participant_ids=raw_ids,
+        done(
+            clean_table(
+                table,
+                raw_tables[table],
+                source_file=source_files[table],
+                params=params,
+                as_of=as_of,
+                participants=participants.kept,
+                raw_participant_ids=raw_ids,
+            )
         )
-    quarantines = [r.quarantined for r in results.values()]
     reader_counts = {}
     if reader_quarantine is not None and not reader_quarantine.empty:
         quarantines.insert(0, reader_quarantine[column_names(Quarantine)])
@@ -978,11 +993,11 @@ def clean_study(
         "as_of": as_of.isoformat(),
         "reader_quarantine_by_rule": reader_counts,
         "tables": {
-            table: {"source_file": source_files[table], **result.counts}
-            for table, result in results.items()
+            table: {"source_file": source_files[table], **table_counts}
+            for table, table_counts in counts.items()
         },
     }
-    return StudyCleanResult({t: r.kept for t, r in results.items()}, quarantine, report)
+    return StudyCleanResult(tables, quarantine, report)
 
 
 def cleaning_report_markdown(report: dict) -> str:

@@ -171,18 +171,18 @@ def run_clean(raw: Path, out: Path, mapping: Path | None, params: dict, params_p
         else io.parse_export_date(configured, str(params_path), f"clean.{io.EXPORT_DATE_KEY}"),
         str(params_path),
     )
-    result = clean_study(
-        raw_study.tables,
-        raw_study.files,
-        params,
-        export_date,
-        reader_quarantine=raw_study.quarantine,
-    )
-    result.report[io.IGNORED_COLUMNS] = raw_study.ignored_columns
     # Written into a sibling folder that replaces `out` whole: never old and new tables mixed.
+    # Each table is written as soon as it is clean, so a large study's are not all held.
     with io.stage_folder(out, "clean") as staging:
-        for table, frame in result.tables.items():
-            io.write_parquet(frame, staging / f"{table}.parquet")
+        result = clean_study(
+            raw_study.tables,
+            raw_study.files,
+            params,
+            export_date,
+            reader_quarantine=raw_study.quarantine,
+            hand_over=lambda table, frame: io.write_parquet(frame, staging / f"{table}.parquet"),
+        )
+        result.report[io.IGNORED_COLUMNS] = raw_study.ignored_columns
         io.write_parquet(result.quarantine, staging / "quarantine.parquet")
         io.write_json(result.report, staging / "cleaning_report.json")
         io.write_text(cleaning_report_markdown(result.report), staging / "cleaning_report.md")

@@ -136,6 +136,20 @@ def test_cleaning_coded_raw_tables_equals_cleaning_text(params):
     pd.testing.assert_frame_equal(result.quarantine, expected.quarantine)
     assert result.report == expected.report
 
+    handed_over = {}
+    streamed = clean_study(
+        coded,
+        files,
+        params["clean"],
+        simulated.export_date,
+        hand_over=lambda table, frame: handed_over.setdefault(table, frame),
+    )
+    assert streamed.tables == {}
+    assert list(handed_over) == list(expected.tables)
+    for table, frame in expected.tables.items():
+        pd.testing.assert_frame_equal(handed_over[table], frame)
+    assert streamed.report == expected.report
+
 
 @given(
     columns=st.integers(1, 3).flatmap(
