@@ -61,11 +61,6 @@ class DerivedFrames:
     weekly_trajectories: pd.DataFrame
 
 
-def _days_since_enrolment(frame: pd.DataFrame, enrolled: pd.Series) -> pd.Series:
-    start = frame[Diary.participant_id].map(enrolled)
-    return (frame[Diary.date] - start).dt.days
-
-
 def _secondary_pain_before_visits(
     diary: pd.DataFrame, visits: pd.DataFrame, window_days: int
 ) -> pd.DataFrame:
@@ -277,12 +272,21 @@ def derive_recovery(
     enrolled = people.set_index(Participants.participant_id)[Participants.enrolled_on]
 
     def in_window(frame: pd.DataFrame) -> pd.DataFrame:
-        """The rows within follow-up, with participant code and day; one copy of the frame."""
-        codes = frame[Diary.participant_id].map(code_of)
-        days = _days_since_enrolment(frame, enrolled)
-        inside = (codes.notna() & days.between(0, follow_up)).to_numpy()
+        """The rows within follow-up, with participant code and day; one copy of the frame.
+
+        Each distinct id is looked up once (millions of rows hold some thousands of ids).
+        """
+        id_codes, ids = pd.factorize(frame[Diary.participant_id])
+        # A last slot for rows without an id (code -1): no participant, no enrolment date.
+        code_by_id = np.append(pd.Series(ids).map(code_of).to_numpy(dtype=float), np.nan)
+        enrolled_by_id = np.append(
+            pd.Series(ids).map(enrolled).to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT")
+        )
+        codes = code_by_id[id_codes]
+        days = pd.Series(frame[Diary.date].to_numpy() - enrolled_by_id[id_codes]).dt.days
+        inside = ~np.isnan(codes) & days.between(0, follow_up).to_numpy()
         kept = frame[inside]
-        kept[PID_CODE] = codes.to_numpy()[inside].astype(np.int64)
+        kept[PID_CODE] = codes[inside].astype(np.int64)
         kept[DAY] = days.to_numpy()[inside].astype(np.int64)
         return kept
 

@@ -54,21 +54,23 @@ def plain_read(raw: Path) -> dict:
     return json.loads(process.stderr.strip().splitlines()[-1])
 
 
-def benchmark(participants: int, workdir: Path, mess_rate: float) -> dict:
+def benchmark(participants: int, workdir: Path, mess_rate: float, reuse_raw: bool) -> dict:
     raw, interim, processed = (
         workdir / str(participants) / d for d in ("raw", "interim", "processed")
     )
-    simulate = run_stage(
-        [
-            "simulate",
-            "--out",
-            str(raw),
-            "--participants",
-            str(participants),
-            "--mess-rate",
-            str(mess_rate),
-        ]
-    )
+    simulate = None
+    if not (reuse_raw and raw.is_dir()):
+        simulate = run_stage(
+            [
+                "simulate",
+                "--out",
+                str(raw),
+                "--participants",
+                str(participants),
+                "--mess-rate",
+                str(mess_rate),
+            ]
+        )
     read = plain_read(raw)
     clean = run_stage(["clean", "--raw", str(raw), "--out", str(interim), "--params", str(PARAMS)])
     derive = run_stage(
@@ -96,15 +98,22 @@ def main() -> None:
     parser.add_argument("--participants", type=int, nargs="+", default=[1000, 20000])
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--mess-rate", type=float, default=0.02)
+    parser.add_argument(
+        "--reuse-raw",
+        action="store_true",
+        help="clean the raw study an earlier run left in the workdir (simulate not rerun)",
+    )
     options = parser.parse_args()
     print(
         f"{'participants':>12} {'rows':>10} {'stage':>10} {'seconds':>8} {'rows/s':>12} "
         f"{'peak MB':>8}"
     )
     for n in options.participants:
-        result = benchmark(n, options.workdir, options.mess_rate)
+        result = benchmark(n, options.workdir, options.mess_rate, options.reuse_raw)
         for stage in ("simulate", "plain_read", "clean", "derive"):
             figures = result[stage]
+            if figures is None:
+                continue
             print(
                 f"{n:>12} {result['raw_rows']:>10} {stage:>10} {figures['seconds']:>8.2f} "
                 f"{result['raw_rows'] / figures['seconds']:>12,.0f} {figures['peak_mb']:>8.0f}"
