@@ -835,7 +835,8 @@ def _merge_duplicates(
     key = list(RECORD_KEYS[table])
     alive = np.flatnonzero(~ledger.rejected)
     record = _record_codes([columns[name].value_codes(alive) for name in key])
-    shared = alive[pd.Series(record).duplicated(keep=False).to_numpy()]
+    # Codes count from 0, so how often each key occurs is a bincount (no second hash table).
+    shared = alive[np.bincount(record)[record] > 1]
     shared_key = pd.DataFrame(
         {name: column.at(shared) for name, column in columns.items()}
     ).set_axis(ledger.row_labels[shared])
