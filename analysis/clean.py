@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -32,6 +32,7 @@ from analysis.schema import (
     Participants,
     Quarantine,
     Sessions,
+    check_typed_frame,
     column_names,
 )
 
@@ -128,31 +129,48 @@ class CleanResult:
     counts: dict = field(default_factory=dict)
 
 
+def _flags(mask) -> np.ndarray:
+    """A boolean mask as a numpy array (missing counts as False)."""
+    if isinstance(mask, pd.Series):
+        return mask.to_numpy(dtype=bool, na_value=False)
+    return np.asarray(mask, dtype=bool)
+
+
+def _quarantine_text(values) -> pd.Series:
+    """Values as the quarantine keeps them: text, dates as YYYY-MM-DD."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        values = values.dt.strftime("%Y-%m-%d")
+    return values.astype(str)
+
+
 class _Ledger:
-    """Collects quarantine entries and fix counts while a table is cleaned."""
+    """Collects quarantine entries and fix counts while a table is cleaned.
+
+    Masks and values are positional: row i of every mask is row i of the raw table.
+    """
 
     def __init__(self, table: str, source_file: str, raw: pd.DataFrame) -> None:
         self.table, self.source_file = table, source_file
-        self.source_rows = raw[SOURCE_ROW]
-        self.rejected = pd.Series(False, index=raw.index)
+        self.row_labels = raw.index
+        self.source_rows = raw[SOURCE_ROW].to_numpy(dtype="int64")
+        self.rejected = np.zeros(len(raw), dtype=bool)
         self.entries: list[pd.DataFrame] = []
         self.fixes: Counter[str] = Counter()
         self.row_rules: Counter[str] = Counter()
         self.value_rules: Counter[str] = Counter()
 
-    def _record(self, mask, rule, column, values, reason, scope) -> None:
-        values = pd.Series(values, index=mask.index) if np.isscalar(values) else values
-        values = values[mask]
-        if pd.api.types.is_datetime64_any_dtype(values):
-            values = values.dt.strftime("%Y-%m-%d")
+    def _record(self, rows: np.ndarray, rule, column, values, reason, scope) -> None:
+        """Entries for the rows at positions `rows`; `values` holds one value per such row."""
+        if np.isscalar(values):
+            values = pd.Series(values, index=range(len(rows)), dtype=object)
         self.entries.append(
             pd.DataFrame(
                 {
                     Quarantine.table: self.table,
                     Quarantine.source_file: self.source_file,
-                    Quarantine.source_row: self.source_rows[mask].astype("int64"),
+                    Quarantine.source_row: self.source_rows[rows],
                     Quarantine.column: column,
-                    Quarantine.value: values.astype(str),
+                    Quarantine.value: _quarantine_text(values).to_numpy(),
                     Quarantine.rule: rule,
                     Quarantine.reason: reason,
                     Quarantine.scope: scope,
@@ -160,30 +178,55 @@ class _Ledger:
             )
         )
 
-    def reject_rows(self, mask: pd.Series, rule: str, column, values, reason: str) -> None:
-        """Quarantine whole rows (each row once, under the first rule that rejects it)."""
+    def _values_at(self, values, rows: np.ndarray):
+        """The values shown for the rows at positions `rows` (a Series is matched by label)."""
+        return values if np.isscalar(values) else values.loc[self.row_labels[rows]]
+
+    def reject_row_positions(self, mask: np.ndarray, rule, column, values_at, reason) -> None:
+        """Quarantine whole rows (each row once, under the first rule that rejects it).
+
+        `values_at(rows)` gives the value shown for the rows at those positions.
+        """
         new = mask & ~self.rejected
-        if new.any():
-            self._record(new, rule, column, values, reason, "row")
+        rows = np.flatnonzero(new)
+        if len(rows):
+            self._record(rows, rule, column, values_at(rows), reason, "row")
             self.rejected |= new
-            self.row_rules[rule] += int(new.sum())
+            self.row_rules[rule] += len(rows)
 
-    def reject_values(self, mask: pd.Series, rule: str, column: str, values, reason: str) -> None:
+    def reject_value_positions(self, mask: np.ndarray, rule, column, values_at, reason) -> None:
         """Quarantine single values; the caller sets them to missing and keeps the row."""
-        if mask.any():
-            self._record(mask, rule, column, values, reason, "value")
-            self.value_rules[rule] += int(mask.sum())
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            self._record(rows, rule, column, values_at(rows), reason, "value")
+            self.value_rules[rule] += len(rows)
 
-    def reject(self, spec: ColumnSpec, mask: pd.Series, rule: str, values, reason: str) -> None:
+    def reject_rows(self, mask, rule: str, column, values, reason: str) -> None:
+        """Quarantine whole rows (each row once, under the first rule that rejects it)."""
+        self.reject_row_positions(
+            _flags(mask), rule, column, lambda rows: self._values_at(values, rows), reason
+        )
+
+    def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
+        """Quarantine single values; the caller sets them to missing and keeps the row."""
+        self.reject_value_positions(
+            _flags(mask), rule, column, lambda rows: self._values_at(values, rows), reason
+        )
+
+    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
         """A bad value in a required column loses the row; in an optional one, only the value."""
         if spec.required:
             self.reject_rows(mask, rule, spec.name, values, reason)
         else:
             self.reject_values(mask, rule, spec.name, values, reason)
 
-    def fix(self, rule: str, count: int) -> None:
+    def fix(self, rule: str, mask: pd.Series) -> None:
+        """Count the rows in `mask` as fixed by `rule`."""
+        self.add_fixes(rule, int(_flags(mask).sum()))
+
+    def add_fixes(self, rule: str, count: int) -> None:
         if count:
-            self.fixes[rule] += int(count)
+            self.fixes[rule] += count
 
     def quarantine_frame(self) -> pd.DataFrame:
         columns = column_names(Quarantine)
@@ -192,6 +235,43 @@ class _Ledger:
                 {Quarantine.source_row: "int64"}
             )
         return pd.concat(self.entries, ignore_index=True)[columns]
+
+
+class _DistinctLedger:
+    """The table's ledger as seen by a parser working on one column's distinct values.
+
+    Each distinct text is judged once; a mask over the distinct values stands for every row
+    holding one of them. Fix counts are weighted by those rows, and quarantine entries are
+    written per row, in row order, exactly as a pass over every row would write them.
+    """
+
+    def __init__(self, ledger: _Ledger, codes: np.ndarray, distinct_count: int) -> None:
+        self.ledger, self.codes = ledger, codes
+        self.rows_per_value = np.bincount(codes, minlength=distinct_count)
+
+    def _values_at(self, values):
+        if np.isscalar(values):
+            return lambda rows: values
+        return lambda rows: values.iloc[self.codes[rows]]
+
+    def reject_rows(self, mask, rule: str, column, values, reason: str) -> None:
+        by_row = _flags(mask)[self.codes]
+        self.ledger.reject_row_positions(by_row, rule, column, self._values_at(values), reason)
+
+    def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
+        by_row = _flags(mask)[self.codes]
+        self.ledger.reject_value_positions(by_row, rule, column, self._values_at(values), reason)
+
+    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
+        if spec.required:
+            self.reject_rows(mask, rule, spec.name, values, reason)
+        else:
+            self.reject_values(mask, rule, spec.name, values, reason)
+
+    def fix(self, rule: str, mask: pd.Series) -> None:
+        """Count every row holding a value in `mask` (a mask over some distinct values)."""
+        positions = mask.index.to_numpy()[_flags(mask)]
+        self.ledger.add_fixes(rule, int(self.rows_per_value[positions].sum()))
 
 
 # --- text-level rules -------------------------------------------------------------------------
@@ -203,7 +283,7 @@ def trim_whitespace(values: pd.Series, ledger: _Ledger) -> pd.Series:
     inner = stripped.str.contains("  ", regex=False)
     if inner.any():
         stripped = stripped.where(~inner, stripped.str.replace(r"\s+", " ", regex=True))
-    ledger.fix("trim_whitespace", (stripped != values).sum())
+    ledger.fix("trim_whitespace", stripped != values)
     return stripped
 
 
@@ -218,7 +298,7 @@ def missing_mask(values: pd.Series) -> pd.Series:
 def parse_ids(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Series:
     """Participant ids are case-insensitive: upper-case them."""
     upper = values.str.upper()
-    ledger.fix("normalise_id_case", (upper != values).sum())
+    ledger.fix("normalise_id_case", upper != values)
     return upper
 
 
@@ -235,7 +315,7 @@ def _month_day_twin(fmt: str) -> str | None:
 def _without_time_of_day(values: pd.Series, ledger: _Ledger) -> pd.Series:
     """A date written with a time of day (`2025-01-06 08:30`, `...T08:30:00`) is that date."""
     timed = values.str.contains(TIME_OF_DAY, regex=True).fillna(False)
-    ledger.fix("date_time_of_day_dropped", timed.sum())
+    ledger.fix("date_time_of_day_dropped", timed)
     return values.where(~timed, values.str.replace(TIME_OF_DAY, "", regex=True))
 
 
@@ -287,7 +367,7 @@ def parse_dates(
             differ = as_written.notna() & swapped.notna() & (as_written != swapped)
             if only_swapped.any() and not only_written.any():
                 reading = swapped
-                ledger.fix("date_order_month_first", int(swapped.notna().sum()))
+                ledger.fix("date_order_month_first", swapped.notna())
             elif only_written.any() and not only_swapped.any():
                 reading = as_written
             else:
@@ -296,7 +376,7 @@ def parse_dates(
         hit = reading.notna()
         parsed.loc[reading.index[hit]] = reading[hit]
         if position > 0:
-            ledger.fix("date_format", hit.sum())
+            ledger.fix("date_format", hit)
         pending.loc[reading.index[hit]] = False
         pending &= ~ambiguous
     try:
@@ -419,18 +499,12 @@ def read_number_texts(numbers: pd.Series, unproven_mark: str | None = ".") -> Nu
 def _read_numbers_with_units(
     values: pd.Series, spec: ColumnSpec, ledger: _Ledger, unproven_mark: str | None
 ):
-    """(numbers, unit text, ambiguous) for cells not all plain numbers, over distinct texts."""
-    codes, uniques = pd.factorize(values)
-    distinct = pd.Series(uniques, dtype=TEXT_DTYPE)
-    parts = distinct.str.extract(NUMBER_AND_UNIT)
+    """(numbers, unit text, ambiguous) for cells that are not all plain numbers."""
+    parts = values.astype(TEXT_DTYPE).str.extract(NUMBER_AND_UNIT)
     reading = read_number_texts(parts["number"].fillna("").astype(TEXT_DTYPE), unproven_mark)
-
-    def per_row(series: pd.Series) -> pd.Series:
-        return pd.Series(series.to_numpy()[codes], index=values.index)
-
-    ledger.fix("decimal_comma", per_row(reading.decimal_comma).sum())
-    ledger.fix("thousands_separator", per_row(reading.thousands_separator).sum())
-    ambiguous = per_row(reading.ambiguous)
+    ledger.fix("decimal_comma", reading.decimal_comma)
+    ledger.fix("thousands_separator", reading.thousands_separator)
+    ambiguous = reading.ambiguous.astype(bool)
     ledger.reject(
         spec,
         ambiguous,
@@ -438,8 +512,8 @@ def _read_numbers_with_units(
         values,
         "the column uses both decimal commas and decimal points; this value reads either way",
     )
-    numbers = per_row(reading.numbers.astype(float))
-    return numbers, per_row(parts["unit"].fillna("").str.lower().astype(object)), ambiguous
+    units = parts["unit"].fillna("").str.lower().astype(object)
+    return reading.numbers.astype(float), units, ambiguous
 
 
 def parse_numbers(
@@ -477,13 +551,13 @@ def parse_numbers(
     units = UNIT_SUFFIXES.get(spec.name, {})
     factor = unit_text.map({"": 1.0, **units})
     numbers = numbers * factor.to_numpy(dtype=float)
-    for unit, count in unit_text[numbers.notna()].value_counts().items():
-        if unit and units[unit] != 1.0:
-            ledger.fix(f"unit_{unit}_to_canonical", count)
+    for unit, unit_factor in units.items():
+        if unit_factor != 1.0:
+            ledger.fix(f"unit_{unit}_to_canonical", (unit_text == unit) & numbers.notna())
     if spec.name in MINUTES_PRONE_COLUMNS:
         minutes = (unit_text == "") & (numbers >= params["sitting_minutes_threshold"])
         numbers = numbers.where(~minutes, numbers / 60)
-        ledger.fix("sitting_minutes_to_hours", minutes.sum())
+        ledger.fix("sitting_minutes_to_hours", minutes)
     not_number = numbers.isna() & (values != "") & ~sentinel & ~ambiguous
     ledger.reject(spec, not_number, "not_a_number", values, "not a number in a known unit")
     out_of_range = pd.Series(False, index=values.index)
@@ -517,7 +591,7 @@ def parse_flags(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd.Seri
     flags = pd.Series(pd.NA, index=values.index, dtype="boolean")
     flags[lower.isin(TRUE_SPELLINGS)] = True
     flags[lower.isin(FALSE_SPELLINGS)] = False
-    ledger.fix("flag_spelling", (flags.notna() & ~values.isin(CANONICAL_FLAG_SPELLINGS)).sum())
+    ledger.fix("flag_spelling", flags.notna() & ~values.isin(CANONICAL_FLAG_SPELLINGS))
     ledger.reject(spec, flags.isna() & (values != ""), "unknown_flag", values, "not a yes/no value")
     return flags
 
@@ -531,7 +605,7 @@ def parse_categories(values: pd.Series, spec: ColumnSpec, ledger: _Ledger) -> pd
     """Canonical lower-case levels; case, spacing and a few synonyms are fixed."""
     labels = normalise_label(values).replace(CATEGORY_SYNONYMS)
     changed = (labels != values) & (values != "")
-    ledger.fix("normalise_category", changed.sum())
+    ledger.fix("normalise_category", changed)
     valid = labels.isin(spec.levels)
     ledger.reject(
         spec, ~valid & (values != ""), "unknown_category", values, f"not one of {list(spec.levels)}"
@@ -569,8 +643,8 @@ def match_exercise_names(names: pd.Series, min_similarity: float) -> dict[str, s
 def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict):
     """Exercise names matched to the catalogue (variants, plurals, one-letter typos)."""
     mapping = match_exercise_names(values[values != ""], params["exercise_name_min_similarity"])
-    matched = map_values(values, mapping)
-    ledger.fix("exercise_name", (matched.notna() & (matched != values)).sum())
+    matched = map_values(values, mapping).astype(TEXT_DTYPE)
+    ledger.fix("exercise_name", matched.notna() & (matched != values))
     ledger.reject(
         spec,
         matched.isna() & (values != ""),
@@ -584,8 +658,60 @@ def parse_exercises(values: pd.Series, spec: ColumnSpec, ledger: _Ledger, params
 # --- whole-table cleaning ---------------------------------------------------------------------
 
 
+@dataclass
+class _TypedColumn:
+    """A parsed column: its distinct typed values and, per row, which of them the row holds."""
+
+    distinct: pd.Series
+    codes: np.ndarray
+
+    @classmethod
+    def of_rows(cls, rows: pd.Series) -> _TypedColumn:
+        """A column whose every row is its own entry (for values set row by row)."""
+        return cls(rows.reset_index(drop=True), np.arange(len(rows)))
+
+    def at(self, positions: np.ndarray) -> pd.Series:
+        """The typed values of the rows at `positions`, indexed 0, 1, ... (taken once)."""
+        return pd.Series(self.distinct.array.take(self.codes[positions]), copy=False)
+
+    def rows(self, index: pd.Index) -> pd.Series:
+        """The typed value of every row, under the raw table's `index`."""
+        return self.distinct.take(self.codes).set_axis(index)
+
+    def value_codes(self, positions: np.ndarray) -> np.ndarray:
+        """For the rows at `positions`, an integer equal exactly when their typed values are."""
+        by_value = pd.factorize(self.distinct, use_na_sentinel=False)[0].astype(np.int32)
+        return by_value[self.codes[positions]]
+
+    def ledger(self, ledger: _Ledger) -> _DistinctLedger:
+        return _DistinctLedger(ledger, self.codes, len(self.distinct))
+
+
 def _parse_column(
     raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict, unproven_mark: str | None
+) -> _TypedColumn:
+    """One raw column typed: each distinct text is parsed once, its rows share the result.
+
+    Columns of millions of cells hold a few to some thousands of distinct texts, and every rule
+    judges a cell by its text alone (column-wide evidence, such as the decimal mark or the
+    day/month order, is a question of which texts occur, not how often).
+    """
+    codes, distinct = pd.factorize(raw, use_na_sentinel=False)
+    codes = codes.astype(np.int32)  # half the memory of the default; distinct texts < 2**31
+    distinct = pd.Series(distinct)
+    if isinstance(distinct.dtype, pd.CategoricalDtype):
+        distinct = distinct.astype(distinct.dtype.categories.dtype)
+    column = _TypedColumn(distinct, codes)
+    parsed = _parse_texts(column.distinct, spec, column.ledger(ledger), params, unproven_mark)
+    return _TypedColumn(parsed, codes)
+
+
+def _parse_texts(
+    raw: pd.Series,
+    spec: ColumnSpec,
+    ledger: _Ledger | _DistinctLedger,
+    params: dict,
+    unproven_mark: str | None,
 ) -> pd.Series:
     values = trim_whitespace(raw.astype(TEXT_DTYPE).fillna(""), ledger)
     missing = missing_mask(values) if spec.kind != "category" else values == ""
@@ -619,89 +745,115 @@ def _parse_column(
 
 
 def _reject_implausible_dates(
-    typed: pd.DataFrame, ledger: _Ledger, enrolment: pd.Series | None, params: dict, as_of: date
+    columns: dict[str, _TypedColumn],
+    ledger: _Ledger,
+    enrolment: pd.Series | None,
+    params: dict,
+    as_of: date,
 ) -> None:
     """Dates after `as_of` are in the future; visit/diary dates before enrolment are misfiled."""
     date_column = Participants.enrolled_on if enrolment is None else Diary.date
-    dates = typed[date_column]
-    ledger.reject_rows(
-        dates > pd.Timestamp(as_of),
+    dates = columns[date_column]
+    dates.ledger(ledger).reject_rows(
+        dates.distinct > pd.Timestamp(as_of),
         "future_date",
         date_column,
-        dates,
+        dates.distinct,
         f"date after the export date {as_of}",
     )
     if enrolment is not None:
-        enrolled = map_values(typed[Diary.participant_id], enrolment)
-        allowed = pd.Timedelta(days=params["days_before_enrolment_allowed"])
+        ids = columns[Diary.participant_id]
+        enrolled = ids.distinct.map(enrolment).to_numpy(dtype="datetime64[ns]")[ids.codes]
+        allowed = np.timedelta64(params["days_before_enrolment_allowed"], "D")
+        date_rows = dates.distinct.to_numpy(dtype="datetime64[ns]")[dates.codes]
         ledger.reject_rows(
-            dates < enrolled - allowed,
+            date_rows < enrolled - allowed,
             "date_before_enrolment",
             date_column,
-            dates,
+            dates.rows(ledger.row_labels),
             "date before the participant enrolled",
         )
 
 
 def _reject_unknown_participants(
-    typed: pd.DataFrame, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
+    ids: _TypedColumn, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
 ) -> None:
-    ids = typed[Diary.participant_id]
-    known = map_values(ids, lambda pid: pid in kept_ids).eq(True)
-    in_export = map_values(ids, lambda pid: pid in raw_ids).eq(True)
-    quarantined_participant = ~known & in_export
-    ledger.reject_rows(
-        quarantined_participant,
+    """Rows of a participant not kept: quarantined with them, or unknown to the export."""
+    known = ids.distinct.isin(kept_ids).to_numpy(dtype=bool, na_value=False)
+    in_export = ids.distinct.isin(raw_ids).to_numpy(dtype=bool, na_value=False)
+    by_id = ids.ledger(ledger)
+    by_id.reject_rows(
+        ~known & in_export,
         "participant_quarantined",
         Diary.participant_id,
-        ids,
+        ids.distinct,
         "the participant's own row is in quarantine",
     )
-    ledger.reject_rows(
-        ~known & ids.notna(),
+    by_id.reject_rows(
+        ~known & ids.distinct.notna().to_numpy(),
         "unknown_participant",
         Diary.participant_id,
-        ids,
+        ids.distinct,
         "participant id not in the participants table",
     )
 
 
-def _withdrawal_before_enrolment(typed: pd.DataFrame, ledger: _Ledger) -> pd.DataFrame:
-    early = typed[Participants.withdrawn_on] < typed[Participants.enrolled_on]
+def _withdrawal_before_enrolment(columns: dict[str, _TypedColumn], ledger: _Ledger) -> None:
+    withdrawn = columns[Participants.withdrawn_on].rows(ledger.row_labels)
+    early = withdrawn < columns[Participants.enrolled_on].rows(ledger.row_labels)
     ledger.reject_values(
         early,
         "withdrawal_before_enrolment",
         Participants.withdrawn_on,
-        typed[Participants.withdrawn_on],
+        withdrawn,
         "withdrawal date before enrolment",
     )
-    typed.loc[early, Participants.withdrawn_on] = pd.NaT
-    return typed
+    columns[Participants.withdrawn_on] = _TypedColumn.of_rows(withdrawn.where(~early))
 
 
-def _merge_duplicates(typed: pd.DataFrame, table: str, ledger: _Ledger) -> tuple[pd.DataFrame, int]:
+def _record_codes(columns: list[np.ndarray]) -> np.ndarray:
+    """One integer per row, equal between two rows exactly when each column's code is.
+
+    Re-coded after each column, so the product of code ranges never overflows.
+    """
+    combined = columns[0]
+    for codes in columns[1:]:
+        spread = combined.astype(np.int64) * (int(codes.max(initial=0)) + 1)
+        combined = pd.factorize(spread + codes)[0]
+    return combined
+
+
+def _merge_duplicates(
+    columns: dict[str, _TypedColumn], table: str, ledger: _Ledger
+) -> tuple[np.ndarray, int]:
     """Exact repeats merge into one row; rows sharing a key but not values are quarantined.
 
-    Only rows whose key repeats can be either, so whole rows are compared among those alone.
+    Returns the positions of the rows kept and the number merged. Keys are compared as integer
+    codes of their typed values; only rows whose key repeats can be either, so whole rows are
+    compared among those alone.
     """
-    alive = typed[~ledger.rejected]
     key = list(RECORD_KEYS[table])
-    shared_key = alive[alive.duplicated(subset=key, keep=False)]
-    repeats = shared_key.index[shared_key.duplicated(keep="first")]
-    alive = alive.drop(repeats)
-    shared_key = shared_key.drop(repeats)
+    alive = np.flatnonzero(~ledger.rejected)
+    record = _record_codes([columns[name].value_codes(alive) for name in key])
+    # Codes count from 0, so how often each key occurs is a bincount (no second hash table).
+    shared = alive[np.bincount(record)[record] > 1]
+    shared_key = pd.DataFrame(
+        {name: column.at(shared) for name, column in columns.items()}
+    ).set_axis(ledger.row_labels[shared])
+    repeat = shared_key.duplicated(keep="first").to_numpy()
+    shared_key = shared_key[~repeat]
     conflicting = shared_key.index[shared_key.duplicated(subset=key, keep=False)]
     if len(conflicting):
-        mask = pd.Series(typed.index.isin(conflicting), index=typed.index)
         ledger.reject_rows(
-            mask,
+            ledger.row_labels.isin(conflicting),
             "conflicting_duplicate",
             ", ".join(key),
-            typed.loc[conflicting, key].astype(str).agg(" / ".join, axis=1),
+            shared_key.loc[conflicting, key].astype(str).agg(" / ".join, axis=1),
             "another row has the same key with different values",
         )
-        alive = alive.drop(conflicting)
-    return alive, len(repeats)
+    kept = ~ledger.rejected
+    kept[shared[repeat]] = False
+    return np.flatnonzero(kept), int(repeat.sum())
 
 
 def clean_table(
@@ -722,26 +874,36 @@ def clean_table(
     """
     model = CANONICAL_TABLES[table]
     ledger = _Ledger(table, source_file, raw)
-    typed = pd.DataFrame(index=raw.index)
-    for spec in column_specs(model):
-        column = raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index)
-        typed[spec.name] = _parse_column(
-            column, spec, ledger, params, raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
+    unproven_mark = raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
+    # Held as distinct values and codes until the kept rows are known: no frame of every row.
+    columns = {
+        spec.name: _parse_column(
+            raw[spec.name] if spec.name in raw else pd.Series("", index=raw.index),
+            spec,
+            ledger,
+            params,
+            unproven_mark,
         )
+        for spec in column_specs(model)
+    }
     if table == "participants":
-        _reject_implausible_dates(typed, ledger, None, params, as_of)
-        typed = _withdrawal_before_enrolment(typed, ledger)
+        _reject_implausible_dates(columns, ledger, None, params, as_of)
+        _withdrawal_before_enrolment(columns, ledger)
     else:
         enrolment = participants.set_index(Participants.participant_id)[Participants.enrolled_on]
         _reject_unknown_participants(
-            typed,
+            columns[Participants.participant_id],
             ledger,
             enrolment.index,
             raw_participant_ids if raw_participant_ids is not None else enrolment.index,
         )
-        _reject_implausible_dates(typed, ledger, enrolment, params, as_of)
-    kept, merged = _merge_duplicates(typed, table, ledger)
-    kept = model.validate(kept.reset_index(drop=True))
+        _reject_implausible_dates(columns, ledger, enrolment, params, as_of)
+    kept_rows, merged = _merge_duplicates(columns, table, ledger)
+    # Column by column, each released once taken: no frame-wide copy into consolidated blocks.
+    kept = pd.DataFrame(index=pd.RangeIndex(len(kept_rows)))
+    for name in list(columns):
+        kept[name] = columns.pop(name).at(kept_rows)
+    kept = check_typed_frame(model, kept)
     quarantined = ledger.quarantine_frame()
     counts = {
         "input_rows": len(raw),
@@ -770,13 +932,27 @@ def clean_study(
     params: dict,
     as_of: date,
     reader_quarantine: pd.DataFrame | None = None,
+    hand_over: Callable[[str, pd.DataFrame], None] | None = None,
 ) -> StudyCleanResult:
     """Clean participants first (ids and enrolment dates), then the tables that refer to them.
 
     `reader_quarantine` holds what a reader already rejected (e.g. REDCap values that do not
     fit the data dictionary); it joins the quarantine and is counted in the report.
+    `hand_over(table, kept)`, if given, receives each table as soon as it is clean (to write
+    it) and the result keeps none of them: a large study's tables are not all held at once.
     """
-    results: dict[str, CleanResult] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    quarantines: list[pd.DataFrame] = []
+    counts: dict[str, dict] = {}
+
+    def done(result: CleanResult) -> None:
+        quarantines.append(result.quarantined)
+        counts[result.table] = result.counts
+        if hand_over is None:
+            tables[result.table] = result.kept
+        else:
+            hand_over(result.table, result.kept)
+
     participants = clean_table(
         "participants",
         raw_tables["participants"],
@@ -784,25 +960,26 @@ def clean_study(
         params=params,
         as_of=as_of,
     )
-    results["participants"] = participants
+    done(participants)
     raw_ids = pd.Index(
         raw_tables["participants"][Participants.participant_id]
+        .astype(TEXT_DTYPE)
         .fillna("")
-        .astype(str)
         .str.strip()
         .str.upper()
     )
     for table in TABLE_ORDER[1:]:
-        results[table] = clean_table(
-            table,
-            raw_tables[table],
-            source_file=source_files[table],
-            params=params,
-            as_of=as_of,
-            participants=participants.kept,
-            raw_participant_ids=raw_ids,
+        done(
+            clean_table(
+                table,
+                raw_tables[table],
+                source_file=source_files[table],
+                params=params,
+                as_of=as_of,
+                participants=participants.kept,
+                raw_participant_ids=raw_ids,
+            )
         )
-    quarantines = [r.quarantined for r in results.values()]
     reader_counts = {}
     if reader_quarantine is not None and not reader_quarantine.empty:
         quarantines.insert(0, reader_quarantine[column_names(Quarantine)])
@@ -817,11 +994,11 @@ def clean_study(
         "as_of": as_of.isoformat(),
         "reader_quarantine_by_rule": reader_counts,
         "tables": {
-            table: {"source_file": source_files[table], **result.counts}
-            for table, result in results.items()
+            table: {"source_file": source_files[table], **table_counts}
+            for table, table_counts in counts.items()
         },
     }
-    return StudyCleanResult({t: r.kept for t, r in results.items()}, quarantine, report)
+    return StudyCleanResult(tables, quarantine, report)
 
 
 def cleaning_report_markdown(report: dict) -> str:

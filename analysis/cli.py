@@ -186,18 +186,18 @@ def run_clean(
     export_date = io.resolve_export_date(
         raw_study.stated_export_dates, params.export_date, str(params_path)
     )
-    result = clean_study(
-        raw_study.tables,
-        raw_study.files,
-        params.model_dump(),
-        export_date,
-        reader_quarantine=raw_study.quarantine,
-    )
-    result.report[io.IGNORED_COLUMNS] = raw_study.ignored_columns
     # Written into a sibling folder that replaces `out` whole: never old and new tables mixed.
+    # Each table is written as soon as it is clean, so a large study's are not all held.
     with io.stage_folder(out, "clean") as staging:
-        for table, frame in result.tables.items():
-            io.write_parquet(frame, staging / f"{table}.parquet")
+        result = clean_study(
+            raw_study.tables,
+            raw_study.files,
+            params.model_dump(),
+            export_date,
+            reader_quarantine=raw_study.quarantine,
+            hand_over=lambda table, frame: io.write_parquet(frame, staging / f"{table}.parquet"),
+        )
+        result.report[io.IGNORED_COLUMNS] = raw_study.ignored_columns
         io.write_parquet(result.quarantine, staging / "quarantine.parquet")
         io.write_json(result.report, staging / "cleaning_report.json")
         io.write_text(cleaning_report_markdown(result.report), staging / "cleaning_report.md")
@@ -244,9 +244,9 @@ def clean(
 
 
 def run_derive(clean_dir: Path, out: Path, params: DeriveParams):
-    from analysis.derive import derive_recovery
+    from analysis.derive import INPUT_COLUMNS, derive_recovery
 
-    tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean")
+    tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean", INPUT_COLUMNS)
     frames = derive_recovery(
         tables["participants"],
         tables["diary"],

@@ -28,11 +28,15 @@ from analysis.schema import (
     Milestone,
     Participants,
     Recovery,
+    Sessions,
     WeeklyIntervals,
     WeeklyTrajectories,
     column_names,
 )
 
+# The clean tables' columns derive reads, where it needs fewer than all (the sessions log
+# only says on which days a participant exercised).
+INPUT_COLUMNS = {"sessions": [Sessions.participant_id, Sessions.date]}
 DAY = "day"
 WEEK = "week"
 PID_CODE = "participant_code"
@@ -55,11 +59,6 @@ class DerivedFrames:
     recovery: pd.DataFrame
     weekly_intervals: pd.DataFrame
     weekly_trajectories: pd.DataFrame
-
-
-def _days_since_enrolment(frame: pd.DataFrame, enrolled: pd.Series) -> pd.Series:
-    start = frame[Diary.participant_id].map(enrolled)
-    return (frame[Diary.date] - start).dt.days
 
 
 def _secondary_pain_before_visits(
@@ -273,15 +272,25 @@ def derive_recovery(
     enrolled = people.set_index(Participants.participant_id)[Participants.enrolled_on]
 
     def in_window(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.assign(
-            **{
-                PID_CODE: frame[Diary.participant_id].map(code_of),
-                DAY: _days_since_enrolment(frame, enrolled),
-            }
-        )
-        frame = frame[frame[PID_CODE].notna() & frame[DAY].between(0, follow_up)]
-        return frame.astype({PID_CODE: np.int64, DAY: np.int64})
+        """The rows within follow-up, with participant code and day; one copy of the frame.
 
+        Each distinct id is looked up once (millions of rows hold some thousands of ids).
+        """
+        id_codes, ids = pd.factorize(frame[Diary.participant_id])
+        # A last slot for rows without an id (code -1): no participant, no enrolment date.
+        code_by_id = np.append(pd.Series(ids).map(code_of).to_numpy(dtype=float), np.nan)
+        enrolled_by_id = np.append(
+            pd.Series(ids).map(enrolled).to_numpy(dtype="datetime64[ns]"), np.datetime64("NaT")
+        )
+        codes = code_by_id[id_codes]
+        days = pd.Series(frame[Diary.date].to_numpy() - enrolled_by_id[id_codes]).dt.days
+        inside = ~np.isnan(codes) & days.between(0, follow_up).to_numpy()
+        kept = frame[inside]
+        kept[PID_CODE] = codes[inside].astype(np.int64)
+        kept[DAY] = days.to_numpy()[inside].astype(np.int64)
+        return kept
+
+    sessions = sessions[INPUT_COLUMNS["sessions"]]
     diary, sessions, visits = in_window(diary), in_window(sessions), in_window(assessments)
     withdrawn_day = (people[Participants.withdrawn_on] - people[Participants.enrolled_on]).dt.days
     # Visits after a withdrawal do not count: the participant had left the study.

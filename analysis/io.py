@@ -287,20 +287,27 @@ def _records_frame(header: list[str], records: list[list[str]], rows: list[int])
     return frame
 
 
-def _arrow_csv(payload: bytes, encoding: str | None) -> pd.DataFrame | None:
+def _arrow_csv(payload: bytes, encoding: str | None, coded: bool) -> pyarrow.Table | None:
     """The fast reader (Arrow) for the usual file; None where only the exact reader can say.
+
+    `coded`: each column as codes into its distinct texts (Arrow dictionaries), read so.
 
     Arrow reads a quoted cell left open at the end of the file as if it closed there, so a
     file that may end inside a quote (odd quote count, a quote on the last line, a last cell
     running over lines without a closing quote) goes to the exact reader, as any Arrow error.
     """
-    tail = payload.rstrip(b"\r\n")
-    closed = tail.endswith(b'"')
-    if payload.count(b'"') % 2 or (b'"' in tail.rsplit(b"\n", 1)[-1] and not closed):
+    # Offsets rather than slices: the payload may be hundreds of megabytes.
+    end = len(payload)
+    while end and payload[end - 1] in b"\r\n":
+        end -= 1
+    closed = payload.endswith(b'"', 0, end)
+    last_line_quoted = payload.find(b'"', payload.rfind(b"\n", 0, end) + 1, end) >= 0
+    if payload.count(b'"') % 2 or (last_line_quoted and not closed):
         return None
     head = payload[:65536].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
     delimiter = _delimiter(head.split("\n", 1)[0])
     width = len(next(csv.reader([head.split("\n", 1)[0]], delimiter=delimiter)))
+    cell_type = pyarrow.dictionary(pyarrow.int32(), pyarrow.string()) if coded else pyarrow.string()
     try:
         table = pyarrow.csv.read_csv(
             pyarrow.py_buffer(payload),
@@ -312,7 +319,7 @@ def _arrow_csv(payload: bytes, encoding: str | None) -> pd.DataFrame | None:
                 delimiter=delimiter, newlines_in_values=True, ignore_empty_lines=False
             ),
             convert_options=pyarrow.csv.ConvertOptions(
-                column_types={f"f{i}": pyarrow.string() for i in range(width)},
+                column_types={f"f{i}": cell_type for i in range(width)},
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
@@ -323,33 +330,56 @@ def _arrow_csv(payload: bytes, encoding: str | None) -> pd.DataFrame | None:
         return None
     if not closed and "\n" in table.column(width - 1)[-1].as_py():
         return None  # the last cell ran to the end of the file: a quote opened, never closed
-    return table.to_pandas(types_mapper={pyarrow.string(): TEXT_DTYPE}.get)
+    return table
 
 
-def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
+def _cells_frame(table: pyarrow.Table) -> pd.DataFrame:
+    """Arrow text columns as a frame: strings share Arrow's memory, dictionaries become
+    categoricals."""
+
+    def column(position: int) -> pd.Series:
+        cells = table.column(position)
+        if pyarrow.types.is_dictionary(cells.type):
+            return cells.to_pandas()
+        return pd.Series(pd.arrays.ArrowStringArray(cells), copy=False)
+
+    return pd.DataFrame({position: column(position) for position in range(table.num_columns)})
+
+
+def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) -> pd.DataFrame:
     """A CSV as text cells plus `source_row`; malformed files raise DataError naming the row.
 
     Quoted cells may span lines and be of any size; nothing is type-guessed (ids such as 00017
     stay text); `source_row` is the spreadsheet's row (blank lines count). Arrow reads the usual
-    file; the csv module reads the rest and says where a broken file breaks.
+    file; the csv module reads the rest and says where a broken file breaks. `coded`: Arrow
+    reads the columns as codes into their distinct texts (see `coded_text`), so a large file's
+    text is never held whole.
     """
     payload = path.read_bytes()
-    if not payload.strip():
+    if not payload or payload.isspace():
         raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
     if encoding is None and payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding = "utf-16"  # Excel's "Unicode text": the byte-order mark says so
     if encoding != "utf-16" and b"\x00" in payload[:65536]:
         raise DataError("this is not a text CSV (binary content)", file=str(path))
-    cells = None if encoding == "utf-16" else _arrow_csv(payload, encoding)
-    if cells is not None:
+    # Excel writes ";" where the decimal mark is a comma: "1.000" may be a thousand there.
+    head = payload[:4096].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
+    semicolon_separated = _delimiter(head.split("\n", 1)[0]) == ";"
+    table = None if encoding == "utf-16" else _arrow_csv(payload, encoding, coded)
+    if table is not None:
+        del payload  # the file's bytes are no longer needed; a large export is freed early
+        cells = _cells_frame(table)
+        del table
         header = _header_names(cells.iloc[0].tolist(), path)
         frame = cells.iloc[1:].set_axis(header, axis=1)
         frame[SOURCE_ROW] = frame.index + 1
         # Blank rows (blank lines, or only delimiters): first column empty, then all.
         maybe = frame.index[frame.iloc[:, 0].str.strip() == ""]
-        data = frame.loc[maybe].drop(columns=SOURCE_ROW)
-        blank = frame.index.isin(maybe[(data.apply(lambda c: c.str.strip()) == "").all(axis=1)])
-        frame = frame[~blank].reset_index(drop=True)
+        if len(maybe):
+            data = frame.loc[maybe].drop(columns=SOURCE_ROW)
+            all_blank = (data.apply(lambda c: c.str.strip()) == "").all(axis=1)
+            frame = frame[~frame.index.isin(maybe[all_blank])]
+        frame.index = pd.RangeIndex(len(frame))
     else:
         text = _decode(payload, path, encoding)
         if "\x00" in text[:65536]:
@@ -368,9 +398,7 @@ def read_csv_text(path: Path, encoding: str | None = None) -> pd.DataFrame:
             hint="give it a header, or delete it",
         )
     frame = frame.loc[:, [bool(name) for name in frame.columns]]
-    # Excel writes ";" where the decimal mark is a comma: "1.000" may be a thousand there.
-    head = payload[:4096].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
-    if _delimiter(head.split("\n", 1)[0]) == ";":
+    if semicolon_separated:
         frame.attrs[UNPROVEN_DECIMAL_MARK] = None
     return frame
 
@@ -418,15 +446,16 @@ def _sheet_as_text(path: Path, sheet: str | int | None) -> pd.DataFrame:
 
 
 def read_table_file(
-    path: Path, sheet: str | int | None = None, encoding: str | None = None
+    path: Path, sheet: str | int | None = None, encoding: str | None = None, coded: bool = False
 ) -> pd.DataFrame:
-    """Read a CSV, XLSX or parquet file as text cells with `source_row`."""
+    """Read a CSV, XLSX or parquet file as text cells with `source_row` (`coded`: a CSV's
+    columns may come as categoricals, see `read_csv_text`)."""
     if not path.is_file():
         raise DataError("file not found", file=str(path))
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return read_csv_text(path, encoding)
+            return read_csv_text(path, encoding, coded)
         if suffix in (".xlsx", ".xlsm"):
             return _sheet_as_text(path, sheet)
         if suffix == ".parquet":
@@ -531,7 +560,8 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
             )
         values = renamed[column].astype(TEXT_DTYPE).fillna("")
         bare = (values.str.strip() != "") & ~values.str.contains("[a-zA-Z]", regex=True)
-        renamed.loc[bare, column] = values[bare] + " " + suffix
+        # The whole column replaced: a coded (categorical) column takes no new texts in place.
+        renamed[column] = renamed[column].astype(TEXT_DTYPE).where(~bare, values + " " + suffix)
     return renamed
 
 
@@ -551,16 +581,33 @@ class RawStudy:
         return {table: frame.attrs.get(IGNORED_COLUMNS, []) for table, frame in self.tables.items()}
 
 
+def coded_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """The text columns as codes into each column's distinct texts (pandas categoricals).
+
+    A large export holds millions of cells but few distinct texts per column: a code takes one
+    to four bytes where the text took tens, and cleaning parses each distinct text once anyway.
+    The frame is changed in place (each text column is released as it is encoded).
+    """
+    for name in frame.columns:
+        if name != SOURCE_ROW:
+            frame[name] = frame[name].astype("category")
+    return frame
+
+
 def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
-    """All four raw tables as text frames, from plain files or a REDCap export."""
+    """All four raw tables as text (held as codes, see `coded_text`), from plain files or a
+    REDCap export."""
     mapping = read_yaml(mapping_path, "mapping") if mapping_path else None
     if mapping and "redcap" in mapping:
         study = read_redcap_study(raw_dir, mapping["redcap"])
+        study.tables = {table: coded_text(frame) for table, frame in study.tables.items()}
     else:
         tables, files = {}, {}
         for table, source in table_sources(raw_dir, mapping).items():
-            frame = read_table_file(source.path, source.sheet, source.encoding)
-            tables[table] = canonical_raw_table(table, frame, source)
+            frame = read_table_file(source.path, source.sheet, source.encoding, coded=True)
+            canonical = canonical_raw_table(table, frame, source)
+            del frame  # so that encoding releases each text column
+            tables[table] = coded_text(canonical)
             files[table] = source.path.name
         study = RawStudy(tables, files)
     study.stated_export_dates = stated_export_dates(raw_dir, mapping_path, mapping)
@@ -687,14 +734,23 @@ CLEAN_TABLES = TABLE_ORDER
 DERIVED_FRAMES = ("recovery", "weekly_intervals", "weekly_trajectories")
 
 
-def read_stage_frames(folder: Path, names: tuple[str, ...], stage: str) -> dict[str, pd.DataFrame]:
-    """The parquet frames an earlier stage wrote, or a one-line error saying which to run."""
+def read_stage_frames(
+    folder: Path, names: tuple[str, ...], stage: str, columns: dict | None = None
+) -> dict[str, pd.DataFrame]:
+    """The parquet frames an earlier stage wrote, or a one-line error saying which to run.
+
+    `columns`: per frame name, the only columns to read (a frame not named is read whole).
+    """
+    columns = columns or {}
     frames = {}
     for name in names:
         path = Path(folder) / f"{name}.parquet"
         if not path.is_file():
             raise DataError(f"not found: run `ga-rehab {stage}` first", file=str(path))
-        frames[name] = pd.read_parquet(path)
+        # Text columns back in Arrow memory, as the schema declares them (Text): the default,
+        # one Python string per cell, takes twice the memory of the whole clean table.
+        with pd.option_context("mode.string_storage", "pyarrow"):
+            frames[name] = pd.read_parquet(path, columns=columns.get(name))
     return frames
 
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import pandas as pd
 import pandera.pandas as pa
+from pandera.errors import SchemaError
 from pandera.typing import Series
 
 # Text in the canonical tables lives in Arrow memory: millions of ids, dates and labels are
@@ -249,3 +250,68 @@ class WeeklyTrajectories(pa.DataFrameModel):
 def column_names(model: type[pa.DataFrameModel]) -> list[str]:
     """The columns of a canonical table, in contract order."""
     return list(model.to_schema().columns)
+
+
+def _failing_values(values: pd.Series, failing) -> list:
+    return values[failing].drop_duplicates().head(5).tolist()
+
+
+def _failing_check(check_name: str, statistics: dict, values: pd.Series) -> list:
+    """The values (a few) that fail one built-in pandera check, tested without pandera."""
+    present = values.dropna()
+    if check_name == "greater_than_or_equal_to":
+        return _failing_values(present, present < statistics["min_value"])
+    if check_name == "less_than_or_equal_to":
+        return _failing_values(present, present > statistics["max_value"])
+    if check_name == "greater_than":
+        return _failing_values(present, present <= statistics["min_value"])
+    if check_name == "isin":
+        # Over the distinct values: millions of rows hold a handful of levels.
+        distinct = pd.Series(present.unique())
+        return _failing_values(distinct, ~distinct.isin(statistics["allowed_values"]))
+    if check_name == "str_length":
+        lengths = present.str.len()
+        too_short = lengths < (statistics["min_value"] or 0)
+        too_long = lengths > statistics["max_value"] if statistics["max_value"] else False
+        return _failing_values(present, too_short | too_long)
+    raise NotImplementedError(f"no vectorised test for the pandera check {check_name!r}")
+
+
+def check_typed_frame(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame checked against its model with vectorised tests; pandera coercion not needed.
+
+    The stage-boundary check for frames whose columns the caller has already typed (the
+    cleaning parsers): column names and order, each column's dtype (only whole-number columns
+    read as floats are cast, in place, as pandera's coercion would), missing values where the model
+    allows none, uniqueness, and every check the model declares (ranges, levels, text length).
+    A check it cannot test is an error, never skipped. Raises pandera's SchemaError naming the
+    column, the check and a few failing values.
+    """
+    schema = model.to_schema()
+    problems = []
+    if list(frame.columns) != list(schema.columns):
+        problems.append(f"columns {list(frame.columns)} are not {list(schema.columns)}")
+    else:
+        for name, column in schema.columns.items():
+            values = frame[name]
+            to_int = str(column.dtype).startswith("int") and values.dtype.kind == "f"
+            if to_int and (values % 1 == 0).all():
+                frame[name] = values.astype(column.dtype.type)  # in place: no frame copy
+        for name, column in schema.columns.items():
+            values = frame[name]
+            if values.dtype != column.dtype.type:
+                problems.append(f"{name}: dtype {values.dtype!r}, expected {column.dtype.type!r}")
+                continue
+            if not column.nullable and values.isna().any():
+                problems.append(f"{name}: missing values")
+            if column.unique and values.duplicated().any():
+                problems.append(
+                    f"{name}: repeated values {_failing_values(values, values.duplicated())}"
+                )
+            for check in column.checks:
+                failing = _failing_check(check.name, check.statistics, values)
+                if failing:
+                    problems.append(f"{name}: {check.name} {check.statistics} fails for {failing}")
+    if problems:
+        raise SchemaError(schema, frame, f"{model.__name__}: " + "; ".join(problems))
+    return frame

@@ -1,0 +1,285 @@
+"""Cleaning on distinct values: the same result as a pass over every row, a real schema check.
+
+Columns are parsed once per distinct text and spread back over the rows through codes; raw
+tables are held as codes; duplicates are keyed on integer codes; the stage-boundary check
+tests the typed frame without pandera's coercion. Each is checked here against the plain,
+row-by-row way of doing the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pandera.errors import SchemaError, SchemaErrors
+
+from analysis.clean import (
+    SOURCE_ROW,
+    TEXT_DTYPE,
+    _Ledger,
+    _parse_column,
+    _parse_texts,
+    _record_codes,
+    clean_study,
+    column_specs,
+)
+from analysis.io import coded_text
+from analysis.schema import CANONICAL_TABLES, Diary, Participants, Sessions, check_typed_frame
+from analysis.simulate import simulate_study
+
+# Messy texts per column, each meant to hit several rules (fixes, value and row rejections).
+MESSY_TEXTS = {
+    ("diary", Diary.sitting_hours): [
+        "8",
+        " 8",
+        "8.5",
+        "480",
+        "2 h",
+        "90 min",
+        "999",
+        "abc",
+        "",
+        "NA",
+        "30",
+        "1,234",
+        None,
+    ],
+    ("diary", Diary.date): [
+        "2025-01-07",
+        "07/01/2025",
+        "13/01/2025",
+        "2025-01-07 08:30",
+        "1900-01-01",
+        "7 Jan 2025",
+        "bad",
+        "",
+        "01/02/2025",
+        None,
+    ],
+    ("diary", Diary.session_done): ["yes", "Y", "true", "0", "maybe", "", " no "],
+    ("participants", Participants.sex): ["F", "female", "Male", " m ", "x", ""],
+    ("participants", Participants.participant_id): ["p001", " P001", "P002", "", "n/a"],
+    ("sessions", Sessions.exercise): [
+        "glute bridge",
+        "Glute_Bridges",
+        "squatt",
+        "unknown move",
+        "",
+        "Hip thrust (weighted)",
+    ],
+    ("sessions", Sessions.load_kg): ["10", "10 kg", "22 lbs", "5,5", "-3", "", "1.5"],
+}
+
+
+def _ledger_state(ledger: _Ledger) -> tuple:
+    return (
+        ledger.quarantine_frame(),
+        dict(ledger.fixes),
+        dict(ledger.row_rules),
+        dict(ledger.value_rules),
+        ledger.rejected.tolist(),
+    )
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data(), column=st.sampled_from(sorted(MESSY_TEXTS, key=str)))
+def test_parsing_distinct_texts_equals_parsing_every_row(params, data, column):
+    table, name = column
+    texts = data.draw(st.lists(st.sampled_from(MESSY_TEXTS[column]), min_size=1, max_size=40))
+    spec = next(s for s in column_specs(CANONICAL_TABLES[table]) if s.name == name)
+    frame = pd.DataFrame({SOURCE_ROW: range(2, len(texts) + 2)})
+    cells = pd.Series(texts, dtype=object)
+    by_row, by_distinct = _Ledger(table, "x.csv", frame), _Ledger(table, "x.csv", frame)
+
+    expected = _parse_texts(cells, spec, by_row, params["clean"], ".")
+    typed = _parse_column(cells, spec, by_distinct, params["clean"], ".")
+
+    pd.testing.assert_series_equal(typed.rows(cells.index), expected)
+    expected_state, state = _ledger_state(by_row), _ledger_state(by_distinct)
+    pd.testing.assert_frame_equal(state[0], expected_state[0])
+    assert state[1:] == expected_state[1:]
+
+
+def test_cleaning_coded_raw_tables_equals_cleaning_text(params):
+    """The reader hands cleaning categoricals; the result must be that of the plain text."""
+    simulated = simulate_study(30, seed=5, mess_rate=0.5)
+    text = {
+        table: frame.assign(**{SOURCE_ROW: np.arange(2, len(frame) + 2)})
+        for table, frame in simulated.tables.items()
+    }
+    coded = {table: coded_text(frame.copy()) for table, frame in text.items()}
+    for frame in coded.values():
+        for column in frame.columns.drop(SOURCE_ROW):
+            # A category no row holds (Arrow's dictionaries keep the header's text) is no
+            # evidence: were it read, "7,5" would prove decimal commas, 01/13 month-first dates.
+            frame[column] = frame[column].cat.add_categories(["7,5", "01/13/2025"])
+    assert all(
+        isinstance(frame[column].dtype, pd.CategoricalDtype)
+        for frame in coded.values()
+        for column in frame.columns
+        if column != SOURCE_ROW
+    )
+    files = {table: f"{table}.csv" for table in text}
+    expected = clean_study(text, files, params["clean"], simulated.export_date)
+    result = clean_study(coded, files, params["clean"], simulated.export_date)
+    assert expected.quarantine[SOURCE_ROW].size > 0  # the mess reached the quarantine
+    for table, frame in expected.tables.items():
+        pd.testing.assert_frame_equal(result.tables[table], frame)
+    pd.testing.assert_frame_equal(result.quarantine, expected.quarantine)
+    assert result.report == expected.report
+
+    handed_over = {}
+    streamed = clean_study(
+        coded,
+        files,
+        params["clean"],
+        simulated.export_date,
+        hand_over=lambda table, frame: handed_over.setdefault(table, frame),
+    )
+    assert streamed.tables == {}
+    assert list(handed_over) == list(expected.tables)
+    for table, frame in expected.tables.items():
+        pd.testing.assert_frame_equal(handed_over[table], frame)
+    assert streamed.report == expected.report
+
+
+@given(
+    columns=st.integers(1, 3).flatmap(
+        lambda width: st.lists(st.tuples(*[st.integers(0, 4)] * width), min_size=1, max_size=60)
+    )
+)
+def test_record_codes_repeat_exactly_where_the_rows_do(columns):
+    frame = pd.DataFrame(columns)
+    codes = _record_codes([frame[column].to_numpy() for column in frame.columns])
+    np.testing.assert_array_equal(
+        pd.Series(codes).duplicated(keep=False).to_numpy(),
+        frame.duplicated(keep=False).to_numpy(),
+    )
+
+
+def _valid_sessions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            Sessions.participant_id: pd.array(["P1", "P1", "P2"], dtype=TEXT_DTYPE),
+            Sessions.date: pd.to_datetime(["2025-01-07", "2025-01-08", "2025-01-07"]),
+            Sessions.phase: [1.0, 2.0, 3.0],
+            Sessions.exercise: pd.array(["squat", "lunge", "step_up"], dtype=TEXT_DTYPE),
+            Sessions.sets: [3.0, np.nan, 20.0],
+            Sessions.reps: [10.0, 12.0, np.nan],
+            Sessions.load_kg: [0.0, 40.0, np.nan],
+            Sessions.form_quality: [1.0, 5.0, 3.0],
+        }
+    )
+
+
+def _with(column: str, values) -> pd.DataFrame:
+    frame = _valid_sessions()
+    frame[column] = values
+    return frame
+
+
+BROKEN_SESSIONS = {
+    "out of range": lambda: _with(Sessions.sets, [3.0, 21.0, 1.0]),
+    "below range": lambda: _with(Sessions.load_kg, [0.0, -0.5, np.nan]),
+    "unknown level": lambda: _with(Sessions.phase, [1.0, 4.0, 2.0]),
+    "unknown name": lambda: _with(
+        Sessions.exercise, pd.array(["squat", "plank", "lunge"], dtype=TEXT_DTYPE)
+    ),
+    "missing required": lambda: _with(
+        Sessions.participant_id, pd.array(["P1", None, "P2"], dtype=TEXT_DTYPE)
+    ),
+    "wrong dtype": lambda: _with(Sessions.participant_id, ["P1", "P1", "P2"]),
+    "fractional level": lambda: _with(Sessions.phase, [1.0, 2.5, 3.0]),
+    "extra column": lambda: _valid_sessions().assign(note="x"),
+    "column order": lambda: _valid_sessions().iloc[:, ::-1],
+}
+
+
+def test_the_schema_check_passes_a_valid_frame_and_casts_whole_number_levels():
+    checked = check_typed_frame(Sessions, _valid_sessions())
+    assert checked[Sessions.phase].dtype == np.int64
+    pd.testing.assert_frame_equal(checked, Sessions.validate(_valid_sessions()))
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_SESSIONS))
+def test_the_schema_check_refuses_what_pandera_refuses(broken):
+    frame = BROKEN_SESSIONS[broken]()
+    with pytest.raises(SchemaError):
+        check_typed_frame(Sessions, frame.copy())
+    if broken not in ("wrong dtype", "fractional level", "column order"):
+        # pandera (coercing, as the models say) refuses the same frames; the three others it
+        # would coerce or reorder, where the check of an already typed frame is stricter.
+        with pytest.raises((SchemaError, SchemaErrors)):
+            Sessions.validate(frame.copy())
+
+
+def test_a_repeated_participant_id_is_refused(params):
+    people = clean_study(
+        {
+            "participants": pd.DataFrame(
+                {
+                    **{
+                        name: ["x"] for name in CANONICAL_TABLES["participants"].to_schema().columns
+                    },
+                    Participants.participant_id: ["P1"],
+                    Participants.enrolled_on: ["2025-01-06"],
+                    Participants.sex: ["female"],
+                    Participants.severity: ["mild"],
+                    Participants.underlying_condition: ["none"],
+                    Participants.age_years: ["40"],
+                    Participants.bmi: ["24"],
+                    Participants.symptom_months: ["3"],
+                    Participants.baseline_sitting_hours: ["8"],
+                    Participants.withdrawn_on: [""],
+                    SOURCE_ROW: [2],
+                }
+            ),
+            **{
+                table: pd.DataFrame(
+                    {
+                        **{name: [] for name in CANONICAL_TABLES[table].to_schema().columns},
+                        SOURCE_ROW: [],
+                    }
+                )
+                for table in ("diary", "sessions", "assessments")
+            },
+        },
+        {table: table for table in CANONICAL_TABLES},
+        params["clean"],
+        pd.Timestamp("2026-01-01").date(),
+    ).tables["participants"]
+    assert len(people) == 1
+    check_typed_frame(Participants, people.copy())
+    with pytest.raises(SchemaError, match="participant_id: repeated values"):
+        check_typed_frame(Participants, pd.concat([people, people], ignore_index=True))
+
+
+def test_cleaning_does_not_import_hypothesis(params):
+    """pandera imports hypothesis (a dev dependency, ~1 s) when its validation backend loads."""
+    script = (
+        "import json, sys\n"
+        "import numpy as np\n"
+        "from analysis.simulate import simulate_study\n"
+        "from analysis.clean import clean_study, SOURCE_ROW\n"
+        "study = simulate_study(5, seed=1, mess_rate=0.2)\n"
+        "raw = {t: f.assign(**{SOURCE_ROW: np.arange(2, len(f) + 2)})"
+        " for t, f in study.tables.items()}\n"
+        "clean_study(raw, {t: t for t in raw}, json.loads(sys.argv[1]), study.export_date)\n"
+        "print('hypothesis' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(params["clean"])],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
