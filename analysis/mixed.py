@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 from formulaic.errors import FormulaicError
-from scipy import linalg, optimize, stats
+from scipy import linalg, optimize, sparse, stats
 from threadpoolctl import threadpool_limits
 
 from analysis.conventions import CONVENTIONS
@@ -112,9 +112,10 @@ class GroupedCrossProducts:
     y'V^-1 y loses no digits to cancellation when the response has a large mean.
     """
 
-    # Groups on the last axis, so that each entry of a q x q product is one vector operation.
+    # Groups on a long axis, so that each entry of a q x q product is one vector operation;
+    # Z'X stacked as (q m, p) rows is one matrix for the products with p x p matrices.
     ztz: np.ndarray  # (q, q, m)
-    ztx: np.ndarray  # (q, p, m)
+    ztx: np.ndarray  # (q, m, p)
     zty: np.ndarray  # (q, m)
     xtx: np.ndarray  # (p, p)
     xty: np.ndarray  # (p,)
@@ -130,6 +131,10 @@ class GroupedCrossProducts:
     def n_random(self) -> int:
         return self.ztz.shape[0]
 
+    @property
+    def n_groups(self) -> int:
+        return self.ztz.shape[2]
+
 
 @dataclass(frozen=True)
 class ProfiledDeviance:
@@ -141,7 +146,7 @@ class ProfiledDeviance:
     penalized_rss: float  # r = e' W^-1 e, W = I + Z D Z'
     xtwx: np.ndarray  # C = X' W^-1 X
     ztwz_sum: np.ndarray  # sum over groups of Z'W^-1 Z
-    ztwx: np.ndarray  # (q, p, m): Z_i' W_i^-1 X_i
+    shrink: np.ndarray  # (q, q, m): I - Z_i'Z_i K_i, which maps Z_i'(.) to Z_i'W_i^-1(.)
     ztwe: np.ndarray  # (q, m): Z_i' W_i^-1 e_i at beta
     reml_correction: np.ndarray  # sum_i B_i' C^-1 B_i with B_i = X_i' W_i^-1 Z_i
 
@@ -189,63 +194,49 @@ def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return (2.0 * gradient_d @ factor)[theta_slots(factor.shape[0])]
 
 
-def _group_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """left @ right in every group, groups on the last axis: q x q loops of vector operations.
+def _per_group_products(weights: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """weights_i @ blocks_i in every group i: weights (q, r, m), blocks (r, m, ...) -> (q, m, ...).
 
-    `left` is (q, r, m) or a constant (q, r); `right` is (r, ..., m). numpy's stacked matmul
-    handles a 2 x 2 matrix per group ~10x slower than these length-m vector operations.
+    Groups run along a long axis, so each product is q x r vector operations over all groups
+    at once; numpy's stacked matmul handles a 3 x 3 matrix per group far slower.
     """
-    return np.stack(
-        [sum(left[i, j] * right[j] for j in range(left.shape[1])) for i in range(left.shape[0])]
-    )
+    trailing = (slice(None),) + (None,) * (blocks.ndim - 2)
+    products = np.empty((weights.shape[0], *blocks.shape[1:]))
+    for row in range(weights.shape[0]):
+        np.multiply(weights[row, 0][trailing], blocks[0], out=products[row])
+        for column in range(1, weights.shape[1]):
+            products[row] += weights[row, column][trailing] * blocks[column]
+    return products
 
 
-def _group_matmul_constant(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """left @ right in every group for a per-group `left` (q, r, m) and a constant (r, s)."""
-    return np.stack(
-        [
-            np.stack(
-                [
-                    sum(left[i, j] * right[j, k] for j in range(right.shape[0]))
-                    for k in range(right.shape[1])
-                ]
-            )
-            for i in range(left.shape[0])
-        ]
-    )
+def _per_group_cholesky(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower Cholesky factors (q, q, m) and log-determinants (m,) of SPD matrices (q, q, m).
 
-
-def _group_inverse_logdet(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse and log-determinant of symmetric positive definite q x q matrices (q, q, m)."""
+    Column by column as vector operations over the groups (q^3 / 6 of them, no LAPACK call per
+    group). Only used on I + Lambda' Z_i'Z_i Lambda, whose eigenvalues are all >= 1.
+    """
     q = matrices.shape[0]
-    if q == 1:
-        return 1.0 / matrices, np.log(matrices[0, 0])
-    if q == 2:
-        a, b, d = matrices[0, 0], matrices[0, 1], matrices[1, 1]
-        determinant = a * d - b * b
-        inverse = np.stack([np.stack([d, -b]), np.stack([-b, a])]) / determinant
-        return inverse, np.log(determinant)
-    if q == 3:
-        # The adjugate: nine 2 x 2 minors as vector operations, no per-group LAPACK call.
-        m = matrices
-        cofactor = np.stack(
-            [
-                np.stack(
-                    [
-                        m[(i + 1) % 3, (j + 1) % 3] * m[(i + 2) % 3, (j + 2) % 3]
-                        - m[(i + 1) % 3, (j + 2) % 3] * m[(i + 2) % 3, (j + 1) % 3]
-                        for j in range(3)
-                    ]
-                )
-                for i in range(3)
-            ]
-        )
-        determinant = sum(m[0, j] * cofactor[0, j] for j in range(3))
-        return cofactor.transpose(1, 0, 2) / determinant, np.log(determinant)
-    stacked = np.moveaxis(matrices, -1, 0)
-    cholesky = np.linalg.cholesky(stacked)
-    logdet = 2.0 * np.log(np.diagonal(cholesky, axis1=1, axis2=2)).sum(axis=1)
-    return np.moveaxis(np.linalg.inv(stacked), 0, -1), logdet
+    lower = np.zeros_like(matrices)
+    for j in range(q):
+        pivot = np.sqrt(matrices[j, j] - sum(lower[j, k] ** 2 for k in range(j)))
+        lower[j, j] = pivot
+        for i in range(j + 1, q):
+            lower[i, j] = (
+                matrices[i, j] - sum(lower[i, k] * lower[j, k] for k in range(j))
+            ) / pivot
+    logdet = 2.0 * sum(np.log(lower[j, j]) for j in range(q))
+    return lower, logdet
+
+
+def _per_group_forward_solve(lower: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """L_i^-1 R in every group for lower factors (q, q, m) and a constant R (q, r): (q, r, m)."""
+    q = lower.shape[0]
+    solution = np.empty((q, right.shape[1], lower.shape[2]))
+    for i in range(q):
+        solution[i] = (
+            right[i][:, None] - sum(lower[i, k] * solution[k] for k in range(i))
+        ) / lower[i, i]
+    return solution
 
 
 def profiled_deviance(
@@ -253,21 +244,25 @@ def profiled_deviance(
 ) -> ProfiledDeviance:
     """lme4's profiled deviance (REML criterion or -2 logLik) at theta, and its gradient in D.
 
-    With W_i = I + Z_i D Z_i' and K_i = Lambda (I + Lambda' Z_i'Z_i Lambda)^-1 Lambda' (so that
-    W_i^-1 = I - Z_i K_i Z_i'), every quadratic form reduces to the group's cross-products.
-    ML: sum log det W_i + n (1 + log(2 pi r / n)); REML adds log det(X'W^-1 X) and uses n - p.
+    With A_i = I + Lambda' Z_i'Z_i Lambda = L_i L_i' (per-group Cholesky) and M_i = L_i^-1
+    Lambda', W_i^-1 = I - Z_i M_i'M_i Z_i' (W_i = I + Z_i D Z_i'), so every quadratic form
+    reduces to the group's cross-products: X'W^-1 X = X'X - V'V with V_i = M_i Z_i'X_i stacked
+    (one symmetric rank-k update, as lme4's RZX), and likewise X'W^-1 y and y'W^-1 y.
+    ML: sum log det A_i + n (1 + log(2 pi r / n)); REML adds log det(X'W^-1 X) and uses n - p.
+    The REML gradient needs sum_i B_i' C^-1 B_i (B_i = X_i'W_i^-1 Z_i): one product of the
+    stacked Z'X with C^-1, then q x q per group.
     """
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
     factor = theta_to_lambda(theta, q)
     identity = np.eye(q)[:, :, None]
-    penalized = _group_matmul(factor.T, _group_matmul_constant(cross.ztz, factor)) + identity
-    penalized_inverse, logdet_penalized = _group_inverse_logdet(penalized)
-    k = _group_matmul(factor, _group_matmul_constant(penalized_inverse, factor.T))
-    k_ztx = _group_matmul(k, cross.ztx)  # (q, p, m)
-    k_zty = _group_matmul(k, cross.zty)  # (q, m)
-    xtwx = cross.xtx - sum(cross.ztx[i] @ k_ztx[i].T for i in range(q))
-    xtwy = cross.xty - sum(cross.ztx[i] @ k_zty[i] for i in range(q))
-    ytwy = cross.yty - float(np.sum(cross.zty * k_zty))
+    penalized = np.einsum("ka,klm,lb->abm", factor, cross.ztz, factor, optimize=True) + identity
+    lower, logdet_penalized = _per_group_cholesky(penalized)
+    whitening = _per_group_forward_solve(lower, factor.T)  # M_i, (q, q, m)
+    whitened_ztx = _per_group_products(whitening, cross.ztx).reshape(q * cross.n_groups, p)
+    whitened_zty = _per_group_products(whitening, cross.zty).ravel()
+    xtwx = cross.xtx - whitened_ztx.T @ whitened_ztx
+    xtwy = cross.xty - whitened_zty @ whitened_ztx
+    ytwy = cross.yty - float(whitened_zty @ whitened_zty)
     try:
         xtwx_cholesky = np.linalg.cholesky(xtwx)
     except np.linalg.LinAlgError:
@@ -278,17 +273,17 @@ def profiled_deviance(
     if not penalized_rss > 0:
         return _infinite_deviance(q, p)
     deviance = logdet_penalized.sum() + dof * (1.0 + np.log(2.0 * np.pi * penalized_rss / dof))
-    # I - S K, shared by Z'W^-1 Z, Z'W^-1 X and Z'W^-1 y.
-    shrink = identity - _group_matmul(cross.ztz, k)
-    ztwz_sum = _group_matmul(shrink, cross.ztz).sum(axis=-1)
-    ztwx = _group_matmul(shrink, cross.ztx)
-    ztwe = _group_matmul(shrink, cross.zty) - np.tensordot(beta, ztwx, axes=([0], [1]))
+    # K_i = M_i'M_i = Lambda A_i^-1 Lambda'; I - S_i K_i maps Z_i'(.) to Z_i'W_i^-1(.).
+    k = np.einsum("aim,ajm->ijm", whitening, whitening)
+    shrink = identity - np.einsum("ijm,jkm->ikm", cross.ztz, k)
+    ztwz_sum = np.einsum("ijm,jkm->ik", shrink, cross.ztz)
+    residual_zty = cross.zty - (cross.ztx.reshape(-1, p) @ beta).reshape(q, -1)
+    ztwe = np.einsum("ijm,jm->im", shrink, residual_zty)
     gradient_d = ztwz_sum - (dof / penalized_rss) * (ztwe @ ztwe.T)
     reml_correction = np.zeros((q, q))
     if reml:
-        logdet_xtwx = 2.0 * np.log(np.diag(xtwx_cholesky)).sum()
-        deviance += logdet_xtwx
-        reml_correction = _sum_of_quadratic_forms(ztwx, xtwx_cholesky)
+        deviance += 2.0 * np.log(np.diag(xtwx_cholesky)).sum()
+        reml_correction = _sum_of_quadratic_forms(cross, shrink, xtwx_cholesky)
         gradient_d = gradient_d - reml_correction
     return ProfiledDeviance(
         deviance=float(deviance),
@@ -297,7 +292,7 @@ def profiled_deviance(
         penalized_rss=penalized_rss,
         xtwx=xtwx,
         ztwz_sum=ztwz_sum,
-        ztwx=ztwx,
+        shrink=shrink,
         ztwe=ztwe,
         reml_correction=reml_correction,
     )
@@ -307,12 +302,22 @@ def _cholesky_solve(lower: np.ndarray, right: np.ndarray) -> np.ndarray:
     return linalg.cho_solve((lower, True), right)
 
 
-def _sum_of_quadratic_forms(ztwx: np.ndarray, xtwx_cholesky: np.ndarray) -> np.ndarray:
-    """sum_i B_i' C^-1 B_i over groups (B_i = X_i' W_i^-1 Z_i, C from its Cholesky factor)."""
-    q, p = ztwx.shape[:2]
+def _sum_of_quadratic_forms(
+    cross: GroupedCrossProducts, shrink: np.ndarray, xtwx_cholesky: np.ndarray
+) -> np.ndarray:
+    """sum_i B_i' C^-1 B_i over groups, B_i' = (I - S_i K_i) Z_i'X_i, C from its Cholesky factor.
+
+    H_i = Z_i'X_i C^-1 X_i'Z_i (q x q per group) from one product of the stacked Z'X with C^-1;
+    the sum is then sum_i T_i H_i T_i' with T_i = I - S_i K_i.
+    """
+    q, p = cross.n_random, cross.n_fixed
     xtwx_inverse = _cholesky_solve(xtwx_cholesky, np.eye(p))
-    whitened = [xtwx_inverse @ ztwx[j] for j in range(q)]
-    return np.array([[np.sum(ztwx[i] * whitened[j]) for j in range(q)] for i in range(q)])
+    projected = (cross.ztx.reshape(-1, p) @ xtwx_inverse).reshape(cross.ztx.shape)
+    quadratic = np.empty((q, q, cross.n_groups))
+    for i in range(q):
+        for j in range(i, q):
+            quadratic[i, j] = quadratic[j, i] = np.einsum("mp,mp->m", projected[i], cross.ztx[j])
+    return np.einsum("aim,ijm,bjm->ab", shrink, quadratic, shrink, optimize=True)
 
 
 def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
@@ -324,7 +329,7 @@ def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
         penalized_rss=np.nan,
         xtwx=np.full((p, p), np.nan),
         ztwz_sum=empty,
-        ztwx=np.empty((q, p, 0)),
+        shrink=np.empty((q, q, 0)),
         ztwe=np.empty((q, 0)),
         reml_correction=empty,
     )
@@ -614,17 +619,15 @@ def fixed_effects_covariance_jacobian(
     state = profiled_deviance(theta, cross, reml)
     covariance = np.linalg.inv(state.xtwx)
     factor = theta_to_lambda(theta, q)
+    ztwx = _per_group_products(state.shrink, cross.ztx)  # (q, m, p): Z_i'W_i^-1 X_i
+    products = [[ztwx[i].T @ ztwx[j] for j in range(q)] for i in range(q)]
     jacobian = []
     for row, column in zip(*theta_slots(q), strict=True):
         unit = np.zeros((q, q))
         unit[row, column] = 1.0
         d_relative = unit @ factor.T + factor @ unit.T
         d_xtwx = -sum(
-            (
-                d_relative[i, j] * (state.ztwx[i] @ state.ztwx[j].T)
-                for i in range(q)
-                for j in range(q)
-            ),
+            (d_relative[i, j] * products[i][j] for i in range(q) for j in range(q)),
             np.zeros_like(covariance),
         )
         jacobian.append(-(sigma**2) * covariance @ d_xtwx @ covariance)
@@ -889,26 +892,23 @@ def grouped_cross_products(
 ) -> GroupedCrossProducts:
     """Z_i'Z_i, Z_i'X_i, Z_i'y_i per group (codes 0..m-1) and the overall totals.
 
-    Each entry is one weighted bincount over the rows: no sort, no (n, q, p) temporary.
+    Column a of Z as a sparse m x n matrix (row i holds group i's entries) times X, Z and y:
+    one pass over the rows per random effect, no sort, no (n, q, p) temporary.
     """
     residual = response - fixed_design @ ols_coefficients
     n_groups = int(codes.max()) + 1
+    n_rows = len(response)
     q, p = random_design.shape[1], fixed_design.shape[1]
-
-    def per_group(values: np.ndarray) -> np.ndarray:
-        return np.bincount(codes, weights=values, minlength=n_groups)
-
     ztz = np.empty((q, q, n_groups))
+    ztx = np.empty((q, n_groups, p))
+    zty = np.empty((q, n_groups))
     for i in range(q):
-        for j in range(i, q):
-            ztz[i, j] = ztz[j, i] = per_group(random_design[:, i] * random_design[:, j])
-    ztx = np.stack(
-        [
-            np.stack([per_group(random_design[:, i] * fixed_design[:, j]) for j in range(p)])
-            for i in range(q)
-        ]
-    )
-    zty = np.stack([per_group(random_design[:, i] * residual) for i in range(q)])
+        weighted_indicator = sparse.csr_matrix(
+            (random_design[:, i], (codes, np.arange(n_rows))), shape=(n_groups, n_rows)
+        )
+        ztx[i] = weighted_indicator @ fixed_design
+        ztz[i] = (weighted_indicator @ random_design).T
+        zty[i] = weighted_indicator @ residual
     return GroupedCrossProducts(
         ztz=ztz,
         ztx=ztx,
@@ -917,7 +917,7 @@ def grouped_cross_products(
         xty=fixed_design.T @ residual,
         yty=float(residual @ residual),
         ols_coefficients=ols_coefficients,
-        n_observations=len(response),
+        n_observations=n_rows,
     )
 
 
