@@ -57,6 +57,8 @@ FITTED_VS_OBSERVED_COLUMNS = (
 )
 TIME_BASES = ("linear", "piecewise_linear", "natural_spline")
 
+# See _least_squares: X'X's smallest eigenvalue above this share of its largest means full rank.
+WELL_CONDITIONED_GRAM = 1e-8
 # lme4's isSingular(): a diagonal element of the relative covariance factor theta below 1e-4.
 SINGULAR_TOLERANCE = 1e-4
 # A variance parameter is "on the boundary" for the convergence checks when its theta diagonal is
@@ -767,6 +769,7 @@ class MixedResult(ModelResult):
     _training_random_design: np.ndarray | None = None
     _training_blups: np.ndarray | None = None
     _training_index: pd.Index | None = None
+    _training_response: np.ndarray | None = None
 
 
 def fit_mixed(
@@ -857,6 +860,7 @@ def _fit_mixed(
         _training_random_design=random_design,
         _training_blups=blups[codes],
         _training_index=data.index,
+        _training_response=response,
     )
     dropped = int((~complete).sum())
     if dropped:
@@ -903,8 +907,9 @@ def grouped_cross_products(
     ztx = np.empty((q, n_groups, p))
     zty = np.empty((q, n_groups))
     for i in range(q):
-        weighted_indicator = sparse.csr_matrix(
-            (random_design[:, i], (codes, np.arange(n_rows))), shape=(n_groups, n_rows)
+        # One entry per column (row of the data): built in place, no sort.
+        weighted_indicator = sparse.csc_matrix(
+            (random_design[:, i], codes, np.arange(n_rows + 1)), shape=(n_groups, n_rows)
         )
         ztx[i] = weighted_indicator @ fixed_design
         ztz[i] = (weighted_indicator @ random_design).T
@@ -980,8 +985,8 @@ def _check_identifiable(
             column=group,
             hint="use a random intercept only (re_formula='1') or more observations per group",
         )
-    coefficients, _, rank, _ = np.linalg.lstsq(fixed_design, response, rcond=None)
-    if rank < fixed_design.shape[1]:
+    coefficients, rank_deficient = _least_squares(fixed_design, response)
+    if rank_deficient:
         raise DataError(
             "the fixed-effects design is rank deficient",
             hint="lme4 would drop aliased columns; remove or merge the redundant terms",
@@ -994,6 +999,27 @@ def _check_identifiable(
             "to estimate and the (RE)ML criterion is not finite"
         )
     return coefficients
+
+
+def _least_squares(design: np.ndarray, response: np.ndarray) -> tuple[np.ndarray, bool]:
+    """OLS coefficients, and whether the design is rank deficient by numpy.linalg.lstsq's rule.
+
+    lstsq's SVD of a million-row design takes seconds; the Gram matrix X'X is one product.
+    Its eigenvalues are exact to ~1e-16 of the largest, so a smallest one above
+    WELL_CONDITIONED_GRAM of the largest puts X's smallest singular value above 1e-4 of its
+    largest, far above lstsq's cut (machine epsilon x rows): full rank by lstsq's rule, and the
+    normal equations with one step of refinement give lstsq's coefficients. Below it, lstsq
+    itself decides.
+    """
+    gram = design.T @ design
+    eigenvalues = np.linalg.eigvalsh(gram)
+    if eigenvalues[0] > WELL_CONDITIONED_GRAM * eigenvalues[-1]:
+        cholesky = np.linalg.cholesky(gram)
+        coefficients = _cholesky_solve(cholesky, design.T @ response)
+        coefficients += _cholesky_solve(cholesky, design.T @ (response - design @ coefficients))
+        return coefficients, False
+    coefficients, _, rank, _ = np.linalg.lstsq(design, response, rcond=None)
+    return coefficients, bool(rank < design.shape[1])
 
 
 def _tidy_fixed_effects(
@@ -1107,12 +1133,20 @@ def fitted_vs_observed(
     followed in late weeks are not a random sample, so the population curve may leave the
     observed interval while the model with each person's effects still fits the rows;
     gap = fitted_mean_with_random_effects - observed mean, and within_interval is about it.
+
+    `frame` is the frame `result` was fitted on: the rows are the fit's own (its design and
+    BLUPs are reused, not rebuilt from the formula), and ParameterError says so otherwise.
     """
-    used = frame[frame[outcome].notna()].assign(
-        _population=result.predict(frame),
-        _conditional=result.predict(frame, include_random_effects=True),
+    rows = frame.reindex(result._training_index)
+    if not np.array_equal(rows[outcome].to_numpy(dtype=float), result._training_response):
+        raise ParameterError(
+            f"fitted_vs_observed needs the frame the model was fitted on; its {outcome!r} "
+            "differs from the fitted response"
+        )
+    used = rows.assign(
+        _population=result.predict().to_numpy(),
+        _conditional=result.predict(include_random_effects=True).to_numpy(),
     )
-    used = used[used["_conditional"].notna()]
     cells = used.groupby(by, observed=True)
     table = cells[outcome].agg(n="count", observed_mean="mean", observed_sd="std")
     table["fitted_mean"] = cells["_population"].mean()
