@@ -117,10 +117,11 @@ class GroupedCrossProducts:
     y'V^-1 y loses no digits to cancellation when the response has a large mean.
     """
 
-    # Groups on a long axis, so that each entry of a q x q product is one vector operation;
-    # Z'X stacked as (q m, p) rows is one matrix for the products with p x p matrices.
+    # Z'Z and Z'y with groups on the last axis, so that each entry of a q x q product is one
+    # vector operation; Z'X group by group, so that numpy's stacked matmul applies a q x q
+    # matrix per group and the stack, (m q, p) rows, is one matrix for products with p x p ones.
     ztz: np.ndarray  # (q, q, m)
-    ztx: np.ndarray  # (q, m, p)
+    ztx: np.ndarray  # (m, q, p)
     zty: np.ndarray  # (q, m)
     xtx: np.ndarray  # (p, p)
     xty: np.ndarray  # (p,)
@@ -199,21 +200,6 @@ def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return (2.0 * gradient_d @ factor)[theta_slots(factor.shape[0])]
 
 
-def _per_group_products(weights: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-    """weights_i @ blocks_i in every group i: weights (q, r, m), blocks (r, m, ...) -> (q, m, ...).
-
-    Groups run along a long axis, so each product is q x r vector operations over all groups
-    at once; numpy's stacked matmul handles a 3 x 3 matrix per group far slower.
-    """
-    trailing = (slice(None),) + (None,) * (blocks.ndim - 2)
-    products = np.empty((weights.shape[0], *blocks.shape[1:]))
-    for row in range(weights.shape[0]):
-        np.multiply(weights[row, 0][trailing], blocks[0], out=products[row])
-        for column in range(1, weights.shape[1]):
-            products[row] += weights[row, column][trailing] * blocks[column]
-    return products
-
-
 def _per_group_cholesky(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Lower Cholesky factors (q, q, m) and log-determinants (m,) of SPD matrices (q, q, m).
 
@@ -263,8 +249,9 @@ def profiled_deviance(
     penalized = np.einsum("ka,klm,lb->abm", factor, cross.ztz, factor, optimize=True) + identity
     lower, logdet_penalized = _per_group_cholesky(penalized)
     whitening = _per_group_forward_solve(lower, factor.T)  # M_i, (q, q, m)
-    whitened_ztx = _per_group_products(whitening, cross.ztx).reshape(q * cross.n_groups, p)
-    whitened_zty = _per_group_products(whitening, cross.zty).ravel()
+    whitening_by_group = np.ascontiguousarray(whitening.transpose(2, 0, 1))
+    whitened_ztx = np.matmul(whitening_by_group, cross.ztx).reshape(-1, p)  # V, (m q, p)
+    whitened_zty = np.einsum("ijm,jm->mi", whitening, cross.zty).ravel()
     xtwx = cross.xtx - whitened_ztx.T @ whitened_ztx
     xtwy = cross.xty - whitened_zty @ whitened_ztx
     ytwy = cross.yty - float(whitened_zty @ whitened_zty)
@@ -282,7 +269,7 @@ def profiled_deviance(
     k = np.einsum("aim,ajm->ijm", whitening, whitening)
     shrink = identity - np.einsum("ijm,jkm->ikm", cross.ztz, k)
     ztwz_sum = np.einsum("ijm,jkm->ik", shrink, cross.ztz)
-    residual_zty = cross.zty - (cross.ztx.reshape(-1, p) @ beta).reshape(q, -1)
+    residual_zty = cross.zty - (cross.ztx.reshape(-1, p) @ beta).reshape(-1, q).T
     ztwe = np.einsum("ijm,jm->im", shrink, residual_zty)
     gradient_d = ztwz_sum - (dof / penalized_rss) * (ztwe @ ztwe.T)
     reml_correction = np.zeros((q, q))
@@ -315,14 +302,11 @@ def _sum_of_quadratic_forms(
     H_i = Z_i'X_i C^-1 X_i'Z_i (q x q per group) from one product of the stacked Z'X with C^-1;
     the sum is then sum_i T_i H_i T_i' with T_i = I - S_i K_i.
     """
-    q, p = cross.n_random, cross.n_fixed
+    p = cross.n_fixed
     xtwx_inverse = _cholesky_solve(xtwx_cholesky, np.eye(p))
     projected = (cross.ztx.reshape(-1, p) @ xtwx_inverse).reshape(cross.ztx.shape)
-    quadratic = np.empty((q, q, cross.n_groups))
-    for i in range(q):
-        for j in range(i, q):
-            quadratic[i, j] = quadratic[j, i] = np.einsum("mp,mp->m", projected[i], cross.ztx[j])
-    return np.einsum("aim,ijm,bjm->ab", shrink, quadratic, shrink, optimize=True)
+    quadratic = np.matmul(projected, cross.ztx.transpose(0, 2, 1))  # H_i, (m, q, q)
+    return np.einsum("aim,mij,bjm->ab", shrink, quadratic, shrink, optimize=True)
 
 
 def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
@@ -624,8 +608,8 @@ def fixed_effects_covariance_jacobian(
     state = profiled_deviance(theta, cross, reml)
     covariance = np.linalg.inv(state.xtwx)
     factor = theta_to_lambda(theta, q)
-    ztwx = _per_group_products(state.shrink, cross.ztx)  # (q, m, p): Z_i'W_i^-1 X_i
-    products = [[ztwx[i].T @ ztwx[j] for j in range(q)] for i in range(q)]
+    ztwx = np.matmul(state.shrink.transpose(2, 0, 1), cross.ztx)  # (m, q, p): Z_i'W_i^-1 X_i
+    products = [[ztwx[:, i].T @ ztwx[:, j] for j in range(q)] for i in range(q)]
     jacobian = []
     for row, column in zip(*theta_slots(q), strict=True):
         unit = np.zeros((q, q))
@@ -907,14 +891,14 @@ def grouped_cross_products(
     n_rows = len(response)
     q, p = random_design.shape[1], fixed_design.shape[1]
     ztz = np.empty((q, q, n_groups))
-    ztx = np.empty((q, n_groups, p))
+    ztx = np.empty((n_groups, q, p))
     zty = np.empty((q, n_groups))
     for i in range(q):
         # One entry per column (row of the data): built in place, no sort.
         weighted_indicator = sparse.csc_matrix(
             (random_design[:, i], codes, np.arange(n_rows + 1)), shape=(n_groups, n_rows)
         )
-        ztx[i] = weighted_indicator @ fixed_design
+        ztx[:, i] = weighted_indicator @ fixed_design
         ztz[i] = (weighted_indicator @ random_design).T
         zty[i] = weighted_indicator @ residual
     return GroupedCrossProducts(
