@@ -57,8 +57,10 @@ FITTED_VS_OBSERVED_COLUMNS = (
 )
 TIME_BASES = ("linear", "piecewise_linear", "natural_spline")
 
-# See _least_squares: X'X's smallest eigenvalue above this share of its largest means full rank.
-WELL_CONDITIONED_GRAM = 1e-8
+# See _least_squares: X'X's smallest eigenvalue above this share of its largest means full rank
+# by lstsq's rule; the normal equations then get this many steps of iterative refinement.
+WELL_CONDITIONED_GRAM = 1e-13
+GRAM_REFINEMENTS = 3
 # lme4's isSingular(): a diagonal element of the relative covariance factor theta below 1e-4.
 SINGULAR_TOLERANCE = 1e-4
 # A variance parameter is "on the boundary" for the convergence checks when its theta diagonal is
@@ -121,12 +123,11 @@ class GroupedCrossProducts:
     y'V^-1 y loses no digits to cancellation when the response has a large mean.
     """
 
-    # Z'Z and Z'y with groups on the last axis, so that each entry of a q x q product is one
-    # vector operation; Z'X group by group, so that numpy's stacked matmul applies a q x q
-    # matrix per group and the stack, (m q, p) rows, is one matrix for products with p x p ones.
-    ztz: np.ndarray  # (q, q, m)
+    # Group by group: numpy's stacked matmul applies a q x q matrix per group, and the stacked
+    # Z'X, (m q, p) rows, is one matrix for the products with p x p ones.
+    ztz: np.ndarray  # (m, q, q)
     ztx: np.ndarray  # (m, q, p)
-    zty: np.ndarray  # (q, m)
+    zty: np.ndarray  # (m, q)
     xtx: np.ndarray  # (p, p)
     xty: np.ndarray  # (p,)
     yty: float
@@ -139,11 +140,11 @@ class GroupedCrossProducts:
 
     @property
     def n_random(self) -> int:
-        return self.ztz.shape[0]
+        return self.ztz.shape[1]
 
     @property
     def n_groups(self) -> int:
-        return self.ztz.shape[2]
+        return self.ztz.shape[0]
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,8 @@ class ProfiledDeviance:
     penalized_rss: float  # r = e' W^-1 e, W = I + Z D Z'
     xtwx: np.ndarray  # C = X' W^-1 X
     ztwz_sum: np.ndarray  # sum over groups of Z'W^-1 Z
-    shrink: np.ndarray  # (q, q, m): I - Z_i'Z_i K_i, which maps Z_i'(.) to Z_i'W_i^-1(.)
-    ztwe: np.ndarray  # (q, m): Z_i' W_i^-1 e_i at beta
+    shrink: np.ndarray  # (m, q, q): I - Z_i'Z_i K_i, which maps Z_i'(.) to Z_i'W_i^-1(.)
+    ztwe: np.ndarray  # (m, q): Z_i' W_i^-1 e_i at beta
     reml_correction: np.ndarray  # sum_i B_i' C^-1 B_i with B_i = X_i' W_i^-1 Z_i
 
 
@@ -205,32 +206,32 @@ def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
 
 
 def _per_group_cholesky(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower Cholesky factors (q, q, m) and log-determinants (m,) of SPD matrices (q, q, m).
+    """Lower Cholesky factors (m, q, q) and log-determinants (m,) of SPD matrices (m, q, q).
 
     Column by column as vector operations over the groups (q^3 / 6 of them, no LAPACK call per
     group). Only used on I + Lambda' Z_i'Z_i Lambda, whose eigenvalues are all >= 1.
     """
-    q = matrices.shape[0]
+    q = matrices.shape[1]
     lower = np.zeros_like(matrices)
     for j in range(q):
-        pivot = np.sqrt(matrices[j, j] - sum(lower[j, k] ** 2 for k in range(j)))
-        lower[j, j] = pivot
+        pivot = np.sqrt(matrices[:, j, j] - sum(lower[:, j, k] ** 2 for k in range(j)))
+        lower[:, j, j] = pivot
         for i in range(j + 1, q):
-            lower[i, j] = (
-                matrices[i, j] - sum(lower[i, k] * lower[j, k] for k in range(j))
+            lower[:, i, j] = (
+                matrices[:, i, j] - sum(lower[:, i, k] * lower[:, j, k] for k in range(j))
             ) / pivot
-    logdet = 2.0 * sum(np.log(lower[j, j]) for j in range(q))
+    logdet = 2.0 * sum(np.log(lower[:, j, j]) for j in range(q))
     return lower, logdet
 
 
 def _per_group_forward_solve(lower: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """L_i^-1 R in every group for lower factors (q, q, m) and a constant R (q, r): (q, r, m)."""
-    q = lower.shape[0]
-    solution = np.empty((q, right.shape[1], lower.shape[2]))
+    """L_i^-1 R in every group for lower factors (m, q, q) and a constant R (q, r): (m, q, r)."""
+    q = lower.shape[1]
+    solution = np.empty((lower.shape[0], q, right.shape[1]))
     for i in range(q):
-        solution[i] = (
-            right[i][:, None] - sum(lower[i, k] * solution[k] for k in range(i))
-        ) / lower[i, i]
+        solution[:, i] = (
+            right[i] - sum(lower[:, i, k, None] * solution[:, k] for k in range(i))
+        ) / lower[:, i, i, None]
     return solution
 
 
@@ -249,13 +250,12 @@ def profiled_deviance(
     """
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
     factor = theta_to_lambda(theta, q)
-    identity = np.eye(q)[:, :, None]
-    penalized = np.einsum("ka,klm,lb->abm", factor, cross.ztz, factor, optimize=True) + identity
+    identity = np.eye(q)
+    penalized = factor.T @ cross.ztz @ factor + identity
     lower, logdet_penalized = _per_group_cholesky(penalized)
-    whitening = _per_group_forward_solve(lower, factor.T)  # M_i, (q, q, m)
-    whitening_by_group = np.ascontiguousarray(whitening.transpose(2, 0, 1))
-    whitened_ztx = np.matmul(whitening_by_group, cross.ztx).reshape(-1, p)  # V, (m q, p)
-    whitened_zty = np.einsum("ijm,jm->mi", whitening, cross.zty).ravel()
+    whitening = _per_group_forward_solve(lower, factor.T)  # M_i, (m, q, q)
+    whitened_ztx = np.matmul(whitening, cross.ztx).reshape(-1, p)  # V, (m q, p)
+    whitened_zty = np.matmul(whitening, cross.zty[:, :, None]).ravel()
     xtwx = cross.xtx - whitened_ztx.T @ whitened_ztx
     xtwy = cross.xty - whitened_zty @ whitened_ztx
     ytwy = cross.yty - float(whitened_zty @ whitened_zty)
@@ -270,12 +270,11 @@ def profiled_deviance(
         return _infinite_deviance(q, p)
     deviance = logdet_penalized.sum() + dof * (1.0 + np.log(2.0 * np.pi * penalized_rss / dof))
     # K_i = M_i'M_i = Lambda A_i^-1 Lambda'; I - S_i K_i maps Z_i'(.) to Z_i'W_i^-1(.).
-    k = np.einsum("aim,ajm->ijm", whitening, whitening)
-    shrink = identity - np.einsum("ijm,jkm->ikm", cross.ztz, k)
-    ztwz_sum = np.einsum("ijm,jkm->ik", shrink, cross.ztz)
-    residual_zty = cross.zty - (cross.ztx.reshape(-1, p) @ beta).reshape(-1, q).T
-    ztwe = np.einsum("ijm,jm->im", shrink, residual_zty)
-    gradient_d = ztwz_sum - (dof / penalized_rss) * (ztwe @ ztwe.T)
+    shrink = identity - cross.ztz @ (whitening.transpose(0, 2, 1) @ whitening)
+    ztwz_sum = (shrink @ cross.ztz).sum(axis=0)
+    residual_zty = cross.zty - (cross.ztx.reshape(-1, p) @ beta).reshape(-1, q)
+    ztwe = np.matmul(shrink, residual_zty[:, :, None])[:, :, 0]  # (m, q)
+    gradient_d = ztwz_sum - (dof / penalized_rss) * (ztwe.T @ ztwe)
     reml_correction = np.zeros((q, q))
     if reml:
         deviance += 2.0 * np.log(np.diag(xtwx_cholesky)).sum()
@@ -310,7 +309,7 @@ def _sum_of_quadratic_forms(
     xtwx_inverse = _cholesky_solve(xtwx_cholesky, np.eye(p))
     projected = (cross.ztx.reshape(-1, p) @ xtwx_inverse).reshape(cross.ztx.shape)
     quadratic = np.matmul(projected, cross.ztx.transpose(0, 2, 1))  # H_i, (m, q, q)
-    return np.einsum("aim,mij,bjm->ab", shrink, quadratic, shrink, optimize=True)
+    return (shrink @ quadratic @ shrink.transpose(0, 2, 1)).sum(axis=0)
 
 
 def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
@@ -322,8 +321,8 @@ def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
         penalized_rss=np.nan,
         xtwx=np.full((p, p), np.nan),
         ztwz_sum=empty,
-        shrink=np.empty((q, q, 0)),
-        ztwe=np.empty((q, 0)),
+        shrink=np.empty((0, q, q)),
+        ztwe=np.empty((0, q)),
         reml_correction=empty,
     )
 
@@ -612,7 +611,7 @@ def varpar_deviance_gradient(
     theta, sigma = varpar[:-1], varpar[-1]
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
     state = profiled_deviance(theta, cross, reml)
-    gradient_d = state.ztwz_sum - (state.ztwe @ state.ztwe.T) / sigma**2
+    gradient_d = state.ztwz_sum - (state.ztwe.T @ state.ztwe) / sigma**2
     gradient_d = gradient_d - state.reml_correction
     dof = n - p if reml else n
     d_sigma = -2.0 * state.penalized_rss / sigma**3 + 2.0 * dof / sigma
@@ -631,7 +630,7 @@ def fixed_effects_covariance_jacobian(
     q = cross.n_random
     covariance = np.linalg.inv(state.xtwx)
     factor = theta_to_lambda(theta, q)
-    ztwx = np.matmul(state.shrink.transpose(2, 0, 1), cross.ztx)  # (m, q, p): Z_i'W_i^-1 X_i
+    ztwx = np.matmul(state.shrink, cross.ztx)  # (m, q, p): Z_i'W_i^-1 X_i
     products = [[ztwx[:, i].T @ ztwx[:, j] for j in range(q)] for i in range(q)]
     jacobian = []
     for row, column in zip(*theta_slots(q), strict=True):
@@ -849,7 +848,7 @@ def _fit_mixed(
     fixed_covariance = residual_variance * np.linalg.inv(state.xtwx)
     beta = state.beta + cross.ols_coefficients
     df, varpar_eigenvalues = satterthwaite_df(fit.theta, sigma, cross, reml, state)
-    blups = (relative_covariance @ state.ztwe).T
+    blups = state.ztwe @ relative_covariance
 
     result = MixedResult(
         fitted=fit,
@@ -954,17 +953,17 @@ def grouped_cross_products(
     n_groups = int(codes.max()) + 1
     n_rows = len(response)
     q, p = random_design.shape[1], fixed_design.shape[1]
-    ztz = np.empty((q, q, n_groups))
+    ztz = np.empty((n_groups, q, q))
     ztx = np.empty((n_groups, q, p))
-    zty = np.empty((q, n_groups))
+    zty = np.empty((n_groups, q))
     for i in range(q):
         # One entry per column (row of the data): built in place, no sort.
         weighted_indicator = sparse.csc_matrix(
             (random_design[:, i], codes, np.arange(n_rows + 1)), shape=(n_groups, n_rows)
         )
         ztx[:, i] = weighted_indicator @ fixed_design
-        ztz[i] = (weighted_indicator @ random_design).T
-        zty[i] = weighted_indicator @ residual
+        ztz[:, i] = weighted_indicator @ random_design
+        zty[:, i] = weighted_indicator @ residual
     return GroupedCrossProducts(
         ztz=ztz,
         ztx=ztx,
@@ -1056,18 +1055,21 @@ def _least_squares(design: np.ndarray, response: np.ndarray) -> tuple[np.ndarray
     """OLS coefficients, and whether the design is rank deficient by numpy.linalg.lstsq's rule.
 
     lstsq's SVD of a million-row design takes seconds; the Gram matrix X'X is one product.
-    Its eigenvalues are exact to ~1e-16 of the largest, so a smallest one above
-    WELL_CONDITIONED_GRAM of the largest puts X's smallest singular value above 1e-4 of its
-    largest, far above lstsq's cut (machine epsilon x rows): full rank by lstsq's rule, and the
-    normal equations with one step of refinement give lstsq's coefficients. Below it, lstsq
-    itself decides.
+    Its computed eigenvalues are within ~p x machine epsilon (< 1e-14 here) of the largest, so
+    a smallest one above WELL_CONDITIONED_GRAM (1e-13) of the largest puts X's smallest singular
+    value above 3e-7 of its largest, above lstsq's cut (machine epsilon x rows) for up to 1e9
+    rows: full rank by lstsq's rule. Each step of refinement of the normal equations then
+    shrinks the error by cond(X'X) x epsilon (< 2e-3), so GRAM_REFINEMENTS steps give lstsq's
+    coefficients to ~1e-11. Below that threshold lstsq itself decides.
     """
     gram = design.T @ design
     eigenvalues = np.linalg.eigvalsh(gram)
     if eigenvalues[0] > WELL_CONDITIONED_GRAM * eigenvalues[-1]:
         cholesky = np.linalg.cholesky(gram)
         coefficients = _cholesky_solve(cholesky, design.T @ response)
-        coefficients += _cholesky_solve(cholesky, design.T @ (response - design @ coefficients))
+        for _ in range(GRAM_REFINEMENTS):
+            residual = response - design @ coefficients
+            coefficients += _cholesky_solve(cholesky, design.T @ residual)
         return coefficients, False
     coefficients, _, rank, _ = np.linalg.lstsq(design, response, rcond=None)
     return coefficients, bool(rank < design.shape[1])
