@@ -1190,7 +1190,7 @@ def fitted_vs_observed(
     `frame` is the frame `result` was fitted on: the rows are the fit's own (its design and
     BLUPs are reused, not rebuilt from the formula), and ParameterError says so otherwise.
     """
-    rows = frame.reindex(result._training_index)
+    rows = frame[[*by, outcome]].reindex(result._training_index)
     if not np.array_equal(rows[outcome].to_numpy(dtype=float), result._training_response):
         raise ParameterError(
             f"fitted_vs_observed needs the frame the model was fitted on; its {outcome!r} "
