@@ -99,6 +99,8 @@ DEVIANCE_ROUNDING = 1e-10
 # of them (see _subset_optimum): a fifth of the data or less, at a fraction of the cost.
 SUBSET_MIN_GROUPS = 25_000
 SUBSET_GROUPS = 5_000
+# Rows per block in copying the design to row-major order (~1 MB with 36 columns).
+DESIGN_BLOCK_ROWS = 4096
 # Times the optimiser may step off a saddle point on theta's bound (see _minimise_from).
 SADDLE_ESCAPES = 3
 
@@ -601,16 +603,20 @@ def is_singular(theta: np.ndarray, q: int) -> bool:
 
 
 def varpar_deviance_gradient(
-    varpar: np.ndarray, cross: GroupedCrossProducts, reml: bool
+    varpar: np.ndarray,
+    cross: GroupedCrossProducts,
+    reml: bool,
+    known: ProfiledDeviance | None = None,
 ) -> np.ndarray:
     """Gradient of lmerTest's devfun_vp: the deviance at (theta, sigma), not profiled over sigma.
 
     devfun_vp = log det(I + Lambda'Z'Z Lambda) + r(theta) / sigma^2 + n log(2 pi sigma^2)
     (+ log det(X'W^-1 X) - p log(2 pi sigma^2) for REML), r the penalised RSS at beta(theta).
+    `known` is the profiled deviance at this theta, when already computed.
     """
     theta, sigma = varpar[:-1], varpar[-1]
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
-    state = profiled_deviance(theta, cross, reml)
+    state = known if known is not None else profiled_deviance(theta, cross, reml)
     gradient_d = state.ztwz_sum - (state.ztwe.T @ state.ztwe) / sigma**2
     gradient_d = gradient_d - state.reml_correction
     dof = n - p if reml else n
@@ -661,9 +667,13 @@ def satterthwaite_df(
     profiled deviance at theta.
     """
     varpar = np.append(theta, sigma)
-    hessian = _central_difference_hessian(
-        lambda v: varpar_deviance_gradient(v, cross, reml), varpar
-    )
+
+    def gradient(point: np.ndarray) -> np.ndarray:
+        # The steps in sigma leave theta, and so the profiled state, where it is.
+        known = state if np.array_equal(point[:-1], theta) else None
+        return varpar_deviance_gradient(point, cross, reml, known)
+
+    hessian = _central_difference_hessian(gradient, varpar)
     eigenvalues, vectors = np.linalg.eigh(hessian)
     positive = eigenvalues > SATTERTHWAITE_EIGEN_TOLERANCE
     pseudo_inverse = (vectors[:, positive] / eigenvalues[positive]) @ vectors[:, positive].T
@@ -824,9 +834,7 @@ def _fit_mixed(
 
     matrices = model_matrix(fixed_formula, data, na_action="ignore")
     response = np.asarray(matrices.lhs, dtype=float).ravel()
-    # Row-major: the cross-products' sparse products read it by rows (a column-major design
-    # would be copied once per random effect).
-    fixed_design = np.ascontiguousarray(matrices.rhs, dtype=float)
+    fixed_design = _row_major(matrices.rhs)
     random_design_frame = model_matrix(random_formula, data, na_action="ignore")
     random_design = np.asarray(random_design_frame, dtype=float)
     fixed_names = [r_term_name(name) for name in matrices.rhs.columns]
@@ -901,6 +909,22 @@ def _fit_mixed(
             ConvergenceWarning,
         )
     return result
+
+
+def _row_major(columns: pd.DataFrame) -> np.ndarray:
+    """The frame's columns as one row-major float array, DESIGN_BLOCK_ROWS rows at a time.
+
+    The cross-products' sparse products read the design by rows. pandas' own conversion
+    interleaves the columns into a column-major copy, and numpy's transposing copy of that
+    strides through memory: seconds at a million rows, where cache-sized blocks take a pass.
+    """
+    values = [columns.iloc[:, j].to_numpy(dtype=float) for j in range(columns.shape[1])]
+    array = np.empty((len(columns), len(values)))
+    for start in range(0, len(array), DESIGN_BLOCK_ROWS):
+        block = array[start : start + DESIGN_BLOCK_ROWS]
+        for j, column in enumerate(values):
+            block[:, j] = column[start : start + DESIGN_BLOCK_ROWS]
+    return array
 
 
 def _subset_optimum(
