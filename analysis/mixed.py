@@ -92,6 +92,8 @@ START_DIAGONALS: tuple[float, ...] = (1.0, 0.1, 10.0, 0.01)
 # searches then fail over and over (half of all evaluations at 10,000 people).
 OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-10, "gtol": 1e-6}
 NEWTON_STEPS = 5
+# At most this many BFGS-updated steps from a start near the optimum (see _quasi_newton_steps).
+QUASI_NEWTON_STEPS = 20
 # Relative rounding error allowed in comparing two deviances (sums over ~1e6 rows lose
 # ~1e-12 of the deviance; a Newton step must also lower the gradient).
 DEVIANCE_ROUNDING = 1e-10
@@ -356,6 +358,14 @@ def _central_difference_hessian(gradient, point: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class StartEstimate:
+    """A start near the optimum (e.g. a subset's optimum) and an estimate of the Hessian there."""
+
+    theta: np.ndarray
+    hessian: np.ndarray
+
+
+@dataclass(frozen=True)
 class OptimumCheck:
     """Whether theta is a minimum of the profiled deviance (KKT with theta's lower bounds)."""
 
@@ -409,12 +419,17 @@ def check_optimum(
 
 
 def _minimise_from(
-    start: np.ndarray, cross: GroupedCrossProducts, reml: bool, bounds, newton_first: bool = False
+    start: np.ndarray,
+    cross: GroupedCrossProducts,
+    reml: bool,
+    bounds,
+    start_hessian: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, int, int]:
     """L-BFGS-B on the analytic gradient, stepping off boundary saddles, then Newton steps.
 
-    With `newton_first` (a start already near the optimum) Newton steps come first, and
-    L-BFGS-B continues from where they stop only if that is not a checked minimum.
+    With `start_hessian` (a start already near the optimum, and an estimate of the Hessian
+    there) quasi-Newton and then Newton steps come first, and L-BFGS-B continues from where
+    they stop only if that is not a checked minimum.
 
     A theta diagonal that L-BFGS-B projects onto its bound of 0 has gradient exactly 0 there
     when the deviance is even in it (the last column of Lambda), so the optimiser cannot leave
@@ -424,14 +439,21 @@ def _minimise_from(
     the number of deviance evaluations and of escapes.
     """
     counter = {"evaluations": 0}
+    # The steps, the polish and the checks ask again for points already evaluated.
+    evaluated: dict[bytes, tuple[float, np.ndarray]] = {}
 
     def objective(theta):
-        counter["evaluations"] += 1
-        return deviance_and_gradient(theta, cross, reml)
+        key = np.asarray(theta, dtype=float).tobytes()
+        if key not in evaluated:
+            counter["evaluations"] += 1
+            evaluated[key] = deviance_and_gradient(theta, cross, reml)
+        deviance, gradient = evaluated[key]
+        return deviance, gradient.copy()
 
     q = cross.n_random
-    if newton_first:
-        theta, hessian = _newton_polish(start, objective, q)
+    if start_hessian is not None:
+        theta = _quasi_newton_steps(start, objective, q, start_hessian)
+        theta, hessian = _newton_polish(theta, objective, q)
         if hessian is not None:
             deviance, gradient = objective(theta)
             if np.isfinite(deviance) and check_optimum(theta, gradient, hessian, q).accepted:
@@ -483,6 +505,47 @@ def _step_off_boundary_saddle(theta: np.ndarray, objective, q: int) -> np.ndarra
     return None
 
 
+def _quasi_newton_steps(theta: np.ndarray, objective, q: int, hessian: np.ndarray) -> np.ndarray:
+    """Newton steps on an estimated Hessian, BFGS-updated after each, while they help.
+
+    The estimate (a subset's Hessian scaled to all groups) is off by the subset's sampling
+    error, so steps on it alone would shrink the gradient only by a constant factor each; the
+    updates make the convergence superlinear. Each step is kept only if it lowers the deviance
+    (up to rounding) and the gradient; the steps stop once the Newton decrement is below
+    NEWTON_DECREMENT_TOLERANCE. _newton_polish then finishes on a Hessian computed there.
+    """
+    diagonal = theta_diagonal_index(q)
+    interior = np.ones(len(theta), dtype=bool)
+    interior[diagonal] = theta[diagonal] > BOUNDARY_TOLERANCE
+    deviance, gradient = objective(theta)
+    sub = hessian[np.ix_(interior, interior)]
+    if not np.isfinite(deviance) or not interior.any() or np.linalg.eigvalsh(sub).min() <= 0:
+        return theta
+    for _ in range(QUASI_NEWTON_STEPS):
+        step = -np.linalg.solve(sub, gradient[interior])
+        if -(step @ gradient[interior]) / 2 < NEWTON_DECREMENT_TOLERANCE:
+            break
+        candidate = theta.copy()
+        candidate[interior] += step
+        if np.any(candidate[diagonal] < 0):
+            break
+        candidate_deviance, candidate_gradient = objective(candidate)
+        rounding = DEVIANCE_ROUNDING * max(abs(deviance), 1.0)
+        if not (
+            candidate_deviance <= deviance + rounding
+            and np.abs(candidate_gradient[interior]).max() < np.abs(gradient[interior]).max()
+        ):
+            break
+        change = candidate_gradient[interior] - gradient[interior]
+        curvature = step @ change
+        if curvature > 0:
+            projected = sub @ step
+            sub = sub - np.outer(projected, projected) / (step @ projected)
+            sub = sub + np.outer(change, change) / curvature
+        theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
+    return theta
+
+
 def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Newton steps on one Hessian over the interior parameters, each kept only if it helps.
 
@@ -521,7 +584,7 @@ def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np
 
 
 def optimise_theta(
-    cross: GroupedCrossProducts, reml: bool, near_start: np.ndarray | None = None
+    cross: GroupedCrossProducts, reml: bool, near_start: StartEstimate | None = None
 ) -> tuple[ProfiledFit, list[str]]:
     """Minimise the profiled deviance from lme4's start; if that fails the checks, from all others.
 
@@ -529,7 +592,7 @@ def optimise_theta(
     every start in START_DIAGONALS is tried and the lowest deviance among those that pass is
     kept, with a note saying so. ConvergenceError when none passes: reporting it would report a
     non-optimum. `near_start` (a theta near the optimum, e.g. a subset's optimum) replaces
-    lme4's start as the first, with Newton steps first (see _minimise_from).
+    lme4's start as the first, with (quasi-)Newton steps first (see _minimise_from).
     """
     q = cross.n_random
     n_theta = q * (q + 1) // 2
@@ -537,16 +600,15 @@ def optimise_theta(
     bounds = [(0.0, None) if j in diagonal else (None, None) for j in range(n_theta)]
     starts = []
     if near_start is not None:
-        starts.append(("the optimum of a subset of the groups", near_start))
+        starts.append(("the optimum of a subset of the groups", near_start.theta))
     for start_diagonal in START_DIAGONALS:
         start = np.zeros(n_theta)
         start[diagonal] = start_diagonal
         starts.append((f"theta diagonal {start_diagonal:g}", start))
     accepted, failures, evaluations, saddle_escapes = [], [], 0, 0
     for attempt, (label, start) in enumerate(starts, start=1):
-        theta, hessian, used, escapes = _minimise_from(
-            start, cross, reml, bounds, newton_first=near_start is not None and attempt == 1
-        )
+        start_hessian = near_start.hessian if near_start is not None and attempt == 1 else None
+        theta, hessian, used, escapes = _minimise_from(start, cross, reml, bounds, start_hessian)
         evaluations += used
         saddle_escapes += escapes
         deviance, gradient = deviance_and_gradient(theta, cross, reml)
@@ -934,8 +996,9 @@ def _subset_optimum(
     codes: np.ndarray,
     ols_coefficients: np.ndarray,
     reml: bool,
-) -> np.ndarray | None:
-    """With many groups, theta at the optimum for every k-th group (about SUBSET_GROUPS of them).
+) -> StartEstimate | None:
+    """With many groups, theta at the optimum for every k-th group (about SUBSET_GROUPS of them),
+    with the Hessian there scaled to all groups.
 
     Within sampling error of the full optimum, it lets Newton steps on all the data replace most
     of L-BFGS-B's evaluations there; it is only a start (the full fit is checked as any other).
@@ -958,7 +1021,8 @@ def _subset_optimum(
         fit, _ = optimise_theta(subset, reml)
     except ConvergenceError:
         return None
-    return fit.theta
+    # The deviance is a sum over groups: its Hessian grows with their number.
+    return StartEstimate(fit.theta, fit.hessian * (n_groups / subset.n_groups))
 
 
 def grouped_cross_products(
