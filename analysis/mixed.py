@@ -5,10 +5,12 @@ and slopes). The engine is lme4's: the (RE)ML deviance profiled over the fixed e
 residual variance, as a function of theta, the lower-triangular relative covariance factor
 (random-effects covariance = sigma^2 Lambda Lambda', Lambda filled column by column from theta).
 Each group enters only through its cross-products Z'Z, Z'X, Z'y (and y'y overall), computed once;
-one evaluation of the deviance and of its exact gradient is a batch of q x q inversions over the
-groups. L-BFGS-B (theta's diagonal >= 0, as lme4's bounds) finds the optimum and a Newton step on
-a Hessian of the analytic gradient polishes it; a fit is reported only where the gradient is ~0 and
-the Hessian positive (semi)definite, else the optimiser restarts from other start values.
+one evaluation of the deviance and of its exact gradient is a batch of q x q Cholesky factors over
+the groups and a symmetric rank-k update of X'X (lme4's RZX). L-BFGS-B (theta's diagonal >= 0, as
+lme4's bounds) finds the optimum and Newton steps on a Hessian of the analytic gradient polish it
+(with many groups, a subset's optimum is the start and quasi-Newton steps replace L-BFGS-B); a
+fit is reported only where the gradient is ~0 and the Hessian positive (semi)definite, else the
+optimiser restarts from other start values.
 
 Term names follow R's ``model.matrix``, so a tidy table reads like ``summary(lmer(...))``:
 ``Intercept`` becomes ``(Intercept)``, a treatment dummy ``Sex[T.Male]`` becomes ``SexMale``
