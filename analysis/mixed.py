@@ -5,10 +5,12 @@ and slopes). The engine is lme4's: the (RE)ML deviance profiled over the fixed e
 residual variance, as a function of theta, the lower-triangular relative covariance factor
 (random-effects covariance = sigma^2 Lambda Lambda', Lambda filled column by column from theta).
 Each group enters only through its cross-products Z'Z, Z'X, Z'y (and y'y overall), computed once;
-one evaluation of the deviance and of its exact gradient is a batch of q x q inversions over the
-groups. L-BFGS-B (theta's diagonal >= 0, as lme4's bounds) finds the optimum and a Newton step on
-a Hessian of the analytic gradient polishes it; a fit is reported only where the gradient is ~0 and
-the Hessian positive (semi)definite, else the optimiser restarts from other start values.
+one evaluation of the deviance and of its exact gradient is a batch of q x q Cholesky factors over
+the groups and a symmetric rank-k update of X'X (lme4's RZX). L-BFGS-B (theta's diagonal >= 0, as
+lme4's bounds) finds the optimum and Newton steps on a Hessian of the analytic gradient polish it
+(with many groups, a subset's optimum is the start and quasi-Newton steps replace L-BFGS-B); a
+fit is reported only where the gradient is ~0 and the Hessian positive (semi)definite, else the
+optimiser restarts from other start values.
 
 Term names follow R's ``model.matrix``, so a tidy table reads like ``summary(lmer(...))``:
 ``Intercept`` becomes ``(Intercept)``, a treatment dummy ``Sex[T.Male]`` becomes ``SexMale``
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 from formulaic.errors import FormulaicError
-from scipy import linalg, optimize, stats
+from scipy import linalg, optimize, sparse, stats
 from threadpoolctl import threadpool_limits
 
 from analysis.conventions import CONVENTIONS
@@ -57,6 +59,10 @@ FITTED_VS_OBSERVED_COLUMNS = (
 )
 TIME_BASES = ("linear", "piecewise_linear", "natural_spline")
 
+# See _least_squares: X'X's smallest eigenvalue above this share of its largest means full rank
+# by lstsq's rule; the normal equations then get this many steps of iterative refinement.
+WELL_CONDITIONED_GRAM = 1e-13
+GRAM_REFINEMENTS = 3
 # lme4's isSingular(): a diagonal element of the relative covariance factor theta below 1e-4.
 SINGULAR_TOLERANCE = 1e-4
 # A variance parameter is "on the boundary" for the convergence checks when its theta diagonal is
@@ -82,12 +88,23 @@ HESSIAN_STEP = 1e-4
 # Start values of theta's diagonal (off-diagonals 0): lme4's start (1) first, then the others
 # in order when a fit fails the optimum checks. The best deviance over all tried is kept.
 START_DIAGONALS: tuple[float, ...] = (1.0, 0.1, 10.0, 0.01)
-# L-BFGS-B gets close; the Newton steps finish (see _newton_polish).
-OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6}
-NEWTON_STEPS = 3
+# L-BFGS-B gets close; the Newton steps finish (see _newton_polish). It stops once an
+# iteration lowers the deviance by less than ftol relative (1e-5 on a deviance of 1e5): a
+# tighter ftol sits below the rounding of the deviance on large data, where L-BFGS-B's line
+# searches then fail over and over (half of all evaluations at 10,000 people).
+OPTIMIZER_OPTIONS = {"maxiter": 1000, "ftol": 1e-10, "gtol": 1e-6}
+NEWTON_STEPS = 5
+# At most this many BFGS-updated steps from a start near the optimum (see _quasi_newton_steps).
+QUASI_NEWTON_STEPS = 20
 # Relative rounding error allowed in comparing two deviances (sums over ~1e6 rows lose
 # ~1e-12 of the deviance; a Newton step must also lower the gradient).
 DEVIANCE_ROUNDING = 1e-10
+# Above SUBSET_MIN_GROUPS groups the optimiser starts from the optimum for about SUBSET_GROUPS
+# of them (see _subset_optimum): a fifth of the data or less, at a fraction of the cost.
+SUBSET_MIN_GROUPS = 25_000
+SUBSET_GROUPS = 5_000
+# Rows per block in copying the design to row-major order (~1 MB with 36 columns).
+DESIGN_BLOCK_ROWS = 4096
 # Times the optimiser may step off a saddle point on theta's bound (see _minimise_from).
 SADDLE_ESCAPES = 3
 
@@ -112,10 +129,11 @@ class GroupedCrossProducts:
     y'V^-1 y loses no digits to cancellation when the response has a large mean.
     """
 
-    # Groups on the last axis, so that each entry of a q x q product is one vector operation.
-    ztz: np.ndarray  # (q, q, m)
-    ztx: np.ndarray  # (q, p, m)
-    zty: np.ndarray  # (q, m)
+    # Group by group: numpy's stacked matmul applies a q x q matrix per group, and the stacked
+    # Z'X, (m q, p) rows, is one matrix for the products with p x p ones.
+    ztz: np.ndarray  # (m, q, q)
+    ztx: np.ndarray  # (m, q, p)
+    zty: np.ndarray  # (m, q)
     xtx: np.ndarray  # (p, p)
     xty: np.ndarray  # (p,)
     yty: float
@@ -128,6 +146,10 @@ class GroupedCrossProducts:
 
     @property
     def n_random(self) -> int:
+        return self.ztz.shape[1]
+
+    @property
+    def n_groups(self) -> int:
         return self.ztz.shape[0]
 
 
@@ -141,8 +163,8 @@ class ProfiledDeviance:
     penalized_rss: float  # r = e' W^-1 e, W = I + Z D Z'
     xtwx: np.ndarray  # C = X' W^-1 X
     ztwz_sum: np.ndarray  # sum over groups of Z'W^-1 Z
-    ztwx: np.ndarray  # (q, p, m): Z_i' W_i^-1 X_i
-    ztwe: np.ndarray  # (q, m): Z_i' W_i^-1 e_i at beta
+    shrink: np.ndarray  # (m, q, q): I - Z_i'Z_i K_i, which maps Z_i'(.) to Z_i'W_i^-1(.)
+    ztwe: np.ndarray  # (m, q): Z_i' W_i^-1 e_i at beta
     reml_correction: np.ndarray  # sum_i B_i' C^-1 B_i with B_i = X_i' W_i^-1 Z_i
 
 
@@ -189,63 +211,34 @@ def _lambda_gradient(gradient_d: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return (2.0 * gradient_d @ factor)[theta_slots(factor.shape[0])]
 
 
-def _group_matmul(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """left @ right in every group, groups on the last axis: q x q loops of vector operations.
+def _per_group_cholesky(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower Cholesky factors (m, q, q) and log-determinants (m,) of SPD matrices (m, q, q).
 
-    `left` is (q, r, m) or a constant (q, r); `right` is (r, ..., m). numpy's stacked matmul
-    handles a 2 x 2 matrix per group ~10x slower than these length-m vector operations.
+    Column by column as vector operations over the groups (q^3 / 6 of them, no LAPACK call per
+    group). Only used on I + Lambda' Z_i'Z_i Lambda, whose eigenvalues are all >= 1.
     """
-    return np.stack(
-        [sum(left[i, j] * right[j] for j in range(left.shape[1])) for i in range(left.shape[0])]
-    )
+    q = matrices.shape[1]
+    lower = np.zeros_like(matrices)
+    for j in range(q):
+        pivot = np.sqrt(matrices[:, j, j] - sum(lower[:, j, k] ** 2 for k in range(j)))
+        lower[:, j, j] = pivot
+        for i in range(j + 1, q):
+            lower[:, i, j] = (
+                matrices[:, i, j] - sum(lower[:, i, k] * lower[:, j, k] for k in range(j))
+            ) / pivot
+    logdet = 2.0 * sum(np.log(lower[:, j, j]) for j in range(q))
+    return lower, logdet
 
 
-def _group_matmul_constant(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """left @ right in every group for a per-group `left` (q, r, m) and a constant (r, s)."""
-    return np.stack(
-        [
-            np.stack(
-                [
-                    sum(left[i, j] * right[j, k] for j in range(right.shape[0]))
-                    for k in range(right.shape[1])
-                ]
-            )
-            for i in range(left.shape[0])
-        ]
-    )
-
-
-def _group_inverse_logdet(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse and log-determinant of symmetric positive definite q x q matrices (q, q, m)."""
-    q = matrices.shape[0]
-    if q == 1:
-        return 1.0 / matrices, np.log(matrices[0, 0])
-    if q == 2:
-        a, b, d = matrices[0, 0], matrices[0, 1], matrices[1, 1]
-        determinant = a * d - b * b
-        inverse = np.stack([np.stack([d, -b]), np.stack([-b, a])]) / determinant
-        return inverse, np.log(determinant)
-    if q == 3:
-        # The adjugate: nine 2 x 2 minors as vector operations, no per-group LAPACK call.
-        m = matrices
-        cofactor = np.stack(
-            [
-                np.stack(
-                    [
-                        m[(i + 1) % 3, (j + 1) % 3] * m[(i + 2) % 3, (j + 2) % 3]
-                        - m[(i + 1) % 3, (j + 2) % 3] * m[(i + 2) % 3, (j + 1) % 3]
-                        for j in range(3)
-                    ]
-                )
-                for i in range(3)
-            ]
-        )
-        determinant = sum(m[0, j] * cofactor[0, j] for j in range(3))
-        return cofactor.transpose(1, 0, 2) / determinant, np.log(determinant)
-    stacked = np.moveaxis(matrices, -1, 0)
-    cholesky = np.linalg.cholesky(stacked)
-    logdet = 2.0 * np.log(np.diagonal(cholesky, axis1=1, axis2=2)).sum(axis=1)
-    return np.moveaxis(np.linalg.inv(stacked), 0, -1), logdet
+def _per_group_forward_solve(lower: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """L_i^-1 R in every group for lower factors (m, q, q) and a constant R (q, r): (m, q, r)."""
+    q = lower.shape[1]
+    solution = np.empty((lower.shape[0], q, right.shape[1]))
+    for i in range(q):
+        solution[:, i] = (
+            right[i] - sum(lower[:, i, k, None] * solution[:, k] for k in range(i))
+        ) / lower[:, i, i, None]
+    return solution
 
 
 def profiled_deviance(
@@ -253,21 +246,25 @@ def profiled_deviance(
 ) -> ProfiledDeviance:
     """lme4's profiled deviance (REML criterion or -2 logLik) at theta, and its gradient in D.
 
-    With W_i = I + Z_i D Z_i' and K_i = Lambda (I + Lambda' Z_i'Z_i Lambda)^-1 Lambda' (so that
-    W_i^-1 = I - Z_i K_i Z_i'), every quadratic form reduces to the group's cross-products.
-    ML: sum log det W_i + n (1 + log(2 pi r / n)); REML adds log det(X'W^-1 X) and uses n - p.
+    With A_i = I + Lambda' Z_i'Z_i Lambda = L_i L_i' (per-group Cholesky) and M_i = L_i^-1
+    Lambda', W_i^-1 = I - Z_i M_i'M_i Z_i' (W_i = I + Z_i D Z_i'), so every quadratic form
+    reduces to the group's cross-products: X'W^-1 X = X'X - V'V with V_i = M_i Z_i'X_i stacked
+    (one symmetric rank-k update, as lme4's RZX), and likewise X'W^-1 y and y'W^-1 y.
+    ML: sum log det A_i + n (1 + log(2 pi r / n)); REML adds log det(X'W^-1 X) and uses n - p.
+    The REML gradient needs sum_i B_i' C^-1 B_i (B_i = X_i'W_i^-1 Z_i): one product of the
+    stacked Z'X with C^-1, then q x q per group.
     """
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
     factor = theta_to_lambda(theta, q)
-    identity = np.eye(q)[:, :, None]
-    penalized = _group_matmul(factor.T, _group_matmul_constant(cross.ztz, factor)) + identity
-    penalized_inverse, logdet_penalized = _group_inverse_logdet(penalized)
-    k = _group_matmul(factor, _group_matmul_constant(penalized_inverse, factor.T))
-    k_ztx = _group_matmul(k, cross.ztx)  # (q, p, m)
-    k_zty = _group_matmul(k, cross.zty)  # (q, m)
-    xtwx = cross.xtx - sum(cross.ztx[i] @ k_ztx[i].T for i in range(q))
-    xtwy = cross.xty - sum(cross.ztx[i] @ k_zty[i] for i in range(q))
-    ytwy = cross.yty - float(np.sum(cross.zty * k_zty))
+    identity = np.eye(q)
+    penalized = factor.T @ cross.ztz @ factor + identity
+    lower, logdet_penalized = _per_group_cholesky(penalized)
+    whitening = _per_group_forward_solve(lower, factor.T)  # M_i, (m, q, q)
+    whitened_ztx = np.matmul(whitening, cross.ztx).reshape(-1, p)  # V, (m q, p)
+    whitened_zty = np.matmul(whitening, cross.zty[:, :, None]).ravel()
+    xtwx = cross.xtx - whitened_ztx.T @ whitened_ztx
+    xtwy = cross.xty - whitened_zty @ whitened_ztx
+    ytwy = cross.yty - float(whitened_zty @ whitened_zty)
     try:
         xtwx_cholesky = np.linalg.cholesky(xtwx)
     except np.linalg.LinAlgError:
@@ -278,17 +275,16 @@ def profiled_deviance(
     if not penalized_rss > 0:
         return _infinite_deviance(q, p)
     deviance = logdet_penalized.sum() + dof * (1.0 + np.log(2.0 * np.pi * penalized_rss / dof))
-    # I - S K, shared by Z'W^-1 Z, Z'W^-1 X and Z'W^-1 y.
-    shrink = identity - _group_matmul(cross.ztz, k)
-    ztwz_sum = _group_matmul(shrink, cross.ztz).sum(axis=-1)
-    ztwx = _group_matmul(shrink, cross.ztx)
-    ztwe = _group_matmul(shrink, cross.zty) - np.tensordot(beta, ztwx, axes=([0], [1]))
-    gradient_d = ztwz_sum - (dof / penalized_rss) * (ztwe @ ztwe.T)
+    # K_i = M_i'M_i = Lambda A_i^-1 Lambda'; I - S_i K_i maps Z_i'(.) to Z_i'W_i^-1(.).
+    shrink = identity - cross.ztz @ (whitening.transpose(0, 2, 1) @ whitening)
+    ztwz_sum = (shrink @ cross.ztz).sum(axis=0)
+    residual_zty = cross.zty - (cross.ztx.reshape(-1, p) @ beta).reshape(-1, q)
+    ztwe = np.matmul(shrink, residual_zty[:, :, None])[:, :, 0]  # (m, q)
+    gradient_d = ztwz_sum - (dof / penalized_rss) * (ztwe.T @ ztwe)
     reml_correction = np.zeros((q, q))
     if reml:
-        logdet_xtwx = 2.0 * np.log(np.diag(xtwx_cholesky)).sum()
-        deviance += logdet_xtwx
-        reml_correction = _sum_of_quadratic_forms(ztwx, xtwx_cholesky)
+        deviance += 2.0 * np.log(np.diag(xtwx_cholesky)).sum()
+        reml_correction = _sum_of_quadratic_forms(cross, shrink, xtwx_cholesky)
         gradient_d = gradient_d - reml_correction
     return ProfiledDeviance(
         deviance=float(deviance),
@@ -297,7 +293,7 @@ def profiled_deviance(
         penalized_rss=penalized_rss,
         xtwx=xtwx,
         ztwz_sum=ztwz_sum,
-        ztwx=ztwx,
+        shrink=shrink,
         ztwe=ztwe,
         reml_correction=reml_correction,
     )
@@ -307,12 +303,19 @@ def _cholesky_solve(lower: np.ndarray, right: np.ndarray) -> np.ndarray:
     return linalg.cho_solve((lower, True), right)
 
 
-def _sum_of_quadratic_forms(ztwx: np.ndarray, xtwx_cholesky: np.ndarray) -> np.ndarray:
-    """sum_i B_i' C^-1 B_i over groups (B_i = X_i' W_i^-1 Z_i, C from its Cholesky factor)."""
-    q, p = ztwx.shape[:2]
+def _sum_of_quadratic_forms(
+    cross: GroupedCrossProducts, shrink: np.ndarray, xtwx_cholesky: np.ndarray
+) -> np.ndarray:
+    """sum_i B_i' C^-1 B_i over groups, B_i' = (I - S_i K_i) Z_i'X_i, C from its Cholesky factor.
+
+    H_i = Z_i'X_i C^-1 X_i'Z_i (q x q per group) from one product of the stacked Z'X with C^-1;
+    the sum is then sum_i T_i H_i T_i' with T_i = I - S_i K_i.
+    """
+    p = cross.n_fixed
     xtwx_inverse = _cholesky_solve(xtwx_cholesky, np.eye(p))
-    whitened = [xtwx_inverse @ ztwx[j] for j in range(q)]
-    return np.array([[np.sum(ztwx[i] * whitened[j]) for j in range(q)] for i in range(q)])
+    projected = (cross.ztx.reshape(-1, p) @ xtwx_inverse).reshape(cross.ztx.shape)
+    quadratic = np.matmul(projected, cross.ztx.transpose(0, 2, 1))  # H_i, (m, q, q)
+    return (shrink @ quadratic @ shrink.transpose(0, 2, 1)).sum(axis=0)
 
 
 def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
@@ -324,8 +327,8 @@ def _infinite_deviance(q: int, p: int) -> ProfiledDeviance:
         penalized_rss=np.nan,
         xtwx=np.full((p, p), np.nan),
         ztwz_sum=empty,
-        ztwx=np.empty((q, p, 0)),
-        ztwe=np.empty((q, 0)),
+        shrink=np.empty((0, q, q)),
+        ztwe=np.empty((0, q)),
         reml_correction=empty,
     )
 
@@ -354,6 +357,14 @@ def _central_difference_hessian(gradient, point: np.ndarray) -> np.ndarray:
         step[j] = HESSIAN_STEP * max(abs(point[j]), 1.0)
         hessian[:, j] = (gradient(point + step) - gradient(point - step)) / (2 * step[j])
     return (hessian + hessian.T) / 2
+
+
+@dataclass(frozen=True)
+class StartEstimate:
+    """A start near the optimum (e.g. a subset's optimum) and an estimate of the Hessian there."""
+
+    theta: np.ndarray
+    hessian: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -410,9 +421,17 @@ def check_optimum(
 
 
 def _minimise_from(
-    start: np.ndarray, cross: GroupedCrossProducts, reml: bool, bounds
+    start: np.ndarray,
+    cross: GroupedCrossProducts,
+    reml: bool,
+    bounds,
+    start_hessian: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, int, int]:
     """L-BFGS-B on the analytic gradient, stepping off boundary saddles, then Newton steps.
+
+    With `start_hessian` (a start already near the optimum, and an estimate of the Hessian
+    there) quasi-Newton and then Newton steps come first, and L-BFGS-B continues from where
+    they stop only if that is not a checked minimum.
 
     A theta diagonal that L-BFGS-B projects onto its bound of 0 has gradient exactly 0 there
     when the deviance is even in it (the last column of Lambda), so the optimiser cannot leave
@@ -422,11 +441,26 @@ def _minimise_from(
     the number of deviance evaluations and of escapes.
     """
     counter = {"evaluations": 0}
+    # The steps, the polish and the checks ask again for points already evaluated.
+    evaluated: dict[bytes, tuple[float, np.ndarray]] = {}
 
     def objective(theta):
-        counter["evaluations"] += 1
-        return deviance_and_gradient(theta, cross, reml)
+        key = np.asarray(theta, dtype=float).tobytes()
+        if key not in evaluated:
+            counter["evaluations"] += 1
+            evaluated[key] = deviance_and_gradient(theta, cross, reml)
+        deviance, gradient = evaluated[key]
+        return deviance, gradient.copy()
 
+    q = cross.n_random
+    if start_hessian is not None:
+        theta = _quasi_newton_steps(start, objective, q, start_hessian)
+        theta, hessian = _newton_polish(theta, objective, q)
+        if hessian is not None:
+            deviance, gradient = objective(theta)
+            if np.isfinite(deviance) and check_optimum(theta, gradient, hessian, q).accepted:
+                return theta, hessian, counter["evaluations"], 0
+        start = theta
     theta, escapes = start, 0
     while True:
         with np.errstate(all="ignore"):
@@ -473,6 +507,47 @@ def _step_off_boundary_saddle(theta: np.ndarray, objective, q: int) -> np.ndarra
     return None
 
 
+def _quasi_newton_steps(theta: np.ndarray, objective, q: int, hessian: np.ndarray) -> np.ndarray:
+    """Newton steps on an estimated Hessian, BFGS-updated after each, while they help.
+
+    The estimate (a subset's Hessian scaled to all groups) is off by the subset's sampling
+    error, so steps on it alone would shrink the gradient only by a constant factor each; the
+    updates make the convergence superlinear. Each step is kept only if it lowers the deviance
+    (up to rounding) and the gradient; the steps stop once the Newton decrement is below
+    NEWTON_DECREMENT_TOLERANCE. _newton_polish then finishes on a Hessian computed there.
+    """
+    diagonal = theta_diagonal_index(q)
+    interior = np.ones(len(theta), dtype=bool)
+    interior[diagonal] = theta[diagonal] > BOUNDARY_TOLERANCE
+    deviance, gradient = objective(theta)
+    sub = hessian[np.ix_(interior, interior)]
+    if not np.isfinite(deviance) or not interior.any() or np.linalg.eigvalsh(sub).min() <= 0:
+        return theta
+    for _ in range(QUASI_NEWTON_STEPS):
+        step = -np.linalg.solve(sub, gradient[interior])
+        if -(step @ gradient[interior]) / 2 < NEWTON_DECREMENT_TOLERANCE:
+            break
+        candidate = theta.copy()
+        candidate[interior] += step
+        if np.any(candidate[diagonal] < 0):
+            break
+        candidate_deviance, candidate_gradient = objective(candidate)
+        rounding = DEVIANCE_ROUNDING * max(abs(deviance), 1.0)
+        if not (
+            candidate_deviance <= deviance + rounding
+            and np.abs(candidate_gradient[interior]).max() < np.abs(gradient[interior]).max()
+        ):
+            break
+        change = candidate_gradient[interior] - gradient[interior]
+        curvature = step @ change
+        if curvature > 0:
+            projected = sub @ step
+            sub = sub - np.outer(projected, projected) / (step @ projected)
+            sub = sub + np.outer(change, change) / curvature
+        theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
+    return theta
+
+
 def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Newton steps on one Hessian over the interior parameters, each kept only if it helps.
 
@@ -510,30 +585,37 @@ def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np
     return theta, hessian
 
 
-def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit, list[str]]:
+def optimise_theta(
+    cross: GroupedCrossProducts, reml: bool, near_start: StartEstimate | None = None
+) -> tuple[ProfiledFit, list[str]]:
     """Minimise the profiled deviance from lme4's start; if that fails the checks, from all others.
 
-    The first start whose end point passes `check_optimum` is kept; when it is not lme4's start,
+    The first start whose end point passes `check_optimum` is kept; when it is not the first,
     every start in START_DIAGONALS is tried and the lowest deviance among those that pass is
     kept, with a note saying so. ConvergenceError when none passes: reporting it would report a
-    non-optimum.
+    non-optimum. `near_start` (a theta near the optimum, e.g. a subset's optimum) replaces
+    lme4's start as the first, with (quasi-)Newton steps first (see _minimise_from).
     """
     q = cross.n_random
     n_theta = q * (q + 1) // 2
     diagonal = theta_diagonal_index(q)
     bounds = [(0.0, None) if j in diagonal else (None, None) for j in range(n_theta)]
-    accepted, failures, evaluations, saddle_escapes = [], [], 0, 0
-    for attempt, start_diagonal in enumerate(START_DIAGONALS, start=1):
+    starts = []
+    if near_start is not None:
+        starts.append(("the optimum of a subset of the groups", near_start.theta))
+    for start_diagonal in START_DIAGONALS:
         start = np.zeros(n_theta)
         start[diagonal] = start_diagonal
-        theta, hessian, used, escapes = _minimise_from(start, cross, reml, bounds)
+        starts.append((f"theta diagonal {start_diagonal:g}", start))
+    accepted, failures, evaluations, saddle_escapes = [], [], 0, 0
+    for attempt, (label, start) in enumerate(starts, start=1):
+        start_hessian = near_start.hessian if near_start is not None and attempt == 1 else None
+        theta, hessian, used, escapes = _minimise_from(start, cross, reml, bounds, start_hessian)
         evaluations += used
         saddle_escapes += escapes
         deviance, gradient = deviance_and_gradient(theta, cross, reml)
         if not np.isfinite(deviance):
-            failures.append(
-                f"from the start with theta diagonal {start_diagonal:g} the deviance was not finite"
-            )
+            failures.append(f"from the start with {label} the deviance was not finite")
             continue
         if hessian is None:
             hessian = _central_difference_hessian(
@@ -542,7 +624,7 @@ def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit
         check = check_optimum(theta, gradient, hessian, q)
         if not check.accepted:
             failures.append(
-                f"from the start with theta diagonal {start_diagonal:g} it stopped where "
+                f"from the start with {label} it stopped where "
                 f"{check.reason} (deviance {deviance:.6f}), which is not a minimum"
             )
             continue
@@ -574,7 +656,7 @@ def optimise_theta(cross: GroupedCrossProducts, reml: bool) -> tuple[ProfiledFit
         notes.append(
             f"The optimiser was restarted: {'; '.join(failures)}. The reported fit has "
             f"the lowest deviance ({best.deviance:.6f}) of the {len(accepted)} of "
-            f"{len(START_DIAGONALS)} starts that reached a checked optimum."
+            f"{len(starts)} starts that reached a checked optimum."
         )
     return best, notes
 
@@ -585,17 +667,21 @@ def is_singular(theta: np.ndarray, q: int) -> bool:
 
 
 def varpar_deviance_gradient(
-    varpar: np.ndarray, cross: GroupedCrossProducts, reml: bool
+    varpar: np.ndarray,
+    cross: GroupedCrossProducts,
+    reml: bool,
+    known: ProfiledDeviance | None = None,
 ) -> np.ndarray:
     """Gradient of lmerTest's devfun_vp: the deviance at (theta, sigma), not profiled over sigma.
 
     devfun_vp = log det(I + Lambda'Z'Z Lambda) + r(theta) / sigma^2 + n log(2 pi sigma^2)
     (+ log det(X'W^-1 X) - p log(2 pi sigma^2) for REML), r the penalised RSS at beta(theta).
+    `known` is the profiled deviance at this theta, when already computed.
     """
     theta, sigma = varpar[:-1], varpar[-1]
     q, p, n = cross.n_random, cross.n_fixed, cross.n_observations
-    state = profiled_deviance(theta, cross, reml)
-    gradient_d = state.ztwz_sum - (state.ztwe @ state.ztwe.T) / sigma**2
+    state = known if known is not None else profiled_deviance(theta, cross, reml)
+    gradient_d = state.ztwz_sum - (state.ztwe.T @ state.ztwe) / sigma**2
     gradient_d = gradient_d - state.reml_correction
     dof = n - p if reml else n
     d_sigma = -2.0 * state.penalized_rss / sigma**3 + 2.0 * dof / sigma
@@ -603,28 +689,26 @@ def varpar_deviance_gradient(
 
 
 def fixed_effects_covariance_jacobian(
-    varpar: np.ndarray, cross: GroupedCrossProducts, reml: bool
+    varpar: np.ndarray, cross: GroupedCrossProducts, state: ProfiledDeviance
 ) -> np.ndarray:
     """d vcov(beta) / d (theta, sigma), analytic (lmerTest's numerical Jac_list), (k, p, p).
 
     vcov(beta) = sigma^2 C^-1 with C = X'W^-1 X; dC = -sum_i B_i dD B_i', dD = dL L' + L dL'.
+    `state` is the profiled deviance at varpar's theta.
     """
     theta, sigma = varpar[:-1], varpar[-1]
     q = cross.n_random
-    state = profiled_deviance(theta, cross, reml)
     covariance = np.linalg.inv(state.xtwx)
     factor = theta_to_lambda(theta, q)
+    ztwx = np.matmul(state.shrink, cross.ztx)  # (m, q, p): Z_i'W_i^-1 X_i
+    products = [[ztwx[:, i].T @ ztwx[:, j] for j in range(q)] for i in range(q)]
     jacobian = []
     for row, column in zip(*theta_slots(q), strict=True):
         unit = np.zeros((q, q))
         unit[row, column] = 1.0
         d_relative = unit @ factor.T + factor @ unit.T
         d_xtwx = -sum(
-            (
-                d_relative[i, j] * (state.ztwx[i] @ state.ztwx[j].T)
-                for i in range(q)
-                for j in range(q)
-            ),
+            (d_relative[i, j] * products[i][j] for i in range(q) for j in range(q)),
             np.zeros_like(covariance),
         )
         jacobian.append(-(sigma**2) * covariance @ d_xtwx @ covariance)
@@ -633,24 +717,32 @@ def fixed_effects_covariance_jacobian(
 
 
 def satterthwaite_df(
-    theta: np.ndarray, sigma: float, cross: GroupedCrossProducts, reml: bool
+    theta: np.ndarray,
+    sigma: float,
+    cross: GroupedCrossProducts,
+    reml: bool,
+    state: ProfiledDeviance,
 ) -> tuple[np.ndarray, np.ndarray]:
     """lmerTest's Satterthwaite df for each fixed effect, and the eigenvalues of its Hessian.
 
     df_j = 2 V_jj^2 / (g' A g), g_k = d V_jj / d varpar_k, A = 2 H^+ with H the Hessian of the
     deviance w.r.t. varpar = (theta, sigma) and H^+ its pseudo-inverse over eigenvalues above
-    lmerTest's tolerance (as lmerTest, which computes H and g numerically).
+    lmerTest's tolerance (as lmerTest, which computes H and g numerically). `state` is the
+    profiled deviance at theta.
     """
     varpar = np.append(theta, sigma)
-    hessian = _central_difference_hessian(
-        lambda v: varpar_deviance_gradient(v, cross, reml), varpar
-    )
+
+    def gradient(point: np.ndarray) -> np.ndarray:
+        # The steps in sigma leave theta, and so the profiled state, where it is.
+        known = state if np.array_equal(point[:-1], theta) else None
+        return varpar_deviance_gradient(point, cross, reml, known)
+
+    hessian = _central_difference_hessian(gradient, varpar)
     eigenvalues, vectors = np.linalg.eigh(hessian)
     positive = eigenvalues > SATTERTHWAITE_EIGEN_TOLERANCE
     pseudo_inverse = (vectors[:, positive] / eigenvalues[positive]) @ vectors[:, positive].T
     varpar_covariance = 2.0 * pseudo_inverse
-    jacobian = fixed_effects_covariance_jacobian(varpar, cross, reml)
-    state = profiled_deviance(theta, cross, reml)
+    jacobian = fixed_effects_covariance_jacobian(varpar, cross, state)
     variance = sigma**2 * np.diag(np.linalg.inv(state.xtwx))
     gradients = np.diagonal(jacobian, axis1=1, axis2=2)  # (k, p)
     denominator = np.einsum("kp,kl,lp->p", gradients, varpar_covariance, gradients)
@@ -764,6 +856,7 @@ class MixedResult(ModelResult):
     _training_random_design: np.ndarray | None = None
     _training_blups: np.ndarray | None = None
     _training_index: pd.Index | None = None
+    _training_response: np.ndarray | None = None
 
 
 def fit_mixed(
@@ -805,7 +898,7 @@ def _fit_mixed(
 
     matrices = model_matrix(fixed_formula, data, na_action="ignore")
     response = np.asarray(matrices.lhs, dtype=float).ravel()
-    fixed_design = np.asarray(matrices.rhs, dtype=float)
+    fixed_design = _row_major(matrices.rhs)
     random_design_frame = model_matrix(random_formula, data, na_action="ignore")
     random_design = np.asarray(random_design_frame, dtype=float)
     fixed_names = [r_term_name(name) for name in matrices.rhs.columns]
@@ -813,7 +906,8 @@ def _fit_mixed(
     codes, levels = pd.factorize(data[group], sort=True)
     ols = _check_identifiable(fixed_design, random_design, response, len(levels), group)
     cross = grouped_cross_products(fixed_design, random_design, response, codes, ols)
-    fit, restart_notes = optimise_theta(cross, reml)
+    near_start = _subset_optimum(fixed_design, random_design, response, codes, ols, reml)
+    fit, restart_notes = optimise_theta(cross, reml, near_start)
     fit = replace(
         fit, fixed_spec=matrices.rhs.model_spec, random_spec=random_design_frame.model_spec
     )
@@ -825,8 +919,8 @@ def _fit_mixed(
     relative_covariance = factor @ factor.T
     fixed_covariance = residual_variance * np.linalg.inv(state.xtwx)
     beta = state.beta + cross.ols_coefficients
-    df, varpar_eigenvalues = satterthwaite_df(fit.theta, sigma, cross, reml)
-    blups = (relative_covariance @ state.ztwe).T
+    df, varpar_eigenvalues = satterthwaite_df(fit.theta, sigma, cross, reml, state)
+    blups = state.ztwe @ relative_covariance
 
     result = MixedResult(
         fitted=fit,
@@ -854,6 +948,7 @@ def _fit_mixed(
         _training_random_design=random_design,
         _training_blups=blups[codes],
         _training_index=data.index,
+        _training_response=response,
     )
     dropped = int((~complete).sum())
     if dropped:
@@ -880,6 +975,58 @@ def _fit_mixed(
     return result
 
 
+def _row_major(columns: pd.DataFrame) -> np.ndarray:
+    """The frame's columns as one row-major float array, DESIGN_BLOCK_ROWS rows at a time.
+
+    The cross-products' sparse products read the design by rows. pandas' own conversion
+    interleaves the columns into a column-major copy, and numpy's transposing copy of that
+    strides through memory: seconds at a million rows, where cache-sized blocks take a pass.
+    """
+    values = [columns.iloc[:, j].to_numpy(dtype=float) for j in range(columns.shape[1])]
+    array = np.empty((len(columns), len(values)))
+    for start in range(0, len(array), DESIGN_BLOCK_ROWS):
+        block = array[start : start + DESIGN_BLOCK_ROWS]
+        for j, column in enumerate(values):
+            block[:, j] = column[start : start + DESIGN_BLOCK_ROWS]
+    return array
+
+
+def _subset_optimum(
+    fixed_design: np.ndarray,
+    random_design: np.ndarray,
+    response: np.ndarray,
+    codes: np.ndarray,
+    ols_coefficients: np.ndarray,
+    reml: bool,
+) -> StartEstimate | None:
+    """With many groups, theta at the optimum for every k-th group (about SUBSET_GROUPS of them),
+    with the Hessian there scaled to all groups.
+
+    Within sampling error of the full optimum, it lets Newton steps on all the data replace most
+    of L-BFGS-B's evaluations there; it is only a start (the full fit is checked as any other).
+    None with fewer groups, or when the subset reaches no optimum (e.g. it misses a level of a
+    factor): then the full fit starts from lme4's start.
+    """
+    n_groups = int(codes.max()) + 1
+    if n_groups < SUBSET_MIN_GROUPS:
+        return None
+    step = n_groups // SUBSET_GROUPS
+    kept = codes % step == 0
+    subset = grouped_cross_products(
+        fixed_design[kept],
+        random_design[kept],
+        response[kept],
+        codes[kept] // step,
+        ols_coefficients,
+    )
+    try:
+        fit, _ = optimise_theta(subset, reml)
+    except ConvergenceError:
+        return None
+    # The deviance is a sum over groups: its Hessian grows with their number.
+    return StartEstimate(fit.theta, fit.hessian * (n_groups / subset.n_groups))
+
+
 def grouped_cross_products(
     fixed_design: np.ndarray,
     random_design: np.ndarray,
@@ -889,26 +1036,24 @@ def grouped_cross_products(
 ) -> GroupedCrossProducts:
     """Z_i'Z_i, Z_i'X_i, Z_i'y_i per group (codes 0..m-1) and the overall totals.
 
-    Each entry is one weighted bincount over the rows: no sort, no (n, q, p) temporary.
+    Column a of Z as a sparse m x n matrix (row i holds group i's entries) times X, Z and y:
+    one pass over the rows per random effect, no sort, no (n, q, p) temporary.
     """
     residual = response - fixed_design @ ols_coefficients
     n_groups = int(codes.max()) + 1
+    n_rows = len(response)
     q, p = random_design.shape[1], fixed_design.shape[1]
-
-    def per_group(values: np.ndarray) -> np.ndarray:
-        return np.bincount(codes, weights=values, minlength=n_groups)
-
-    ztz = np.empty((q, q, n_groups))
+    ztz = np.empty((n_groups, q, q))
+    ztx = np.empty((n_groups, q, p))
+    zty = np.empty((n_groups, q))
     for i in range(q):
-        for j in range(i, q):
-            ztz[i, j] = ztz[j, i] = per_group(random_design[:, i] * random_design[:, j])
-    ztx = np.stack(
-        [
-            np.stack([per_group(random_design[:, i] * fixed_design[:, j]) for j in range(p)])
-            for i in range(q)
-        ]
-    )
-    zty = np.stack([per_group(random_design[:, i] * residual) for i in range(q)])
+        # One entry per column (row of the data): built in place, no sort.
+        weighted_indicator = sparse.csc_matrix(
+            (random_design[:, i], codes, np.arange(n_rows + 1)), shape=(n_groups, n_rows)
+        )
+        ztx[:, i] = weighted_indicator @ fixed_design
+        ztz[:, i] = weighted_indicator @ random_design
+        zty[:, i] = weighted_indicator @ residual
     return GroupedCrossProducts(
         ztz=ztz,
         ztx=ztx,
@@ -917,7 +1062,7 @@ def grouped_cross_products(
         xty=fixed_design.T @ residual,
         yty=float(residual @ residual),
         ols_coefficients=ols_coefficients,
-        n_observations=len(response),
+        n_observations=n_rows,
     )
 
 
@@ -980,8 +1125,8 @@ def _check_identifiable(
             column=group,
             hint="use a random intercept only (re_formula='1') or more observations per group",
         )
-    coefficients, _, rank, _ = np.linalg.lstsq(fixed_design, response, rcond=None)
-    if rank < fixed_design.shape[1]:
+    coefficients, rank_deficient = _least_squares(fixed_design, response)
+    if rank_deficient:
         raise DataError(
             "the fixed-effects design is rank deficient",
             hint="lme4 would drop aliased columns; remove or merge the redundant terms",
@@ -994,6 +1139,30 @@ def _check_identifiable(
             "to estimate and the (RE)ML criterion is not finite"
         )
     return coefficients
+
+
+def _least_squares(design: np.ndarray, response: np.ndarray) -> tuple[np.ndarray, bool]:
+    """OLS coefficients, and whether the design is rank deficient by numpy.linalg.lstsq's rule.
+
+    lstsq's SVD of a million-row design takes seconds; the Gram matrix X'X is one product.
+    Its computed eigenvalues are within ~p x machine epsilon (< 1e-14 here) of the largest, so
+    a smallest one above WELL_CONDITIONED_GRAM (1e-13) of the largest puts X's smallest singular
+    value above 3e-7 of its largest, above lstsq's cut (machine epsilon x rows) for up to 1e9
+    rows: full rank by lstsq's rule. Each step of refinement of the normal equations then
+    shrinks the error by cond(X'X) x epsilon (< 2e-3), so GRAM_REFINEMENTS steps give lstsq's
+    coefficients to ~1e-11. Below that threshold lstsq itself decides.
+    """
+    gram = design.T @ design
+    eigenvalues = np.linalg.eigvalsh(gram)
+    if eigenvalues[0] > WELL_CONDITIONED_GRAM * eigenvalues[-1]:
+        cholesky = np.linalg.cholesky(gram)
+        coefficients = _cholesky_solve(cholesky, design.T @ response)
+        for _ in range(GRAM_REFINEMENTS):
+            residual = response - design @ coefficients
+            coefficients += _cholesky_solve(cholesky, design.T @ residual)
+        return coefficients, False
+    coefficients, _, rank, _ = np.linalg.lstsq(design, response, rcond=None)
+    return coefficients, bool(rank < design.shape[1])
 
 
 def _tidy_fixed_effects(
@@ -1107,12 +1276,20 @@ def fitted_vs_observed(
     followed in late weeks are not a random sample, so the population curve may leave the
     observed interval while the model with each person's effects still fits the rows;
     gap = fitted_mean_with_random_effects - observed mean, and within_interval is about it.
+
+    `frame` is the frame `result` was fitted on: the rows are the fit's own (its design and
+    BLUPs are reused, not rebuilt from the formula), and ParameterError says so otherwise.
     """
-    used = frame[frame[outcome].notna()].assign(
-        _population=result.predict(frame),
-        _conditional=result.predict(frame, include_random_effects=True),
+    rows = frame[[*by, outcome]].reindex(result._training_index)
+    if not np.array_equal(rows[outcome].to_numpy(dtype=float), result._training_response):
+        raise ParameterError(
+            f"fitted_vs_observed needs the frame the model was fitted on; its {outcome!r} "
+            "differs from the fitted response"
+        )
+    used = rows.assign(
+        _population=result.predict().to_numpy(),
+        _conditional=result.predict(include_random_effects=True).to_numpy(),
     )
-    used = used[used["_conditional"].notna()]
     cells = used.groupby(by, observed=True)
     table = cells[outcome].agg(n="count", observed_mean="mean", observed_sd="std")
     table["fitted_mean"] = cells["_population"].mean()

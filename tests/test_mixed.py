@@ -228,6 +228,57 @@ def test_random_effects_match_lme4_ranef(model):
         )
 
 
+@pytest.mark.parametrize("model", ["mathachieve_slopes_reml", "chickweight_slopes_ml"])
+def test_start_from_a_subset_of_groups_reaches_lme4s_optimum(model, monkeypatch):
+    """With many groups the optimiser starts at a subset's optimum; (quasi-)Newton steps finish.
+
+    Thresholds lowered so that 160 schools / 50 chicks take that path: every number still
+    matches lme4 and lmerTest (ChickWeight ML has lme4's start on a boundary saddle).
+    """
+    monkeypatch.setattr(mixed, "SUBSET_MIN_GROUPS", 40)
+    monkeypatch.setattr(mixed, "SUBSET_GROUPS", 10)
+    name, formula, group, re_formula, reml = MODELS[model]
+    frame = dataset(name)
+    subset_optimum, starts = mixed._subset_optimum, []
+
+    def recorded_subset_optimum(*args):
+        starts.append(subset_optimum(*args))
+        return starts[-1]
+
+    monkeypatch.setattr(mixed, "_subset_optimum", recorded_subset_optimum)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit_mixed(frame, formula, group, re_formula, reml)
+    assert starts and starts[0] is not None and result.fitted.starts_tried == 1
+    reference_fit, _ = fitted_model(model)
+    assert result.log_likelihood == pytest.approx(
+        reference_value(model, "log_likelihood"), rel=1e-9
+    )
+    for column in ("estimate", "std_error", "df"):
+        assert_close_to_reference(
+            result.tidy()[column], reference_fit.tidy()[column], rtol=RTOL / 10
+        )
+    np.testing.assert_allclose(result.theta, reference_fit.theta, rtol=RTOL)
+
+
+def test_gram_least_squares_agrees_with_lstsq_and_leaves_doubtful_ranks_to_it():
+    """OLS from X'X where lstsq's rank rule is certain; lstsq's own answer everywhere else."""
+    rng = np.random.default_rng(5)
+    weeks = rng.uniform(0, 39, 2000)
+    basis = mixed.TimeBasis(
+        "week", "natural_spline", knots=(3.0, 9.0, 15.0, 21.0, 27.0, 33.0), boundary=(0, 39)
+    )
+    design = np.column_stack([np.ones_like(weeks), basis.columns(pd.Series(weeks)).to_numpy()])
+    response = np.sin(weeks / 6) + rng.normal(0, 0.1, len(weeks))
+    coefficients, deficient = mixed._least_squares(design, response)
+    np.testing.assert_allclose(
+        coefficients, np.linalg.lstsq(design, response, rcond=None)[0], rtol=1e-9
+    )
+    assert not deficient
+    aliased = np.column_stack([design, design[:, 1] - 2 * design[:, 2]])
+    assert mixed._least_squares(aliased, response)[1]
+
+
 def test_bodyweight_ml_random_slope_reaches_lme4s_optimum():
     """The fit statsmodels got wrong while saying it converged (issue 10, item 1).
 
@@ -584,25 +635,26 @@ def fit_stage_mixed(trajectories: pd.DataFrame, fit_params: dict, **changes) -> 
 def test_fitted_trajectories_follow_the_observed_means_over_the_whole_follow_up(
     simulated_trajectories, params
 ):
-    """params.yaml's time basis: fitted means stay near the observed ones at every busy week.
+    """params.yaml's time basis: the issue's rule holds at every busy week of a simulated study.
 
-    Cells are week x adherence group with >= fit.mixed.fitted_vs_observed_min_n people. Pain
-    falls, then plateaus; the straight line over weeks the fit used before misses by up to
-    0.9 points here (a negative pain at week 12 on the default study), and fails this test.
-    Since pain eases around each person's first functional change (the two-milestone
-    simulator), the spline still misses a few late plateau cells by up to ~0.3 points; the
-    issue's target (every busy cell inside its interval) is not met yet, see docs/performance.md.
+    Cells are week x adherence group with >= fit.mixed.fitted_vs_observed_min_n people; in every
+    one the fitted mean (with each person's random effects) lies inside the observed mean's 95 %
+    interval, and within a fixed distance of it. Pain falls, then plateaus; the straight line
+    over weeks the fit used before misses by up to 0.9 points here (a negative pain at week 12
+    on the default study), and fails this test. With knots only to week 26 of 39 the spline
+    missed five late plateau cells here (by up to 0.28 low-back pain points).
     """
     min_n = params["fit"]["mixed"]["fitted_vs_observed_min_n"]
-    tolerance = {"pain_low_back": 0.3, "pain_hip": 0.15, "pain_knee": 0.15, "hip_abduction_n": 10}
+    tolerance = {"pain_low_back": 0.15, "pain_hip": 0.15, "pain_knee": 0.15, "hip_abduction_n": 10}
 
     def misfits(outputs: FitOutputs) -> list[str]:
         table = outputs.tables["mixed_fitted_vs_observed"]
         busy = table[table["n"] >= min_n]
-        found = []
+        found = [
+            f"{row.outcome} week {row.week} {row.group}: gap {row.gap:.3g} outside the interval"
+            for row in busy[~busy["within_interval"]].itertuples()
+        ]
         for outcome, rows in busy.groupby("outcome"):
-            if rows["within_interval"].mean() < 0.95:
-                found.append(f"{outcome}: {rows['within_interval'].mean():.0%} within")
             if rows["gap"].abs().max() > tolerance[outcome]:
                 found.append(f"{outcome}: gap {rows['gap'].abs().max():.3g}")
         return found
@@ -621,6 +673,23 @@ def test_fitted_trajectories_follow_the_observed_means_over_the_whole_follow_up(
         simulated_trajectories, params["fit"], time_basis="linear", random="~week"
     )
     assert len(misfits(straight_line)) >= 3
+    knots_to_week_26 = fit_stage_mixed(
+        simulated_trajectories, params["fit"], time_knots=[2, 4, 6, 8, 10, 12, 16, 20, 26]
+    )
+    assert len(misfits(knots_to_week_26)) >= 3
+
+
+def test_fitted_vs_observed_refuses_a_frame_the_model_was_not_fitted_on():
+    """It reuses the fit's own design and BLUPs, so another frame would be described wrongly."""
+    result, _ = fitted_model("sleepstudy_slopes_reml")
+    frame = dataset("sleepstudy")
+    table = mixed.fitted_vs_observed(result, frame, "Reaction", ["Days"])
+    assert table["n"].sum() == len(frame)
+    observed = frame.groupby("Days")["Reaction"].mean().to_numpy()
+    np.testing.assert_allclose(table["observed_mean"], observed)
+    shifted = frame.assign(Reaction=frame["Reaction"] + 1.0)
+    with pytest.raises(ParameterError, match="the frame the model was fitted on"):
+        mixed.fitted_vs_observed(result, shifted, "Reaction", ["Days"])
 
 
 @pytest.mark.parametrize("kind", ["linear", "piecewise_linear", "natural_spline"])
