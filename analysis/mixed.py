@@ -532,11 +532,7 @@ def _quasi_newton_steps(theta: np.ndarray, objective, q: int, hessian: np.ndarra
         if np.any(candidate[diagonal] < 0):
             break
         candidate_deviance, candidate_gradient = objective(candidate)
-        rounding = DEVIANCE_ROUNDING * max(abs(deviance), 1.0)
-        if not (
-            candidate_deviance <= deviance + rounding
-            and np.abs(candidate_gradient[interior]).max() < np.abs(gradient[interior]).max()
-        ):
+        if not _step_helps(deviance, gradient, candidate_deviance, candidate_gradient, interior):
             break
         change = candidate_gradient[interior] - gradient[interior]
         curvature = step @ change
@@ -573,16 +569,23 @@ def _newton_polish(theta: np.ndarray, objective, q: int) -> tuple[np.ndarray, np
         if np.any(candidate[diagonal] < 0):
             break
         candidate_deviance, candidate_gradient = objective(candidate)
-        # Near the optimum a step changes the deviance by less than its rounding error on a
-        # large data set (~1e-13 relative), so a step is judged by the gradient it leaves.
-        rounding = DEVIANCE_ROUNDING * max(abs(deviance), 1.0)
-        if not (
-            candidate_deviance <= deviance + rounding
-            and np.abs(candidate_gradient[interior]).max() < np.abs(gradient[interior]).max()
-        ):
+        if not _step_helps(deviance, gradient, candidate_deviance, candidate_gradient, interior):
             break
         theta, deviance, gradient = candidate, candidate_deviance, candidate_gradient
     return theta, hessian
+
+
+def _step_helps(deviance, gradient, candidate_deviance, candidate_gradient, interior) -> bool:
+    """A step is kept when the deviance does not rise and the gradient shrinks.
+
+    Near the optimum a step changes the deviance by less than its rounding error on a large
+    data set (~1e-13 relative), so a step is judged by the gradient it leaves.
+    """
+    rounding = DEVIANCE_ROUNDING * max(abs(deviance), 1.0)
+    return bool(
+        candidate_deviance <= deviance + rounding
+        and np.abs(candidate_gradient[interior]).max() < np.abs(gradient[interior]).max()
+    )
 
 
 def optimise_theta(
