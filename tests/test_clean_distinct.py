@@ -8,7 +8,6 @@ row-by-row way of doing the same thing.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -32,6 +31,8 @@ from analysis.clean import (
 from analysis.io import coded_text
 from analysis.schema import CANONICAL_TABLES, Diary, Participants, Sessions, check_typed_frame
 from analysis.simulate import simulate_study
+from analysis.testing import with_source_rows
+from tests.conftest import PROJECT_ROOT
 
 # Messy texts per column, each meant to hit several rules (fixes, value and row rejections).
 MESSY_TEXTS = {
@@ -108,13 +109,10 @@ def test_parsing_distinct_texts_equals_parsing_every_row(params, data, column):
     assert state[1:] == expected_state[1:]
 
 
-def test_cleaning_coded_raw_tables_equals_cleaning_text(params):
+def test_cleaning_coded_raw_tables_equals_cleaning_text(params, simulated_design):
     """The reader hands cleaning categoricals; the result must be that of the plain text."""
-    simulated = simulate_study(30, seed=5, mess_rate=0.5)
-    text = {
-        table: frame.assign(**{SOURCE_ROW: np.arange(2, len(frame) + 2)})
-        for table, frame in simulated.tables.items()
-    }
+    simulated = simulate_study(30, seed=5, design=simulated_design, mess_rate=0.5)
+    text = {table: with_source_rows(frame) for table, frame in simulated.tables.items()}
     coded = {table: coded_text(frame.copy()) for table, frame in text.items()}
     for frame in coded.values():
         for column in frame.columns.drop(SOURCE_ROW):
@@ -262,21 +260,23 @@ def test_a_repeated_participant_id_is_refused(params):
         check_typed_frame(Participants, pd.concat([people, people], ignore_index=True))
 
 
-def test_cleaning_does_not_import_hypothesis(params):
+def test_cleaning_does_not_import_hypothesis():
     """pandera imports hypothesis (a dev dependency, ~1 s) when its validation backend loads."""
     script = (
-        "import json, sys\n"
-        "import numpy as np\n"
-        "from analysis.simulate import simulate_study\n"
-        "from analysis.clean import clean_study, SOURCE_ROW\n"
-        "study = simulate_study(5, seed=1, mess_rate=0.2)\n"
-        "raw = {t: f.assign(**{SOURCE_ROW: np.arange(2, len(f) + 2)})"
-        " for t, f in study.tables.items()}\n"
-        "clean_study(raw, {t: t for t in raw}, json.loads(sys.argv[1]), study.export_date)\n"
+        "import sys\n"
+        "import yaml\n"
+        "from analysis.simulate import simulate_study, study_design\n"
+        "from analysis.clean import clean_study\n"
+        "from analysis.testing import with_source_rows\n"
+        "params = yaml.safe_load(open(sys.argv[1]))\n"
+        "design = study_design(params['derive'], params['simulate']['follow_up_weeks'])\n"
+        "study = simulate_study(5, seed=1, design=design, mess_rate=0.2)\n"
+        "raw = {t: with_source_rows(f) for t, f in study.tables.items()}\n"
+        "clean_study(raw, {t: t for t in raw}, params['clean'], study.export_date)\n"
         "print('hypothesis' in sys.modules)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(params["clean"])],
+        [sys.executable, "-c", script, str(PROJECT_ROOT / "params.yaml")],
         capture_output=True,
         text=True,
         check=False,
