@@ -6,13 +6,16 @@ Pure functions on DataFrames: each returns a new frame ready for HTML and never 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
 from analysis.privacy import check_min_cell_size, suppress_table_one
+from analysis.results import REFERENCE_COLUMN
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
@@ -251,13 +254,17 @@ def format_p_value(p_value: float, digits: int = 3) -> str:
     return f"<{floor:.{digits}f}" if p_value < floor else f"{p_value:.{digits}f}"
 
 
+# One interval style for every estimate in every report: " to " reads the same for negative
+# limits ("-0.50 (-1.00 to 0.20)") where a dash would not.
+INTERVAL_SEPARATOR = " to "
+
+
 def format_interval(estimate: float, low: float, high: float, digits: int = 2) -> str:
-    """ "1.23 (1.01-1.50)"; " to " between the limits when one is negative."""
+    """ "1.23 (1.01 to 1.50)": the report's one interval style (INTERVAL_SEPARATOR)."""
     if pd.isna(estimate):
         return ""
-    separator = " to " if min(low, high) < 0 else "-"
     limits = [("NA" if pd.isna(value) else f"{value:.{digits}f}") for value in (low, high)]
-    return f"{estimate:.{digits}f} ({limits[0]}{separator}{limits[1]})"
+    return f"{estimate:.{digits}f} ({limits[0]}{INTERVAL_SEPARATOR}{limits[1]})"
 
 
 def readable_term(term: str) -> str:
@@ -444,3 +451,218 @@ def assert_no_identifiers(frame_or_text, identifiers: Iterable = ()) -> None:
             f"identifying content in a report table: {shown}",
             hint="drop identifiers and dates before a table leaves the analysis",
         )
+
+
+# --- regression tables (gtsummary's tbl_regression / tbl_merge) -------------------------------
+
+
+@dataclass(frozen=True)
+class TermLabel:
+    """How a model variable reads in a table: its name and, for a number, the unit of one step.
+
+    `scale` is how many `unit`s one unit of the variable as the model codes it is (adherence is
+    a fraction 0-1: 100 percentage points); `clinical_unit` names the fit.primary.units entry
+    whose `per` gives the step a clinician reads (its `per` is in the model's coding).
+    """
+
+    name: str
+    unit: tuple[str, str] | None = None  # (one, many): ("hour", "hours")
+    scale: float = 1.0
+    clinical_unit: str | None = None
+
+
+_PERCENTAGE_POINTS = ("percentage point", "percentage points")
+_HOURS = ("hour", "hours")
+# Every regression variable's label in one place (Table 1 has TABLE_ONE_LABELS).
+TERM_LABELS: dict[str, TermLabel] = {
+    "weekly_adherence": TermLabel("Weekly adherence", _PERCENTAGE_POINTS, 100, "weekly_adherence"),
+    "weekly_sitting_hours": TermLabel("Daily sitting", _HOURS, 1, "weekly_sitting_hours"),
+    Recovery.overall_adherence: TermLabel(
+        "Overall adherence", _PERCENTAGE_POINTS, 100, "weekly_adherence"
+    ),
+    "landmark_adherence": TermLabel(
+        "Adherence before the landmark", _PERCENTAGE_POINTS, 100, "weekly_adherence"
+    ),
+    Recovery.mean_sitting_hours: TermLabel("Mean daily sitting", _HOURS, 1, "weekly_sitting_hours"),
+    Recovery.baseline_sitting_hours: TermLabel(
+        "Baseline daily sitting", _HOURS, 1, "weekly_sitting_hours"
+    ),
+    Recovery.age_years: TermLabel("Age", ("year", "years")),
+    Recovery.bmi: TermLabel("BMI", ("kg/m²", "kg/m²")),
+    Recovery.symptom_months: TermLabel("Symptom duration", ("month", "months")),
+    Recovery.severity: TermLabel("Severity"),
+    Recovery.chronic: TermLabel("Symptom duration at enrolment"),
+    Recovery.underlying_condition: TermLabel("Underlying condition"),
+    Recovery.adherence_group: TermLabel("Adherence group"),
+    Recovery.sitting_band: TermLabel("Sitting band"),
+    Recovery.sex: TermLabel("Sex"),
+    Recovery.site: TermLabel("Site"),
+}
+# Levels as a clinician reads them, where the coded level does not.
+LEVEL_LABELS: dict[str, dict[str, str]] = {
+    Recovery.chronic: {"False": "recent", "True": "chronic"},
+    Recovery.underlying_condition: {"none": "none", "nerve_entrapment": "nerve entrapment"},
+}
+REFERENCE_MARK = "—"  # gtsummary's mark on a reference level's row
+ESTIMATE_HEADER = "HR (95% CI)"
+SUBDISTRIBUTION_HEADER = "SHR (95% CI)"  # Fine-Gray
+ESTIMATE_NAMES = {"HR": "hazard ratio", "SHR": "subdistribution hazard ratio"}
+P_HEADER = "p-value"
+CHARACTERISTIC = "Characteristic"
+LEVEL_INDENT = "\u2003"  # an em space: the levels sit under their variable's row
+UNADJUSTED = "Unadjusted"
+ADJUSTED = "Adjusted"
+
+
+@dataclass
+class RegressionTable:
+    """A regression table as shown: `frame` (one row per variable, its levels under it), the
+    model each column belongs to (`spanners`: header -> columns) and the notes under it."""
+
+    frame: pd.DataFrame
+    spanners: dict[str, list[str]]
+    notes: list[str]
+
+
+def _term_parts(term: str) -> tuple[str, str | None]:
+    match = re.fullmatch(r"(.+?)\[(?:T\.)?(.+)\]", str(term))
+    return (match.group(1), match.group(2)) if match else (str(term), None)
+
+
+def _step_text(label: TermLabel, per: float) -> str:
+    step = per * label.scale
+    one, many = label.unit
+    return f"per {one}" if step == 1 else f"per {step:g} {many}"
+
+
+def term_label(variable: str, units: Mapping | None = None) -> str:
+    """A variable's row label: "Weekly adherence, per 10 percentage points"."""
+    label = TERM_LABELS.get(variable)
+    if label is None:
+        return readable_term(variable)
+    if label.unit is None:
+        return label.name
+    per = _per(variable, units)
+    return f"{label.name}, {_step_text(label, per)}"
+
+
+def _per(variable: str, units: Mapping | None) -> float:
+    label = TERM_LABELS.get(variable)
+    if label is None or label.clinical_unit is None or not units:
+        return 1.0
+    return float(units.get(label.clinical_unit, {}).get("per", 1.0))
+
+
+def level_label(variable: str, level: str) -> str:
+    return LEVEL_LABELS.get(variable, {}).get(str(level), str(level).replace("_", " "))
+
+
+def _in_clinical_units(tidy: pd.DataFrame, units: Mapping | None) -> pd.DataFrame:
+    """Hazard ratios per the clinical step of each numeric term. The primary model's tables are
+    already per that step (their `unit` column says so) and are left as they are."""
+    if "unit" in tidy:
+        return tidy
+    table = tidy.copy()
+    for index, term in table["term"].items():
+        per = _per(str(term), units)
+        if per != 1.0 and _term_parts(term)[1] is None:
+            log_hr = table.loc[index, ["estimate", "conf_low", "conf_high"]].to_numpy(float)
+            table.loc[index, ["hazard_ratio", "hr_conf_low", "hr_conf_high"]] = np.exp(per * log_hr)
+    return table
+
+
+def _cells(row: Mapping) -> tuple[str, str]:
+    """(HR (95% CI), p) of one tidy row: the reference mark, the reason a term is not
+    estimable, or the numbers."""
+    if bool(row.get(REFERENCE_COLUMN, False)):
+        return REFERENCE_MARK, ""
+    estimable = row.get("estimable", True)
+    if (isinstance(estimable, bool | np.bool_) and not estimable) or pd.isna(
+        row.get("hazard_ratio")
+    ):
+        reason = row.get("reason")
+        text = str(reason) if isinstance(reason, str) and reason else "not estimable"
+        return f"not estimable: {text}", ""
+    return (
+        format_interval(row["hazard_ratio"], row["hr_conf_low"], row["hr_conf_high"]),
+        format_p_value(row.get("p_value")),
+    )
+
+
+def _model_header(name: str, tidy: pd.DataFrame) -> tuple[str, bool]:
+    """The model's header with its N and events when one number holds for every row; else
+    False (the table then gives them per row, as for one-covariate-at-a-time models)."""
+    if not {"n", "events"} <= set(tidy.columns):
+        return name, False
+    if tidy["n"].nunique() == 1 and tidy["events"].nunique() == 1:
+        n, events = int(tidy["n"].iloc[0]), int(tidy["events"].iloc[0])
+        return f"{name} (N = {n}; {events} events)", False
+    return name, True
+
+
+def regression_table(
+    adjusted: pd.DataFrame,
+    unadjusted: pd.DataFrame | None = None,
+    units: Mapping | None = None,
+    estimate_header: str = ESTIMATE_HEADER,
+) -> RegressionTable:
+    """A fit stage regression table (or an adjusted and an unadjusted one side by side, aligned
+    by term) as gtsummary shows it: a row per variable with its levels under it, the reference
+    level marked "—", human labels with the clinical unit of each numeric term (`units`:
+    params fit.primary.units), HR (95% CI), p as "<0.001" or 3 digits, N and events per model.
+
+    A term one model lacks is blank in that model's columns; a term not estimable shows why.
+    """
+    models = [(ADJUSTED if unadjusted is not None else "Model", adjusted)]
+    if unadjusted is not None:
+        models.insert(0, (UNADJUSTED, unadjusted))
+    models = [(name, _in_clinical_units(tidy, units)) for name, tidy in models]
+    terms = list(dict.fromkeys(term for _, tidy in models for term in tidy["term"].astype(str)))
+    # Keep each variable's levels together, in the order the variables first appear.
+    variables = list(dict.fromkeys(_term_parts(term)[0] for term in terms))
+    ordered = [term for v in variables for term in terms if _term_parts(term)[0] == v]
+    rows: list[dict] = []
+    spanners: dict[str, list[str]] = {}
+    columns_of = []
+    for name, tidy in models:
+        header, per_row = _model_header(name, tidy)
+        columns = [f"{name} {estimate_header}", f"{name} {P_HEADER}"]
+        if per_row:
+            columns = [f"{name} N", f"{name} events", *columns]
+        spanners[header] = columns
+        columns_of.append((tidy.set_index(tidy["term"].astype(str)), columns, per_row))
+    seen_variables = set()
+    for term in ordered:
+        variable, level = _term_parts(term)
+        if level is not None and variable not in seen_variables:
+            rows.append({CHARACTERISTIC: term_label(variable, units)})
+        seen_variables.add(variable)
+        row = {
+            CHARACTERISTIC: LEVEL_INDENT + level_label(variable, level)
+            if level is not None
+            else term_label(variable, units)
+        }
+        for tidy, columns, per_row in columns_of:
+            if term not in tidy.index:
+                continue
+            record = tidy.loc[term]
+            if isinstance(record, pd.DataFrame):
+                raise DataError(f"term {term!r} appears twice in one model table", column="term")
+            estimate, p_value = _cells(record.to_dict())
+            row[columns[-2]], row[columns[-1]] = estimate, p_value
+            if per_row:
+                row[columns[0]], row[columns[1]] = int(record["n"]), int(record["events"])
+        rows.append(row)
+    all_columns = [CHARACTERISTIC, *[c for _, columns, _ in columns_of for c in columns]]
+    frame = pd.DataFrame(rows, columns=all_columns)
+    for name in all_columns[1:]:
+        if frame[name].dtype == object:
+            frame[name] = frame[name].fillna("")
+    abbreviation = estimate_header.split(" ")[0]
+    notes = [
+        f"{abbreviation} = {ESTIMATE_NAMES.get(abbreviation, abbreviation)}; "
+        f"CI = confidence interval; {REFERENCE_MARK} = reference level."
+    ]
+    if unadjusted is not None:
+        notes.append("Unadjusted: one covariate at a time; adjusted: all covariates in one model.")
+    return RegressionTable(frame, spanners, notes)

@@ -146,8 +146,6 @@ def rendered_study(tmp_path_factory) -> RenderedStudy:
 # --- parameters -------------------------------------------------------------------------------
 
 
-
-
 # --- notebooks as committed -------------------------------------------------------------------
 
 
@@ -182,9 +180,7 @@ def test_notebooks_hold_no_defaults_and_never_read_params_yaml(name):
 
 
 def test_a_notebook_run_without_the_report_stage_stops_with_a_clear_error(tmp_path):
-    with pytest.raises(
-        ReportError, match=r"report parameter\(s\) not given: .*min_cell_size"
-    ):
+    with pytest.raises(ReportError, match=r"report parameter\(s\) not given: .*min_cell_size"):
         render.render_report(NOTEBOOKS / "timeline_calibration.ipynb", tmp_path / "t.html", {})
 
 

@@ -233,7 +233,7 @@ def test_p_values_and_intervals_read_as_in_papers():
     assert format_p_value(0.0004) == "<0.001"
     assert format_p_value(0.0123) == "0.012"
     assert format_p_value(np.nan) == ""
-    assert format_interval(1.2345, 1.01, 1.5) == "1.23 (1.01-1.50)"
+    assert format_interval(1.2345, 1.01, 1.5) == "1.23 (1.01 to 1.50)"
     assert format_interval(-0.5, -1.0, 0.2) == "-0.50 (-1.00 to 0.20)"
 
 
@@ -262,7 +262,7 @@ def test_format_tidy_rounds_and_adds_hazard_ratio_text():
     result = format_tidy(tidy, columns=["term", "hazard ratio (95% CI)", "p_value"])
     assert result.to_dict("list") == {
         "term": ["Overall adherence", "Severity: severe"],
-        "hazard ratio (95% CI)": ["1.23 (1.01-1.50)", "0.61 (0.41-0.90)"],
+        "hazard ratio (95% CI)": ["1.23 (1.01 to 1.50)", "0.61 (0.41 to 0.90)"],
         "p_value": ["0.039", "<0.001"],
     }
     assert format_tidy(tidy, digits=1)["estimate"].tolist() == ["0.2", "-0.5"]
@@ -277,7 +277,7 @@ CLEAN = pd.DataFrame(
     {
         "group": ["low", "high"],
         "n": [12, 30],
-        "hazard ratio (95% CI)": ["1.23 (1.01-1.50)"] * 2,
+        "hazard ratio (95% CI)": ["1.23 (1.01 to 1.50)"] * 2,
         "p_value": ["<0.001", "0.045"],
         "median_weeks": [8.5, 12.25],
     }
