@@ -14,12 +14,18 @@ import pandas as pd
 from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
-from analysis.privacy import check_min_cell_size, suppress_table_one
+from analysis.privacy import (
+    TABLE_ONE_MISSING,
+    TABLE_ONE_OVERALL,
+    check_min_cell_size,
+    suppress_table_one,
+)
 from analysis.results import REFERENCE_COLUMN
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
     CENSOR_WITHDRAWN,
+    DAYS_PER_WEEK,
     EVENT_RECOVERED,
     SEVERITY_LEVELS,
     SEX_LEVELS,
@@ -93,6 +99,12 @@ TABLE_ONE_LEVEL_ORDER = {
 }
 TABLE_ONE_VARIABLE = "variable"
 TABLE_ONE_LEVEL = "level"
+# |sample skewness| above which Table 1 shows median [Q1, Q3] (a convention: skewness beyond 1
+# is "highly skewed", Bulmer 1979).
+SKEWNESS_LIMIT = 1.0
+FOLLOW_UP_LABEL = "Follow-up (weeks), median (reverse Kaplan-Meier) [range]"
+FOLLOW_UP_WEEKS = "follow_up_weeks"
+FOLLOW_UP_ENDED = "follow_up_ended"
 
 # Columns a tidy table may carry that name a row rather than hold a number.
 LABEL_COLUMNS = ("term", "group", "outcome", "distribution", "strata", "event", "model")
@@ -212,6 +224,7 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
         name: [level for level in levels if level in set(frame[name].dropna())]
         for name, levels in order.items()
     }
+    skewed = skewed_variables(frame, continuous)
     table = TableOne(
         frame[[*continuous, *categorical, group]],
         columns=[*continuous, *categorical],
@@ -221,10 +234,65 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
         pval=False,
         smd=True,
         order=order,
+        nonnormal=skewed,
         rename={name: label for name, label in TABLE_ONE_LABELS.items() if name in frame},
         missing=True,
     ).tableone
-    return _flatten_table_one(table), [str(level) for level in group_order]
+    flat = _flatten_table_one(table)
+    flat = _with_missing_per_variable(flat, frame, [*continuous, *categorical])
+    columns = [name for name in flat.columns if name in {TABLE_ONE_OVERALL, *map(str, group_order)}]
+    follow_up = follow_up_row(frame, group, columns)
+    return pd.concat([flat, follow_up], ignore_index=True).fillna(""), [
+        str(level) for level in group_order
+    ]
+
+
+def skewed_variables(frame: pd.DataFrame, names: Sequence[str]) -> list[str]:
+    """The continuous variables Table 1 summarises as median [Q1, Q3] instead of mean (SD):
+    sample skewness beyond SKEWNESS_LIMIT in either direction, where a mean and SD would
+    describe people who are not there (symptom duration: a few long-standing cases)."""
+    return [name for name in names if abs(frame[name].dropna().skew()) > SKEWNESS_LIMIT]
+
+
+def _with_missing_per_variable(
+    flat: pd.DataFrame, frame: pd.DataFrame, names: Sequence[str]
+) -> pd.DataFrame:
+    """The Missing column with a count on every variable's first row, categorical ones too
+    (tableone leaves a categorical variable's blank); counted over everyone in the table."""
+    result = flat.copy()
+    labels = {TABLE_ONE_LABELS.get(name, name): name for name in names}
+    first_rows = result.drop_duplicates(TABLE_ONE_VARIABLE)
+    for index, shown in first_rows[TABLE_ONE_VARIABLE].items():
+        name = labels.get(shown.rsplit(", ", 1)[0])
+        if name is not None:
+            result.at[index, TABLE_ONE_MISSING] = int(frame[name].isna().sum())
+    return result
+
+
+def follow_up_row(frame: pd.DataFrame, group: str, columns: Sequence[str]) -> pd.DataFrame:
+    """Table 1's follow-up row: median follow-up by reverse Kaplan-Meier (the censoring is the
+    event, recovery censors it) and the range of follow-up, in weeks, per column.
+
+    A recovered person's follow-up ends at recovery: reverse Kaplan-Meier counts it as seen
+    that long and still followed, so the median is the potential follow-up, not the time to
+    recovery (Schemper and Smith 1996).
+    """
+    from analysis.survival import kaplan_meier  # imported here: the survival stack is slow
+
+    reverse = frame.assign(
+        **{FOLLOW_UP_ENDED: ~frame[Recovery.recovered].astype(bool)},
+        **{FOLLOW_UP_WEEKS: frame[Recovery.time_to_recovery_days] / DAYS_PER_WEEK},
+    )
+    row = {TABLE_ONE_VARIABLE: FOLLOW_UP_LABEL, TABLE_ONE_LEVEL: "", TABLE_ONE_MISSING: ""}
+    for column in columns:
+        people = reverse if column == TABLE_ONE_OVERALL else reverse[reverse[group] == column]
+        weeks = people[FOLLOW_UP_WEEKS].dropna()
+        if weeks.empty:
+            continue
+        median = kaplan_meier(people, FOLLOW_UP_WEEKS, FOLLOW_UP_ENDED).medians["median"].iloc[0]
+        shown_median = "not reached" if pd.isna(median) else f"{median:.1f}"
+        row[column] = f"{shown_median} [{weeks.min():.1f}, {weeks.max():.1f}]"
+    return pd.DataFrame([row])
 
 
 def _level_text(level) -> str:
