@@ -663,7 +663,7 @@ def _model_header(name: str, tidy: pd.DataFrame) -> tuple[str, bool]:
     if not {"n", "events"} <= set(tidy.columns):
         return name, False
     if tidy["n"].nunique() == 1 and tidy["events"].nunique() == 1:
-        n, events = int(tidy["n"].iloc[0]), int(tidy["events"].iloc[0])
+        n, events = int(tidy["n"].dropna().iloc[0]), int(tidy["events"].dropna().iloc[0])
         return f"{name} (N = {n}; {events} events)", False
     return name, True
 
@@ -685,7 +685,10 @@ def regression_table(
     if unadjusted is not None:
         models.insert(0, (UNADJUSTED, unadjusted))
     models = [(name, _in_clinical_units(tidy, units)) for name, tidy in models]
-    terms = list(dict.fromkeys(term for _, tidy in models for term in tidy["term"].astype(str)))
+    # The adjusted model's order, then any term only the unadjusted models have.
+    terms = list(
+        dict.fromkeys(term for _, tidy in models[::-1] for term in tidy["term"].astype(str))
+    )
     # Keep each variable's levels together, in the order the variables first appear.
     variables = list(dict.fromkeys(_term_parts(term)[0] for term in terms))
     ordered = [term for v in variables for term in terms if _term_parts(term)[0] == v]
