@@ -16,6 +16,7 @@ from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 from analysis.errors import DataError
 from analysis.privacy import (
     TABLE_ONE_MISSING,
+    SMD_PREFIX,
     TABLE_ONE_OVERALL,
     check_min_cell_size,
     suppress_table_one,
@@ -737,3 +738,28 @@ def regression_table(
     if unadjusted is not None:
         notes.append("Unadjusted: one covariate at a time; adjusted: all covariates in one model.")
     return RegressionTable(frame, spanners, notes)
+
+
+def table_one_for_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A (suppressed) flattened Table 1 as gtsummary lays it out: one row per variable with its
+    summary kind, a categorical variable's levels indented under it, Missing on the variable's
+    row. The CSV keeps the flat form (variable, level, ...)."""
+    values = [c for c in table.columns if c not in (TABLE_ONE_VARIABLE, TABLE_ONE_LEVEL)]
+    rows = []
+    for variable, block in table.groupby(TABLE_ONE_VARIABLE, sort=False):
+        levels = [level for level in block[TABLE_ONE_LEVEL] if str(level) != ""]
+        if not levels:
+            rows.append({CHARACTERISTIC: variable, **block.iloc[0][values].to_dict()})
+            continue
+        first = block.iloc[0]
+        header = {CHARACTERISTIC: variable, **dict.fromkeys(values, "")}
+        header.update(
+            {c: first[c] for c in values if c == TABLE_ONE_MISSING or c.startswith(SMD_PREFIX)}
+        )
+        rows.append(header)
+        for _, row in block.iterrows():
+            shown = {
+                c: row[c] for c in values if c != TABLE_ONE_MISSING and not c.startswith(SMD_PREFIX)
+            }
+            rows.append({CHARACTERISTIC: LEVEL_INDENT + str(row[TABLE_ONE_LEVEL]), **shown})
+    return pd.DataFrame(rows, columns=[CHARACTERISTIC, *values]).fillna("")
