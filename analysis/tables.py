@@ -15,8 +15,8 @@ from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
 from analysis.privacy import (
-    TABLE_ONE_MISSING,
     SMD_PREFIX,
+    TABLE_ONE_MISSING,
     TABLE_ONE_OVERALL,
     check_min_cell_size,
     suppress_table_one,
