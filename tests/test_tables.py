@@ -41,6 +41,7 @@ from analysis.tables import (
     readable_term,
     regression_table,
     table_one,
+    table_one_for_display,
 )
 
 CANARY_ID = "P0042"
@@ -519,3 +520,26 @@ def test_show_table_is_self_contained_html():
     assert (
         html == show_table(regression_table(cox_like(ADJUSTED_ROWS, 500, 408)), "Table 2. Cox").data
     )
+
+
+def test_table_one_for_display_puts_levels_under_their_variable():
+    flat = pd.DataFrame(
+        {
+            "variable": ["n", "Age (years), mean (SD)", "Sex, n (%)", "Sex, n (%)"],
+            "level": ["", "", "female", "male"],
+            "Missing": ["", 0, 1, ""],
+            "Overall": ["23", "44.0 (12.0)", "12 (54.5)", "10 (45.5)"],
+            "SMD (low,high)": ["", "0.10", "0.34", ""],
+        }
+    )
+    shown = table_one_for_display(flat)
+    assert list(shown[CHARACTERISTIC]) == [
+        "n",
+        "Age (years), mean (SD)",
+        "Sex, n (%)",
+        "\u2003female",
+        "\u2003male",
+    ]
+    sex = shown.set_index(CHARACTERISTIC).loc["Sex, n (%)"]
+    assert (sex["Missing"], sex["Overall"], sex["SMD (low,high)"]) == (1, "", "0.34")
+    assert shown.set_index(CHARACTERISTIC).loc["\u2003male", "Overall"] == "10 (45.5)"
