@@ -47,7 +47,7 @@ def show_table(table: RegressionTable | pd.DataFrame, caption: str | None = None
     great-tables writes self-contained HTML (an inline <style>, no scripts or links); the id
     follows the caption so that the same report renders to the same bytes.
     """
-    from great_tables import GT  # imported here: only a rendering report needs it
+    from great_tables import GT, loc, style  # imported here: only a rendering report needs it
 
     if isinstance(table, RegressionTable):
         frame, spanners, notes = table.frame, table.spanners, table.notes
@@ -66,6 +66,10 @@ def show_table(table: RegressionTable | pd.DataFrame, caption: str | None = None
             **{c: c.removeprefix(prefix) for c in columns if c.startswith(prefix)}
         )
     shown = shown.cols_align(align="left", columns=list(frame.columns[:1]))
+    # An estimate and its interval stay on one line ("11.5 [10.5,13.9]" never splits).
+    shown = shown.tab_style(
+        style=style.text(whitespace="nowrap"), locations=loc.body(columns=list(frame.columns[1:]))
+    )
     for note in notes:
         shown = shown.tab_source_note(note)
     return HTML(shown.as_raw_html())
