@@ -89,7 +89,7 @@ TABLE_ONE_LABELS = {
     Recovery.sex: "Sex",
     Recovery.severity: "Severity",
     Recovery.underlying_condition: "Underlying condition",
-    Recovery.chronic: "Chronic (symptoms beyond the cut-off)",
+    Recovery.chronic: "Recent or chronic (symptoms beyond the cut-off)",
     Recovery.site: "Site",
 }
 TABLE_ONE_LEVEL_ORDER = {
@@ -210,11 +210,12 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
     continuous = [name for name in TABLE_ONE_CONTINUOUS if name in frame]
     categorical = [name for name in TABLE_ONE_CATEGORICAL if name in frame]
     for name in categorical:
-        # tableone sorts levels as strings; booleans read better as yes/no.
-        if pd.api.types.is_bool_dtype(frame[name]):
-            frame[name] = frame[name].map({True: "yes", False: "no"})
+        # Levels as a clinician reads them (recent/chronic, nerve entrapment); the order below
+        # is in the same words.
+        if name in LEVEL_LABELS:
+            frame[name] = frame[name].map(lambda level, name=name: _level_text(name, level))
     order = {
-        name: [_level_text(level) for level in levels]
+        name: [_level_text(name, level) for level in levels]
         for name, levels in TABLE_ONE_LEVEL_ORDER.items()
         if name in categorical
     }
@@ -296,8 +297,9 @@ def follow_up_row(frame: pd.DataFrame, group: str, columns: Sequence[str]) -> pd
     return pd.DataFrame([row])
 
 
-def _level_text(level) -> str:
-    return {True: "yes", False: "no"}.get(level, str(level)) if isinstance(level, bool) else level
+def _level_text(name: str, level):
+    """A Table 1 level in the words of LEVEL_LABELS (missing stays missing)."""
+    return level if pd.isna(level) or name not in LEVEL_LABELS else level_label(name, level)
 
 
 def _flatten_table_one(table: pd.DataFrame) -> pd.DataFrame:

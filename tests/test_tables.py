@@ -493,6 +493,8 @@ def test_table_one_shows_skewed_variables_as_medians_and_missing_per_variable():
     assert first_rows.loc["Severity, n (%)", "Missing"] == 0
     assert first_rows.loc["Age (years), mean (SD)", "Missing"] == 0
     assert FOLLOW_UP_LABEL in variables
+    chronic = flat[flat[TABLE_ONE_VARIABLE].str.startswith("Recent or chronic")]
+    assert list(chronic[TABLE_ONE_LEVEL]) == ["recent", "chronic"]
 
 
 def test_follow_up_is_reverse_kaplan_meier_by_hand():
