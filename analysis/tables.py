@@ -78,6 +78,8 @@ TABLE_ONE_CATEGORICAL = (
     Recovery.chronic,
     Recovery.site,
 )
+# Fractions (0-1) Table 1 shows as percentages.
+TABLE_ONE_PERCENT = (Recovery.overall_adherence,)
 # Readable row labels with units; tableone appends the summary kind (", mean (SD)", ", n (%)").
 TABLE_ONE_LABELS = {
     Recovery.age_years: "Age (years)",
@@ -85,7 +87,7 @@ TABLE_ONE_LABELS = {
     Recovery.symptom_months: "Symptom duration (months)",
     Recovery.baseline_sitting_hours: "Baseline sitting (hours/day)",
     Recovery.mean_sitting_hours: "Mean sitting during follow-up (hours/day)",
-    Recovery.overall_adherence: "Overall adherence (completed/prescribed)",
+    Recovery.overall_adherence: "Overall adherence (% of prescribed sessions)",
     Recovery.sex: "Sex",
     Recovery.severity: "Severity",
     Recovery.underlying_condition: "Underlying condition",
@@ -209,6 +211,9 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
     frame = recovery[recovery[group].notna()].copy()
     continuous = [name for name in TABLE_ONE_CONTINUOUS if name in frame]
     categorical = [name for name in TABLE_ONE_CATEGORICAL if name in frame]
+    # Fractions read as percentages (0.7 (0.2) says less than 70.0 (17.0)).
+    for name in set(TABLE_ONE_PERCENT) & set(continuous):
+        frame[name] = frame[name] * 100
     for name in categorical:
         # Levels as a clinician reads them (recent/chronic, nerve entrapment); the order below
         # is in the same words.

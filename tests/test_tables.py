@@ -493,6 +493,9 @@ def test_table_one_shows_skewed_variables_as_medians_and_missing_per_variable():
     assert first_rows.loc["Severity, n (%)", "Missing"] == 0
     assert first_rows.loc["Age (years), mean (SD)", "Missing"] == 0
     assert FOLLOW_UP_LABEL in variables
+    adherence = flat[flat[TABLE_ONE_VARIABLE].str.startswith("Overall adherence (%")]
+    mean = float(adherence["Overall"].iloc[0].split(" ")[0])
+    assert mean == pytest.approx(100 * recovery["overall_adherence"].mean(), abs=0.05)
     chronic = flat[flat[TABLE_ONE_VARIABLE].str.startswith("Recent or chronic")]
     assert list(chronic[TABLE_ONE_LEVEL]) == ["recent", "chronic"]
 
