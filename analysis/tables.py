@@ -105,6 +105,14 @@ TABLE_ONE_LEVEL = "level"
 # |sample skewness| above which Table 1 shows median [Q1, Q3] (a convention: skewness beyond 1
 # is "highly skewed", Bulmer 1979).
 SKEWNESS_LIMIT = 1.0
+# What Table 1's summaries mean, under the table.
+TABLE_ONE_NOTES = (
+    f"Continuous variables: mean (SD), or median [Q1, Q3] where |skewness| > {SKEWNESS_LIMIT:g}; "
+    "categorical: n (%). Missing: people with no value recorded.",
+    "Follow-up: median by reverse Kaplan-Meier (the end of follow-up counted as the event, "
+    "recovery as censoring), range of the observed follow-up.",
+    "SMD: standardized mean difference between two groups.",
+)
 FOLLOW_UP_LABEL = "Follow-up (weeks), median (reverse Kaplan-Meier) [range]"
 FOLLOW_UP_WEEKS = "follow_up_weeks"
 FOLLOW_UP_ENDED = "follow_up_ended"

@@ -29,6 +29,7 @@ from analysis.tables import (
     STAGE_PARTICIPANT_QUARANTINED,
     STAGE_RECORDS_QUARANTINED,
     TABLE_ONE_LEVEL,
+    TABLE_ONE_NOTES,
     TABLE_ONE_VARIABLE,
     assert_no_identifiers,
     cohort_flow,
@@ -548,3 +549,5 @@ def test_table_one_for_display_puts_levels_under_their_variable():
     sex = shown.set_index(CHARACTERISTIC).loc["Sex, n (%)"]
     assert (sex["Missing"], sex["Overall"], sex["SMD (low,high)"]) == (1, "", "0.34")
     assert shown.set_index(CHARACTERISTIC).loc["\u2003male", "Overall"] == "10 (45.5)"
+    html = show_table(shown, "Table 1", TABLE_ONE_NOTES).data
+    assert "reverse Kaplan-Meier" in html and "skewness" in html

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,9 +40,12 @@ def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
     return HTML(html)
 
 
-def show_table(table: RegressionTable | pd.DataFrame, caption: str | None = None):
+def show_table(
+    table: RegressionTable | pd.DataFrame, caption: str | None = None, notes: Sequence[str] = ()
+):
     """A report table through great-tables: its caption as the title, each model's columns
-    under a spanner naming the model with its N and events, the notes under the table.
+    under a spanner naming the model with its N and events, the notes (the table's and
+    `notes`) under the table.
 
     great-tables writes self-contained HTML (an inline <style>, no scripts or links); the id
     follows the caption so that the same report renders to the same bytes.
@@ -50,9 +53,9 @@ def show_table(table: RegressionTable | pd.DataFrame, caption: str | None = None
     from great_tables import GT, loc, style  # imported here: only a rendering report needs it
 
     if isinstance(table, RegressionTable):
-        frame, spanners, notes = table.frame, table.spanners, table.notes
+        frame, spanners, notes = table.frame, table.spanners, [*table.notes, *notes]
     else:
-        frame, spanners, notes = table, {}, []
+        frame, spanners = table, {}
     frame = frame.astype(object).where(frame.notna(), "").astype(str)
     table_id = "gt_" + hashlib.sha1(str(caption).encode()).hexdigest()[:10]
     shown = GT(frame, id=table_id)
