@@ -6,17 +6,27 @@ Pure functions on DataFrames: each returns a new frame ready for HTML and never 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
-from analysis.privacy import check_min_cell_size, suppress_table_one
+from analysis.privacy import (
+    SMD_PREFIX,
+    TABLE_ONE_MISSING,
+    TABLE_ONE_OVERALL,
+    check_min_cell_size,
+    suppress_table_one,
+)
+from analysis.results import REFERENCE_COLUMN
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
     CENSOR_WITHDRAWN,
+    DAYS_PER_WEEK,
     EVENT_RECOVERED,
     SEVERITY_LEVELS,
     SEX_LEVELS,
@@ -68,6 +78,8 @@ TABLE_ONE_CATEGORICAL = (
     Recovery.chronic,
     Recovery.site,
 )
+# Fractions (0-1) Table 1 shows as percentages.
+TABLE_ONE_PERCENT = (Recovery.overall_adherence,)
 # Readable row labels with units; tableone appends the summary kind (", mean (SD)", ", n (%)").
 TABLE_ONE_LABELS = {
     Recovery.age_years: "Age (years)",
@@ -75,11 +87,11 @@ TABLE_ONE_LABELS = {
     Recovery.symptom_months: "Symptom duration (months)",
     Recovery.baseline_sitting_hours: "Baseline sitting (hours/day)",
     Recovery.mean_sitting_hours: "Mean sitting during follow-up (hours/day)",
-    Recovery.overall_adherence: "Overall adherence (completed/prescribed)",
+    Recovery.overall_adherence: "Overall adherence (% of prescribed sessions)",
     Recovery.sex: "Sex",
     Recovery.severity: "Severity",
     Recovery.underlying_condition: "Underlying condition",
-    Recovery.chronic: "Chronic (symptoms beyond the cut-off)",
+    Recovery.chronic: "Recent or chronic (symptoms beyond the cut-off)",
     Recovery.site: "Site",
 }
 TABLE_ONE_LEVEL_ORDER = {
@@ -90,6 +102,20 @@ TABLE_ONE_LEVEL_ORDER = {
 }
 TABLE_ONE_VARIABLE = "variable"
 TABLE_ONE_LEVEL = "level"
+# |sample skewness| above which Table 1 shows median [Q1, Q3] (a convention: skewness beyond 1
+# is "highly skewed", Bulmer 1979).
+SKEWNESS_LIMIT = 1.0
+# What Table 1's summaries mean, under the table.
+TABLE_ONE_NOTES = (
+    f"Continuous variables: mean (SD), or median [Q1, Q3] where |skewness| > {SKEWNESS_LIMIT:g}; "
+    "categorical: n (%). Missing: people with no value recorded.",
+    "Follow-up: median by reverse Kaplan-Meier (the end of follow-up counted as the event, "
+    "recovery as censoring), range of the observed follow-up.",
+    "SMD: standardized mean difference between two groups.",
+)
+FOLLOW_UP_LABEL = "Follow-up (weeks), median (reverse Kaplan-Meier) [range]"
+FOLLOW_UP_WEEKS = "follow_up_weeks"
+FOLLOW_UP_ENDED = "follow_up_ended"
 
 # Columns a tidy table may carry that name a row rather than hold a number.
 LABEL_COLUMNS = ("term", "group", "outcome", "distribution", "strata", "event", "model")
@@ -193,12 +219,16 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
     frame = recovery[recovery[group].notna()].copy()
     continuous = [name for name in TABLE_ONE_CONTINUOUS if name in frame]
     categorical = [name for name in TABLE_ONE_CATEGORICAL if name in frame]
+    # Fractions read as percentages (0.7 (0.2) says less than 70.0 (17.0)).
+    for name in set(TABLE_ONE_PERCENT) & set(continuous):
+        frame[name] = frame[name] * 100
     for name in categorical:
-        # tableone sorts levels as strings; booleans read better as yes/no.
-        if pd.api.types.is_bool_dtype(frame[name]):
-            frame[name] = frame[name].map({True: "yes", False: "no"})
+        # Levels as a clinician reads them (recent/chronic, nerve entrapment); the order below
+        # is in the same words.
+        if name in LEVEL_LABELS:
+            frame[name] = frame[name].map(lambda level, name=name: _level_text(name, level))
     order = {
-        name: [_level_text(level) for level in levels]
+        name: [_level_text(name, level) for level in levels]
         for name, levels in TABLE_ONE_LEVEL_ORDER.items()
         if name in categorical
     }
@@ -209,6 +239,7 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
         name: [level for level in levels if level in set(frame[name].dropna())]
         for name, levels in order.items()
     }
+    skewed = skewed_variables(frame, continuous)
     table = TableOne(
         frame[[*continuous, *categorical, group]],
         columns=[*continuous, *categorical],
@@ -218,14 +249,70 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
         pval=False,
         smd=True,
         order=order,
+        nonnormal=skewed,
         rename={name: label for name, label in TABLE_ONE_LABELS.items() if name in frame},
         missing=True,
     ).tableone
-    return _flatten_table_one(table), [str(level) for level in group_order]
+    flat = _flatten_table_one(table)
+    flat = _with_missing_per_variable(flat, frame, [*continuous, *categorical])
+    columns = [name for name in flat.columns if name in {TABLE_ONE_OVERALL, *map(str, group_order)}]
+    follow_up = follow_up_row(frame, group, columns)
+    return pd.concat([flat, follow_up], ignore_index=True).fillna(""), [
+        str(level) for level in group_order
+    ]
 
 
-def _level_text(level) -> str:
-    return {True: "yes", False: "no"}.get(level, str(level)) if isinstance(level, bool) else level
+def skewed_variables(frame: pd.DataFrame, names: Sequence[str]) -> list[str]:
+    """The continuous variables Table 1 summarises as median [Q1, Q3] instead of mean (SD):
+    sample skewness beyond SKEWNESS_LIMIT in either direction, where a mean and SD would
+    describe people who are not there (symptom duration: a few long-standing cases)."""
+    return [name for name in names if abs(frame[name].dropna().skew()) > SKEWNESS_LIMIT]
+
+
+def _with_missing_per_variable(
+    flat: pd.DataFrame, frame: pd.DataFrame, names: Sequence[str]
+) -> pd.DataFrame:
+    """The Missing column with a count on every variable's first row, categorical ones too
+    (tableone leaves a categorical variable's blank); counted over everyone in the table."""
+    result = flat.copy()
+    labels = {TABLE_ONE_LABELS.get(name, name): name for name in names}
+    first_rows = result.drop_duplicates(TABLE_ONE_VARIABLE)
+    for index, shown in first_rows[TABLE_ONE_VARIABLE].items():
+        name = labels.get(shown.rsplit(", ", 1)[0])
+        if name is not None:
+            result.at[index, TABLE_ONE_MISSING] = int(frame[name].isna().sum())
+    return result
+
+
+def follow_up_row(frame: pd.DataFrame, group: str, columns: Sequence[str]) -> pd.DataFrame:
+    """Table 1's follow-up row: median follow-up by reverse Kaplan-Meier (the censoring is the
+    event, recovery censors it) and the range of follow-up, in weeks, per column.
+
+    A recovered person's follow-up ends at recovery: reverse Kaplan-Meier counts it as seen
+    that long and still followed, so the median is the potential follow-up, not the time to
+    recovery (Schemper and Smith 1996).
+    """
+    from analysis.survival import kaplan_meier  # imported here: the survival stack is slow
+
+    reverse = frame.assign(
+        **{FOLLOW_UP_ENDED: ~frame[Recovery.recovered].astype(bool)},
+        **{FOLLOW_UP_WEEKS: frame[Recovery.time_to_recovery_days] / DAYS_PER_WEEK},
+    )
+    row = {TABLE_ONE_VARIABLE: FOLLOW_UP_LABEL, TABLE_ONE_LEVEL: "", TABLE_ONE_MISSING: ""}
+    for column in columns:
+        people = reverse if column == TABLE_ONE_OVERALL else reverse[reverse[group] == column]
+        weeks = people[FOLLOW_UP_WEEKS].dropna()
+        if weeks.empty:
+            continue
+        median = kaplan_meier(people, FOLLOW_UP_WEEKS, FOLLOW_UP_ENDED).medians["median"].iloc[0]
+        shown_median = "not reached" if pd.isna(median) else f"{median:.1f}"
+        row[column] = f"{shown_median} [{weeks.min():.1f}, {weeks.max():.1f}]"
+    return pd.DataFrame([row])
+
+
+def _level_text(name: str, level):
+    """A Table 1 level in the words of LEVEL_LABELS (missing stays missing)."""
+    return level if pd.isna(level) or name not in LEVEL_LABELS else level_label(name, level)
 
 
 def _flatten_table_one(table: pd.DataFrame) -> pd.DataFrame:
@@ -251,13 +338,17 @@ def format_p_value(p_value: float, digits: int = 3) -> str:
     return f"<{floor:.{digits}f}" if p_value < floor else f"{p_value:.{digits}f}"
 
 
+# One interval style for every estimate in every report: " to " reads the same for negative
+# limits ("-0.50 (-1.00 to 0.20)") where a dash would not.
+INTERVAL_SEPARATOR = " to "
+
+
 def format_interval(estimate: float, low: float, high: float, digits: int = 2) -> str:
-    """ "1.23 (1.01-1.50)"; " to " between the limits when one is negative."""
+    """ "1.23 (1.01 to 1.50)": the report's one interval style (INTERVAL_SEPARATOR)."""
     if pd.isna(estimate):
         return ""
-    separator = " to " if min(low, high) < 0 else "-"
     limits = [("NA" if pd.isna(value) else f"{value:.{digits}f}") for value in (low, high)]
-    return f"{estimate:.{digits}f} ({limits[0]}{separator}{limits[1]})"
+    return f"{estimate:.{digits}f} ({limits[0]}{INTERVAL_SEPARATOR}{limits[1]})"
 
 
 def readable_term(term: str) -> str:
@@ -444,3 +535,246 @@ def assert_no_identifiers(frame_or_text, identifiers: Iterable = ()) -> None:
             f"identifying content in a report table: {shown}",
             hint="drop identifiers and dates before a table leaves the analysis",
         )
+
+
+# --- regression tables (gtsummary's tbl_regression / tbl_merge) -------------------------------
+
+
+@dataclass(frozen=True)
+class TermLabel:
+    """How a model variable reads in a table: its name and, for a number, the unit of one step.
+
+    `scale` is how many `unit`s one unit of the variable as the model codes it is (adherence is
+    a fraction 0-1: 100 percentage points); `clinical_unit` names the fit.primary.units entry
+    whose `per` gives the step a clinician reads (its `per` is in the model's coding).
+    """
+
+    name: str
+    unit: tuple[str, str] | None = None  # (one, many): ("hour", "hours")
+    scale: float = 1.0
+    clinical_unit: str | None = None
+
+
+_PERCENTAGE_POINTS = ("percentage point", "percentage points")
+_HOURS = ("hour", "hours")
+# Every regression variable's label in one place (Table 1 has TABLE_ONE_LABELS).
+TERM_LABELS: dict[str, TermLabel] = {
+    "weekly_adherence": TermLabel("Weekly adherence", _PERCENTAGE_POINTS, 100, "weekly_adherence"),
+    "weekly_sitting_hours": TermLabel("Daily sitting", _HOURS, 1, "weekly_sitting_hours"),
+    Recovery.overall_adherence: TermLabel(
+        "Overall adherence", _PERCENTAGE_POINTS, 100, "weekly_adherence"
+    ),
+    "landmark_adherence": TermLabel(
+        "Adherence before the landmark", _PERCENTAGE_POINTS, 100, "weekly_adherence"
+    ),
+    Recovery.mean_sitting_hours: TermLabel("Mean daily sitting", _HOURS, 1, "weekly_sitting_hours"),
+    Recovery.baseline_sitting_hours: TermLabel(
+        "Baseline daily sitting", _HOURS, 1, "weekly_sitting_hours"
+    ),
+    Recovery.age_years: TermLabel("Age", ("year", "years")),
+    Recovery.bmi: TermLabel("BMI", ("kg/m²", "kg/m²")),
+    Recovery.symptom_months: TermLabel("Symptom duration", ("month", "months")),
+    Recovery.severity: TermLabel("Severity"),
+    Recovery.chronic: TermLabel("Symptom duration at enrolment"),
+    Recovery.underlying_condition: TermLabel("Underlying condition"),
+    Recovery.adherence_group: TermLabel("Adherence group"),
+    Recovery.sitting_band: TermLabel("Sitting band"),
+    Recovery.sex: TermLabel("Sex"),
+    Recovery.site: TermLabel("Site"),
+}
+# Levels as a clinician reads them, where the coded level does not.
+LEVEL_LABELS: dict[str, dict[str, str]] = {
+    Recovery.chronic: {"False": "recent", "True": "chronic"},
+    Recovery.underlying_condition: {"none": "none", "nerve_entrapment": "nerve entrapment"},
+}
+REFERENCE_MARK = "—"  # gtsummary's mark on a reference level's row
+ESTIMATE_HEADER = "HR (95% CI)"
+SUBDISTRIBUTION_HEADER = "SHR (95% CI)"  # Fine-Gray
+ESTIMATE_NAMES = {"HR": "hazard ratio", "SHR": "subdistribution hazard ratio"}
+P_HEADER = "p-value"
+CHARACTERISTIC = "Characteristic"
+LEVEL_INDENT = "\u2003"  # an em space: the levels sit under their variable's row
+UNADJUSTED = "Unadjusted"
+ADJUSTED = "Adjusted"
+
+
+@dataclass
+class RegressionTable:
+    """A regression table as shown: `frame` (one row per variable, its levels under it), the
+    model each column belongs to (`spanners`: header -> columns) and the notes under it."""
+
+    frame: pd.DataFrame
+    spanners: dict[str, list[str]]
+    notes: list[str]
+
+
+def _term_parts(term: str) -> tuple[str, str | None]:
+    match = re.fullmatch(r"(.+?)\[(?:T\.)?(.+)\]", str(term))
+    return (match.group(1), match.group(2)) if match else (str(term), None)
+
+
+def _step_text(label: TermLabel, per: float) -> str:
+    step = per * label.scale
+    one, many = label.unit
+    return f"per {one}" if step == 1 else f"per {step:g} {many}"
+
+
+def term_label(variable: str, units: Mapping | None = None) -> str:
+    """A variable's row label: "Weekly adherence, per 10 percentage points"."""
+    label = TERM_LABELS.get(variable)
+    if label is None:
+        return readable_term(variable)
+    if label.unit is None:
+        return label.name
+    per = _per(variable, units)
+    return f"{label.name}, {_step_text(label, per)}"
+
+
+def _per(variable: str, units: Mapping | None) -> float:
+    label = TERM_LABELS.get(variable)
+    if label is None or label.clinical_unit is None or not units:
+        return 1.0
+    return float(units.get(label.clinical_unit, {}).get("per", 1.0))
+
+
+def level_label(variable: str, level: str) -> str:
+    return LEVEL_LABELS.get(variable, {}).get(str(level), str(level).replace("_", " "))
+
+
+def _in_clinical_units(tidy: pd.DataFrame, units: Mapping | None) -> pd.DataFrame:
+    """Hazard ratios per the clinical step of each numeric term. The primary model's tables are
+    already per that step (their `unit` column says so) and are left as they are."""
+    if "unit" in tidy:
+        return tidy
+    table = tidy.copy()
+    for index, term in table["term"].items():
+        per = _per(str(term), units)
+        if per != 1.0 and _term_parts(term)[1] is None:
+            log_hr = table.loc[index, ["estimate", "conf_low", "conf_high"]].to_numpy(float)
+            table.loc[index, ["hazard_ratio", "hr_conf_low", "hr_conf_high"]] = np.exp(per * log_hr)
+    return table
+
+
+def _cells(row: Mapping) -> tuple[str, str]:
+    """(HR (95% CI), p) of one tidy row: the reference mark, the reason a term is not
+    estimable, or the numbers."""
+    if bool(row.get(REFERENCE_COLUMN, False)):
+        return REFERENCE_MARK, ""
+    estimable = row.get("estimable", True)
+    if (isinstance(estimable, bool | np.bool_) and not estimable) or pd.isna(
+        row.get("hazard_ratio")
+    ):
+        reason = row.get("reason")
+        text = str(reason) if isinstance(reason, str) and reason else "not estimable"
+        return f"not estimable: {text}", ""
+    return (
+        format_interval(row["hazard_ratio"], row["hr_conf_low"], row["hr_conf_high"]),
+        format_p_value(row.get("p_value")),
+    )
+
+
+def _model_header(name: str, tidy: pd.DataFrame) -> tuple[str, bool]:
+    """The model's header with its N and events when one number holds for every row; else
+    False (the table then gives them per row, as for one-covariate-at-a-time models)."""
+    if not {"n", "events"} <= set(tidy.columns):
+        return name, False
+    if tidy["n"].nunique() == 1 and tidy["events"].nunique() == 1:
+        n, events = int(tidy["n"].dropna().iloc[0]), int(tidy["events"].dropna().iloc[0])
+        return f"{name} (N = {n}; {events} events)", False
+    return name, True
+
+
+def regression_table(
+    adjusted: pd.DataFrame,
+    unadjusted: pd.DataFrame | None = None,
+    units: Mapping | None = None,
+    estimate_header: str = ESTIMATE_HEADER,
+) -> RegressionTable:
+    """A fit stage regression table (or an adjusted and an unadjusted one side by side, aligned
+    by term) as gtsummary shows it: a row per variable with its levels under it, the reference
+    level marked "—", human labels with the clinical unit of each numeric term (`units`:
+    params fit.primary.units), HR (95% CI), p as "<0.001" or 3 digits, N and events per model.
+
+    A term one model lacks is blank in that model's columns; a term not estimable shows why.
+    """
+    models = [(ADJUSTED if unadjusted is not None else "Model", adjusted)]
+    if unadjusted is not None:
+        models.insert(0, (UNADJUSTED, unadjusted))
+    models = [(name, _in_clinical_units(tidy, units)) for name, tidy in models]
+    # The adjusted model's order, then any term only the unadjusted models have.
+    terms = list(
+        dict.fromkeys(term for _, tidy in models[::-1] for term in tidy["term"].astype(str))
+    )
+    # Keep each variable's levels together, in the order the variables first appear.
+    variables = list(dict.fromkeys(_term_parts(term)[0] for term in terms))
+    ordered = [term for v in variables for term in terms if _term_parts(term)[0] == v]
+    rows: list[dict] = []
+    spanners: dict[str, list[str]] = {}
+    columns_of = []
+    for name, tidy in models:
+        header, per_row = _model_header(name, tidy)
+        columns = [f"{name} {estimate_header}", f"{name} {P_HEADER}"]
+        if per_row:
+            columns = [f"{name} N", f"{name} events", *columns]
+        spanners[header] = columns
+        columns_of.append((tidy.set_index(tidy["term"].astype(str)), columns, per_row))
+    seen_variables = set()
+    for term in ordered:
+        variable, level = _term_parts(term)
+        if level is not None and variable not in seen_variables:
+            rows.append({CHARACTERISTIC: term_label(variable, units)})
+        seen_variables.add(variable)
+        row = {
+            CHARACTERISTIC: LEVEL_INDENT + level_label(variable, level)
+            if level is not None
+            else term_label(variable, units)
+        }
+        for tidy, columns, per_row in columns_of:
+            if term not in tidy.index:
+                continue
+            record = tidy.loc[term]
+            if isinstance(record, pd.DataFrame):
+                raise DataError(f"term {term!r} appears twice in one model table", column="term")
+            estimate, p_value = _cells(record.to_dict())
+            row[columns[-2]], row[columns[-1]] = estimate, p_value
+            if per_row:
+                row[columns[0]], row[columns[1]] = int(record["n"]), int(record["events"])
+        rows.append(row)
+    all_columns = [CHARACTERISTIC, *[c for _, columns, _ in columns_of for c in columns]]
+    frame = pd.DataFrame(rows, columns=all_columns)
+    for name in all_columns[1:]:
+        if frame[name].dtype == object:
+            frame[name] = frame[name].fillna("")
+    abbreviation = estimate_header.split(" ")[0]
+    notes = [
+        f"{abbreviation} = {ESTIMATE_NAMES.get(abbreviation, abbreviation)}; "
+        f"CI = confidence interval; {REFERENCE_MARK} = reference level."
+    ]
+    if unadjusted is not None:
+        notes.append("Unadjusted: one covariate at a time; adjusted: all covariates in one model.")
+    return RegressionTable(frame, spanners, notes)
+
+
+def table_one_for_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A (suppressed) flattened Table 1 as gtsummary lays it out: one row per variable with its
+    summary kind, a categorical variable's levels indented under it, Missing on the variable's
+    row. The CSV keeps the flat form (variable, level, ...)."""
+    values = [c for c in table.columns if c not in (TABLE_ONE_VARIABLE, TABLE_ONE_LEVEL)]
+    rows = []
+    for variable, block in table.groupby(TABLE_ONE_VARIABLE, sort=False):
+        levels = [level for level in block[TABLE_ONE_LEVEL] if str(level) != ""]
+        if not levels:
+            rows.append({CHARACTERISTIC: variable, **block.iloc[0][values].to_dict()})
+            continue
+        first = block.iloc[0]
+        header = {CHARACTERISTIC: variable, **dict.fromkeys(values, "")}
+        header.update(
+            {c: first[c] for c in values if c == TABLE_ONE_MISSING or c.startswith(SMD_PREFIX)}
+        )
+        rows.append(header)
+        for _, row in block.iterrows():
+            shown = {
+                c: row[c] for c in values if c != TABLE_ONE_MISSING and not c.startswith(SMD_PREFIX)
+            }
+            rows.append({CHARACTERISTIC: LEVEL_INDENT + str(row[TABLE_ONE_LEVEL]), **shown})
+    return pd.DataFrame(rows, columns=[CHARACTERISTIC, *values]).fillna("")

@@ -360,7 +360,7 @@ def test_forest_has_a_row_per_term_an_estimate_column_and_a_reference(cohort, tm
     column = [text.get_text() for text in ax.texts if text.get_gid() == "estimate-column"]
     assert column[0] == "HR (95% CI)"
     expected = [
-        f"{row.hazard_ratio:.2f} ({row.hr_conf_low:.2f}-{row.hr_conf_high:.2f})"
+        f"{row.hazard_ratio:.2f} ({row.hr_conf_low:.2f} to {row.hr_conf_high:.2f})"
         for row in tidy.itertuples()
     ]
     assert column[1:] == expected

@@ -43,7 +43,7 @@ from analysis.privacy import (
     table_one_counts,
     truncate_curve,
 )
-from analysis.tables import FLOW_CHAIN, cohort_flow, exact_table_one, table_one
+from analysis.tables import FLOW_CHAIN, FOLLOW_UP_LABEL, cohort_flow, exact_table_one, table_one
 from tests.test_tables import recovery_frame
 
 K = 5
@@ -417,6 +417,27 @@ def test_table_one_hidden_counts_resist_the_attacker(small_site_table_one):
         assert value is None or value == counts.cells[key], "a shown count is the true count"
     assert not (set(subtraction_attack(counts, hidden)) & hidden)
     sensitive = {key for key in hidden if 0 < counts.cells[key] < K}
+    assert not (linear_attack(counts, hidden) & sensitive)
+
+
+def test_table_one_missing_counts_and_follow_up_are_planned_with_the_rest():
+    """A categorical variable's Missing count (now shown on every variable) is a count like any
+    other: 3 people without a sex recorded show as "<k" and cannot be subtracted back; the
+    follow-up row of a group blanked whole is blank."""
+    site = recovery_frame({"low": 14, "moderate": 12, "high": 3}, seed=5)
+    site.loc[site.index[:3], "sex"] = None
+    table = table_one(site, "adherence_group", SMALL_SITE_PARAMS)
+    first = table.drop_duplicates("variable").set_index("variable")
+    assert first.loc["Sex, n (%)", "Missing"] == mark(K)
+    follow_up = table[table["variable"] == FOLLOW_UP_LABEL].iloc[0]
+    assert follow_up["high"] == ""
+    assert follow_up["low"] != "" and follow_up["Overall"] != ""
+    exact, groups = exact_table_one(site, "adherence_group", SMALL_SITE_PARAMS)
+    counts = table_one_counts(exact, groups, K)
+    hidden = {key for key, value in shown_counts(table, counts).items() if value is None}
+    sensitive = {key for key in hidden if 0 < counts.cells[key] < K}
+    assert ("table one", "Sex, n (%)", "", "Missing") in sensitive
+    assert not (set(subtraction_attack(counts, hidden)) & sensitive)
     assert not (linear_attack(counts, hidden) & sensitive)
 
 

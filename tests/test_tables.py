@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +15,11 @@ from analysis.privacy import (
     smd_columns,
     suppress_small_cells,
 )
+from analysis.report.shared import show_table
+from analysis.results import with_reference_rows
 from analysis.tables import (
+    CHARACTERISTIC,
+    FOLLOW_UP_LABEL,
     OUTCOME_STAGES,
     STAGE_ANALYSED,
     STAGE_ENROLLED,
@@ -23,15 +29,20 @@ from analysis.tables import (
     STAGE_PARTICIPANT_QUARANTINED,
     STAGE_RECORDS_QUARANTINED,
     TABLE_ONE_LEVEL,
+    TABLE_ONE_NOTES,
     TABLE_ONE_VARIABLE,
     assert_no_identifiers,
     cohort_flow,
+    exact_table_one,
     find_identifiers_or_dates,
+    follow_up_row,
     format_interval,
     format_p_value,
     format_tidy,
     readable_term,
+    regression_table,
     table_one,
+    table_one_for_display,
 )
 
 CANARY_ID = "P0042"
@@ -233,7 +244,7 @@ def test_p_values_and_intervals_read_as_in_papers():
     assert format_p_value(0.0004) == "<0.001"
     assert format_p_value(0.0123) == "0.012"
     assert format_p_value(np.nan) == ""
-    assert format_interval(1.2345, 1.01, 1.5) == "1.23 (1.01-1.50)"
+    assert format_interval(1.2345, 1.01, 1.5) == "1.23 (1.01 to 1.50)"
     assert format_interval(-0.5, -1.0, 0.2) == "-0.50 (-1.00 to 0.20)"
 
 
@@ -262,7 +273,7 @@ def test_format_tidy_rounds_and_adds_hazard_ratio_text():
     result = format_tidy(tidy, columns=["term", "hazard ratio (95% CI)", "p_value"])
     assert result.to_dict("list") == {
         "term": ["Overall adherence", "Severity: severe"],
-        "hazard ratio (95% CI)": ["1.23 (1.01-1.50)", "0.61 (0.41-0.90)"],
+        "hazard ratio (95% CI)": ["1.23 (1.01 to 1.50)", "0.61 (0.41 to 0.90)"],
         "p_value": ["0.039", "<0.001"],
     }
     assert format_tidy(tidy, digits=1)["estimate"].tolist() == ["0.2", "-0.5"]
@@ -277,7 +288,7 @@ CLEAN = pd.DataFrame(
     {
         "group": ["low", "high"],
         "n": [12, 30],
-        "hazard ratio (95% CI)": ["1.23 (1.01-1.50)"] * 2,
+        "hazard ratio (95% CI)": ["1.23 (1.01 to 1.50)"] * 2,
         "p_value": ["<0.001", "0.045"],
         "median_weeks": [8.5, 12.25],
     }
@@ -352,3 +363,191 @@ def test_table_one_reads_the_shipped_params(params):
     table = table_one(recovery, params["fit"]["group"], params)
     assert params["report"]["min_cell_size"] == 5
     assert table.columns.get_loc("low") < table.columns.get_loc("high")
+
+
+# --- gtsummary-style tables ---------------------------------------------------------------------
+
+PRIMARY_UNITS = {
+    "weekly_adherence": {"per": 0.1, "label": "per 10 percentage points of weekly adherence"},
+    "weekly_sitting_hours": {"per": 1.0, "label": "per hour of daily sitting"},
+}
+
+
+def cox_like(rows: list[tuple], n: int, events: int) -> pd.DataFrame:
+    """A fit-stage regression table: (term, log-HR, low, high, p, reference) rows."""
+    table = pd.DataFrame(
+        rows, columns=["term", "estimate", "conf_low", "conf_high", "p_value", "reference"]
+    )
+    table["hazard_ratio"] = np.exp(table["estimate"])
+    table["hr_conf_low"] = np.exp(table["conf_low"])
+    table["hr_conf_high"] = np.exp(table["conf_high"])
+    table["estimable"] = True
+    table["reason"] = ""
+    return table.assign(n=n, events=events)
+
+
+ADJUSTED_ROWS = [
+    ("overall_adherence", 2.147, 1.654, 2.640, 1e-17, False),
+    ("severity[mild]", 0.0, np.nan, np.nan, np.nan, True),
+    ("severity[moderate]", -0.451, -0.679, -0.223, 0.000109, False),
+    ("chronic[False]", 0.0, np.nan, np.nan, np.nan, True),
+    ("chronic[True]", -0.695, -0.903, -0.487, 0.0123, False),
+    ("adherence_group[low]", 0.0, np.nan, np.nan, np.nan, True),
+    ("adherence_group[high]", 0.5, 0.1, 0.9, 0.04, False),
+]
+
+
+def test_regression_table_reads_as_gtsummary():
+    adjusted = cox_like(ADJUSTED_ROWS, n=500, events=408)
+    # The unadjusted models lack a term the adjusted one has, in another order.
+    unadjusted = cox_like([ADJUSTED_ROWS[i] for i in (3, 4, 0, 1, 2)], n=500, events=408).assign(
+        estimate=lambda t: t["estimate"] / 2
+    )
+    unadjusted["hazard_ratio"] = np.exp(unadjusted["estimate"])
+    table = regression_table(adjusted, unadjusted, units=PRIMARY_UNITS)
+    frame = table.frame.set_index(CHARACTERISTIC)
+    # A row per variable, its levels under it, the reference as its own row.
+    assert list(frame.index) == [
+        "Overall adherence, per 10 percentage points",
+        "Severity",
+        "\u2003mild",
+        "\u2003moderate",
+        "Symptom duration at enrolment",
+        "\u2003recent",
+        "\u2003chronic",
+        "Adherence group",
+        "\u2003low",
+        "\u2003high",
+    ]
+    assert frame.loc["\u2003mild", "Adjusted HR (95% CI)"] == "—"
+    assert frame.loc["\u2003low", "Adjusted HR (95% CI)"] == "—"
+    # Per 10 percentage points: exp(0.1 x log-HR per 1 of the fraction).
+    assert frame.iloc[0]["Adjusted HR (95% CI)"] == "1.24 (1.18 to 1.30)"
+    assert frame.iloc[0]["Adjusted p-value"] == "<0.001"
+    assert frame.loc["\u2003chronic", "Adjusted p-value"] == "0.012"
+    # Aligned by term: the unadjusted chronic row is the unadjusted chronic estimate.
+    assert frame.loc["\u2003chronic", "Unadjusted HR (95% CI)"].startswith(
+        f"{np.exp(-0.695 / 2):.2f} ("
+    )
+    assert frame.loc["\u2003high", "Unadjusted HR (95% CI)"] == ""  # not in those models
+    assert list(table.spanners) == [
+        "Unadjusted (N = 500; 408 events)",
+        "Adjusted (N = 500; 408 events)",
+    ]
+    shown = " ".join(table.frame.astype(str).to_numpy().ravel()) + " ".join(table.frame.columns)
+    for raw in ("adherence_group", "Adherence grouplow", "Chronic: True", "p_value", "nan"):
+        assert raw not in shown
+
+
+def test_regression_table_states_n_per_row_when_models_differ_and_why_not_estimable():
+    adjusted = cox_like(ADJUSTED_ROWS[:3], n=500, events=408)
+    adjusted.loc[2, ["estimable", "reason", "hazard_ratio"]] = [False, "no events in level", np.nan]
+    unadjusted = cox_like(ADJUSTED_ROWS[:3], n=500, events=408)
+    unadjusted.loc[0, ["n", "events"]] = [498, 407]
+    table = regression_table(adjusted, unadjusted)
+    frame = table.frame.set_index(CHARACTERISTIC)
+    assert frame.loc["\u2003moderate", "Adjusted HR (95% CI)"] == (
+        "not estimable: no events in level"
+    )
+    assert "Unadjusted N" in table.spanners["Unadjusted"]
+    assert frame.iloc[0]["Unadjusted N"] == 498
+    assert frame.iloc[0]["Unadjusted events"] == 407
+
+
+def test_the_reference_rows_follow_params_reference_levels(params):
+    """The fit stage codes factors against fit.reference_levels; the table shows that level."""
+    references = params["fit"]["reference_levels"]
+    tidy = cox_like(
+        [
+            ("severity[moderate]", -0.4, -0.6, -0.2, 0.01, False),
+            ("underlying_condition[disc]", -0.8, -1.0, -0.5, 0.001, False),
+        ],
+        n=100,
+        events=80,
+    ).drop(columns=["reference", "n", "events"])
+    coded = with_reference_rows(tidy, references).assign(n=100, events=80)
+    frame = regression_table(coded).frame
+    reference_rows = frame[frame["Model HR (95% CI)"] == "—"][CHARACTERISTIC].str.strip()
+    assert list(reference_rows) == [references["severity"], references["underlying_condition"]]
+
+
+def test_one_interval_style_across_tables():
+    adjusted = cox_like(ADJUSTED_ROWS, n=500, events=408)
+    shown = regression_table(adjusted).frame["Model HR (95% CI)"]
+    estimates = [text for text in shown if text and text != "—"]
+    assert estimates and all(
+        re.fullmatch(r"\d+\.\d\d \(\d+\.\d\d to \d+\.\d\d\)", t) for t in estimates
+    )
+    assert format_interval(-0.5, -1.0, -0.2) == "-0.50 (-1.00 to -0.20)"
+
+
+def test_table_one_shows_skewed_variables_as_medians_and_missing_per_variable():
+    recovery = recovery_frame({"low": 40, "high": 40})
+    recovery["symptom_months"] = np.random.default_rng(3).lognormal(2, 1.2, len(recovery))
+    recovery.loc[:4, "sex"] = None
+    flat, _ = exact_table_one(recovery, "adherence_group", {"group_order": ["low", "high"]})
+    variables = list(dict.fromkeys(flat[TABLE_ONE_VARIABLE]))
+    assert "Symptom duration (months), median [Q1,Q3]" in variables
+    assert "Age (years), mean (SD)" in variables
+    first_rows = flat.drop_duplicates(TABLE_ONE_VARIABLE).set_index(TABLE_ONE_VARIABLE)
+    assert first_rows.loc["Sex, n (%)", "Missing"] == 5
+    assert first_rows.loc["Severity, n (%)", "Missing"] == 0
+    assert first_rows.loc["Age (years), mean (SD)", "Missing"] == 0
+    assert FOLLOW_UP_LABEL in variables
+    adherence = flat[flat[TABLE_ONE_VARIABLE].str.startswith("Overall adherence (%")]
+    mean = float(adherence["Overall"].iloc[0].split(" ")[0])
+    assert mean == pytest.approx(100 * recovery["overall_adherence"].mean(), abs=0.05)
+    chronic = flat[flat[TABLE_ONE_VARIABLE].str.startswith("Recent or chronic")]
+    assert list(chronic[TABLE_ONE_LEVEL]) == ["recent", "chronic"]
+
+
+def test_follow_up_is_reverse_kaplan_meier_by_hand():
+    """Weeks 1-5, recovered at 1 and 3. Reverse KM (ending follow-up is the event): S = 1 at
+    week 1 (a recovery, censored), 3/4 at week 2, 3/4 at 3, 3/4 x 1/2 = 0.375 at week 4, so the
+    median is 4 weeks (R: survfit(Surv(c(1,2,3,4,5), c(0,1,0,1,1)) ~ 1) gives median 4);
+    range 1 to 5 weeks."""
+    frame = pd.DataFrame(
+        {
+            "time_to_recovery_days": [7.0, 14.0, 21.0, 28.0, 35.0],
+            "recovered": [True, False, True, False, False],
+            "adherence_group": ["low"] * 5,
+        }
+    )
+    row = follow_up_row(frame, "adherence_group", ["Overall", "low"])
+    assert row.loc[0, "Overall"] == "4.0 [1.0, 5.0]"
+    assert row.loc[0, "low"] == "4.0 [1.0, 5.0]"
+
+
+def test_show_table_is_self_contained_html():
+    html = show_table(regression_table(cox_like(ADJUSTED_ROWS, 500, 408)), "Table 2. Cox").data
+    assert "Model (N = 500; 408 events)" in html
+    assert "Table 2. Cox" in html
+    assert not re.search(r"<script|<link|src=|href=|@import|url\(", html)
+    assert (
+        html == show_table(regression_table(cox_like(ADJUSTED_ROWS, 500, 408)), "Table 2. Cox").data
+    )
+
+
+def test_table_one_for_display_puts_levels_under_their_variable():
+    flat = pd.DataFrame(
+        {
+            "variable": ["n", "Age (years), mean (SD)", "Sex, n (%)", "Sex, n (%)"],
+            "level": ["", "", "female", "male"],
+            "Missing": ["", 0, 1, ""],
+            "Overall": ["23", "44.0 (12.0)", "12 (54.5)", "10 (45.5)"],
+            "SMD (low,high)": ["", "0.10", "0.34", ""],
+        }
+    )
+    shown = table_one_for_display(flat)
+    assert list(shown[CHARACTERISTIC]) == [
+        "n",
+        "Age (years), mean (SD)",
+        "Sex, n (%)",
+        "\u2003female",
+        "\u2003male",
+    ]
+    sex = shown.set_index(CHARACTERISTIC).loc["Sex, n (%)"]
+    assert (sex["Missing"], sex["Overall"], sex["SMD (low,high)"]) == (1, "", "0.34")
+    assert shown.set_index(CHARACTERISTIC).loc["\u2003male", "Overall"] == "10 (45.5)"
+    html = show_table(shown, "Table 1", TABLE_ONE_NOTES).data
+    assert "reverse Kaplan-Meier" in html and "skewness" in html

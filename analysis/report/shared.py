@@ -5,14 +5,16 @@ reports).
 
 from __future__ import annotations
 
+import hashlib
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from IPython.display import HTML
 
 from analysis.privacy import SUPPRESSED_COLUMN, enough_people, mark
+from analysis.tables import RegressionTable
 
 
 def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
@@ -36,6 +38,44 @@ def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
     if caption:
         html = f"<p><strong>{_escape(caption)}</strong></p>{html}"
     return HTML(html)
+
+
+def show_table(
+    table: RegressionTable | pd.DataFrame, caption: str | None = None, notes: Sequence[str] = ()
+):
+    """A report table through great-tables: its caption as the title, each model's columns
+    under a spanner naming the model with its N and events, the notes (the table's and
+    `notes`) under the table.
+
+    great-tables writes self-contained HTML (an inline <style>, no scripts or links); the id
+    follows the caption so that the same report renders to the same bytes.
+    """
+    from great_tables import GT, loc, style  # imported here: only a rendering report needs it
+
+    if isinstance(table, RegressionTable):
+        frame, spanners, notes = table.frame, table.spanners, [*table.notes, *notes]
+    else:
+        frame, spanners = table, {}
+    frame = frame.astype(object).where(frame.notna(), "").astype(str)
+    table_id = "gt_" + hashlib.sha1(str(caption).encode()).hexdigest()[:10]
+    shown = GT(frame, id=table_id)
+    if caption:
+        shown = shown.tab_header(title=caption)
+    for header, columns in spanners.items():
+        shown = shown.tab_spanner(label=header, columns=columns)
+        # Under a spanner naming the model, a column says only what it holds.
+        prefix = header.split(" (")[0] + " "
+        shown = shown.cols_label(
+            **{c: c.removeprefix(prefix) for c in columns if c.startswith(prefix)}
+        )
+    shown = shown.cols_align(align="left", columns=list(frame.columns[:1]))
+    # An estimate and its interval stay on one line ("11.5 [10.5,13.9]" never splits).
+    shown = shown.tab_style(
+        style=style.text(whitespace="nowrap"), locations=loc.body(columns=list(frame.columns[1:]))
+    )
+    for note in notes:
+        shown = shown.tab_source_note(note)
+    return HTML(shown.as_raw_html())
 
 
 def _escape(text: str) -> str:
