@@ -34,8 +34,15 @@ def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
             )
     html = shown.to_html(index=False, na_rep="", border=0, escape=True)
     if caption:
-        html = f"<p><strong>{_escape(caption)}</strong></p>{html}"
+        html = f'<p class="table-caption"><strong>{_escape(caption)}</strong></p>{html}'
     return HTML(html)
+
+
+def figure_caption(what: str, details: str | None = None):
+    """A figure's caption: what it shows, then what the plot recorded (bands, marks, what is
+    not drawn; plots.figure_caption). The HTML export numbers it "Figure N."."""
+    more = "" if not details else f" {_escape(details)}"
+    return HTML(f'<p class="figure-caption"><strong>{_escape(what)}.</strong>{more}</p>')
 
 
 def _escape(text: str) -> str:
