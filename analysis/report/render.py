@@ -218,8 +218,9 @@ def _number_tables(soup) -> None:
         if caption is not None and caption.strong is not None:
             caption.strong.insert(0, f"Table {number}. ")
         else:
-            table.insert_before(_caption(soup, TABLE_CAPTION_CLASS, f"Table {number}", ""))
-            table.find_previous_sibling("p").strong.append(_section_of(table))
+            table.insert_before(
+                _caption(soup, TABLE_CAPTION_CLASS, f"Table {number}", _section_of(table))
+            )
 
 
 def _output_of(element):
