@@ -291,3 +291,11 @@ def test_console_names_its_median_as_not_kaplan_meier(capsys):
     printed = " ".join(capsys.readouterr().out.split())
     assert "not Kaplan-Meier" in OBSERVED_MEDIAN_HEADING
     assert "Kaplan-Meier medians" in printed
+
+
+@pytest.mark.parametrize(
+    ("site", "label"),
+    [("site_B", "Site B"), ("Site 3", "Site 3"), ("St. Mary", "St. Mary"), ("site_", "site_")],
+)
+def test_site_label_tidies_coded_names_and_keeps_every_other_name(site, label):
+    assert study_report.site_label(site) == label

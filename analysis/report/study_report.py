@@ -105,10 +105,15 @@ def milestone_medians_for_report(medians: pd.DataFrame, min_cell_size: int) -> p
     return shown[["milestone", *[c for c in shown.columns if c != "milestone"]]]
 
 
+# A site coded as "site_B" or "site B": its title drops the repeated word's underscore.
+_CODED_SITE = re.compile(r"site[_ ](\S+)", re.IGNORECASE)
+
+
 def site_label(site: str) -> str:
-    """A site as a title names it: "site_B" -> "Site B"."""
-    text = str(site).replace("_", " ").strip()
-    return text[:1].upper() + text[1:]
+    """A site as a title names it: "site_B" -> "Site B"; any other name exactly as recorded
+    (two sites must never read the same)."""
+    coded = _CODED_SITE.fullmatch(str(site))
+    return f"Site {coded.group(1)}" if coded else str(site)
 
 
 def study_report_title(site: str | None) -> str:
