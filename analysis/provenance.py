@@ -142,7 +142,7 @@ class Provenance:
     def details_sentence(self) -> str:
         """Where the rest is: every input file's hash and the package versions, in CSVs."""
         return (
-            f"Each input file's SHA-256 ({len(self.files)} files) and the versions of "
+            f"The SHA-256 of each input file ({len(self.files)} files) and the versions of "
             f"{len(self.packages)} packages are in provenance_files.csv and "
             "provenance_packages.csv beside this report."
         )
@@ -165,7 +165,9 @@ def readable_value(value, project: Path | str | None = None) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, Path) or (
-        isinstance(value, str) and project is not None and value.startswith(str(project))
+        isinstance(value, str)
+        and project is not None
+        and (value.startswith(str(project)) or os.path.isabs(value))
     ):
         return project_path(value, project)
     if isinstance(value, list | tuple):
@@ -177,7 +179,11 @@ def project_path(path: Path | str, project: Path | str | None) -> str:
     """`path` relative to the project folder, both as seen from the current folder."""
     if project is None:
         return Path(path).as_posix()
-    return Path(os.path.relpath(os.path.normpath(path), os.path.normpath(project))).as_posix()
+    relative = Path(os.path.relpath(os.path.normpath(path), os.path.normpath(project)))
+    if relative.parts[:1] == ("..",):
+        # Outside the project: where it lies on this machine is not the report's business.
+        return f"{Path(*relative.parts[-2:]).as_posix()} (outside the project folder)"
+    return relative.as_posix()
 
 
 def parameters_table(parameters: Mapping, project: Path | str | None = None) -> pd.DataFrame:

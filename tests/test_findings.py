@@ -253,6 +253,8 @@ def test_provenance_is_readable_relative_and_leaves_the_simulator_out(tmp_path):
         provenance = collect_provenance(
             {"raw": "../data/raw"}, parameters, {"simulate": {"seed": 1}}, project=".."
         )
+    outside = collect_provenance({}, {"raw_dir": str(tmp_path / "elsewhere" / "raw")}, {}, "..")
+    assert outside.parameters["value"].tolist() == ["elsewhere/raw (outside the project folder)"]
     values = dict(provenance.parameters.to_numpy())
     assert values == {"raw_dir": "data/raw", "site": "not set", "flag": "yes", "min_cell_size": "5"}
     assert provenance.files["file"].tolist() == ["participants.csv"]

@@ -574,7 +574,9 @@ def test_provenance_is_a_collapsed_block_without_absolute_paths_or_python_reprs(
         soup = BeautifulSoup(path.read_text(), "html.parser")
         details = soup.find_all("details")
         assert len(details) == 1 and not details[0].has_attr("open"), path.name
-        assert details[0].find_previous("h2").get_text(strip=True).endswith("Provenance")
+        assert (
+            details[0].find_previous("h2").get_text(strip=True).rstrip("¶").endswith("Provenance")
+        )
         text = details[0].get_text(" ")
         assert str(rendered_study.root) not in soup.get_text(), path.name
         assert not re.search(r"'|\bNone\b|\bTrue\b|\bFalse\b|\.\./", text), path.name
@@ -594,7 +596,8 @@ def test_study_report_opens_with_key_findings_and_ends_with_strobe_then_provenan
         f"{len(headings) - 1}. Reporting checklist: STROBE items 13-17",
         f"{len(headings)}. Provenance",
     ]
-    findings = soup.find("h2").find_next("ul").get_text(" ")
+    heading_cell = soup.find("h2").find_parent(class_="jp-Cell")
+    findings = heading_cell.find_next_sibling(class_="jp-Cell").get_text(" ")
     for unit in ("per 10 percentage points of weekly adherence", "per hour of daily sitting"):
         assert unit in findings
     assert "95% CI" in findings and "weeks" in findings
