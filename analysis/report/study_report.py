@@ -491,6 +491,11 @@ def median_sentences(
     return sentences
 
 
+def _readable(text: str) -> str:
+    """Level names as words ("nerve_entrapment" -> "nerve entrapment")."""
+    return text.replace("_", " ")
+
+
 def _agreement(verdict) -> str:
     return {"agree": "agrees", "disagree": "disagrees"}.get(str(verdict), str(verdict))
 
@@ -510,8 +515,10 @@ def timeline_sentences(
                 re.escape(mark(min_cell_size)), fewer_than(min_cell_size), str(row.observed)
             )
             sentences.append(
-                f"Quoted: {row.claim} ({row.quoted}). Calibrated timeline: {observed}: "
-                f"the data {_agreement(row.verdict)}."
+                _readable(
+                    f"Quoted: {row.claim} ({row.quoted}). Timeline model and data: {observed}: "
+                    f"the data {_agreement(row.verdict)}."
+                )
             )
     if milestone_ranges is not None:
         for row in milestone_ranges.itertuples():
