@@ -301,3 +301,14 @@ def test_console_names_its_median_as_not_kaplan_meier(capsys):
 )
 def test_site_label_tidies_coded_names_and_keeps_every_other_name(site, label):
     assert study_report.site_label(site) == label
+
+
+def test_adherence_report_names_the_reference_group_the_cox_model_used():
+    cox = pd.DataFrame(
+        {
+            "term": ["adherence_group[low]", "adherence_group[high]", "severity[mild]"],
+            "reference": [True, False, True],
+        }
+    )
+    text = adherence_groups.reference_level_text(cox, "adherence_group")
+    assert text == "Reference group for the hazard ratios: **low**."

@@ -4,6 +4,7 @@ of overall adherence and what only that report shows about it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -70,12 +71,15 @@ def grouping_text(cutoffs: Sequence[float], labels: Sequence[str]) -> str:
     )
 
 
-def reference_level_text(recovery: pd.DataFrame, group: str) -> str:
-    """Which group the Cox hazard ratios compare against (treatment coding, first sorted level)."""
-    levels = sorted(recovery[group].dropna().astype(str).unique())
-    if not levels:
+def reference_level_text(cox: pd.DataFrame, group: str) -> str:
+    """Which group the Cox hazard ratios compare against: the model's reference row
+    (fit.reference_levels, as the fit stage chose it)."""
+    levels = cox["term"].str.extract(rf"^{re.escape(group)}\[(.*)\]$")[0]
+    is_reference = cox["reference"].astype(str).str.lower() == "true"
+    references = levels[is_reference & levels.notna()]
+    if references.empty:
         return ""
-    return f"Reference group for the hazard ratios: **{levels[0]}** (first in sorted order)."
+    return f"Reference group for the hazard ratios: **{references.iloc[0]}**."
 
 
 def same_grouping(
