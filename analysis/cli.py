@@ -261,9 +261,23 @@ def run_derive(clean_dir: Path, out: Path, params: DeriveParams):
     return frames
 
 
+# The console's median is of the recovered only; the reports' medians are Kaplan-Meier (they
+# also count who has not recovered yet, so they are longer): the label and caption say which.
+OBSERVED_MEDIAN_HEADING = "median days among the recovered (not Kaplan-Meier)"
+OBSERVED_MEDIAN_CAPTION = (
+    "The reports show Kaplan-Meier medians (reports/models/km_medians.csv), which also count "
+    "the people not yet recovered and are therefore longer."
+)
+
+
 def print_cohort_summary(recovery: pd.DataFrame) -> None:
-    table = Table(title="Cohort", title_justify="left")
-    for heading in ("adherence group", "n", "recovered", "withdrawn", "median days (observed)"):
+    table = Table(
+        title="Cohort",
+        title_justify="left",
+        caption=OBSERVED_MEDIAN_CAPTION,
+        caption_justify="left",
+    )
+    for heading in ("adherence group", "n", "recovered", "withdrawn", OBSERVED_MEDIAN_HEADING):
         table.add_column(heading, justify="left" if heading == "adherence group" else "right")
     grouped = recovery.groupby(recovery[Recovery.adherence_group].fillna("unknown"))
     for group, rows in grouped:

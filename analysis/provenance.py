@@ -10,6 +10,7 @@ identified by the SHA-256 of its source files instead.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ REPORTED_PACKAGES = (
 # Seeds that decide any random number in the study: (params block, key).
 SEED_KEYS = (("simulate", "seed"), ("timeline", "seed"))
 _CHUNK_BYTES = 1 << 20
+# What `ga-rehab simulate` writes beside the study's export: the generating truth and the
+# defects it injected. They are not inputs of the analysis; their presence marks the study as
+# the built-in synthetic one.
+SIMULATOR_FILES = ("truth.json", "injected_defects.csv")
+SYNTHETIC_STUDY = "built-in synthetic study"
 
 
 def sha256_of(path: Path) -> str:
@@ -131,6 +137,15 @@ class Provenance:
     parameters: pd.DataFrame
     packages: pd.DataFrame
     environment: pd.DataFrame
+    inputs: pd.DataFrame | None = None
+
+    def details_sentence(self) -> str:
+        """Where the rest is: every input file's hash and the package versions, in CSVs."""
+        return (
+            f"The SHA-256 of each input file ({len(self.files)} files) and the versions of "
+            f"{len(self.packages)} packages are in provenance_files.csv and "
+            "provenance_packages.csv beside this report."
+        )
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The deterministic tables by name (for CSVs beside the report)."""
@@ -142,24 +157,101 @@ class Provenance:
         }
 
 
-def parameters_table(parameters: Mapping) -> pd.DataFrame:
-    """Parameters as (parameter, value) rows, values written as Python literals."""
+def readable_value(value, project: Path | str | None = None) -> str:
+    """A parameter as a person reads it: no quotes, "not set" for None, "yes"/"no", and a
+    path relative to the project folder (given as seen from where the report ran)."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, Path) or (
+        isinstance(value, str)
+        and project is not None
+        and (value.startswith(str(project)) or os.path.isabs(value))
+    ):
+        return project_path(value, project)
+    if isinstance(value, list | tuple):
+        return ", ".join(readable_value(item, project) for item in value)
+    return str(value)
+
+
+def project_path(path: Path | str, project: Path | str | None) -> str:
+    """`path` relative to the project folder, both as seen from the current folder."""
+    if project is None:
+        return Path(path).as_posix()
+    relative = Path(os.path.relpath(os.path.normpath(path), os.path.normpath(project)))
+    if relative.parts[:1] == ("..",):
+        # Outside the project: where it lies on this machine is not the report's business.
+        return f"{Path(*relative.parts[-2:]).as_posix()} (outside the project folder)"
+    return relative.as_posix()
+
+
+def parameters_table(parameters: Mapping, project: Path | str | None = None) -> pd.DataFrame:
+    """Parameters as (parameter, value) rows, values readable (see `readable_value`)."""
     return pd.DataFrame(
-        [{"parameter": name, "value": repr(value)} for name, value in parameters.items()],
+        [
+            {"parameter": name, "value": readable_value(value, project)}
+            for name, value in parameters.items()
+        ],
         columns=["parameter", "value"],
     )
 
 
+def is_synthetic_study(raw: Path | str | None) -> bool:
+    """Whether the raw folder holds the simulator's own files (the built-in synthetic study)."""
+    return raw is not None and any((Path(raw) / name).is_file() for name in SIMULATOR_FILES)
+
+
+def inputs_summary(
+    files: pd.DataFrame, folders: Mapping, project: Path | str | None
+) -> pd.DataFrame:
+    """One row per input stage: its folder relative to the project, how many files, their
+    total size and one SHA-256 over the files' names and hashes (the CSV lists each file)."""
+    rows = []
+    for stage, location in folders.items():
+        if location is None:
+            continue
+        stage_files = files[files["stage"] == stage]
+        digest = hashlib.sha256()
+        for row in stage_files.itertuples():
+            digest.update(f"{row.file}\0{row.sha256}\n".encode())
+        rows.append(
+            {
+                "input": stage,
+                "path": project_path(location, project),
+                "files": len(stage_files),
+                "megabytes": round(stage_files["bytes"].sum() / 1e6, 2),
+                "sha256": digest.hexdigest(),
+            }
+        )
+    return pd.DataFrame(rows, columns=["input", "path", "files", "megabytes", "sha256"])
+
+
 def collect_provenance(
-    inputs: Mapping[str, Path | str | None], parameters: Mapping, study_params: Mapping
+    inputs: Mapping[str, Path | str | None],
+    parameters: Mapping,
+    study_params: Mapping,
+    project: Path | str | None = None,
 ) -> Provenance:
-    """Hashes of `inputs` (stage -> file or folder), parameters, versions, code and seeds."""
+    """Hashes of `inputs` (stage -> file or folder), parameters, versions, code and seeds.
+
+    `project` is the project folder as seen from where the report runs (".." from the
+    notebooks): paths are shown relative to it. The simulator's own files are not inputs of the
+    analysis: they are left out, and the study is named the built-in synthetic study once.
+    """
     environment = {"code_sha256": code_digest(), **random_seeds(study_params)}
+    files = file_digests(inputs)
+    raw = inputs.get("raw")
+    if is_synthetic_study(raw):
+        simulator = (files["stage"] == "raw") & files["file"].isin(SIMULATOR_FILES)
+        files = files[~simulator].reset_index(drop=True)
+        environment = {"study": SYNTHETIC_STUDY, **environment}
     return Provenance(
-        files=file_digests(inputs),
-        parameters=parameters_table(parameters),
+        files=files,
+        parameters=parameters_table(parameters, project),
         packages=package_versions(),
         environment=pd.DataFrame(
             [{"item": name, "value": value} for name, value in environment.items()]
         ),
+        inputs=inputs_summary(files, inputs, project),
     )

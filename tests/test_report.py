@@ -481,7 +481,7 @@ def test_names_from_data_are_shown_as_text_never_run(rendered_study):
         images = [img for img in soup.find_all("img") if img.get("src") == "x"]
         assert images == [], f"{path.name} holds the site name as markup"
     text = BeautifulSoup(hostile.read_text(), "html.parser").get_text()
-    assert f"site {HOSTILE_SITE}" in text  # the heading names the site, as text
+    assert f"study report, {HOSTILE_SITE}" in text  # the heading names the site, as text
     assert f"people of {HOSTILE_SITE}" in text
 
 
@@ -492,7 +492,7 @@ def test_sites_whose_names_collide_get_their_own_reports(rendered_study):
     assert len(set(paths)) == 2 and all(path.is_file() for path in paths)
     for site, path in zip(TWIN_SITES, paths, strict=True):
         heading = BeautifulSoup(path.read_text(), "html.parser").find("h1").get_text()
-        assert f"(site {site})" in heading
+        assert heading.startswith("Gluteal-amnesia") and f"study report, {site}" in heading
 
 
 def test_site_report_names_are_unique_and_stable():
@@ -539,3 +539,80 @@ def test_csv_safe_neutralises_formulas_and_keeps_numbers():
         "ok",
     ]
     assert safe["value"].tolist() == [-1.5, -2, 3, 4, 5, 6, 7]
+
+
+def _report_pages(rendered_study) -> list[Path]:
+    return [item.html for item in rendered_study.rendered]
+
+
+def test_every_report_has_contents_numbered_sections_and_numbered_captions(rendered_study):
+    from bs4 import BeautifulSoup
+
+    for path in _report_pages(rendered_study):
+        soup = BeautifulSoup(path.read_text(), "html.parser")
+        headings = soup.find_all("h2")
+        numbers = [int(h.get_text(strip=True).split(".")[0]) for h in headings]
+        assert numbers == list(range(1, len(headings) + 1)), path.name
+        links = [a["href"] for a in soup.select("nav.toc a")]
+        assert links == [f"#{h['id']}" for h in headings], path.name
+        for kind in ("table", "figure"):
+            captions = [p.get_text(strip=True) for p in soup.select(f"p.{kind}-caption")]
+            label = kind.capitalize()
+            assert [c.split(".")[0] for c in captions] == [
+                f"{label} {i}" for i in range(1, len(captions) + 1)
+            ], path.name
+        assert len(soup.find_all("img")) == len(soup.select("p.figure-caption")), path.name
+        # Prose says "fewer than 5", never the "<k" of a table cell.
+        for paragraph in soup.select("p, li"):
+            assert not re.search(r"<\s*\d|<k", paragraph.get_text()), paragraph.get_text()
+
+
+def test_provenance_is_a_collapsed_block_without_absolute_paths_or_python_reprs(rendered_study):
+    from bs4 import BeautifulSoup
+
+    for path in _report_pages(rendered_study):
+        soup = BeautifulSoup(path.read_text(), "html.parser")
+        details = soup.find_all("details")
+        assert len(details) == 1 and not details[0].has_attr("open"), path.name
+        assert (
+            details[0].find_previous("h2").get_text(strip=True).rstrip("¶").endswith("Provenance")
+        )
+        text = details[0].get_text(" ")
+        assert str(rendered_study.root) not in soup.get_text(), path.name
+        assert not re.search(r"'|\bNone\b|\bTrue\b|\bFalse\b|\.\./", text), path.name
+        assert text.count("built-in synthetic study") == 1, path.name
+        assert "truth.json" not in text and "injected_defects" not in text, path.name
+
+
+def test_study_report_opens_with_key_findings_and_ends_with_strobe_then_provenance(
+    rendered_study,
+):
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup((rendered_study.reports / "study_report.html").read_text(), "html.parser")
+    headings = [h.get_text(strip=True).rstrip("¶") for h in soup.find_all("h2")]
+    assert headings[0] == "1. Key findings"
+    assert headings[-2:] == [
+        f"{len(headings) - 1}. Reporting checklist: STROBE items 13-17",
+        f"{len(headings)}. Provenance",
+    ]
+    heading_cell = soup.find("h2").find_parent(class_="jp-Cell")
+    findings = heading_cell.find_next_sibling(class_="jp-Cell").get_text(" ")
+    for unit in ("per 10 percentage points of weekly adherence", "per hour of daily sitting"):
+        assert unit in findings
+    assert "95% CI" in findings and "weeks" in findings
+    strobe = next(t for t in soup.find_all("table") if "STROBE item" in t.get_text())
+    items = [row.find("td").get_text() for row in strobe.find_all("tr")[1:]]
+    assert items == ["13", "14", "15", "16", "17"]
+    assert "not in this report" not in strobe.get_text()
+    assert all(row.find_all("a") for row in strobe.find_all("tr")[1:])
+
+
+def test_adherence_report_shows_its_cut_offs_and_dose_response_not_the_study_comparison(
+    rendered_study,
+):
+    text = (rendered_study.reports / "adherence_groups.html").read_text()
+    assert "Group definitions" in text and "Dose-response" in text
+    assert "Sensitivity of the comparison to the cut-offs: not computed" in text
+    for repeated in ("Number at risk", "Log-rank test across groups", "RMST difference"):
+        assert repeated not in text

@@ -4,6 +4,7 @@ of overall adherence and what only that report shows about it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
@@ -70,9 +71,92 @@ def grouping_text(cutoffs: Sequence[float], labels: Sequence[str]) -> str:
     )
 
 
-def reference_level_text(recovery: pd.DataFrame, group: str) -> str:
-    """Which group the Cox hazard ratios compare against (treatment coding, first sorted level)."""
-    levels = sorted(recovery[group].dropna().astype(str).unique())
-    if not levels:
+def reference_level_text(cox: pd.DataFrame, group: str) -> str:
+    """Which group the Cox hazard ratios compare against: the model's reference row
+    (fit.reference_levels, as the fit stage chose it)."""
+    levels = cox["term"].str.extract(rf"^{re.escape(group)}\[(.*)\]$")[0]
+    is_reference = cox["reference"].astype(str).str.lower() == "true"
+    references = levels[is_reference & levels.notna()]
+    if references.empty:
         return ""
-    return f"Reference group for the hazard ratios: **{levels[0]}** (first in sorted order)."
+    return f"Reference group for the hazard ratios: **{references.iloc[0]}**."
+
+
+def same_grouping(
+    cutoffs: Sequence[float],
+    labels: Sequence[str],
+    study_cutoffs: Sequence[float],
+    study_labels: Sequence[str],
+) -> bool:
+    """Whether the fitted grouping is the study's own adherence groups (derive.adherence)."""
+    return [float(c) for c in cutoffs] == [float(c) for c in study_cutoffs] and [
+        str(label) for label in labels
+    ] == [str(label) for label in study_labels]
+
+
+def middle_group_width(cutoffs: Sequence[float]) -> float | None:
+    """The width of the narrowest group between two cut-offs (None with fewer than two)."""
+    bounds = sorted(float(c) for c in cutoffs)
+    widths = [high - low for low, high in zip(bounds, bounds[1:], strict=False)]
+    return min(widths) if widths else None
+
+
+def comparison_pointer(
+    cutoffs: Sequence[float],
+    labels: Sequence[str],
+    study_cutoffs: Sequence[float],
+    study_labels: Sequence[str],
+) -> str:
+    """Where the groups' Kaplan-Meier curves, medians, log-rank test and RMST are: the study
+    report when the grouping is the study's own, else this report's medians table below."""
+    if same_grouping(cutoffs, labels, study_cutoffs, study_labels):
+        return (
+            "These are the study's own adherence groups: their Kaplan-Meier curves, median "
+            "times, log-rank test and restricted mean times are in the study report (section "
+            "“Time to recovery by adherence group”) and are not repeated here."
+        )
+    return (
+        "These cut-offs differ from the study's adherence groups "
+        f"({grouping_text(study_cutoffs, study_labels)}): the median times of these groups "
+        "follow; curves, log-rank test and restricted mean times are in the CSVs of the fit "
+        "stage (adherence_grouping_*)."
+    )
+
+
+CUTOFF_SENSITIVITY_NOT_COMPUTED = (
+    "Sensitivity of the comparison to the cut-offs: not computed. The fit stage fits one "
+    "grouping (fit.adherence_grouping in params.yaml); moving a cut-off means fitting again. "
+    "Adherence as a continuous exposure (below) needs no cut-off."
+)
+
+
+def dose_response_sentence(
+    primary_effects: pd.DataFrame | None, unit_per: float, band_width: float | None
+) -> str:
+    """Adherence as a continuous exposure in the primary model: the hazard ratio per its unit
+    (fit.primary.units: `unit_per` of the 0-1 fraction, 10 percentage points) and over
+    `band_width` (a fraction, e.g. the width of the middle group), both with 95% CIs (an
+    interval for the log hazard ratio scales with it)."""
+    if primary_effects is None or "weekly_adherence" not in set(primary_effects["term"]):
+        return "Dose-response: the primary model was not fitted, so it is not shown."
+    row = primary_effects.set_index("term").loc["weekly_adherence"]
+    text = (
+        "Dose-response (adherence as a continuous exposure in the primary model, week by week): "
+        f"hazard ratio of recovery {row['hazard_ratio']:.2f} (95% CI {row['hr_conf_low']:.2f} "
+        f"to {row['hr_conf_high']:.2f}) {row['unit']}"
+    )
+    if band_width is not None:
+        steps = band_width / unit_per
+
+        def scaled(value: float) -> str:
+            return f"{float(value) ** steps:.2f}"
+
+        text += (
+            f"; over {band_width * 100:g} percentage points, the width of the middle group, "
+            f"{scaled(row['hazard_ratio'])} (95% CI {scaled(row['hr_conf_low'])} to "
+            f"{scaled(row['hr_conf_high'])})"
+        )
+    return text + (
+        ". A straight line on the log-hazard scale is assumed; the groups' Cox model below "
+        "shows whether the steps between groups agree."
+    )

@@ -108,6 +108,10 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
   .jp-OutputArea-output tr:nth-child(even) td { background: #fafafa; }
   .jp-RenderedImage img { max-width: 100%; height: auto; }
   p.rendered-at { color: #555; font-size: 12px; }
+  nav.toc { border: 1px solid #ddd; padding: 0.5em 1.5em; margin: 1em 0; }
+  nav.toc ol { list-style: none; padding-left: 0; margin: 0.3em 0; }
+  p.table-caption, p.figure-caption { font-size: 13px; margin: 0.8em 0 0.3em; }
+  details.provenance summary { cursor: pointer; color: #333; }
 </style>
 {%- endblock extra_css -%}
 {#- Markdown outputs are built from data (site names, group labels): any HTML in them is
@@ -144,7 +148,178 @@ def export_html(executed: Path, title: str) -> str:
         embed_images=True,
     )
     body, _ = exporter.from_notebook_node(notebook)
-    return with_figure_descriptions(body)
+    return with_report_structure(with_figure_descriptions(body))
+
+
+SECTION_HEADING = "h2"
+CONTENTS_ID = "contents"
+TABLE_CAPTION_CLASS = "table-caption"
+FIGURE_CAPTION_CLASS = "figure-caption"
+# A reference to a section by its heading, e.g. in the STROBE table: "§[Cohort flow]".
+SECTION_REFERENCE = re.compile(r"§\[([^\]]+)\]")
+PROVENANCE_HEADING = "Provenance"
+PROVENANCE_SUMMARY = "Input files, parameters, package versions and code digest (click to open)"
+NOT_IN_REPORT = "not in this report"
+
+
+# The heading's own title, kept when its number is put in front.
+TITLE_ATTRIBUTE = "data-title"
+
+
+def _heading_text(heading) -> str:
+    if heading.get(TITLE_ATTRIBUTE):
+        return heading[TITLE_ATTRIBUTE]
+    return heading.get_text(strip=True).rstrip("¶").strip()
+
+
+def _heading_id(heading, number: int) -> str:
+    if not heading.get("id"):
+        heading["id"] = f"section-{number}"
+    return heading["id"]
+
+
+def with_report_structure(html: str) -> str:
+    """Numbered sections with a table of contents under the title, numbered table and figure
+    captions, section references resolved ("§[Cohort flow]" -> "3. Cohort flow", linked), and
+    the provenance section's contents collapsed."""
+    soup = BeautifulSoup(html, "html.parser")
+    sections = {}
+    for number, heading in enumerate(soup.find_all(SECTION_HEADING), start=1):
+        title = _heading_text(heading)
+        heading[TITLE_ATTRIBUTE] = title
+        heading.insert(0, f"{number}. ")
+        sections[title] = (number, _heading_id(heading, number))
+    _number_tables(soup)
+    _number_figures(soup)
+    _resolve_section_references(soup, sections)
+    _collapse_provenance(soup)
+    _insert_contents(soup, sections)
+    return str(soup)
+
+
+def _caption(soup, css_class: str, label: str, text: str):
+    caption = soup.new_tag("p", attrs={"class": css_class})
+    strong = soup.new_tag("strong")
+    strong.string = f"{label}. {text}".rstrip()
+    caption.append(strong)
+    return caption
+
+
+def _section_of(element) -> str:
+    heading = element.find_previous(SECTION_HEADING) or element.find_previous("h1")
+    return "" if heading is None else _heading_text(heading)
+
+
+def _number_tables(soup) -> None:
+    """Every table gets "Table N." before its caption (or, without one, its section's name)."""
+    tables = [table for table in soup.find_all("table") if table.find_parent("table") is None]
+    for number, table in enumerate(tables, start=1):
+        # The caption stands before the table in the same output (a great-tables table sits
+        # inside its own <div>, so the caption is not always a sibling).
+        caption = table.find_previous("p", class_=TABLE_CAPTION_CLASS)
+        if caption is not None and _output_of(caption) is not _output_of(table):
+            caption = None
+        if caption is not None and caption.strong is not None:
+            caption.strong.insert(0, f"Table {number}. ")
+        else:
+            table.insert_before(
+                _caption(soup, TABLE_CAPTION_CLASS, f"Table {number}", _section_of(table))
+            )
+
+
+def _output_of(element):
+    return element.find_parent(class_="jp-OutputArea-child") or element
+
+
+def _number_figures(soup) -> None:
+    """Every figure gets "Figure N." on the caption that follows it in the same cell (or a
+    caption naming its section, where the notebook displayed none)."""
+    images = soup.find_all("img")
+    for number, image in enumerate(images, start=1):
+        output = _output_of(image)
+        caption = None
+        for following in output.find_next_siblings(class_="jp-OutputArea-child"):
+            if following.find("img") is not None:
+                break
+            caption = following.find("p", class_=FIGURE_CAPTION_CLASS)
+            if caption is not None:
+                break
+        if caption is not None and caption.strong is not None:
+            caption.strong.insert(0, f"Figure {number}. ")
+        else:
+            output.insert_after(
+                _caption(soup, FIGURE_CAPTION_CLASS, f"Figure {number}", _section_of(image))
+            )
+
+
+def _resolve_section_references(soup, sections: Mapping[str, tuple[int, str]]) -> None:
+    for text in list(soup.find_all(string=SECTION_REFERENCE)):
+        parts, last = [], 0
+        for match in SECTION_REFERENCE.finditer(text):
+            parts.append(text[last : match.start()])
+            title = match.group(1)
+            if title in sections:
+                number, anchor = sections[title]
+                link = soup.new_tag("a", href=f"#{anchor}")
+                link.string = f"{number}. {title}"
+                parts.append(link)
+            else:
+                parts.append(NOT_IN_REPORT)
+            last = match.end()
+        parts.append(text[last:])
+        for part in parts:
+            text.insert_before(part)
+        text.extract()
+
+
+def _collapse_provenance(soup) -> None:
+    """The provenance section's cells go into one closed <details> under its heading."""
+    for heading in soup.find_all(SECTION_HEADING):
+        if _heading_text(heading) != PROVENANCE_HEADING:
+            continue
+        cell = heading.find_parent(class_="jp-Cell")
+        if cell is None:
+            return
+        following = []
+        for sibling in cell.find_next_siblings(class_="jp-Cell"):
+            if sibling.find(SECTION_HEADING) is not None:
+                break
+            following.append(sibling)
+        details = soup.new_tag("details", attrs={"class": "provenance"})
+        summary = soup.new_tag("summary")
+        summary.string = PROVENANCE_SUMMARY
+        details.append(summary)
+        cell.insert_after(details)
+        for moved in following:
+            details.append(moved.extract())
+        return
+
+
+def _insert_contents(soup, sections: Mapping[str, tuple[int, str]]) -> None:
+    """A table of contents linking every numbered section, after the cell with the title."""
+    if not sections:
+        return
+    title = soup.find("h1")
+    nav = soup.new_tag("nav", attrs={"class": "toc", "id": CONTENTS_ID})
+    label = soup.new_tag("p")
+    label_text = soup.new_tag("strong")
+    label_text.string = "Contents"
+    label.append(label_text)
+    nav.append(label)
+    items = soup.new_tag("ol")
+    for title_text, (number, anchor) in sections.items():
+        item = soup.new_tag("li")
+        link = soup.new_tag("a", href=f"#{anchor}")
+        link.string = f"{number}. {title_text}"
+        item.append(link)
+        items.append(item)
+    nav.append(items)
+    anchor_cell = None if title is None else title.find_parent(class_="jp-Cell")
+    first_section = soup.find(SECTION_HEADING)
+    if anchor_cell is not None:
+        anchor_cell.insert_after(nav)
+    elif first_section is not None:
+        (first_section.find_parent(class_="jp-Cell") or first_section).insert_before(nav)
 
 
 def with_figure_descriptions(html: str) -> str:

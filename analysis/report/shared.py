@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from great_tables import GT, loc, style
 from IPython.display import HTML
 
 from analysis.privacy import SUPPRESSED_COLUMN, enough_people, mark
@@ -36,22 +37,20 @@ def show(table: pd.DataFrame, caption: str | None = None, digits: int = 3):
             )
     html = shown.to_html(index=False, na_rep="", border=0, escape=True)
     if caption:
-        html = f"<p><strong>{_escape(caption)}</strong></p>{html}"
+        html = f'<p class="table-caption"><strong>{_escape(caption)}</strong></p>{html}'
     return HTML(html)
 
 
 def show_table(
     table: RegressionTable | pd.DataFrame, caption: str | None = None, notes: Sequence[str] = ()
 ):
-    """A report table through great-tables: its caption as the title, each model's columns
+    """A report table through great-tables: its caption above it, each model's columns
     under a spanner naming the model with its N and events, the notes (the table's and
     `notes`) under the table.
 
     great-tables writes self-contained HTML (an inline <style>, no scripts or links); the id
     follows the caption so that the same report renders to the same bytes.
     """
-    from great_tables import GT, loc, style  # imported here: only a rendering report needs it
-
     if isinstance(table, RegressionTable):
         frame, spanners, notes = table.frame, table.spanners, [*table.notes, *notes]
     else:
@@ -59,8 +58,6 @@ def show_table(
     frame = frame.astype(object).where(frame.notna(), "").astype(str)
     table_id = "gt_" + hashlib.sha1(str(caption).encode()).hexdigest()[:10]
     shown = GT(frame, id=table_id)
-    if caption:
-        shown = shown.tab_header(title=caption)
     for header, columns in spanners.items():
         shown = shown.tab_spanner(label=header, columns=columns)
         # Under a spanner naming the model, a column says only what it holds.
@@ -75,7 +72,16 @@ def show_table(
     )
     for note in notes:
         shown = shown.tab_source_note(note)
-    return HTML(shown.as_raw_html())
+    # The caption as every report table has it, so the export numbers it ("Table N.").
+    heading = f'<p class="table-caption"><strong>{_escape(caption)}</strong></p>' if caption else ""
+    return HTML(heading + shown.as_raw_html())
+
+
+def figure_caption(what: str, details: str | None = None):
+    """A figure's caption: what it shows, then what the plot recorded (bands, marks, what is
+    not drawn; plots.figure_caption). The HTML export numbers it "Figure N."."""
+    more = "" if not details else f" {_escape(details)}"
+    return HTML(f'<p class="figure-caption"><strong>{_escape(what)}.</strong>{more}</p>')
 
 
 def _escape(text: str) -> str:

@@ -4,6 +4,7 @@ primary analysis, milestones, cohort flow, trajectories and the methods table.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -11,7 +12,11 @@ import pandas as pd
 
 from analysis.plots import weekly_means
 from analysis.privacy import (
+    enough_people,
+    format_count,
     groups_to_suppress,
+    mark,
+    mask_small_counts_in_text,
     suppress_flow,
     suppress_small_cells,
 )
@@ -100,10 +105,99 @@ def milestone_medians_for_report(medians: pd.DataFrame, min_cell_size: int) -> p
     return shown[["milestone", *[c for c in shown.columns if c != "milestone"]]]
 
 
+# A site coded as "site_B" or "site B": its title drops the repeated word's underscore.
+_CODED_SITE = re.compile(r"site[_ ](\S+)", re.IGNORECASE)
+
+
+def site_label(site: str) -> str:
+    """A site as a title names it: "site_B" -> "Site B"; any other name exactly as recorded
+    (two sites must never read the same)."""
+    coded = _CODED_SITE.fullmatch(str(site))
+    return f"Site {coded.group(1)}" if coded else str(site)
+
+
 def study_report_title(site: str | None) -> str:
     """The report's heading (Markdown)."""
-    scope = "whole study" if site is None else f"site {site}"
-    return f"# Gluteal-amnesia rehabilitation cohort: study report ({scope})"
+    scope = "whole study" if site is None else site_label(site)
+    return f"# Gluteal-amnesia rehabilitation cohort: study report, {scope}"
+
+
+# The study report's section headings (the notebook's Markdown cells), by role: the STROBE
+# table refers to them, and the HTML export numbers them and links the references.
+SECTIONS = {
+    "findings": "Key findings",
+    "primary": "Main answer: adherence and sitting (primary analysis)",
+    "milestones": "Two milestones: first functional change and full recovery",
+    "flow": "Cohort flow",
+    "table_one": "Table 1: participants by adherence group",
+    "km": "Time to recovery by adherence group",
+    "turnbull": "Interval-censored estimate (Turnbull) beside Kaplan-Meier",
+    "cox": "Cox proportional hazards",
+    "visit_day": "Sensitivity: time-varying Cox on the visit day",
+    "competing": "Competing risks: recovery and withdrawal",
+    "trajectories": "Pain and strength over the weeks",
+    "methods": "Methods",
+    "notes": "Model notes",
+    "strobe": "Reporting checklist: STROBE items 13-17",
+    "provenance": "Provenance",
+}
+
+
+def section_reference(role: str) -> str:
+    """A reference to a section that the HTML export turns into its number and a link."""
+    return f"§[{SECTIONS[role]}]"
+
+
+STROBE_ITEMS = (
+    (
+        13,
+        "Participants",
+        "numbers at each stage (enrolled, analysed, how follow-up ended), flow diagram",
+        ("flow",),
+    ),
+    (
+        14,
+        "Descriptive data",
+        "characteristics of participants by adherence group, missing data per variable, "
+        "follow-up time",
+        ("table_one",),
+    ),
+    (
+        15,
+        "Outcome data",
+        "recoveries, withdrawals and censoring by group; time to recovery over follow-up",
+        ("flow", "km"),
+    ),
+    (
+        16,
+        "Main results",
+        "adjusted estimates with 95% CIs (primary model, Cox) beside the unadjusted ones; "
+        "category boundaries (adherence groups, sitting bands)",
+        ("findings", "primary", "cox", "methods"),
+    ),
+    (
+        17,
+        "Other analyses",
+        "sensitivity analyses (visit-day Cox, exposure lags, Turnbull, competing risks), "
+        "milestones, trajectories; the adherence cut-offs in adherence_groups.html",
+        ("milestones", "turnbull", "visit_day", "competing", "trajectories"),
+    ),
+)
+
+
+def strobe_table() -> pd.DataFrame:
+    """Where this report covers STROBE items 13-17 (sections referenced by number)."""
+    return pd.DataFrame(
+        [
+            {
+                "STROBE item": item,
+                "topic": topic,
+                "what is reported": what,
+                "where": "; ".join(section_reference(role) for role in roles),
+            }
+            for item, topic, what, roles in STROBE_ITEMS
+        ]
+    )
 
 
 def cohort_flow_for_report(
@@ -273,8 +367,237 @@ def model_specifications(study_params: Mapping) -> pd.DataFrame:
         ),
         (
             "Small cells",
-            f"counts below {report['min_cell_size']} "
-            "shown as '<k', estimates resting on them blanked, such groups not drawn",
+            f"counts of 1 to {report['min_cell_size'] - 1} shown as <{report['min_cell_size']} "
+            f"(fewer than {report['min_cell_size']}), further counts hidden where subtraction "
+            "would give them back; estimates resting on them blanked, such groups not drawn",
         ),
     ]
     return pd.DataFrame(rows, columns=["item", "specification"])
+
+
+# --- key findings: sentences written from the fit stage's tables (nothing is fitted here) -----
+
+DAYS_PER_WEEK = 7
+
+INTERVAL_CENSORING_LIMITATION = (
+    "Recovery is detected only at clinic visits, so each time is known only to lie between two "
+    "visits (interval-censored); the primary model uses that interval, while the Kaplan-Meier "
+    "medians date recovery on the detecting visit and so run late by up to one visit gap."
+)
+
+
+def fewer_than(min_cell_size: int) -> str:
+    """How prose names a hidden count: "fewer than 5" (never the "<5" of a table cell)."""
+    return f"fewer than {min_cell_size}"
+
+
+def count_text(value, min_cell_size: int) -> str:
+    """A count for prose, through the privacy rule: "fewer than 5" when it is sensitive."""
+    shown = format_count(value, min_cell_size)
+    return fewer_than(min_cell_size) if shown == mark(min_cell_size) else shown
+
+
+def _hr_text(hazard_ratio, low, high, unit: str) -> str:
+    return f"{hazard_ratio:.2f} (95% CI {low:.2f} to {high:.2f}) {unit}".rstrip()
+
+
+def _weeks(days) -> str:
+    return f"{float(days) / DAYS_PER_WEEK:.1f}"
+
+
+def headline_effect_sentences(primary_effects: pd.DataFrame, min_cell_size: int) -> list[str]:
+    """Adherence and sitting from the primary model, in the clinical unit the table carries."""
+    names = {
+        "weekly_adherence": "More weekly adherence",
+        "weekly_sitting_hours": "More daily sitting",
+    }
+    rows = primary_effects.set_index("term")
+    sentences = []
+    for term in PRIMARY_HEADLINE_TERMS:
+        if term not in rows.index:
+            continue
+        row = rows.loc[term]
+        direction = "faster" if row["hazard_ratio"] > 1 else "slower"
+        sentences.append(
+            f"{names[term]} means {direction} recovery: hazard ratio of recovery "
+            f"{_hr_text(row['hazard_ratio'], row['hr_conf_low'], row['hr_conf_high'], row['unit'])}"
+            f" (primary interval-censored model: {count_text(row['n'], min_cell_size)} people, "
+            f"{count_text(row['events'], min_cell_size)} recoveries)."
+        )
+    return sentences
+
+
+def factor_effect_sentences(primary_effects: pd.DataFrame) -> list[str]:
+    """Each baseline factor's hazard ratios against its reference level (the `reference` row)."""
+    factors = primary_effects[primary_effects["term"].str.contains(r"\[", regex=True)]
+    variable = factors["term"].str.extract(r"^(.*)\[(.*)\]$")
+    sentences = []
+    for name in dict.fromkeys(variable[0]):
+        rows = factors[variable[0] == name]
+        is_reference = rows["reference"].astype(str).str.lower() == "true"
+        if not is_reference.any():
+            continue
+        # The unit says the comparison ("severe vs mild", "chronic vs not chronic").
+        others = [
+            f"{str(row.unit).replace('_', ' ')} "
+            f"{_hr_text(row.hazard_ratio, row.hr_conf_low, row.hr_conf_high, '')}"
+            for _, row in rows[~is_reference].iterrows()
+        ]
+        sentences.append(
+            f"{readable_term(name)}, hazard ratio of recovery against the reference level: "
+            f"{'; '.join(others)}."
+        )
+    return sentences
+
+
+def median_sentences(
+    km_medians: pd.DataFrame,
+    rmst_difference: pd.DataFrame | None,
+    rmst_groups: pd.DataFrame | None,
+    min_cell_size: int,
+) -> list[str]:
+    """Median weeks to recovery per group (Kaplan-Meier, 95% CI); the fit stage computes no CI
+    for a difference of medians, so none is given, and the RMST differences (which have one)
+    follow."""
+    parts = []
+    for row in km_medians[km_medians["group"].astype(str) != "all"].itertuples():
+        if not enough_people(pd.Series([row.n]), min_cell_size).iloc[0]:
+            parts.append(f"{row.group} not shown ({fewer_than(min_cell_size)} people)")
+        elif pd.isna(row.median):
+            parts.append(f"{row.group} not reached")
+        else:
+            low = "not estimable" if pd.isna(row.conf_low) else _weeks(row.conf_low)
+            high = "not reached" if pd.isna(row.conf_high) else _weeks(row.conf_high)
+            parts.append(f"{row.group} {_weeks(row.median)} weeks (95% CI {low} to {high})")
+    if not parts:
+        return []
+    sentences = [
+        "Median weeks to recovery by adherence group (Kaplan-Meier, recovery dated on the "
+        f"detecting visit): {'; '.join(parts)}. The confidence interval of the difference "
+        "between two medians is not computed by the fit stage."
+    ]
+    if rmst_difference is not None and rmst_groups is not None and not rmst_difference.empty:
+        horizon = f"{float(rmst_groups['horizon'].iloc[0]) / DAYS_PER_WEEK:g}"
+        differences = "; ".join(
+            f"{row.term.replace(' - ', ' minus ')} {_weeks(row.estimate)} weeks "
+            f"(95% CI {_weeks(row.conf_low)} to "
+            f"{_weeks(row.conf_high)})"
+            for row in rmst_difference.itertuples()
+        )
+        sentences.append(
+            f"Difference in restricted mean time to recovery up to week {horizon} (RMST): "
+            f"{differences}."
+        )
+    return sentences
+
+
+def _readable(text: str) -> str:
+    """Level names as words ("nerve_entrapment" -> "nerve entrapment")."""
+    return text.replace("_", " ")
+
+
+def _agreement(verdict) -> str:
+    return {"agree": "agrees", "disagree": "disagrees"}.get(str(verdict), str(verdict))
+
+
+def timeline_sentences(
+    milestone_ranges: pd.DataFrame | None,
+    timeline_ranges: pd.DataFrame | None,
+    min_cell_size: int,
+) -> list[str]:
+    """The quoted ranges beside the calibrated estimates, each with agree or disagree; a claim
+    about fewer than min_cell_size people gets no estimate."""
+    sentences = []
+    if timeline_ranges is not None:
+        masked = mask_small_counts_in_text(timeline_ranges, min_cell_size)
+        for row in masked.itertuples():
+            observed = re.sub(
+                re.escape(mark(min_cell_size)), fewer_than(min_cell_size), str(row.observed)
+            )
+            sentences.append(
+                _readable(
+                    f"Quoted: {row.claim} ({row.quoted}). Timeline model and data: {observed}: "
+                    f"the data {_agreement(row.verdict)}."
+                )
+            )
+    if milestone_ranges is not None:
+        for row in milestone_ranges.itertuples():
+            high = "" if np.isinf(row.quoted_high_weeks) else f"-{row.quoted_high_weeks:g}"
+            quoted = f"{row.quoted_low_weeks:g}{high or '+'} weeks"
+            if not enough_people(pd.Series([row.people]), min_cell_size).iloc[0]:
+                sentences.append(
+                    f"Quoted: {row.claim} ({quoted}). Not checked: it concerns "
+                    f"{fewer_than(min_cell_size)} people."
+                )
+                continue
+            sentences.append(
+                f"Quoted: {row.claim} ({quoted}). Interval-censored estimate "
+                f"({row.milestone.replace('_', ' ')}, {row.quantile:g} quantile): "
+                f"{row.estimate_weeks:.1f} weeks: the data {_agreement(row.verdict)}."
+            )
+    return sentences
+
+
+def dropout_sentence(outcomes: pd.DataFrame, min_cell_size: int) -> str | None:
+    """Withdrawals per adherence group from the (already suppressed) outcomes table; a hidden
+    count is named as hidden, never printed."""
+    if "withdrawn" not in outcomes or outcomes.empty:
+        return None
+    parts = []
+    for row in outcomes.itertuples():
+        withdrawn, total = row.withdrawn, row.n
+        if withdrawn == mark(min_cell_size):
+            parts.append(f"{row.group} {fewer_than(min_cell_size)}")
+        elif isinstance(withdrawn, str) or isinstance(total, str):
+            # A complementary cell: not small itself, hidden so a small one cannot be worked out.
+            parts.append(f"{row.group} not shown (it would reveal a small count)")
+        else:
+            share = 100 * withdrawn / total if total else 0
+            parts.append(
+                f"{row.group} {count_text(withdrawn, min_cell_size)} of "
+                f"{count_text(total, min_cell_size)} ({share:.0f}%)"
+            )
+    return (
+        "Dropout differs between groups and may bias the comparison (withdrawal is censored in "
+        f"Kaplan-Meier and Cox, a competing event in Fine-Gray): withdrew {'; '.join(parts)}."
+    )
+
+
+def key_findings(
+    models: Mapping[str, pd.DataFrame], outcomes: pd.DataFrame, min_cell_size: int
+) -> dict[str, list[str]]:
+    """The key findings, by heading, written from the fit stage's tables only; a heading
+    without the tables it needs is left out (a site report has no primary model)."""
+    findings: dict[str, list[str]] = {}
+    primary = models.get("primary_effects")
+    if primary is not None:
+        findings["Adherence and sitting"] = headline_effect_sentences(primary, min_cell_size)
+        findings["Severity, duration and underlying condition"] = factor_effect_sentences(primary)
+    if "km_medians" in models:
+        findings["Time to recovery by adherence group"] = median_sentences(
+            models["km_medians"],
+            models.get("rmst_difference"),
+            models.get("rmst_groups"),
+            min_cell_size,
+        )
+    findings["Quoted timelines against the data"] = timeline_sentences(
+        models.get("milestone_quoted_ranges"), models.get("timeline_quoted_ranges"), min_cell_size
+    )
+    dropout = dropout_sentence(outcomes, min_cell_size)
+    findings["Main limitations"] = [
+        *([dropout] if dropout else []),
+        INTERVAL_CENSORING_LIMITATION,
+    ]
+    return {heading: sentences for heading, sentences in findings.items() if sentences}
+
+
+def key_findings_markdown(
+    models: Mapping[str, pd.DataFrame], outcomes: pd.DataFrame, min_cell_size: int
+) -> str:
+    """The key findings as Markdown: a bold lead per heading, one bullet per sentence."""
+    lines = []
+    for heading, sentences in key_findings(models, outcomes, min_cell_size).items():
+        lines.append(f"**{heading}**\n")
+        lines.extend(f"- {sentence}" for sentence in sentences)
+        lines.append("")
+    return "\n".join(lines)
