@@ -628,7 +628,9 @@ def plot_forest(
         # Half a decade's margin on each side, so caps and markers clear the frame.
         ax.set_xlim(span.min() / 1.25, span.max() * 1.25)
         _readable_log_ticks(ax)
-    ax.set_yticks(y, [readable_term(term) for term in rows["term"]])
+    # Raw model terms ("severity[moderate]", never a space) read as words; labelled rows
+    # (tables.forest_rows) are shown as they are.
+    ax.set_yticks(y, [str(t) if " " in str(t) else readable_term(t) for t in rows["term"]])
     ax.set_ylim(-0.7, len(rows) - 0.3)
     ax.set_xlabel(label)
     ax.grid(axis="x", alpha=0.3, which="major")

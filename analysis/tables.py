@@ -655,6 +655,33 @@ def _in_clinical_units(tidy: pd.DataFrame, units: Mapping | None) -> pd.DataFram
     return table
 
 
+def forest_rows(tidy: pd.DataFrame, units: Mapping | None = None) -> pd.DataFrame:
+    """The rows a forest plot draws, labelled and scaled as the regression tables show them:
+    numeric terms per their clinical step ("Weekly adherence, per 10 percentage points"),
+    factor levels against their reference ("Severity: moderate vs mild"); the reference rows
+    themselves are left out (a hazard ratio of 1 by definition, said in each level's label)."""
+    table = _in_clinical_units(tidy, units)
+    is_reference = (
+        table[REFERENCE_COLUMN].astype(str).str.lower() == "true"
+        if REFERENCE_COLUMN in table
+        else pd.Series(False, index=table.index)
+    )
+    references = {
+        _term_parts(term)[0]: _term_parts(term)[1] for term in table.loc[is_reference, "term"]
+    }
+
+    def label(term: str) -> str:
+        variable, level = _term_parts(term)
+        if level is None:
+            return term_label(variable, units)
+        shown = f"{term_label(variable)}: {level_label(variable, level)}"
+        reference = references.get(variable)
+        return shown if reference is None else f"{shown} vs {level_label(variable, reference)}"
+
+    kept = table[~is_reference]
+    return kept.assign(term=kept["term"].map(label)).reset_index(drop=True)
+
+
 def _cells(row: Mapping) -> tuple[str, str]:
     """(HR (95% CI), p) of one tidy row: the reference mark, the reason a term is not
     estimable, or the numbers."""

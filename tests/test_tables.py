@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.errors import DataError
+from analysis.plots import plot_forest
 from analysis.privacy import (
     SUPPRESSED_COLUMN,
     groups_to_suppress,
@@ -36,6 +38,7 @@ from analysis.tables import (
     exact_table_one,
     find_identifiers_or_dates,
     follow_up_row,
+    forest_rows,
     format_interval,
     format_p_value,
     format_tidy,
@@ -551,3 +554,21 @@ def test_table_one_for_display_puts_levels_under_their_variable():
     assert shown.set_index(CHARACTERISTIC).loc["\u2003male", "Overall"] == "10 (45.5)"
     html = show_table(shown, "Table 1", TABLE_ONE_NOTES).data
     assert "reverse Kaplan-Meier" in html and "skewness" in html
+
+
+def test_forest_rows_show_what_the_regression_table_shows():
+    """The forest plot draws the table's numbers: per 10 points, levels against their
+    reference, no reference rows (HR 1 by definition)."""
+    rows = forest_rows(cox_like(ADJUSTED_ROWS, n=500, events=408), PRIMARY_UNITS)
+    assert rows["term"].tolist() == [
+        "Overall adherence, per 10 percentage points",
+        "Severity: moderate vs mild",
+        "Symptom duration at enrolment: chronic vs recent",
+        "Adherence group: high vs low",
+    ]
+    assert rows.loc[0, "hazard_ratio"] == pytest.approx(np.exp(0.1 * 2.147))
+    assert rows.loc[0, "hr_conf_high"] == pytest.approx(np.exp(0.1 * 2.640))
+    assert rows.loc[1, "hazard_ratio"] == pytest.approx(np.exp(-0.451))
+    ax = plot_forest(rows)
+    assert [tick.get_text() for tick in ax.get_yticklabels()] == rows["term"].tolist()
+    plt.close(ax.figure)
