@@ -1021,3 +1021,66 @@ def require_safe_counts(
             column=count,
             hint=hint,
         )
+
+
+# --- what counts as a count: the published-output check ----------------------------------------
+
+# Column names (compared in lower case, stripped) that count people or events in a published
+# table: a value 0 < v < k in one of them is a small cell. Decided here, once, for the report
+# checks and the tests. Not counts, whatever their values: estimates and their intervals,
+# standard errors, statistics, p-values, degrees of freedom, times (days, weeks, horizons),
+# expected counts (log-rank `expected` is a model quantity), `observed` (a proportion in the
+# calibration table), and counts of things that are not people (`cells` and `inside observed
+# 95% CI` of a mixed model's fit check, bytes of a file).
+COUNT_COLUMNS = frozenset(
+    {
+        "n",
+        "n_risk",
+        "n_event",
+        "n_censor",
+        "events",
+        "people",
+        "participants",
+        "n_in_profile",
+        "recovered",
+        "withdrawn",
+        "censored",
+        "lost",
+        "at risk",
+        "number at risk",
+    }
+)
+# The columns of a wide risk table: people at risk at week N.
+_AT_RISK_AT_WEEK = re.compile(r"^week \d+$")
+# A Table 1 cell "count (percent)": a count of people wherever the table shows categorical
+# variables as n (%). Mean (SD) and median (IQR) cells are told apart by their decimals and
+# their interval.
+_COUNT_PERCENT_CELL = re.compile(r"^\s*(\d+)\s*\(\s*\d+(?:\.\d+)?\s*%?\s*\)\s*$")
+
+
+def is_count_column(name) -> bool:
+    """Whether a published column counts people or events (see COUNT_COLUMNS)."""
+    label = str(name).strip().lower()
+    return label in COUNT_COLUMNS or bool(_AT_RISK_AT_WEEK.match(label))
+
+
+def small_counts_shown(table: pd.DataFrame, min_cell_size: int) -> list[str]:
+    """Every count below min_cell_size (and above 0) a published table shows, as
+    "column: value" findings: count columns by name, and "n (%)" cells of a table that shows
+    categorical variables as n (%). Text marks ("<5", "suppressed") are not counts."""
+    findings = []
+    for column in table.columns:
+        if not is_count_column(column):
+            continue
+        values = pd.to_numeric(table[column], errors="coerce")
+        for value in values[(values > 0) & (values < min_cell_size)]:
+            findings.append(f"{column}: {value:g}")
+    text = table.astype(str)
+    shows_n_percent = text.apply(lambda column: column.str.contains(r"n \(%\)", regex=True)).any()
+    if shows_n_percent.any() or any("n (%)" in str(name) for name in table.columns):
+        for column in table.columns:
+            for cell in text[column]:
+                match = _COUNT_PERCENT_CELL.match(cell)
+                if match and 0 < int(match.group(1)) < min_cell_size:
+                    findings.append(f"{column}: {cell.strip()}")
+    return findings
