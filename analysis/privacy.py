@@ -169,13 +169,16 @@ class PublishedCounts:
 
     `unpublished` are counts that take part in a relation but are never shown (a reader knows
     only that they are >= 0); `always_hidden` are cells a table blanks whatever the plan (the
-    column of a group too small to show).
+    column of a group too small to show); `shown_elsewhere` are counts another table of the
+    same report shows whenever they reach k (a group's size as the number at risk at time 0):
+    hiding them here would protect nothing, so they are never chosen as complements.
     """
 
     cells: Mapping[Key, int]
     totals: tuple[Total, ...] = ()
     unpublished: frozenset = frozenset()
     always_hidden: frozenset = frozenset()
+    shown_elsewhere: frozenset = frozenset()
 
     def __post_init__(self):
         unknown = [
@@ -204,6 +207,7 @@ class PublishedCounts:
             totals=tuple(t for part in everyone for t in part.totals) + tuple(links),
             unpublished=frozenset().union(*(part.unpublished for part in everyone)),
             always_hidden=frozenset().union(*(part.always_hidden for part in everyone)),
+            shown_elsewhere=frozenset().union(*(part.shown_elsewhere for part in everyone)),
         )
 
 
@@ -435,7 +439,11 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
     while pinned:
         target = min(pinned, key=str)
         hidden = sensitive | complementary | counts.unpublished | counts.always_hidden
-        candidates = _candidates(counts.totals, target, hidden, counts.cells)
+        candidates = [
+            key
+            for key in _candidates(counts.totals, target, hidden, counts.cells)
+            if key not in counts.shown_elsewhere
+        ]
         if not candidates:
             raise DataError(
                 f"count {target} cannot be protected: every count related to it is hidden",
@@ -569,6 +577,10 @@ def apply_plan(
     return result
 
 
+# The key (in place of a row label) of a column's total over the rows.
+COLUMN_TOTAL = ("column total",)
+
+
 def suppress_with_row_totals(
     frame: pd.DataFrame,
     min_cell_size: int,
@@ -576,19 +588,38 @@ def suppress_with_row_totals(
     total: str,
     parts: Sequence[str],
     table: str = "table",
+    totals_shown_elsewhere: bool = False,
 ) -> pd.DataFrame:
     """A table whose rows' `parts` add up to their `total`, with its own suppression plan.
 
     Counts below min_cell_size show as "<k" and, where the row total and the other parts would
     give a hidden count back by subtraction, the cheapest complementary cells as "suppressed".
-    For a report, plan it with the rest.
+    With `totals_shown_elsewhere` the report shows the row totals and each part's sum over
+    the rows in other tables (a group's n as its number at risk at time 0; the flow's
+    recovered, withdrawn, lost + end of follow-up): the plan then counts them as known to the
+    reader and never hides one as a complement. A sum below min_cell_size is shown as "<k"
+    there, and its parts are all "<k" here: it is left out. For a report, plan it with the
+    rest.
     """
     counts = frame_counts(frame, table, label, [total, *parts])
-    relations = tuple(
+    cells = dict(counts.cells)
+    relations = [
         Total((table, row, total), tuple((table, row, part) for part in parts))
         for row in frame[label]
-    )
-    counts = PublishedCounts(counts.cells, relations)
+    ]
+    elsewhere: set = set()
+    if totals_shown_elsewhere:
+        elsewhere = {relation.total for relation in relations}
+        for column in parts:
+            column_cells = tuple((table, row, column) for row in frame[label])
+            key = (table, COLUMN_TOTAL, column)
+            cells[key] = sum(cells[cell] for cell in column_cells)
+            if cells[key] >= min_cell_size:
+                relations.append(Total(key, column_cells))
+                elsewhere.add(key)
+            else:
+                del cells[key]
+    counts = PublishedCounts(cells, tuple(relations), shown_elsewhere=frozenset(elsewhere))
     plan = plan_suppression(counts, min_cell_size)
     return apply_plan(frame, plan, table, label, [total, *parts])
 

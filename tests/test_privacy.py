@@ -350,6 +350,8 @@ def report_counts(files) -> tuple[PublishedCounts, set]:
         medians = pd.read_csv(medians_path, dtype=str, keep_default_na=False)
         for row in medians[medians["group"].isin(outcomes["group"])].itertuples(index=False):
             for column, outcome in (("n", "n"), ("events", "recovered")):
+                if column not in medians:  # published once, in the outcomes by group
+                    continue
                 key = ("medians", row.group, column)
                 value = _read_count(getattr(row, column))
                 cells[key] = value or 0
