@@ -620,7 +620,18 @@ def suppress_with_row_totals(
             else:
                 del cells[key]
     counts = PublishedCounts(cells, tuple(relations), shown_elsewhere=frozenset(elsewhere))
-    plan = plan_suppression(counts, min_cell_size)
+    try:
+        plan = plan_suppression(counts, min_cell_size)
+    except DataError:
+        if not totals_shown_elsewhere:
+            raise
+        # The sums shown elsewhere pin a small count whatever is hidden here (a total of 11
+        # with two groups of >= 5 leaves 1 for the third): the parts are not shown at all
+        # (blank: a reader learns only that they are >= 0); the totals stay where they are.
+        part_keys = frozenset((table, row, part) for row in frame[label] for part in parts)
+        plan = SuppressionPlan(
+            check_min_cell_size(min_cell_size), frozenset(), frozenset(), part_keys
+        )
     return apply_plan(frame, plan, table, label, [total, *parts])
 
 

@@ -99,7 +99,7 @@ def read_report_inputs(
     models_dir: Path | str,
     cleaning_report: Path | str,
 ) -> ReportInputs:
-    """The derive stage's frames, the cleaning report and every table of the fit stage's folder (data/models/*.csv)."""
+    """The derive stage's frames, the cleaning report and every fit table (data/models/*.csv)."""
     processed, models = Path(processed_dir), Path(models_dir)
     frames = read_stage_frames(processed, DERIVED_FRAMES, "derive")
     report_path = Path(cleaning_report)
