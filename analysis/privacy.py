@@ -627,10 +627,13 @@ def suppress_with_row_totals(
             raise
         # The sums shown elsewhere pin a small count whatever is hidden here (a total of 11
         # with two groups of >= 5 leaves 1 for the third): the parts are not shown at all
-        # (blank: a reader learns only that they are >= 0); the totals stay where they are.
+        # (blank: a reader learns only that they are >= 0); the totals stay, "<k" if small.
         part_keys = frozenset((table, row, part) for row in frame[label] for part in parts)
+        small_totals = frozenset(
+            key for key in elsewhere if key in cells and 0 < cells[key] < min_cell_size
+        )
         plan = SuppressionPlan(
-            check_min_cell_size(min_cell_size), frozenset(), frozenset(), part_keys
+            check_min_cell_size(min_cell_size), small_totals, frozenset(), part_keys
         )
     return apply_plan(frame, plan, table, label, [total, *parts])
 

@@ -744,3 +744,23 @@ def test_outcomes_planned_with_the_sums_a_flow_shows_cannot_be_undone():
 
     assert linear_attack(published, hidden_in(alone)) & {("o", "high", "censored")}
     assert not linear_attack(published, hidden_in(shown))
+
+
+def test_outcomes_that_no_plan_can_protect_are_left_blank_with_small_groups_marked():
+    """Site E of the default study: with every group's n shown elsewhere, no choice of cells
+    protects the counts; the parts go blank and the group of 4 still shows "<5", never 4."""
+    outcomes = pd.DataFrame(
+        {
+            "group": ["low", "moderate", "high"],
+            "n": [5, 4, 9],
+            "recovered": [2, 3, 8],
+            "withdrawn": [3, 1, 1],
+            "censored": [0, 0, 0],
+        }
+    )
+    parts = ["recovered", "withdrawn", "censored"]
+    shown = suppress_with_row_totals(
+        outcomes, K, "group", "n", parts, "o", totals_shown_elsewhere=True
+    )
+    assert shown["n"].tolist() == [5, mark(K), 9]
+    assert (shown[parts] == "").all().all() and shown["suppressed"].all()
