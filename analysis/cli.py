@@ -53,6 +53,13 @@ ParamsOption = Annotated[
     Path, typer.Option("--params", help="The study's params.yaml (every tunable lives there).")
 ]
 DEFAULT_PARAMS = Path("params.yaml")
+# The fit stage's tables hold counts below min_cell_size (numbers at risk of 1, per-site groups),
+# and its metrics repeat counts a report's flow may hide as complements (withdrawn, recovered):
+# both sit with the data, for the analyst; reports/ holds only what is safe to send.
+MODELS_FOLDER = "models"
+METRICS_FILE = "metrics.json"
+DEFAULT_MODELS = Path("data") / MODELS_FOLDER
+DEFAULT_METRICS = Path("data") / METRICS_FILE
 
 
 @app.callback()
@@ -402,8 +409,16 @@ def print_fit_summary(outputs) -> None:
 @one_line_errors
 def fit(
     processed: Annotated[Path, typer.Option(help="Folder written by `ga-rehab derive`.")],
-    models: Annotated[Path, typer.Option(help="Folder for the tidy model tables (CSV).")],
-    metrics: Annotated[Path, typer.Option(help="Headline figures for `dvc metrics`.")],
+    models: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for the tidy model tables (CSV): for the analyst only, they hold "
+            "counts below min_cell_size, so keep it out of the folder that is shared."
+        ),
+    ] = DEFAULT_MODELS,
+    metrics: Annotated[
+        Path, typer.Option(help="Headline figures for `dvc metrics` (for the analyst only).")
+    ] = DEFAULT_METRICS,
     params: ParamsOption = DEFAULT_PARAMS,
     only: Annotated[
         str | None,
@@ -433,9 +448,9 @@ def timeline(
     underlying: Annotated[
         str, typer.Option(help="none, disc, nerve_entrapment or other.")
     ] = "none",
-    models: Annotated[Path, typer.Option(help="Folder written by `ga-rehab fit`.")] = Path(
-        "reports/models"
-    ),
+    models: Annotated[
+        Path, typer.Option(help="Folder written by `ga-rehab fit`.")
+    ] = DEFAULT_MODELS,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """One person's calibrated recovery range, in words a clinician can quote."""
@@ -466,6 +481,7 @@ NotebooksOption = Annotated[Path, typer.Option(help="Folder with the report note
 def run_report(
     raw: Path | None,
     data: Path,
+    models: Path,
     reports: Path,
     params: StudyParams,
     params_path: Path,
@@ -480,7 +496,7 @@ def run_report(
                 raw=raw,
                 interim=data / "interim",
                 processed=data / "processed",
-                models=reports / "models",
+                models=models,
                 reports=staging,
                 params=params,
                 params_file=params_path,
@@ -520,11 +536,14 @@ def print_reports(rendered: list) -> None:
 @app.command()
 @one_line_errors
 def report(
-    data: Annotated[Path, typer.Option(help="Data folder (raw/, interim/, processed/).")] = Path(
-        "data"
-    ),
+    data: Annotated[
+        Path, typer.Option(help="Data folder (raw/, interim/, processed/, models/).")
+    ] = Path("data"),
+    models: Annotated[
+        Path | None, typer.Option(help="Folder written by `ga-rehab fit` (default: <data>/models).")
+    ] = None,
     reports: Annotated[
-        Path, typer.Option(help="Folder with models/ and metrics.json; HTML goes here.")
+        Path, typer.Option(help="Folder to share: the HTML and the safe CSVs beside each report.")
     ] = Path("reports"),
     param: Annotated[
         list[str] | None,
@@ -537,7 +556,9 @@ def report(
     study = read_params(params).with_report(**parse_param_overrides(param or []))
     with stage_progress() as progress:
         progress.add_task("rendering reports", total=None)
-        rendered = run_report(data / "raw", data, reports, study, params, notebooks)
+        rendered = run_report(
+            data / "raw", data, models or data / MODELS_FOLDER, reports, study, params, notebooks
+        )
     print_reports(rendered)
 
 
@@ -551,12 +572,12 @@ def run(
         Path | None,
         typer.Option(help="Your study export; without it the built-in synthetic study is used."),
     ] = None,
-    data: Annotated[Path, typer.Option(help="Data folder (raw/, interim/, processed/).")] = Path(
-        "data"
-    ),
-    reports: Annotated[Path, typer.Option(help="Folder for models, metrics and reports.")] = Path(
-        "reports"
-    ),
+    data: Annotated[
+        Path, typer.Option(help="Data folder (raw/, interim/, processed/, models/).")
+    ] = Path("data"),
+    reports: Annotated[
+        Path, typer.Option(help="Folder to share: the reports and the safe CSVs beside each.")
+    ] = Path("reports"),
     mapping: Annotated[Path | None, typer.Option(help="Mapping file for --raw.")] = None,
     notebooks: NotebooksOption = Path("notebooks"),
     params: ParamsOption = DEFAULT_PARAMS,
@@ -582,9 +603,10 @@ def run(
         progress.add_task("deriving outcomes", total=None)
         frames = run_derive(data / "interim", data / "processed", study.derive)
         progress.add_task("fitting models", total=None)
-        outputs = run_fit(data / "processed", reports / "models", reports / "metrics.json", study)
+        models = data / MODELS_FOLDER
+        outputs = run_fit(data / "processed", models, data / METRICS_FILE, study)
         progress.add_task("rendering reports", total=None)
-        rendered = run_report(raw, data, reports, study, params, notebooks)
+        rendered = run_report(raw, data, models, reports, study, params, notebooks)
     print_cleaning_summary(cleaning)
     print_cohort_summary(frames.recovery)
     print_fit_summary(outputs)

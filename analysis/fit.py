@@ -96,7 +96,7 @@ LANDMARK_COUNT_COLUMNS = (
 
 @dataclass
 class FitOutputs:
-    """Tidy tables by name (written as reports/models/<name>.csv), metrics, and model notes."""
+    """Tidy tables by name (written as data/models/<name>.csv), metrics, and model notes."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)

@@ -1,5 +1,5 @@
 """The fit-to-report contract: the name and columns of each table the fit stage writes to
-reports/models/ and a report reads.
+data/models/ and a report reads.
 
 The fit stage's writer and the report's reader both check a table against its definition
 here (`check_model_table`), so a tunable that renames a column (e.g. timeline.quantiles, which
@@ -125,7 +125,7 @@ def _all_tables() -> dict[str, tuple[str, ...]]:
     }
 
 
-# Every table the fit stage writes, by name (the file is reports/models/<name>.csv).
+# Every table the fit stage writes, by name (the file is data/models/<name>.csv).
 MODEL_TABLES: dict[str, tuple[str, ...]] = _all_tables()
 
 

@@ -169,13 +169,16 @@ class PublishedCounts:
 
     `unpublished` are counts that take part in a relation but are never shown (a reader knows
     only that they are >= 0); `always_hidden` are cells a table blanks whatever the plan (the
-    column of a group too small to show).
+    column of a group too small to show); `shown_elsewhere` are counts another table of the
+    same report shows whenever they reach k (a group's size as the number at risk at time 0):
+    hiding them here would protect nothing, so they are never chosen as complements.
     """
 
     cells: Mapping[Key, int]
     totals: tuple[Total, ...] = ()
     unpublished: frozenset = frozenset()
     always_hidden: frozenset = frozenset()
+    shown_elsewhere: frozenset = frozenset()
 
     def __post_init__(self):
         unknown = [
@@ -204,6 +207,7 @@ class PublishedCounts:
             totals=tuple(t for part in everyone for t in part.totals) + tuple(links),
             unpublished=frozenset().union(*(part.unpublished for part in everyone)),
             always_hidden=frozenset().union(*(part.always_hidden for part in everyone)),
+            shown_elsewhere=frozenset().union(*(part.shown_elsewhere for part in everyone)),
         )
 
 
@@ -435,7 +439,11 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
     while pinned:
         target = min(pinned, key=str)
         hidden = sensitive | complementary | counts.unpublished | counts.always_hidden
-        candidates = _candidates(counts.totals, target, hidden, counts.cells)
+        candidates = [
+            key
+            for key in _candidates(counts.totals, target, hidden, counts.cells)
+            if key not in counts.shown_elsewhere
+        ]
         if not candidates:
             raise DataError(
                 f"count {target} cannot be protected: every count related to it is hidden",
@@ -569,6 +577,10 @@ def apply_plan(
     return result
 
 
+# The key (in place of a row label) of a column's total over the rows.
+COLUMN_TOTAL = ("column total",)
+
+
 def suppress_with_row_totals(
     frame: pd.DataFrame,
     min_cell_size: int,
@@ -576,20 +588,53 @@ def suppress_with_row_totals(
     total: str,
     parts: Sequence[str],
     table: str = "table",
+    totals_shown_elsewhere: bool = False,
 ) -> pd.DataFrame:
     """A table whose rows' `parts` add up to their `total`, with its own suppression plan.
 
     Counts below min_cell_size show as "<k" and, where the row total and the other parts would
     give a hidden count back by subtraction, the cheapest complementary cells as "suppressed".
-    For a report, plan it with the rest.
+    With `totals_shown_elsewhere` the report shows the row totals and each part's sum over
+    the rows in other tables (a group's n as its number at risk at time 0; the flow's
+    recovered, withdrawn, lost + end of follow-up): the plan then counts them as known to the
+    reader and never hides one as a complement. A sum below min_cell_size is shown as "<k"
+    there, and its parts are all "<k" here: it is left out. For a report, plan it with the
+    rest.
     """
     counts = frame_counts(frame, table, label, [total, *parts])
-    relations = tuple(
+    cells = dict(counts.cells)
+    relations = [
         Total((table, row, total), tuple((table, row, part) for part in parts))
         for row in frame[label]
-    )
-    counts = PublishedCounts(counts.cells, relations)
-    plan = plan_suppression(counts, min_cell_size)
+    ]
+    elsewhere: set = set()
+    if totals_shown_elsewhere:
+        elsewhere = {relation.total for relation in relations}
+        for column in parts:
+            column_cells = tuple((table, row, column) for row in frame[label])
+            key = (table, COLUMN_TOTAL, column)
+            cells[key] = sum(cells[cell] for cell in column_cells)
+            if cells[key] >= min_cell_size:
+                relations.append(Total(key, column_cells))
+                elsewhere.add(key)
+            else:
+                del cells[key]
+    counts = PublishedCounts(cells, tuple(relations), shown_elsewhere=frozenset(elsewhere))
+    try:
+        plan = plan_suppression(counts, min_cell_size)
+    except DataError:
+        if not totals_shown_elsewhere:
+            raise
+        # The sums shown elsewhere pin a small count whatever is hidden here (a total of 11
+        # with two groups of >= 5 leaves 1 for the third): the parts are not shown at all
+        # (blank: a reader learns only that they are >= 0); the totals stay, "<k" if small.
+        part_keys = frozenset((table, row, part) for row in frame[label] for part in parts)
+        small_totals = frozenset(
+            key for key in elsewhere if key in cells and 0 < cells[key] < min_cell_size
+        )
+        plan = SuppressionPlan(
+            check_min_cell_size(min_cell_size), small_totals, frozenset(), part_keys
+        )
     return apply_plan(frame, plan, table, label, [total, *parts])
 
 
@@ -1021,3 +1066,66 @@ def require_safe_counts(
             column=count,
             hint=hint,
         )
+
+
+# --- what counts as a count: the published-output check ----------------------------------------
+
+# Column names (compared in lower case, stripped) that count people or events in a published
+# table: a value 0 < v < k in one of them is a small cell. Decided here, once, for the report
+# checks and the tests. Not counts, whatever their values: estimates and their intervals,
+# standard errors, statistics, p-values, degrees of freedom, times (days, weeks, horizons),
+# expected counts (log-rank `expected` is a model quantity), `observed` (a proportion in the
+# calibration table), and counts of things that are not people (`cells` and `inside observed
+# 95% CI` of a mixed model's fit check, bytes of a file).
+COUNT_COLUMNS = frozenset(
+    {
+        "n",
+        "n_risk",
+        "n_event",
+        "n_censor",
+        "events",
+        "people",
+        "participants",
+        "n_in_profile",
+        "recovered",
+        "withdrawn",
+        "censored",
+        "lost",
+        "at risk",
+        "number at risk",
+    }
+)
+# The columns of a wide risk table: people at risk at week N.
+_AT_RISK_AT_WEEK = re.compile(r"^week \d+$")
+# A Table 1 cell "count (percent)": a count of people wherever the table shows categorical
+# variables as n (%). Mean (SD) and median (IQR) cells are told apart by their decimals and
+# their interval.
+_COUNT_PERCENT_CELL = re.compile(r"^\s*(\d+)\s*\(\s*\d+(?:\.\d+)?\s*%?\s*\)\s*$")
+
+
+def is_count_column(name) -> bool:
+    """Whether a published column counts people or events (see COUNT_COLUMNS)."""
+    label = str(name).strip().lower()
+    return label in COUNT_COLUMNS or bool(_AT_RISK_AT_WEEK.match(label))
+
+
+def small_counts_shown(table: pd.DataFrame, min_cell_size: int) -> list[str]:
+    """Every count below min_cell_size (and above 0) a published table shows, as
+    "column: value" findings: count columns by name, and "n (%)" cells of a table that shows
+    categorical variables as n (%). Text marks ("<5", "suppressed") are not counts."""
+    findings = []
+    for column in table.columns:
+        if not is_count_column(column):
+            continue
+        values = pd.to_numeric(table[column], errors="coerce")
+        for value in values[(values > 0) & (values < min_cell_size)]:
+            findings.append(f"{column}: {value:g}")
+    text = table.astype(str)
+    shows_n_percent = text.apply(lambda column: column.str.contains(r"n \(%\)", regex=True)).any()
+    if shows_n_percent.any() or any("n (%)" in str(name) for name in table.columns):
+        for column in table.columns:
+            for cell in text[column]:
+                match = _COUNT_PERCENT_CELL.match(cell)
+                if match and 0 < int(match.group(1)) < min_cell_size:
+                    findings.append(f"{column}: {cell.strip()}")
+    return findings

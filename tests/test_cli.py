@@ -8,6 +8,7 @@ import os
 import socket
 import stat
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -384,3 +385,39 @@ def test_columns_no_table_reads_are_named_in_the_cleaning_report(runner, tmp_pat
     assert "`Withdrawal Date`" in (tmp_path / "interim" / "cleaning_report.md").read_text()
     kept = pd.read_parquet(tmp_path / "interim" / "participants.parquet")
     assert kept["bmi"].tolist() == [24.0]  # ' BMI ' is bmi
+
+
+def test_the_fit_stage_writes_under_data_and_reports_holds_only_what_is_shared(
+    runner, tmp_path, monkeypatch
+):
+    """The fit stage's tables (numbers at risk down to 1) and metrics go beside the data; the
+    report stage reads them there; `reports/` gets only the reports."""
+    from analysis import cli
+
+    calls = {}
+
+    def record(name, result=None):
+        def stand_in(*args, **kwargs):
+            calls[name] = [*args, *kwargs.values()]
+            return result
+
+        return stand_in
+
+    for stage in ("run_simulate", "run_clean", "run_fit", "run_report"):
+        monkeypatch.setattr(cli, stage, record(stage, []))
+    monkeypatch.setattr(cli, "run_derive", record("run_derive", SimpleNamespace(recovery=None)))
+    for printer in ("print_cleaning_summary", "print_cohort_summary", "print_fit_summary"):
+        monkeypatch.setattr(cli, printer, lambda *args: None)
+    monkeypatch.chdir(tmp_path)
+    data, reports = Path("study"), Path("shared")
+    result = invoke(runner, "run", "--data", data, "--reports", reports, "--params", PARAMS)
+    assert result.exit_code == 0, result.output
+    assert calls["run_fit"][1:3] == [data / "models", data / "metrics.json"]
+    assert calls["run_report"][2:4] == [data / "models", reports]
+    assert invoke(runner, "fit", "--processed", "p", "--params", PARAMS).exit_code == 0
+    assert calls["run_fit"][1:3] == [Path("data/models"), Path("data/metrics.json")]
+    assert invoke(runner, "report", "--data", data, "--params", PARAMS).exit_code == 0
+    assert calls["run_report"][2:4] == [data / "models", Path("reports")]
+    models = Path("elsewhere")
+    assert invoke(runner, "report", "--models", models, "--params", PARAMS).exit_code == 0
+    assert calls["run_report"][2] == models

@@ -1,7 +1,7 @@
 """The DVC pipeline, reproduced in a temporary copy of the repository.
 
 The copy has what a fresh clone has (tracked files, no DVC cache, no data), so `dvc repro`
-runs every stage; it must write exactly the committed dvc.lock and reports/metrics.json: the
+runs every stage; it must write exactly the committed dvc.lock and data/metrics.json: the
 same study gives the same bytes on any machine and any day.
 """
 
@@ -62,7 +62,7 @@ def test_repro_from_a_fresh_copy_runs_every_stage(pipeline_copy):
     for stage in STAGES:
         assert f"Running stage '{stage}'" in first
     assert (copy / "reports" / "study_report.html").is_file()
-    metrics = json.loads((copy / "reports" / "metrics.json").read_text())
+    metrics = json.loads((copy / "data" / "metrics.json").read_text())
     assert (
         metrics["participants"]
         == yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())["simulate"]["participants"]
@@ -73,7 +73,7 @@ def test_repro_from_a_fresh_copy_runs_every_stage(pipeline_copy):
 def test_repro_from_a_fresh_copy_writes_the_committed_lock_and_metrics(pipeline_copy):
     """Every hash in dvc.lock (data, models, reports) and every metric, byte for byte."""
     copy, _, _, _ = pipeline_copy
-    for name in ("dvc.lock", "reports/metrics.json"):
+    for name in ("dvc.lock", "data/metrics.json"):
         reproduced, committed = (root / name for root in (copy, PROJECT_ROOT))
         assert reproduced.read_text() == committed.read_text(), (
             f"{name} differs from the committed one: run `dvc repro` and commit {name}"

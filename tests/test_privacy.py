@@ -13,16 +13,22 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from bs4 import BeautifulSoup
 
-from analysis.privacy import flow_counts, table_one_counts
+from analysis.privacy import (
+    PublishedCounts,
+    Total,
+    flow_counts,
+    same_count,
+    small_counts_shown,
+    table_one_counts,
+)
 from analysis.report.inputs import ReportData
 from analysis.tables import FLOW_CHAIN, find_identifiers_or_dates
 from tests.test_privacy_rules import linear_recovery, shown_counts, subtraction_attack
-from tests.test_report import CANARY_ID, build_rendered_study
+from tests.test_report import CANARY_ID, TINY_SITES, build_rendered_study
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-# Columns of report CSVs that count people.
-COUNT_COLUMNS = ("n", "n_risk", "events", "n_in_profile", "recovered", "withdrawn", "censored")
 MIN_CELL_SIZE = 5
 
 
@@ -81,13 +87,81 @@ def test_no_calendar_date_in_html_or_notebook_outputs(rendered_study):
         assert not ISO_DATE.search(outputs_text(path)), path.name
 
 
-def test_no_count_below_the_threshold_is_shown(rendered_study):
-    for path in rendered_study.csv_files:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        for column in set(COUNT_COLUMNS) & set(table.columns):
-            counts = pd.to_numeric(table[column], errors="coerce")
-            small = counts[(counts > 0) & (counts < MIN_CELL_SIZE)]
-            assert small.empty, f"{path.name}:{column} shows {small.tolist()}"
+def html_tables(html: str) -> list[pd.DataFrame]:
+    """Every table of a rendered page as text: the last header row names the columns."""
+    tables = []
+    for table in BeautifulSoup(html, "html.parser").find_all("table"):
+        rows = [
+            [cell.get_text(" ", strip=True) for cell in row.find_all(["th", "td"])]
+            for row in table.find_all("tr")
+        ]
+        headers = [row for row in rows if row] and rows[0]
+        body = [row for row in rows[1:] if len(row) == len(headers)]
+        if headers:
+            columns = [f"{name}" if name else f"column {i}" for i, name in enumerate(headers)]
+            tables.append(pd.DataFrame(body, columns=pd.Index(columns).astype(str)))
+    return tables
+
+
+def published_tables(reports) -> dict[str, pd.DataFrame]:
+    """Every table under reports/: each CSV, each HTML table, each table a notebook output
+    shows (keyed "<file>" or "<file> table <i>")."""
+    tables = {}
+    for path in sorted(reports.rglob("*.csv")):
+        tables[str(path.relative_to(reports))] = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for path in sorted(reports.rglob("*.html")):
+        for i, table in enumerate(html_tables(path.read_text())):
+            tables[f"{path.relative_to(reports)} table {i}"] = table
+    for path in sorted(reports.rglob("*.ipynb")):
+        html = "\n".join(
+            str(output.get("data", {}).get("text/html", ""))
+            for cell in nbformat.read(path, as_version=4).cells
+            for output in cell.get("outputs", [])
+        )
+        for i, table in enumerate(html_tables(html)):
+            tables[f"{path.relative_to(reports)} table {i}"] = table
+    return tables
+
+
+def test_nothing_under_reports_shows_a_count_below_k(rendered_study):
+    """Count columns are those privacy.COUNT_COLUMNS names (and "n (%)" cells of Table 1)."""
+    assert not (rendered_study.reports / "models").exists()
+    assert not list(rendered_study.reports.rglob("metrics.json"))
+    tables = published_tables(rendered_study.reports)
+    assert len(tables) > 50
+    findings = {
+        name: small
+        for name, table in tables.items()
+        if (small := small_counts_shown(table, MIN_CELL_SIZE))
+    }
+    assert not findings, findings
+    # The fit stage's own tables (numbers at risk down to 1) fail the same scan: they are the
+    # analyst's, kept under data/.
+    fitted = [
+        pd.read_csv(path, dtype=str, keep_default_na=False)
+        for path in (rendered_study.data / "models").glob("*.csv")
+    ]
+    assert any(small_counts_shown(table, MIN_CELL_SIZE) for table in fitted)
+
+
+def test_the_count_scan_finds_what_it_is_meant_to_find():
+    html = (
+        "<table><tr><th>group</th><th>week 0</th><th>week 4</th></tr>"
+        "<tr><td>low</td><td>9</td><td>2</td></tr></table>"
+    )
+    (risk,) = html_tables(html)
+    assert small_counts_shown(risk, MIN_CELL_SIZE) == ["week 4: 2"]
+    table_one = pd.DataFrame(
+        {
+            "variable": ["n", "Sex, n (%)", "", "Age (years), mean (SD)"],
+            "level": ["", "", "female", ""],
+            "low": ["9", "", "3 (33.3)", "4.5 (1.2)"],
+            "p_value": ["", "", "", "0.004"],
+        }
+    )
+    assert small_counts_shown(table_one, MIN_CELL_SIZE) == ["low: 3 (33.3)"]
+    shown = pd.DataFrame({"n": ["<5", "0", "12"], "events": ["suppressed", "3", "7"]})
+    assert small_counts_shown(shown, MIN_CELL_SIZE) == ["events: 3"]
 
 
 def test_no_small_count_is_quoted_in_text(rendered_study):
@@ -214,3 +288,152 @@ def test_no_hidden_count_of_the_cohort_flow_can_be_recovered(rendered_study):
         leaks = {key: value for key, value in recovered.items() if 0 < value < MIN_CELL_SIZE}
         assert not leaks, f"{path.relative_to(rendered_study.reports)}: {leaks}"
         assert not (is_count & (placeholder["n"] > 0) & (placeholder["n"] < MIN_CELL_SIZE)).any()
+
+
+# --- the attacker on a whole report -----------------------------------------------------------
+
+OUTCOME_COLUMNS = ("recovered", "withdrawn", "censored")
+# The flow's rows that the outcomes by group split by group (censored: lost + end of follow-up).
+FLOW_OUTCOME = {"recovered": ("recovered",), "withdrawn": ("withdrawn",)}
+FLOW_CENSORED = ("lost to follow-up", "censored at end of follow-up")
+
+
+def _read_count(text: str) -> int | None:
+    return int(text) if str(text).strip().isdigit() else None
+
+
+def report_counts(files) -> tuple[PublishedCounts, set]:
+    """Every count one report publishes in its Table 1, flow, outcomes by group, Kaplan-Meier
+    medians and risk table, how they add up within and across tables, and the hidden keys.
+
+    Relations: a group's n is its recovered + withdrawn + censored; the same group's n in
+    Table 1, the outcomes, the medians and at time 0 of the risk table is one count, as are its
+    recovered and the medians' events; the flow's analysed, recovered and withdrawn are the sums
+    over the groups, and lost + end of follow-up the sum of the groups' censored.
+    """
+    parts, links, hidden = [], [], set()
+    table_one_path = files / "table_one.csv"
+    table_one_n = {}
+    if table_one_path.exists():
+        shown = pd.read_csv(table_one_path, dtype=str, keep_default_na=False)
+        groups = [
+            name
+            for name in shown.columns[2:]
+            if name not in ("Missing", "Overall") and not name.startswith("SMD")
+        ]
+        placeholder = shown.copy()
+        for column in ["Overall", *groups]:
+            placeholder[column] = shown[column].mask(~shown[column].str[:1].str.isdigit(), "0")
+        is_mark = shown["Missing"].str.startswith("<") | (shown["Missing"] == "suppressed")
+        placeholder["Missing"] = shown["Missing"].mask(is_mark, "0")
+        counts = table_one_counts(placeholder, groups, MIN_CELL_SIZE)
+        hidden |= {key for key, text in shown_counts(shown, counts).items() if text is None}
+        parts.append(counts)
+        table_one_n = {key[3]: key for key in counts.cells if key[1] == "n"}
+    outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str, keep_default_na=False)
+    cells, totals = {}, []
+    for row in outcomes.itertuples(index=False):
+        group = row.group
+        keys = {}
+        for column in ("n", *OUTCOME_COLUMNS):
+            key = ("outcomes", group, column)
+            value = _read_count(getattr(row, column))
+            cells[key] = value or 0
+            keys[column] = key
+            if value is None:
+                hidden.add(key)
+        totals.append(Total(keys["n"], tuple(keys[c] for c in OUTCOME_COLUMNS)))
+        if group in table_one_n:
+            links.append(same_count(keys["n"], table_one_n[group]))
+    medians_path = files / "km_medians.csv"
+    if medians_path.exists():
+        medians = pd.read_csv(medians_path, dtype=str, keep_default_na=False)
+        for row in medians[medians["group"].isin(outcomes["group"])].itertuples(index=False):
+            for column, outcome in (("n", "n"), ("events", "recovered")):
+                if column not in medians:  # published once, in the outcomes by group
+                    continue
+                key = ("medians", row.group, column)
+                value = _read_count(getattr(row, column))
+                cells[key] = value or 0
+                if value is None:
+                    hidden.add(key)
+                links.append(same_count(key, ("outcomes", row.group, outcome)))
+    at_risk_path = files / "km_at_risk.csv"
+    if at_risk_path.exists():
+        at_risk = pd.read_csv(at_risk_path, dtype=str, keep_default_na=False)
+        start = at_risk[
+            (pd.to_numeric(at_risk["time"]) == 0) & at_risk["group"].isin(outcomes["group"])
+        ]
+        for row in start.itertuples(index=False):
+            key = ("at risk", row.group, "0")
+            value = _read_count(row.n_risk)
+            cells[key] = value or 0
+            if value is None:
+                hidden.add(key)
+            links.append(same_count(key, ("outcomes", row.group, "n")))
+    parts.append(PublishedCounts(cells, tuple(totals)))
+    flow_path = files / "cohort_flow.csv"
+    if flow_path.exists():
+        shown = pd.read_csv(flow_path, dtype=str, keep_default_na=False)
+        is_count = shown["n"].str.fullmatch(r"\d+")
+        placeholder = shown.assign(n=shown["n"].where(is_count, "0").astype(int))
+        flow = flow_counts(placeholder, FLOW_CHAIN)
+        hidden |= {key for key, visible in zip(flow.cells, is_count, strict=True) if not visible}
+        by_stage = {key[1]: key for key in flow.cells}
+        group_keys = [("outcomes", group, "n") for group in outcomes["group"]]
+        links.append(Total(by_stage["analysed"], tuple(group_keys)))
+        for stage, (column,) in FLOW_OUTCOME.items():
+            links.append(
+                Total(by_stage[stage], tuple(("outcomes", g, column) for g in outcomes["group"]))
+            )
+        # lost + end of follow-up = the groups' censored, through one unpublished total.
+        censored = ("flow", "censored, all")
+        hidden.add(censored)
+        parts.append(PublishedCounts({censored: 0}, unpublished=frozenset({censored})))
+        links.append(Total(censored, tuple(by_stage[s] for s in FLOW_CENSORED if s in by_stage)))
+        links.append(Total(censored, tuple(("outcomes", g, "censored") for g in outcomes["group"])))
+        parts.append(flow)
+    counts = parts[0].combine(*parts[1:], links=links)
+    return counts, hidden
+
+
+def report_folders(reports) -> list:
+    return sorted(path.parent for path in reports.rglob("*_files/outcomes_by_group.csv"))
+
+
+def test_the_hostile_study_has_a_tiny_site_with_a_report_and_one_without(rendered_study):
+    sizes = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")[
+        "site"
+    ].value_counts()
+    tiny, micro = TINY_SITES
+    assert sizes[tiny] >= MIN_CELL_SIZE > sizes[micro] > 0
+    assert rendered_study.site_report(tiny).exists()
+    assert not rendered_study.site_report(micro).exists()
+    files = rendered_study.site_report(tiny, "_files")
+    outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str)
+    assert (outcomes["n"] == f"<{MIN_CELL_SIZE}").any(), "no group below k in the tiny site"
+
+
+def test_no_hidden_count_of_a_report_can_be_recovered(rendered_study):
+    """The attacker on each report as a whole: Table 1, flow, outcomes by group, medians and the
+    risk table, with every relation between them (report_counts); subtraction, then the linear
+    algebra of all relations at once. A relation whose cells are all shown must hold (else the
+    attacker's model of the report is wrong, and the test says so)."""
+    folders = report_folders(rendered_study.reports)
+    tiny, _ = TINY_SITES
+    assert rendered_study.site_report(tiny, "_files") in folders and len(folders) >= 4
+    for files in folders:
+        counts, hidden = report_counts(files)
+        for relation in counts.totals:
+            members = (relation.total, *relation.parts)
+            if not set(members) & hidden:
+                total = counts.cells[relation.total]
+                assert total == sum(counts.cells[p] for p in relation.parts), (files, relation)
+        recovered = linear_recovery(counts, hidden)
+        recovered.update(subtraction_attack(counts, hidden))
+        leaks = {
+            key: value
+            for key, value in recovered.items()
+            if 0 < value < MIN_CELL_SIZE and key not in counts.unpublished
+        }
+        assert not leaks, f"{files.relative_to(rendered_study.reports)}: {leaks}"

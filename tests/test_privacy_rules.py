@@ -726,3 +726,62 @@ def test_a_frame_still_showing_fewer_than_k_is_refused():
         require_safe_counts(frame, "n", K, "the table", "make it safe")
     require_safe_counts(frame, "n", None, "the table", "no threshold: nothing to check")
     require_safe_counts(frame.iloc[[0, 2]], "n", K, "the table", "marks are not counts")
+
+
+def test_outcomes_planned_with_the_sums_a_flow_shows_cannot_be_undone():
+    """The flow shows each outcome's sum over the groups and the risk table each group's n: a
+    plan that ignored them gave 35 - 23 - 7 = 5 withdrawn, then 112 - 103 - 5 = 4 censored."""
+    outcomes = pd.DataFrame(
+        {
+            "group": ["low", "moderate", "high"],
+            "n": [86, 102, 112],
+            "recovered": [55, 90, 103],
+            "withdrawn": [23, 7, 5],
+            "censored": [8, 5, 4],
+        }
+    )
+    parts = ["recovered", "withdrawn", "censored"]
+    alone = suppress_with_row_totals(outcomes, K, "group", "n", parts, "o")
+    shown = suppress_with_row_totals(
+        outcomes, K, "group", "n", parts, "o", totals_shown_elsewhere=True
+    )
+    assert (shown["n"] == outcomes["n"]).all()
+    counts = frame_counts(outcomes, "o", "group", ["n", *parts])
+    relations = [Total(("o", g, "n"), tuple(("o", g, p) for p in parts)) for g in outcomes.group]
+    for part in parts:
+        column = tuple(("o", g, part) for g in outcomes.group)
+        total = ("o", "sum", part)
+        relations.append(Total(total, column))
+    cells = {**counts.cells, **{("o", "sum", p): int(outcomes[p].sum()) for p in parts}}
+    published = PublishedCounts(cells, tuple(relations))
+
+    def hidden_in(table):
+        return {
+            ("o", row.group, column)
+            for row in table.itertuples()
+            for column in parts
+            if not str(getattr(row, column)).isdigit()
+        }
+
+    assert linear_attack(published, hidden_in(alone)) & {("o", "high", "censored")}
+    assert not linear_attack(published, hidden_in(shown))
+
+
+def test_outcomes_that_no_plan_can_protect_are_left_blank_with_small_groups_marked():
+    """Site E of the default study: with every group's n shown elsewhere, no choice of cells
+    protects the counts; the parts go blank and the group of 4 still shows "<5", never 4."""
+    outcomes = pd.DataFrame(
+        {
+            "group": ["low", "moderate", "high"],
+            "n": [5, 4, 9],
+            "recovered": [2, 3, 8],
+            "withdrawn": [3, 1, 1],
+            "censored": [0, 0, 0],
+        }
+    )
+    parts = ["recovered", "withdrawn", "censored"]
+    shown = suppress_with_row_totals(
+        outcomes, K, "group", "n", parts, "o", totals_shown_elsewhere=True
+    )
+    assert shown["n"].tolist() == [5, mark(K), 9]
+    assert (shown[parts] == "").all().all() and shown["suppressed"].all()

@@ -36,6 +36,9 @@ TWIN_SITES = ("St. Mary", "St Mary")  # one file name once slugged
 PLANTED_SITES = {"site_b": HOSTILE_SITE, "site_c": FORMULA_SITE, "site_d": TWIN_SITES[0]}
 PLANTED_SITES["site_e"] = TWIN_SITES[1]
 STUDY_PARTICIPANTS = 300
+# Sites an attacker hopes for: one just big enough for a report, with adherence groups below k,
+# and one too small for any report (its people still count in the whole-study tables).
+TINY_SITES = {"site_tiny": 6, "site_micro": 3}
 STUDY_SEED = 20261125
 
 
@@ -81,6 +84,20 @@ def _plant_site_names(raw: Path) -> None:
     people.to_csv(path, index=False)
 
 
+def _plant_tiny_sites(raw: Path) -> None:
+    """Move a handful of participants (every row of each) into sites of their own."""
+    path = raw / "participants.csv"
+    people = pd.read_csv(path, dtype=str, keep_default_na=False)
+    ids = people["participant_id"].str.strip().str.upper()
+    # From the end of the file: the canary is near its start.
+    chosen = iter(ids.drop_duplicates().iloc[::-1])
+    new_site = {}
+    for site, size in TINY_SITES.items():
+        new_site.update({next(chosen): site for _ in range(size)})
+    people["site"] = ids.map(new_site).fillna(people["site"])
+    people.to_csv(path, index=False)
+
+
 def _plant_canary(raw: Path) -> str:
     """Rename one analysed participant to the canary id in every raw file; returns the old id."""
     participants = pd.read_csv(raw / "participants.csv", dtype=str)
@@ -105,7 +122,8 @@ def _quick_params(root: Path) -> Path:
 
 @functools.cache
 def build_rendered_study(root: Path) -> RenderedStudy:
-    """Simulate, plant the canary, clean, derive, fit and render every report (once)."""
+    """Simulate, plant the canary, the hostile site names and two tiny sites, clean, derive,
+    fit and render every report (once)."""
     root.mkdir(parents=True, exist_ok=True)
     params_file = _quick_params(root)
     params = read_params(params_file)
@@ -121,14 +139,15 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     )
     original = _plant_canary(data / "raw")
     _plant_site_names(data / "raw")
+    _plant_tiny_sites(data / "raw")
     run_clean(data / "raw", data / "interim", None, params.clean, params_file)
     run_derive(data / "interim", data / "processed", params.derive)
-    run_fit(data / "processed", reports / "models", reports / "metrics.json", params)
+    run_fit(data / "processed", data / "models", data / "metrics.json", params)
     rendered = render.render_all(
         raw=data / "raw",
         interim=data / "interim",
         processed=data / "processed",
-        models=reports / "models",
+        models=data / "models",
         reports=reports,
         params=params,
         params_file=params_file,
@@ -288,7 +307,7 @@ def test_rendering_twice_gives_the_same_bytes(rendered_study, tmp_path):
         raw=rendered_study.data / "raw",
         interim=rendered_study.data / "interim",
         processed=rendered_study.data / "processed",
-        models=rendered_study.reports / "models",
+        models=rendered_study.data / "models",
         reports=tmp_path,
         params=read_params(rendered_study.params_file),
         params_file=rendered_study.params_file,
@@ -403,7 +422,7 @@ def test_file_digests_mark_missing_inputs(tmp_path):
 def test_cleaning_report_is_read_as_json(rendered_study):
     study = inputs.read_report_inputs(
         rendered_study.data / "processed",
-        rendered_study.reports / "models",
+        rendered_study.data / "models",
         rendered_study.data / "interim" / "cleaning_report.json",
     )
     assert study.cleaning_report == json.loads(
@@ -418,7 +437,7 @@ def test_a_fit_without_the_report_families_leaves_the_reports_a_clear_error(rend
     """No refit in the report layer: missing site or timeline tables are a ReportError."""
     study = inputs.read_report_inputs(
         rendered_study.data / "processed",
-        rendered_study.reports / "models",
+        rendered_study.data / "models",
         rendered_study.data / "interim" / "cleaning_report.json",
     )
     without = {k: v for k, v in study.models.items() if not k.startswith(("site_", "timeline"))}
@@ -434,7 +453,7 @@ def test_a_report_with_another_min_cell_size_than_the_fit_is_refused(rendered_st
     report with a larger one would show models resting on groups it hides."""
     study = inputs.read_report_inputs(
         rendered_study.data / "processed",
-        rendered_study.reports / "models",
+        rendered_study.data / "models",
         rendered_study.data / "interim" / "cleaning_report.json",
     )
     sizes = study.recovery["site"].value_counts()

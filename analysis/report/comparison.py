@@ -84,8 +84,17 @@ def outcome_counts(
     counts.insert(0, "n", counts.sum(axis=1))
     table = counts.reset_index().rename(columns={group: "group"})
     table.columns.name = None
+    # A group's n is also its number at risk at time 0 in the risk table, and each column's
+    # sum is in the flow (analysed, recovered, withdrawn, lost + end of follow-up): planned as
+    # known, or a hidden cell came back as 35 - 23 - 7 = 5, then 112 - 103 - 5 = 4.
     return suppress_with_row_totals(
-        table, min_cell_size, "group", "n", list(EVENT_TYPES), table="outcomes by group"
+        table,
+        min_cell_size,
+        "group",
+        "n",
+        list(EVENT_TYPES),
+        table="outcomes by group",
+        totals_shown_elsewhere=True,
     )
 
 
@@ -103,14 +112,22 @@ def wide_at_risk(at_risk: pd.DataFrame, group_order: Sequence) -> pd.DataFrame:
     return wide.reset_index()
 
 
-MEDIAN_DISPLAY_COLUMNS = ["group", "n", "events", "median days (95% CI)", "median weeks"]
+MEDIAN_DISPLAY_COLUMNS = ["group", "median days (95% CI)", "median weeks"]
+# A group's people and recoveries are published once, in the outcomes by group, whose plan
+# protects them: repeated beside the medians they gave hidden cells back (a site report showed
+# "recovered: suppressed, withdrawn: <5, censored: 0" there and "n 10, events 8" here).
+MEDIAN_COUNT_COLUMNS = ["n", "events"]
 
 
 RMST_DISPLAY_COLUMNS = ["group", "horizon", "RMST days (95% CI)"]
 
 
 def medians_for_report(km_medians: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """Median days to recovery per group as "median (low-high)", "not reached" where it is not."""
+    """Median days to recovery per group as "median (low-high)", "not reached" where it is not.
+
+    Blank for a group of fewer than min_cell_size people or events; its n and events are not
+    shown (MEDIAN_COUNT_COLUMNS: they are the outcomes table's counts).
+    """
     table = km_medians.copy()
 
     def text(row) -> str:
@@ -121,17 +138,21 @@ def medians_for_report(km_medians: pd.DataFrame, min_cell_size: int) -> pd.DataF
 
     table["median days (95% CI)"] = [text(row) for _, row in table.iterrows()]
     table["median weeks"] = (table["median"] / DAYS_PER_WEEK).round(1)
-    return suppress_small_cells(
-        table,
-        ["n", "events"],
-        min_cell_size,
-        estimate_columns=["median", "conf_low", "conf_high", "median weeks"],
-    ).assign(
-        **{
-            "median days (95% CI)": lambda t: t["median days (95% CI)"].where(
-                ~t[SUPPRESSED_COLUMN], ""
-            )
-        }
+    return (
+        suppress_small_cells(
+            table,
+            MEDIAN_COUNT_COLUMNS,
+            min_cell_size,
+            estimate_columns=["median", "conf_low", "conf_high", "median weeks"],
+        )
+        .assign(
+            **{
+                "median days (95% CI)": lambda t: t["median days (95% CI)"].where(
+                    ~t[SUPPRESSED_COLUMN], ""
+                )
+            }
+        )
+        .drop(columns=MEDIAN_COUNT_COLUMNS)
     )
 
 

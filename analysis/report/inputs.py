@@ -36,7 +36,7 @@ from analysis.tables import (
     find_identifiers_or_dates,
 )
 
-# Tables the fit stage writes for the timeline notebook (reports/models/<name>.csv).
+# Tables the fit stage writes for the timeline notebook (data/models/<name>.csv).
 TIMELINE_TABLES = (
     "timeline",
     "timeline_model_comparison",
@@ -99,7 +99,7 @@ def read_report_inputs(
     models_dir: Path | str,
     cleaning_report: Path | str,
 ) -> ReportInputs:
-    """The derive stage's frames, the cleaning report and every reports/models/*.csv table."""
+    """The derive stage's frames, the cleaning report and every fit table (data/models/*.csv)."""
     processed, models = Path(processed_dir), Path(models_dir)
     frames = read_stage_frames(processed, DERIVED_FRAMES, "derive")
     report_path = Path(cleaning_report)
