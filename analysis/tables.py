@@ -33,6 +33,7 @@ from analysis.schema import (
     UNDERLYING_CONDITIONS,
     Recovery,
 )
+from analysis.survival import kaplan_meier
 
 FLOW_COLUMNS = ("stage", "n", "detail")
 
@@ -292,8 +293,6 @@ def follow_up_row(frame: pd.DataFrame, group: str, columns: Sequence[str]) -> pd
     that long and still followed, so the median is the potential follow-up, not the time to
     recovery (Schemper and Smith 1996).
     """
-    from analysis.survival import kaplan_meier  # imported here: the survival stack is slow
-
     reverse = frame.assign(
         **{FOLLOW_UP_ENDED: ~frame[Recovery.recovered].astype(bool)},
         **{FOLLOW_UP_WEEKS: frame[Recovery.time_to_recovery_days] / DAYS_PER_WEEK},
