@@ -272,8 +272,8 @@ def run_derive(clean_dir: Path, out: Path, params: DeriveParams):
 # also count who has not recovered yet, so they are longer): the label and caption say which.
 OBSERVED_MEDIAN_HEADING = "median days among the recovered (not Kaplan-Meier)"
 OBSERVED_MEDIAN_CAPTION = (
-    "The reports show Kaplan-Meier medians (reports/models/km_medians.csv), which also count "
-    "the people not yet recovered and are therefore longer."
+    'The study report shows Kaplan-Meier medians (its "Median time to recovery" table), '
+    "which also count the people not yet recovered and are therefore longer."
 )
 
 
