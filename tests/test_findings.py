@@ -29,6 +29,8 @@ def primary_effects() -> pd.DataFrame:
         ("weekly_sitting_hours", "per hour of daily sitting", 0.844, 0.801, 0.889, False),
         ("severity[mild]", "reference level", 1.0, None, None, True),
         ("severity[severe]", "severe vs mild", 0.389, 0.296, 0.510, False),
+        ("chronic[False]", "reference level", 1.0, None, None, True),
+        ("chronic[True]", "chronic vs not chronic", 0.47, 0.38, 0.58, False),
         ("underlying_condition[none]", "reference level", 1.0, None, None, True),
         (nerve, "nerve_entrapment vs none", 0.315, 0.221, 0.450, False),
     ]
@@ -101,8 +103,10 @@ def test_headline_effects_carry_clinical_units_and_confidence_intervals(findings
 
 
 def test_factor_effects_are_against_the_reference_level(findings):
-    severity, condition = findings["Severity, duration and underlying condition"]
+    severity, chronic, condition = findings["Severity, duration and underlying condition"]
     assert "severe vs mild 0.39 (95% CI 0.30 to 0.51)" in severity
+    # Levels in the tables' words: a case is chronic or recent, not "not chronic".
+    assert "chronic vs recent 0.47 (95% CI 0.38 to 0.58)" in chronic
     assert "nerve entrapment vs none 0.32 (95% CI 0.22 to 0.45)" in condition
     # The reference row is the comparison's baseline, never an estimate of its own.
     assert "reference level 1.00" not in severity

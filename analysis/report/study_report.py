@@ -30,6 +30,7 @@ from analysis.tables import (
     cohort_flow,
     format_interval,
     format_tidy,
+    level_label,
     readable_term,
 )
 
@@ -437,11 +438,16 @@ def factor_effect_sentences(primary_effects: pd.DataFrame) -> list[str]:
         is_reference = rows["reference"].astype(str).str.lower() == "true"
         if not is_reference.any():
             continue
-        # The unit says the comparison ("severe vs mild", "chronic vs not chronic").
+        # Each level against the reference, in the tables' words ("chronic vs recent").
+        reference = variable.loc[rows.index[is_reference], 1].iloc[0]
         others = [
-            f"{str(row.unit).replace('_', ' ')} "
+            f"{level_label(name, level)} vs {level_label(name, reference)} "
             f"{_hr_text(row.hazard_ratio, row.hr_conf_low, row.hr_conf_high, '')}"
-            for _, row in rows[~is_reference].iterrows()
+            for (_, row), level in zip(
+                rows[~is_reference].iterrows(),
+                variable.loc[rows.index[~is_reference], 1],
+                strict=True,
+            )
         ]
         sentences.append(
             f"{readable_term(name)}, hazard ratio of recovery against the reference level: "
