@@ -245,27 +245,36 @@ def test_report_data_accepts_counts_equal_to_numeric_ids(tmp_path):
     assert (tmp_path / "files" / "cohort_flow.csv").is_file()
 
 
+def published_table_one(path) -> tuple[PublishedCounts, set]:
+    """A published Table 1 CSV as the attacker reads it: its counts and how they add up, with
+    the keys of the hidden cells.
+
+    Hidden cells get a placeholder; the attack uses only the published ones. A blank Missing
+    cell is tableone's way of saying "see the missing level", not a hidden count.
+    """
+    shown = pd.read_csv(path, dtype=str, keep_default_na=False)
+    groups = [
+        name
+        for name in shown.columns[2:]
+        if name not in ("Missing", "Overall") and not name.startswith("SMD")
+    ]
+    placeholder = shown.copy()
+    for column in ["Overall", *groups]:
+        placeholder[column] = shown[column].mask(~shown[column].str[:1].str.isdigit(), "0")
+    is_mark = shown["Missing"].str.startswith("<") | (shown["Missing"] == "suppressed")
+    placeholder["Missing"] = shown["Missing"].mask(is_mark, "0")
+    counts = table_one_counts(placeholder, groups, MIN_CELL_SIZE)
+    hidden = {key for key, text in shown_counts(shown, counts).items() if text is None}
+    return counts, hidden
+
+
 def test_no_hidden_count_of_a_table_one_can_be_recovered(rendered_study):
     """The attacker: from each published Table 1 and how its counts add up (levels to n, groups
     to Overall, the missing level to Missing), recover hidden cells by linear algebra."""
     tables = list(rendered_study.reports.glob("**/table_one.csv"))
     assert tables
     for path in tables:
-        shown = pd.read_csv(path, dtype=str, keep_default_na=False)
-        groups = [
-            name
-            for name in shown.columns[2:]
-            if name not in ("Missing", "Overall") and not name.startswith("SMD")
-        ]
-        # Hidden cells get a placeholder; the attack uses only the published ones. A blank
-        # Missing cell is tableone's way of saying "see the missing level", not a hidden count.
-        placeholder = shown.copy()
-        for column in ["Overall", *groups]:
-            placeholder[column] = shown[column].mask(~shown[column].str[:1].str.isdigit(), "0")
-        is_mark = shown["Missing"].str.startswith("<") | (shown["Missing"] == "suppressed")
-        placeholder["Missing"] = shown["Missing"].mask(is_mark, "0")
-        counts = table_one_counts(placeholder, groups, MIN_CELL_SIZE)
-        hidden = {key for key, text in shown_counts(shown, counts).items() if text is None}
+        counts, hidden = published_table_one(path)
         recovered = linear_recovery(counts, hidden)
         recovered.update(subtraction_attack(counts, hidden))
         leaks = {key: value for key, value in recovered.items() if 0 < value < MIN_CELL_SIZE}
@@ -315,19 +324,8 @@ def report_counts(files) -> tuple[PublishedCounts, set]:
     table_one_path = files / "table_one.csv"
     table_one_n = {}
     if table_one_path.exists():
-        shown = pd.read_csv(table_one_path, dtype=str, keep_default_na=False)
-        groups = [
-            name
-            for name in shown.columns[2:]
-            if name not in ("Missing", "Overall") and not name.startswith("SMD")
-        ]
-        placeholder = shown.copy()
-        for column in ["Overall", *groups]:
-            placeholder[column] = shown[column].mask(~shown[column].str[:1].str.isdigit(), "0")
-        is_mark = shown["Missing"].str.startswith("<") | (shown["Missing"] == "suppressed")
-        placeholder["Missing"] = shown["Missing"].mask(is_mark, "0")
-        counts = table_one_counts(placeholder, groups, MIN_CELL_SIZE)
-        hidden |= {key for key, text in shown_counts(shown, counts).items() if text is None}
+        counts, table_one_hidden = published_table_one(table_one_path)
+        hidden |= table_one_hidden
         parts.append(counts)
         table_one_n = {key[3]: key for key in counts.cells if key[1] == "n"}
     outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str, keep_default_na=False)
