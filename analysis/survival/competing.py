@@ -70,6 +70,21 @@ def censoring_label(labels: pd.Series, censored: object, notes: list[str]) -> ob
     return censored
 
 
+def competing_rows(
+    df: pd.DataFrame, columns: list[str], event_type: str, censored: object, notes: list[str]
+) -> tuple[pd.DataFrame, object, list]:
+    """The complete rows, the censoring label (`censoring_label`) and the event types present,
+    sorted; no event at all is a DataError. Shared by the incidence curves and Gray's test."""
+    used = _complete_rows(df, columns, notes)
+    censored = censoring_label(used[event_type], censored, notes)
+    event_labels = sorted(
+        (label for label in used[event_type].unique() if label != censored), key=str
+    )
+    if not event_labels:
+        raise DataError("no events: every row is censored", column=event_type)
+    return used, censored, event_labels
+
+
 # --- Aalen-Johansen --------------------------------------------------------------------------
 
 
@@ -117,13 +132,7 @@ def cumulative_incidence(
     """
     notes: list[str] = []
     columns = [duration, event_type] + ([group] if group is not None else [])
-    used = _complete_rows(df, columns, notes)
-    censored = censoring_label(used[event_type], censored, notes)
-    event_labels = sorted(
-        (label for label in used[event_type].unique() if label != censored), key=str
-    )
-    if not event_labels:
-        raise DataError("no events: every row is censored", column=event_type)
+    used, censored, event_labels = competing_rows(df, columns, event_type, censored, notes)
     groups = (
         {ALL_ROWS: used}
         if group is None
@@ -520,13 +529,7 @@ def gray_test(
     """
     notes: list[str] = []
     columns = [duration, event_type, group] + ([strata] if strata is not None else [])
-    used = _complete_rows(df, columns, notes)
-    censored = censoring_label(used[event_type], censored, notes)
-    event_labels = sorted(
-        (label for label in used[event_type].unique() if label != censored), key=str
-    )
-    if not event_labels:
-        raise DataError("no events: every row is censored", column=event_type)
+    used, censored, event_labels = competing_rows(df, columns, event_type, censored, notes)
     levels = sorted(pd.unique(used[group]), key=str)
     if len(levels) < 2:
         raise DataError("Gray's test needs at least two groups", column=group)
