@@ -7,7 +7,7 @@ what was done. A model that fails is recorded as failed, and the others still ru
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +30,13 @@ from analysis.model_tables import (
     SITE_TABLE_PREFIX,
     SUPPRESSED_GROUPS,
 )
-from analysis.privacy import check_min_cell_size, groups_to_suppress
+from analysis.privacy import (
+    check_min_cell_size,
+    groups_to_suppress,
+    site_groups_left_out,
+    site_plan,
+    sites_with_report,
+)
 from analysis.results import (
     FAILED,
     HAZARD_RATIO_COLUMNS,
@@ -1135,24 +1141,29 @@ def group_comparison(
     params: dict,
     min_cell_size: int,
     intervals: pd.DataFrame | None = None,
-    whole_cohort: bool = False,
+    left_out: Sequence | None = None,
 ) -> FitOutputs:
     """Kaplan-Meier, log-rank, RMST, Cox and cumulative incidence by params["group"], with the
     whole-study tables' names, for a subset (a site) or a regrouping.
 
-    Groups with fewer than min_cell_size people are left out before fitting, so no estimate
-    rests on them (table `suppressed_groups`). The time-varying Cox model is fitted only when
-    `intervals` is given; `whole_cohort` adds the curves of everyone, small groups included
-    (drawn as one curve, no group shown). Fine-Gray, the primary and the mixed models are
-    whole-study models and are not fitted here.
+    Groups with fewer than min_cell_size people (or, given, the `left_out` groups) are left out
+    before fitting, so no estimate rests on them (table `suppressed_groups`). The time-varying
+    Cox model is fitted only when `intervals` is given. With `left_out` (a site report, which
+    leaves those people out of every count) the curves of everyone in the groups compared are
+    added as group "all". Fine-Gray, the primary and the mixed models are whole-study models
+    and are not fitted here.
     """
     group = params["group"]
-    suppressed = groups_to_suppress(recovery, group, min_cell_size)
-    frame = recovery[~recovery[group].isin(suppressed)]
+    if left_out is None:
+        suppressed = groups_to_suppress(recovery, group, min_cell_size)
+        frame = recovery[~recovery[group].isin(suppressed)]
+    else:
+        suppressed = sorted(left_out, key=str)
+        frame = recovery[recovery[group].notna() & ~recovery[group].isin(suppressed)]
     outputs = FitOutputs()
     _run(outputs, "kaplan_meier", lambda: km_models(frame, params, outputs))
-    if whole_cohort:
-        _run(outputs, "turnbull", lambda: whole_cohort_curves(recovery, outputs))
+    if left_out is not None:
+        _run(outputs, "turnbull", lambda: whole_cohort_curves(frame, outputs))
     if intervals is not None:
         kept = intervals[
             intervals[WeeklyIntervals.participant_id].isin(frame[Recovery.participant_id])
@@ -1180,14 +1191,16 @@ def site_comparison_models(
 ) -> None:
     """The study report's group comparison fitted per site, for the site reports.
 
-    Sites with at least min_cell_size people (the ones that get a report); each table is the
-    whole-study table of that name with a `site` column first, written as site_<name>.
+    The sites that get a report and the groups each leaves out are the site plan's
+    (`privacy.plan_site_groups`, shared with the reports); each table is the whole-study table
+    of that name with a `site` column first, written as site_<name>.
     """
-    sizes = recovery[Recovery.site].dropna().astype(str).value_counts().sort_index()
+    counts, plan = site_plan(recovery, Recovery.site, params["group"], min_cell_size)
     parts: dict[str, list[pd.DataFrame]] = {}
-    for site in sizes.index[sizes >= min_cell_size]:
+    for site in sites_with_report(plan, counts):
         people = recovery[recovery[Recovery.site].astype(str) == site]
-        compared = group_comparison(people, params, min_cell_size, intervals, whole_cohort=True)
+        left_out = site_groups_left_out(plan, counts, site)
+        compared = group_comparison(people, params, min_cell_size, intervals, left_out=left_out)
         for name, table in compared.tables.items():
             parts.setdefault(name, []).append(table.assign(**{SITE_COLUMN: site}))
     for name, tables in parts.items():

@@ -171,7 +171,9 @@ class PublishedCounts:
     only that they are >= 0); `always_hidden` are cells a table blanks whatever the plan (the
     column of a group too small to show); `shown_elsewhere` are counts another table of the
     same report shows whenever they reach k (a group's size as the number at risk at time 0):
-    hiding them here would protect nothing, so they are never chosen as complements.
+    hiding them here would protect nothing, so they are never chosen as complements. `costs`
+    prices hiding a cell (default: its count), where some counts are cheaper to hide than
+    others (a site's size in Table 1 against a whole group in that site's report).
     """
 
     cells: Mapping[Key, int]
@@ -179,6 +181,7 @@ class PublishedCounts:
     unpublished: frozenset = frozenset()
     always_hidden: frozenset = frozenset()
     shown_elsewhere: frozenset = frozenset()
+    costs: Mapping[Key, float] = field(default_factory=dict)
 
     def __post_init__(self):
         unknown = [
@@ -192,6 +195,10 @@ class PublishedCounts:
         negative = [key for key, value in self.cells.items() if value < 0]
         if negative:
             raise DataError(f"a count is negative: {negative[0]}")
+
+    def cost(self, key: Key) -> float:
+        """What hiding this cell costs a reader (the planner hides the cheapest first)."""
+        return self.costs.get(key, self.cells[key])
 
     def combine(self, *others: PublishedCounts, links: Iterable[Total] = ()) -> PublishedCounts:
         """One set for a whole report: these counts, the others', and relations across them."""
@@ -208,6 +215,7 @@ class PublishedCounts:
             unpublished=frozenset().union(*(part.unpublished for part in everyone)),
             always_hidden=frozenset().union(*(part.always_hidden for part in everyone)),
             shown_elsewhere=frozenset().union(*(part.shown_elsewhere for part in everyone)),
+            costs={key: cost for part in everyone for key, cost in part.costs.items()},
         )
 
 
@@ -410,15 +418,21 @@ def _other_value(matrix, rhs, low, high, unit, truth):
 # --- planning ---------------------------------------------------------------------------------
 
 
-def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> SuppressionPlan:
+def plan_suppression(
+    counts: PublishedCounts, min_cell_size: int, decided: Iterable[Key] = ()
+) -> SuppressionPlan:
     """Which cells to hide so that no sensitive count (0 < n < k) can be recovered.
 
     Primary: every sensitive cell. Complementary, while a sensitive cell is pinned: the set of
-    up to COVER_SIZE published positive counts near it with the smallest total whose hiding
-    unpins it (or, when no such set exists, the smallest count near it, and the search goes
-    on). Finally each complementary cell, largest first, is shown again if the plan stays safe
-    without it: no count >= k is hidden that the protection does not need (minimal by
-    inclusion, not necessarily the fewest cells overall).
+    up to COVER_SIZE published positive counts near it with the smallest total cost (its
+    count unless `counts.costs` says otherwise) whose hiding unpins it (or, when no such set
+    exists, the cheapest count near it, and the search goes on). Finally each complementary
+    cell, costliest first, is shown again if the plan stays safe without it: no count >= k is
+    hidden that the protection does not need (minimal by inclusion, not necessarily the fewest
+    cells overall). Where every count related to a pinned cell is hidden already, the hidden
+    cells of its relations are shown blank (`SuppressionPlan.always_hidden`), without the marks
+    that bound them. `decided`: cells another plan of the same publication hides as complements
+    (the site plan's, in Table 1's site rows); they stay hidden.
     """
     k = check_min_cell_size(min_cell_size)
     sensitive = frozenset(
@@ -426,11 +440,15 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
         for key, value in counts.cells.items()
         if 0 < value < k and key not in counts.unpublished
     )
-    complementary: set = set()
+    decided = frozenset(decided) - sensitive
+    complementary: set = set(decided)
+    # Hidden cells shown blank instead of marked: a reader learns only that each is a count.
+    withheld: set = set()
     system = _Relations(counts)
 
     def exposed(targets: Iterable, extra: Iterable = (), **options) -> set:
         bounds = reader_bounds(counts, sensitive, complementary | set(extra), k)
+        bounds.update(dict.fromkeys(withheld, (0.0, np.inf)))
         return system.pinned(bounds, targets, **options)
 
     # Hiding more only widens the set of counts consistent with what is published: a cell once
@@ -440,15 +458,27 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
         target = min(pinned, key=str)
         hidden = sensitive | complementary | counts.unpublished | counts.always_hidden
         candidates = [
-            key
-            for key in _candidates(counts.totals, target, hidden, counts.cells)
-            if key not in counts.shown_elsewhere
+            key for key in _candidates(counts, target, hidden) if key not in counts.shown_elsewhere
         ]
         if not candidates:
-            raise DataError(
-                f"count {target} cannot be protected: every count related to it is hidden",
-                hint="too few people behind these tables to publish their counts: withhold them",
-            )
+            # Every count related to the target is hidden, and the marks' bounds still pin it
+            # (two levels of 4 in a column of 8 are both 4): its relations' hidden cells are
+            # shown blank instead. A reader then learns only that each is a count.
+            blank = {target} | {
+                member
+                for relation in counts.totals
+                if target in (members := {relation.total, *relation.parts})
+                for member in members & (sensitive | complementary)
+            }
+            if blank <= withheld:
+                raise DataError(
+                    f"count {target} cannot be protected: every count related to it is hidden",
+                    hint="too few people behind these tables to publish their counts: "
+                    "withhold them",
+                )
+            withheld.update(blank)
+            pinned = exposed(sensitive)
+            continue
 
         def unpins(keys: tuple, target: Key = target) -> bool:
             # The cover is sought by the rank test alone (fast); the bounds are checked on the
@@ -460,14 +490,17 @@ def plan_suppression(counts: PublishedCounts, min_cell_size: int) -> Suppression
             for members in ({relation.total, *relation.parts} for relation in counts.totals)
             if target in members and not (members - {target}) & hidden
         ]
-        cover = _cheapest_cover(candidates, counts.cells, unpins, needs)
+        cover = _cheapest_cover(candidates, counts, unpins, needs)
         complementary.update(cover or candidates[:1])
         pinned = exposed(pinned)
-    for key in sorted(complementary, key=lambda key: (-counts.cells[key], str(key))):
+    optional = complementary - decided - withheld
+    for key in sorted(optional, key=lambda key: (-counts.cost(key), str(key))):
         complementary.discard(key)
         if exposed(_sensitive_linked_to(counts.totals, key, sensitive), stop_at_first=True):
             complementary.add(key)
-    return SuppressionPlan(k, sensitive, frozenset(complementary), counts.always_hidden)
+    return SuppressionPlan(
+        k, sensitive, frozenset(complementary), counts.always_hidden | frozenset(withheld)
+    )
 
 
 def _sensitive_linked_to(relations: Sequence[Total], key: Key, sensitive: frozenset) -> set:
@@ -485,9 +518,10 @@ def _sensitive_linked_to(relations: Sequence[Total], key: Key, sensitive: frozen
     return linked & sensitive
 
 
-def _candidates(relations: Sequence[Total], target: Key, hidden: frozenset, cells) -> list:
-    """Published positive counts to hide next, smallest first: those within two relations of
+def _candidates(counts: PublishedCounts, target: Key, hidden: frozenset) -> list:
+    """Published positive counts to hide next, cheapest first: those within two relations of
     the target or of the hidden cells linked to it (a rectangle around it is in reach)."""
+    relations = counts.totals
     linked = {target}
     while True:
         keys = {
@@ -507,12 +541,12 @@ def _candidates(relations: Sequence[Total], target: Key, hidden: frozenset, cell
         for key in (relation.total, *relation.parts)
     }
     return sorted(
-        (key for key in reach if key not in hidden and cells[key] > 0),
-        key=lambda key: (cells[key], str(key)),
+        (key for key in reach if key not in hidden and counts.cells[key] > 0),
+        key=lambda key: (counts.cost(key), str(key)),
     )
 
 
-def _cheapest_cover(candidates: list, cells, unpins, needs: list[set]) -> tuple:
+def _cheapest_cover(candidates: list, counts: PublishedCounts, unpins, needs: list[set]) -> tuple:
     """The set of at most COVER_SIZE candidates with the smallest total that unpins the target
     (the hypercube idea of sdcTable: a rectangle of complements around a cell); among the
     COVER_POOL smallest candidates. Empty if none does.
@@ -527,7 +561,7 @@ def _cheapest_cover(candidates: list, cells, unpins, needs: list[set]) -> tuple:
         for combination in itertools.combinations(pool, size)
         if all(need.intersection(combination) for need in needs)
     ]
-    sets.sort(key=lambda keys: (sum(cells[key] for key in keys), len(keys)))
+    sets.sort(key=lambda keys: (sum(counts.cost(key) for key in keys), len(keys)))
     return next((keys for keys in sets if unpins(keys)), ())
 
 
@@ -588,18 +622,19 @@ def suppress_with_row_totals(
     total: str,
     parts: Sequence[str],
     table: str = "table",
-    totals_shown_elsewhere: bool = False,
+    row_totals_shown_elsewhere: bool = False,
+    column_totals_shown_elsewhere: bool = False,
 ) -> pd.DataFrame:
     """A table whose rows' `parts` add up to their `total`, with its own suppression plan.
 
     Counts below min_cell_size show as "<k" and, where the row total and the other parts would
     give a hidden count back by subtraction, the cheapest complementary cells as "suppressed".
-    With `totals_shown_elsewhere` the report shows the row totals and each part's sum over
-    the rows in other tables (a group's n as its number at risk at time 0; the flow's
-    recovered, withdrawn, lost + end of follow-up): the plan then counts them as known to the
-    reader and never hides one as a complement. A sum below min_cell_size is shown as "<k"
-    there, and its parts are all "<k" here: it is left out. For a report, plan it with the
-    rest.
+    With `row_totals_shown_elsewhere` the report shows the row totals in other tables (a
+    group's n as its number at risk at time 0), with `column_totals_shown_elsewhere` each
+    part's sum over the rows (the flow's recovered, withdrawn, lost + end of follow-up): the
+    plan then counts them as known to the reader and never hides one as a complement. A sum
+    below min_cell_size is shown as "<k" there, and its parts are all "<k" here: it is left
+    out. For a report, plan it with the rest.
     """
     counts = frame_counts(frame, table, label, [total, *parts])
     cells = dict(counts.cells)
@@ -608,8 +643,9 @@ def suppress_with_row_totals(
         for row in frame[label]
     ]
     elsewhere: set = set()
-    if totals_shown_elsewhere:
+    if row_totals_shown_elsewhere:
         elsewhere = {relation.total for relation in relations}
+    if column_totals_shown_elsewhere:
         for column in parts:
             column_cells = tuple((table, row, column) for row in frame[label])
             key = (table, COLUMN_TOTAL, column)
@@ -623,7 +659,7 @@ def suppress_with_row_totals(
     try:
         plan = plan_suppression(counts, min_cell_size)
     except DataError:
-        if not totals_shown_elsewhere:
+        if not elsewhere:
             raise
         # The sums shown elsewhere pin a small count whatever is hidden here (a total of 11
         # with two groups of >= 5 leaves 1 for the third): the parts are not shown at all
@@ -636,6 +672,94 @@ def suppress_with_row_totals(
             check_min_cell_size(min_cell_size), small_totals, frozenset(), part_keys
         )
     return apply_plan(frame, plan, table, label, [total, *parts])
+
+
+# --- groups within sites: one plan for the study report and every site report ----------------
+
+SITE_GROUP_TABLE = "sites by group"
+# The key (in place of a group) of a site's size over its groups.
+SITE_TOTAL = ("site total",)
+# Hiding a site's size costs the whole-study Table 1 one number; hiding a group at a site
+# leaves that group out of the site's report: the planner hides sizes first.
+SITE_TOTAL_COST = 1.0
+
+
+def site_group_counts(recovery: pd.DataFrame, site: str, group: str) -> pd.DataFrame:
+    """People per site (rows, as text) and group (columns), among those with both known."""
+    known = recovery[recovery[site].notna() & recovery[group].notna()]
+    table = pd.crosstab(known[site].astype(str), known[group])
+    table.index.name, table.columns.name = None, None
+    return table
+
+
+def plan_site_groups(table: pd.DataFrame, min_cell_size: int) -> SuppressionPlan:
+    """Which groups each site report leaves out, planned once for all the reports of a study.
+
+    A site's report shows each of its groups' sizes (n, at risk at time 0, Table 1); the
+    whole-study report shows each group's size and, in Table 1's site rows, each site's size and
+    its groups. Read together they are one two-way table, sites by groups, with both margins:
+    a group of fewer than k people at a site would come back as the site's size minus its other
+    groups, or as the group's size minus the other sites' reports. So the group cells
+    (SITE_GROUP_TABLE, site, group) and the site sizes (SITE_GROUP_TABLE, site, SITE_TOTAL) are
+    planned together; a whole group's size (COLUMN_TOTAL) is shown everywhere and never hidden,
+    and a site's size is cheap to hide (SITE_TOTAL_COST). A hidden group cell is a group that
+    site's report leaves out (`site_groups_left_out`) and Table 1 hides (`table_one_site_cells`).
+    """
+    cells: dict[Key, int] = {}
+    relations, costs = [], {}
+    for site, row in table.iterrows():
+        parts = tuple((SITE_GROUP_TABLE, site, group) for group in table.columns)
+        cells.update({key: int(value) for key, value in zip(parts, row, strict=True)})
+        total = (SITE_GROUP_TABLE, site, SITE_TOTAL)
+        cells[total] = int(row.sum())
+        costs[total] = SITE_TOTAL_COST
+        relations.append(Total(total, parts))
+    group_sizes = set()
+    for group in table.columns:
+        key = (SITE_GROUP_TABLE, COLUMN_TOTAL, group)
+        cells[key] = int(table[group].sum())
+        relations.append(Total(key, tuple((SITE_GROUP_TABLE, site, group) for site in table.index)))
+        group_sizes.add(key)
+    counts = PublishedCounts(
+        cells, tuple(relations), shown_elsewhere=frozenset(group_sizes), costs=costs
+    )
+    return plan_suppression(counts, min_cell_size)
+
+
+def site_plan(
+    recovery: pd.DataFrame, site: str, group: str, min_cell_size: int
+) -> tuple[pd.DataFrame, SuppressionPlan]:
+    """The sites-by-group counts of a study and their plan (`plan_site_groups`)."""
+    counts = site_group_counts(recovery, site, group)
+    return counts, plan_site_groups(counts, min_cell_size)
+
+
+def site_groups_left_out(plan: SuppressionPlan, table: pd.DataFrame, site: str) -> list:
+    """The groups with people at `site` that its report leaves out under the site plan."""
+    return [
+        group
+        for group in table.columns
+        if table.at[site, group] > 0 and (SITE_GROUP_TABLE, site, group) in plan.hidden
+    ]
+
+
+def sites_with_report(plan: SuppressionPlan, table: pd.DataFrame) -> list[str]:
+    """Sites with a report: at least min_cell_size people and a group the plan shows."""
+    return [
+        site
+        for site in table.index
+        if table.loc[site].sum() >= plan.min_cell_size
+        and len(site_groups_left_out(plan, table, site)) < int((table.loc[site] > 0).sum())
+    ]
+
+
+def table_one_site_cells(plan: SuppressionPlan, variable: str, table: str = "table one") -> set:
+    """The site plan's complementary cells as keys of Table 1's site rows (`table_one_counts`):
+    Table 1 hides them too, or a site report's group would undo Table 1's protection."""
+    return {
+        (table, variable, site, TABLE_ONE_OVERALL if column == SITE_TOTAL else column)
+        for _, site, column in plan.complementary
+    }
 
 
 # A count of people quoted in text: "n=3", "n = 3", "3 people", "3 participants", "1 person".
@@ -735,7 +859,15 @@ def table_one_counts(
     for group in tiny:
         # The n of a group too small to show is its one visible cell ("<k").
         always_hidden.discard(n_key[group])
-    return PublishedCounts(cells, tuple(totals), always_hidden=frozenset(always_hidden))
+    # Every report shows the sizes of the groups it shows elsewhere too (outcomes by group, at
+    # risk at time 0): hiding one here would protect nothing.
+    shown_sizes = {n_key[group] for group in shown_groups if group not in tiny}
+    return PublishedCounts(
+        cells,
+        tuple(totals),
+        always_hidden=frozenset(always_hidden),
+        shown_elsewhere=frozenset(shown_sizes),
+    )
 
 
 def smd_columns(table: pd.DataFrame) -> list[str]:
@@ -792,11 +924,20 @@ def apply_table_one_plan(
 
 
 def suppress_table_one(
-    flat: pd.DataFrame, groups: Sequence[str], min_cell_size: int, table: str = "table one"
+    flat: pd.DataFrame,
+    groups: Sequence[str],
+    min_cell_size: int,
+    table: str = "table one",
+    decided: Iterable[Key] = (),
 ) -> pd.DataFrame:
-    """A flattened Table 1 with its own suppression plan (for a report, plan it with the rest)."""
+    """A flattened Table 1 with its own suppression plan (for a report, plan it with the rest);
+    `decided`: cells another plan hides (`plan_suppression`)."""
     counts = table_one_counts(flat, groups, min_cell_size, table)
-    return apply_table_one_plan(flat, groups, plan_suppression(counts, min_cell_size), table)
+    absent = [key for key in decided if key not in counts.cells]
+    if absent:
+        raise DataError(f"Table 1 has no cell {absent[0]} that another plan hides")
+    plan = plan_suppression(counts, min_cell_size, decided)
+    return apply_table_one_plan(flat, groups, plan, table)
 
 
 # --- cohort flow ------------------------------------------------------------------------------

@@ -15,11 +15,14 @@ from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
 from analysis.privacy import (
+    CATEGORICAL_SUFFIX,
     SMD_PREFIX,
     TABLE_ONE_MISSING,
     TABLE_ONE_OVERALL,
+    SuppressionPlan,
     check_min_cell_size,
     suppress_table_one,
+    table_one_site_cells,
 )
 from analysis.results import REFERENCE_COLUMN
 from analysis.schema import (
@@ -191,7 +194,12 @@ def cohort_flow(cleaning_report: dict, recovery: pd.DataFrame, group: str = "adh
 # --- Table 1 ----------------------------------------------------------------------------------
 
 
-def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
+def table_one(
+    recovery: pd.DataFrame,
+    group: str,
+    params: dict,
+    site_plan: SuppressionPlan | None = None,
+) -> pd.DataFrame:
     """Table 1 by group with standardized mean differences (tableone), small cells suppressed.
 
     `params` gives min_cell_size (report block) and group_order (fit block): the whole
@@ -199,11 +207,18 @@ def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
     `exact_table_one`: counts below min_cell_size show as "<k", complementary cells as
     "suppressed" so that no hidden count follows from the totals, the Overall column or the
     SMDs; a group column with fewer than min_cell_size people is blanked with the SMDs against it.
+    With the study's `site_plan` (`privacy.site_plan`), the site rows hide what it hides too, so
+    that the site reports, which show the groups it shows, give nothing back.
     """
     params = {**params.get("fit", {}), **params.get("report", {}), **params}
     min_cell_size = check_min_cell_size(params.get("min_cell_size"))
     flat, groups = exact_table_one(recovery, group, params)
-    return suppress_table_one(flat, groups, min_cell_size)
+    decided = (
+        set()
+        if site_plan is None
+        else table_one_site_cells(site_plan, TABLE_ONE_LABELS[Recovery.site] + CATEGORICAL_SUFFIX)
+    )
+    return suppress_table_one(flat, groups, min_cell_size, decided=decided)
 
 
 def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
@@ -219,7 +234,12 @@ def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):
     params = {**params.get("fit", {}), **params.get("report", {}), **params}
     frame = recovery[recovery[group].notna()].copy()
     continuous = [name for name in TABLE_ONE_CONTINUOUS if name in frame]
-    categorical = [name for name in TABLE_ONE_CATEGORICAL if name in frame]
+    # One site (a site report) is the report's subject, not a characteristic.
+    categorical = [
+        name
+        for name in TABLE_ONE_CATEGORICAL
+        if name in frame and not (name == Recovery.site and frame[name].nunique() <= 1)
+    ]
     # Fractions read as percentages (0.7 (0.2) says less than 70.0 (17.0)).
     for name in set(TABLE_ONE_PERCENT) & set(continuous):
         frame[name] = frame[name] * 100

@@ -23,8 +23,9 @@ from analysis.privacy import (
     small_counts_shown,
     table_one_counts,
 )
+from analysis.report import inputs
 from analysis.report.inputs import ReportData
-from analysis.tables import FLOW_CHAIN, find_identifiers_or_dates
+from analysis.tables import FLOW_CHAIN, csv_safe, find_identifiers_or_dates
 from tests.test_privacy_rules import linear_recovery, shown_counts, subtraction_attack
 from tests.test_report import CANARY_ID, TINY_SITES, build_rendered_study
 
@@ -171,32 +172,39 @@ def test_no_small_count_is_quoted_in_text(rendered_study):
         assert match is None, f"{path.name}: {match.group(0) if match else ''}"
 
 
-def test_a_small_site_triggers_suppression(rendered_study):
+def test_a_small_group_at_a_site_is_left_out_of_its_report(rendered_study):
+    """Every site-group below k (and every group the site plan hides with it) is left out of
+    its site's report, tables, curves and models, and the report says so without its size;
+    the whole-study Table 1 hides the same cells."""
     recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
     sizes = recovery.groupby(["site", "adherence_group"]).size()
-    small = sizes[sizes < MIN_CELL_SIZE]
+    small = sizes[(sizes > 0) & (sizes < MIN_CELL_SIZE)]
     assert not small.empty, "the simulated study has no small site-group"
-    site, group = small.index[0]
-    if (recovery["site"] == site).sum() < MIN_CELL_SIZE:
-        assert not rendered_study.site_report(site).exists()
-        return
-    files = rendered_study.site_report(site, "_files")
-    outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str)
-    row = outcomes[outcomes["group"] == group].iloc[0]
-    assert row["n"] == f"<{MIN_CELL_SIZE}" and row["suppressed"] == "True"
-    # The small group is left out of every curve and model of the site report (all of them
-    # are left out when every group of the site is small).
-    for name in ("km_curves", "km_at_risk", "km_medians", "cumulative_incidence"):
-        if (files / f"{name}.csv").exists():
-            table = pd.read_csv(files / f"{name}.csv", dtype=str)
-            assert group not in set(table["group"]), name
-    html = rendered_study.site_report(site).read_text()
-    assert re.search(rf"Group\(s\) [^<]*\b{group}\b[^<]* had fewer than {MIN_CELL_SIZE}", html)
-    # The whole-study Table 1 hides the site's small cells too.
     table_one = pd.read_csv(
         rendered_study.reports / "study_report_files" / "table_one.csv", dtype=str
     )
-    assert (table_one == f"<{MIN_CELL_SIZE}").any().any()
+    site_rows = table_one[table_one["variable"] == "Site, n (%)"]
+    checked = 0
+    for site, group in small.index:
+        shown = site_rows.loc[site_rows["level"] == csv_safe_text(site), group].iloc[0]
+        assert shown == f"<{MIN_CELL_SIZE}"
+        files = rendered_study.site_report(site, "_files")
+        if not files.exists():
+            continue
+        checked += 1
+        for name in ("outcomes_by_group", "km_at_risk", "km_medians", "cumulative_incidence"):
+            if (files / f"{name}.csv").exists():
+                table = pd.read_csv(files / f"{name}.csv", dtype=str)
+                assert group not in set(table["group"]), name
+        assert group not in pd.read_csv(files / "table_one.csv", nrows=0).columns
+        text = BeautifulSoup(rendered_study.site_report(site).read_text(), "html.parser")
+        assert re.search(rf"Left out of this report, people and all: [^.]*\b{group}\b", str(text))
+    assert checked, "no site report leaves out a small group"
+
+
+def csv_safe_text(text: str) -> str:
+    """How a text cell reads in a published CSV."""
+    return csv_safe(pd.DataFrame({"text": [text]}))["text"].iloc[0]
 
 
 def test_curves_stop_before_fewer_than_k_are_at_risk(rendered_study):
@@ -400,16 +408,20 @@ def report_folders(reports) -> list:
 
 
 def test_the_hostile_study_has_a_tiny_site_with_a_report_and_one_without(rendered_study):
-    sizes = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")[
-        "site"
-    ].value_counts()
+    recovery = pd.read_parquet(rendered_study.data / "processed" / "recovery.parquet")
+    sizes = recovery.groupby("site")["adherence_group"].value_counts()
     tiny, micro = TINY_SITES
-    assert sizes[tiny] >= MIN_CELL_SIZE > sizes[micro] > 0
+    assert sorted(sizes[tiny], reverse=True) == list(TINY_SITES[tiny])
+    assert sizes[micro].sum() < MIN_CELL_SIZE
     assert rendered_study.site_report(tiny).exists()
     assert not rendered_study.site_report(micro).exists()
+    # The group below k is left out of the tiny site's report, its people from every count.
     files = rendered_study.site_report(tiny, "_files")
     outcomes = pd.read_csv(files / "outcomes_by_group.csv", dtype=str)
-    assert (outcomes["n"] == f"<{MIN_CELL_SIZE}").any(), "no group below k in the tiny site"
+    small = sizes[tiny][sizes[tiny] < MIN_CELL_SIZE].index[0]
+    assert small not in set(outcomes["group"])
+    table_one = pd.read_csv(files / "table_one.csv", dtype=str)
+    assert table_one.loc[table_one["variable"] == "n", "Overall"].iloc[0] == str(sizes[tiny].max())
 
 
 def test_no_hidden_count_of_a_report_can_be_recovered(rendered_study):
@@ -435,3 +447,57 @@ def test_no_hidden_count_of_a_report_can_be_recovered(rendered_study):
             if 0 < value < MIN_CELL_SIZE and key not in counts.unpublished
         }
         assert not leaks, f"{files.relative_to(rendered_study.reports)}: {leaks}"
+
+
+def _under(prefix: str, counts: PublishedCounts, hidden: set) -> tuple[PublishedCounts, set]:
+    """One report's counts with every key under `prefix`, so several reports can be combined."""
+
+    def key(old):
+        return (prefix, *old)
+
+    renamed = PublishedCounts(
+        {key(k): v for k, v in counts.cells.items()},
+        tuple(Total(key(t.total), tuple(key(p) for p in t.parts)) for t in counts.totals),
+        unpublished=frozenset(key(k) for k in counts.unpublished),
+        always_hidden=frozenset(key(k) for k in counts.always_hidden),
+    )
+    return renamed, {key(k) for k in hidden}
+
+
+def test_no_group_at_a_site_can_be_recovered_from_the_reports_read_together(rendered_study):
+    """The attacker with the whole-study report and every site report at once (they go to the
+    same co-authors): a site report's group sizes are the study Table 1's cells of that site and
+    group, and that Table 1 shows each site's size and each group's. Once, site E's report
+    showed low 5 and high 9, and the study's Table 1 its 18 people: moderate = 18 - 5 - 9 = 4.
+    The site plan leaves out of a site report every group it hides in Table 1's site rows."""
+    study_counts, hidden = report_counts(rendered_study.reports / "study_report_files")
+    study_counts, hidden = _under("study", study_counts, hidden)
+    parts, links = [], []
+    sites = inputs.study_sites(rendered_study.data / "processed")
+    variable = "Site, n (%)"
+    for site in sites:
+        files = rendered_study.site_report(site, "_files")
+        if not files.exists():
+            continue
+        counts, site_hidden = _under(site, *report_counts(files))
+        parts.append(counts)
+        hidden |= site_hidden
+        level = csv_safe_text(site)
+        for cell in counts.cells:
+            if cell[1:2] == ("outcomes",) and cell[3] == "n":
+                links.append(same_count(cell, ("study", "table one", variable, level, cell[2])))
+    assert links, "no site report shows a group"
+    combined = study_counts.combine(*parts, links=links)
+    for relation in combined.totals:
+        members = (relation.total, *relation.parts)
+        if not set(members) & hidden:
+            total = combined.cells[relation.total]
+            assert total == sum(combined.cells[p] for p in relation.parts), relation
+    recovered = linear_recovery(combined, hidden)
+    recovered.update(subtraction_attack(combined, hidden))
+    leaks = {
+        key: value
+        for key, value in recovered.items()
+        if 0 < value < MIN_CELL_SIZE and key not in combined.unpublished
+    }
+    assert not leaks, leaks

@@ -743,7 +743,14 @@ def test_outcomes_planned_with_the_sums_a_flow_shows_cannot_be_undone():
     parts = ["recovered", "withdrawn", "censored"]
     alone = suppress_with_row_totals(outcomes, K, "group", "n", parts, "o")
     shown = suppress_with_row_totals(
-        outcomes, K, "group", "n", parts, "o", totals_shown_elsewhere=True
+        outcomes,
+        K,
+        "group",
+        "n",
+        parts,
+        "o",
+        row_totals_shown_elsewhere=True,
+        column_totals_shown_elsewhere=True,
     )
     assert (shown["n"] == outcomes["n"]).all()
     counts = frame_counts(outcomes, "o", "group", ["n", *parts])
@@ -781,7 +788,14 @@ def test_outcomes_that_no_plan_can_protect_are_left_blank_with_small_groups_mark
     )
     parts = ["recovered", "withdrawn", "censored"]
     shown = suppress_with_row_totals(
-        outcomes, K, "group", "n", parts, "o", totals_shown_elsewhere=True
+        outcomes,
+        K,
+        "group",
+        "n",
+        parts,
+        "o",
+        row_totals_shown_elsewhere=True,
+        column_totals_shown_elsewhere=True,
     )
     assert shown["n"].tolist() == [5, mark(K), 9]
     assert (shown[parts] == "").all().all() and shown["suppressed"].all()

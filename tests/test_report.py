@@ -33,12 +33,14 @@ CANARY_ID = "CANARY-ID-12345"
 HOSTILE_SITE = "<img src=x onerror=alert(1)>"
 FORMULA_SITE = '=HYPERLINK("http://example.invalid/?leak","click")'
 TWIN_SITES = ("St. Mary", "St Mary")  # one file name once slugged
+# On sites big enough for reports (the smallest, site E, has groups below k: no report).
 PLANTED_SITES = {"site_b": HOSTILE_SITE, "site_c": FORMULA_SITE, "site_d": TWIN_SITES[0]}
-PLANTED_SITES["site_e"] = TWIN_SITES[1]
+PLANTED_SITES["site_a"] = TWIN_SITES[1]
 STUDY_PARTICIPANTS = 300
-# Sites an attacker hopes for: one just big enough for a report, with adherence groups below k,
-# and one too small for any report (its people still count in the whole-study tables).
-TINY_SITES = {"site_tiny": 6, "site_micro": 3}
+# Sites an attacker hopes for, as people per adherence group (the largest group first): one
+# with a group big enough for a report and one below k (site E of the default study had 5, 9
+# and 4), and one too small for any report (its people still count in the whole-study tables).
+TINY_SITES = {"site_tiny": (6, 2), "site_micro": (3,)}
 STUDY_SEED = 20261125
 
 
@@ -84,18 +86,33 @@ def _plant_site_names(raw: Path) -> None:
     people.to_csv(path, index=False)
 
 
-def _plant_tiny_sites(raw: Path) -> None:
-    """Move a handful of participants (every row of each) into sites of their own."""
+def _plant_tiny_sites(raw: Path, groups: pd.Series) -> None:
+    """Move a handful of participants (every row of each) into sites of their own, with
+    TINY_SITES' people per adherence group (`groups`: each participant's, from a first pass)."""
     path = raw / "participants.csv"
     people = pd.read_csv(path, dtype=str, keep_default_na=False)
     ids = people["participant_id"].str.strip().str.upper()
     # From the end of the file: the canary is near its start.
-    chosen = iter(ids.drop_duplicates().iloc[::-1])
+    unused = groups[groups.index.isin(ids)].iloc[::-1]
+    order = unused.value_counts().index
     new_site = {}
-    for site, size in TINY_SITES.items():
-        new_site.update({next(chosen): site for _ in range(size)})
+    for site, sizes in TINY_SITES.items():
+        for level, size in zip(order, sizes, strict=False):
+            chosen = unused[unused == level].index[:size]
+            new_site.update(dict.fromkeys(chosen, site))
+            unused = unused.drop(chosen)
     people["site"] = ids.map(new_site).fillna(people["site"])
     people.to_csv(path, index=False)
+
+
+def _adherence_groups(raw: Path, root: Path, params, params_file: Path) -> pd.Series:
+    """Each participant's adherence group, from cleaning and deriving a copy of the raw study."""
+    probe = root / "probe"
+    run_clean(raw, probe / "interim", None, params.clean, params_file)
+    run_derive(probe / "interim", probe / "processed", params.derive)
+    recovery = pd.read_parquet(probe / "processed" / "recovery.parquet")
+    shutil.rmtree(probe)
+    return recovery.set_index("participant_id")[params.fit.group].dropna().astype(str)
 
 
 def _plant_canary(raw: Path) -> str:
@@ -139,7 +156,7 @@ def build_rendered_study(root: Path) -> RenderedStudy:
     )
     original = _plant_canary(data / "raw")
     _plant_site_names(data / "raw")
-    _plant_tiny_sites(data / "raw")
+    _plant_tiny_sites(data / "raw", _adherence_groups(data / "raw", root, params, params_file))
     run_clean(data / "raw", data / "interim", None, params.clean, params_file)
     run_derive(data / "interim", data / "processed", params.derive)
     run_fit(data / "processed", data / "models", data / "metrics.json", params)
@@ -210,9 +227,9 @@ def test_every_report_is_rendered_with_its_csvs(rendered_study):
     names = {item.name for item in rendered_study.rendered}
     assert {"study_report", "adherence_groups", "timeline_calibration"} <= names
     sites = inputs.study_sites(rendered_study.data / "processed")
-    sizes = inputs.site_sizes(rendered_study.data / "processed")
+    reported = inputs.sites_with_a_report(rendered_study.data / "processed", "adherence_group", 5)
     site_names = render.site_report_names(sites)
-    assert {site_names[site] for site in sites if sizes[site] >= 5} <= names
+    assert {site_names[site] for site in reported} <= names and len(reported) >= 4
     for item in rendered_study.rendered:
         assert item.html.is_file() and item.executed.is_file()
         assert sorted(item.tables_dir.glob("*.csv")), f"{item.name} wrote no CSV"
@@ -430,7 +447,7 @@ def test_cleaning_report_is_read_as_json(rendered_study):
     )
     assert "km_curves" in study.models
     with pytest.raises(ParameterError, match="not in the study"):
-        inputs.filter_site(study, "no_such_site")
+        inputs.filter_site(study, "no_such_site", "adherence_group", 5)
 
 
 def test_a_fit_without_the_report_families_leaves_the_reports_a_clear_error(rendered_study):
@@ -443,7 +460,7 @@ def test_a_fit_without_the_report_families_leaves_the_reports_a_clear_error(rend
     without = {k: v for k, v in study.models.items() if not k.startswith(("site_", "timeline"))}
     site = sorted(study.recovery["site"].unique())[0]
     with pytest.raises(ReportError, match="no site_comparison tables for site"):
-        inputs.filter_site(replace(study, models=without), site)
+        inputs.filter_site(replace(study, models=without), site, "adherence_group", 5)
     with pytest.raises(ReportError, match=r"no timeline\.csv, timeline_model_comparison\.csv"):
         inputs.timeline_tables(without)
 
@@ -456,15 +473,23 @@ def test_a_report_with_another_min_cell_size_than_the_fit_is_refused(rendered_st
         rendered_study.data / "models",
         rendered_study.data / "interim" / "cleaning_report.json",
     )
-    sizes = study.recovery["site"].value_counts()
-    site = sizes.index[sizes >= 5][0]
-    scope = inputs.filter_site(study, site)
-    assert comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", 5) == (
-        sorted(scope.models["suppressed_groups"]["group"])
+    scope = inputs.filter_site(study, "site_tiny", "adherence_group", 5)
+    fitted = sorted(scope.models["suppressed_groups"]["group"])
+    assert fitted and scope.left_out == fitted
+    assert (
+        comparison.left_out_groups(
+            scope.models, scope.recovery, "adherence_group", 5, scope.left_out
+        )
+        == fitted
     )
-    largest = int(scope.recovery["adherence_group"].value_counts().max())
+    # A plan made with another threshold leaves out other groups.
     with pytest.raises(ReportError, match="fit and report with the same min_cell_size"):
-        comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", largest + 1)
+        comparison.left_out_groups(scope.models, scope.recovery, "adherence_group", 3, [])
+    whole = inputs.filter_site(study, None, "adherence_group", 5)
+    largest = int(whole.recovery["adherence_group"].value_counts().max())
+    grouping = {"suppressed_groups": pd.DataFrame({"group": []})}
+    with pytest.raises(ReportError, match="fit and report with the same min_cell_size"):
+        comparison.left_out_groups(grouping, whole.recovery, "adherence_group", largest + 1)
 
 
 def test_rendering_without_the_fit_stage_fails_before_starting(tmp_path):

@@ -29,15 +29,23 @@ from analysis.tables import (
 
 
 def left_out_groups(
-    models: Mapping[str, pd.DataFrame], recovery: pd.DataFrame, group: str, min_cell_size: int
+    models: Mapping[str, pd.DataFrame],
+    recovery: pd.DataFrame,
+    group: str,
+    min_cell_size: int,
+    planned: Sequence | None = None,
 ) -> list:
-    """Groups with fewer than min_cell_size people, which a comparison leaves out.
+    """The groups a comparison leaves out: those with fewer than min_cell_size people, or, for a
+    site, the `planned` ones (the site plan's, `ReportInputs.left_out`).
 
     Where the fit stage fitted the comparison on a subset or a regrouping, it left groups out
     with params.yaml's report.min_cell_size (table suppressed_groups): a report run with another
     threshold would show models resting on groups it hides, so it is a ReportError.
     """
-    ours = groups_to_suppress(recovery, group, min_cell_size)
+    if planned is None:
+        ours = groups_to_suppress(recovery, group, min_cell_size)
+    else:
+        ours = sorted(planned, key=str)
     fitted = models.get(SUPPRESSED_GROUPS)
     if fitted is not None and sorted(map(str, fitted["group"])) != sorted(map(str, ours)):
         listed = ", ".join(map(str, fitted["group"])) or "none"
@@ -55,15 +63,29 @@ def cohort_sentence(
     suppressed: Sequence,
     min_cell_size: int,
     group_order: Sequence | None = None,
+    at_site: bool = False,
 ) -> str:
-    """One sentence on who is in the report and which groups are hidden for small numbers."""
+    """One sentence on who is in the report and which groups are hidden for small numbers.
+
+    `at_site`: a site report, whose `recovery` holds only the groups it shows; it does not say
+    how many people the left-out groups have (nor the site's size, which would say it).
+    """
     grouped = recovery[recovery[group].notna()]
-    text = (
-        f"{len(recovery)} participants; {len(grouped)} with a known {group.replace('_', ' ')}. "
-        "Times are days (or weeks) since each participant's enrolment."
-    )
+    label = group.replace("_", " ")
+    names = ", ".join(str(level) for level in ordered_groups(suppressed, group_order))
+    times = "Times are days (or weeks) since each participant's enrolment."
+    if at_site:
+        text = f"{len(grouped)} participants in the {label}s shown. {times}"
+        if len(suppressed):
+            text += (
+                f" Left out of this report, people and all: {label} {names}. At a site, a "
+                f"group of fewer than {min_cell_size} participants is left out, and so is any "
+                "group whose size would give such a number back when this report is read "
+                "with the whole-study report and the other sites' reports."
+            )
+        return text
+    text = f"{len(recovery)} participants; {len(grouped)} with a known {label}. {times}"
     if len(suppressed):
-        names = ", ".join(str(level) for level in ordered_groups(suppressed, group_order))
         text += (
             f" Group(s) {names} had fewer than {min_cell_size} participants: they are left out "
             "of every table, figure and model below."
@@ -72,9 +94,17 @@ def cohort_sentence(
 
 
 def outcome_counts(
-    recovery: pd.DataFrame, group: str, group_order: Sequence, min_cell_size: int
+    recovery: pd.DataFrame,
+    group: str,
+    group_order: Sequence,
+    min_cell_size: int,
+    with_flow: bool = True,
 ) -> pd.DataFrame:
-    """People per group by how follow-up ended, counts below min_cell_size hidden."""
+    """People per group by how follow-up ended, counts below min_cell_size hidden.
+
+    `with_flow`: the report also shows the cohort flow, which publishes each column's sum (a
+    site report has no flow).
+    """
     frame = recovery[recovery[group].notna()]
     counts = pd.crosstab(frame[group], frame[Recovery.event_type]).reindex(
         columns=list(EVENT_TYPES), fill_value=0
@@ -94,18 +124,16 @@ def outcome_counts(
         "n",
         list(EVENT_TYPES),
         table="outcomes by group",
-        totals_shown_elsewhere=True,
+        row_totals_shown_elsewhere=True,
+        column_totals_shown_elsewhere=with_flow,
     )
 
 
-def at_risk_for_report(at_risk: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """The numbers-at-risk table with counts below min_cell_size shown as "<k"."""
-    return suppress_small_cells(at_risk, ["n_risk"], min_cell_size, estimate_columns=[])
-
-
 def wide_at_risk(at_risk: pd.DataFrame, group_order: Sequence) -> pd.DataFrame:
-    """The risk table as groups x weeks, the KM axis's unit (the CSV keeps days, long form)."""
-    wide = at_risk.pivot(index="group", columns="time", values="n_risk")
+    """The risk table as groups x weeks, the KM axis's unit (the CSV keeps days, long form);
+    blank after a group's rows end (fewer than min_cell_size at risk, `privacy.safe_at_risk`)."""
+    wide = at_risk.pivot(index="group", columns="time", values="n_risk").astype("Int64")
+    wide = wide.astype(object).where(wide.notna(), "")
     order = [g for g in group_order if g in wide.index]
     wide = wide.reindex(order + sorted(set(wide.index) - set(order), key=str))
     wide.columns = [f"week {time / DAYS_PER_WEEK:g}" for time in wide.columns]

@@ -26,6 +26,11 @@ from analysis.model_tables import (
     SUPPRESSED_GROUPS,
     check_model_table,
 )
+from analysis.privacy import (
+    site_groups_left_out,
+    site_plan,
+    sites_with_report,
+)
 from analysis.schema import (
     Recovery,
     WeeklyIntervals,
@@ -52,10 +57,11 @@ def study_sites(processed: Path) -> list[str]:
     return sorted(recovery[Recovery.site].dropna().astype(str).unique())
 
 
-def site_sizes(processed: Path) -> pd.Series:
-    """Participants per site in the analysis frame."""
-    recovery = pd.read_parquet(Path(processed) / "recovery.parquet", columns=[Recovery.site])
-    return recovery[Recovery.site].dropna().astype(str).value_counts().sort_index()
+def sites_with_a_report(processed: Path, group: str, min_cell_size: int) -> list[str]:
+    """The sites that get a report under the site plan (`privacy.sites_with_report`)."""
+    recovery = pd.read_parquet(Path(processed) / "recovery.parquet", columns=[Recovery.site, group])
+    counts, plan = site_plan(recovery, Recovery.site, group, min_cell_size)
+    return sites_with_report(plan, counts)
 
 
 def model_table_files(models: Path) -> list[Path]:
@@ -87,6 +93,9 @@ class ReportInputs:
     cleaning_report: dict
     models: dict[str, pd.DataFrame] = field(default_factory=dict)
     site: str | None = None
+    # For a site: the groups its report leaves out under the site plan (their people are not
+    # in `recovery` or the weekly frames); None for the whole study.
+    left_out: list | None = None
 
     @property
     def identifiers(self) -> list[str]:
@@ -115,18 +124,33 @@ def read_report_inputs(
     )
 
 
-def filter_site(inputs: ReportInputs, site: str | None) -> ReportInputs:
-    """The inputs restricted to one site's participants (None: unchanged).
+def filter_site(
+    inputs: ReportInputs, site: str | None, group: str, min_cell_size: int
+) -> ReportInputs:
+    """The inputs restricted to one site's participants in the groups its report shows (None:
+    unchanged).
 
-    For a site the fit tables are its site_comparison tables under their whole-study names
+    The groups a site report leaves out come from the site plan of the whole study
+    (`privacy.plan_site_groups`, the fit stage's too): their people are left out of every
+    count of the report, its totals included, so no published number has them in it. For a
+    site the fit tables are its site_comparison tables under their whole-study names
     (`site_tables`); the whole-study models (primary, Fine-Gray, mixed...) are not among them.
     """
     if site is None:
         return inputs
-    recovery = inputs.recovery[inputs.recovery[Recovery.site] == site]
-    if recovery.empty:
+    at_site = inputs.recovery[Recovery.site] == site
+    if not at_site.any():
         known = ", ".join(sorted(inputs.recovery[Recovery.site].dropna().unique()))
         raise ParameterError(f"site {site!r} is not in the study (sites: {known})")
+    counts, plan = site_plan(inputs.recovery, Recovery.site, group, min_cell_size)
+    if site not in sites_with_report(plan, counts):
+        raise ReportError(
+            f"site {site!r} has no report: fewer than {min_cell_size} people, or no group that "
+            "can be shown without giving a small count back"
+        )
+    left_out = site_groups_left_out(plan, counts, site)
+    shown_group = inputs.recovery[group].notna() & ~inputs.recovery[group].isin(left_out)
+    recovery = inputs.recovery[at_site & shown_group]
     ids = set(recovery[Recovery.participant_id])
     return replace(
         inputs,
@@ -139,6 +163,7 @@ def filter_site(inputs: ReportInputs, site: str | None) -> ReportInputs:
         ],
         models=site_tables(inputs.models, site),
         site=site,
+        left_out=left_out,
     )
 
 

@@ -34,7 +34,7 @@ from analysis.io import (
     write_text,
 )
 from analysis.params import StudyParams
-from analysis.report.inputs import model_table_files, site_sizes
+from analysis.report.inputs import model_table_files, sites_with_a_report, study_sites
 
 STUDY_REPORT = "study_report"
 
@@ -665,12 +665,10 @@ def report_jobs(
 
     jobs = [job(name, name, params.report.site) for name in REPORT_NOTEBOOKS]
     if params.report.site_reports and params.report.site is None:
-        sizes = site_sizes(processed)
-        names = site_report_names(sizes.index)
-        for site, size in sizes.items():
-            if size >= params.report.min_cell_size:
-                # Site reports share one folder, so the pipeline can declare it as one output.
-                jobs.append(job(names[site], STUDY_REPORT, site, reports / SITE_REPORTS_FOLDER))
+        names = site_report_names(study_sites(processed))
+        for site in sites_with_a_report(processed, params.fit.group, params.report.min_cell_size):
+            # Site reports share one folder, so the pipeline can declare it as one output.
+            jobs.append(job(names[site], STUDY_REPORT, site, reports / SITE_REPORTS_FOLDER))
     return jobs
 
 
