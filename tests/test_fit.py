@@ -29,6 +29,7 @@ from analysis.fit import (
     site_comparison_models,
 )
 from analysis.io import DERIVED_FRAMES, read_stage_frames
+from analysis.privacy import site_groups_left_out, site_plan
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
 from analysis.survival import fit_aft
 from tests.conftest import PROJECT_ROOT
@@ -538,8 +539,9 @@ def test_regroup_adherence_rejects_inconsistent_groups(cutoffs, labels, message)
 
 
 def test_each_site_gets_the_group_comparison_with_its_small_groups_left_out(fitted, params):
-    """site_comparison: the study report's comparison per site of >= min_cell_size people;
-    a group of fewer people is left out before fitting, so no table has a row for it."""
+    """site_comparison: the study report's comparison per site that gets a report; the groups
+    the site plan leaves out (fewer than min_cell_size people, and those hidden with them) are
+    left out before fitting, so no table has a row for them or counts their people."""
     min_cell_size = params["report"]["min_cell_size"]
     recovery = pd.read_parquet(fitted / "processed" / "recovery.parquet")
     intervals = pd.read_parquet(fitted / "processed" / "weekly_intervals.parquet")
@@ -553,19 +555,31 @@ def test_each_site_gets_the_group_comparison_with_its_small_groups_left_out(fitt
     site_comparison_models(recovery, intervals, params["fit"], min_cell_size, outputs)
     tables = outputs.tables
     assert set(tables["site_km_medians"]["site"]) == {first, second}
+    counts, plan = site_plan(recovery, "site", "adherence_group", min_cell_size)
+    planned = {
+        (site, group)
+        for site in (first, second)
+        for group in site_groups_left_out(plan, counts, site)
+    }
     left_out = tables["site_suppressed_groups"]
-    assert set(zip(left_out["site"], left_out["group"], strict=True)) == {(first, "tiny")}
+    assert set(zip(left_out["site"], left_out["group"], strict=True)) == planned
+    assert (first, "tiny") in planned
     for name in ("km_curves", "km_at_risk", "km_medians", "cumulative_incidence", "rmst_groups"):
         table = tables[f"site_{name}"]
         assert list(table.columns)[0] == "site", name
-        assert "tiny" not in set(table["group"]), name
+        for site, group in planned:
+            assert group not in set(table.loc[table["site"] == site, "group"]), name
     medians = tables["site_km_medians"].set_index(["site", "group"])["n"]
-    for site in (first, second):
-        in_site = recovery[(recovery["site"] == site) & (recovery["adherence_group"] != "tiny")]
-        assert medians.loc[site].drop("all").sum() == in_site["adherence_group"].notna().sum()
-    # The whole-cohort curve of a site describes everyone in it, the small group included.
     overall = tables["site_km_curves_overall"].groupby("site")["n_risk"].first()
-    assert overall.to_dict() == recovery["site"].value_counts()[[first, second]].to_dict()
+    for site in (first, second):
+        shown = recovery[
+            (recovery["site"] == site)
+            & recovery["adherence_group"].notna()
+            & ~recovery["adherence_group"].isin([g for s, g in planned if s == site])
+        ]
+        assert medians.loc[site].drop("all").sum() == len(shown)
+        # The whole-cohort curve of a site is of everyone its report shows, no one else.
+        assert overall[site] == len(shown)
     assert "site_turnbull_curves" in tables
     # Each site's regressions have a status (a site of ~50 people is too small for the Cox model).
     status = tables["site_model_status"]
