@@ -501,3 +501,26 @@ def test_no_group_at_a_site_can_be_recovered_from_the_reports_read_together(rend
         if 0 < value < MIN_CELL_SIZE and key not in combined.unpublished
     }
     assert not leaks, leaks
+
+
+def test_no_percentage_or_smd_of_a_published_table_one_rests_on_a_hidden_count(rendered_study):
+    """What the subtraction attacker does not read: a hidden count's percentage (count /
+    percentage gives n back), and an SMD comparing a group in which a count of that variable is
+    hidden (with the group sizes, a binary variable's SMD pins the counts)."""
+    for path in rendered_study.reports.glob("**/table_one.csv"):
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        groups = [c for c in table.columns[3:] if not c.startswith("SMD")]
+        for variable, rows in table[table["variable"].str.endswith(", n (%)")].groupby(
+            "variable", sort=False
+        ):
+            hidden_in = set()
+            for column in groups:
+                cells = rows[column]
+                hidden = ~cells.str.match(r"^\d") & (cells != "")
+                assert not cells[hidden].str.contains(r"\(").any(), (path, variable, column)
+                if hidden.any():
+                    hidden_in.add(column)
+            for smd in [c for c in table.columns if c.startswith("SMD")]:
+                compared = set(smd.removeprefix("SMD (").removesuffix(")").split(","))
+                if compared & hidden_in:
+                    assert (rows[smd] == "").all(), (path, variable, smd)
