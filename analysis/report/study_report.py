@@ -370,7 +370,8 @@ def model_specifications(study_params: Mapping) -> pd.DataFrame:
             "Small cells",
             f"counts of 1 to {report['min_cell_size'] - 1} shown as <{report['min_cell_size']} "
             f"(fewer than {report['min_cell_size']}), further counts hidden where subtraction "
-            "would give them back; estimates resting on them blanked, such groups not drawn",
+            "would give them back; estimates resting on them blanked, such groups not drawn; "
+            "a site report leaves out the groups of the study's site plan",
         ),
     ]
     return pd.DataFrame(rows, columns=["item", "specification"])
