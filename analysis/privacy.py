@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -615,6 +615,29 @@ def apply_plan(
 COLUMN_TOTAL = ("column total",)
 
 
+def row_total_counts(
+    frame: pd.DataFrame, table: str, label: str, total: str, parts: Sequence[str]
+) -> PublishedCounts:
+    """The counts of a table whose rows' `parts` add up to their `total`, with those relations."""
+    counts = frame_counts(frame, table, label, [total, *parts])
+    relations = tuple(
+        Total((table, row, total), tuple((table, row, part) for part in parts))
+        for row in frame[label]
+    )
+    return PublishedCounts(counts.cells, relations)
+
+
+def column_sums(counts: PublishedCounts, table: str, rows: Sequence, column: str) -> tuple:
+    """An unpublished cell holding a column's sum over `rows`, and its relation: for linking
+    the sum to counts another table shows (the flow's recovered is the groups' recovered)."""
+    parts = tuple((table, row, column) for row in rows)
+    key = (table, COLUMN_TOTAL, column)
+    sums = PublishedCounts(
+        {key: sum(counts.cells[part] for part in parts)}, unpublished=frozenset({key})
+    )
+    return sums, Total(key, parts)
+
+
 def suppress_with_row_totals(
     frame: pd.DataFrame,
     min_cell_size: int,
@@ -632,45 +655,24 @@ def suppress_with_row_totals(
     With `row_totals_shown_elsewhere` the report shows the row totals in other tables (a
     group's n as its number at risk at time 0), with `column_totals_shown_elsewhere` each
     part's sum over the rows (the flow's recovered, withdrawn, lost + end of follow-up): the
-    plan then counts them as known to the reader and never hides one as a complement. A sum
-    below min_cell_size is shown as "<k" there, and its parts are all "<k" here: it is left
-    out. For a report, plan it with the rest.
+    plan then counts them as known to the reader and never hides one as a complement. For a
+    report with its flow and Table 1, `plan_report` plans them all at once.
     """
-    counts = frame_counts(frame, table, label, [total, *parts])
-    cells = dict(counts.cells)
-    relations = [
-        Total((table, row, total), tuple((table, row, part) for part in parts))
-        for row in frame[label]
-    ]
-    elsewhere: set = set()
+    counts = row_total_counts(frame, table, label, total, parts)
+    elsewhere = set()
     if row_totals_shown_elsewhere:
-        elsewhere = {relation.total for relation in relations}
+        elsewhere = {relation.total for relation in counts.totals}
+    sums, links = [], []
     if column_totals_shown_elsewhere:
         for column in parts:
-            column_cells = tuple((table, row, column) for row in frame[label])
-            key = (table, COLUMN_TOTAL, column)
-            cells[key] = sum(cells[cell] for cell in column_cells)
-            if cells[key] >= min_cell_size:
-                relations.append(Total(key, column_cells))
-                elsewhere.add(key)
-            else:
-                del cells[key]
-    counts = PublishedCounts(cells, tuple(relations), shown_elsewhere=frozenset(elsewhere))
-    try:
-        plan = plan_suppression(counts, min_cell_size)
-    except DataError:
-        if not elsewhere:
-            raise
-        # The sums shown elsewhere pin a small count whatever is hidden here (a total of 11
-        # with two groups of >= 5 leaves 1 for the third): the parts are not shown at all
-        # (blank: a reader learns only that they are >= 0); the totals stay, "<k" if small.
-        part_keys = frozenset((table, row, part) for row in frame[label] for part in parts)
-        small_totals = frozenset(
-            key for key in elsewhere if key in cells and 0 < cells[key] < min_cell_size
-        )
-        plan = SuppressionPlan(
-            check_min_cell_size(min_cell_size), small_totals, frozenset(), part_keys
-        )
+            column_sum, relation = column_sums(counts, table, list(frame[label]), column)
+            (key,) = column_sum.cells
+            # Known to the reader: published, never hidden (a sum below k shows as "<k" there).
+            sums.append(PublishedCounts(column_sum.cells))
+            links.append(relation)
+            elsewhere.add(key)
+    combined = counts.combine(*sums, links=links)
+    plan = plan_suppression(replace(combined, shown_elsewhere=frozenset(elsewhere)), min_cell_size)
     return apply_plan(frame, plan, table, label, [total, *parts])
 
 

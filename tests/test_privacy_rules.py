@@ -774,9 +774,11 @@ def test_outcomes_planned_with_the_sums_a_flow_shows_cannot_be_undone():
     assert not linear_attack(published, hidden_in(shown))
 
 
-def test_outcomes_that_no_plan_can_protect_are_left_blank_with_small_groups_marked():
-    """Site E of the default study: with every group's n shown elsewhere, no choice of cells
-    protects the counts; the parts go blank and the group of 4 still shows "<5", never 4."""
+def test_outcomes_that_no_plan_can_protect_are_refused():
+    """Site E of the default study: with every group's n and every column's sum shown
+    elsewhere, the group of 4 is the sums' total minus the other groups (13 + 5 + 0 - 5 - 9),
+    whatever is hidden. Blanking the parts (as once done) left it there: the planner refuses,
+    and the site plan leaves such a group out of the report instead."""
     outcomes = pd.DataFrame(
         {
             "group": ["low", "moderate", "high"],
@@ -787,15 +789,20 @@ def test_outcomes_that_no_plan_can_protect_are_left_blank_with_small_groups_mark
         }
     )
     parts = ["recovered", "withdrawn", "censored"]
+    with pytest.raises(DataError, match=r"count \('o', 'moderate', 'n'\) cannot be protected"):
+        suppress_with_row_totals(
+            outcomes,
+            K,
+            "group",
+            "n",
+            parts,
+            "o",
+            row_totals_shown_elsewhere=True,
+            column_totals_shown_elsewhere=True,
+        )
+    # Without the column sums (a site report has no flow), the parts can be protected.
     shown = suppress_with_row_totals(
-        outcomes,
-        K,
-        "group",
-        "n",
-        parts,
-        "o",
-        row_totals_shown_elsewhere=True,
-        column_totals_shown_elsewhere=True,
+        outcomes.drop(index=1), K, "group", "n", parts, "o", row_totals_shown_elsewhere=True
     )
-    assert shown["n"].tolist() == [5, mark(K), 9]
-    assert (shown[parts] == "").all().all() and shown["suppressed"].all()
+    assert shown["n"].tolist() == [5, 9]
+    assert shown["recovered"].tolist()[0] == mark(K)
