@@ -52,6 +52,16 @@ Key = Hashable
 COVER_SIZE = 3
 COVER_POOL = 12
 
+# Table 1 as tableone flattens it (analysis.tables).
+TABLE_ONE = "table one"
+TABLE_ONE_OVERALL = "Overall"
+TABLE_ONE_MISSING = "Missing"
+TABLE_ONE_N_ROW = "n"
+CATEGORICAL_SUFFIX = ", n (%)"
+SMD_PREFIX = "SMD"
+# tableone shows a missing categorical value as its own level with this text.
+MISSING_LEVELS = ("None", "nan", "NaN")
+
 
 def mark(min_cell_size: int) -> str:
     """How a sensitive count is shown, e.g. "<5" (it means 1 to min_cell_size - 1)."""
@@ -676,6 +686,110 @@ def suppress_with_row_totals(
     return apply_plan(frame, plan, table, label, [total, *parts])
 
 
+# --- a report's count tables, planned at once --------------------------------------------------
+
+OUTCOMES_TABLE = "outcomes by group"
+OUTCOMES_LABEL = "group"
+OUTCOMES_TOTAL = "n"
+
+
+@dataclass(frozen=True)
+class ReportCounts:
+    """The exact count tables of one report (NOT for publishing), for `plan_report`.
+
+    `outcomes`: one row per group shown (OUTCOMES_LABEL), its n and how follow-up ended
+    (`outcome_parts`); `table_one`: the flattened exact Table 1 and its group columns; `flow`:
+    the cohort flow (stage, n, detail) with its `flow_chain`, and `flow_sums`: per outcome
+    column (OUTCOMES_TOTAL too), the flow stages whose counts add up to its sum over the groups.
+    """
+
+    outcomes: pd.DataFrame
+    outcome_parts: tuple[str, ...]
+    table_one: pd.DataFrame | None = None
+    table_one_groups: tuple[str, ...] = ()
+    flow: pd.DataFrame | None = None
+    flow_chain: tuple = ()
+    flow_sums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def plan_report(
+    tables: ReportCounts, min_cell_size: int, decided: Iterable[Key] = ()
+) -> SuppressionPlan:
+    """One plan for a report's counts: its outcomes by group, Table 1 and flow, and every way
+    they add up across tables (a group's n in the outcomes and in Table 1 is one count; the
+    flow's analysed, recovered, withdrawn, lost + end of follow-up are the groups' sums). The
+    sizes of the groups shown are also the risk table's numbers at time 0: never hidden.
+    `decided`: cells another plan hides (the site plan's, in Table 1's site rows).
+    """
+    k = check_min_cell_size(min_cell_size)
+    outcomes = tables.outcomes
+    groups = list(outcomes[OUTCOMES_LABEL])
+    counts = row_total_counts(
+        outcomes, OUTCOMES_TABLE, OUTCOMES_LABEL, OUTCOMES_TOTAL, tables.outcome_parts
+    )
+    sizes = {
+        (OUTCOMES_TABLE, g, OUTCOMES_TOTAL): counts.cells[(OUTCOMES_TABLE, g, OUTCOMES_TOTAL)]
+        for g in groups
+    }
+    parts = [
+        PublishedCounts(
+            counts.cells,
+            counts.totals,
+            shown_elsewhere=frozenset(key for key, n in sizes.items() if n >= k),
+        )
+    ]
+    links = []
+    if tables.table_one is not None:
+        table_one = table_one_counts(tables.table_one, tables.table_one_groups, k)
+        parts.append(table_one)
+        links += [
+            same_count((OUTCOMES_TABLE, g, OUTCOMES_TOTAL), key)
+            for g in groups
+            if (key := (TABLE_ONE, TABLE_ONE_N_ROW, "", g)) in table_one.cells
+        ]
+    if tables.flow is not None:
+        flow = flow_counts(tables.flow, tables.flow_chain)
+        parts.append(flow)
+        stage_keys = {
+            stage: [key for key in flow.cells if key[1] == stage]
+            for stage in {key[1] for key in flow.cells}
+        }
+        for column, stages in tables.flow_sums.items():
+            column_sum, relation = column_sums(counts, OUTCOMES_TABLE, groups, column)
+            (total,) = column_sum.cells
+            parts.append(column_sum)
+            links.append(relation)
+            links.append(
+                Total(total, tuple(key for stage in stages for key in stage_keys.get(stage, ())))
+            )
+    combined = parts[0].combine(*parts[1:], links=links)
+    absent = [key for key in decided if key not in combined.cells]
+    if absent:
+        raise DataError(f"the report has no count {absent[0]} that another plan hides")
+    return plan_suppression(combined, k, decided)
+
+
+@dataclass(frozen=True)
+class PublishedTables:
+    """A report's count tables as `plan_report`'s plan shows them."""
+
+    outcomes: pd.DataFrame
+    table_one: pd.DataFrame | None
+    flow: pd.DataFrame | None
+
+
+def publish_report(tables: ReportCounts, plan: SuppressionPlan) -> PublishedTables:
+    """The tables of `tables` with the plan's cells hidden (and what they would give away)."""
+    columns = [OUTCOMES_TOTAL, *tables.outcome_parts]
+    return PublishedTables(
+        outcomes=apply_plan(tables.outcomes, plan, OUTCOMES_TABLE, OUTCOMES_LABEL, columns),
+        table_one=None
+        if tables.table_one is None
+        else apply_table_one_plan(tables.table_one, tables.table_one_groups, plan),
+        flow=None if tables.flow is None else apply_flow_plan(tables.flow, plan),
+    )
+
+
 # --- groups within sites: one plan for the study report and every site report ----------------
 
 SITE_GROUP_TABLE = "sites by group"
@@ -755,7 +869,7 @@ def sites_with_report(plan: SuppressionPlan, table: pd.DataFrame) -> list[str]:
     ]
 
 
-def table_one_site_cells(plan: SuppressionPlan, variable: str, table: str = "table one") -> set:
+def table_one_site_cells(plan: SuppressionPlan, variable: str, table: str = TABLE_ONE) -> set:
     """The site plan's complementary cells as keys of Table 1's site rows (`table_one_counts`):
     Table 1 hides them too, or a site report's group would undo Table 1's protection."""
     return {
@@ -792,14 +906,6 @@ def mask_small_counts_in_text(table: pd.DataFrame, min_cell_size: int) -> pd.Dat
 
 # --- Table 1 ----------------------------------------------------------------------------------
 
-TABLE_ONE_OVERALL = "Overall"
-TABLE_ONE_MISSING = "Missing"
-TABLE_ONE_N_ROW = "n"
-CATEGORICAL_SUFFIX = ", n (%)"
-SMD_PREFIX = "SMD"
-# tableone shows a missing categorical value as its own level with this text.
-MISSING_LEVELS = ("None", "nan", "NaN")
-
 
 def _leading_count(cell) -> int | None:
     match = re.match(r"\s*(\d+)", str(cell))
@@ -807,7 +913,7 @@ def _leading_count(cell) -> int | None:
 
 
 def table_one_counts(
-    flat: pd.DataFrame, groups: Sequence[str], min_cell_size: int, table: str = "table one"
+    flat: pd.DataFrame, groups: Sequence[str], min_cell_size: int, table: str = TABLE_ONE
 ) -> PublishedCounts:
     """The counts a flattened Table 1 publishes and how they add up.
 
@@ -882,7 +988,7 @@ def _smd_mentions(smd: str, column: str) -> bool:
 
 
 def apply_table_one_plan(
-    flat: pd.DataFrame, groups: Sequence[str], plan: SuppressionPlan, table: str = "table one"
+    flat: pd.DataFrame, groups: Sequence[str], plan: SuppressionPlan, table: str = TABLE_ONE
 ) -> pd.DataFrame:
     """A flattened Table 1 as the plan shows it, with what hidden counts would give away.
 
@@ -926,20 +1032,11 @@ def apply_table_one_plan(
 
 
 def suppress_table_one(
-    flat: pd.DataFrame,
-    groups: Sequence[str],
-    min_cell_size: int,
-    table: str = "table one",
-    decided: Iterable[Key] = (),
+    flat: pd.DataFrame, groups: Sequence[str], min_cell_size: int, table: str = TABLE_ONE
 ) -> pd.DataFrame:
-    """A flattened Table 1 with its own suppression plan (for a report, plan it with the rest);
-    `decided`: cells another plan hides (`plan_suppression`)."""
+    """A flattened Table 1 with its own suppression plan (for a report, `plan_report`)."""
     counts = table_one_counts(flat, groups, min_cell_size, table)
-    absent = [key for key in decided if key not in counts.cells]
-    if absent:
-        raise DataError(f"Table 1 has no cell {absent[0]} that another plan hides")
-    plan = plan_suppression(counts, min_cell_size, decided)
-    return apply_table_one_plan(flat, groups, plan, table)
+    return apply_table_one_plan(flat, groups, plan_suppression(counts, min_cell_size), table)
 
 
 # --- cohort flow ------------------------------------------------------------------------------
@@ -977,14 +1074,6 @@ def apply_flow_plan(flow: pd.DataFrame, plan: SuppressionPlan, table: str = "flo
         for stage, n, detail in zip(flow["stage"], flow["n"], flow["detail"], strict=True)
     ]
     return result
-
-
-def suppress_flow(
-    flow: pd.DataFrame, chain: Sequence[tuple], min_cell_size: int, table: str = "flow"
-) -> pd.DataFrame:
-    """A cohort flow with its own suppression plan (for a report, plan it with the rest)."""
-    plan = plan_suppression(flow_counts(flow, chain, table), min_cell_size)
-    return apply_flow_plan(flow, plan, table)
 
 
 # --- curves -----------------------------------------------------------------------------------

@@ -15,14 +15,11 @@ from pandas.api.types import is_datetime64_any_dtype, is_numeric_dtype
 
 from analysis.errors import DataError
 from analysis.privacy import (
-    CATEGORICAL_SUFFIX,
     SMD_PREFIX,
     TABLE_ONE_MISSING,
     TABLE_ONE_OVERALL,
-    SuppressionPlan,
     check_min_cell_size,
     suppress_table_one,
-    table_one_site_cells,
 )
 from analysis.results import REFERENCE_COLUMN
 from analysis.schema import (
@@ -30,6 +27,7 @@ from analysis.schema import (
     CENSOR_LOST,
     CENSOR_WITHDRAWN,
     DAYS_PER_WEEK,
+    EVENT_CENSORED,
     EVENT_RECOVERED,
     SEVERITY_LEVELS,
     SEX_LEVELS,
@@ -66,6 +64,14 @@ FLOW_CHAIN = (
     (STAGE_INCLUDED, (STAGE_NOT_IN_ANALYSIS_FRAME, STAGE_NO_GROUP), STAGE_ANALYSED),
     (STAGE_ANALYSED, OUTCOME_STAGES, None),
 )
+# The flow stages whose counts are the sums over the groups of the outcomes-by-group columns
+# (privacy.plan_report links them).
+FLOW_OUTCOME_SUMS = {
+    "n": (STAGE_ANALYSED,),
+    EVENT_RECOVERED: (STAGE_RECOVERED,),
+    CENSOR_WITHDRAWN: (STAGE_WITHDRAWN,),
+    EVENT_CENSORED: (STAGE_LOST, STAGE_END_OF_FOLLOW_UP),
+}
 
 TABLE_ONE_CONTINUOUS = (
     Recovery.age_years,
@@ -135,8 +141,7 @@ def cohort_flow(cleaning_report: dict, recovery: pd.DataFrame, group: str = "adh
     not in the analysis frame - people with no adherence group = analysed; analysed = recovered
     + withdrawn + lost to follow-up + censored at end of follow-up. Records quarantined in the
     child tables are rows (diary days, sessions, visits), not people, and are listed apart.
-    Counts are exact: pass the result through `privacy.suppress_flow(flow, FLOW_CHAIN, k)` (or
-    plan it with the rest of the report) before it is published.
+    Counts are exact: plan them with the rest of the report (`privacy.plan_report`).
     """
     tables = cleaning_report["tables"]
     participants = tables["participants"]
@@ -194,12 +199,7 @@ def cohort_flow(cleaning_report: dict, recovery: pd.DataFrame, group: str = "adh
 # --- Table 1 ----------------------------------------------------------------------------------
 
 
-def table_one(
-    recovery: pd.DataFrame,
-    group: str,
-    params: dict,
-    site_plan: SuppressionPlan | None = None,
-) -> pd.DataFrame:
+def table_one(recovery: pd.DataFrame, group: str, params: dict) -> pd.DataFrame:
     """Table 1 by group with standardized mean differences (tableone), small cells suppressed.
 
     `params` gives min_cell_size (report block) and group_order (fit block): the whole
@@ -207,18 +207,12 @@ def table_one(
     `exact_table_one`: counts below min_cell_size show as "<k", complementary cells as
     "suppressed" so that no hidden count follows from the totals, the Overall column or the
     SMDs; a group column with fewer than min_cell_size people is blanked with the SMDs against it.
-    With the study's `site_plan` (`privacy.site_plan`), the site rows hide what it hides too, so
-    that the site reports, which show the groups it shows, give nothing back.
+    A report plans Table 1 with its other counts (`privacy.plan_report`).
     """
     params = {**params.get("fit", {}), **params.get("report", {}), **params}
     min_cell_size = check_min_cell_size(params.get("min_cell_size"))
     flat, groups = exact_table_one(recovery, group, params)
-    decided = (
-        set()
-        if site_plan is None
-        else table_one_site_cells(site_plan, TABLE_ONE_LABELS[Recovery.site] + CATEGORICAL_SUFFIX)
-    )
-    return suppress_table_one(flat, groups, min_cell_size, decided=decided)
+    return suppress_table_one(flat, groups, min_cell_size)
 
 
 def exact_table_one(recovery: pd.DataFrame, group: str, params: dict):

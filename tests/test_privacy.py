@@ -17,17 +17,30 @@ from bs4 import BeautifulSoup
 
 from analysis.privacy import (
     PublishedCounts,
+    ReportCounts,
     Total,
     flow_counts,
+    plan_report,
+    publish_report,
     same_count,
     small_counts_shown,
     table_one_counts,
 )
 from analysis.report import inputs
+from analysis.report.comparison import exact_outcome_counts
 from analysis.report.inputs import ReportData
-from analysis.tables import FLOW_CHAIN, csv_safe, find_identifiers_or_dates
+from analysis.schema import EVENT_TYPES
+from analysis.tables import (
+    FLOW_CHAIN,
+    FLOW_OUTCOME_SUMS,
+    cohort_flow,
+    csv_safe,
+    exact_table_one,
+    find_identifiers_or_dates,
+)
 from tests.test_privacy_rules import linear_recovery, shown_counts, subtraction_attack
 from tests.test_report import CANARY_ID, TINY_SITES, build_rendered_study
+from tests.test_tables import recovery_frame
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 MIN_CELL_SIZE = 5
@@ -524,3 +537,46 @@ def test_no_percentage_or_smd_of_a_published_table_one_rests_on_a_hidden_count(r
                 compared = set(smd.removeprefix("SMD (").removesuffix(")").split(","))
                 if compared & hidden_in:
                     assert (rows[smd] == "").all(), (path, variable, smd)
+
+
+def test_a_group_below_k_in_the_whole_study_is_planned_across_its_tables(tmp_path):
+    """A pilot study with 3 people in one group: its size is the flow's analysed minus the
+    other groups, its outcomes the flow's sums minus theirs. One plan over the outcomes, Table 1
+    and the flow (`plan_report`) hides what that needs; the report attacker, reading the CSVs
+    as published (with the risk table's group sizes at time 0), recovers nothing."""
+    recovery = recovery_frame({"low": 3, "moderate": 40, "high": 50}, seed=7)
+    order = ["low", "moderate", "high"]
+    flat, groups = exact_table_one(recovery, "adherence_group", {"group_order": order})
+    cleaning = {
+        "tables": {
+            "participants": {
+                "input_rows": len(recovery) + 6,
+                "kept": len(recovery),
+                "quarantined_rows_by_rule": {"invalid_id": 6},
+            }
+        }
+    }
+    tables = ReportCounts(
+        outcomes=exact_outcome_counts(recovery, "adherence_group", order),
+        outcome_parts=EVENT_TYPES,
+        table_one=flat,
+        table_one_groups=tuple(groups),
+        flow=cohort_flow(cleaning, recovery),
+        flow_chain=FLOW_CHAIN,
+        flow_sums=FLOW_OUTCOME_SUMS,
+    )
+    published = publish_report(tables, plan_report(tables, MIN_CELL_SIZE))
+    published.outcomes.to_csv(tmp_path / "outcomes_by_group.csv", index=False)
+    published.table_one.to_csv(tmp_path / "table_one.csv", index=False)
+    published.flow.to_csv(tmp_path / "cohort_flow.csv", index=False)
+    sizes = tables.outcomes.set_index("group")["n"]
+    at_risk = pd.DataFrame({"group": ["moderate", "high"], "time": 0.0})
+    at_risk.assign(n_risk=sizes[at_risk["group"]].to_numpy()).to_csv(
+        tmp_path / "km_at_risk.csv", index=False
+    )
+    counts, hidden = report_counts(tmp_path)
+    assert ("outcomes", "low", "n") in hidden
+    recovered = linear_recovery(counts, hidden)
+    recovered.update(subtraction_attack(counts, hidden))
+    leaks = {key: value for key, value in recovered.items() if 0 < value < MIN_CELL_SIZE}
+    assert not leaks, leaks

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from analysis.errors import ReportError
 from analysis.model_tables import SUPPRESSED_GROUPS
 from analysis.plots import ordered_groups
 from analysis.privacy import (
+    OUTCOMES_LABEL,
+    OUTCOMES_TABLE,
+    OUTCOMES_TOTAL,
     SUPPRESSED_COLUMN,
     groups_to_suppress,
     suppress_small_cells,
@@ -24,6 +28,7 @@ from analysis.schema import (
     Recovery,
 )
 from analysis.tables import (
+    STAGE_ANALYSED,
     format_interval,
 )
 
@@ -64,11 +69,13 @@ def cohort_sentence(
     min_cell_size: int,
     group_order: Sequence | None = None,
     at_site: bool = False,
+    flow: pd.DataFrame | None = None,
 ) -> str:
     """One sentence on who is in the report and which groups are hidden for small numbers.
 
     `at_site`: a site report, whose `recovery` holds only the groups it shows; it does not say
     how many people the left-out groups have (nor the site's size, which would say it).
+    `flow`: the published cohort flow, whose number analysed the sentence repeats.
     """
     grouped = recovery[recovery[group].notna()]
     label = group.replace("_", " ")
@@ -84,7 +91,15 @@ def cohort_sentence(
                 "with the whole-study report and the other sites' reports."
             )
         return text
-    text = f"{len(recovery)} participants; {len(grouped)} with a known {label}. {times}"
+    known = len(grouped)
+    if flow is not None:
+        # The flow's count, which its plan may hide (a small group's size would follow).
+        known = flow.loc[flow["stage"] == STAGE_ANALYSED, "n"].iloc[0]
+    text = (
+        f"{len(recovery)} participants; {known} with a known {label}. {times}"
+        if isinstance(known, int | np.integer)
+        else f"Participants and their {label}s: see the cohort flow. {times}"
+    )
     if len(suppressed):
         text += (
             f" Group(s) {names} had fewer than {min_cell_size} participants: they are left out "
@@ -93,39 +108,38 @@ def cohort_sentence(
     return text
 
 
-def outcome_counts(
-    recovery: pd.DataFrame,
-    group: str,
-    group_order: Sequence,
-    min_cell_size: int,
-    with_flow: bool = True,
-) -> pd.DataFrame:
-    """People per group by how follow-up ended, counts below min_cell_size hidden.
-
-    `with_flow`: the report also shows the cohort flow, which publishes each column's sum (a
-    site report has no flow).
-    """
+def exact_outcome_counts(recovery: pd.DataFrame, group: str, group_order: Sequence) -> pd.DataFrame:
+    """People per group by how follow-up ended, exact (NOT for publishing: plan it first)."""
     frame = recovery[recovery[group].notna()]
     counts = pd.crosstab(frame[group], frame[Recovery.event_type]).reindex(
         columns=list(EVENT_TYPES), fill_value=0
     )
     order = [g for g in group_order if g in counts.index]
     counts = counts.reindex(order + sorted(set(counts.index) - set(order), key=str))
-    counts.insert(0, "n", counts.sum(axis=1))
-    table = counts.reset_index().rename(columns={group: "group"})
+    counts.insert(0, OUTCOMES_TOTAL, counts.sum(axis=1))
+    table = counts.reset_index().rename(columns={group: OUTCOMES_LABEL})
     table.columns.name = None
+    return table
+
+
+def outcome_counts(
+    recovery: pd.DataFrame, group: str, group_order: Sequence, min_cell_size: int
+) -> pd.DataFrame:
+    """People per group by how follow-up ended, counts below min_cell_size hidden, for a report
+    without a flow or Table 1 of the same people (the study report plans all three at once:
+    `study_report.count_tables`)."""
     # A group's n is also its number at risk at time 0 in the risk table, and each column's
-    # sum is in the flow (analysed, recovered, withdrawn, lost + end of follow-up): planned as
-    # known, or a hidden cell came back as 35 - 23 - 7 = 5, then 112 - 103 - 5 = 4.
+    # sum is in the whole-study report's flow: planned as known, or a hidden cell came back as
+    # 35 - 23 - 7 = 5, then 112 - 103 - 5 = 4.
     return suppress_with_row_totals(
-        table,
+        exact_outcome_counts(recovery, group, group_order),
         min_cell_size,
-        "group",
-        "n",
+        OUTCOMES_LABEL,
+        OUTCOMES_TOTAL,
         list(EVENT_TYPES),
-        table="outcomes by group",
+        table=OUTCOMES_TABLE,
         row_totals_shown_elsewhere=True,
-        column_totals_shown_elsewhere=with_flow,
+        column_totals_shown_elsewhere=True,
     )
 
 

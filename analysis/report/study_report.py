@@ -12,22 +12,33 @@ import pandas as pd
 
 from analysis.plots import weekly_means
 from analysis.privacy import (
+    CATEGORICAL_SUFFIX,
+    PublishedTables,
+    ReportCounts,
     enough_people,
     format_count,
     groups_to_suppress,
     mark,
     mask_small_counts_in_text,
-    suppress_flow,
+    plan_report,
+    publish_report,
+    site_plan,
     suppress_small_cells,
+    table_one_site_cells,
 )
-from analysis.report.comparison import medians_for_report
+from analysis.report.comparison import exact_outcome_counts, medians_for_report
+from analysis.report.inputs import ReportInputs
 from analysis.schema import (
+    EVENT_TYPES,
     Recovery,
     WeeklyTrajectories,
 )
 from analysis.tables import (
     FLOW_CHAIN,
+    FLOW_OUTCOME_SUMS,
+    TABLE_ONE_LABELS,
     cohort_flow,
+    exact_table_one,
     format_interval,
     format_tidy,
     level_label,
@@ -201,14 +212,32 @@ def strobe_table() -> pd.DataFrame:
     )
 
 
-def cohort_flow_for_report(
-    cleaning_report: dict, recovery: pd.DataFrame, group: str, min_cell_size: int
-) -> pd.DataFrame:
-    """The CONSORT counts, suppressed as a whole so that no hidden count follows from the
-    others by subtraction (counts below min_cell_size show as "<k", complements as
-    "suppressed")."""
+def count_tables(
+    study: ReportInputs, scope: ReportInputs, group: str, group_order: Sequence, min_cell_size: int
+) -> PublishedTables:
+    """The report's outcomes by group, Table 1 and (whole study) cohort flow, planned at once
+    (`privacy.plan_report`) so that no hidden count follows from the others by subtraction.
 
-    return suppress_flow(cohort_flow(cleaning_report, recovery, group), FLOW_CHAIN, min_cell_size)
+    The whole-study Table 1 also hides, in its site rows, what the site plan hides (the site
+    reports leave those groups out): `study` is the whole study, `scope` the report's people.
+    """
+    params = {"min_cell_size": min_cell_size, "group_order": group_order}
+    flat, groups = exact_table_one(scope.recovery, group, params)
+    whole_study = scope.site is None
+    decided = set()
+    if whole_study:
+        _, plan = site_plan(study.recovery, Recovery.site, group, min_cell_size)
+        decided = table_one_site_cells(plan, TABLE_ONE_LABELS[Recovery.site] + CATEGORICAL_SUFFIX)
+    tables = ReportCounts(
+        outcomes=exact_outcome_counts(scope.recovery, group, group_order),
+        outcome_parts=EVENT_TYPES,
+        table_one=flat,
+        table_one_groups=tuple(groups),
+        flow=cohort_flow(scope.cleaning_report, scope.recovery, group) if whole_study else None,
+        flow_chain=FLOW_CHAIN,
+        flow_sums=FLOW_OUTCOME_SUMS,
+    )
+    return publish_report(tables, plan_report(tables, min_cell_size, decided))
 
 
 def groups_shown(recovery: pd.DataFrame, group: str, min_cell_size: int) -> list:
