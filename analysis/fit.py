@@ -63,6 +63,7 @@ from analysis.survival import (
     gray_test,
     kaplan_meier,
     logrank_test,
+    median_difference,
     rmst_difference,
     turnbull,
 )
@@ -234,6 +235,14 @@ def in_group_order(table: pd.DataFrame, params: dict) -> pd.DataFrame:
     return table.sort_values("group", key=lambda groups: groups.map(rank)).reset_index(drop=True)
 
 
+def comparison_reference(grouped: pd.DataFrame, params: dict):
+    """The group the differences are against: reference_levels' (the lowest adherence group),
+    else the first of group_order present."""
+    present = set(grouped[params["group"]])
+    preferred = [params["reference_levels"].get(params["group"]), *params["group_order"]]
+    return next((level for level in preferred if level in present), None)
+
+
 def km_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
     """Kaplan-Meier by group (withdrawal censored), log-rank (plain and stratified), RMST."""
     grouped = with_group(recovery, params)
@@ -257,9 +266,23 @@ def km_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None
         ignore_index=True,
     )
     outputs.tables["logrank_groups"] = logrank.groups
-    rmst = rmst_difference(grouped, DURATION, EVENT, group, params["rmst_horizon_days"])
+    reference = comparison_reference(grouped, params)
+    rmst = rmst_difference(
+        grouped, DURATION, EVENT, group, params["rmst_horizon_days"], reference=reference
+    )
     outputs.tables["rmst_groups"] = in_group_order(rmst.per_group, params)
     outputs.tables["rmst_difference"] = rmst.tidy()
+    bootstrap = params["median_difference"]
+    medians = median_difference(
+        grouped,
+        DURATION,
+        EVENT,
+        group,
+        bootstrap["bootstrap_samples"],
+        bootstrap["seed"],
+        reference=reference,
+    )
+    outputs.tables["km_median_difference"] = medians.tidy()
     outputs.metrics["km_median_days"] = {
         str(row.group): _finite(row.median) for row in km.medians.itertuples()
     }

@@ -50,6 +50,7 @@ COMPARISON_TABLES: dict[str, tuple[str, ...]] = {
     "logrank_groups": ("group", "n", "observed", "expected"),
     "rmst_groups": ("group", "horizon", "rmst", "std_error", "conf_low", "conf_high"),
     "rmst_difference": _TIDY,
+    "km_median_difference": _TIDY,
     "cox": _HAZARD_RATIOS,
     # One covariate at a time, beside the adjusted model (gtsummary's "univariable" column).
     "cox_unadjusted": _HAZARD_RATIOS,

@@ -223,6 +223,11 @@ class GroupingSpec(Block):
     grouping = ("cutoffs", "labels")
 
 
+class BootstrapSpec(Block):
+    bootstrap_samples: WholePositive
+    seed: WholeNonNegative
+
+
 class MixedModelSpec(Block):
     outcomes: Names
     fixed: str
@@ -246,6 +251,7 @@ class FitParams(Block):
     group_order: Names
     km_times_days: Annotated[list[WholeNonNegative], AfterValidator(_increasing)]
     rmst_horizon_days: Positive
+    median_difference: BootstrapSpec
     stratify_logrank_by: str
     min_events_per_parameter: Positive
     cox_covariates: Names

@@ -31,6 +31,7 @@ from analysis.survival import (
     gray_test,
     kaplan_meier,
     logrank_test,
+    median_difference,
     rmst_difference,
     turnbull,
 )
@@ -120,6 +121,7 @@ def _fit_every_model(people: pd.DataFrame, weekly: pd.DataFrame) -> dict[str, Mo
         "turnbull": turnbull(people, "lower", "upper", group="f"),
         "cumulative_incidence": cumulative_incidence(people, "time", "event_type", group="f"),
         "rmst": rmst_difference(people, "time", "event", "f", 60.0),
+        "median_difference": median_difference(people, "time", "event", "f", 50, seed=1),
         "kaplan_meier": kaplan_meier(people, "time", "event", group="f"),
         "logrank": logrank_test(people, "time", "event", "f"),
         "gray_test": gray_test(people, "time", "event_type", "f"),

@@ -30,6 +30,7 @@ from analysis.schema import (
 from analysis.tables import (
     STAGE_ANALYSED,
     format_interval,
+    format_p_value,
 )
 
 
@@ -154,59 +155,84 @@ def wide_at_risk(at_risk: pd.DataFrame, group_order: Sequence) -> pd.DataFrame:
     return wide.reset_index()
 
 
-MEDIAN_DISPLAY_COLUMNS = ["group", "median days (95% CI)", "median weeks"]
+MEDIAN_TEXT = "median weeks (95% CI)"
+MEDIAN_DISPLAY_COLUMNS = ["group", MEDIAN_TEXT]
 # A group's people and recoveries are published once, in the outcomes by group, whose plan
 # protects them: repeated beside the medians they gave hidden cells back (a site report showed
 # "recovered: suppressed, withdrawn: <5, censored: 0" there and "n 10, events 8" here).
 MEDIAN_COUNT_COLUMNS = ["n", "events"]
 
+RMST_TEXT = "RMST weeks (95% CI)"
+RMST_DISPLAY_COLUMNS = ["group", "up to week", RMST_TEXT]
 
-RMST_DISPLAY_COLUMNS = ["group", "horizon", "RMST days (95% CI)"]
+
+def weeks_interval(days: float, low: float, high: float, missing: str = "not reached") -> str:
+    """Days as "15.9 (14.1 to 18.0)" weeks; a missing limit reads `missing` ("not reached" for
+    a median whose CI curve never crosses one half), a missing estimate "not reached"."""
+    if pd.isna(days):
+        return "not reached"
+    text = format_interval(days / DAYS_PER_WEEK, low / DAYS_PER_WEEK, high / DAYS_PER_WEEK, 1)
+    return text.replace("NA", missing)
 
 
 def medians_for_report(km_medians: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """Median days to recovery per group as "median (low-high)", "not reached" where it is not.
+    """Median weeks to recovery per group with its 95% CI, "not reached" where it is not (the
+    CSV keeps the days).
 
     Blank for a group of fewer than min_cell_size people or events; its n and events are not
     shown (MEDIAN_COUNT_COLUMNS: they are the outcomes table's counts).
     """
     table = km_medians.copy()
-
-    def text(row) -> str:
-        if pd.isna(row["median"]):
-            return "not reached"
-        limits = ["NA" if pd.isna(row[c]) else f"{row[c]:.0f}" for c in ("conf_low", "conf_high")]
-        return f"{row['median']:.0f} ({limits[0]}-{limits[1]})"
-
-    table["median days (95% CI)"] = [text(row) for _, row in table.iterrows()]
-    table["median weeks"] = (table["median"] / DAYS_PER_WEEK).round(1)
-    return (
-        suppress_small_cells(
-            table,
-            MEDIAN_COUNT_COLUMNS,
-            min_cell_size,
-            estimate_columns=["median", "conf_low", "conf_high", "median weeks"],
-        )
-        .assign(
-            **{
-                "median days (95% CI)": lambda t: t["median days (95% CI)"].where(
-                    ~t[SUPPRESSED_COLUMN], ""
-                )
-            }
-        )
-        .drop(columns=MEDIAN_COUNT_COLUMNS)
+    table[MEDIAN_TEXT] = [
+        weeks_interval(row.median, row.conf_low, row.conf_high) for row in table.itertuples()
+    ]
+    shown = suppress_small_cells(
+        table,
+        MEDIAN_COUNT_COLUMNS,
+        min_cell_size,
+        estimate_columns=["median", "conf_low", "conf_high"],
     )
+    shown[MEDIAN_TEXT] = shown[MEDIAN_TEXT].where(~shown[SUPPRESSED_COLUMN], "")
+    return shown.drop(columns=MEDIAN_COUNT_COLUMNS)
 
 
 def rmst_groups_for_report(rmst_groups: pd.DataFrame) -> pd.DataFrame:
-    """RMST per group with its CI as text."""
-
+    """RMST per group with its CI in weeks (the CSV keeps the days)."""
     table = rmst_groups.copy()
-    table["RMST days (95% CI)"] = [
-        format_interval(row.rmst, row.conf_low, row.conf_high, digits=1)
-        for row in table.itertuples()
+    table["up to week"] = (table["horizon"] / DAYS_PER_WEEK).round(1)
+    table[RMST_TEXT] = [
+        weeks_interval(row.rmst, row.conf_low, row.conf_high) for row in table.itertuples()
     ]
     return table
+
+
+def differences_for_report(
+    median_difference: pd.DataFrame | None, rmst_difference: pd.DataFrame
+) -> pd.DataFrame:
+    """Each group against the reference: the difference of median weeks to recovery (bootstrap
+    CI) and of restricted mean weeks (Wald CI and p-value), one row per comparison."""
+    none = pd.DataFrame(columns=["term"])
+    medians = (none if median_difference is None else median_difference).set_index("term")
+    rows = []
+    for row in rmst_difference.itertuples():
+        if row.term in medians.index:
+            median = medians.loc[row.term]
+            median_text = weeks_interval(
+                median["estimate"], median["conf_low"], median["conf_high"], "not estimable"
+            )
+        else:
+            median_text = "not computed"
+        rows.append(
+            {
+                "comparison": row.term.replace(" - ", " minus "),
+                "difference in median weeks (95% CI)": median_text,
+                "difference in RMST weeks (95% CI)": weeks_interval(
+                    row.estimate, row.conf_low, row.conf_high
+                ),
+                "RMST p-value": format_p_value(row.p_value),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def drop_groups(table: pd.DataFrame, groups: Iterable, column: str = "group") -> pd.DataFrame:

@@ -432,6 +432,11 @@ def _hr_text(hazard_ratio, low, high, unit: str) -> str:
     return f"{hazard_ratio:.2f} (95% CI {low:.2f} to {high:.2f}) {unit}".rstrip()
 
 
+def _limit_weeks(days) -> str:
+    """A CI limit in weeks; a missing one is a median not reached in the resamples."""
+    return "not estimable" if pd.isna(days) else _weeks(days)
+
+
 def _weeks(days) -> str:
     return f"{float(days) / DAYS_PER_WEEK:.1f}"
 
@@ -488,13 +493,13 @@ def factor_effect_sentences(primary_effects: pd.DataFrame) -> list[str]:
 
 def median_sentences(
     km_medians: pd.DataFrame,
+    median_difference: pd.DataFrame | None,
     rmst_difference: pd.DataFrame | None,
     rmst_groups: pd.DataFrame | None,
     min_cell_size: int,
 ) -> list[str]:
-    """Median weeks to recovery per group (Kaplan-Meier, 95% CI); the fit stage computes no CI
-    for a difference of medians, so none is given, and the RMST differences (which have one)
-    follow."""
+    """Median weeks to recovery per group (Kaplan-Meier, 95% CI), the differences of medians
+    against the reference group (bootstrap 95% CI) and the RMST differences."""
     parts = []
     for row in km_medians[km_medians["group"].astype(str) != "all"].itertuples():
         if not enough_people(pd.Series([row.n]), min_cell_size).iloc[0]:
@@ -509,9 +514,22 @@ def median_sentences(
         return []
     sentences = [
         "Median weeks to recovery by adherence group (Kaplan-Meier, recovery dated on the "
-        f"detecting visit): {'; '.join(parts)}. The confidence interval of the difference "
-        "between two medians is not computed by the fit stage."
+        f"detecting visit): {'; '.join(parts)}."
     ]
+    if median_difference is not None and not median_difference.empty:
+        differences = "; ".join(
+            f"{row.term.replace(' - ', ' minus ')} "
+            + (
+                "not estimable (a median is not reached)"
+                if pd.isna(row.estimate)
+                else f"{_weeks(row.estimate)} weeks (95% CI {_limit_weeks(row.conf_low)} to "
+                f"{_limit_weeks(row.conf_high)})"
+            )
+            for row in median_difference.itertuples()
+        )
+        sentences.append(
+            f"Difference in median weeks to recovery (bootstrap 95% CI): {differences}."
+        )
     if rmst_difference is not None and rmst_groups is not None and not rmst_difference.empty:
         horizon = f"{float(rmst_groups['horizon'].iloc[0]) / DAYS_PER_WEEK:g}"
         differences = "; ".join(
@@ -612,6 +630,7 @@ def key_findings(
     if "km_medians" in models:
         findings["Time to recovery by adherence group"] = median_sentences(
             models["km_medians"],
+            models.get("km_median_difference"),
             models.get("rmst_difference"),
             models.get("rmst_groups"),
             min_cell_size,

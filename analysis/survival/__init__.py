@@ -18,6 +18,7 @@ from analysis.survival.nonparametric import (
     RmstResult,
     kaplan_meier,
     logrank_test,
+    median_difference,
     rmst_difference,
 )
 
@@ -42,6 +43,7 @@ __all__ = [
     "gray_test",
     "kaplan_meier",
     "logrank_test",
+    "median_difference",
     "rmst_difference",
     "turnbull",
 ]

@@ -372,19 +372,37 @@ class RmstResult(ModelResult):
     per_group: pd.DataFrame
 
 
+def _compared_levels(levels: list, reference: Any, group: str, what: str) -> list:
+    """The levels in comparison order, the reference first (default: the first sorted)."""
+    if len(levels) < 2:
+        raise DataError(f"{what} needs at least two groups", column=group)
+    if reference is None:
+        return levels
+    if reference not in levels:
+        listed = ", ".join(map(str, levels))
+        raise DataError(
+            f"reference group {reference!r} is not among the groups ({listed})", column=group
+        )
+    return [reference, *[level for level in levels if level != reference]]
+
+
 def rmst_difference(
-    df: pd.DataFrame, duration: str, event: str, group: str, horizon: float
+    df: pd.DataFrame,
+    duration: str,
+    event: str,
+    group: str,
+    horizon: float,
+    reference: Any = None,
 ) -> RmstResult:
     """Restricted mean survival time up to `horizon` per group and its difference between groups.
 
-    Differences are each later sorted level minus the first, with SE sqrt(var1 + var2) for
-    independent groups and a normal (Wald) test, as survRM2::rmst2 unadjusted. A horizon beyond
-    a group's last follow-up extrapolates that curve flat (R's survmean does; survRM2 refuses).
+    Differences are each other level minus the `reference` (default: the first sorted level),
+    with SE sqrt(var1 + var2) for independent groups and a normal (Wald) test, as survRM2::rmst2
+    unadjusted. A horizon beyond a group's last follow-up extrapolates that curve flat (R's
+    survmean does; survRM2 refuses).
     """
     km = kaplan_meier(df, duration, event, group)
-    levels = list(km.fitted)
-    if len(levels) < 2:
-        raise DataError("an RMST difference needs at least two groups", column=group)
+    levels = _compared_levels(list(km.fitted), reference, group, "an RMST difference")
     start = min(0.0, min(float(times.min()) for times in km.durations.values()))
     z = z_critical()
     rows = []
@@ -427,4 +445,126 @@ def rmst_difference(
     )
     for message in km.notes:
         result.notes.append(message)
+    return result
+
+
+# Resamples drawn at once (people x this many weights in memory).
+_RESAMPLE_BLOCK = 100
+
+
+def _resampled_medians(
+    durations: np.ndarray, events: np.ndarray, samples: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Kaplan-Meier medians (survfit's rule, NaN if not reached) of `samples` resamples of the
+    people with replacement, as counts per person: many curves on one grid of times at once."""
+    n = len(durations)
+    order = np.argsort(durations, kind="stable")
+    times, starts = np.unique(durations[order], return_index=True)
+    died_weight = events[order].astype(float)
+    medians = []
+    for start in range(0, samples, _RESAMPLE_BLOCK):
+        block = min(_RESAMPLE_BLOCK, samples - start)
+        picks = rng.integers(0, n, size=(block, n))
+        offsets = (np.arange(block) * n)[:, None]
+        weights = np.bincount((picks + offsets).ravel(), minlength=block * n).reshape(block, n)
+        in_order = weights[:, order].astype(float)
+        removed = np.add.reduceat(in_order, starts, axis=1)
+        died = np.add.reduceat(in_order * died_weight, starts, axis=1)
+        at_risk = n - (np.cumsum(removed, axis=1) - removed)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            survival = np.cumprod(np.where(at_risk > 0, 1 - died / at_risk, 1.0), axis=1)
+        medians.append(_survfit_medians(times, survival))
+    return np.concatenate(medians)
+
+
+def _survfit_medians(times: np.ndarray, curves: np.ndarray) -> np.ndarray:
+    """`_survfit_median` of each row of `curves` (non-increasing, no NaN) on shared `times`."""
+    rows = np.arange(len(curves))
+    reached = curves < 0.5 + _HALF_TOLERANCE
+    first = np.argmax(reached, axis=1)
+    value = curves[rows, first]
+    below = curves < value[:, None]
+    exactly_half = (np.abs(value - 0.5) < _HALF_TOLERANCE) & below.any(axis=1)
+    median = np.where(
+        exactly_half, (times[first] + times[np.argmax(below, axis=1)]) / 2, times[first]
+    )
+    return np.where(reached.any(axis=1), median, np.nan)
+
+
+@dataclass(kw_only=True)
+class MedianDifferenceResult(ModelResult):
+    """Differences of Kaplan-Meier medians between groups with percentile bootstrap CIs."""
+
+    samples: int
+
+
+def median_difference(
+    df: pd.DataFrame,
+    duration: str,
+    event: str,
+    group: str,
+    samples: int,
+    seed: int,
+    reference: Any = None,
+) -> MedianDifferenceResult:
+    """Each group's Kaplan-Meier median (survfit's rule) minus the reference group's, with a
+    percentile bootstrap 95% CI: `samples` resamples of people with replacement within each
+    group (group sizes fixed), the same resamples for every comparison.
+
+    No closed form exists for the variance of a difference of medians; the bootstrap is the
+    usual answer. A median not reached is beyond follow-up: in a resample it counts as +inf, so
+    a difference can be +-inf (its limit then reads "not reached", NaN) or undefined (both not
+    reached): if more than 2.5% of resamples are undefined, or the estimate itself is, the CI is
+    not estimable (NaN) and a note says why. `std_error` is the resamples' SD where all are
+    finite; statistic and p-value are not computed (NaN).
+    """
+    km = kaplan_meier(df, duration, event, group)
+    levels = _compared_levels(list(km.fitted), reference, group, "a difference of medians")
+    used, _ = _prepare(df, duration, event, [group])
+    rng = np.random.default_rng(seed)
+    boot = {}
+    for level in levels:
+        rows = used[used[group] == level]
+        medians = _resampled_medians(
+            rows[duration].to_numpy(float), rows[event].to_numpy(bool), samples, rng
+        )
+        boot[level] = np.where(np.isnan(medians), np.inf, medians)
+    estimates = km.medians.set_index("group")["median"]
+    rows, notes = [], []
+    for level in levels[1:]:
+        term = f"{level} - {levels[0]}"
+        with np.errstate(invalid="ignore"):
+            differences = boot[level] - boot[levels[0]]
+        undefined = np.isnan(differences)
+        estimate = estimates[level] - estimates[levels[0]]
+        conf_low = conf_high = std_error = np.nan
+        if np.isnan(estimate):
+            notes.append(f"{term}: a median is not reached, so its difference is not estimable.")
+        elif undefined.mean() > 0.025:
+            notes.append(
+                f"{term}: in {undefined.sum()} of {samples} resamples neither median is reached; "
+                "the difference's CI is not estimable."
+            )
+        else:
+            ordered = np.sort(np.where(undefined, np.inf, differences))
+            low, high = np.quantile(ordered, [0.025, 0.975], method="inverted_cdf")
+            conf_low, conf_high = (value if np.isfinite(value) else np.nan for value in (low, high))
+            if np.isfinite(ordered).all():
+                std_error = float(np.std(ordered, ddof=1))
+        rows.append(
+            {
+                "term": term,
+                "estimate": estimate,
+                "std_error": std_error,
+                "statistic": np.nan,
+                "p_value": np.nan,
+                "conf_low": conf_low,
+                "conf_high": conf_high,
+            }
+        )
+    result = MedianDifferenceResult(
+        fitted=km, coefficients=pd.DataFrame(rows, columns=list(TIDY_COLUMNS)), samples=samples
+    )
+    for message in [*km.notes, *notes]:
+        result.note(message)
     return result
