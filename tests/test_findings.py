@@ -53,6 +53,14 @@ def models() -> dict[str, pd.DataFrame]:
                 "conf_high": [210.0, None, 154.0, 169.0],
             }
         ),
+        "km_median_difference": pd.DataFrame(
+            {
+                "term": ["moderate - low", "high - low"],
+                "estimate": [-108.0, -67.0],
+                "conf_low": [-150.0, -82.0],
+                "conf_high": [-20.0, -42.0],
+            }
+        ),
         "milestone_quoted_ranges": pd.DataFrame(
             {
                 "milestone": ["first_change", "full_recovery", "full_recovery"],
@@ -112,13 +120,15 @@ def test_factor_effects_are_against_the_reference_level(findings):
     assert "reference level 1.00" not in severity
 
 
-def test_medians_in_weeks_with_their_intervals_and_no_invented_difference_interval(findings):
-    medians = findings["Time to recovery by adherence group"][0]
+def test_medians_in_weeks_with_their_intervals_and_the_differences_with_theirs(findings):
+    medians, differences = findings["Time to recovery by adherence group"][:2]
     assert "low 29.7 weeks (95% CI 27.7 to 30.0)" in medians
     assert "high 20.1 weeks (95% CI 18.0 to 22.0)" in medians
     assert "moderate not shown (fewer than 5 people)" in medians
-    assert "difference between two medians is not computed" in medians
     assert "all" not in re.findall(r"\b(all) \d", medians)
+    assert "(bootstrap 95% CI): high minus low -9.6 weeks (95% CI -11.7 to -6.0)" in differences
+    # A group of fewer than k people is compared with nothing.
+    assert "moderate" not in differences
 
 
 def test_quoted_ranges_say_agree_or_disagree_and_small_claims_are_not_checked(findings):

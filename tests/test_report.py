@@ -241,7 +241,7 @@ def test_every_report_is_rendered_with_its_csvs(rendered_study):
         "km_at_risk",
         "km_medians",
         "logrank",
-        "rmst_difference",
+        "group_differences",
         "turnbull_curves",
         "cox",
         "cox_ph_test",

@@ -206,15 +206,25 @@ def rmst_groups_for_report(rmst_groups: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def without_groups(differences: pd.DataFrame, groups: Iterable) -> pd.DataFrame:
+    """The rows of a differences table ("level - reference" terms) not involving `groups`."""
+    groups = {str(group) for group in groups}
+    involved = differences["term"].map(lambda term: bool(set(term.split(" - ")) & groups))
+    return differences[~involved].reset_index(drop=True)
+
+
 def differences_for_report(
-    median_difference: pd.DataFrame | None, rmst_difference: pd.DataFrame
+    median_difference: pd.DataFrame | None,
+    rmst_difference: pd.DataFrame,
+    left_out: Iterable = (),
 ) -> pd.DataFrame:
     """Each group against the reference: the difference of median weeks to recovery (bootstrap
-    CI) and of restricted mean weeks (Wald CI and p-value), one row per comparison."""
+    CI) and of restricted mean weeks (Wald CI and p-value), one row per comparison; none for
+    a group `left_out` (fewer than min_cell_size people)."""
     none = pd.DataFrame(columns=["term"])
     medians = (none if median_difference is None else median_difference).set_index("term")
     rows = []
-    for row in rmst_difference.itertuples():
+    for row in without_groups(rmst_difference, left_out).itertuples():
         if row.term in medians.index:
             median = medians.loc[row.term]
             median_text = weeks_interval(

@@ -26,7 +26,11 @@ from analysis.privacy import (
     suppress_small_cells,
     table_one_site_cells,
 )
-from analysis.report.comparison import exact_outcome_counts, medians_for_report
+from analysis.report.comparison import (
+    exact_outcome_counts,
+    medians_for_report,
+    without_groups,
+)
 from analysis.report.inputs import ReportInputs
 from analysis.schema import (
     EVENT_TYPES,
@@ -516,6 +520,11 @@ def median_sentences(
         "Median weeks to recovery by adherence group (Kaplan-Meier, recovery dated on the "
         f"detecting visit): {'; '.join(parts)}."
     ]
+    small = set(km_medians.loc[km_medians["n"] < min_cell_size, "group"].astype(str))
+    if median_difference is not None:
+        median_difference = without_groups(median_difference, small)
+    if rmst_difference is not None:
+        rmst_difference = without_groups(rmst_difference, small)
     if median_difference is not None and not median_difference.empty:
         differences = "; ".join(
             f"{row.term.replace(' - ', ' minus ')} "
