@@ -26,6 +26,7 @@ from analysis.mixed import (
 from analysis.model_tables import (
     ADHERENCE_GROUPING_TABLE_PREFIX,
     GROUPING_DEFINITION,
+    GROUPING_SENSITIVITY,
     SITE_COLUMN,
     SITE_TABLE_PREFIX,
     SUPPRESSED_GROUPS,
@@ -1258,3 +1259,71 @@ def adherence_grouping_models(
     outputs.tables[f"{ADHERENCE_GROUPING_TABLE_PREFIX}{GROUPING_DEFINITION}"] = pd.DataFrame(
         {"group": labels, "lower": bounds[:-1], "upper": bounds[1:]}
     )
+    outputs.tables[f"{ADHERENCE_GROUPING_TABLE_PREFIX}{GROUPING_SENSITIVITY}"] = cutoff_sensitivity(
+        recovery, params, min_cell_size
+    )
+
+
+def shifted_cutoffs(cutoffs: list[float], labels: list[str], shifts: list[float]) -> list:
+    """(description, cut-offs) for the grouping as set and each cut-off moved on its own by each
+    shift, where the cut-offs stay increasing and inside (0, 1)."""
+    groupings = [("as set", list(cutoffs))]
+    for position, cutoff in enumerate(cutoffs):
+        for shift in shifts:
+            moved = list(cutoffs)
+            moved[position] = round(cutoff + shift, 10)
+            if 0 < moved[position] < 1 and all(
+                a < b for a, b in zip(moved, moved[1:], strict=False)
+            ):
+                boundary = f"{labels[position]}/{labels[position + 1]}"
+                groupings.append((f"{boundary} cut-off {shift:+g}", moved))
+    return groupings
+
+
+def cutoff_sensitivity(recovery: pd.DataFrame, params: dict, min_cell_size: int) -> pd.DataFrame:
+    """How the comparison of the trial team's groups moves with its cut-offs
+    (fit.adherence_grouping.sensitivity_shifts): for the grouping as set and each cut-off moved
+    on its own, each group's size, Kaplan-Meier median (days, 95% CI) and hazard ratio of
+    recovery against the first group (Cox with the groups only, Efron ties). Groups with fewer
+    than min_cell_size people are left out before fitting (their estimates are missing)."""
+    spec = params["adherence_grouping"]
+    group = params["group"]
+    labels = [str(label) for label in spec["labels"]]
+    cutoffs = [float(c) for c in spec["cutoffs"]]
+    rows = []
+    for shifted, moved in shifted_cutoffs(cutoffs, labels, spec["sensitivity_shifts"]):
+        regrouped = with_group(regroup_adherence(recovery, moved, labels, group), params)
+        sizes = regrouped[group].value_counts()
+        kept = regrouped[regrouped[group].map(sizes) >= min_cell_size]
+        medians = kaplan_meier(kept, DURATION, EVENT, group).medians.set_index("group")
+        ratios = pd.DataFrame(columns=["term", "estimate", "conf_low", "conf_high"])
+        if labels[0] in set(kept[group]) and kept[group].nunique() > 1:
+            cox = fit_cox(kept, DURATION, EVENT, [group], reference_levels={group: labels[0]})
+            ratios = cox.tidy()
+        by_term = ratios.set_index("term")
+        for level in labels:
+            median = medians.loc[level] if level in medians.index else None
+            ratio = (
+                by_term.loc[f"{group}[{level}]"] if f"{group}[{level}]" in by_term.index else None
+            )
+            if level == labels[0] and median is not None:
+                hazard_ratio = (1.0, np.nan, np.nan)  # the reference group
+            elif ratio is None:
+                hazard_ratio = (np.nan, np.nan, np.nan)
+            else:
+                hazard_ratio = np.exp(ratio[["estimate", "conf_low", "conf_high"]].to_numpy(float))
+            if median is None:
+                median = pd.Series({"median": np.nan, "conf_low": np.nan, "conf_high": np.nan})
+            rows.append(
+                {
+                    "grouping": shifted,
+                    "cutoffs": ", ".join(f"{c:g}" for c in moved),
+                    "group": level,
+                    "n": int(sizes.get(level, 0)),
+                    "median": median["median"],
+                    "median_conf_low": median["conf_low"],
+                    "median_conf_high": median["conf_high"],
+                    **dict(zip(HAZARD_RATIO_COLUMNS, hazard_ratio, strict=True)),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -29,6 +29,8 @@ SITE_COLUMN = Recovery.site
 SUPPRESSED_GROUPS = "suppressed_groups"
 # The ranges of the adherence grouping (adherence_grouping_definition).
 GROUPING_DEFINITION = "definition"
+# The groups' medians and hazard ratios under moved cut-offs (adherence_grouping_sensitivity).
+GROUPING_SENSITIVITY = "sensitivity"
 
 # The timeline columns the report draws and tabulates: timeline.quantiles must give them.
 TIMELINE_RANGE_COLUMNS = ("predicted_p10_weeks", "predicted_median_weeks", "predicted_p90_weeks")
@@ -123,6 +125,18 @@ def _all_tables() -> dict[str, tuple[str, ...]]:
         **{f"{SITE_TABLE_PREFIX}{name}": (SITE_COLUMN, *cols) for name, cols in subset.items()},
         **{f"{ADHERENCE_GROUPING_TABLE_PREFIX}{name}": cols for name, cols in subset.items()},
         f"{ADHERENCE_GROUPING_TABLE_PREFIX}{GROUPING_DEFINITION}": ("group", "lower", "upper"),
+        f"{ADHERENCE_GROUPING_TABLE_PREFIX}{GROUPING_SENSITIVITY}": (
+            "grouping",
+            "cutoffs",
+            "group",
+            "n",
+            "median",
+            "median_conf_low",
+            "median_conf_high",
+            "hazard_ratio",
+            "hr_conf_low",
+            "hr_conf_high",
+        ),
     }
 
 

@@ -219,6 +219,7 @@ class LandmarkSpec(Block):
 class GroupingSpec(Block):
     cutoffs: Cutoffs
     labels: Names
+    sensitivity_shifts: list[Annotated[float, Field(gt=-1, lt=1)]]
 
     grouping = ("cutoffs", "labels")
 

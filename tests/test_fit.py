@@ -31,7 +31,7 @@ from analysis.fit import (
 from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.privacy import site_groups_left_out, site_plan
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
-from analysis.survival import fit_aft
+from analysis.survival import fit_aft, fit_cox
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED_TABLES = {
@@ -603,3 +603,39 @@ def test_the_trial_teams_grouping_is_fitted_with_the_groups_in_the_cox_model(fit
     assert "overall_adherence" not in set(cox["term"])
     medians = pd.read_csv(models / "adherence_grouping_km_medians.csv")
     assert medians["group"].tolist()[:-1] == spec["labels"]
+
+
+def test_the_grouping_is_refitted_with_each_cut_off_moved_on_its_own(fitted, params):
+    """adherence_grouping_sensitivity: the grouping as set (its medians are the grouping's own
+    Kaplan-Meier medians) and each cut-off moved by each shift, where the cut-offs stay
+    increasing; each hazard ratio is a Cox model with the regrouped groups only."""
+    spec = params["fit"]["adherence_grouping"]
+    models = fitted / "models"
+    table = pd.read_csv(models / "adherence_grouping_sensitivity.csv")
+    moved = len(spec["cutoffs"]) * len(spec["sensitivity_shifts"])
+    assert table["grouping"].nunique() == 1 + moved
+    as_set = table[table["grouping"] == "as set"].set_index("group")
+    medians = pd.read_csv(models / "adherence_grouping_km_medians.csv").set_index("group")
+    for group in spec["labels"]:
+        assert as_set.loc[group, "median"] == medians.loc[group, "median"]
+    assert as_set.loc[spec["labels"][0], "hazard_ratio"] == 1.0
+    recovery = pd.read_parquet(fitted / "processed" / "recovery.parquet")
+    row = table[table["grouping"] == "low/moderate cut-off +0.05"].set_index("group")
+    assert row["cutoffs"].iloc[0] == "0.55, 0.8"
+    regrouped = regroup_adherence(recovery, [0.55, 0.8], spec["labels"], "adherence_group")
+    regrouped = regrouped[regrouped["adherence_group"].notna()]
+    cox = (
+        fit_cox(
+            regrouped,
+            "time_to_recovery_days",
+            "recovered",
+            ["adherence_group"],
+            reference_levels={"adherence_group": "low"},
+        )
+        .tidy()
+        .set_index("term")
+    )
+    assert row.loc["high", "hazard_ratio"] == pytest.approx(
+        np.exp(cox.loc["adherence_group[high]", "estimate"]), rel=1e-5
+    )
+    assert (row["n"].sum()) == len(regrouped)

@@ -660,3 +660,33 @@ def test_adherence_report_shows_its_cut_offs_and_dose_response_not_the_study_com
     assert "Sensitivity of the comparison to the cut-offs: not computed" in text
     for repeated in ("Number at risk", "Log-rank test across groups", "RMST difference"):
         assert repeated not in text
+
+
+def test_cut_off_sensitivity_shows_no_group_size_and_no_estimate_of_a_small_group():
+    """Two groupings' sizes differ by the people between the cut-offs (3 here): no size is
+    shown, and a group of fewer than k people shows no median or hazard ratio."""
+    from analysis.report import adherence_groups
+
+    table = pd.DataFrame(
+        {
+            "grouping": ["as set", "as set", "moved", "moved"],
+            "cutoffs": ["0.5", "0.5", "0.55", "0.55"],
+            "group": ["low", "high", "low", "high"],
+            "n": [40, 4, 37, 7],
+            "median": [150.0, 90.0, 151.0, 95.0],
+            "median_conf_low": [140.0, 80.0, 141.0, 85.0],
+            "median_conf_high": [160.0, 100.0, 161.0, 110.0],
+            "hazard_ratio": [1.0, 2.0, 1.0, 1.8],
+            "hr_conf_low": [None, 1.1, None, 1.2],
+            "hr_conf_high": [None, 3.0, None, 2.7],
+        }
+    )
+    shown = adherence_groups.sensitivity_for_report(table, 5)
+    assert "n" not in shown.columns
+    small = shown.iloc[1]
+    assert small["median weeks (95% CI)"] == "fewer than 5 people"
+    assert small["hazard ratio vs first group (95% CI)"] == ""
+    assert shown.iloc[3]["hazard ratio vs first group (95% CI)"] == "1.80 (1.20 to 2.70)"
+    assert shown.iloc[0]["hazard ratio vs first group (95% CI)"] == "reference"
+    sentence = adherence_groups.sensitivity_sentence(table, 5)
+    assert "high 1.80 to 1.80" in sentence and "2.00" not in sentence

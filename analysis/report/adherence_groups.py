@@ -11,8 +11,15 @@ import pandas as pd
 
 from analysis.errors import ReportError
 from analysis.fit import regroup_adherence
-from analysis.model_tables import ADHERENCE_GROUPING_TABLE_PREFIX, GROUPING_DEFINITION
+from analysis.model_tables import (
+    ADHERENCE_GROUPING_TABLE_PREFIX,
+    GROUPING_DEFINITION,
+    GROUPING_SENSITIVITY,
+)
+from analysis.report.comparison import weeks_interval
 from analysis.report.inputs import ReportInputs
+from analysis.report.study_report import fewer_than
+from analysis.tables import format_interval
 
 
 def grouping_models(inputs: ReportInputs) -> dict[str, pd.DataFrame]:
@@ -123,11 +130,56 @@ def comparison_pointer(
     )
 
 
-CUTOFF_SENSITIVITY_NOT_COMPUTED = (
-    "Sensitivity of the comparison to the cut-offs: not computed. The fit stage fits one "
-    "grouping (fit.adherence_grouping in params.yaml); moving a cut-off means fitting again. "
-    "Adherence as a continuous exposure (below) needs no cut-off."
-)
+def cutoff_sensitivity(models: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """The fit stage's groups under moved cut-offs (adherence_grouping_sensitivity)."""
+    if GROUPING_SENSITIVITY not in models:
+        raise ReportError(
+            "the fit stage wrote no adherence_grouping_sensitivity.csv: run `ga-rehab fit` again "
+            "(fit.adherence_grouping.sensitivity_shifts in params.yaml)"
+        )
+    return models[GROUPING_SENSITIVITY]
+
+
+def sensitivity_for_report(sensitivity: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
+    """The groups under each moved cut-off (fit stage's adherence_grouping_sensitivity): median
+    weeks to recovery and hazard ratio against the first group, with 95% CIs. Group sizes are
+    not shown (two groupings' sizes differ by the people between two cut-offs, which can be
+    fewer than min_cell_size); a group of fewer than min_cell_size people shows no estimate."""
+    rows = []
+    for row in sensitivity.itertuples():
+        small = row.n < min_cell_size
+        rows.append(
+            {
+                "cut-offs moved": row.grouping,
+                "cut-offs": row.cutoffs,
+                "group": row.group,
+                "median weeks (95% CI)": f"{fewer_than(min_cell_size)} people"
+                if small
+                else weeks_interval(row.median, row.median_conf_low, row.median_conf_high),
+                "hazard ratio vs first group (95% CI)": ""
+                if small or pd.isna(row.hazard_ratio)
+                else "reference"
+                if pd.isna(row.hr_conf_low)
+                else format_interval(row.hazard_ratio, row.hr_conf_low, row.hr_conf_high),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def sensitivity_sentence(sensitivity: pd.DataFrame, min_cell_size: int) -> str:
+    """The range of each group's hazard ratio over the groupings (those of >= k people)."""
+    shown = sensitivity[(sensitivity["n"] >= min_cell_size) & sensitivity["hr_conf_low"].notna()]
+    if shown.empty:
+        return "Sensitivity to the cut-offs: no grouping has groups large enough to compare."
+    parts = [
+        f"{group} {rows['hazard_ratio'].min():.2f} to {rows['hazard_ratio'].max():.2f}"
+        for group, rows in shown.groupby("group", sort=False)
+    ]
+    return (
+        "Moving each cut-off on its own (table below), the hazard ratios of recovery against "
+        f"the first group range: {'; '.join(parts)}. Where the ranges are narrow, the "
+        "conclusion does not hang on where the lines are drawn."
+    )
 
 
 def dose_response_sentence(
