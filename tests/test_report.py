@@ -666,8 +666,6 @@ def test_adherence_report_shows_its_cut_offs_and_dose_response_not_the_study_com
 def test_cut_off_sensitivity_shows_no_group_size_and_no_estimate_of_a_small_group():
     """Two groupings' sizes differ by the people between the cut-offs (3 here): no size is
     shown, and a group of fewer than k people shows no median or hazard ratio."""
-    from analysis.report import adherence_groups
-
     table = pd.DataFrame(
         {
             "grouping": ["as set", "as set", "moved", "moved"],
