@@ -493,6 +493,50 @@ def competing_risk_models(recovery: pd.DataFrame, params: dict, outputs: FitOutp
     )
     outputs.metrics["fine_gray_subdistribution_hazard_ratios"] = _hazard_ratios(fine_gray.tidy())
     _record_notes(outputs, "fine_gray", fine_gray.notes)
+    unadjusted_fine_gray_models(recovery, params, outputs)
+
+
+def unadjusted_fine_gray_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """Fine-Gray on each of fit.fine_gray_covariates alone (gtsummary's unadjusted column), as
+    fine_gray_unadjusted.
+
+    Each model uses everyone with that covariate and goes through the events-per-parameter rule
+    on its own; withdrawal competes as in the adjusted model.
+    """
+    outcome = [DURATION, Recovery.event_type]
+    is_event = recovery[Recovery.event_type] == EVENT_RECOVERED
+    tables = []
+    for covariate in params["fine_gray_covariates"]:
+        model = f"fine_gray_unadjusted_{covariate}"
+        fitted = fit_regression(
+            outputs,
+            model,
+            f"unadjusted Fine-Gray model of {covariate}",
+            information_count(recovery, outcome, [covariate], is_event),
+            params,
+            lambda covariate=covariate: fit_fine_gray(
+                recovery,
+                DURATION,
+                Recovery.event_type,
+                EVENT_RECOVERED,
+                [covariate],
+                reference_levels=params["reference_levels"],
+            ),
+        )
+        if fitted is None:
+            continue
+        used, _ = complete_rows(recovery, [*outcome, covariate])
+        tables.append(
+            regression_table(
+                fitted.tidy(),
+                reference_levels_in(recovery, outcome, [covariate], params),
+                fitted.n_observations,
+                (used[Recovery.event_type] == EVENT_RECOVERED).sum(),
+            )
+        )
+        _record_notes(outputs, model, fitted.notes)
+    if tables:
+        outputs.tables["fine_gray_unadjusted"] = pd.concat(tables, ignore_index=True)
 
 
 def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:

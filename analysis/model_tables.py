@@ -69,6 +69,8 @@ WHOLE_STUDY_TABLES: dict[str, tuple[str, ...]] = {
     # One column per fit.km_times_days: nothing fixed to declare.
     "turnbull_survival_at": (),
     "fine_gray": _HAZARD_RATIOS,
+    # One covariate at a time, beside the adjusted Fine-Gray model.
+    "fine_gray_unadjusted": _HAZARD_RATIOS,
     # One covariate at a time, beside the adjusted model (gtsummary's "univariable" column).
     "primary_unadjusted": _PRIMARY,
     "primary_effects": _PRIMARY,

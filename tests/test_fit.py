@@ -27,6 +27,7 @@ from analysis.fit import (
     regroup_adherence,
     run_models,
     site_comparison_models,
+    unadjusted_fine_gray_models,
 )
 from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
@@ -51,6 +52,7 @@ EXPECTED_TABLES = {
     "turnbull_survival_at",
     "cumulative_incidence",
     "fine_gray",
+    "fine_gray_unadjusted",
     "mixed_fixed_effects",
     "mixed_variance_components",
     "mixed_predictions",
@@ -428,6 +430,7 @@ REGRESSION_TABLES = {
     "cox_unadjusted": ["severity", "chronic", "underlying_condition"],
     "cox_time_varying": ["severity", "chronic", "underlying_condition"],
     "fine_gray": ["severity", "chronic", "underlying_condition"],
+    "fine_gray_unadjusted": ["severity", "chronic", "underlying_condition"],
     "aft_coefficients": ["severity", "chronic", "underlying_condition"],
     "primary_effects": ["severity", "chronic", "underlying_condition"],
     "primary_unadjusted": ["severity", "chronic", "underlying_condition"],
@@ -589,3 +592,33 @@ def test_the_trial_teams_grouping_is_fitted_with_the_groups_in_the_cox_model(fit
     assert "overall_adherence" not in set(cox["term"])
     medians = pd.read_csv(models / "adherence_grouping_km_medians.csv")
     assert medians["group"].tolist()[:-1] == spec["labels"]
+
+
+def test_unadjusted_fine_gray_agrees_with_crr_one_covariate_at_a_time():
+    """fine_gray_unadjusted against cmprsk::crr with each covariate alone (R code and numbers:
+    tests/data/finegray_unadjusted_reference.R and finegray_unadjusted_crr.csv)."""
+    cohort = pd.read_csv(PROJECT_ROOT / "tests" / "data" / "finegray_unadjusted_cohort.csv")
+    reference = pd.read_csv(PROJECT_ROOT / "tests" / "data" / "finegray_unadjusted_crr.csv")
+    params = {
+        "fine_gray_covariates": list(dict.fromkeys(reference["covariate"])),
+        "min_events_per_parameter": 10,
+        "reference_levels": {"severity": "mild", "chronic": False, "underlying_condition": "none"},
+    }
+    outputs = FitOutputs()
+    unadjusted_fine_gray_models(cohort, params, outputs)
+    table = outputs.tables["fine_gray_unadjusted"]
+    estimated = table[~table[REFERENCE_COLUMN]].set_index("term")
+    for row in reference.itertuples():
+        level = row.term.removeprefix(row.covariate)
+        term = row.covariate if not level else f"{row.covariate}[{level}]"
+        assert estimated.loc[term, "estimate"] == pytest.approx(row.estimate, rel=1e-6, abs=1e-9)
+        assert estimated.loc[term, "std_error"] == pytest.approx(row.std_error, rel=1e-5)
+        assert estimated.loc[term, "n"] == row.n
+    # Each model its own people and events; reference rows as clinicians read them.
+    sitting = estimated.loc["mean_sitting_hours"]
+    used = cohort[cohort["mean_sitting_hours"].notna()]
+    assert sitting["events"] == (used["event_type"] == "recovered").sum()
+    marked = set(table.loc[table[REFERENCE_COLUMN], "term"])
+    assert marked == {"severity[mild]", "chronic[False]", "underlying_condition[none]"}
+    models = {status["model"] for status in outputs.status}
+    assert models == {f"fine_gray_unadjusted_{c}" for c in params["fine_gray_covariates"]}
