@@ -22,6 +22,7 @@ from analysis.mixed import (
     fit_mixed,
     fitted_vs_observed,
     largest_gap,
+    r_term_name,
 )
 from analysis.model_tables import (
     ADHERENCE_GROUPING_TABLE_PREFIX,
@@ -566,11 +567,12 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
                 WeeklyTrajectories.participant_id,
                 re_formula=spec["random"],
                 reml=spec["reml"],
+                reference_levels=params["reference_levels"],
             ),
         )
         if fitted is None:
             continue
-        fixed.append(fitted.tidy().assign(outcome=outcome))
+        fixed.append(mixed_fixed_effects_table(fitted, params).assign(outcome=outcome))
         components.append(fitted.random_effects_sd_cor.assign(outcome=outcome))
         predictions.append(
             grid[[week, params["group"]]].assign(
@@ -591,6 +593,25 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
         outputs.metrics["mixed_largest_gap"] = mixed_largest_gaps(
             table, spec["fitted_vs_observed_min_n"]
         )
+
+
+def mixed_fixed_effects_table(fitted, params: dict) -> pd.DataFrame:
+    """A mixed model's fixed effects as a regression table: terms named as the other models
+    name them (`factor[level]`, `week:factor[level]`, not R's `factorlevel`), a reference row
+    before each factor's levels (also within an interaction with time), and the people (`n`)
+    and weekly observations (`observations`) the model describes."""
+    r_names = fitted.fitted.fixed_spec.column_names
+    named = {r_term_name(name): name.replace("[T.", "[") for name in r_names if "[" in name}
+    tidy = fitted.tidy().assign(term=lambda t: t["term"].map(lambda term: named.get(term, term)))
+    references = {}
+    for term in tidy["term"]:
+        prefix = str(term).split("[")[0]
+        factor = prefix.split(":")[-1]
+        if "[" in str(term) and factor in params["reference_levels"]:
+            references[prefix] = params["reference_levels"][factor]
+    return with_reference_rows(tidy, references).assign(
+        n=fitted.n_groups, observations=fitted.n_observations
+    )
 
 
 def mixed_frame(trajectories: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, TimeBasis]:
