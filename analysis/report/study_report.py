@@ -22,15 +22,20 @@ from analysis.privacy import (
 )
 from analysis.report.comparison import medians_for_report
 from analysis.schema import (
+    MILESTONES,
     Recovery,
     WeeklyTrajectories,
 )
 from analysis.tables import (
+    DIFFERENCE_HEADER,
     FLOW_CHAIN,
+    OUTCOME_LABELS,
+    RegressionTable,
     cohort_flow,
     format_interval,
     format_tidy,
     level_label,
+    merged_regression_table,
     readable_term,
 )
 
@@ -100,6 +105,56 @@ def lag_sensitivity_for_report(lags: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def milestone_effects_table(
+    effects: pd.DataFrame, units: Mapping, min_cell_size: int
+) -> RegressionTable:
+    """The primary model per milestone side by side (first functional change, full recovery),
+    each with its people and events, as the other regression tables read."""
+    models = [
+        (MILESTONES[name].label.capitalize(), rows.drop(columns="milestone"))
+        for name, rows in effects.groupby("milestone", sort=False)
+    ]
+    return merged_regression_table(models, units, min_cell_size=min_cell_size)
+
+
+def landmark_cox_table(
+    landmark_cox: pd.DataFrame, units: Mapping, min_cell_size: int
+) -> RegressionTable:
+    """The landmark Cox models side by side, one per landmark week, each with the people still
+    followed at its landmark and their recoveries."""
+    models = [
+        (f"Landmark at week {weeks:g}", rows.drop(columns="landmark_weeks"))
+        for weeks, rows in landmark_cox.groupby("landmark_weeks", sort=True)
+    ]
+    table = merged_regression_table(models, units, min_cell_size=min_cell_size)
+    table.notes.append(
+        "Each model: people still followed at the landmark week, time counted from it; "
+        "adherence is the mean weekly adherence before the landmark."
+    )
+    return table
+
+
+def mixed_effects_table(fixed_effects: pd.DataFrame, min_cell_size: int) -> RegressionTable:
+    """The mixed models' fixed effects side by side, one model per outcome (its unit in the
+    header) with its people and weekly observations; levels against the reference group."""
+    models = [
+        (OUTCOME_LABELS.get(outcome, readable_term(outcome)), rows.drop(columns="outcome"))
+        for outcome, rows in fixed_effects.groupby("outcome", sort=False)
+    ]
+    table = merged_regression_table(
+        models,
+        estimate_header=DIFFERENCE_HEADER,
+        exponentiate=False,
+        min_cell_size=min_cell_size,
+    )
+    table.notes.append(
+        "Week enters as a straight line plus natural-spline basis columns: read those "
+        "coefficients together, as the fitted lines in the figure, not one by one. p-values from "
+        "t on Satterthwaite degrees of freedom (as lmerTest)."
+    )
+    return table
+
+
 def milestone_medians_for_report(medians: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
     """Kaplan-Meier medians of both milestones (days and weeks), small groups suppressed."""
     shown = medians_for_report(medians, min_cell_size)
@@ -135,6 +190,7 @@ SECTIONS = {
     "turnbull": "Interval-censored estimate (Turnbull) beside Kaplan-Meier",
     "cox": "Cox proportional hazards",
     "visit_day": "Sensitivity: time-varying Cox on the visit day",
+    "landmark": "Landmark analysis: adherence over the first weeks",
     "competing": "Competing risks: recovery and withdrawal",
     "trajectories": "Pain and strength over the weeks",
     "methods": "Methods",
@@ -179,9 +235,9 @@ STROBE_ITEMS = (
     (
         17,
         "Other analyses",
-        "sensitivity analyses (visit-day Cox, exposure lags, Turnbull, competing risks), "
-        "milestones, trajectories; the adherence cut-offs in adherence_groups.html",
-        ("milestones", "turnbull", "visit_day", "competing", "trajectories"),
+        "sensitivity analyses (visit-day Cox, exposure lags, Turnbull, landmark, competing "
+        "risks), milestones, trajectories; the adherence cut-offs in adherence_groups.html",
+        ("milestones", "turnbull", "visit_day", "landmark", "competing", "trajectories"),
     ),
 )
 
@@ -336,6 +392,13 @@ def model_specifications(study_params: Mapping) -> pd.DataFrame:
             "Time-varying Cox",
             f"weekly start/stop intervals; covariates: "
             f"{listed(fit.get('time_varying_covariates'))}",
+        ),
+        (
+            "Landmark",
+            f"adherence over the weeks before each landmark (weeks "
+            f"{listed(fit.get('landmark', {}).get('weeks'))}), follow-up from the landmark on "
+            "for the people still followed then; Cox with "
+            f"{listed(fit.get('landmark', {}).get('cox_covariates'))}",
         ),
         (
             "Turnbull",
