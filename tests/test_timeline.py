@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 
 import numpy as np
 import pandas as pd
@@ -26,10 +25,12 @@ from analysis.timeline import (
 )
 
 # Log-day coefficients of the generating Weibull AFT, named as the fit names its terms. With
-# these, a mild, recent, high-adherence case with no underlying condition has a median of about
-# 7 weeks and the cohort spans about 6 weeks (10th percentile) to 30 weeks (90th): as quoted.
+# these, a mild, recent, high-adherence case with no underlying condition fully recovers in a
+# median of about 11 weeks, considerably longer than the 6-8 weeks the domain text quotes for
+# such a case's first functional changes, and the cohort spans from about 7 weeks (10th
+# percentile) to beyond the 40 weeks of follow-up (90th): as quoted.
 AGREEING_MODEL = {
-    "(Intercept)": 4.48,
+    "(Intercept)": 4.96,
     "overall_adherence": -1.0,
     "mean_sitting_hours": 0.06,
     "severity[moderate]": 0.3,
@@ -49,7 +50,7 @@ DISAGREEING_MODEL = {
     "underlying_condition[disc]": -0.3,
     "underlying_condition[nerve_entrapment]": -0.3,
 }
-TRUE_SCALE = 0.45
+TRUE_SCALE = 0.55
 VISIT_EVERY_DAYS = 14
 FOLLOW_UP_DAYS = 280
 CONDITIONS = ("none", "disc", "nerve_entrapment", "other")
@@ -213,7 +214,7 @@ def test_observed_median_only_for_profiles_with_enough_people(timeline, params):
     assert large["observed_median_weeks"].notna().all()
     # Turnbull puts mass at interval midpoints, so agreement is to about one visit (2 weeks).
     difference = (large["observed_median_weeks"] - large["predicted_median_weeks"]).abs()
-    assert difference.median() < 1.5
+    assert difference.median() < VISIT_EVERY_DAYS / DAYS_PER_WEEK
 
 
 def test_profile_covariates_are_medians_within_group_and_band(timeline, cohort):
@@ -336,6 +337,12 @@ def test_quantiles_without_a_median_are_a_parameter_error(cohort, params):
 # ---- quoted ranges -------------------------------------------------------------------------
 
 
+def mild_profile(timeline) -> int:
+    return timeline.profile_index(
+        severity="mild", chronic=False, adherence_group="high", underlying_condition="none"
+    )
+
+
 def test_quoted_ranges_agree_with_data_generated_like_the_domain_text(timeline, cohort, params):
     comparison = compare_with_quoted_ranges(timeline, cohort, params["timeline"])
     assert tuple(comparison.columns) == COMPARISON_COLUMNS
@@ -343,8 +350,13 @@ def test_quoted_ranges_agree_with_data_generated_like_the_domain_text(timeline, 
     assert comparison["verdict"].tolist() == ["agree"] * 4, comparison.to_string()
     mild = comparison.iloc[0]
     assert "adherence_group=high" in mild["detail"] and "chronic=False" in mild["detail"]
-    numbers = [float(x) for x in re.findall(r"\d+\.\d", mild["observed"])]
-    assert 6 <= numbers[0] <= 8
+    # Full recovery beyond the first changes' 6-8 weeks, on the CI; the profile's own people
+    # (the observed median, with its CI) beside the model.
+    assert 8 < mild["conf_low_weeks"] <= mild["estimate_weeks"] <= mild["conf_high_weeks"]
+    assert mild["observed_conf_low_weeks"] <= mild["observed_weeks"]
+    assert mild["observed_weeks"] <= mild["observed_conf_high_weeks"]
+    assert mild["people"] == timeline.table.loc[mild_profile(timeline), "n_in_profile"]
+    assert f"{mild['estimate_weeks']:.1f} weeks (95% CI" in mild["observed"]
 
 
 def test_quoted_ranges_disagree_with_data_that_contradict_them(params):
