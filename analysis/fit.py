@@ -63,11 +63,12 @@ from analysis.survival import (
 )
 from analysis.survival.aft import AftResult, compare_by_aic
 from analysis.survival.design import complete_rows, design_matrix, factor_levels, is_categorical
-from analysis.survival.interval import ALL_ROWS
 from analysis.timeline import (
     calibration_diagnostics,
     compare_with_quoted_ranges,
+    range_verdict,
     timeline_table,
+    turnbull_quantiles,
 )
 
 DURATION = Recovery.time_to_recovery_days
@@ -86,6 +87,20 @@ PRIMARY_EXTRA_COLUMNS = ("unit", "conf_method")
 # model describes (gtsummary's N and events), the same on every row of one model.
 MODEL_COUNT_COLUMNS = ("n", "events")
 REFERENCE_UNIT = "reference level"
+# milestone_quoted_ranges: each quoted range beside the Turnbull quantile (weeks) and its CI.
+MILESTONE_QUOTE_COLUMNS = (
+    "milestone",
+    "claim",
+    "profile",
+    "people",
+    "quantile",
+    "estimate_weeks",
+    "conf_low_weeks",
+    "conf_high_weeks",
+    "quoted_low_weeks",
+    "quoted_high_weeks",
+    "verdict",
+)
 LANDMARK_COUNT_COLUMNS = (
     "landmark_weeks",
     "people",
@@ -883,17 +898,22 @@ def profile_rows(recovery: pd.DataFrame, profile: dict) -> pd.Series:
 
 
 def milestone_models(
-    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+    recovery: pd.DataFrame,
+    intervals: pd.DataFrame,
+    params: dict,
+    outputs: FitOutputs,
+    bootstrap: dict,
 ) -> None:
     """Both milestones (first functional change, full recovery): Kaplan-Meier medians by group,
     the primary model, and the domain's quoted ranges against the interval-censored estimates.
 
     Quoted ranges are checked on Turnbull quantiles (the interval between visits, not the visit
-    day, which is about a week late); a verdict "agree" means the estimate lies in the range.
+    day, which is about a week late) and their bootstrap CIs (`bootstrap`: the timeline
+    block's bootstrap_samples and seed); see `milestone_quoted_ranges`.
     """
     spec = params["milestones"]
     grouped = with_group(recovery, params)
-    medians, effects, quotes = [], [], []
+    medians, effects = [], []
     for name, columns in MILESTONES.items():
         km = kaplan_meier(grouped, columns.time, columns.event, group=params["group"])
         overall = kaplan_meier(grouped, columns.time, columns.event)
@@ -919,34 +939,72 @@ def milestone_models(
             effects.append(
                 primary_table(fitted, frame, model, params, bounds).assign(milestone=name)
             )
-    for claim in spec["quoted"]:
-        columns = MILESTONES[claim["milestone"]]
-        people = grouped[profile_rows(grouped, claim["profile"])]
-        curve = turnbull(people, columns.lower, columns.upper)
-        weeks = curve.fitted[ALL_ROWS].quantile(claim["quantile"]) / DAYS_PER_WEEK
+    outputs.tables["milestone_quoted_ranges"] = milestone_quoted_ranges(
+        grouped, spec["quoted"], bootstrap
+    )
+    outputs.tables["milestone_km_medians"] = pd.concat(medians, ignore_index=True)
+    if effects:
+        outputs.tables["milestone_primary_effects"] = pd.concat(effects, ignore_index=True)
+    outputs.metrics["milestone_quoted_ranges"] = {
+        f"{row.milestone}: {row.claim}": row.verdict
+        for row in outputs.tables["milestone_quoted_ranges"].itertuples()
+    }
+
+
+def profile_text(profile: dict) -> str:
+    """A claim's people in words of the table: "severity=mild, chronic=False" or everyone."""
+    return ", ".join(f"{name}={level}" for name, level in profile.items()) or "everyone"
+
+
+def milestone_quoted_ranges(grouped: pd.DataFrame, claims: list[dict], bootstrap: dict):
+    """Each quoted range (fit.milestones.quoted) against the Turnbull quantile of the people the
+    claim is about, with its 95% percentile-bootstrap CI, and a verdict by
+    timeline.VERDICT_RULE (the CI inside the range: agree; outside: disagree; across an end:
+    inconclusive). Claims about the same milestone and people share one bootstrap
+    (`bootstrap`: timeline.bootstrap_samples and timeline.seed)."""
+    rng = np.random.default_rng(bootstrap["seed"])
+    estimates = {}
+    for claim in claims:
+        key = (claim["milestone"], profile_text(claim["profile"]))
+        estimates.setdefault(key, (claim["profile"], []))[1].append(claim["quantile"])
+    intervals = {}
+    for (milestone, text), (profile, quantiles) in estimates.items():
+        columns = MILESTONES[milestone]
+        people = grouped[profile_rows(grouped, profile)]
+        intervals[(milestone, text)] = (
+            len(people),
+            turnbull_quantiles(
+                people,
+                columns.lower,
+                columns.upper,
+                quantiles,
+                int(bootstrap["bootstrap_samples"]),
+                rng,
+            ),
+        )
+    quotes = []
+    for claim in claims:
+        key = (claim["milestone"], profile_text(claim["profile"]))
+        people, found = intervals[key]
+        estimate, conf_low, conf_high = found[claim["quantile"]].weeks()
         low, high = claim["range_weeks"]
         high = np.inf if high is None else high
         quotes.append(
             {
                 "milestone": claim["milestone"],
                 "claim": claim["text"],
-                "people": len(people),
+                "profile": key[1],
+                "people": people,
                 "quantile": claim["quantile"],
-                "estimate_weeks": weeks,
+                "estimate_weeks": estimate,
+                "conf_low_weeks": conf_low,
+                "conf_high_weeks": conf_high,
                 "quoted_low_weeks": low,
                 "quoted_high_weeks": high,
-                "verdict": "undetermined"
-                if np.isnan(weeks)
-                else ("agree" if low <= weeks <= high else "disagree"),
+                "verdict": range_verdict(conf_low, conf_high, low, high),
             }
         )
-    outputs.tables["milestone_km_medians"] = pd.concat(medians, ignore_index=True)
-    if effects:
-        outputs.tables["milestone_primary_effects"] = pd.concat(effects, ignore_index=True)
-    outputs.tables["milestone_quoted_ranges"] = pd.DataFrame(quotes)
-    outputs.metrics["milestone_quoted_ranges"] = {
-        f"{row['milestone']}: {row['claim']}": row["verdict"] for row in quotes
-    }
+    return pd.DataFrame(quotes, columns=list(MILESTONE_QUOTE_COLUMNS))
 
 
 @dataclass
@@ -1074,7 +1132,9 @@ def run_models(
         "kaplan_meier": lambda: km_models(recovery, fit_params, outputs),
         "primary": lambda: primary_models(recovery, intervals, fit_params, outputs),
         "landmark": lambda: landmark_models(recovery, intervals, fit_params, outputs),
-        "milestones": lambda: milestone_models(recovery, intervals, fit_params, outputs),
+        "milestones": lambda: milestone_models(
+            recovery, intervals, fit_params, outputs, params["timeline"]
+        ),
         "cox": lambda: cox_models(recovery, intervals, fit_params, outputs),
         "turnbull": lambda: turnbull_models(recovery, fit_params, outputs),
         "competing_risks": lambda: competing_risk_models(recovery, fit_params, outputs),

@@ -61,6 +61,7 @@ COMPARISON_COLUMNS = (
     "detail",
     # Claim (a), in weeks: the model's predicted median and the observed (Turnbull) median of
     # the profile's people, each with its 95% CI, for the reports to set beside the milestones'.
+    "profile",
     "people",
     "estimate_weeks",
     "conf_low_weeks",
@@ -1074,6 +1075,7 @@ def compare_with_quoted_ranges(
                 "bootstrap CI; the observed median is not the verdict's: it describes the few "
                 "people of the profile, the model a typical member"
             ),
+            "profile": _profile_text(timeline, index),
             "people": len(people),
             "estimate_weeks": row[f"predicted_{label}_weeks"],
             "conf_low_weeks": ci_low,

@@ -32,6 +32,7 @@ from analysis.fit import (
 from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
 from analysis.survival import fit_aft
+from analysis.timeline import VERDICTS
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED_TABLES = {
@@ -417,11 +418,19 @@ def test_both_milestones_get_kaplan_meier_the_primary_model_and_quoted_ranges(fi
     assert adherence.loc["full_recovery", "estimate"] == full.loc["weekly_adherence", "estimate"]
     quotes = pd.read_csv(models / "milestone_quoted_ranges.csv")
     assert len(quotes) == len(params["fit"]["milestones"]["quoted"])
-    assert set(quotes["verdict"]) <= {"agree", "disagree", "undetermined"}
-    within = quotes["estimate_weeks"].between(
-        quotes["quoted_low_weeks"], quotes["quoted_high_weeks"]
+    assert set(quotes["verdict"]) <= set(VERDICTS)
+    # Each verdict rests on the estimate's 95% CI: inside the range agree, outside disagree.
+    assert (quotes["conf_low_weeks"] <= quotes["estimate_weeks"]).all()
+    assert (quotes["estimate_weeks"] <= quotes["conf_high_weeks"]).all()
+    inside = (quotes["conf_low_weeks"] >= quotes["quoted_low_weeks"]) & (
+        quotes["conf_high_weeks"] <= quotes["quoted_high_weeks"]
     )
-    assert (within == (quotes["verdict"] == "agree")).all()
+    outside = (quotes["conf_high_weeks"] < quotes["quoted_low_weeks"]) | (
+        quotes["conf_low_weeks"] > quotes["quoted_high_weeks"]
+    )
+    assert (inside == (quotes["verdict"] == "agree")).all()
+    assert (outside == (quotes["verdict"] == "disagree")).all()
+    assert (~inside & ~outside == (quotes["verdict"] == "inconclusive")).all()
 
 
 # Regression tables and the factors each codes against fit.reference_levels.

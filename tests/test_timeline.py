@@ -20,8 +20,11 @@ from analysis.timeline import (
     DAYS_PER_WEEK,
     TimelineModel,
     calibration_diagnostics,
+    combined_verdict,
     compare_with_quoted_ranges,
+    range_verdict,
     timeline_table,
+    turnbull_quantiles,
 )
 
 # Log-day coefficients of the generating Weibull AFT, named as the fit names its terms. With
@@ -482,3 +485,59 @@ def test_a_broken_model_file_is_a_data_error(timeline):
         TimelineModel.from_dict({k: v for k, v in data.items() if k != "coefficients"})
     with pytest.raises(DataError, match="unknown AFT distribution"):
         TimelineModel.from_dict({**data, "distribution": "gamma"})
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "verdict"),
+    [
+        (6.5, 7.5, "agree"),  # the whole CI inside 6-8
+        (6.0, 8.0, "agree"),  # the ends count as inside
+        (8.5, 9.0, "disagree"),  # the whole CI above
+        (2.0, 5.9, "disagree"),  # the whole CI below
+        (5.0, 7.0, "inconclusive"),  # across the lower end
+        (5.0, 9.0, "inconclusive"),  # across both ends
+        (np.nan, 7.0, "undetermined"),
+    ],
+)
+def test_a_verdict_reads_the_confidence_interval_against_the_quoted_range(low, high, verdict):
+    assert range_verdict(low, high, 6.0, 8.0) == verdict
+
+
+def test_open_ended_ranges_and_claims_of_several_parts():
+    assert range_verdict(10.5, np.inf, 10.0) == "agree"  # "10+ weeks", CI open above
+    assert range_verdict(9.5, 12.0, 10.0) == "inconclusive"
+    assert combined_verdict(["agree", "agree"]) == "agree"
+    assert combined_verdict(["agree", "inconclusive"]) == "inconclusive"
+    assert combined_verdict(["inconclusive", "disagree"]) == "disagree"
+    assert combined_verdict(["disagree", "undetermined"]) == "undetermined"
+
+
+def test_turnbull_quantiles_carry_bootstrap_intervals_open_where_the_curve_ends(cohort):
+    """The CI is a percentile bootstrap over people; a quantile the curve never reaches lies
+    beyond its end (+inf), in the estimate and in the replicates alike."""
+    people = interval_censored_frame(cohort).iloc[:400]
+    found = turnbull_quantiles(
+        people,
+        Recovery.interval_lower_days,
+        Recovery.interval_upper_days,
+        [0.1, 0.5, 0.999],
+        samples=40,
+        rng=np.random.default_rng(3),
+    )
+    for quantile in (0.1, 0.5):
+        interval = found[quantile]
+        assert interval.conf_low <= interval.estimate <= interval.conf_high
+        assert interval.conf_low < interval.conf_high and interval.replicates == 40
+    assert found[0.1].conf_high <= found[0.5].conf_low
+    never = found[0.999]
+    assert np.isinf(never.estimate) and np.isinf(never.conf_high)
+    assert never.text() == "beyond the end of follow-up (so is its 95% CI)"
+    again = turnbull_quantiles(
+        people,
+        Recovery.interval_lower_days,
+        Recovery.interval_upper_days,
+        [0.5],
+        samples=40,
+        rng=np.random.default_rng(3),
+    )
+    assert again[0.5] == found[0.5]  # the seed decides every replicate

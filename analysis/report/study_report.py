@@ -21,6 +21,7 @@ from analysis.privacy import (
     suppress_small_cells,
 )
 from analysis.report.comparison import medians_for_report
+from analysis.report.shared import profile_estimates_for_report, profile_estimates_text
 from analysis.schema import (
     MILESTONES,
     Recovery,
@@ -38,6 +39,7 @@ from analysis.tables import (
     merged_regression_table,
     readable_term,
 )
+from analysis.timeline import VERDICT_RULE
 
 PRIMARY_HEADLINE_TERMS = ("weekly_adherence", "weekly_sitting_hours")
 
@@ -566,7 +568,19 @@ def _readable(text: str) -> str:
 
 
 def _agreement(verdict) -> str:
-    return {"agree": "agrees", "disagree": "disagrees"}.get(str(verdict), str(verdict))
+    return {
+        "agree": "the data agree",
+        "disagree": "the data disagree",
+        "inconclusive": "inconclusive (the interval reaches across an end of the quoted range)",
+        "undetermined": "undetermined (no estimate)",
+    }.get(str(verdict), str(verdict))
+
+
+def _weeks_interval(estimate: float, low: float, high: float) -> str:
+    def weeks(value: float) -> str:
+        return "beyond follow-up" if np.isinf(value) else f"{value:.1f}"
+
+    return f"{weeks(estimate)} weeks (95% CI {weeks(low)} to {weeks(high)})"
 
 
 def timeline_sentences(
@@ -574,8 +588,10 @@ def timeline_sentences(
     timeline_ranges: pd.DataFrame | None,
     min_cell_size: int,
 ) -> list[str]:
-    """The quoted ranges beside the calibrated estimates, each with agree or disagree; a claim
-    about fewer than min_cell_size people gets no estimate."""
+    """The quoted ranges beside the data's estimates and their 95% CIs, each with its verdict
+    (VERDICT_RULE, said once); a claim about fewer than min_cell_size people gets no estimate.
+    Where the study and timeline reports give three estimates for one profile, they are set
+    side by side."""
     sentences = []
     if timeline_ranges is not None:
         masked = mask_small_counts_in_text(timeline_ranges, min_cell_size)
@@ -586,7 +602,7 @@ def timeline_sentences(
             sentences.append(
                 _readable(
                     f"Quoted: {row.claim} ({row.quoted}). Timeline model and data: {observed}: "
-                    f"the data {_agreement(row.verdict)}."
+                    f"{_agreement(row.verdict)}."
                 )
             )
     if milestone_ranges is not None:
@@ -600,10 +616,27 @@ def timeline_sentences(
                 )
                 continue
             sentences.append(
-                f"Quoted: {row.claim} ({quoted}). Interval-censored estimate "
-                f"({row.milestone.replace('_', ' ')}, {row.quantile:g} quantile): "
-                f"{row.estimate_weeks:.1f} weeks: the data {_agreement(row.verdict)}."
+                f"Quoted: {row.claim} ({quoted}). Interval-censored (Turnbull) estimate "
+                f"({row.milestone.replace('_', ' ')}, {row.quantile:g} quantile, "
+                f"{count_text(row.people, min_cell_size)} people): "
+                f"{_weeks_interval(row.estimate_weeks, row.conf_low_weeks, row.conf_high_weeks)}"
+                f": {_agreement(row.verdict)}."
             )
+    if milestone_ranges is not None and timeline_ranges is not None:
+        side_by_side = profile_estimates_for_report(
+            milestone_ranges, timeline_ranges, min_cell_size
+        )
+        shown = side_by_side[side_by_side["median weeks (95% CI)"] != ""]
+        if len(shown) > 1:
+            sentences.append(
+                "One profile, full recovery, estimated three ways: "
+                + "; ".join(
+                    f"{row.estimate} {row['median weeks (95% CI)']}" for _, row in shown.iterrows()
+                )
+                + f". {profile_estimates_text(milestone_ranges)}"
+            )
+    if sentences:
+        sentences.insert(0, f"Each verdict rests on the estimate's 95% CI: {VERDICT_RULE}.")
     return sentences
 
 

@@ -58,10 +58,13 @@ def timeline_for_report(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFr
     return mask_small_counts_in_text(hidden, min_cell_size)
 
 
+QUOTED_RANGE_COLUMNS = ("claim", "quoted", "observed", "verdict", "detail")
+
+
 def timeline_quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """The timeline's quoted-range checks; counts of people its text quotes below
-    min_cell_size show as "<k"."""
-    return mask_small_counts_in_text(quotes, min_cell_size)
+    """The timeline's quoted-range checks in words (every estimate there with its 95% CI);
+    counts of people its text quotes below min_cell_size show as "<k"."""
+    return mask_small_counts_in_text(quotes[list(QUOTED_RANGE_COLUMNS)], min_cell_size)
 
 
 def profiles_seen(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
