@@ -162,9 +162,9 @@ def test_quoted_ranges_rest_on_confidence_intervals_and_small_claims_are_not_che
 def test_one_profile_estimated_three_ways_is_set_side_by_side_with_what_each_is(findings):
     side_by_side = findings["Quoted timelines against the data"][-1]
     assert side_by_side.startswith(
-        "One profile, full recovery, estimated three ways: observed, everyone of the claim "
-        "7.1 weeks (95% CI 5.9 to 9.9); observed, the timeline's profile 9.9 weeks (95% CI 7.0 "
-        "to 12.1); timeline model 12.4 weeks (95% CI 10.9 to 13.5)."
+        "One profile, full recovery, estimated three ways: observed: all such people, 7.1 "
+        "weeks (95% CI 5.9 to 9.9); observed: the timeline's profile only, 9.9 weeks (95% CI "
+        "7.0 to 12.1); timeline model, 12.4 weeks (95% CI 10.9 to 13.5)."
     )
     assert "first functional changes it puts at 6-8 weeks" in side_by_side
     table = shared.profile_estimates_for_report(
@@ -173,8 +173,11 @@ def test_one_profile_estimated_three_ways_is_set_side_by_side_with_what_each_is(
     # The profile's 13 people are fewer than 14: their median is not shown, the others are.
     assert table["people"].tolist() == [24, "<14", ""]
     assert table["median weeks (95% CI)"].iloc[1] == ""
-    assert "sitting band=moderate" in table["what it is"].iloc[1]
-    assert "overall adherence=0.91" in table["what it is"].iloc[2]
+    assert table["what it is"].iloc[1] == (
+        "Turnbull median of the people who are mild, high adherence, moderate sitting band, "
+        "no underlying condition, recent"
+    )
+    assert "(overall adherence 91%, sitting 7.7 h/day)" in table["what it is"].iloc[2]
 
 
 def test_limitations_name_dropout_per_group_and_the_interval_censoring(findings):

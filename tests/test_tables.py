@@ -661,3 +661,16 @@ def test_counts_in_regression_tables_go_through_the_privacy_rule():
     table = regression_table(small.assign(events=30), per_row, min_cell_size=5)
     assert table.frame.iloc[0]["Unadjusted events"] == "<5"
     assert table.frame.iloc[0]["Unadjusted N"] == "38"
+
+
+def test_show_table_labels_columns_under_a_model_whose_name_has_parentheses():
+    rows = [("week", -0.07, -0.12, -0.02, 0.005, False)]
+    table = merged_regression_table(
+        [("Hip pain (NRS 0-10)", _coefficients(rows, 500, observations=10288))],
+        estimate_header="Beta (95% CI)",
+        exponentiate=False,
+    )
+    html = show_table(table, "Mixed").data
+    assert "Hip pain (NRS 0-10) (N = 500; 10288 observations)" in html
+    assert ">Beta (95% CI)<" in html and ">p-value<" in html
+    assert "(NRS 0-10) Beta" not in html

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -60,8 +61,9 @@ def show_table(
     shown = GT(frame, id=table_id)
     for header, columns in spanners.items():
         shown = shown.tab_spanner(label=header, columns=columns)
-        # Under a spanner naming the model, a column says only what it holds.
-        prefix = header.split(" (")[0] + " "
+        # Under a spanner naming the model, a column says only what it holds (a model's name
+        # may itself hold parentheses: "Hip pain (NRS 0-10) (N = 500; ...)").
+        prefix = re.sub(r" \(N = [^()]*\)$", "", header) + " "
         shown = shown.cols_label(
             **{c: c.removeprefix(prefix) for c in columns if c.startswith(prefix)}
         )
@@ -177,6 +179,36 @@ def _same_profile_rows(
     return full.iloc[0], modelled.iloc[0]
 
 
+# A profile's "name=level" parts in words (the fit stage's tables name them as coded).
+_PROFILE_WORDS = {
+    "severity": "{level}",
+    "chronic": {"False": "recent", "True": "chronic"},
+    "adherence_group": "{level} adherence",
+    "sitting_band": "{level} sitting band",
+    "underlying_condition": {"none": "no underlying condition"},
+    "typical_overall_adherence": "overall adherence {percent}",
+    "typical_mean_sitting_hours": "sitting {hours} h/day",
+}
+
+
+def profile_words(profile: str) -> str:
+    """ "severity=mild, chronic=False, ..." as "mild, recent, high adherence, ..."."""
+    words = []
+    for part in str(profile).split(", "):
+        name, _, level = part.partition("=")
+        rule = _PROFILE_WORDS.get(name)
+        if isinstance(rule, dict):
+            words.append(rule.get(level, level.replace("_", " ")))
+        elif rule is not None and name.startswith("typical_"):
+            value = float(level)
+            words.append(rule.format(percent=f"{value:.0%}", hours=f"{value:.1f}"))
+        elif rule is not None:
+            words.append(rule.format(level=level.replace("_", " ")))
+        else:
+            words.append(part.replace("_", " "))
+    return ", ".join(words)
+
+
 def profile_estimates_for_report(
     milestone_ranges: pd.DataFrame, timeline_ranges: pd.DataFrame, min_cell_size: int
 ) -> pd.DataFrame:
@@ -187,18 +219,19 @@ def profile_estimates_for_report(
     if rows is None:
         return pd.DataFrame(columns=["estimate", "people", "what it is", "median weeks (95% CI)"])
     claim, modelled = rows
+    profile, typical = (modelled["profile"].split(", typical_", 1) + [""])[:2]
     entries = [
         (
-            "observed, everyone of the claim",
-            claim["people"],
-            f"Turnbull (interval-censored) median of the people with {claim['profile']}, "
-            "whatever their daily sitting",
+            "observed: all such people",
+            int(claim["people"]),
+            "Turnbull (interval-censored) median of the people who are "
+            f"{profile_words(claim['profile'])}, whatever their daily sitting",
             (claim["estimate_weeks"], claim["conf_low_weeks"], claim["conf_high_weeks"]),
         ),
         (
-            "observed, the timeline's profile",
-            modelled["people"],
-            f"Turnbull median of the people with {modelled['profile'].split(', typical_')[0]}",
+            "observed: the timeline's profile only",
+            int(modelled["people"]),
+            f"Turnbull median of the people who are {profile_words(profile)}",
             tuple(
                 modelled[["observed_weeks", "observed_conf_low_weeks", "observed_conf_high_weeks"]]
             ),
@@ -207,7 +240,7 @@ def profile_estimates_for_report(
             "timeline model",
             "",
             "predicted median of the interval-censored AFT model (fitted to everyone) for one "
-            f"typical member of that profile ({modelled['profile'].split(', typical_', 1)[-1]})",
+            f"typical member of that profile ({profile_words('typical_' + typical)})",
             tuple(modelled[["estimate_weeks", "conf_low_weeks", "conf_high_weeks"]]),
         ),
     ]
@@ -218,8 +251,8 @@ def profile_estimates_for_report(
             {
                 "estimate": name,
                 "people": mark(min_cell_size) if hidden else people,
-                "what it is": what.replace("_", " ").replace("typical ", ""),
-                "median weeks (95% CI)": "" if hidden else _interval_text(*interval)[: -0 or None],
+                "what it is": what,
+                "median weeks (95% CI)": "" if hidden else _interval_text(*interval),
             }
         )
     return pd.DataFrame(table)

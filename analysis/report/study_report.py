@@ -631,7 +631,7 @@ def timeline_sentences(
             sentences.append(
                 "One profile, full recovery, estimated three ways: "
                 + "; ".join(
-                    f"{row.estimate} {row['median weeks (95% CI)']}" for _, row in shown.iterrows()
+                    f"{row.estimate}, {row['median weeks (95% CI)']}" for _, row in shown.iterrows()
                 )
                 + f". {profile_estimates_text(milestone_ranges)}"
             )
