@@ -952,8 +952,11 @@ def turnbull_quantiles(
     resampled with replacement, `samples` times).
 
     The NPMLE has no valid standard error (survfit's are not), so the interval is the
-    bootstrap's; an innermost interval's mass sits at its midpoint (as survfit), so the
-    quantiles are exact only up to the visit spacing.
+    bootstrap's. Caveat: the NPMLE puts its mass on innermost intervals (at their midpoints,
+    as survfit), about a visit gap apart, so a quantile moves in such steps and its interval
+    does too; where the curve is flat near the level the interval spans several steps. The
+    plain bootstrap is not proven consistent for the interval-censored NPMLE (it converges at
+    n^(1/3) for current-status data), so read the interval as approximate.
     """
     quantiles = list(quantiles)
     estimate = _turnbull_quantiles_days(frame, lower, upper, quantiles)
