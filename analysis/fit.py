@@ -22,6 +22,7 @@ from analysis.mixed import (
     fit_mixed,
     fitted_vs_observed,
     largest_gap,
+    r_term_name,
 )
 from analysis.model_tables import (
     ADHERENCE_GROUPING_TABLE_PREFIX,
@@ -70,11 +71,12 @@ from analysis.survival import (
 )
 from analysis.survival.aft import AftResult, compare_by_aic
 from analysis.survival.design import complete_rows, design_matrix, factor_levels, is_categorical
-from analysis.survival.interval import ALL_ROWS
 from analysis.timeline import (
     calibration_diagnostics,
     compare_with_quoted_ranges,
+    range_verdict,
     timeline_table,
+    turnbull_quantiles,
 )
 
 DURATION = Recovery.time_to_recovery_days
@@ -93,6 +95,20 @@ PRIMARY_EXTRA_COLUMNS = ("unit", "conf_method")
 # model describes (gtsummary's N and events), the same on every row of one model.
 MODEL_COUNT_COLUMNS = ("n", "events")
 REFERENCE_UNIT = "reference level"
+# milestone_quoted_ranges: each quoted range beside the Turnbull quantile (weeks) and its CI.
+MILESTONE_QUOTE_COLUMNS = (
+    "milestone",
+    "claim",
+    "profile",
+    "people",
+    "quantile",
+    "estimate_weeks",
+    "conf_low_weeks",
+    "conf_high_weeks",
+    "quoted_low_weeks",
+    "quoted_high_weeks",
+    "verdict",
+)
 LANDMARK_COUNT_COLUMNS = (
     "landmark_weeks",
     "people",
@@ -523,6 +539,50 @@ def competing_risk_models(recovery: pd.DataFrame, params: dict, outputs: FitOutp
     )
     outputs.metrics["fine_gray_subdistribution_hazard_ratios"] = _hazard_ratios(fine_gray.tidy())
     _record_notes(outputs, "fine_gray", fine_gray.notes)
+    unadjusted_fine_gray_models(recovery, params, outputs)
+
+
+def unadjusted_fine_gray_models(recovery: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
+    """Fine-Gray on each of fit.fine_gray_covariates alone (gtsummary's unadjusted column), as
+    fine_gray_unadjusted.
+
+    Each model uses everyone with that covariate and goes through the events-per-parameter rule
+    on its own; withdrawal competes as in the adjusted model.
+    """
+    outcome = [DURATION, Recovery.event_type]
+    is_event = recovery[Recovery.event_type] == EVENT_RECOVERED
+    tables = []
+    for covariate in params["fine_gray_covariates"]:
+        model = f"fine_gray_unadjusted_{covariate}"
+        fitted = fit_regression(
+            outputs,
+            model,
+            f"unadjusted Fine-Gray model of {covariate}",
+            information_count(recovery, outcome, [covariate], is_event),
+            params,
+            lambda covariate=covariate: fit_fine_gray(
+                recovery,
+                DURATION,
+                Recovery.event_type,
+                EVENT_RECOVERED,
+                [covariate],
+                reference_levels=params["reference_levels"],
+            ),
+        )
+        if fitted is None:
+            continue
+        used, _ = complete_rows(recovery, [*outcome, covariate])
+        tables.append(
+            regression_table(
+                fitted.tidy(),
+                reference_levels_in(recovery, outcome, [covariate], params),
+                fitted.n_observations,
+                (used[Recovery.event_type] == EVENT_RECOVERED).sum(),
+            )
+        )
+        _record_notes(outputs, model, fitted.notes)
+    if tables:
+        outputs.tables["fine_gray_unadjusted"] = pd.concat(tables, ignore_index=True)
 
 
 def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) -> None:
@@ -552,11 +612,12 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
                 WeeklyTrajectories.participant_id,
                 re_formula=spec["random"],
                 reml=spec["reml"],
+                reference_levels=params["reference_levels"],
             ),
         )
         if fitted is None:
             continue
-        fixed.append(fitted.tidy().assign(outcome=outcome))
+        fixed.append(mixed_fixed_effects_table(fitted, params).assign(outcome=outcome))
         components.append(fitted.random_effects_sd_cor.assign(outcome=outcome))
         predictions.append(
             grid[[week, params["group"]]].assign(
@@ -577,6 +638,25 @@ def mixed_models(trajectories: pd.DataFrame, params: dict, outputs: FitOutputs) 
         outputs.metrics["mixed_largest_gap"] = mixed_largest_gaps(
             table, spec["fitted_vs_observed_min_n"]
         )
+
+
+def mixed_fixed_effects_table(fitted, params: dict) -> pd.DataFrame:
+    """A mixed model's fixed effects as a regression table: terms named as the other models
+    name them (`factor[level]`, `week:factor[level]`, not R's `factorlevel`), a reference row
+    before each factor's levels (also within an interaction with time), and the people (`n`)
+    and weekly observations (`observations`) the model describes."""
+    r_names = fitted.fitted.fixed_spec.column_names
+    named = {r_term_name(name): name.replace("[T.", "[") for name in r_names if "[" in name}
+    tidy = fitted.tidy().assign(term=lambda t: t["term"].map(lambda term: named.get(term, term)))
+    references = {}
+    for term in tidy["term"]:
+        prefix = str(term).split("[")[0]
+        factor = prefix.split(":")[-1]
+        if "[" in str(term) and factor in params["reference_levels"]:
+            references[prefix] = params["reference_levels"][factor]
+    return with_reference_rows(tidy, references).assign(
+        n=fitted.n_groups, observations=fitted.n_observations
+    )
 
 
 def mixed_frame(trajectories: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, TimeBasis]:
@@ -848,17 +928,22 @@ def profile_rows(recovery: pd.DataFrame, profile: dict) -> pd.Series:
 
 
 def milestone_models(
-    recovery: pd.DataFrame, intervals: pd.DataFrame, params: dict, outputs: FitOutputs
+    recovery: pd.DataFrame,
+    intervals: pd.DataFrame,
+    params: dict,
+    outputs: FitOutputs,
+    bootstrap: dict,
 ) -> None:
     """Both milestones (first functional change, full recovery): Kaplan-Meier medians by group,
     the primary model, and the domain's quoted ranges against the interval-censored estimates.
 
     Quoted ranges are checked on Turnbull quantiles (the interval between visits, not the visit
-    day, which is about a week late); a verdict "agree" means the estimate lies in the range.
+    day, which is about a week late) and their bootstrap CIs (`bootstrap`: the timeline
+    block's bootstrap_samples and seed); see `milestone_quoted_ranges`.
     """
     spec = params["milestones"]
     grouped = with_group(recovery, params)
-    medians, effects, quotes = [], [], []
+    medians, effects = [], []
     for name, columns in MILESTONES.items():
         km = kaplan_meier(grouped, columns.time, columns.event, group=params["group"])
         overall = kaplan_meier(grouped, columns.time, columns.event)
@@ -884,34 +969,72 @@ def milestone_models(
             effects.append(
                 primary_table(fitted, frame, model, params, bounds).assign(milestone=name)
             )
-    for claim in spec["quoted"]:
-        columns = MILESTONES[claim["milestone"]]
-        people = grouped[profile_rows(grouped, claim["profile"])]
-        curve = turnbull(people, columns.lower, columns.upper)
-        weeks = curve.fitted[ALL_ROWS].quantile(claim["quantile"]) / DAYS_PER_WEEK
+    outputs.tables["milestone_quoted_ranges"] = milestone_quoted_ranges(
+        grouped, spec["quoted"], bootstrap
+    )
+    outputs.tables["milestone_km_medians"] = pd.concat(medians, ignore_index=True)
+    if effects:
+        outputs.tables["milestone_primary_effects"] = pd.concat(effects, ignore_index=True)
+    outputs.metrics["milestone_quoted_ranges"] = {
+        f"{row.milestone}: {row.claim}": row.verdict
+        for row in outputs.tables["milestone_quoted_ranges"].itertuples()
+    }
+
+
+def profile_text(profile: dict) -> str:
+    """A claim's people in words of the table: "severity=mild, chronic=False" or everyone."""
+    return ", ".join(f"{name}={level}" for name, level in profile.items()) or "everyone"
+
+
+def milestone_quoted_ranges(grouped: pd.DataFrame, claims: list[dict], bootstrap: dict):
+    """Each quoted range (fit.milestones.quoted) against the Turnbull quantile of the people the
+    claim is about, with its 95% percentile-bootstrap CI, and a verdict by
+    timeline.VERDICT_RULE (the CI inside the range: agree; outside: disagree; across an end:
+    inconclusive). Claims about the same milestone and people share one bootstrap
+    (`bootstrap`: timeline.bootstrap_samples and timeline.seed)."""
+    rng = np.random.default_rng(bootstrap["seed"])
+    estimates = {}
+    for claim in claims:
+        key = (claim["milestone"], profile_text(claim["profile"]))
+        estimates.setdefault(key, (claim["profile"], []))[1].append(claim["quantile"])
+    intervals = {}
+    for (milestone, text), (profile, quantiles) in estimates.items():
+        columns = MILESTONES[milestone]
+        people = grouped[profile_rows(grouped, profile)]
+        intervals[(milestone, text)] = (
+            len(people),
+            turnbull_quantiles(
+                people,
+                columns.lower,
+                columns.upper,
+                quantiles,
+                int(bootstrap["bootstrap_samples"]),
+                rng,
+            ),
+        )
+    quotes = []
+    for claim in claims:
+        key = (claim["milestone"], profile_text(claim["profile"]))
+        people, found = intervals[key]
+        estimate, conf_low, conf_high = found[claim["quantile"]].weeks()
         low, high = claim["range_weeks"]
         high = np.inf if high is None else high
         quotes.append(
             {
                 "milestone": claim["milestone"],
                 "claim": claim["text"],
-                "people": len(people),
+                "profile": key[1],
+                "people": people,
                 "quantile": claim["quantile"],
-                "estimate_weeks": weeks,
+                "estimate_weeks": estimate,
+                "conf_low_weeks": conf_low,
+                "conf_high_weeks": conf_high,
                 "quoted_low_weeks": low,
                 "quoted_high_weeks": high,
-                "verdict": "undetermined"
-                if np.isnan(weeks)
-                else ("agree" if low <= weeks <= high else "disagree"),
+                "verdict": range_verdict(conf_low, conf_high, low, high),
             }
         )
-    outputs.tables["milestone_km_medians"] = pd.concat(medians, ignore_index=True)
-    if effects:
-        outputs.tables["milestone_primary_effects"] = pd.concat(effects, ignore_index=True)
-    outputs.tables["milestone_quoted_ranges"] = pd.DataFrame(quotes)
-    outputs.metrics["milestone_quoted_ranges"] = {
-        f"{row['milestone']}: {row['claim']}": row["verdict"] for row in quotes
-    }
+    return pd.DataFrame(quotes, columns=list(MILESTONE_QUOTE_COLUMNS))
 
 
 @dataclass
@@ -1039,7 +1162,9 @@ def run_models(
         "kaplan_meier": lambda: km_models(recovery, fit_params, outputs),
         "primary": lambda: primary_models(recovery, intervals, fit_params, outputs),
         "landmark": lambda: landmark_models(recovery, intervals, fit_params, outputs),
-        "milestones": lambda: milestone_models(recovery, intervals, fit_params, outputs),
+        "milestones": lambda: milestone_models(
+            recovery, intervals, fit_params, outputs, params["timeline"]
+        ),
         "cox": lambda: cox_models(recovery, intervals, fit_params, outputs),
         "turnbull": lambda: turnbull_models(recovery, fit_params, outputs),
         "competing_risks": lambda: competing_risk_models(recovery, fit_params, outputs),

@@ -40,6 +40,7 @@ from analysis.errors import (
     ParameterError,
 )
 from analysis.results import TIDY_COLUMNS, ModelResult, z_critical
+from analysis.survival.design import factor_levels, is_categorical
 
 INTERCEPT_TERM = "(Intercept)"
 RESIDUAL_GROUP = "Residual"
@@ -868,22 +869,41 @@ def fit_mixed(
     group: str,
     re_formula: str = "1",
     reml: bool = True,
+    reference_levels: dict | None = None,
 ) -> MixedResult:
     """Fit lmer(formula + (re_formula | group)): correlated random effects within one grouping.
 
     `re_formula` is "1" (or "~1") for a random intercept, "~week" (or "week", "1 + week") for a
     correlated random intercept and slope. Rows missing any used column are dropped with a note.
+    A factor is coded against its entry in `reference_levels` (R's relevel), else its first
+    sorted level; a reference that does not occur is a DataError.
     A singular fit (lme4's isSingular on theta) is kept with a ConvergenceWarning note; a fit
     that reaches no optimum raises ConvergenceError, an unfittable design DataError.
     """
     # A fit is many small matrix operations; BLAS threads only add hand-offs there (L-BFGS-B
     # ran 20-40x slower with OpenBLAS threads on a busy 2-core machine).
     with threadpool_limits(limits=1, user_api="blas"):
-        return _fit_mixed(frame, formula, group, re_formula, reml)
+        return _fit_mixed(frame, formula, group, re_formula, reml, reference_levels or {})
+
+
+def _with_reference_levels(data: pd.DataFrame, reference_levels: dict) -> pd.DataFrame:
+    """Factors named in `reference_levels` as categories with the reference first, so the
+    formula's treatment coding compares every other level with it."""
+    coded = {
+        name: pd.Categorical(data[name], categories=factor_levels(data[name], reference))
+        for name, reference in reference_levels.items()
+        if name in data and is_categorical(data[name])
+    }
+    return data.assign(**coded) if coded else data
 
 
 def _fit_mixed(
-    frame: pd.DataFrame, formula: str, group: str, re_formula: str, reml: bool
+    frame: pd.DataFrame,
+    formula: str,
+    group: str,
+    re_formula: str,
+    reml: bool,
+    reference_levels: dict,
 ) -> MixedResult:
     if group not in frame.columns:
         raise DataError("grouping column not in the frame", column=group)
@@ -898,6 +918,12 @@ def _fit_mixed(
     data = frame.loc[complete]
     if data.empty:
         raise DataError(f"no complete rows in columns {', '.join(used_columns)}")
+    used_references = {
+        name: level
+        for name, level in reference_levels.items()
+        if name in used_columns and name != group
+    }
+    data = _with_reference_levels(data, used_references)
 
     matrices = model_matrix(fixed_formula, data, na_action="ignore")
     response = np.asarray(matrices.lhs, dtype=float).ravel()

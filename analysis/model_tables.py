@@ -72,6 +72,8 @@ WHOLE_STUDY_TABLES: dict[str, tuple[str, ...]] = {
     # One column per fit.km_times_days: nothing fixed to declare.
     "turnbull_survival_at": (),
     "fine_gray": _HAZARD_RATIOS,
+    # One covariate at a time, beside the adjusted Fine-Gray model.
+    "fine_gray_unadjusted": _HAZARD_RATIOS,
     # One covariate at a time, beside the adjusted model (gtsummary's "univariable" column).
     "primary_unadjusted": _PRIMARY,
     "primary_effects": _PRIMARY,
@@ -82,9 +84,12 @@ WHOLE_STUDY_TABLES: dict[str, tuple[str, ...]] = {
     "milestone_quoted_ranges": (
         "milestone",
         "claim",
+        "profile",
         "people",
         "quantile",
         "estimate_weeks",
+        "conf_low_weeks",
+        "conf_high_weeks",
         "quoted_low_weeks",
         "quoted_high_weeks",
         "verdict",
@@ -112,7 +117,19 @@ WHOLE_STUDY_TABLES: dict[str, tuple[str, ...]] = {
         "observed_median_weeks",
     ),
     "timeline_model_comparison": ("distribution", "n", "log_likelihood", "aic", "best_by_aic"),
-    "timeline_quoted_ranges": ("claim", "quoted", "observed", "verdict"),
+    "timeline_quoted_ranges": (
+        "claim",
+        "quoted",
+        "observed",
+        "verdict",
+        "people",
+        "estimate_weeks",
+        "conf_low_weeks",
+        "conf_high_weeks",
+        "observed_weeks",
+        "observed_conf_low_weeks",
+        "observed_conf_high_weeks",
+    ),
     "calibration_summary": ("metric", "value"),
     "calibration_table": ("week", "group", "n", "predicted", "observed"),
 }

@@ -19,9 +19,10 @@ from analysis.privacy import (
     TABLE_ONE_MISSING,
     TABLE_ONE_OVERALL,
     check_min_cell_size,
+    format_count,
     suppress_table_one,
 )
-from analysis.results import REFERENCE_COLUMN
+from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
@@ -33,6 +34,7 @@ from analysis.schema import (
     SEX_LEVELS,
     UNDERLYING_CONDITIONS,
     Recovery,
+    WeeklyTrajectories,
 )
 from analysis.survival import kaplan_meier
 
@@ -594,6 +596,14 @@ TERM_LABELS: dict[str, TermLabel] = {
     Recovery.sitting_band: TermLabel("Sitting band"),
     Recovery.sex: TermLabel("Sex"),
     Recovery.site: TermLabel("Site"),
+    WeeklyTrajectories.week: TermLabel("Week"),  # weeks since enrolment
+}
+# Outcomes of the mixed models as a column header reads them, with their unit.
+OUTCOME_LABELS = {
+    WeeklyTrajectories.pain_low_back: "Low-back pain (NRS 0-10)",
+    WeeklyTrajectories.pain_hip: "Hip pain (NRS 0-10)",
+    WeeklyTrajectories.pain_knee: "Knee pain (NRS 0-10)",
+    WeeklyTrajectories.hip_abduction_n: "Hip abduction strength (N)",
 }
 # Levels as a clinician reads them, where the coded level does not.
 LEVEL_LABELS: dict[str, dict[str, str]] = {
@@ -603,7 +613,15 @@ LEVEL_LABELS: dict[str, dict[str, str]] = {
 REFERENCE_MARK = "—"  # gtsummary's mark on a reference level's row
 ESTIMATE_HEADER = "HR (95% CI)"
 SUBDISTRIBUTION_HEADER = "SHR (95% CI)"  # Fine-Gray
-ESTIMATE_NAMES = {"HR": "hazard ratio", "SHR": "subdistribution hazard ratio"}
+TIME_RATIO_HEADER = "TR (95% CI)"  # accelerated failure time
+DIFFERENCE_HEADER = "Beta (95% CI)"  # a linear (mixed) model's coefficient
+ESTIMATE_NAMES = {
+    "HR": "hazard ratio",
+    "SHR": "subdistribution hazard ratio",
+    "TR": "time ratio, the factor by which the time to recovery is multiplied (above 1: slower)",
+    "Beta": "difference in the outcome's mean, in its unit, against the reference level or per "
+    "unit of the term",
+}
 P_HEADER = "p-value"
 CHARACTERISTIC = "Characteristic"
 LEVEL_INDENT = "\u2003"  # an em space: the levels sit under their variable's row
@@ -632,8 +650,22 @@ def _step_text(label: TermLabel, per: float) -> str:
     return f"per {one}" if step == 1 else f"per {step:g} {many}"
 
 
+# A natural-spline basis column of a variable (mixed.TimeBasis names them <variable>_ns<k>).
+_SPLINE_BASIS = re.compile(r"(.+)_ns(\d+)")
+
+
 def term_label(variable: str, units: Mapping | None = None) -> str:
-    """A variable's row label: "Weekly adherence, per 10 percentage points"."""
+    """A variable's row label: "Weekly adherence, per 10 percentage points"; an interaction
+    "Week × Adherence group"; a spline basis column "Week, natural-spline basis 3"."""
+    if ":" in variable:
+        parts = [
+            TERM_LABELS[part].name if part in TERM_LABELS else term_label(part)
+            for part in variable.split(":")
+        ]
+        return " × ".join([parts[0], *[part[:1].lower() + part[1:] for part in parts[1:]]])
+    spline = _SPLINE_BASIS.fullmatch(variable)
+    if spline is not None and spline.group(1) in TERM_LABELS:
+        return f"{TERM_LABELS[spline.group(1)].name}, natural-spline basis {spline.group(2)}"
     label = TERM_LABELS.get(variable)
     if label is None:
         return readable_term(variable)
@@ -695,33 +727,80 @@ def forest_rows(tidy: pd.DataFrame, units: Mapping | None = None) -> pd.DataFram
     return kept.assign(term=kept["term"].map(label)).reset_index(drop=True)
 
 
+# Columns of a model table that hold the estimate as shown, per kind of estimate.
+SHOWN_ESTIMATE = ("shown_estimate", "shown_conf_low", "shown_conf_high")
+# Terms a regression table leaves out, as gtsummary does by default: the intercept, and an AFT
+# model's log scale (a nuisance parameter); both stay in the fit stage's CSVs.
+HIDDEN_TERMS = ("(Intercept)", "Log(scale)")
+# The count beside N in a model's header, per kind of model.
+COUNT_WORDS = {"events": "events", "observations": "observations"}
+
+
+def _shown_estimates(tidy: pd.DataFrame, units: Mapping | None, exponentiate: bool):
+    """SHOWN_ESTIMATE columns: hazard ratios as the table has them (per clinical step), or
+    exp(coefficient) (a time ratio), or the coefficient itself (a difference in means), each
+    numeric term per its clinical step."""
+    if "hazard_ratio" in tidy:
+        table = _in_clinical_units(tidy, units)
+        return table.assign(
+            **dict(zip(SHOWN_ESTIMATE, table[list(HAZARD_RATIO_COLUMNS)].T.to_numpy(), strict=True))
+        )
+    per = np.array(
+        [
+            1.0 if _term_parts(term)[1] is not None else _per(str(term), units)
+            for term in tidy["term"]
+        ]
+    )
+    values = tidy[["estimate", "conf_low", "conf_high"]].to_numpy(float) * per[:, None]
+    if exponentiate:
+        values = np.exp(values)
+    table = tidy.copy()
+    for index, name in enumerate(SHOWN_ESTIMATE):
+        table[name] = values[:, index]
+    return table
+
+
 def _cells(row: Mapping) -> tuple[str, str]:
-    """(HR (95% CI), p) of one tidy row: the reference mark, the reason a term is not
+    """(estimate (95% CI), p) of one tidy row: the reference mark, the reason a term is not
     estimable, or the numbers."""
     if bool(row.get(REFERENCE_COLUMN, False)):
         return REFERENCE_MARK, ""
     estimable = row.get("estimable", True)
     if (isinstance(estimable, bool | np.bool_) and not estimable) or pd.isna(
-        row.get("hazard_ratio")
+        row.get(SHOWN_ESTIMATE[0])
     ):
         reason = row.get("reason")
         text = str(reason) if isinstance(reason, str) and reason else "not estimable"
         return f"not estimable: {text}", ""
     return (
-        format_interval(row["hazard_ratio"], row["hr_conf_low"], row["hr_conf_high"]),
+        format_interval(*(row[name] for name in SHOWN_ESTIMATE)),
         format_p_value(row.get("p_value")),
     )
 
 
-def _model_header(name: str, tidy: pd.DataFrame) -> tuple[str, bool]:
-    """The model's header with its N and events when one number holds for every row; else
-    False (the table then gives them per row, as for one-covariate-at-a-time models)."""
-    if not {"n", "events"} <= set(tidy.columns):
-        return name, False
-    if tidy["n"].nunique() == 1 and tidy["events"].nunique() == 1:
-        n, events = int(tidy["n"].dropna().iloc[0]), int(tidy["events"].dropna().iloc[0])
-        return f"{name} (N = {n}; {events} events)", False
-    return name, True
+def _count_column(tidy: pd.DataFrame) -> str | None:
+    """The column counting what the model describes beside its people: events or observations."""
+    return next((name for name in COUNT_WORDS if name in tidy), None)
+
+
+def _model_header(
+    name: str, tidy: pd.DataFrame, min_cell_size: int | None
+) -> tuple[str, str | None]:
+    """The model's header with its N and events (or observations) when one number holds for
+    every row, and the count column to give per row instead (as for one-covariate-at-a-time
+    models), else None. Counts go through the privacy rule (`privacy.format_count`)."""
+    counted = _count_column(tidy)
+    if "n" not in tidy or counted is None:
+        return name, None
+    if tidy["n"].nunique() == 1 and tidy[counted].nunique() == 1:
+        n = format_count(int(tidy["n"].dropna().iloc[0]), min_cell_size)
+        count = format_count(int(tidy[counted].dropna().iloc[0]), min_cell_size)
+        return f"{name} (N = {n}; {count} {COUNT_WORDS[counted]})", None
+    return name, counted
+
+
+def _shown_count(value, min_cell_size: int | None):
+    return int(value) if min_cell_size is None else format_count(int(value), min_cell_size)
 
 
 def regression_table(
@@ -729,19 +808,47 @@ def regression_table(
     unadjusted: pd.DataFrame | None = None,
     units: Mapping | None = None,
     estimate_header: str = ESTIMATE_HEADER,
+    min_cell_size: int | None = None,
 ) -> RegressionTable:
     """A fit stage regression table (or an adjusted and an unadjusted one side by side, aligned
     by term) as gtsummary shows it: a row per variable with its levels under it, the reference
     level marked "—", human labels with the clinical unit of each numeric term (`units`:
-    params fit.primary.units), HR (95% CI), p as "<0.001" or 3 digits, N and events per model.
+    params fit.primary.units), HR (95% CI), p as "<0.001" or 3 digits, N and events per model
+    (through the privacy rule when `min_cell_size` is given).
 
     A term one model lacks is blank in that model's columns; a term not estimable shows why.
     """
     models = [(ADJUSTED if unadjusted is not None else "Model", adjusted)]
     if unadjusted is not None:
         models.insert(0, (UNADJUSTED, unadjusted))
-    models = [(name, _in_clinical_units(tidy, units)) for name, tidy in models]
-    # The adjusted model's order, then any term only the unadjusted models have.
+    table = merged_regression_table(models, units, estimate_header, min_cell_size=min_cell_size)
+    if unadjusted is not None:
+        table.notes.append(
+            "Unadjusted: one covariate at a time; adjusted: all covariates in one model."
+        )
+    return table
+
+
+def merged_regression_table(
+    models: Sequence[tuple[str, pd.DataFrame]],
+    units: Mapping | None = None,
+    estimate_header: str = ESTIMATE_HEADER,
+    exponentiate: bool = True,
+    min_cell_size: int | None = None,
+) -> RegressionTable:
+    """Several fit stage model tables side by side (gtsummary's tbl_merge), one spanner per
+    model naming it with its N and events (or observations), rows aligned by term.
+
+    Hazard-ratio tables show their hazard ratios; other tables exp(coefficient) when
+    `exponentiate` (an AFT's time ratio) or the coefficient (a mixed model's difference in
+    means); numeric terms per their clinical step (`units`). The intercept and an AFT's log
+    scale are left out (HIDDEN_TERMS), as gtsummary does.
+    """
+    models = [
+        (name, _shown_estimates(tidy[~tidy["term"].isin(HIDDEN_TERMS)], units, exponentiate))
+        for name, tidy in models
+    ]
+    # The last model's order, then any term only the earlier models have.
     terms = list(
         dict.fromkeys(term for _, tidy in models[::-1] for term in tidy["term"].astype(str))
     )
@@ -752,10 +859,10 @@ def regression_table(
     spanners: dict[str, list[str]] = {}
     columns_of = []
     for name, tidy in models:
-        header, per_row = _model_header(name, tidy)
+        header, per_row = _model_header(name, tidy, min_cell_size)
         columns = [f"{name} {estimate_header}", f"{name} {P_HEADER}"]
         if per_row:
-            columns = [f"{name} N", f"{name} events", *columns]
+            columns = [f"{name} N", f"{name} {COUNT_WORDS[per_row]}", *columns]
         spanners[header] = columns
         columns_of.append((tidy.set_index(tidy["term"].astype(str)), columns, per_row))
     seen_variables = set()
@@ -778,7 +885,8 @@ def regression_table(
             estimate, p_value = _cells(record.to_dict())
             row[columns[-2]], row[columns[-1]] = estimate, p_value
             if per_row:
-                row[columns[0]], row[columns[1]] = int(record["n"]), int(record["events"])
+                row[columns[0]] = _shown_count(record["n"], min_cell_size)
+                row[columns[1]] = _shown_count(record[per_row], min_cell_size)
         rows.append(row)
     all_columns = [CHARACTERISTIC, *[c for _, columns, _ in columns_of for c in columns]]
     frame = pd.DataFrame(rows, columns=all_columns)
@@ -790,8 +898,6 @@ def regression_table(
         f"{abbreviation} = {ESTIMATE_NAMES.get(abbreviation, abbreviation)}; "
         f"CI = confidence interval; {REFERENCE_MARK} = reference level."
     ]
-    if unadjusted is not None:
-        notes.append("Unadjusted: one covariate at a time; adjusted: all covariates in one model.")
     return RegressionTable(frame, spanners, notes)
 
 

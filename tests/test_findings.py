@@ -13,12 +13,13 @@ from bs4 import BeautifulSoup
 
 from analysis.cli import OBSERVED_MEDIAN_HEADING, print_cohort_summary
 from analysis.provenance import SYNTHETIC_STUDY, collect_provenance
-from analysis.report import adherence_groups, render, study_report
+from analysis.report import adherence_groups, render, shared, study_report
 from analysis.schema import Recovery
 from tests.conftest import PROJECT_ROOT
 
 MIN_CELL_SIZE = 5
 INF = float("inf")
+PROFILE = "severity=mild, chronic=False, adherence_group=high, underlying_condition=none"
 
 
 def primary_effects() -> pd.DataFrame:
@@ -65,20 +66,45 @@ def models() -> dict[str, pd.DataFrame]:
             {
                 "milestone": ["first_change", "full_recovery", "full_recovery"],
                 "claim": ["first changes within 6-8 weeks", "10+ weeks", "a tiny profile"],
+                "profile": [PROFILE, PROFILE, "site=site_E"],
                 "people": [24, 24, 3],
                 "quantile": [0.5, 0.5, 0.5],
                 "estimate_weeks": [6.21, 7.14, 3.0],
+                "conf_low_weeks": [4.5, 5.9, 2.0],
+                "conf_high_weeks": [7.9, 9.9, 5.0],
                 "quoted_low_weeks": [6.0, 10.0, 2.0],
                 "quoted_high_weeks": [8.0, INF, 4.0],
-                "verdict": ["agree", "disagree", "agree"],
+                "verdict": ["inconclusive", "disagree", "inconclusive"],
             }
         ),
         "timeline_quoted_ranges": pd.DataFrame(
             {
-                "claim": ["severe cases take longer than mild ones"],
-                "quoted": ["severe towards the upper end"],
-                "observed": ["predicted medians: severe 20.0 weeks (n=3); mild 15.2 weeks"],
-                "verdict": ["agree"],
+                "claim": [
+                    "mild, recent, high-adherence cases: full recovery takes considerably longer",
+                    "severe cases take longer than mild ones",
+                ],
+                "quoted": ["full recovery beyond 8 weeks (median)", "severe towards the upper end"],
+                "observed": [
+                    "predicted median of full recovery 12.4 weeks (95% CI 10.9 to 13.5); observed "
+                    "Turnbull median of the 13 people in the profile 9.9 weeks (95% CI 7.0 to "
+                    "12.1)",
+                    "predicted medians: severe 20.0 weeks (n=3); mild 15.2 weeks",
+                ],
+                "verdict": ["agree", "agree"],
+                "detail": ["", ""],
+                "profile": [
+                    "severity=mild, adherence_group=high, sitting_band=moderate, "
+                    "underlying_condition=none, chronic=False, typical_overall_adherence=0.91, "
+                    "typical_mean_sitting_hours=7.72",
+                    None,
+                ],
+                "people": [13, None],
+                "estimate_weeks": [12.4, None],
+                "conf_low_weeks": [10.9, None],
+                "conf_high_weeks": [13.5, None],
+                "observed_weeks": [9.9, None],
+                "observed_conf_low_weeks": [7.0, None],
+                "observed_conf_high_weeks": [12.1, None],
             }
         ),
     }
@@ -131,13 +157,37 @@ def test_medians_in_weeks_with_their_intervals_and_the_differences_with_theirs(f
     assert "moderate" not in differences
 
 
-def test_quoted_ranges_say_agree_or_disagree_and_small_claims_are_not_checked(findings):
+def test_quoted_ranges_rest_on_confidence_intervals_and_small_claims_are_not_checked(findings):
     sentences = findings["Quoted timelines against the data"]
     text = " ".join(sentences)
-    assert "(6-8 weeks)" in text and "6.2 weeks: the data agrees" in text
-    assert "(10+ weeks)" in text and "7.1 weeks: the data disagrees" in text
+    # The rule, once, before the verdicts it decides.
+    assert sentences[0].startswith("Each verdict rests on the estimate's 95% CI: agree: the whole")
+    assert "(6-8 weeks)" in text and "6.2 weeks (95% CI 4.5 to 7.9): inconclusive" in text
+    assert "(10+ weeks)" in text and "7.1 weeks (95% CI 5.9 to 9.9): the data disagree" in text
+    assert "24 people" in text
     assert "a tiny profile (2-4 weeks). Not checked: it concerns fewer than 5 people" in text
-    assert "n=3" not in text and "fewer than 5" in sentences[0]
+    assert "n=3" not in text and any("fewer than 5" in s for s in sentences[1:3])
+
+
+def test_one_profile_estimated_three_ways_is_set_side_by_side_with_what_each_is(findings):
+    side_by_side = findings["Quoted timelines against the data"][-1]
+    assert side_by_side.startswith(
+        "One profile, full recovery, estimated three ways: observed: all such people, 7.1 "
+        "weeks (95% CI 5.9 to 9.9); observed: the timeline's profile only, 9.9 weeks (95% CI "
+        "7.0 to 12.1); timeline model, 12.4 weeks (95% CI 10.9 to 13.5)."
+    )
+    assert "first functional changes it puts at 6-8 weeks" in side_by_side
+    table = shared.profile_estimates_for_report(
+        models()["milestone_quoted_ranges"], models()["timeline_quoted_ranges"], 14
+    )
+    # The profile's 13 people are fewer than 14: their median is not shown, the others are.
+    assert table["people"].tolist() == [24, "<14", ""]
+    assert table["median weeks (95% CI)"].iloc[1] == ""
+    assert table["what it is"].iloc[1] == (
+        "Turnbull median of the people who are mild, high adherence, moderate sitting band, "
+        "no underlying condition, recent"
+    )
+    assert "(overall adherence 91%, sitting 7.7 h/day)" in table["what it is"].iloc[2]
 
 
 def test_limitations_name_dropout_per_group_and_the_interval_censoring(findings):

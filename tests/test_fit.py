@@ -27,11 +27,13 @@ from analysis.fit import (
     regroup_adherence,
     run_models,
     site_comparison_models,
+    unadjusted_fine_gray_models,
 )
 from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.privacy import site_groups_left_out, site_plan
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
 from analysis.survival import fit_aft, fit_cox
+from analysis.timeline import VERDICTS
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED_TABLES = {
@@ -52,6 +54,7 @@ EXPECTED_TABLES = {
     "turnbull_survival_at",
     "cumulative_incidence",
     "fine_gray",
+    "fine_gray_unadjusted",
     "mixed_fixed_effects",
     "mixed_variance_components",
     "mixed_predictions",
@@ -416,11 +419,19 @@ def test_both_milestones_get_kaplan_meier_the_primary_model_and_quoted_ranges(fi
     assert adherence.loc["full_recovery", "estimate"] == full.loc["weekly_adherence", "estimate"]
     quotes = pd.read_csv(models / "milestone_quoted_ranges.csv")
     assert len(quotes) == len(params["fit"]["milestones"]["quoted"])
-    assert set(quotes["verdict"]) <= {"agree", "disagree", "undetermined"}
-    within = quotes["estimate_weeks"].between(
-        quotes["quoted_low_weeks"], quotes["quoted_high_weeks"]
+    assert set(quotes["verdict"]) <= set(VERDICTS)
+    # Each verdict rests on the estimate's 95% CI: inside the range agree, outside disagree.
+    assert (quotes["conf_low_weeks"] <= quotes["estimate_weeks"]).all()
+    assert (quotes["estimate_weeks"] <= quotes["conf_high_weeks"]).all()
+    inside = (quotes["conf_low_weeks"] >= quotes["quoted_low_weeks"]) & (
+        quotes["conf_high_weeks"] <= quotes["quoted_high_weeks"]
     )
-    assert (within == (quotes["verdict"] == "agree")).all()
+    outside = (quotes["conf_high_weeks"] < quotes["quoted_low_weeks"]) | (
+        quotes["conf_low_weeks"] > quotes["quoted_high_weeks"]
+    )
+    assert (inside == (quotes["verdict"] == "agree")).all()
+    assert (outside == (quotes["verdict"] == "disagree")).all()
+    assert (~inside & ~outside == (quotes["verdict"] == "inconclusive")).all()
 
 
 # Regression tables and the factors each codes against fit.reference_levels.
@@ -429,6 +440,7 @@ REGRESSION_TABLES = {
     "cox_unadjusted": ["severity", "chronic", "underlying_condition"],
     "cox_time_varying": ["severity", "chronic", "underlying_condition"],
     "fine_gray": ["severity", "chronic", "underlying_condition"],
+    "fine_gray_unadjusted": ["severity", "chronic", "underlying_condition"],
     "aft_coefficients": ["severity", "chronic", "underlying_condition"],
     "primary_effects": ["severity", "chronic", "underlying_condition"],
     "primary_unadjusted": ["severity", "chronic", "underlying_condition"],
@@ -639,3 +651,33 @@ def test_the_grouping_is_refitted_with_each_cut_off_moved_on_its_own(fitted, par
         np.exp(cox.loc["adherence_group[high]", "estimate"]), rel=1e-5
     )
     assert (row["n"].sum()) == len(regrouped)
+
+
+def test_unadjusted_fine_gray_agrees_with_crr_one_covariate_at_a_time():
+    """fine_gray_unadjusted against cmprsk::crr with each covariate alone (R code and numbers:
+    tests/data/finegray_unadjusted_reference.R and finegray_unadjusted_crr.csv)."""
+    cohort = pd.read_csv(PROJECT_ROOT / "tests" / "data" / "finegray_unadjusted_cohort.csv")
+    reference = pd.read_csv(PROJECT_ROOT / "tests" / "data" / "finegray_unadjusted_crr.csv")
+    params = {
+        "fine_gray_covariates": list(dict.fromkeys(reference["covariate"])),
+        "min_events_per_parameter": 10,
+        "reference_levels": {"severity": "mild", "chronic": False, "underlying_condition": "none"},
+    }
+    outputs = FitOutputs()
+    unadjusted_fine_gray_models(cohort, params, outputs)
+    table = outputs.tables["fine_gray_unadjusted"]
+    estimated = table[~table[REFERENCE_COLUMN]].set_index("term")
+    for row in reference.itertuples():
+        level = row.term.removeprefix(row.covariate)
+        term = row.covariate if not level else f"{row.covariate}[{level}]"
+        assert estimated.loc[term, "estimate"] == pytest.approx(row.estimate, rel=1e-6, abs=1e-9)
+        assert estimated.loc[term, "std_error"] == pytest.approx(row.std_error, rel=1e-5)
+        assert estimated.loc[term, "n"] == row.n
+    # Each model its own people and events; reference rows as clinicians read them.
+    sitting = estimated.loc["mean_sitting_hours"]
+    used = cohort[cohort["mean_sitting_hours"].notna()]
+    assert sitting["events"] == (used["event_type"] == "recovered").sum()
+    marked = set(table.loc[table[REFERENCE_COLUMN], "term"])
+    assert marked == {"severity[mild]", "chronic[False]", "underlying_condition[none]"}
+    models = {status["model"] for status in outputs.status}
+    assert models == {f"fine_gray_unadjusted_{c}" for c in params["fine_gray_covariates"]}

@@ -745,3 +745,51 @@ def test_natural_spline_spans_the_same_curves_as_r_ns():
 def test_time_basis_refuses_unusable_parameters(kind, knots, boundary, message):
     with pytest.raises(ParameterError, match=message):
         mixed.TimeBasis("week", kind, knots=knots, boundary=boundary)
+
+
+def test_a_factor_is_coded_against_its_reference_level_as_r_relevel():
+    """fit_mixed(reference_levels=...) against lmerTest with relevel(Sex, ref = "Male"): R code
+    and numbers in tests/data/mixed_reference_levels.R and mixed_reference_levels.csv."""
+    expected = pd.read_csv(DATA / "mixed_reference_levels.csv")
+    result = fit_mixed(
+        dataset("orthodont"),
+        "distance ~ age * Sex",
+        "Subject",
+        re_formula="~age",
+        reml=True,
+        reference_levels={"Sex": "Male", "Subject": "M01", "not_in_the_formula": "x"},
+    )
+    table = result.tidy().set_index("term").loc[expected["term"]]
+    assert_close_to_reference(table["estimate"], expected["estimate"], rtol=RTOL)
+    assert_close_to_reference(table["std_error"], expected["std_error"], rtol=RTOL)
+    assert_close_to_reference(table["df"], expected["df"], rtol=RTOL)
+    np.testing.assert_allclose(table["p_value"], expected["p_value"], atol=P_VALUE_ATOL)
+    # Only the coding changes: the fitted means are those of the default coding.
+    default, _ = fitted_model("orthodont_slopes_reml")
+    np.testing.assert_allclose(result.predict(), default.predict(), rtol=1e-6)
+    with pytest.raises(DataError, match="reference level 'Neither' does not occur"):
+        fit_mixed(
+            dataset("orthodont"),
+            "distance ~ age * Sex",
+            "Subject",
+            reference_levels={"Sex": "Neither"},
+        )
+
+
+def test_the_fit_stage_tables_the_mixed_models_against_the_reference_group(
+    simulated_trajectories, params
+):
+    """mixed_fixed_effects: adherence_group against fit.reference_levels (low), a reference row
+    before each factor's levels (within the interactions with time too), n and observations."""
+    fit_params = {**params["fit"], "mixed": {**params["fit"]["mixed"], "outcomes": ["pain_hip"]}}
+    outputs = fit_stage_mixed(simulated_trajectories, fit_params)
+    table = outputs.tables["mixed_fixed_effects"]
+    reference = params["fit"]["reference_levels"]["adherence_group"]
+    marked = table.loc[table["reference"], "term"].tolist()
+    assert f"adherence_group[{reference}]" in marked
+    assert f"week:adherence_group[{reference}]" in marked
+    assert not table.loc[~table["reference"], "term"].str.contains(rf"\[{reference}\]").any()
+    assert table["term"].iloc[0] == "(Intercept)"
+    people = simulated_trajectories.dropna(subset=["pain_hip", "adherence_group"])
+    assert table["n"].iloc[0] == people["participant_id"].nunique()
+    assert table["observations"].iloc[0] == len(people)

@@ -42,6 +42,7 @@ from analysis.tables import (
     format_interval,
     format_p_value,
     format_tidy,
+    merged_regression_table,
     readable_term,
     regression_table,
     table_one,
@@ -572,3 +573,104 @@ def test_forest_rows_show_what_the_regression_table_shows():
     ax = plot_forest(rows)
     assert [tick.get_text() for tick in ax.get_yticklabels()] == rows["term"].tolist()
     plt.close(ax.figure)
+
+
+def _coefficients(rows: list[tuple], n: int, **counts) -> pd.DataFrame:
+    """A fit-stage table without hazard ratios (AFT, mixed): (term, estimate, low, high, p,
+    reference) rows."""
+    table = pd.DataFrame(
+        rows, columns=["term", "estimate", "conf_low", "conf_high", "p_value", "reference"]
+    )
+    return table.assign(n=n, **counts)
+
+
+def test_models_side_by_side_as_time_ratios_per_clinical_step_without_intercept_or_scale():
+    rows = [
+        ("(Intercept)", 4.8, 4.6, 5.0, 0.0, False),
+        ("overall_adherence", -0.61, -0.78, -0.44, 1e-12, False),
+        ("severity[mild]", 0.0, np.nan, np.nan, np.nan, True),
+        ("severity[severe]", 0.27, 0.18, 0.37, 2e-8, False),
+        ("Log(scale)", -1.0, -1.08, -0.92, 0.0, False),
+    ]
+    table = merged_regression_table(
+        [
+            ("Weibull", _coefficients(rows, 492, events=408)),
+            ("Log-normal", _coefficients(rows[:3], 490, events=407)),
+        ],
+        PRIMARY_UNITS,
+        estimate_header="TR (95% CI)",
+        min_cell_size=5,
+    )
+    frame = table.frame.set_index(CHARACTERISTIC)
+    assert list(frame.index) == [
+        "Overall adherence, per 10 percentage points",
+        "Severity",
+        "\u2003mild",
+        "\u2003severe",
+    ]
+    # exp(0.1 x coefficient per 1 of the fraction); a level exp(coefficient).
+    assert frame.iloc[0]["Weibull TR (95% CI)"] == format_interval(
+        *np.exp(0.1 * np.array([-0.61, -0.78, -0.44]))
+    )
+    assert frame.loc["\u2003severe", "Weibull TR (95% CI)"] == format_interval(
+        *np.exp([0.27, 0.18, 0.37])
+    )
+    assert frame.loc["\u2003severe", "Log-normal TR (95% CI)"] == ""
+    assert list(table.spanners) == [
+        "Weibull (N = 492; 408 events)",
+        "Log-normal (N = 490; 407 events)",
+    ]
+    assert table.notes[0].startswith("TR = time ratio")
+
+
+def test_a_linear_model_shows_differences_in_means_with_people_and_observations():
+    rows = [
+        ("week", -0.07, -0.12, -0.02, 0.005, False),
+        ("week_ns2", 0.6, -1.6, 2.9, 0.58, False),
+        ("adherence_group[low]", 0.0, np.nan, np.nan, np.nan, True),
+        ("adherence_group[high]", 0.22, -0.24, 0.68, 0.35, False),
+        ("week:adherence_group[low]", 0.0, np.nan, np.nan, np.nan, True),
+        ("week:adherence_group[high]", -0.08, -0.14, -0.02, 0.0087, False),
+    ]
+    table = merged_regression_table(
+        [("Hip pain (NRS 0-10)", _coefficients(rows, 500, observations=10288))],
+        estimate_header="Beta (95% CI)",
+        exponentiate=False,
+    )
+    frame = table.frame.set_index(CHARACTERISTIC)
+    assert list(frame.index) == [
+        "Week",
+        "Week, natural-spline basis 2",
+        "Adherence group",
+        "\u2003low",
+        "\u2003high",
+        "Week × adherence group",
+        "\u2003low",
+        "\u2003high",
+    ]
+    assert frame.iloc[0]["Hip pain (NRS 0-10) Beta (95% CI)"] == "-0.07 (-0.12 to -0.02)"
+    assert frame.iloc[-1]["Hip pain (NRS 0-10) p-value"] == "0.009"
+    assert list(table.spanners) == ["Hip pain (NRS 0-10) (N = 500; 10288 observations)"]
+
+
+def test_counts_in_regression_tables_go_through_the_privacy_rule():
+    small = cox_like(ADJUSTED_ROWS[:3], n=40, events=3)
+    assert list(regression_table(small, min_cell_size=5).spanners) == ["Model (N = 40; <5 events)"]
+    per_row = cox_like(ADJUSTED_ROWS[:3], n=40, events=30)
+    per_row.loc[0, ["n", "events"]] = [38, 4]
+    table = regression_table(small.assign(events=30), per_row, min_cell_size=5)
+    assert table.frame.iloc[0]["Unadjusted events"] == "<5"
+    assert table.frame.iloc[0]["Unadjusted N"] == "38"
+
+
+def test_show_table_labels_columns_under_a_model_whose_name_has_parentheses():
+    rows = [("week", -0.07, -0.12, -0.02, 0.005, False)]
+    table = merged_regression_table(
+        [("Hip pain (NRS 0-10)", _coefficients(rows, 500, observations=10288))],
+        estimate_header="Beta (95% CI)",
+        exponentiate=False,
+    )
+    html = show_table(table, "Mixed").data
+    assert "Hip pain (NRS 0-10) (N = 500; 10288 observations)" in html
+    assert ">Beta (95% CI)<" in html and ">p-value<" in html
+    assert "(NRS 0-10) Beta" not in html

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -60,8 +61,9 @@ def show_table(
     shown = GT(frame, id=table_id)
     for header, columns in spanners.items():
         shown = shown.tab_spanner(label=header, columns=columns)
-        # Under a spanner naming the model, a column says only what it holds.
-        prefix = header.split(" (")[0] + " "
+        # Under a spanner naming the model, a column says only what it holds (a model's name
+        # may itself hold parentheses: "Hip pain (NRS 0-10) (N = 500; ...)").
+        prefix = re.sub(r" \(N = [^()]*\)$", "", header) + " "
         shown = shown.cols_label(
             **{c: c.removeprefix(prefix) for c in columns if c.startswith(prefix)}
         )
@@ -122,16 +124,25 @@ def unique_notes(notes: pd.DataFrame) -> pd.DataFrame:
 
 
 def quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """Each quoted range beside the data's estimate, in weeks; claims about fewer than
-    min_cell_size people show no estimate."""
+    """Each quoted range beside the data's estimate and its 95% CI, in weeks, and the verdict
+    (timeline.VERDICT_RULE); claims about fewer than min_cell_size people show no estimate."""
 
     def quoted(low: float, high: float) -> str:
         return f"{low:g}+" if np.isinf(high) else f"{low:g}-{high:g}"
 
+    def weeks(value: float) -> str:
+        return "beyond follow-up" if np.isinf(value) else f"{value:.1f}"
+
     small = ~enough_people(quotes["people"], min_cell_size)
+    estimates = [
+        f"{weeks(estimate)} ({weeks(low)} to {weeks(high)})"
+        for estimate, low, high in quotes[
+            ["estimate_weeks", "conf_low_weeks", "conf_high_weeks"]
+        ].to_numpy(float)
+    ]
     return pd.DataFrame(
         {
-            "milestone": quotes["milestone"],
+            "milestone": quotes["milestone"].str.replace("_", " "),
             "claim": quotes["claim"],
             "people": quotes["people"].astype(object).where(~small, mark(min_cell_size)),
             "quantile": quotes["quantile"],
@@ -139,7 +150,135 @@ def quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.Dat
                 quoted(low, high)
                 for low, high in quotes[["quoted_low_weeks", "quoted_high_weeks"]].to_numpy(float)
             ],
-            "data (weeks)": quotes["estimate_weeks"].round(1).astype(object).where(~small, ""),
+            "data: weeks (95% CI)": pd.Series(estimates, index=quotes.index).where(~small, ""),
             "verdict": quotes["verdict"].where(~small, "not shown (too few people)"),
         }
+    )
+
+
+def _interval_text(estimate: float, low: float, high: float) -> str:
+    def weeks(value: float) -> str:
+        return "beyond follow-up" if np.isinf(value) else f"{value:.1f}"
+
+    return f"{weeks(estimate)} weeks (95% CI {weeks(low)} to {weeks(high)})"
+
+
+def _same_profile_rows(
+    milestone_ranges: pd.DataFrame, timeline_ranges: pd.DataFrame
+) -> tuple[pd.Series, pd.Series] | None:
+    """The milestone claim about the median full recovery of a profile, and the timeline's
+    claim about that profile (the row that carries the model's and the observed medians)."""
+    full = milestone_ranges[
+        (milestone_ranges["milestone"] == "full_recovery")
+        & np.isclose(milestone_ranges["quantile"], 0.5)
+        & (milestone_ranges["profile"] != "everyone")
+    ]
+    modelled = timeline_ranges[timeline_ranges["observed_weeks"].notna()]
+    if full.empty or modelled.empty:
+        return None
+    return full.iloc[0], modelled.iloc[0]
+
+
+# A profile's "name=level" parts in words (the fit stage's tables name them as coded).
+_PROFILE_WORDS = {
+    "severity": "{level}",
+    "chronic": {"False": "recent", "True": "chronic"},
+    "adherence_group": "{level} adherence",
+    "sitting_band": "{level} sitting band",
+    "underlying_condition": {"none": "no underlying condition"},
+    "typical_overall_adherence": "overall adherence {percent}",
+    "typical_mean_sitting_hours": "sitting {hours} h/day",
+}
+
+
+def profile_words(profile: str) -> str:
+    """ "severity=mild, chronic=False, ..." as "mild, recent, high adherence, ..."."""
+    words = []
+    for part in str(profile).split(", "):
+        name, _, level = part.partition("=")
+        rule = _PROFILE_WORDS.get(name)
+        if isinstance(rule, dict):
+            words.append(rule.get(level, level.replace("_", " ")))
+        elif rule is not None and name.startswith("typical_"):
+            value = float(level)
+            words.append(rule.format(percent=f"{value:.0%}", hours=f"{value:.1f}"))
+        elif rule is not None:
+            words.append(rule.format(level=level.replace("_", " ")))
+        else:
+            words.append(part.replace("_", " "))
+    return ", ".join(words)
+
+
+def profile_estimates_for_report(
+    milestone_ranges: pd.DataFrame, timeline_ranges: pd.DataFrame, min_cell_size: int
+) -> pd.DataFrame:
+    """Full recovery of the mild, recent, high-adherence profile: the reports' three estimates
+    side by side with their 95% CIs and what each is (an estimate resting on fewer than
+    min_cell_size people is not shown)."""
+    rows = _same_profile_rows(milestone_ranges, timeline_ranges)
+    if rows is None:
+        return pd.DataFrame(columns=["estimate", "people", "what it is", "median weeks (95% CI)"])
+    claim, modelled = rows
+    profile, typical = (modelled["profile"].split(", typical_", 1) + [""])[:2]
+    entries = [
+        (
+            "observed: all such people",
+            int(claim["people"]),
+            "Turnbull (interval-censored) median of the people who are "
+            f"{profile_words(claim['profile'])}, whatever their daily sitting",
+            (claim["estimate_weeks"], claim["conf_low_weeks"], claim["conf_high_weeks"]),
+        ),
+        (
+            "observed: the timeline's profile only",
+            int(modelled["people"]),
+            f"Turnbull median of the people who are {profile_words(profile)}",
+            tuple(
+                modelled[["observed_weeks", "observed_conf_low_weeks", "observed_conf_high_weeks"]]
+            ),
+        ),
+        (
+            "timeline model",
+            "",
+            "predicted median of the interval-censored AFT model (fitted to everyone) for one "
+            f"typical member of that profile ({profile_words('typical_' + typical)})",
+            tuple(modelled[["estimate_weeks", "conf_low_weeks", "conf_high_weeks"]]),
+        ),
+    ]
+    table = []
+    for name, people, what, interval in entries:
+        hidden = people != "" and not enough_people(pd.Series([people]), min_cell_size).iloc[0]
+        table.append(
+            {
+                "estimate": name,
+                "people": mark(min_cell_size) if hidden else people,
+                "what it is": what,
+                "median weeks (95% CI)": "" if hidden else _interval_text(*interval),
+            }
+        )
+    return pd.DataFrame(table)
+
+
+def profile_estimates_text(milestone_ranges: pd.DataFrame) -> str:
+    """What the three estimates of `profile_estimates_for_report` are, and why they differ."""
+    first = milestone_ranges[
+        (milestone_ranges["milestone"] == "first_change")
+        & (milestone_ranges["profile"] != "everyone")
+    ]
+    quoted = (
+        ""
+        if first.empty
+        else f" it puts at {first.iloc[0]['quoted_low_weeks']:g}-"
+        f"{first.iloc[0]['quoted_high_weeks']:g} weeks"
+    )
+    return (
+        "The three numbers answer different questions, so they need not agree. The observed "
+        "medians describe the people seen, with every sitting time (the first) or only the "
+        "timeline's sitting band (the second); the model's median is for one typical member of "
+        "the profile, borrowing from everyone through the model's assumptions (its distribution "
+        "family, each factor stretching the time to recovery by the same factor for everyone), "
+        "so its interval is narrower. Adherence groups are formed from adherence over each "
+        "person's whole follow-up, which for people who recover early covers only their first "
+        "weeks, when adherence is highest: that can move early recoverers into the high group "
+        "and pull the observed medians of that group down. All three are about full recovery, "
+        f"which the domain text says comes after the first functional changes{quoted}."
     )

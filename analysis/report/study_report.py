@@ -32,22 +32,29 @@ from analysis.report.comparison import (
     without_groups,
 )
 from analysis.report.inputs import ReportInputs
+from analysis.report.shared import profile_estimates_for_report, profile_estimates_text
 from analysis.schema import (
     EVENT_TYPES,
+    MILESTONES,
     Recovery,
     WeeklyTrajectories,
 )
 from analysis.tables import (
+    DIFFERENCE_HEADER,
     FLOW_CHAIN,
     FLOW_OUTCOME_SUMS,
+    OUTCOME_LABELS,
     TABLE_ONE_LABELS,
+    RegressionTable,
     cohort_flow,
     exact_table_one,
     format_interval,
     format_tidy,
     level_label,
+    merged_regression_table,
     readable_term,
 )
+from analysis.timeline import VERDICT_RULE
 
 PRIMARY_HEADLINE_TERMS = ("weekly_adherence", "weekly_sitting_hours")
 
@@ -115,6 +122,56 @@ def lag_sensitivity_for_report(lags: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def milestone_effects_table(
+    effects: pd.DataFrame, units: Mapping, min_cell_size: int
+) -> RegressionTable:
+    """The primary model per milestone side by side (first functional change, full recovery),
+    each with its people and events, as the other regression tables read."""
+    models = [
+        (MILESTONES[name].label.capitalize(), rows.drop(columns="milestone"))
+        for name, rows in effects.groupby("milestone", sort=False)
+    ]
+    return merged_regression_table(models, units, min_cell_size=min_cell_size)
+
+
+def landmark_cox_table(
+    landmark_cox: pd.DataFrame, units: Mapping, min_cell_size: int
+) -> RegressionTable:
+    """The landmark Cox models side by side, one per landmark week, each with the people still
+    followed at its landmark and their recoveries."""
+    models = [
+        (f"Landmark at week {weeks:g}", rows.drop(columns="landmark_weeks"))
+        for weeks, rows in landmark_cox.groupby("landmark_weeks", sort=True)
+    ]
+    table = merged_regression_table(models, units, min_cell_size=min_cell_size)
+    table.notes.append(
+        "Each model: people still followed at the landmark week, time counted from it; "
+        "adherence is the mean weekly adherence before the landmark."
+    )
+    return table
+
+
+def mixed_effects_table(fixed_effects: pd.DataFrame, min_cell_size: int) -> RegressionTable:
+    """The mixed models' fixed effects side by side, one model per outcome (its unit in the
+    header) with its people and weekly observations; levels against the reference group."""
+    models = [
+        (OUTCOME_LABELS.get(outcome, readable_term(outcome)), rows.drop(columns="outcome"))
+        for outcome, rows in fixed_effects.groupby("outcome", sort=False)
+    ]
+    table = merged_regression_table(
+        models,
+        estimate_header=DIFFERENCE_HEADER,
+        exponentiate=False,
+        min_cell_size=min_cell_size,
+    )
+    table.notes.append(
+        "Week enters as a straight line plus natural-spline basis columns: read those "
+        "coefficients together, as the fitted lines in the figure, not one by one. p-values from "
+        "t on Satterthwaite degrees of freedom (as lmerTest)."
+    )
+    return table
+
+
 def milestone_medians_for_report(medians: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
     """Kaplan-Meier medians of both milestones (days and weeks), small groups suppressed."""
     shown = medians_for_report(medians, min_cell_size)
@@ -150,6 +207,7 @@ SECTIONS = {
     "turnbull": "Interval-censored estimate (Turnbull) beside Kaplan-Meier",
     "cox": "Cox proportional hazards",
     "visit_day": "Sensitivity: time-varying Cox on the visit day",
+    "landmark": "Landmark analysis: adherence over the first weeks",
     "competing": "Competing risks: recovery and withdrawal",
     "trajectories": "Pain and strength over the weeks",
     "methods": "Methods",
@@ -194,9 +252,9 @@ STROBE_ITEMS = (
     (
         17,
         "Other analyses",
-        "sensitivity analyses (visit-day Cox, exposure lags, Turnbull, competing risks), "
-        "milestones, trajectories; the adherence cut-offs in adherence_groups.html",
-        ("milestones", "turnbull", "visit_day", "competing", "trajectories"),
+        "sensitivity analyses (visit-day Cox, exposure lags, Turnbull, landmark, competing "
+        "risks), milestones, trajectories; the adherence cut-offs in adherence_groups.html",
+        ("milestones", "turnbull", "visit_day", "landmark", "competing", "trajectories"),
     ),
 )
 
@@ -369,6 +427,13 @@ def model_specifications(study_params: Mapping) -> pd.DataFrame:
             "Time-varying Cox",
             f"weekly start/stop intervals; covariates: "
             f"{listed(fit.get('time_varying_covariates'))}",
+        ),
+        (
+            "Landmark",
+            f"adherence over the weeks before each landmark (weeks "
+            f"{listed(fit.get('landmark', {}).get('weeks'))}), follow-up from the landmark on "
+            "for the people still followed then; Cox with "
+            f"{listed(fit.get('landmark', {}).get('cox_covariates'))}",
         ),
         (
             "Turnbull",
@@ -560,7 +625,19 @@ def _readable(text: str) -> str:
 
 
 def _agreement(verdict) -> str:
-    return {"agree": "agrees", "disagree": "disagrees"}.get(str(verdict), str(verdict))
+    return {
+        "agree": "the data agree",
+        "disagree": "the data disagree",
+        "inconclusive": "inconclusive (the interval reaches across an end of the quoted range)",
+        "undetermined": "undetermined (no estimate)",
+    }.get(str(verdict), str(verdict))
+
+
+def _weeks_interval(estimate: float, low: float, high: float) -> str:
+    def weeks(value: float) -> str:
+        return "beyond follow-up" if np.isinf(value) else f"{value:.1f}"
+
+    return f"{weeks(estimate)} weeks (95% CI {weeks(low)} to {weeks(high)})"
 
 
 def timeline_sentences(
@@ -568,8 +645,10 @@ def timeline_sentences(
     timeline_ranges: pd.DataFrame | None,
     min_cell_size: int,
 ) -> list[str]:
-    """The quoted ranges beside the calibrated estimates, each with agree or disagree; a claim
-    about fewer than min_cell_size people gets no estimate."""
+    """The quoted ranges beside the data's estimates and their 95% CIs, each with its verdict
+    (VERDICT_RULE, said once); a claim about fewer than min_cell_size people gets no estimate.
+    Where the study and timeline reports give three estimates for one profile, they are set
+    side by side."""
     sentences = []
     if timeline_ranges is not None:
         masked = mask_small_counts_in_text(timeline_ranges, min_cell_size)
@@ -580,7 +659,7 @@ def timeline_sentences(
             sentences.append(
                 _readable(
                     f"Quoted: {row.claim} ({row.quoted}). Timeline model and data: {observed}: "
-                    f"the data {_agreement(row.verdict)}."
+                    f"{_agreement(row.verdict)}."
                 )
             )
     if milestone_ranges is not None:
@@ -594,10 +673,27 @@ def timeline_sentences(
                 )
                 continue
             sentences.append(
-                f"Quoted: {row.claim} ({quoted}). Interval-censored estimate "
-                f"({row.milestone.replace('_', ' ')}, {row.quantile:g} quantile): "
-                f"{row.estimate_weeks:.1f} weeks: the data {_agreement(row.verdict)}."
+                f"Quoted: {row.claim} ({quoted}). Interval-censored (Turnbull) estimate "
+                f"({row.milestone.replace('_', ' ')}, {row.quantile:g} quantile, "
+                f"{count_text(row.people, min_cell_size)} people): "
+                f"{_weeks_interval(row.estimate_weeks, row.conf_low_weeks, row.conf_high_weeks)}"
+                f": {_agreement(row.verdict)}."
             )
+    if milestone_ranges is not None and timeline_ranges is not None:
+        side_by_side = profile_estimates_for_report(
+            milestone_ranges, timeline_ranges, min_cell_size
+        )
+        shown = side_by_side[side_by_side["median weeks (95% CI)"] != ""]
+        if len(shown) > 1:
+            sentences.append(
+                "One profile, full recovery, estimated three ways: "
+                + "; ".join(
+                    f"{row.estimate}, {row['median weeks (95% CI)']}" for _, row in shown.iterrows()
+                )
+                + f". {profile_estimates_text(milestone_ranges)}"
+            )
+    if sentences:
+        sentences.insert(0, f"Each verdict rests on the estimate's 95% CI: {VERDICT_RULE}.")
     return sentences
 
 

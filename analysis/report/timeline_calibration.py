@@ -9,8 +9,40 @@ import pandas as pd
 from analysis.plots import profile_label
 from analysis.privacy import enough_people, mask_small_counts_in_text, suppress_small_cells
 from analysis.tables import (
+    TIME_RATIO_HEADER,
+    RegressionTable,
     format_interval,
+    merged_regression_table,
 )
+
+DISTRIBUTION_NAMES = {
+    "weibull": "Weibull",
+    "lognormal": "Log-normal",
+    "loglogistic": "Log-logistic",
+}
+
+
+def aft_table(
+    coefficients: pd.DataFrame, comparison: pd.DataFrame, units, min_cell_size: int
+) -> RegressionTable:
+    """The interval-censored AFT models side by side, one per distribution (the lowest AIC
+    named), as time ratios with their people and recoveries."""
+    best = set(comparison.loc[comparison["best_by_aic"].astype(bool), "distribution"])
+    models = [
+        (
+            DISTRIBUTION_NAMES.get(name, name) + (", lowest AIC" if name in best else ""),
+            rows.drop(columns="distribution"),
+        )
+        for name, rows in coefficients.groupby("distribution", sort=False)
+    ]
+    table = merged_regression_table(
+        models, units, estimate_header=TIME_RATIO_HEADER, min_cell_size=min_cell_size
+    )
+    table.notes.append(
+        "Events: people whose recovery was seen (between two visits); the others are "
+        "right-censored. The timeline uses the model with the lowest AIC."
+    )
+    return table
 
 
 def timeline_for_report(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
@@ -26,10 +58,13 @@ def timeline_for_report(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFr
     return mask_small_counts_in_text(hidden, min_cell_size)
 
 
+QUOTED_RANGE_COLUMNS = ("claim", "quoted", "observed", "verdict", "detail")
+
+
 def timeline_quoted_ranges_for_report(quotes: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
-    """The timeline's quoted-range checks; counts of people its text quotes below
-    min_cell_size show as "<k"."""
-    return mask_small_counts_in_text(quotes, min_cell_size)
+    """The timeline's quoted-range checks in words (every estimate there with its 95% CI);
+    counts of people its text quotes below min_cell_size show as "<k"."""
+    return mask_small_counts_in_text(quotes[list(QUOTED_RANGE_COLUMNS)], min_cell_size)
 
 
 def profiles_seen(timeline: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
