@@ -24,12 +24,13 @@ from scipy import stats
 
 from analysis.conventions import CONVENTIONS
 from analysis.derive import interval_censored_frame
-from analysis.errors import ConvergenceError, DataError, ParameterError
+from analysis.errors import ConvergenceError, DataError, ModelWarning, ParameterError
 from analysis.results import ModelResult, run_collecting_notes
 from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
 from analysis.survival import fit_aft, turnbull
 from analysis.survival.aft import INTERCEPT, AftResult, compare_by_aic
 from analysis.survival.design import is_categorical
+from analysis.survival.interval import turnbull_replicate
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
 from analysis.survival.validation import (
     calibration_by_groups,
@@ -960,15 +961,20 @@ def turnbull_quantiles(
     """
     quantiles = list(quantiles)
     estimate = _turnbull_quantiles_days(frame, lower, upper, quantiles)
-    rows = frame.reset_index(drop=True)
-    replicates = np.array(
-        [
-            _turnbull_quantiles_days(
-                rows.iloc[rng.integers(0, len(rows), len(rows))], lower, upper, quantiles
+    low, high = frame[lower].to_numpy(float), frame[upper].to_numpy(float)
+    replicates = np.empty((samples if len(frame) else 0, len(quantiles)))
+    for replicate in replicates:
+        pick = rng.integers(0, len(frame), len(frame))
+        fit = turnbull_replicate(low[pick], high[pick])
+        if not fit.converged:
+            warnings.warn(
+                f"a bootstrap replicate's Turnbull estimate stopped after {fit.iterations} "
+                "iterations without converging",
+                ModelWarning,
+                stacklevel=2,
             )
-            for _ in range(samples if len(rows) else 0)
-        ]
-    ).reshape(-1, len(quantiles))
+        replicate[:] = [fit.quantile(q) for q in quantiles]
+    replicates = np.where(np.isnan(replicates), np.inf, replicates)
     alpha = 1 - CONVENTIONS.confidence_level
     result = {}
     for position, quantile in enumerate(quantiles):

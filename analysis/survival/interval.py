@@ -17,6 +17,10 @@ from analysis.results import TIDY_COLUMNS, ModelResult
 
 ALL_ROWS = "all"
 _TOLERANCE = 1e-10
+# A bootstrap replicate is read only for where its curve crosses a level (a quantile): its EM
+# stops at this change, which moves a quantile only where the curve lies within about this
+# of the level at a support point (the published curves stop at _TOLERANCE).
+REPLICATE_TOLERANCE = 1e-6
 _MAX_ITERATIONS = 100_000
 # A curve counts as having reached a level within this (its values are sums of EM masses).
 _LEVEL_TOLERANCE = np.sqrt(np.finfo(float).eps)
@@ -154,7 +158,16 @@ def _support(time: np.ndarray, upper: np.ndarray, status: np.ndarray) -> np.ndar
     return np.concatenate([points[codes == 0], midpoints])
 
 
-def _fit_one(low: np.ndarray, high: np.ndarray, column: str) -> TurnbullFit:
+def turnbull_replicate(low: np.ndarray, high: np.ndarray) -> TurnbullFit:
+    """The NPMLE of one group's rows (low, high] as arrays, for a bootstrap replicate: the same
+    estimator as `turnbull`, its EM stopped at REPLICATE_TOLERANCE, no frame built."""
+    keep = ~(np.isnan(low) & np.isnan(high))
+    return _fit_one(low[keep], high[keep], "lower", REPLICATE_TOLERANCE)
+
+
+def _fit_one(
+    low: np.ndarray, high: np.ndarray, column: str, tolerance: float = _TOLERANCE
+) -> TurnbullFit:
     """survfitTurnbull's iteration: KM of exact, right-censored and expected interval events."""
     status = _status(low, high, column)
     # One time per row as survival stores it: the upper bound for a left-censored row.
@@ -228,7 +241,7 @@ def _fit_one(low: np.ndarray, high: np.ndarray, column: str) -> TurnbullFit:
         proposal = survival_at_support - 2 * alpha * step + alpha**2 * curvature
         proposal = np.minimum.accumulate(np.clip(proposal, 0.0, 1.0))
         survival, updated = em_step(proposal)
-        converged = np.max(np.abs(updated - survival_at_support)) < _TOLERANCE
+        converged = np.max(np.abs(updated - survival_at_support)) < tolerance
         survival_at_support = updated
     mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
     return TurnbullFit(support, mass, curve_times, survival, iterations, bool(converged))
