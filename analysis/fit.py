@@ -28,6 +28,7 @@ from analysis.model_tables import (
     ADHERENCE_GROUPING_TABLE_PREFIX,
     GROUPING_DEFINITION,
     GROUPING_SENSITIVITY,
+    MILESTONE_QUOTE_COLUMNS,
     SITE_COLUMN,
     SITE_TABLE_PREFIX,
     SUPPRESSED_GROUPS,
@@ -95,20 +96,6 @@ PRIMARY_EXTRA_COLUMNS = ("unit", "conf_method")
 # model describes (gtsummary's N and events), the same on every row of one model.
 MODEL_COUNT_COLUMNS = ("n", "events")
 REFERENCE_UNIT = "reference level"
-# milestone_quoted_ranges: each quoted range beside the Turnbull quantile (weeks) and its CI.
-MILESTONE_QUOTE_COLUMNS = (
-    "milestone",
-    "claim",
-    "profile",
-    "people",
-    "quantile",
-    "estimate_weeks",
-    "conf_low_weeks",
-    "conf_high_weeks",
-    "quoted_low_weeks",
-    "quoted_high_weeks",
-    "verdict",
-)
 LANDMARK_COUNT_COLUMNS = (
     "landmark_weeks",
     "people",

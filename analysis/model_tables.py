@@ -18,6 +18,7 @@ from analysis.errors import DataError
 from analysis.results import HAZARD_RATIO_COLUMNS, TIDY_COLUMNS
 from analysis.schema import Recovery
 from analysis.survival.competing import GRAY_TEST_COLUMNS
+from analysis.timeline import COMPARISON_COLUMNS as QUOTED_RANGE_COLUMNS
 
 # Tables of the per-site comparison (fit family site_comparison): site_<whole-study name>.
 SITE_TABLE_PREFIX = "site_"
@@ -35,6 +36,20 @@ GROUPING_SENSITIVITY = "sensitivity"
 # The timeline columns the report draws and tabulates: timeline.quantiles must give them.
 TIMELINE_RANGE_COLUMNS = ("predicted_p10_weeks", "predicted_median_weeks", "predicted_p90_weeks")
 
+# milestone_quoted_ranges: each quoted range beside the Turnbull quantile (weeks) and its CI.
+MILESTONE_QUOTE_COLUMNS = (
+    "milestone",
+    "claim",
+    "profile",
+    "people",
+    "quantile",
+    "estimate_weeks",
+    "conf_low_weeks",
+    "conf_high_weeks",
+    "quoted_low_weeks",
+    "quoted_high_weeks",
+    "verdict",
+)
 _TIDY = tuple(TIDY_COLUMNS)
 _HAZARD_RATIOS = (*TIDY_COLUMNS, *HAZARD_RATIO_COLUMNS)
 _CURVE = ("group", "time", "n_risk", "n_event", "n_censor", "survival", "conf_low", "conf_high")
@@ -81,19 +96,7 @@ WHOLE_STUDY_TABLES: dict[str, tuple[str, ...]] = {
     "primary_lag_sensitivity": ("lag_weeks", *_PRIMARY),
     "milestone_km_medians": (*_MEDIANS, "milestone"),
     "milestone_primary_effects": (*_PRIMARY, "milestone"),
-    "milestone_quoted_ranges": (
-        "milestone",
-        "claim",
-        "profile",
-        "people",
-        "quantile",
-        "estimate_weeks",
-        "conf_low_weeks",
-        "conf_high_weeks",
-        "quoted_low_weeks",
-        "quoted_high_weeks",
-        "verdict",
-    ),
+    "milestone_quoted_ranges": MILESTONE_QUOTE_COLUMNS,
     "landmark_counts": (
         "landmark_weeks",
         "people",
@@ -117,19 +120,7 @@ WHOLE_STUDY_TABLES: dict[str, tuple[str, ...]] = {
         "observed_median_weeks",
     ),
     "timeline_model_comparison": ("distribution", "n", "log_likelihood", "aic", "best_by_aic"),
-    "timeline_quoted_ranges": (
-        "claim",
-        "quoted",
-        "observed",
-        "verdict",
-        "people",
-        "estimate_weeks",
-        "conf_low_weeks",
-        "conf_high_weeks",
-        "observed_weeks",
-        "observed_conf_low_weeks",
-        "observed_conf_high_weeks",
-    ),
+    "timeline_quoted_ranges": QUOTED_RANGE_COLUMNS,
     "calibration_summary": ("metric", "value"),
     "calibration_table": ("week", "group", "n", "predicted", "observed"),
 }
