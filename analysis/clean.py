@@ -143,7 +143,18 @@ def _quarantine_text(values) -> pd.Series:
     return values.astype(str)
 
 
-class _Ledger:
+class _ColumnRejects:
+    """What a parser calls on either ledger: the required/optional rule, written once."""
+
+    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
+        """A bad value in a required column loses the row; in an optional one, only the value."""
+        if spec.required:
+            self.reject_rows(mask, rule, spec.name, values, reason)
+        else:
+            self.reject_values(mask, rule, spec.name, values, reason)
+
+
+class _Ledger(_ColumnRejects):
     """Collects quarantine entries and fix counts while a table is cleaned.
 
     Masks and values are positional: row i of every mask is row i of the raw table.
@@ -213,13 +224,6 @@ class _Ledger:
             _flags(mask), rule, column, lambda rows: self._values_at(values, rows), reason
         )
 
-    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
-        """A bad value in a required column loses the row; in an optional one, only the value."""
-        if spec.required:
-            self.reject_rows(mask, rule, spec.name, values, reason)
-        else:
-            self.reject_values(mask, rule, spec.name, values, reason)
-
     def fix(self, rule: str, mask: pd.Series) -> None:
         """Count the rows in `mask` as fixed by `rule`."""
         self.add_fixes(rule, int(_flags(mask).sum()))
@@ -237,7 +241,7 @@ class _Ledger:
         return pd.concat(self.entries, ignore_index=True)[columns]
 
 
-class _DistinctLedger:
+class _DistinctLedger(_ColumnRejects):
     """The table's ledger as seen by a parser working on one column's distinct values.
 
     Each distinct text is judged once; a mask over the distinct values stands for every row
@@ -261,12 +265,6 @@ class _DistinctLedger:
     def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
         by_row = _flags(mask)[self.codes]
         self.ledger.reject_value_positions(by_row, rule, column, self._values_at(values), reason)
-
-    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
-        if spec.required:
-            self.reject_rows(mask, rule, spec.name, values, reason)
-        else:
-            self.reject_values(mask, rule, spec.name, values, reason)
 
     def fix(self, rule: str, mask: pd.Series) -> None:
         """Count every row holding a value in `mask` (a mask over some distinct values)."""

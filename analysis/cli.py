@@ -251,16 +251,13 @@ def clean(
 
 
 def run_derive(clean_dir: Path, out: Path, params: DeriveParams):
-    from analysis.derive import INPUT_COLUMNS, derive_recovery
+    from analysis.derive import INPUT_CODED_COLUMNS, INPUT_COLUMNS, derive_tables
 
-    tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean", INPUT_COLUMNS)
-    frames = derive_recovery(
-        tables["participants"],
-        tables["diary"],
-        tables["sessions"],
-        tables["assessments"],
-        params.model_dump(),
+    tables = io.read_stage_frames(
+        clean_dir, io.CLEAN_TABLES, "clean", INPUT_COLUMNS, coded=INPUT_CODED_COLUMNS
     )
+    # derive_tables empties `tables` as it goes: no reference here keeps a table alive.
+    frames = derive_tables(tables, params.model_dump())
     with io.stage_folder(out, "derive") as staging:
         io.write_parquet(frames.recovery, staging / "recovery.parquet")
         io.write_parquet(frames.weekly_intervals, staging / "weekly_intervals.parquet")

@@ -735,11 +735,17 @@ DERIVED_FRAMES = ("recovery", "weekly_intervals", "weekly_trajectories")
 
 
 def read_stage_frames(
-    folder: Path, names: tuple[str, ...], stage: str, columns: dict | None = None
+    folder: Path,
+    names: tuple[str, ...],
+    stage: str,
+    columns: dict | None = None,
+    coded: tuple[str, ...] = (),
 ) -> dict[str, pd.DataFrame]:
     """The parquet frames an earlier stage wrote, or a one-line error saying which to run.
 
     `columns`: per frame name, the only columns to read (a frame not named is read whole).
+    `coded`: text columns read as codes into their distinct values (categoricals): a column of
+    millions of repeated ids takes four bytes a row instead of its text.
     """
     columns = columns or {}
     frames = {}
@@ -750,7 +756,9 @@ def read_stage_frames(
         # Text columns back in Arrow memory, as the schema declares them (Text): the default,
         # one Python string per cell, takes twice the memory of the whole clean table.
         with pd.option_context("mode.string_storage", "pyarrow"):
-            frames[name] = pd.read_parquet(path, columns=columns.get(name))
+            frames[name] = pd.read_parquet(
+                path, columns=columns.get(name), read_dictionary=list(coded) or None
+            )
     return frames
 
 
