@@ -870,8 +870,33 @@ def clean_table(
     ids and enrolment dates; `raw_participant_ids` tells a quarantined participant from an
     unknown one.
     """
+    return _clean_taken_table(
+        table,
+        {table: raw},
+        source_file=source_file,
+        params=params,
+        as_of=as_of,
+        participants=participants,
+        raw_participant_ids=raw_participant_ids,
+    )
+
+
+def _clean_taken_table(
+    table: str,
+    raw_tables: dict[str, pd.DataFrame],
+    *,
+    source_file: str,
+    params: dict,
+    as_of: date,
+    participants: pd.DataFrame | None = None,
+    raw_participant_ids: pd.Index | None = None,
+) -> CleanResult:
+    """`clean_table` on the raw table taken out of `raw_tables`: once its columns are parsed it
+    is referenced nowhere here, so it can be freed before the rows are merged and kept."""
+    raw = raw_tables.pop(table)
     model = CANONICAL_TABLES[table]
     ledger = _Ledger(table, source_file, raw)
+    input_rows = len(raw)
     unproven_mark = raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
     # Held as distinct values and codes until the kept rows are known: no frame of every row.
     columns = {
@@ -884,6 +909,7 @@ def clean_table(
         )
         for spec in column_specs(model)
     }
+    del raw
     if table == "participants":
         _reject_implausible_dates(columns, ledger, None, params, as_of)
         _withdrawal_before_enrolment(columns, ledger)
@@ -904,7 +930,7 @@ def clean_table(
     kept = check_typed_frame(model, kept)
     quarantined = ledger.quarantine_frame()
     counts = {
-        "input_rows": len(raw),
+        "input_rows": input_rows,
         "kept": len(kept),
         "quarantined": int(ledger.rejected.sum()),
         "merged_duplicates": merged,
@@ -931,6 +957,7 @@ def clean_study(
     as_of: date,
     reader_quarantine: pd.DataFrame | None = None,
     hand_over: Callable[[str, pd.DataFrame], None] | None = None,
+    release_raw: bool = False,
 ) -> StudyCleanResult:
     """Clean participants first (ids and enrolment dates), then the tables that refer to them.
 
@@ -938,6 +965,8 @@ def clean_study(
     fit the data dictionary); it joins the quarantine and is counted in the report.
     `hand_over(table, kept)`, if given, receives each table as soon as it is clean (to write
     it) and the result keeps none of them: a large study's tables are not all held at once.
+    `release_raw`: each raw table is taken out of `raw_tables` as it is cleaned (the caller's
+    dict is emptied), so a large export's raw tables are freed one by one.
     """
     tables: dict[str, pd.DataFrame] = {}
     quarantines: list[pd.DataFrame] = []
@@ -951,14 +980,6 @@ def clean_study(
         else:
             hand_over(result.table, result.kept)
 
-    participants = clean_table(
-        "participants",
-        raw_tables["participants"],
-        source_file=source_files["participants"],
-        params=params,
-        as_of=as_of,
-    )
-    done(participants)
     raw_ids = pd.Index(
         raw_tables["participants"][Participants.participant_id]
         .astype(TEXT_DTYPE)
@@ -966,11 +987,20 @@ def clean_study(
         .str.strip()
         .str.upper()
     )
+    to_clean = raw_tables if release_raw else dict(raw_tables)
+    participants = _clean_taken_table(
+        "participants",
+        to_clean,
+        source_file=source_files["participants"],
+        params=params,
+        as_of=as_of,
+    )
+    done(participants)
     for table in TABLE_ORDER[1:]:
         done(
-            clean_table(
+            _clean_taken_table(
                 table,
-                raw_tables[table],
+                to_clean,
                 source_file=source_files[table],
                 params=params,
                 as_of=as_of,
