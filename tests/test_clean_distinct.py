@@ -147,6 +147,18 @@ def test_cleaning_coded_raw_tables_equals_cleaning_text(params, simulated_design
     for table, frame in expected.tables.items():
         pd.testing.assert_frame_equal(handed_over[table], frame)
     assert streamed.report == expected.report
+    assert list(coded) == list(text)  # the caller's raw tables are left alone by default
+
+    # The CLI's way: raw tables freed one by one, the caller's dict emptied, the same result.
+    released_raw = dict(coded)
+    released = clean_study(
+        released_raw, files, params["clean"], simulated.export_date, release_raw=True
+    )
+    assert released_raw == {}
+    for table, frame in expected.tables.items():
+        pd.testing.assert_frame_equal(released.tables[table], frame)
+    pd.testing.assert_frame_equal(released.quarantine, expected.quarantine)
+    assert released.report == expected.report
 
 
 @given(
