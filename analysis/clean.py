@@ -809,16 +809,37 @@ def _withdrawal_before_enrolment(columns: dict[str, _TypedColumn], ledger: _Ledg
     columns[Participants.withdrawn_on] = _TypedColumn.of_rows(withdrawn.where(~early))
 
 
-def _record_codes(columns: list[np.ndarray]) -> np.ndarray:
+def _record_codes(columns: Iterable[np.ndarray]) -> np.ndarray:
     """One integer per row, equal between two rows exactly when each column's code is.
 
-    Re-coded after each column, so the product of code ranges never overflows.
+    Codes (non-negative) are folded in one column at a time, each array released once folded;
+    where the next product of code ranges would overflow int64, the key so far and the column
+    are first re-coded densely (0 .. rows - 1; hash tables over every row, only for codes
+    spread that widely).
     """
-    combined = columns[0]
-    for codes in columns[1:]:
-        spread = combined.astype(np.int64) * (int(codes.max(initial=0)) + 1)
-        combined = pd.factorize(spread + codes)[0]
+    columns = iter(columns)
+    combined = next(columns).astype(np.int64)
+    for codes in columns:
+        span = int(codes.max(initial=0)) + 1
+        if (int(combined.max(initial=0)) + 1) * span > np.iinfo(np.int64).max:
+            combined = pd.factorize(combined)[0].astype(np.int64)
+            codes = pd.factorize(codes)[0]
+            span = int(codes.max(initial=0)) + 1
+        combined = combined * span + codes
     return combined
+
+
+def _occurs_more_than_once(record: np.ndarray) -> np.ndarray:
+    """Per row, whether another row has the same value: found by sorting, with no hash table
+    over millions of keys (equal values lie side by side once sorted)."""
+    order = np.argsort(record)
+    in_order = record[order]
+    same_as_next = in_order[1:] == in_order[:-1]
+    del in_order
+    repeated = np.zeros(len(record), dtype=bool)
+    repeated[order[1:][same_as_next]] = True
+    repeated[order[:-1][same_as_next]] = True
+    return repeated
 
 
 def _merge_duplicates(
@@ -832,9 +853,9 @@ def _merge_duplicates(
     """
     key = list(RECORD_KEYS[table])
     alive = np.flatnonzero(~ledger.rejected)
-    record = _record_codes([columns[name].value_codes(alive) for name in key])
-    # Codes count from 0, so how often each key occurs is a bincount (no second hash table).
-    shared = alive[np.bincount(record)[record] > 1]
+    record = _record_codes(columns[name].value_codes(alive) for name in key)
+    shared = alive[_occurs_more_than_once(record)]
+    del record
     shared_key = pd.DataFrame(
         {name: column.at(shared) for name, column in columns.items()}
     ).set_axis(ledger.row_labels[shared])
@@ -927,6 +948,7 @@ def _clean_taken_table(
     kept = pd.DataFrame(index=pd.RangeIndex(len(kept_rows)))
     for name in list(columns):
         kept[name] = columns.pop(name).at(kept_rows)
+    del kept_rows
     kept = check_typed_frame(model, kept)
     quarantined = ledger.quarantine_frame()
     counts = {

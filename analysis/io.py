@@ -335,12 +335,16 @@ def _arrow_csv(payload: bytes, encoding: str | None, coded: bool) -> pyarrow.Tab
 
 def _cells_frame(table: pyarrow.Table) -> pd.DataFrame:
     """Arrow text columns as a frame: strings share Arrow's memory, dictionaries become
-    categoricals."""
+    categoricals.
+
+    The categoricals' codes are allocated by the system allocator, not Arrow's pool: cleaning
+    frees each raw table once parsed, and the pool would keep that memory for itself.
+    """
 
     def column(position: int) -> pd.Series:
         cells = table.column(position)
         if pyarrow.types.is_dictionary(cells.type):
-            return cells.to_pandas()
+            return cells.to_pandas(memory_pool=pyarrow.system_memory_pool())
         return pd.Series(pd.arrays.ArrowStringArray(cells), copy=False)
 
     return pd.DataFrame({position: column(position) for position in range(table.num_columns)})
