@@ -760,11 +760,10 @@ def read_stage_frames(
             raise DataError(f"not found: run `ga-rehab {stage}` first", file=str(path))
         # Text columns back in Arrow memory, as the schema declares them (Text): the default,
         # one Python string per cell, takes twice the memory of the whole clean table.
-        with pd.option_context("mode.string_storage", "pyarrow"):
+        with pd.option_context("mode.string_storage", "pyarrow"), _system_allocated():
             frames[name] = pd.read_parquet(
                 path, columns=columns.get(name), read_dictionary=list(coded) or None
             )
-        release_arrow_memory()
     return frames
 
 
@@ -779,6 +778,19 @@ def release_arrow_memory() -> None:
     no longer uses, which counts in its peak. Called once per table read or written.
     """
     pyarrow.default_memory_pool().release_unused()
+
+
+@contextmanager
+def _system_allocated() -> Iterator[None]:
+    """Arrow allocates with the system allocator within: a frame read here gives its memory
+    back to the system when freed (a stage that copies part of a large table and drops the
+    rest would otherwise carry the rest in Arrow's pool, which keeps freed memory for reuse)."""
+    pool = pyarrow.default_memory_pool()
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    try:
+        yield
+    finally:
+        pyarrow.set_memory_pool(pool)
 
 
 def _new_file_beside(path: Path) -> Path:
