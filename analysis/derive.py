@@ -56,6 +56,8 @@ INPUT_COLUMNS = {
 # Read as codes into their distinct values (see io.read_stage_frames): millions of rows, few ids.
 INPUT_CODED_COLUMNS = (Participants.participant_id,)
 DAY = "day"
+# (participant code, day) packs into one integer as code * KEY_DAYS + day.
+KEY_DAYS = 100_000
 WEEK = "week"
 PID_CODE = "participant_code"
 BASELINE_COLUMNS = (
@@ -79,9 +81,10 @@ class DerivedFrames:
     weekly_trajectories: pd.DataFrame
 
 
-def _day_key(frame: pd.DataFrame) -> np.ndarray:
-    """One integer per row, ordered as (participant code, day): days in follow-up are < 1e5."""
-    return frame[PID_CODE].to_numpy(np.int64) * 100_000 + frame[DAY].to_numpy(np.int64)
+def _day_key(frame: pd.DataFrame, day: str = DAY) -> np.ndarray:
+    """One integer per row, ordered as (participant code, `day`): a day or week in follow-up
+    is below KEY_DAYS."""
+    return frame[PID_CODE].to_numpy(np.int64) * KEY_DAYS + frame[day].to_numpy(np.int64)
 
 
 def _secondary_pain_before_visits(
@@ -184,7 +187,7 @@ def _phase_by_week(grid: pd.DataFrame, visits: pd.DataFrame) -> np.ndarray:
     ordered = visits.sort_values([PID_CODE, DAY])
     visit_key = _day_key(ordered)
     week_start = grid[WEEK].to_numpy(np.int64) * DAYS_PER_WEEK
-    last_day_before = grid[PID_CODE].to_numpy(np.int64) * 100_000 + week_start - 1
+    last_day_before = grid[PID_CODE].to_numpy(np.int64) * KEY_DAYS + week_start - 1
     position = np.searchsorted(visit_key, last_day_before, side="right") - 1
     valid = position >= 0
     same_person = np.zeros(len(grid), dtype=bool)
@@ -209,7 +212,8 @@ def weekly_exposures(
 
     A day counts as a done session when the diary says so or the sessions log has an exercise
     that day. A partial last week has a prorated prescription. Adherence is capped at 1
-    (extra sessions do not bank).
+    (extra sessions do not bank). `days_in_study` is indexed by participant code in ascending
+    order, as `derive_tables` builds it (the grid's rows are found by sorted keys).
     """
     grid = _weekly_grid(days_in_study)
     grid["phase"] = _phase_by_week(grid, visits)
@@ -217,11 +221,12 @@ def weekly_exposures(
     grid["sessions_prescribed"] = grid["phase"].map(per_week) * grid["days"] / DAYS_PER_WEEK
     # Rows are placed in the grid (sorted by participant and week) by their integer key: no
     # frame of every diary and session row is built.
-    grid_key = grid[PID_CODE].to_numpy(np.int64) * 100_000 + grid[WEEK].to_numpy(np.int64)
+    grid_key = _day_key(grid, day=WEEK)
 
     def grid_rows(day_keys: np.ndarray) -> np.ndarray:
-        week_keys = day_keys // 100_000 * 100_000 + day_keys % 100_000 // DAYS_PER_WEEK
-        return np.searchsorted(grid_key, week_keys)
+        """The grid row of each (participant, day) key: its (participant, week) key's place."""
+        codes, days = np.divmod(day_keys, KEY_DAYS)
+        return np.searchsorted(grid_key, codes * KEY_DAYS + days // DAYS_PER_WEEK)
 
     def in_study_days(frame: pd.DataFrame) -> np.ndarray:
         return (frame[DAY] < frame[PID_CODE].map(days_in_study)).to_numpy()
