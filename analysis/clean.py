@@ -143,7 +143,18 @@ def _quarantine_text(values) -> pd.Series:
     return values.astype(str)
 
 
-class _Ledger:
+class _ColumnRejects:
+    """What a parser calls on either ledger: the required/optional rule, written once."""
+
+    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
+        """A bad value in a required column loses the row; in an optional one, only the value."""
+        if spec.required:
+            self.reject_rows(mask, rule, spec.name, values, reason)
+        else:
+            self.reject_values(mask, rule, spec.name, values, reason)
+
+
+class _Ledger(_ColumnRejects):
     """Collects quarantine entries and fix counts while a table is cleaned.
 
     Masks and values are positional: row i of every mask is row i of the raw table.
@@ -213,13 +224,6 @@ class _Ledger:
             _flags(mask), rule, column, lambda rows: self._values_at(values, rows), reason
         )
 
-    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
-        """A bad value in a required column loses the row; in an optional one, only the value."""
-        if spec.required:
-            self.reject_rows(mask, rule, spec.name, values, reason)
-        else:
-            self.reject_values(mask, rule, spec.name, values, reason)
-
     def fix(self, rule: str, mask: pd.Series) -> None:
         """Count the rows in `mask` as fixed by `rule`."""
         self.add_fixes(rule, int(_flags(mask).sum()))
@@ -237,7 +241,7 @@ class _Ledger:
         return pd.concat(self.entries, ignore_index=True)[columns]
 
 
-class _DistinctLedger:
+class _DistinctLedger(_ColumnRejects):
     """The table's ledger as seen by a parser working on one column's distinct values.
 
     Each distinct text is judged once; a mask over the distinct values stands for every row
@@ -261,12 +265,6 @@ class _DistinctLedger:
     def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
         by_row = _flags(mask)[self.codes]
         self.ledger.reject_value_positions(by_row, rule, column, self._values_at(values), reason)
-
-    def reject(self, spec: ColumnSpec, mask, rule: str, values, reason: str) -> None:
-        if spec.required:
-            self.reject_rows(mask, rule, spec.name, values, reason)
-        else:
-            self.reject_values(mask, rule, spec.name, values, reason)
 
     def fix(self, rule: str, mask: pd.Series) -> None:
         """Count every row holding a value in `mask` (a mask over some distinct values)."""
@@ -811,16 +809,37 @@ def _withdrawal_before_enrolment(columns: dict[str, _TypedColumn], ledger: _Ledg
     columns[Participants.withdrawn_on] = _TypedColumn.of_rows(withdrawn.where(~early))
 
 
-def _record_codes(columns: list[np.ndarray]) -> np.ndarray:
+def _record_codes(columns: Iterable[np.ndarray]) -> np.ndarray:
     """One integer per row, equal between two rows exactly when each column's code is.
 
-    Re-coded after each column, so the product of code ranges never overflows.
+    Codes (non-negative) are folded in one column at a time, each array released once folded;
+    where the next product of code ranges would overflow int64, the key so far and the column
+    are first re-coded densely (0 .. rows - 1; hash tables over every row, only for codes
+    spread that widely).
     """
-    combined = columns[0]
-    for codes in columns[1:]:
-        spread = combined.astype(np.int64) * (int(codes.max(initial=0)) + 1)
-        combined = pd.factorize(spread + codes)[0]
+    columns = iter(columns)
+    combined = next(columns).astype(np.int64)
+    for codes in columns:
+        span = int(codes.max(initial=0)) + 1
+        if (int(combined.max(initial=0)) + 1) * span > np.iinfo(np.int64).max:
+            combined = pd.factorize(combined)[0].astype(np.int64)
+            codes = pd.factorize(codes)[0]
+            span = int(codes.max(initial=0)) + 1
+        combined = combined * span + codes
     return combined
+
+
+def _occurs_more_than_once(record: np.ndarray) -> np.ndarray:
+    """Per row, whether another row has the same value: found by sorting, with no hash table
+    over millions of keys (equal values lie side by side once sorted)."""
+    order = np.argsort(record)
+    in_order = record[order]
+    same_as_next = in_order[1:] == in_order[:-1]
+    del in_order
+    repeated = np.zeros(len(record), dtype=bool)
+    repeated[order[1:][same_as_next]] = True
+    repeated[order[:-1][same_as_next]] = True
+    return repeated
 
 
 def _merge_duplicates(
@@ -834,9 +853,9 @@ def _merge_duplicates(
     """
     key = list(RECORD_KEYS[table])
     alive = np.flatnonzero(~ledger.rejected)
-    record = _record_codes([columns[name].value_codes(alive) for name in key])
-    # Codes count from 0, so how often each key occurs is a bincount (no second hash table).
-    shared = alive[np.bincount(record)[record] > 1]
+    record = _record_codes(columns[name].value_codes(alive) for name in key)
+    shared = alive[_occurs_more_than_once(record)]
+    del record
     shared_key = pd.DataFrame(
         {name: column.at(shared) for name, column in columns.items()}
     ).set_axis(ledger.row_labels[shared])
@@ -872,8 +891,33 @@ def clean_table(
     ids and enrolment dates; `raw_participant_ids` tells a quarantined participant from an
     unknown one.
     """
+    return _clean_taken_table(
+        table,
+        {table: raw},
+        source_file=source_file,
+        params=params,
+        as_of=as_of,
+        participants=participants,
+        raw_participant_ids=raw_participant_ids,
+    )
+
+
+def _clean_taken_table(
+    table: str,
+    raw_tables: dict[str, pd.DataFrame],
+    *,
+    source_file: str,
+    params: dict,
+    as_of: date,
+    participants: pd.DataFrame | None = None,
+    raw_participant_ids: pd.Index | None = None,
+) -> CleanResult:
+    """`clean_table` on the raw table taken out of `raw_tables`: once its columns are parsed it
+    is referenced nowhere here, so it can be freed before the rows are merged and kept."""
+    raw = raw_tables.pop(table)
     model = CANONICAL_TABLES[table]
     ledger = _Ledger(table, source_file, raw)
+    input_rows = len(raw)
     unproven_mark = raw.attrs.get(UNPROVEN_DECIMAL_MARK, ".")
     # Held as distinct values and codes until the kept rows are known: no frame of every row.
     columns = {
@@ -886,6 +930,7 @@ def clean_table(
         )
         for spec in column_specs(model)
     }
+    del raw
     if table == "participants":
         _reject_implausible_dates(columns, ledger, None, params, as_of)
         _withdrawal_before_enrolment(columns, ledger)
@@ -903,10 +948,11 @@ def clean_table(
     kept = pd.DataFrame(index=pd.RangeIndex(len(kept_rows)))
     for name in list(columns):
         kept[name] = columns.pop(name).at(kept_rows)
+    del kept_rows
     kept = check_typed_frame(model, kept)
     quarantined = ledger.quarantine_frame()
     counts = {
-        "input_rows": len(raw),
+        "input_rows": input_rows,
         "kept": len(kept),
         "quarantined": int(ledger.rejected.sum()),
         "merged_duplicates": merged,
@@ -933,6 +979,7 @@ def clean_study(
     as_of: date,
     reader_quarantine: pd.DataFrame | None = None,
     hand_over: Callable[[str, pd.DataFrame], None] | None = None,
+    release_raw: bool = False,
 ) -> StudyCleanResult:
     """Clean participants first (ids and enrolment dates), then the tables that refer to them.
 
@@ -940,6 +987,8 @@ def clean_study(
     fit the data dictionary); it joins the quarantine and is counted in the report.
     `hand_over(table, kept)`, if given, receives each table as soon as it is clean (to write
     it) and the result keeps none of them: a large study's tables are not all held at once.
+    `release_raw`: each raw table is taken out of `raw_tables` as it is cleaned (the caller's
+    dict is emptied), so a large export's raw tables are freed one by one.
     """
     tables: dict[str, pd.DataFrame] = {}
     quarantines: list[pd.DataFrame] = []
@@ -953,14 +1002,6 @@ def clean_study(
         else:
             hand_over(result.table, result.kept)
 
-    participants = clean_table(
-        "participants",
-        raw_tables["participants"],
-        source_file=source_files["participants"],
-        params=params,
-        as_of=as_of,
-    )
-    done(participants)
     raw_ids = pd.Index(
         raw_tables["participants"][Participants.participant_id]
         .astype(TEXT_DTYPE)
@@ -968,11 +1009,20 @@ def clean_study(
         .str.strip()
         .str.upper()
     )
+    to_clean = raw_tables if release_raw else dict(raw_tables)
+    participants = _clean_taken_table(
+        "participants",
+        to_clean,
+        source_file=source_files["participants"],
+        params=params,
+        as_of=as_of,
+    )
+    done(participants)
     for table in TABLE_ORDER[1:]:
         done(
-            clean_table(
+            _clean_taken_table(
                 table,
-                raw_tables[table],
+                to_clean,
                 source_file=source_files[table],
                 params=params,
                 as_of=as_of,

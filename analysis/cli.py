@@ -195,6 +195,8 @@ def run_clean(
     )
     # Written into a sibling folder that replaces `out` whole: never old and new tables mixed.
     # Each table is written as soon as it is clean, so a large study's are not all held.
+    # Read before cleaning, which empties `raw_study.tables` to free each raw table once used.
+    ignored_columns = raw_study.ignored_columns
     with io.stage_folder(out, "clean") as staging:
         result = clean_study(
             raw_study.tables,
@@ -203,8 +205,9 @@ def run_clean(
             export_date,
             reader_quarantine=raw_study.quarantine,
             hand_over=lambda table, frame: io.write_parquet(frame, staging / f"{table}.parquet"),
+            release_raw=True,
         )
-        result.report[io.IGNORED_COLUMNS] = raw_study.ignored_columns
+        result.report[io.IGNORED_COLUMNS] = ignored_columns
         io.write_parquet(result.quarantine, staging / "quarantine.parquet")
         io.write_json(result.report, staging / "cleaning_report.json")
         io.write_text(cleaning_report_markdown(result.report), staging / "cleaning_report.md")
@@ -251,16 +254,13 @@ def clean(
 
 
 def run_derive(clean_dir: Path, out: Path, params: DeriveParams):
-    from analysis.derive import INPUT_COLUMNS, derive_recovery
+    from analysis.derive import INPUT_CODED_COLUMNS, INPUT_COLUMNS, derive_tables
 
-    tables = io.read_stage_frames(clean_dir, io.CLEAN_TABLES, "clean", INPUT_COLUMNS)
-    frames = derive_recovery(
-        tables["participants"],
-        tables["diary"],
-        tables["sessions"],
-        tables["assessments"],
-        params.model_dump(),
+    tables = io.read_stage_frames(
+        clean_dir, io.CLEAN_TABLES, "clean", INPUT_COLUMNS, coded=INPUT_CODED_COLUMNS
     )
+    # derive_tables empties `tables` as it goes: no reference here keeps a table alive.
+    frames = derive_tables(tables, params.model_dump())
     with io.stage_folder(out, "derive") as staging:
         io.write_parquet(frames.recovery, staging / "recovery.parquet")
         io.write_parquet(frames.weekly_intervals, staging / "weekly_intervals.parquet")

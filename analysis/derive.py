@@ -36,8 +36,28 @@ from analysis.schema import (
 
 # The clean tables' columns derive reads, where it needs fewer than all (the sessions log
 # only says on which days a participant exercised).
-INPUT_COLUMNS = {"sessions": [Sessions.participant_id, Sessions.date]}
+INPUT_COLUMNS = {
+    "diary": [
+        Diary.participant_id,
+        Diary.date,
+        Diary.sitting_hours,
+        *PAIN_SITES,
+        Diary.session_done,
+    ],
+    "sessions": [Sessions.participant_id, Sessions.date],
+    "assessments": [
+        Assessments.participant_id,
+        Assessments.date,
+        Assessments.hip_abduction_n,
+        Assessments.phase_assigned,
+        Assessments.clinician_recovered,
+    ],
+}
+# Read as codes into their distinct values (see io.read_stage_frames): millions of rows, few ids.
+INPUT_CODED_COLUMNS = (Participants.participant_id,)
 DAY = "day"
+# (participant code, day) packs into one integer as code * KEY_DAYS + day.
+KEY_DAYS = 100_000
 WEEK = "week"
 PID_CODE = "participant_code"
 BASELINE_COLUMNS = (
@@ -61,6 +81,12 @@ class DerivedFrames:
     weekly_trajectories: pd.DataFrame
 
 
+def _day_key(frame: pd.DataFrame, day: str = DAY) -> np.ndarray:
+    """One integer per row, ordered as (participant code, `day`): a day or week in follow-up
+    is below KEY_DAYS."""
+    return frame[PID_CODE].to_numpy(np.int64) * KEY_DAYS + frame[day].to_numpy(np.int64)
+
+
 def _secondary_pain_before_visits(
     diary: pd.DataFrame, visits: pd.DataFrame, window_days: int
 ) -> pd.DataFrame:
@@ -72,13 +98,15 @@ def _secondary_pain_before_visits(
     means = pd.DataFrame(index=visits.index, columns=list(PAIN_SITES), dtype=float)
     if diary.empty or visits.empty:
         return means
-    diary = diary.sort_values([PID_CODE, DAY])
-    key = diary[PID_CODE].to_numpy(np.int64) * 100_000 + diary[DAY].to_numpy(np.int64)
-    visit_key = visits[PID_CODE].to_numpy(np.int64) * 100_000 + visits[DAY].to_numpy(np.int64)
+    # Sorted by participant and day through an order of positions: the diary is not copied.
+    key = _day_key(diary)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    visit_key = _day_key(visits)
     first = np.searchsorted(key, visit_key - window_days, side="left")
     last = np.searchsorted(key, visit_key, side="left")
     for site in PAIN_SITES:
-        values = diary[site].to_numpy(float)
+        values = diary[site].to_numpy(float)[order]
         present = ~np.isnan(values)
         cum_sum = np.concatenate([[0.0], np.cumsum(np.where(present, values, 0.0))])
         cum_n = np.concatenate([[0], np.cumsum(present)])
@@ -157,9 +185,9 @@ def _phase_by_week(grid: pd.DataFrame, visits: pd.DataFrame) -> np.ndarray:
     """Phase prescribed each week: assigned at the last visit before the week began (phase 1
     before any visit), since a new prescription starts with the following week."""
     ordered = visits.sort_values([PID_CODE, DAY])
-    visit_key = ordered[PID_CODE].to_numpy(np.int64) * 100_000 + ordered[DAY].to_numpy(np.int64)
+    visit_key = _day_key(ordered)
     week_start = grid[WEEK].to_numpy(np.int64) * DAYS_PER_WEEK
-    last_day_before = grid[PID_CODE].to_numpy(np.int64) * 100_000 + week_start - 1
+    last_day_before = grid[PID_CODE].to_numpy(np.int64) * KEY_DAYS + week_start - 1
     position = np.searchsorted(visit_key, last_day_before, side="right") - 1
     valid = position >= 0
     same_person = np.zeros(len(grid), dtype=bool)
@@ -184,34 +212,48 @@ def weekly_exposures(
 
     A day counts as a done session when the diary says so or the sessions log has an exercise
     that day. A partial last week has a prorated prescription. Adherence is capped at 1
-    (extra sessions do not bank).
+    (extra sessions do not bank). `days_in_study` is indexed by participant code in ascending
+    order, as `derive_tables` builds it (the grid's rows are found by sorted keys).
     """
     grid = _weekly_grid(days_in_study)
     grid["phase"] = _phase_by_week(grid, visits)
     per_week = {int(phase): float(n) for phase, n in prescribed_per_week.items()}
     grid["sessions_prescribed"] = grid["phase"].map(per_week) * grid["days"] / DAYS_PER_WEEK
-    done_days = pd.concat(
-        [
-            diary.loc[diary[Diary.session_done].fillna(False).astype(bool), [PID_CODE, DAY]],
-            sessions[[PID_CODE, DAY]],
-        ]
-    ).drop_duplicates()
-    done_days = done_days[done_days[DAY] < done_days[PID_CODE].map(days_in_study)]
-    done = done_days.groupby([PID_CODE, done_days[DAY] // DAYS_PER_WEEK]).size()
-    in_study = diary[diary[DAY] < diary[PID_CODE].map(days_in_study)]
-    sitting = in_study.groupby([PID_CODE, in_study[DAY] // DAYS_PER_WEEK])[
-        Diary.sitting_hours
-    ].mean()
-    grid = grid.set_index([PID_CODE, WEEK])
-    grid["sessions_done"] = done.reindex(grid.index, fill_value=0).astype(float)
-    grid["weekly_sitting_hours"] = sitting.reindex(grid.index)
+    # Rows are placed in the grid (sorted by participant and week) by their integer key: no
+    # frame of every diary and session row is built.
+    grid_key = _day_key(grid, day=WEEK)
+
+    def grid_rows(day_keys: np.ndarray) -> np.ndarray:
+        """The grid row of each (participant, day) key: its (participant, week) key's place."""
+        codes, days = np.divmod(day_keys, KEY_DAYS)
+        return np.searchsorted(grid_key, codes * KEY_DAYS + days // DAYS_PER_WEEK)
+
+    def in_study_days(frame: pd.DataFrame) -> np.ndarray:
+        return (frame[DAY] < frame[PID_CODE].map(days_in_study)).to_numpy()
+
+    diary_in_study = in_study_days(diary)
+    session_done = diary[Diary.session_done].fillna(False).astype(bool).to_numpy()
+    # A day counts once, however many exercises the log and the diary hold for it.
+    done_keys = pd.unique(
+        np.concatenate(
+            [
+                _day_key(diary)[session_done & diary_in_study],
+                _day_key(sessions)[in_study_days(sessions)],
+            ]
+        )
+    )
+    grid["sessions_done"] = np.bincount(grid_rows(done_keys), minlength=len(grid)).astype(float)
+    sitting = diary[Diary.sitting_hours][diary_in_study]
+    sitting_rows = grid_rows(_day_key(diary)[diary_in_study])
+    grid["weekly_sitting_hours"] = sitting.groupby(sitting_rows).mean().reindex(grid.index)
     grid["weekly_adherence"] = (grid["sessions_done"] / grid["sessions_prescribed"]).clip(upper=1.0)
-    return grid.reset_index()
+    return grid
 
 
 def _last_contact_day(frames: list[pd.DataFrame], codes: pd.Index) -> pd.Series:
-    days = pd.concat([frame[[PID_CODE, DAY]] for frame in frames])
-    return days.groupby(PID_CODE)[DAY].max().reindex(codes)
+    """Each participant's last day in any of `frames` (the latest of each frame's last days)."""
+    last_days = pd.concat([frame.groupby(PID_CODE)[DAY].max() for frame in frames])
+    return last_days.groupby(level=PID_CODE).max().reindex(codes)
 
 
 def _milestone_outcome(
@@ -266,17 +308,34 @@ def derive_recovery(
     params: dict,
 ) -> DerivedFrames:
     """Build the recovery, weekly-interval and weekly-trajectory frames from clean tables."""
+    tables = {
+        "participants": participants,
+        "diary": diary,
+        "sessions": sessions,
+        "assessments": assessments,
+    }
+    return derive_tables(tables, params)
+
+
+def derive_tables(tables: dict[str, pd.DataFrame], params: dict) -> DerivedFrames:
+    """`derive_recovery` on the clean tables by name, taking each out of `tables` once its
+    rows within follow-up are copied: a large study's tables are not held twice."""
     follow_up = params["follow_up_days"]
-    people = participants.reset_index(drop=True)
+    people = tables.pop("participants").reset_index(drop=True)
     code_of = pd.Series(people.index, index=people[Participants.participant_id])
     enrolled = people.set_index(Participants.participant_id)[Participants.enrolled_on]
 
-    def in_window(frame: pd.DataFrame) -> pd.DataFrame:
-        """The rows within follow-up, with participant code and day; one copy of the frame.
+    def in_window(name: str) -> pd.DataFrame:
+        """The rows within follow-up of table `name` (taken out of `tables`), with participant
+        code and day in place of id and date, and only the columns derive reads.
 
-        Each distinct id is looked up once (millions of rows hold some thousands of ids).
+        Each distinct id is looked up once (millions of rows hold some thousands of ids); a
+        table read with its ids as codes (categorical) is not factorised again.
         """
-        id_codes, ids = pd.factorize(frame[Diary.participant_id])
+        frame = tables.pop(name)
+        id_column = frame[Diary.participant_id].astype("category")
+        id_codes, ids = id_column.cat.codes.to_numpy(), id_column.cat.categories
+        del id_column
         # A last slot for rows without an id (code -1): no participant, no enrolment date.
         code_by_id = np.append(pd.Series(ids).map(code_of).to_numpy(dtype=float), np.nan)
         enrolled_by_id = np.append(
@@ -285,13 +344,13 @@ def derive_recovery(
         codes = code_by_id[id_codes]
         days = pd.Series(frame[Diary.date].to_numpy() - enrolled_by_id[id_codes]).dt.days
         inside = ~np.isnan(codes) & days.between(0, follow_up).to_numpy()
-        kept = frame[inside]
+        measured = [c for c in INPUT_COLUMNS[name] if c not in (Diary.participant_id, Diary.date)]
+        kept = frame.loc[inside, measured]
         kept[PID_CODE] = codes[inside].astype(np.int64)
         kept[DAY] = days.to_numpy()[inside].astype(np.int64)
         return kept
 
-    sessions = sessions[INPUT_COLUMNS["sessions"]]
-    diary, sessions, visits = in_window(diary), in_window(sessions), in_window(assessments)
+    diary, sessions, visits = in_window("diary"), in_window("sessions"), in_window("assessments")
     withdrawn_day = (people[Participants.withdrawn_on] - people[Participants.enrolled_on]).dt.days
     # Visits after a withdrawal do not count: the participant had left the study.
     visits = visits[~(visits[DAY] > visits[PID_CODE].map(withdrawn_day))]
@@ -330,8 +389,10 @@ def derive_recovery(
     overall_adherence = (totals["sessions_done"] / totals["sessions_prescribed"]).clip(upper=1.0)
     overall_adherence = overall_adherence.reindex(people.index)
     has_activity = pd.Series(
-        people.index.isin(pd.concat([diary[PID_CODE], sessions[PID_CODE]])), index=people.index
+        people.index.isin(diary[PID_CODE]) | people.index.isin(sessions[PID_CODE]),
+        index=people.index,
     )
+    del sessions
     overall_adherence = overall_adherence.where(has_activity)
     mean_sitting = diary.groupby(PID_CODE)[Diary.sitting_hours].mean().reindex(people.index)
 
@@ -412,8 +473,9 @@ def weekly_trajectories(
     Pain and strength follow every week with data up to the end of follow-up; exposures stop
     at each person's event or censoring time.
     """
-    diary = diary.assign(**{WEEK: diary[DAY] // DAYS_PER_WEEK})
-    pain = diary.groupby([PID_CODE, WEEK])[list(PAIN_SITES)].mean()
+    # Grouped by key arrays, not a copy of the diary with a week column.
+    diary_week = (diary[DAY] // DAYS_PER_WEEK).rename(WEEK)
+    pain = diary.groupby([diary[PID_CODE], diary_week])[list(PAIN_SITES)].mean()
     visits = visits.assign(**{WEEK: visits[DAY] // DAYS_PER_WEEK})
     strength = visits.groupby([PID_CODE, WEEK])[Assessments.hip_abduction_n].mean()
     exposures = weekly.set_index([PID_CODE, WEEK])[["weekly_adherence", "weekly_sitting_hours"]]

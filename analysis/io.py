@@ -335,12 +335,16 @@ def _arrow_csv(payload: bytes, encoding: str | None, coded: bool) -> pyarrow.Tab
 
 def _cells_frame(table: pyarrow.Table) -> pd.DataFrame:
     """Arrow text columns as a frame: strings share Arrow's memory, dictionaries become
-    categoricals."""
+    categoricals.
+
+    The categoricals' codes are allocated by the system allocator, not Arrow's pool: cleaning
+    frees each raw table once parsed, and the pool would keep that memory for itself.
+    """
 
     def column(position: int) -> pd.Series:
         cells = table.column(position)
         if pyarrow.types.is_dictionary(cells.type):
-            return cells.to_pandas()
+            return cells.to_pandas(memory_pool=pyarrow.system_memory_pool())
         return pd.Series(pd.arrays.ArrowStringArray(cells), copy=False)
 
     return pd.DataFrame({position: column(position) for position in range(table.num_columns)})
@@ -370,6 +374,7 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
         del payload  # the file's bytes are no longer needed; a large export is freed early
         cells = _cells_frame(table)
         del table
+        release_arrow_memory()
         header = _header_names(cells.iloc[0].tolist(), path)
         frame = cells.iloc[1:].set_axis(header, axis=1)
         frame[SOURCE_ROW] = frame.index + 1
@@ -735,11 +740,17 @@ DERIVED_FRAMES = ("recovery", "weekly_intervals", "weekly_trajectories")
 
 
 def read_stage_frames(
-    folder: Path, names: tuple[str, ...], stage: str, columns: dict | None = None
+    folder: Path,
+    names: tuple[str, ...],
+    stage: str,
+    columns: dict | None = None,
+    coded: tuple[str, ...] = (),
 ) -> dict[str, pd.DataFrame]:
     """The parquet frames an earlier stage wrote, or a one-line error saying which to run.
 
     `columns`: per frame name, the only columns to read (a frame not named is read whole).
+    `coded`: text columns read as codes into their distinct values (categoricals): a column of
+    millions of repeated ids takes four bytes a row instead of its text.
     """
     columns = columns or {}
     frames = {}
@@ -749,12 +760,37 @@ def read_stage_frames(
             raise DataError(f"not found: run `ga-rehab {stage}` first", file=str(path))
         # Text columns back in Arrow memory, as the schema declares them (Text): the default,
         # one Python string per cell, takes twice the memory of the whole clean table.
-        with pd.option_context("mode.string_storage", "pyarrow"):
-            frames[name] = pd.read_parquet(path, columns=columns.get(name))
+        with pd.option_context("mode.string_storage", "pyarrow"), _system_allocated():
+            frames[name] = pd.read_parquet(
+                path, columns=columns.get(name), read_dictionary=list(coded) or None
+            )
     return frames
 
 
 # --- atomic writers ---------------------------------------------------------------------------
+
+
+def release_arrow_memory() -> None:
+    """Hand the memory Arrow's allocator kept from freed buffers back to the system.
+
+    Arrow's pool (mimalloc) keeps freed memory for reuse; after a whole table has passed through
+    Arrow (read, converted to pandas, freed) that is hundreds of megabytes the process holds but
+    no longer uses, which counts in its peak. Called once per table read or written.
+    """
+    pyarrow.default_memory_pool().release_unused()
+
+
+@contextmanager
+def _system_allocated() -> Iterator[None]:
+    """Arrow allocates with the system allocator within: a frame read here gives its memory
+    back to the system when freed (a stage that copies part of a large table and drops the
+    rest would otherwise carry the rest in Arrow's pool, which keeps freed memory for reuse)."""
+    pool = pyarrow.default_memory_pool()
+    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
+    try:
+        yield
+    finally:
+        pyarrow.set_memory_pool(pool)
 
 
 def _new_file_beside(path: Path) -> Path:
@@ -782,6 +818,7 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    release_arrow_memory()
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

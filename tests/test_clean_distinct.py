@@ -22,6 +22,7 @@ from analysis.clean import (
     SOURCE_ROW,
     TEXT_DTYPE,
     _Ledger,
+    _occurs_more_than_once,
     _parse_column,
     _parse_texts,
     _record_codes,
@@ -147,6 +148,18 @@ def test_cleaning_coded_raw_tables_equals_cleaning_text(params, simulated_design
     for table, frame in expected.tables.items():
         pd.testing.assert_frame_equal(handed_over[table], frame)
     assert streamed.report == expected.report
+    assert list(coded) == list(text)  # the caller's raw tables are left alone by default
+
+    # The CLI's way: raw tables freed one by one, the caller's dict emptied, the same result.
+    released_raw = dict(coded)
+    released = clean_study(
+        released_raw, files, params["clean"], simulated.export_date, release_raw=True
+    )
+    assert released_raw == {}
+    for table, frame in expected.tables.items():
+        pd.testing.assert_frame_equal(released.tables[table], frame)
+    pd.testing.assert_frame_equal(released.quarantine, expected.quarantine)
+    assert released.report == expected.report
 
 
 @given(
@@ -160,6 +173,21 @@ def test_record_codes_repeat_exactly_where_the_rows_do(columns):
     np.testing.assert_array_equal(
         pd.Series(codes).duplicated(keep=False).to_numpy(),
         frame.duplicated(keep=False).to_numpy(),
+    )
+    np.testing.assert_array_equal(
+        _occurs_more_than_once(codes), frame.duplicated(keep=False).to_numpy()
+    )
+
+
+@given(
+    rows=st.lists(st.tuples(*[st.sampled_from([0, 1, 2**40, 2**62])] * 3), min_size=1, max_size=40)
+)
+def test_record_codes_of_widely_spread_codes_do_not_overflow(rows):
+    """Code ranges whose product passes 2**63 are re-coded before they are multiplied."""
+    frame = pd.DataFrame(rows).astype(np.int64)
+    codes = _record_codes(frame[column].to_numpy() for column in frame.columns)
+    np.testing.assert_array_equal(
+        _occurs_more_than_once(codes), frame.duplicated(keep=False).to_numpy()
     )
 
 

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.derive import derive_recovery, milestone_intervals
+from analysis.derive import (
+    INPUT_CODED_COLUMNS,
+    INPUT_COLUMNS,
+    derive_recovery,
+    derive_tables,
+    milestone_intervals,
+)
+from analysis.io import CLEAN_TABLES, read_stage_frames, write_parquet
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
@@ -21,8 +28,10 @@ from analysis.schema import (
     Participants,
     Recovery,
     Sessions,
+    WeeklyIntervals,
     column_names,
 )
+from analysis.validation import simulate_clean_derive
 
 ENROLLED = pd.Timestamp("2025-01-06")  # a Monday, so week 0 is days 0-6
 
@@ -328,3 +337,39 @@ def test_milestone_intervals_cut_the_weekly_rows_at_the_milestone(change_cohort)
     c6 = first.query("participant_id == 'C6'")
     assert c6["stop"].tolist() == [7, 14]
     assert c6["event"].tolist() == [False, True]
+
+
+def test_a_day_counts_once_as_a_session_done(params):
+    """Diary and log both saying so, or two exercises logged, make one session that day."""
+    sessions = [
+        glute_bridge_session("S1", day=0),
+        glute_bridge_session("S1", day=0) | {Sessions.exercise: "clam_shell"},
+        glute_bridge_session("S1", day=1),
+        glute_bridge_session("S1", day=3),
+    ]
+    frames = derive_recovery(
+        frame([person("S1")], Participants),
+        frame(diary_days("S1", range(0, 3), pain=4.0, done=lambda day: day < 2), Diary),
+        frame(sessions, Sessions),
+        frame([visit("S1", 2, 1, False)], Assessments),
+        params["derive"],
+    )
+    week = frames.weekly_intervals
+    # Days 0 to 3 in the study (last contact: the session on day 3): days 0, 1, 3 done of a
+    # daily phase-1 prescription prorated to 4 days.
+    assert week[WeeklyIntervals.start].tolist() == [0.0]
+    assert week["weekly_adherence"].tolist() == pytest.approx([3 / 4])
+
+
+def test_derive_on_tables_read_as_codes_equals_derive_in_memory(params, tmp_path):
+    """The CLI's way (ids read as categoricals, only the columns derive uses, each table
+    released from the dict) gives exactly the frames of `derive_recovery` on the clean tables."""
+    pipeline = simulate_clean_derive(40, 11, params, mess_rate=0.05)
+    for name, table in pipeline.cleaned.tables.items():
+        write_parquet(table, tmp_path / f"{name}.parquet")
+    tables = read_stage_frames(tmp_path, CLEAN_TABLES, "clean", INPUT_COLUMNS, INPUT_CODED_COLUMNS)
+    assert isinstance(tables["diary"][Diary.participant_id].dtype, pd.CategoricalDtype)
+    derived = derive_tables(tables, params["derive"])
+    assert tables == {}
+    for name in ("recovery", "weekly_intervals", "weekly_trajectories"):
+        pd.testing.assert_frame_equal(getattr(derived, name), getattr(pipeline.derived, name))
