@@ -28,7 +28,7 @@ from analysis.errors import ConvergenceError, DataError, ParameterError
 from analysis.results import ModelResult, run_collecting_notes
 from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
 from analysis.survival import fit_aft, turnbull
-from analysis.survival.aft import INTERCEPT, AftResult, compare_by_aic
+from analysis.survival.aft import INTERCEPT, AftEstimate, AftRefits, AftResult, compare_by_aic
 from analysis.survival.design import is_categorical
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
 from analysis.survival.validation import (
@@ -220,7 +220,7 @@ class TimelineModel:
     @classmethod
     def from_aft(
         cls,
-        result: AftResult,
+        result: AftResult | AftEstimate,
         frame: pd.DataFrame | None = None,
         representative_values: dict[str, dict[str, float]] | None = None,
         band: tuple[float, float] = (0.1, 0.9),
@@ -264,10 +264,14 @@ class TimelineModel:
                 linear = linear + self.coefficients.get(name, np.nan) * column.to_numpy(float)
                 continue
             levels = self.factor_levels[name]
-            effect = {levels[0]: 0.0} if levels else {}
-            for level in levels[1:]:
-                effect[level] = self.coefficients.get(f"{name}[{level}]", np.nan)
-            linear = linear + column.map(effect).to_numpy(float)
+            effect = np.array(
+                [0.0, *[self.coefficients.get(f"{name}[{level}]", np.nan) for level in levels[1:]]]
+                if levels
+                else []
+            )
+            # Each row's level code (-1: missing or not a fitted level, so NaN), as column.map.
+            codes = pd.Categorical(column, categories=levels).codes
+            linear = linear + np.append(effect, np.nan)[codes]
         return linear
 
     def quantile_days(
@@ -675,24 +679,24 @@ def _bootstrap_quantiles(
     predictions = np.full((samples, len(profiles), len(quantiles)), np.nan)
     references = {name: levels[0] for name, levels in model.factor_levels.items()}
     failed, with_notes = 0, {}
-    rows = frame.reset_index(drop=True)
+    # Each replicate is fit_aft on the resampled rows; the frame is coded once for all of them.
+    refits = AftRefits(
+        frame,
+        model.covariates,
+        distribution=model.distribution,
+        lower=LOWER,
+        upper=UPPER,
+        reference_levels=references,
+    )
     for replicate in range(samples):
-        resampled = rows.iloc[rng.integers(0, len(rows), len(rows))]
+        resampled = rng.integers(0, len(frame), len(frame))
         fitted, messages = _with_notes(
-            lambda data=resampled: fit_aft(
-                data,
-                model.covariates,
-                distribution=model.distribution,
-                lower=LOWER,
-                upper=UPPER,
-                reference_levels=references,
-            ),
-            failures=(ConvergenceError, DataError),
+            lambda rows=resampled: refits.fit(rows), failures=(ConvergenceError, DataError)
         )
         if fitted is None:
             failed += 1
             continue
-        for message in messages:
+        for message in [*messages, *fitted.notes]:
             with_notes[message] = with_notes.get(message, 0) + 1
         refitted = TimelineModel.from_aft(fitted)
         predictions[replicate] = refitted.quantile_days(profiles, quantiles).to_numpy()
