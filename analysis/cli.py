@@ -351,6 +351,8 @@ def run_fit(
             frames["weekly_trajectories"],
             params.stage_params("fit"),
             only=only,
+            # Two groups of families side by side where there are two cores (same outputs).
+            processes=min(2, os.cpu_count() or 1),
         )
     except GaRehabError:
         raise

@@ -517,6 +517,59 @@ def test_the_aft_family_is_fitted_once_for_the_aft_tables_and_the_timeline(
     )
 
 
+def _run_quietly(frames: dict, params: dict, **options) -> FitOutputs:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModelWarning)
+        return run_models(
+            frames["recovery"],
+            frames["weekly_intervals"],
+            frames["weekly_trajectories"],
+            params,
+            **options,
+        )
+
+
+def test_two_processes_give_the_outputs_of_one(fitted, params):
+    """The families of the second process come back as one process fits them: every table,
+    metric, note and status row, in the configured order."""
+    frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
+    quick = copy.deepcopy(params)
+    quick["timeline"].update(bootstrap_samples=3, calibration_folds=2)
+    only = ["kaplan_meier", "turnbull", "aft", "timeline", "site_comparison", "adherence_grouping"]
+    assert set(fit_module.SECOND_PROCESS_FAMILIES) < set(only)
+    one = _run_quietly(frames, quick, only=only)
+    two = _run_quietly(frames, quick, only=only, processes=2)
+    assert list(two.tables) == list(one.tables)
+    for name, table in one.tables.items():
+        pd.testing.assert_frame_equal(two.tables[name], table, check_exact=True)
+    assert two.metrics == one.metrics
+    assert two.notes == one.notes
+    assert two.status == one.status
+    assert two.timeline_model == one.timeline_model
+
+
+def test_with_two_processes_the_error_raised_is_the_one_of_the_first_failing_family(
+    fitted, params, monkeypatch
+):
+    """An error that is not the toolkit's stops the stage, as in one process: the family that
+    comes first in fit.families (site_comparison, fitted in the second process) names it, not
+    the later adherence_grouping fitted in the first."""
+    frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
+
+    def failing(error):
+        def fit(*args, **kwargs):
+            raise error
+
+        return fit
+
+    monkeypatch.setattr(fit_module, "site_comparison_models", failing(ValueError("site")))
+    monkeypatch.setattr(fit_module, "adherence_grouping_models", failing(KeyError("grouping")))
+    only = ["kaplan_meier", "site_comparison", "adherence_grouping"]
+    for processes in (1, 2):
+        with pytest.raises(ValueError, match="site"):
+            _run_quietly(frames, params, only=only, processes=processes)
+
+
 def test_regroup_adherence_bands_are_left_closed():
     recovery = pd.DataFrame({"overall_adherence": [0.0, 0.59, 0.6, 0.89, 0.9, 1.2, None]})
     regrouped = regroup_adherence(recovery, [0.6, 0.9], ["a", "b", "c"])
