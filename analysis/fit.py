@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 # interval_censored_frame lives in derive (timeline needs it too); it is also fit's name for it.
 from analysis.derive import interval_censored_frame, milestone_intervals
@@ -1035,9 +1036,12 @@ def run_models(
     second = [name for name in chosen if name in SECOND_PROCESS_FAMILIES]
     if processes < 2 or len(second) in (0, len(chosen)) or not _can_fork():
         second = []
-    fitted = _fit_in_two_processes(families, chosen, second) if second else None
-    if fitted is None:
-        fitted = _fit_families(families, chosen)
+    # The stage's linear algebra is small (at most tens of columns): BLAS threads only wait on
+    # each other, and with two processes they would share the two cores with them.
+    with threadpool_limits(limits=1, user_api="blas"):
+        fitted = _fit_in_two_processes(families, chosen, second) if second else None
+        if fitted is None:
+            fitted = _fit_families(families, chosen)
     outputs = FitOutputs()
     outputs.metrics["participants"] = len(recovery)
     outputs.metrics["recovered"] = int(recovery[EVENT].sum())
@@ -1057,9 +1061,11 @@ def run_models(
 
 
 # The families a second process fits when `run_models(processes=2)`: about half of the stage's
-# time (the timeline's bootstrap and calibration, the per-site comparisons), and independent of
-# the other families (the timeline reuses the aft family's fits, so the two go together).
-SECOND_PROCESS_FAMILIES = ("aft", "timeline", "site_comparison")
+# time (the timeline's bootstrap and calibration, the milestones' models), and independent of
+# the other families (the timeline reuses the aft family's fits, so the two go together). The
+# milestones' frames are the only ones validated by pandera here, whose first use imports
+# hypothesis where it is installed (~0.5 s): that import then happens beside the other fits.
+SECOND_PROCESS_FAMILIES = ("milestones", "aft", "timeline")
 
 
 def _fit_families(

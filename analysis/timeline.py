@@ -249,12 +249,17 @@ class TimelineModel:
 
     # ---- prediction on frames ---------------------------------------------------------------
 
-    def linear_predictor(self, frame: pd.DataFrame) -> np.ndarray:
+    def linear_predictor(
+        self, frame: pd.DataFrame, coded: dict[str, tuple[list, np.ndarray]] | None = None
+    ) -> np.ndarray:
         """X beta on the log-day scale per row; NaN where a value is missing or a level unknown.
 
         A level unseen in the fit, or one whose term was aliased (dropped), has no coefficient:
-        those rows are NaN rather than silently predicted as the reference level.
+        those rows are NaN rather than silently predicted as the reference level. `coded` maps a
+        factor to (levels, each row's code among them, -1 for none): a caller predicting one
+        frame from many models (the bootstrap) codes the frame once.
         """
+        coded = coded or {}
         linear = np.full(len(frame), self.coefficients.get(INTERCEPT, 0.0))
         for name in self.covariates:
             if name not in frame:
@@ -264,23 +269,36 @@ class TimelineModel:
                 linear = linear + self.coefficients.get(name, np.nan) * column.to_numpy(float)
                 continue
             levels = self.factor_levels[name]
-            effect = np.array(
-                [0.0, *[self.coefficients.get(f"{name}[{level}]", np.nan) for level in levels[1:]]]
-                if levels
-                else []
+            # Each row's level code (-1: missing or not a fitted level, so NaN).
+            row_levels, codes = coded.get(name) or (
+                levels,
+                pd.Categorical(column, categories=levels).codes,
             )
-            # Each row's level code (-1: missing or not a fitted level, so NaN), as column.map.
-            codes = pd.Categorical(column, categories=levels).codes
-            linear = linear + np.append(effect, np.nan)[codes]
+            effect = [self._level_effect(name, level) for level in row_levels]
+            linear = linear + np.array([*effect, np.nan])[codes]
         return linear
 
+    def _level_effect(self, factor: str, level: Any) -> float:
+        """What a level adds to the linear predictor: 0 at the reference, its coefficient (NaN
+        if aliased), NaN for a level the fit did not see."""
+        levels = self.factor_levels[factor]
+        if level not in levels:
+            return np.nan
+        if level == levels[0]:
+            return 0.0
+        return self.coefficients.get(f"{factor}[{level}]", np.nan)
+
     def quantile_days(
-        self, frame: pd.DataFrame, quantiles: Iterable[float] = (0.1, 0.5, 0.9)
+        self,
+        frame: pd.DataFrame,
+        quantiles: Iterable[float] = (0.1, 0.5, 0.9),
+        coded: dict[str, tuple[list, np.ndarray]] | None = None,
     ) -> pd.DataFrame:
-        """Predicted quantiles of the days to recovery, one column per quantile."""
+        """Predicted quantiles of the days to recovery, one column per quantile (`coded` as for
+        `linear_predictor`)."""
         quantiles = list(quantiles)
         offsets = ERROR_DISTRIBUTIONS[self.distribution].ppf(np.asarray(quantiles, float))
-        linear = self.linear_predictor(frame)
+        linear = self.linear_predictor(frame, coded)
         times = np.exp(linear[:, None] + self.scale * offsets[None, :])
         return pd.DataFrame(times, index=frame.index, columns=quantiles)
 
@@ -688,6 +706,11 @@ def _bootstrap_quantiles(
         upper=UPPER,
         reference_levels=references,
     )
+    # The profiles' factor levels coded once against every level the frame holds.
+    coded = {
+        name: (levels, pd.Categorical(profiles[name], categories=levels).codes)
+        for name, (levels, _) in refits.factors.items()
+    }
     for replicate in range(samples):
         resampled = rng.integers(0, len(frame), len(frame))
         fitted, messages = _with_notes(
@@ -699,7 +722,7 @@ def _bootstrap_quantiles(
         for message in [*messages, *fitted.notes]:
             with_notes[message] = with_notes.get(message, 0) + 1
         refitted = TimelineModel.from_aft(fitted)
-        predictions[replicate] = refitted.quantile_days(profiles, quantiles).to_numpy()
+        predictions[replicate] = refitted.quantile_days(profiles, quantiles, coded).to_numpy()
     notes = []
     if failed:
         notes.append(f"{failed} of {samples} bootstrap refits failed and were left out")

@@ -535,7 +535,7 @@ def test_two_processes_give_the_outputs_of_one(fitted, params):
     frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
     quick = copy.deepcopy(params)
     quick["timeline"].update(bootstrap_samples=3, calibration_folds=2)
-    only = ["kaplan_meier", "turnbull", "aft", "timeline", "site_comparison", "adherence_grouping"]
+    only = ["kaplan_meier", "milestones", "aft", "timeline", "site_comparison"]
     assert set(fit_module.SECOND_PROCESS_FAMILIES) < set(only)
     one = _run_quietly(frames, quick, only=only)
     two = _run_quietly(frames, quick, only=only, processes=2)

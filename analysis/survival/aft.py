@@ -138,7 +138,20 @@ class _Likelihood:
     error: _ErrorDistribution
 
     def __post_init__(self) -> None:
-        self.kinds = self.times.kinds
+        # The rows of each censoring kind present and their log-time bounds, found once: the
+        # likelihood is evaluated about ten times per fit.
+        times = self.times
+        bounds = {
+            "exact": (times.exact,),
+            "right": (times.right,),
+            "left": (times.left,),
+            "interval": (times.interval_lower, times.interval_upper),
+        }
+        self.kinds = {kind: rows for kind, rows in times.kinds.items() if rows.any()}
+        self.bounds = {
+            kind: tuple(values[rows] for values in bounds[kind])
+            for kind, rows in self.kinds.items()
+        }
 
     def value_and_gradient(self, parameters: np.ndarray) -> tuple[float, np.ndarray]:
         result = self.derivatives(parameters, with_hessian=False)
@@ -159,12 +172,12 @@ class _Likelihood:
         d_eta_eta = np.zeros(n_rows)
         d_eta_scale = np.zeros(n_rows)  # d^2 loglik / d eta d log scale
         d_scale = d_scale_scale = 0.0
-        error, times, kinds = self.error, self.times, self.kinds
-        rows = kinds["exact"]
-        if rows.any():
-            z = (times.exact[rows] - linear[rows]) / scale
+        error, kinds = self.error, self.kinds
+        if "exact" in kinds:
+            rows, (log_time,) = kinds["exact"], self.bounds["exact"]
+            z = (log_time - linear[rows]) / scale
             # -log t is the Jacobian from log time to time, included by survreg.
-            loglik += np.sum(error.log_pdf(z) - log_scale - times.exact[rows])
+            loglik += np.sum(error.log_pdf(z) - log_scale - log_time)
             slope, curvature = error.log_pdf_slope(z), error.log_pdf_curvature(z)
             d_eta[rows] = -slope / scale
             d_scale += np.sum(-z * slope - 1)
@@ -209,20 +222,18 @@ class _Likelihood:
 
     def _censored_rows(self, linear: np.ndarray, scale: float) -> dict:
         """Per censoring kind present: z at the upper and lower bound, and log P."""
-        error, times, kinds = self.error, self.times, self.kinds
+        error, kinds, bounds = self.error, self.kinds, self.bounds
         pieces = {}
-        if kinds["right"].any():
-            rows = kinds["right"]
-            z = (times.right[rows] - linear[rows]) / scale
+        if "right" in kinds:
+            z = (bounds["right"][0] - linear[kinds["right"]]) / scale
             pieces["right"] = (None, z, error.log_sf(z))
-        if kinds["left"].any():
-            rows = kinds["left"]
-            z = (times.left[rows] - linear[rows]) / scale
+        if "left" in kinds:
+            z = (bounds["left"][0] - linear[kinds["left"]]) / scale
             pieces["left"] = (z, None, error.log_cdf(z))
-        if kinds["interval"].any():
+        if "interval" in kinds:
             rows = kinds["interval"]
-            z_lower = (times.interval_lower[rows] - linear[rows]) / scale
-            z_upper = (times.interval_upper[rows] - linear[rows]) / scale
+            z_lower = (bounds["interval"][0] - linear[rows]) / scale
+            z_upper = (bounds["interval"][1] - linear[rows]) / scale
             pieces["interval"] = (z_upper, z_lower, self._log_interval_mass(z_lower, z_upper))
         return pieces
 
