@@ -27,7 +27,7 @@ from analysis.derive import interval_censored_frame
 from analysis.errors import ConvergenceError, DataError, ParameterError
 from analysis.results import ModelResult, run_collecting_notes
 from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
-from analysis.survival import fit_aft, turnbull
+from analysis.survival import turnbull
 from analysis.survival.aft import INTERCEPT, AftEstimate, AftRefits, AftResult, compare_by_aic
 from analysis.survival.design import is_categorical
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
@@ -149,31 +149,22 @@ def analysis_frame(recovery: pd.DataFrame, covariates: list[str]) -> tuple[pd.Da
 
 
 def _fit_candidates(
-    frame: pd.DataFrame,
-    covariates: list[str],
-    distributions: Iterable[str],
-    reference_levels: dict,
-) -> tuple[dict[str, AftResult], list[str]]:
-    """Each AFT distribution fitted to the interval bounds (a cross-validation fold's), with notes.
+    refits: dict[str, AftRefits], rows: np.ndarray
+) -> tuple[dict[str, AftEstimate], list[str]]:
+    """Each AFT distribution fitted to these rows of the frame `refits` code (a cross-validation
+    fold's training people), with notes.
 
     The whole-data fits are the fit stage's (`fit.aft_candidates`); this refits a training fold.
     """
     fits, notes = {}, []
-    for distribution in distributions:
+    for distribution, refit in refits.items():
         fitted, messages = _with_notes(
-            lambda d=distribution: fit_aft(
-                frame,
-                covariates,
-                distribution=d,
-                lower=LOWER,
-                upper=UPPER,
-                reference_levels=reference_levels,
-            ),
-            failures=(ConvergenceError,),
+            lambda refit=refit: refit.fit(rows), failures=(ConvergenceError,)
         )
-        notes.extend(f"{distribution} AFT: {message}" for message in messages)
         if fitted is not None:
+            messages.extend(fitted.notes)
             fits[distribution] = fitted
+        notes.extend(f"{distribution} AFT: {message}" for message in messages)
     return fits, notes
 
 
@@ -1152,12 +1143,22 @@ def calibration_diagnostics(
     model_columns = [f"{MODEL_SURVIVAL}{position}" for position in range(len(grid))]
     null_columns = [f"{NULL_SURVIVAL}{position}" for position in range(len(grid))]
     fold_fits = []
+    # Every distribution's refits of the folds, the frame coded once for all of them.
+    refits = {
+        distribution: AftRefits(
+            frame,
+            covariates,
+            distribution=distribution,
+            lower=LOWER,
+            upper=UPPER,
+            reference_levels=params_fit["reference_levels"],
+        )
+        for distribution in params_fit["aft_distributions"]
+    }
 
     def fit_predict(fold: int, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
         """The fold's AIC-best AFT fit on `train`; its predictions for `test` (and the null's)."""
-        fits, fit_notes = _fit_candidates(
-            train, covariates, params_fit["aft_distributions"], params_fit["reference_levels"]
-        )
+        fits, fit_notes = _fit_candidates(refits, frame.index.get_indexer(train.index))
         notes.extend(f"fold {fold}: {message}" for message in fit_notes)
         best = _best_distribution(compare_by_aic(fits))
         fold_fits.append(fits[best])

@@ -102,10 +102,22 @@ def aliased_positions(matrix: np.ndarray, baseline: np.ndarray | None = None) ->
     triangle = _triangular_factor(np.column_stack([base, matrix]))
     n_rows, n_base = len(matrix), base.shape[1]
 
+    def tolerance(singular: np.ndarray, n_columns: int) -> float:
+        return singular.max(initial=0.0) * max(n_rows, n_columns) * np.finfo(float).eps
+
     def rank(columns: list[int]) -> int:
         singular = np.linalg.svd(triangle[:, columns], compute_uv=False)
-        tolerance = singular.max(initial=0.0) * max(n_rows, len(columns)) * np.finfo(float).eps
-        return int(np.sum(singular > tolerance))
+        return int(np.sum(singular > tolerance(singular, len(columns))))
+
+    if triangle.size:
+        # Full column rank with room to spare: then so is every set of its columns (their
+        # smallest singular value is at least the whole matrix's, their tolerance at most its),
+        # so each test below would add rank and nothing is aliased. One SVD instead of one per
+        # column; the factor 2 keeps rounding in the SVDs from deciding.
+        singular = np.linalg.svd(triangle, compute_uv=False)
+        n_columns = triangle.shape[1]
+        if len(singular) == n_columns and singular.min() > 2 * tolerance(singular, n_columns):
+            return []
 
     kept = list(range(n_base))
     current = rank(kept)
