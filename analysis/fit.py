@@ -8,6 +8,7 @@ what was done. A model that fails is recorded as failed, and the others still ru
 from __future__ import annotations
 
 import multiprocessing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 # interval_censored_frame lives in derive (timeline needs it too); it is also fit's name for it.
 from analysis.derive import interval_censored_frame, milestone_intervals
-from analysis.errors import ParameterError
+from analysis.errors import ModelWarning, ParameterError
 from analysis.mixed import (
     FITTED_VS_OBSERVED_COLUMNS,
     TimeBasis,
@@ -64,7 +65,7 @@ from analysis.survival import (
 )
 from analysis.survival.aft import AftResult, compare_by_aic
 from analysis.survival.design import complete_rows, design_matrix, factor_levels, is_categorical
-from analysis.survival.interval import ALL_ROWS
+from analysis.survival.interval import ALL_ROWS, TurnbullResult
 from analysis.timeline import (
     calibration_diagnostics,
     compare_with_quoted_ranges,
@@ -856,10 +857,18 @@ def milestone_models(
             effects.append(
                 primary_table(fitted, frame, model, params, bounds).assign(milestone=name)
             )
+    curves: dict[tuple, TurnbullResult] = {}
     for claim in spec["quoted"]:
         columns = MILESTONES[claim["milestone"]]
         people = grouped[profile_rows(grouped, claim["profile"])]
-        curve = turnbull(people, columns.lower, columns.upper)
+        # Claims about the same people share one curve; its notes are said for each claim.
+        key = (claim["milestone"], tuple(sorted(claim["profile"].items())))
+        if key in curves:
+            curve = curves[key]
+            for message in curve.notes:
+                warnings.warn(message, ModelWarning, stacklevel=1)
+        else:
+            curve = curves[key] = turnbull(people, columns.lower, columns.upper)
         weeks = curve.fitted[ALL_ROWS].quantile(claim["quantile"]) / DAYS_PER_WEEK
         low, high = claim["range_weeks"]
         high = np.inf if high is None else high
