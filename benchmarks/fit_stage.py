@@ -5,13 +5,15 @@
 
 The command (`uv run --frozen ga-rehab fit ...`, a fresh process each time, into a scratch
 folder) runs once to warm the disk cache, then --repeats times: median wall and CPU seconds
-(CPU summed over the process and its children, so the fit's second process counts). With
---baseline DIR (a folder holding another version's `analysis` package, for example
-`git archive <commit> analysis | tar -x -C DIR`) that version's command alternates with this
-one's (A B A B), so both meet the same load, and the two versions' outputs are compared byte
-for byte. Then, in this process, the start-up imports of the command are timed in a fresh
-interpreter, and each family of run_models once (after one warm-up run of them all, so no
-family pays a first-use import), with the process that fits it when there are two cores.
+(CPU summed over the process and its children, so the fit's second process counts). The
+same command confined to one process (every family in turn; the command fits some families
+in a second process where there are two cores) alternates with it, and with --baseline DIR (a
+folder holding another version's `analysis` package, for example
+`git archive <commit> analysis | tar -x -C DIR`) that version's command too (A B C A B C), so
+all meet the same load; their outputs are compared byte for byte. Then the start-up imports
+of the command are timed in a fresh interpreter, and each family of run_models once in this
+process (after one warm-up run of them all, so no family pays a first-use import), with the
+process that fits it when there are two cores.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from analysis import io
 from analysis.params import read_params
 
 REPO = Path(__file__).resolve().parents[1]
+ONE_PROCESS = "one process"
 IMPORTS = "import time; t = time.perf_counter(); import analysis.cli, analysis.fit; "
 IMPORTS += "print(time.perf_counter() - t)"
 
@@ -43,13 +46,19 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def fit_command(processed: Path, out: Path, baseline: Path | None) -> list[str]:
-    """The fit command of this checkout, or of the `analysis` package under `baseline`."""
-    if baseline is None:
+def fit_command(processed: Path, out: Path, version: Path | str | None) -> list[str]:
+    """The fit command of this checkout (None), of this checkout in one process (ONE_PROCESS:
+    the command sees one CPU, so it fits every family in turn), or of the `analysis` package
+    under a folder."""
+    if version is None:
         start = ["uv", "run", "--frozen", "ga-rehab"]
     else:
-        code = f"import sys; sys.path.insert(0, {str(baseline)!r}); "
-        code += "from analysis.cli import app; app(sys.argv[1:])"
+        code = (
+            "import os; os.cpu_count = lambda: 1; "
+            if version == ONE_PROCESS
+            else f"import sys; sys.path.insert(0, {str(version)!r}); "
+        )
+        code += "import sys; from analysis.cli import app; app(sys.argv[1:])"
         start = ["uv", "run", "--frozen", "python", "-c", code]
     return [
         *start,
@@ -108,7 +117,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="Folder with another `analysis` package.")
     options = parser.parse_args()
     processed = options.processed.resolve()
-    versions = {"this checkout": None}
+    versions = {"this checkout, one process": ONE_PROCESS, "this checkout": None}
     if options.baseline is not None:
         versions = {f"baseline {options.baseline}": options.baseline.resolve(), **versions}
     load = os.getloadavg()
@@ -130,9 +139,9 @@ def main() -> None:
             cpu = statistics.median(run[1] for run in runs)
             spread = ", ".join(f"{run[0]:.2f}" for run in runs)
             print(f"  {name:<40} {wall:6.2f} {cpu:6.2f}   (walls: {spread})")
-        if options.baseline is not None:
-            first, second = folders.values()
-            print(f"  outputs identical: {'yes' if same_outputs(first, second) else 'NO'}")
+        first, *others = folders.values()
+        identical = all(same_outputs(first, other) for other in others)
+        print(f"  outputs identical: {'yes' if identical else 'NO'}")
     imports = subprocess.run(
         [sys.executable, "-c", IMPORTS], cwd=REPO, check=True, capture_output=True, text=True
     )
