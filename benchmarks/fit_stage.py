@@ -7,7 +7,7 @@ The command (`uv run --frozen ga-rehab fit ...`, a fresh process each time, into
 folder) runs once to warm the disk cache, then --repeats times: median wall and CPU seconds
 (CPU summed over the process and its children, so the fit's second process counts). The
 same command confined to one process (every family in turn; the command fits some families
-in a second process where there are two cores) alternates with it, and with --baseline DIR (a
+in a second process where a core is idle) alternates with it, and with --baseline DIR (a
 folder holding another version's `analysis` package, for example
 `git archive <commit> analysis | tar -x -C DIR`) that version's command too (A B C A B C), so
 all meet the same load; their outputs are compared byte for byte. Then the start-up imports
