@@ -351,6 +351,9 @@ def run_fit(
             frames["weekly_trajectories"],
             params.stage_params("fit"),
             only=only,
+            # Two groups of families side by side where a second core is idle (the same
+            # outputs either way); on a busy machine the second process would only compete.
+            processes=2 if (os.cpu_count() or 1) - max(os.getloadavg()[0], 1) >= 1 else 1,
         )
     except GaRehabError:
         raise

@@ -7,11 +7,13 @@ what was done. A model that fails is recorded as failed, and the others still ru
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 # interval_censored_frame lives in derive (timeline needs it too); it is also fit's name for it.
 from analysis.derive import interval_censored_frame, milestone_intervals
@@ -1134,39 +1136,35 @@ def run_models(
     trajectories: pd.DataFrame,
     params: dict,
     only: list[str] | None = None,
+    processes: int = 1,
 ) -> FitOutputs:
     """All configured model families (or just those in `only`); each failure is recorded.
 
     `params` is the whole params.yaml: the `fit` block, plus `timeline` and `derive` for the
-    calibrated recovery ranges. Family names are `fit.families` in params.yaml.
+    calibrated recovery ranges. Family names are `fit.families` in params.yaml. With
+    `processes=2` (and fork available) the SECOND_PROCESS_FAMILIES are fitted in a forked
+    process beside the others; the outputs are the same as one process gives.
     """
     fit_params = params["fit"]
-    outputs = FitOutputs()
-    outputs.metrics["participants"] = len(recovery)
-    outputs.metrics["recovered"] = int(recovery[EVENT].sum())
-    outputs.metrics["withdrawn"] = int((recovery[Recovery.event_type] == "withdrawn").sum())
-    families = {
-        "kaplan_meier": lambda: km_models(recovery, fit_params, outputs),
-        "primary": lambda: primary_models(recovery, intervals, fit_params, outputs),
-        "landmark": lambda: landmark_models(recovery, intervals, fit_params, outputs),
-        "milestones": lambda: milestone_models(
-            recovery, intervals, fit_params, outputs, params["timeline"]
+    min_cell_size = check_min_cell_size(params["report"]["min_cell_size"])
+    families: dict[str, Callable[[FitOutputs], None]] = {
+        "kaplan_meier": lambda out: km_models(recovery, fit_params, out),
+        "primary": lambda out: primary_models(recovery, intervals, fit_params, out),
+        "landmark": lambda out: landmark_models(recovery, intervals, fit_params, out),
+        "milestones": lambda out: milestone_models(
+            recovery, intervals, fit_params, out, params["timeline"]
         ),
-        "cox": lambda: cox_models(recovery, intervals, fit_params, outputs),
-        "turnbull": lambda: turnbull_models(recovery, fit_params, outputs),
-        "competing_risks": lambda: competing_risk_models(recovery, fit_params, outputs),
-        "mixed": lambda: mixed_models(trajectories, fit_params, outputs),
-        "aft": lambda: aft_models(recovery, fit_params, outputs),
-        "timeline": lambda: timeline_models(recovery, params, outputs),
-        "site_comparison": lambda: site_comparison_models(
-            recovery,
-            intervals,
-            fit_params,
-            check_min_cell_size(params["report"]["min_cell_size"]),
-            outputs,
+        "cox": lambda out: cox_models(recovery, intervals, fit_params, out),
+        "turnbull": lambda out: turnbull_models(recovery, fit_params, out),
+        "competing_risks": lambda out: competing_risk_models(recovery, fit_params, out),
+        "mixed": lambda out: mixed_models(trajectories, fit_params, out),
+        "aft": lambda out: aft_models(recovery, fit_params, out),
+        "timeline": lambda out: timeline_models(recovery, params, out),
+        "site_comparison": lambda out: site_comparison_models(
+            recovery, intervals, fit_params, min_cell_size, out
         ),
-        "adherence_grouping": lambda: adherence_grouping_models(
-            recovery, fit_params, check_min_cell_size(params["report"]["min_cell_size"]), outputs
+        "adherence_grouping": lambda out: adherence_grouping_models(
+            recovery, fit_params, min_cell_size, out
         ),
     }
     configured = fit_params["families"]
@@ -1176,12 +1174,106 @@ def run_models(
             f"unknown model famil{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
             f"fit.families lists {', '.join(configured)}"
         )
-    for name in configured:
-        if only is None or name in only:
-            _run(outputs, name, families[name])
+    chosen = [name for name in configured if only is None or name in only]
+    second = [name for name in chosen if name in SECOND_PROCESS_FAMILIES]
+    if processes < 2 or len(second) in (0, len(chosen)) or not _can_fork():
+        second = []
+    # The stage's linear algebra is small (at most tens of columns): BLAS threads only wait on
+    # each other, and with two processes they would share the two cores with them.
+    with threadpool_limits(limits=1, user_api="blas"):
+        fitted = _fit_in_two_processes(families, chosen, second) if second else None
+        if fitted is None:
+            fitted = _fit_families(families, chosen)
+    outputs = FitOutputs()
+    outputs.metrics["participants"] = len(recovery)
+    outputs.metrics["recovered"] = int(recovery[EVENT].sum())
+    outputs.metrics["withdrawn"] = int((recovery[Recovery.event_type] == "withdrawn").sum())
+    # Each family's outputs in the configured order, as one process fitting them in turn.
+    for name in chosen:
+        part = fitted[name]
+        outputs.tables.update(part.tables)
+        outputs.metrics.update(part.metrics)
+        outputs.notes.extend(part.notes)
+        outputs.status.extend(part.status)
+        if part.timeline_model is not None:
+            outputs.timeline_model = part.timeline_model
     outputs.tables["model_notes"] = outputs.notes_frame()
     outputs.tables["model_status"] = outputs.status_frame()
     return outputs
+
+
+# The families a second process fits when `run_models(processes=2)`: about half of the stage's
+# time (the timeline's bootstrap and calibration, the milestones' models), and independent of
+# the other families (the timeline reuses the aft family's fits, so the two go together). The
+# milestones' frames are the only ones validated by pandera here, whose first use imports
+# hypothesis where it is installed (~0.5 s): that import then happens beside the other fits.
+SECOND_PROCESS_FAMILIES = ("milestones", "aft", "timeline")
+
+
+def _fit_families(
+    families: dict[str, Callable[[FitOutputs], None]], names: list[str]
+) -> dict[str, FitOutputs]:
+    """Each family's tables, metrics, notes and status on their own, fitted in turn.
+
+    Families share nothing but the AFT candidates (fitted once, by the first family that needs
+    them), which are handed on.
+    """
+    fitted, aft_fits = {}, None
+    for name in names:
+        part = FitOutputs(aft_fits=aft_fits)
+        _run(part, name, lambda part=part, name=name: families[name](part))
+        aft_fits = part.aft_fits
+        fitted[name] = part
+    return fitted
+
+
+def _fit_in_two_processes(
+    families: dict[str, Callable[[FitOutputs], None]], names: list[str], second: list[str]
+) -> dict[str, FitOutputs] | None:
+    """`_fit_families` with `second` fitted in a forked process meanwhile; None when either
+    side raised (the caller then fits everything in one process, so the error is the one a
+    single process meets first, in the configured order)."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_send_fitted, args=(sender, families, second), daemon=True)
+    child.start()
+    sender.close()
+    try:
+        try:
+            fitted = _fit_families(families, [name for name in names if name not in second])
+        except Exception:  # noqa: BLE001 - fitted again in one process, which raises it in order
+            child.terminate()
+            return None
+        try:
+            received = receiver.recv()
+        except EOFError:  # the process ended without an answer
+            return None
+        if received is None:
+            return None
+        return {**fitted, **received}
+    finally:
+        receiver.close()
+        child.join()
+
+
+def _send_fitted(
+    sender, families: dict[str, Callable[[FitOutputs], None]], names: list[str]
+) -> None:
+    """In the forked process: `_fit_families`, sent back without the AFT fit objects (not
+    needed back); None if they raised or cannot be sent."""
+    try:
+        fitted = _fit_families(families, names)
+        for part in fitted.values():
+            part.aft_fits = None
+        sender.send(fitted)
+    except Exception:  # noqa: BLE001 - the parent fits them again and meets the error itself
+        sender.send(None)
+    finally:
+        sender.close()
+
+
+def _can_fork() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
 
 
 def _run(outputs: FitOutputs, model: str, fit: Callable):

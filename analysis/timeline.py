@@ -27,8 +27,8 @@ from analysis.derive import interval_censored_frame
 from analysis.errors import ConvergenceError, DataError, ModelWarning, ParameterError
 from analysis.results import ModelResult, run_collecting_notes
 from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
-from analysis.survival import fit_aft, turnbull
-from analysis.survival.aft import INTERCEPT, AftResult, compare_by_aic
+from analysis.survival import turnbull
+from analysis.survival.aft import INTERCEPT, AftEstimate, AftRefits, AftResult, compare_by_aic
 from analysis.survival.design import is_categorical
 from analysis.survival.interval import turnbull_replicate
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
@@ -173,31 +173,22 @@ def analysis_frame(recovery: pd.DataFrame, covariates: list[str]) -> tuple[pd.Da
 
 
 def _fit_candidates(
-    frame: pd.DataFrame,
-    covariates: list[str],
-    distributions: Iterable[str],
-    reference_levels: dict,
-) -> tuple[dict[str, AftResult], list[str]]:
-    """Each AFT distribution fitted to the interval bounds (a cross-validation fold's), with notes.
+    refits: dict[str, AftRefits], rows: np.ndarray
+) -> tuple[dict[str, AftEstimate], list[str]]:
+    """Each AFT distribution fitted to these rows of the frame `refits` code (a cross-validation
+    fold's training people), with notes.
 
     The whole-data fits are the fit stage's (`fit.aft_candidates`); this refits a training fold.
     """
     fits, notes = {}, []
-    for distribution in distributions:
+    for distribution, refit in refits.items():
         fitted, messages = _with_notes(
-            lambda d=distribution: fit_aft(
-                frame,
-                covariates,
-                distribution=d,
-                lower=LOWER,
-                upper=UPPER,
-                reference_levels=reference_levels,
-            ),
-            failures=(ConvergenceError,),
+            lambda refit=refit: refit.fit(rows), failures=(ConvergenceError,)
         )
-        notes.extend(f"{distribution} AFT: {message}" for message in messages)
         if fitted is not None:
+            messages.extend(fitted.notes)
             fits[distribution] = fitted
+        notes.extend(f"{distribution} AFT: {message}" for message in messages)
     return fits, notes
 
 
@@ -244,7 +235,7 @@ class TimelineModel:
     @classmethod
     def from_aft(
         cls,
-        result: AftResult,
+        result: AftResult | AftEstimate,
         frame: pd.DataFrame | None = None,
         representative_values: dict[str, dict[str, float]] | None = None,
         band: tuple[float, float] = (0.1, 0.9),
@@ -273,12 +264,17 @@ class TimelineModel:
 
     # ---- prediction on frames ---------------------------------------------------------------
 
-    def linear_predictor(self, frame: pd.DataFrame) -> np.ndarray:
+    def linear_predictor(
+        self, frame: pd.DataFrame, coded: dict[str, tuple[list, np.ndarray]] | None = None
+    ) -> np.ndarray:
         """X beta on the log-day scale per row; NaN where a value is missing or a level unknown.
 
         A level unseen in the fit, or one whose term was aliased (dropped), has no coefficient:
-        those rows are NaN rather than silently predicted as the reference level.
+        those rows are NaN rather than silently predicted as the reference level. `coded` maps a
+        factor to (levels, each row's code among them, -1 for none): a caller predicting one
+        frame from many models (the bootstrap) codes the frame once.
         """
+        coded = coded or {}
         linear = np.full(len(frame), self.coefficients.get(INTERCEPT, 0.0))
         for name in self.covariates:
             if name not in frame:
@@ -288,19 +284,36 @@ class TimelineModel:
                 linear = linear + self.coefficients.get(name, np.nan) * column.to_numpy(float)
                 continue
             levels = self.factor_levels[name]
-            effect = {levels[0]: 0.0} if levels else {}
-            for level in levels[1:]:
-                effect[level] = self.coefficients.get(f"{name}[{level}]", np.nan)
-            linear = linear + column.map(effect).to_numpy(float)
+            # Each row's level code (-1: missing or not a fitted level, so NaN).
+            row_levels, codes = coded.get(name) or (
+                levels,
+                pd.Categorical(column, categories=levels).codes,
+            )
+            effect = [self._level_effect(name, level) for level in row_levels]
+            linear = linear + np.array([*effect, np.nan])[codes]
         return linear
 
+    def _level_effect(self, factor: str, level: Any) -> float:
+        """What a level adds to the linear predictor: 0 at the reference, its coefficient (NaN
+        if aliased), NaN for a level the fit did not see."""
+        levels = self.factor_levels[factor]
+        if level not in levels:
+            return np.nan
+        if level == levels[0]:
+            return 0.0
+        return self.coefficients.get(f"{factor}[{level}]", np.nan)
+
     def quantile_days(
-        self, frame: pd.DataFrame, quantiles: Iterable[float] = (0.1, 0.5, 0.9)
+        self,
+        frame: pd.DataFrame,
+        quantiles: Iterable[float] = (0.1, 0.5, 0.9),
+        coded: dict[str, tuple[list, np.ndarray]] | None = None,
     ) -> pd.DataFrame:
-        """Predicted quantiles of the days to recovery, one column per quantile."""
+        """Predicted quantiles of the days to recovery, one column per quantile (`coded` as for
+        `linear_predictor`)."""
         quantiles = list(quantiles)
         offsets = ERROR_DISTRIBUTIONS[self.distribution].ppf(np.asarray(quantiles, float))
-        linear = self.linear_predictor(frame)
+        linear = self.linear_predictor(frame, coded)
         times = np.exp(linear[:, None] + self.scale * offsets[None, :])
         return pd.DataFrame(times, index=frame.index, columns=quantiles)
 
@@ -699,27 +712,32 @@ def _bootstrap_quantiles(
     predictions = np.full((samples, len(profiles), len(quantiles)), np.nan)
     references = {name: levels[0] for name, levels in model.factor_levels.items()}
     failed, with_notes = 0, {}
-    rows = frame.reset_index(drop=True)
+    # Each replicate is fit_aft on the resampled rows; the frame is coded once for all of them.
+    refits = AftRefits(
+        frame,
+        model.covariates,
+        distribution=model.distribution,
+        lower=LOWER,
+        upper=UPPER,
+        reference_levels=references,
+    )
+    # The profiles' factor levels coded once against every level the frame holds.
+    coded = {
+        name: (levels, pd.Categorical(profiles[name], categories=levels).codes)
+        for name, (levels, _) in refits.factors.items()
+    }
     for replicate in range(samples):
-        resampled = rows.iloc[rng.integers(0, len(rows), len(rows))]
+        resampled = rng.integers(0, len(frame), len(frame))
         fitted, messages = _with_notes(
-            lambda data=resampled: fit_aft(
-                data,
-                model.covariates,
-                distribution=model.distribution,
-                lower=LOWER,
-                upper=UPPER,
-                reference_levels=references,
-            ),
-            failures=(ConvergenceError, DataError),
+            lambda rows=resampled: refits.fit(rows), failures=(ConvergenceError, DataError)
         )
         if fitted is None:
             failed += 1
             continue
-        for message in messages:
+        for message in [*messages, *fitted.notes]:
             with_notes[message] = with_notes.get(message, 0) + 1
         refitted = TimelineModel.from_aft(fitted)
-        predictions[replicate] = refitted.quantile_days(profiles, quantiles).to_numpy()
+        predictions[replicate] = refitted.quantile_days(profiles, quantiles, coded).to_numpy()
     notes = []
     if failed:
         notes.append(f"{failed} of {samples} bootstrap refits failed and were left out")
@@ -1279,12 +1297,22 @@ def calibration_diagnostics(
     model_columns = [f"{MODEL_SURVIVAL}{position}" for position in range(len(grid))]
     null_columns = [f"{NULL_SURVIVAL}{position}" for position in range(len(grid))]
     fold_fits = []
+    # Every distribution's refits of the folds, the frame coded once for all of them.
+    refits = {
+        distribution: AftRefits(
+            frame,
+            covariates,
+            distribution=distribution,
+            lower=LOWER,
+            upper=UPPER,
+            reference_levels=params_fit["reference_levels"],
+        )
+        for distribution in params_fit["aft_distributions"]
+    }
 
     def fit_predict(fold: int, train: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
         """The fold's AIC-best AFT fit on `train`; its predictions for `test` (and the null's)."""
-        fits, fit_notes = _fit_candidates(
-            train, covariates, params_fit["aft_distributions"], params_fit["reference_levels"]
-        )
+        fits, fit_notes = _fit_candidates(refits, frame.index.get_indexer(train.index))
         notes.extend(f"fold {fold}: {message}" for message in fit_notes)
         best = _best_distribution(compare_by_aic(fits))
         fold_fits.append(fits[best])

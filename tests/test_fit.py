@@ -32,7 +32,7 @@ from analysis.fit import (
 from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.privacy import site_groups_left_out, site_plan
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
-from analysis.survival import fit_aft, fit_cox
+from analysis.survival import fit_aft, fit_cox, turnbull
 from analysis.timeline import VERDICTS
 from tests.conftest import PROJECT_ROOT
 
@@ -528,6 +528,83 @@ def test_the_aft_family_is_fitted_once_for_the_aft_tables_and_the_timeline(
     pd.testing.assert_frame_equal(
         outputs.tables["timeline_model_comparison"], outputs.tables["aft_models"]
     )
+
+
+def _run_quietly(frames: dict, params: dict, **options) -> FitOutputs:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModelWarning)
+        return run_models(
+            frames["recovery"],
+            frames["weekly_intervals"],
+            frames["weekly_trajectories"],
+            params,
+            **options,
+        )
+
+
+def test_two_processes_give_the_outputs_of_one(fitted, params):
+    """The families of the second process come back as one process fits them: every table,
+    metric, note and status row, in the configured order."""
+    frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
+    quick = copy.deepcopy(params)
+    quick["timeline"].update(bootstrap_samples=3, calibration_folds=2)
+    only = ["kaplan_meier", "milestones", "aft", "timeline", "site_comparison"]
+    assert set(fit_module.SECOND_PROCESS_FAMILIES) < set(only)
+    one = _run_quietly(frames, quick, only=only)
+    two = _run_quietly(frames, quick, only=only, processes=2)
+    assert list(two.tables) == list(one.tables)
+    for name, table in one.tables.items():
+        pd.testing.assert_frame_equal(two.tables[name], table, check_exact=True)
+    assert two.metrics == one.metrics
+    assert two.notes == one.notes
+    assert two.status == one.status
+    assert two.timeline_model == one.timeline_model
+
+
+def test_quoted_claims_about_the_same_people_share_a_curve_and_each_repeats_its_notes(
+    fitted, params, monkeypatch
+):
+    """The milestones' claims fit one Turnbull curve per milestone and profile; a note on it
+    is still said once per claim, as when each claim fitted its own."""
+    frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
+    calls = []
+
+    def noted_turnbull(*args, **kwargs):
+        calls.append(args)
+        result = turnbull(*args, **kwargs)
+        result.note("a note on this curve")
+        return result
+
+    monkeypatch.setattr(fit_module, "turnbull", noted_turnbull)
+    outputs = _run_quietly(frames, params, only=["milestones"])
+    quoted = params["fit"]["milestones"]["quoted"]
+    people = {(claim["milestone"], str(sorted(claim["profile"].items()))) for claim in quoted}
+    assert len(calls) == len(people) < len(quoted)
+    assert [note for note in outputs.notes if note[2] == "a note on this curve"] == [
+        ("milestones", "ModelWarning", "a note on this curve")
+    ] * len(quoted)
+
+
+def test_with_two_processes_the_error_raised_is_the_one_of_the_first_failing_family(
+    fitted, params, monkeypatch
+):
+    """An error that is not the toolkit's stops the stage, as in one process: the family that
+    comes first in fit.families (site_comparison, fitted in the second process) names it, not
+    the later adherence_grouping fitted in the first."""
+    frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
+
+    def failing(error):
+        def fit(*args, **kwargs):
+            raise error
+
+        return fit
+
+    monkeypatch.setattr(fit_module, "site_comparison_models", failing(ValueError("site")))
+    monkeypatch.setattr(fit_module, "adherence_grouping_models", failing(KeyError("grouping")))
+    only = ["kaplan_meier", "site_comparison", "adherence_grouping"]
+    for processes in (1, 2):
+        with pytest.raises(ValueError, match="site"):
+            _run_quietly(frames, params, only=only, processes=processes)
 
 
 def test_regroup_adherence_bands_are_left_closed():

@@ -240,7 +240,7 @@ def test_analytic_hessian_matches_differences_of_the_gradient(distribution) -> N
     upper = np.select([kind == 0, kind == 1], [time, np.inf], high)
     likelihood = aft._Likelihood(
         np.column_stack([np.ones(n), x]),
-        aft._interval_censored_times(pd.Series(lower), pd.Series(upper)),
+        aft._interval_censored_times(lower, upper, "lower"),
         aft._ErrorDistribution(distribution),
     )
     parameters = np.array([0.8, 0.4, np.log(0.8)])
@@ -255,3 +255,49 @@ def test_analytic_hessian_matches_differences_of_the_gradient(distribution) -> N
     hessian = likelihood.derivatives(parameters).hessian
     np.testing.assert_allclose(hessian, differences, rtol=1e-7, atol=1e-7 * np.abs(hessian).max())
     np.testing.assert_array_equal(hessian, hessian.T)
+
+
+def _fit_quietly(frame: pd.DataFrame, covariates: list[str], **options) -> AftResult:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ModelWarning)
+        return fit_aft(frame, covariates, **options)
+
+
+def test_refits_on_rows_are_fit_aft_on_those_rows_number_for_number() -> None:
+    """The bootstrap's refits (the frame coded once, then a subset of its rows fitted) equal
+    fit_aft on the subset exactly: resamples with repeats, a subset without a level (its column
+    absent), one in which a column is aliased, rows with a missing covariate, and interval
+    bounds; a subset without the reference level is the same DataError."""
+    data = dataset("veteran").assign(trt=lambda frame: frame["trt"].astype(float))
+    data.loc[[3, 40], "karno"] = np.nan
+    options = {"distribution": "loglogistic", "duration": "time", "event": "status"}
+    covariates = ["karno", "celltype", "trt"]
+    refits = aft.AftRefits(data, covariates, **options)
+    rng = np.random.default_rng(3)
+    subsets = [rng.integers(0, len(data), len(data)) for _ in range(4)]
+    subsets.append(np.flatnonzero(data["celltype"] != "large"))
+    subsets.append(np.flatnonzero(data["trt"] == 1))
+    for rows in subsets:
+        expected = _fit_quietly(data.iloc[rows], covariates, **options)
+        refit = refits.fit(rows)
+        np.testing.assert_array_equal(refit.estimates, expected.fitted.parameters.to_numpy())
+        np.testing.assert_array_equal(refit.covariance, expected.fitted.covariance.to_numpy())
+        assert refit.names == list(expected.fitted.parameters.index)
+        assert refit.terms == list(expected.tidy()["term"])
+        assert refit.notes == expected.notes
+        assert refit.factor_levels == expected.factor_levels
+        assert (refit.scale, refit.aic) == (expected.scale, expected.aic)
+    assert "celltype[large]" not in refits.fit(subsets[4]).names
+    assert refits.fit(subsets[5]).reasons.keys() == {"trt"}
+
+    interval = dataset("lung_interval")
+    interval_options = {"distribution": "weibull", "lower": "lower", "upper": "upper"}
+    rows = np.random.default_rng(5).integers(0, len(interval), len(interval))
+    expected = _fit_quietly(interval.iloc[rows], ["age", "sex", "ph_ecog"], **interval_options)
+    refit = aft.AftRefits(interval, ["age", "sex", "ph_ecog"], **interval_options).fit(rows)
+    np.testing.assert_array_equal(refit.estimates, expected.fitted.parameters.to_numpy())
+    assert refit.notes == expected.notes
+
+    relevelled = aft.AftRefits(data, covariates, reference_levels={"celltype": "adeno"}, **options)
+    with pytest.raises(DataError, match="reference level 'adeno' does not occur"):
+        relevelled.fit(np.flatnonzero(data["celltype"] != "adeno"))

@@ -17,9 +17,8 @@ from scipy import optimize, special
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import ModelResult, wald_table, with_estimability
 from analysis.survival.design import (
-    aliased_columns,
+    aliased_positions,
     aliased_reason,
-    design_matrix,
     factor_levels,
     is_categorical,
 )
@@ -139,7 +138,20 @@ class _Likelihood:
     error: _ErrorDistribution
 
     def __post_init__(self) -> None:
-        self.kinds = self.times.kinds
+        # The rows of each censoring kind present and their log-time bounds, found once: the
+        # likelihood is evaluated about ten times per fit.
+        times = self.times
+        bounds = {
+            "exact": (times.exact,),
+            "right": (times.right,),
+            "left": (times.left,),
+            "interval": (times.interval_lower, times.interval_upper),
+        }
+        self.kinds = {kind: rows for kind, rows in times.kinds.items() if rows.any()}
+        self.bounds = {
+            kind: tuple(values[rows] for values in bounds[kind])
+            for kind, rows in self.kinds.items()
+        }
 
     def value_and_gradient(self, parameters: np.ndarray) -> tuple[float, np.ndarray]:
         result = self.derivatives(parameters, with_hessian=False)
@@ -160,12 +172,12 @@ class _Likelihood:
         d_eta_eta = np.zeros(n_rows)
         d_eta_scale = np.zeros(n_rows)  # d^2 loglik / d eta d log scale
         d_scale = d_scale_scale = 0.0
-        error, times, kinds = self.error, self.times, self.kinds
-        rows = kinds["exact"]
-        if rows.any():
-            z = (times.exact[rows] - linear[rows]) / scale
+        error, kinds = self.error, self.kinds
+        if "exact" in kinds:
+            rows, (log_time,) = kinds["exact"], self.bounds["exact"]
+            z = (log_time - linear[rows]) / scale
             # -log t is the Jacobian from log time to time, included by survreg.
-            loglik += np.sum(error.log_pdf(z) - log_scale - times.exact[rows])
+            loglik += np.sum(error.log_pdf(z) - log_scale - log_time)
             slope, curvature = error.log_pdf_slope(z), error.log_pdf_curvature(z)
             d_eta[rows] = -slope / scale
             d_scale += np.sum(-z * slope - 1)
@@ -210,20 +222,18 @@ class _Likelihood:
 
     def _censored_rows(self, linear: np.ndarray, scale: float) -> dict:
         """Per censoring kind present: z at the upper and lower bound, and log P."""
-        error, times, kinds = self.error, self.times, self.kinds
+        error, kinds, bounds = self.error, self.kinds, self.bounds
         pieces = {}
-        if kinds["right"].any():
-            rows = kinds["right"]
-            z = (times.right[rows] - linear[rows]) / scale
+        if "right" in kinds:
+            z = (bounds["right"][0] - linear[kinds["right"]]) / scale
             pieces["right"] = (None, z, error.log_sf(z))
-        if kinds["left"].any():
-            rows = kinds["left"]
-            z = (times.left[rows] - linear[rows]) / scale
+        if "left" in kinds:
+            z = (bounds["left"][0] - linear[kinds["left"]]) / scale
             pieces["left"] = (z, None, error.log_cdf(z))
-        if kinds["interval"].any():
+        if "interval" in kinds:
             rows = kinds["interval"]
-            z_lower = (times.interval_lower[rows] - linear[rows]) / scale
-            z_upper = (times.interval_upper[rows] - linear[rows]) / scale
+            z_lower = (bounds["interval"][0] - linear[rows]) / scale
+            z_upper = (bounds["interval"][1] - linear[rows]) / scale
             pieces["interval"] = (z_upper, z_lower, self._log_interval_mass(z_lower, z_upper))
         return pieces
 
@@ -299,102 +309,245 @@ def fit_aft(
     upper. Standard errors are Wald, from the observed information in (beta, log scale). A
     factor is coded against its entry in `reference_levels`, else its first sorted level.
     """
-    reference_levels = reference_levels or {}
-    if distribution not in ("weibull", "lognormal", "loglogistic"):
-        raise DataError(f"unknown AFT distribution {distribution!r}")
-    right_censored = duration is not None and event is not None
-    interval_censored = lower is not None and upper is not None
-    if right_censored == interval_censored:
-        raise DataError("give either duration and event, or lower and upper")
-    notes: list[str] = []
-    outcome_columns = [duration, event] if right_censored else [lower]
-    required = list(covariates) + [c for c in outcome_columns if c is not None]
-    missing_columns = [name for name in required + ([upper] if upper else []) if name not in df]
-    if missing_columns:
-        raise DataError("column not in the frame", column=missing_columns[0])
-    complete = df[list(covariates)].notna().all(axis=1)
-    if right_censored:
-        complete &= df[[duration, event]].notna().all(axis=1)
-    if (~complete).any():
-        notes.append(
-            f"{int((~complete).sum())} row(s) were left out because a value was missing in a "
-            f"used column; the model describes the remaining {int(complete.sum())} row(s)."
-        )
-    used = df.loc[complete]
-    if right_censored:
-        times = _right_censored_times(used[duration], used[event])
-    else:
-        times = _interval_censored_times(used[lower], used[upper])
-    if not (
-        times.kinds["exact"].any() or times.kinds["left"].any() or times.kinds["interval"].any()
-    ):
-        raise ConvergenceError("no events: every row is right-censored, the AFT model has no MLE")
-
-    covariate_design = design_matrix(used, list(covariates), reference_levels)
-    design = pd.concat([pd.Series(1.0, index=used.index, name=INTERCEPT), covariate_design], axis=1)
-    all_terms = [*design.columns, LOG_SCALE]
-    aliased = aliased_columns(design, baseline=np.zeros((len(design), 0)))
-    reasons = {name: aliased_reason(name, r_function="R's survreg") for name in aliased}
-    notes.extend(reasons.values())
-    design = design.drop(columns=aliased)
-
-    likelihood = _Likelihood(design.to_numpy(float), times, _ErrorDistribution(distribution))
-    optimum, fit_notes = _maximise(likelihood, design)
-    notes.extend(fit_notes)
-    names = [*design.columns, LOG_SCALE]
-    diverging = _diverging_columns(likelihood, optimum.x, design)
-    for index in diverging:
-        name = names[index]
-        direction = "plus" if optimum.x[index] > 0 else "minus"
-        reasons[name] = (
-            f"{name} is not estimable: the likelihood keeps rising as its coefficient runs to "
-            f"{direction} infinity (for example, no one with it had the event), so it has no "
-            "finite estimate; the other estimates are their limits as it does."
-        )
-        notes.append(reasons[name])
-    finite = np.setdiff1d(np.arange(len(names)), diverging)
-    information = optimum.hess[np.ix_(finite, finite)]
-    try:
-        finite_covariance = np.linalg.inv(information)
-    except np.linalg.LinAlgError as error:
-        raise ConvergenceError("the information matrix is singular at the optimum") from error
-    if not np.all(np.isfinite(finite_covariance)) or np.any(np.diag(finite_covariance) <= 0):
-        raise ConvergenceError("the information matrix is not positive definite at the optimum")
-    covariance = np.full((len(names), len(names)), np.nan)
-    covariance[np.ix_(finite, finite)] = finite_covariance
-    log_likelihood = -optimum.fun
-    estimates = optimum.x.copy()
-    estimates[diverging] = np.sign(estimates[diverging]) * np.inf
-    parameters = pd.Series(estimates, index=names)
-    fitted = AftFit(parameters, pd.DataFrame(covariance, index=names, columns=names), optimum)
-    limits = {names[index]: float(estimates[index]) for index in diverging}
+    estimate = AftRefits(
+        df, covariates, distribution, duration, event, lower, upper, reference_levels
+    ).fit()
+    names = estimate.names
+    parameters = pd.Series(estimate.estimates, index=names)
     result = AftResult(
-        fitted=fitted,
+        fitted=AftFit(
+            parameters,
+            pd.DataFrame(estimate.covariance, index=names, columns=names),
+            estimate.optimum,
+        ),
         coefficients=_tidy_table(
-            parameters, np.sqrt(np.diag(covariance)), all_terms, reasons, limits
+            parameters,
+            np.sqrt(np.diag(estimate.covariance)),
+            estimate.terms,
+            estimate.reasons,
+            estimate.limits,
         ),
         distribution=distribution,
-        scale=float(np.exp(optimum.x[-1])),
-        log_likelihood=log_likelihood,
-        aic=-2 * log_likelihood + 2 * len(names),
-        n_observations=len(used),
+        scale=estimate.scale,
+        log_likelihood=estimate.log_likelihood,
+        aic=estimate.aic,
+        n_observations=estimate.n_observations,
         covariates=list(covariates),
-        factor_levels={
-            name: factor_levels(used[name], reference_levels.get(name))
-            for name in covariates
-            if is_categorical(used[name])
-        },
+        factor_levels=estimate.factor_levels,
     )
-    for message in notes:
+    for message in estimate.notes:
         result.note(message)
     return result
 
 
-def _right_censored_times(duration: pd.Series, event: pd.Series) -> _CensoredLogTimes:
-    time = duration.to_numpy(float)
+@dataclass
+class AftEstimate:
+    """One AFT fit's numbers before its summary table (what a bootstrap replicate needs).
+
+    `names` are the fitted terms (aliased ones dropped) then Log(scale), `terms` every design
+    term then Log(scale); a diverging coefficient's estimate is its limit, +-inf.
+    """
+
+    distribution: str
+    covariates: list[str]
+    factor_levels: dict[str, list]
+    terms: list[str]
+    names: list[str]
+    optimum: optimize.OptimizeResult
+    estimates: np.ndarray
+    covariance: np.ndarray
+    reasons: dict[str, str]
+    limits: dict[str, float]
+    n_observations: int
+    notes: list[str]
+
+    @property
+    def params(self) -> pd.Series:
+        """Coefficients on the log-time scale, Intercept first (survreg's coef())."""
+        return pd.Series(self.estimates[:-1], index=self.names[:-1])
+
+    @property
+    def scale(self) -> float:
+        return float(np.exp(self.optimum.x[-1]))
+
+    @property
+    def log_likelihood(self) -> float:
+        return -self.optimum.fun
+
+    @property
+    def aic(self) -> float:
+        return -2 * self.log_likelihood + 2 * len(self.names)
+
+
+class AftRefits:
+    """One AFT specification fitted to subsets of one frame's rows (bootstrap replicates, folds).
+
+    The frame's columns are read and coded once; `fit(rows)` equals `fit_aft` on
+    `df.iloc[rows]` number for number, with the same notes and errors, without building the
+    frames and the summary table a refit does not need.
+    """
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        covariates: list[str],
+        distribution: Distribution = "weibull",
+        duration: str | None = None,
+        event: str | None = None,
+        lower: str | None = None,
+        upper: str | None = None,
+        reference_levels: dict | None = None,
+    ) -> None:
+        if distribution not in ("weibull", "lognormal", "loglogistic"):
+            raise DataError(f"unknown AFT distribution {distribution!r}")
+        self.right_censored = duration is not None and event is not None
+        if self.right_censored == (lower is not None and upper is not None):
+            raise DataError("give either duration and event, or lower and upper")
+        outcome_columns = [duration, event] if self.right_censored else [lower]
+        required = list(covariates) + [c for c in outcome_columns if c is not None]
+        missing = [name for name in required + ([upper] if upper else []) if name not in df]
+        if missing:
+            raise DataError("column not in the frame", column=missing[0])
+        self.df = df
+        self.covariates = list(covariates)
+        self.distribution = distribution
+        self.reference_levels = reference_levels or {}
+        complete = df[self.covariates].notna().all(axis=1)
+        if self.right_censored:
+            complete &= df[[duration, event]].notna().all(axis=1)
+        self.complete = complete.to_numpy()
+        if self.right_censored:
+            self.outcome = (duration, df[duration].to_numpy(float), df[event].to_numpy())
+        else:
+            self.outcome = (lower, df[lower].to_numpy(float), df[upper].to_numpy(float))
+        # Per covariate: numeric values, or a factor's levels (sorted as design_matrix sorts
+        # them) with each row's level code (-1 where missing).
+        self.numeric: dict[str, np.ndarray] = {}
+        self.factors: dict[str, tuple[list, np.ndarray]] = {}
+        for name in self.covariates:
+            column = df[name]
+            if not is_categorical(column):
+                self.numeric[name] = column.astype(float).to_numpy()
+                continue
+            levels = sorted(column[self.complete].unique(), key=str)
+            self.factors[name] = (levels, pd.Categorical(column, categories=levels).codes)
+
+    def fit(self, rows: np.ndarray | None = None) -> AftEstimate:
+        """Fit to the rows at these positions (repeats allowed), or to every row."""
+        rows = np.arange(len(self.df)) if rows is None else np.asarray(rows)
+        notes: list[str] = []
+        complete = self.complete[rows]
+        if not complete.all():
+            notes.append(
+                f"{int((~complete).sum())} row(s) were left out because a value was missing in a "
+                f"used column; the model describes the remaining {int(complete.sum())} row(s)."
+            )
+        used = rows[complete]
+        column, first, second = self.outcome
+        if self.right_censored:
+            times = _right_censored_times(first[used], second[used], column)
+        else:
+            times = _interval_censored_times(first[used], second[used], column)
+        if not (
+            times.kinds["exact"].any() or times.kinds["left"].any() or times.kinds["interval"].any()
+        ):
+            raise ConvergenceError(
+                "no events: every row is right-censored, the AFT model has no MLE"
+            )
+
+        design, columns, levels_by_factor = self._design(used)
+        all_terms = [*columns, LOG_SCALE]
+        aliased = aliased_positions(design, baseline=np.zeros((len(design), 0)))
+        reasons = {
+            columns[index]: aliased_reason(columns[index], r_function="R's survreg")
+            for index in aliased
+        }
+        notes.extend(reasons.values())
+        if aliased:
+            kept = np.setdiff1d(np.arange(len(columns)), aliased)
+            design = np.asfortranarray(design[:, kept])
+            columns = [columns[index] for index in kept]
+
+        likelihood = _Likelihood(design, times, _ErrorDistribution(self.distribution))
+        optimum, fit_notes = _maximise(likelihood)
+        notes.extend(fit_notes)
+        names = [*columns, LOG_SCALE]
+        diverging = _diverging_columns(likelihood, optimum.x, columns)
+        for index in diverging:
+            name = names[index]
+            direction = "plus" if optimum.x[index] > 0 else "minus"
+            reasons[name] = (
+                f"{name} is not estimable: the likelihood keeps rising as its coefficient runs "
+                f"to {direction} infinity (for example, no one with it had the event), so it "
+                "has no finite estimate; the other estimates are their limits as it does."
+            )
+            notes.append(reasons[name])
+        finite = np.setdiff1d(np.arange(len(names)), diverging)
+        information = optimum.hess[np.ix_(finite, finite)]
+        try:
+            finite_covariance = np.linalg.inv(information)
+        except np.linalg.LinAlgError as error:
+            raise ConvergenceError("the information matrix is singular at the optimum") from error
+        if not np.all(np.isfinite(finite_covariance)) or np.any(np.diag(finite_covariance) <= 0):
+            raise ConvergenceError("the information matrix is not positive definite at the optimum")
+        covariance = np.full((len(names), len(names)), np.nan)
+        covariance[np.ix_(finite, finite)] = finite_covariance
+        estimates = optimum.x.copy()
+        estimates[diverging] = np.sign(estimates[diverging]) * np.inf
+        return AftEstimate(
+            distribution=self.distribution,
+            covariates=list(self.covariates),
+            factor_levels=levels_by_factor,
+            terms=all_terms,
+            names=names,
+            optimum=optimum,
+            estimates=estimates,
+            covariance=covariance,
+            reasons=reasons,
+            limits={names[index]: float(estimates[index]) for index in diverging},
+            n_observations=len(used),
+            notes=notes,
+        )
+
+    def _design(self, used: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, list]]:
+        """The intercept, numeric covariates and treatment dummies of the levels these rows hold
+        (as design_matrix codes them), column-major like a DataFrame's values."""
+        parts: list[np.ndarray] = [np.ones(len(used))]
+        columns = [INTERCEPT]
+        levels_by_factor: dict[str, list] = {}
+        for name in self.covariates:
+            if name in self.numeric:
+                if name in self.reference_levels:
+                    raise DataError("a reference level is only for a factor", column=name)
+                parts.append(self.numeric[name][used])
+                columns.append(name)
+                continue
+            all_levels, all_codes = self.factors[name]
+            codes = all_codes[used]
+            present = np.zeros(len(all_levels), dtype=bool)
+            present[codes] = True
+            levels = [all_levels[code] for code in np.flatnonzero(present)]
+            reference = self.reference_levels.get(name)
+            if reference is not None:
+                if reference not in levels:
+                    # factor_levels words the error (the reference does not occur here).
+                    factor_levels(self.df[name].iloc[used], reference)
+                levels = [reference, *[level for level in levels if level != reference]]
+            levels_by_factor[name] = levels
+            code_of = {level: code for code, level in enumerate(all_levels)}
+            for level in levels[1:]:
+                parts.append((codes == code_of[level]) * 1.0)
+                columns.append(f"{name}[{level}]")
+        design = np.empty((len(used), len(parts)), order="F")
+        for position, values in enumerate(parts):
+            design[:, position] = values
+        return design, columns, levels_by_factor
+
+
+def _right_censored_times(time: np.ndarray, event: np.ndarray, column: str) -> _CensoredLogTimes:
     if np.any(time <= 0):
-        raise DataError("durations must be positive for an AFT model", column=duration.name)
-    observed = event.astype(bool).to_numpy()
+        raise DataError("durations must be positive for an AFT model", column=column)
+    observed = event.astype(bool)
     log_time = np.log(time)
     nan = np.full(len(time), np.nan)
     return _CensoredLogTimes(
@@ -406,17 +559,15 @@ def _right_censored_times(duration: pd.Series, event: pd.Series) -> _CensoredLog
     )
 
 
-def _interval_censored_times(lower: pd.Series, upper: pd.Series) -> _CensoredLogTimes:
-    low = lower.to_numpy(float)
-    high = upper.to_numpy(float)
+def _interval_censored_times(low: np.ndarray, high: np.ndarray, column: str) -> _CensoredLogTimes:
     open_above = np.isnan(high) | np.isposinf(high)
     open_below = np.isnan(low) | (low <= 0)
     if np.any(open_above & open_below):
         raise DataError(
-            "a row has neither a positive lower nor a finite upper bound", column=lower.name
+            "a row has neither a positive lower nor a finite upper bound", column=column
         )
     if np.any(~open_above & ~open_below & (low > high)):
-        raise DataError("lower bound above upper bound", column=lower.name)
+        raise DataError("lower bound above upper bound", column=column)
     exact = ~open_above & ~open_below & (low == high)
     interval = ~open_above & ~open_below & (low < high)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -430,10 +581,10 @@ def _interval_censored_times(lower: pd.Series, upper: pd.Series) -> _CensoredLog
     )
 
 
-def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.ndarray]:
+def _starting_values(likelihood: _Likelihood) -> list[np.ndarray]:
     """Least squares on a representative log time, then intercept-only, as fallbacks in order."""
     centre = likelihood.times.centre()
-    x = design.to_numpy(float)
+    x = likelihood.design
     # Normal equations (a small system) rather than a least-squares solve over every row: this
     # is only where Newton starts.
     beta, *_ = np.linalg.lstsq(x.T @ x, x.T @ centre, rcond=None)
@@ -444,19 +595,17 @@ def _starting_values(likelihood: _Likelihood, design: pd.DataFrame) -> list[np.n
     return [least_squares, intercept_only]
 
 
-def _maximise(
-    likelihood: _Likelihood, design: pd.DataFrame
-) -> tuple[optimize.OptimizeResult, list[str]]:
+def _maximise(likelihood: _Likelihood) -> tuple[optimize.OptimizeResult, list[str]]:
     """Newton-Raphson with the analytic Hessian (as survreg) from least-squares starting values;
     from intercept-only values if that fails."""
     notes: list[str] = []
-    for attempt, start in enumerate(_starting_values(likelihood, design)):
+    for attempt, start in enumerate(_starting_values(likelihood)):
         optimum = _newton_raphson(likelihood, start)
         if optimum is None:
             continue
         gradient = optimum.jac
         if np.all(np.isfinite(optimum.x)) and np.max(np.abs(gradient)) < _GRADIENT_TOLERANCE * max(
-            1.0, len(design)
+            1.0, len(likelihood.design)
         ):
             if attempt:
                 notes.append(
@@ -536,7 +685,7 @@ def _tidy_table(
 
 
 def _diverging_columns(
-    likelihood: _Likelihood, parameters: np.ndarray, design: pd.DataFrame
+    likelihood: _Likelihood, parameters: np.ndarray, columns: list[str]
 ) -> np.ndarray:
     """Covariate columns whose coefficient sits on a flat likelihood, running to infinity.
 
@@ -547,10 +696,10 @@ def _diverging_columns(
     log_likelihood = likelihood.value_and_gradient(parameters)[0]
     # Screened on the coefficient times the covariate's range (not its SD, which is small for
     # a rare level); the doubling test decides.
-    across_range = np.ptp(design.to_numpy(float), axis=0)
+    across_range = np.ptp(likelihood.design, axis=0)
     diverging = []
     for index in np.flatnonzero(np.abs(parameters[:-1]) * across_range > _DIVERGING_EFFECT):
-        if design.columns[index] == INTERCEPT:
+        if columns[index] == INTERCEPT:
             continue
         doubled = parameters.copy()
         doubled[index] *= 2

@@ -9,9 +9,6 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, CoxTimeVaryingFitter
-from lifelines.exceptions import ConvergenceError as LifelinesConvergenceError
-from lifelines.exceptions import ConvergenceWarning as LifelinesConvergenceWarning
 from scipy import sparse, stats
 
 from analysis.conventions import CONVENTIONS
@@ -540,6 +537,11 @@ def _penalized_estimate(
     data: _CoxData, names: list[str], penalizer: float, lifelines_fit: Callable[[], object]
 ) -> _Estimate:
     """lifelines' ridge-penalized fit, only because the caller asked for it."""
+    # lifelines is imported only here (about a second of start-up): unpenalized fits, the
+    # fit stage's, never need it.
+    from lifelines.exceptions import ConvergenceError as LifelinesConvergenceError
+    from lifelines.exceptions import ConvergenceWarning as LifelinesConvergenceWarning
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", LifelinesConvergenceWarning)
@@ -906,7 +908,9 @@ def fit_cox(
     )
     baseline = (strata_codes[:, None] == np.unique(strata_codes)[None, :]).astype(float)
 
-    def lifelines_fit(names: list[str], penalty: float) -> CoxPHFitter:
+    def lifelines_fit(names: list[str], penalty: float) -> object:
+        from lifelines import CoxPHFitter
+
         # Strata go in as integer codes: lifelines groups on them, and a categorical column
         # would make pandas warn about its unused categories.
         frame = pd.DataFrame(data.design, columns=names, index=used.index).assign(
@@ -998,7 +1002,9 @@ def fit_cox_time_varying(
         start=used[start].to_numpy(float),
     )
 
-    def lifelines_fit(names: list[str], penalty: float) -> CoxTimeVaryingFitter:
+    def lifelines_fit(names: list[str], penalty: float) -> object:
+        from lifelines import CoxTimeVaryingFitter
+
         frame = pd.DataFrame(data.design, columns=names, index=used.index).assign(
             **{_START: data.start, _STOP: data.stop, _EVENT: events, _ID: used[id].to_numpy()}
         )

@@ -89,28 +89,46 @@ def aliased_columns(design: pd.DataFrame, baseline: np.ndarray | None = None) ->
     for a stratified Cox model, one indicator per stratum): a covariate that is constant, or
     constant within every stratum, is aliased with it. Earlier columns are kept, as in R.
     """
-    base = np.ones((len(design), 1)) if baseline is None else np.asarray(baseline, dtype=float)
+    matrix = design.to_numpy(float)
+    return [design.columns[index] for index in aliased_positions(matrix, baseline)]
+
+
+def aliased_positions(matrix: np.ndarray, baseline: np.ndarray | None = None) -> list[int]:
+    """`aliased_columns` on a design array: the positions of the aliased columns."""
+    base = np.ones((len(matrix), 1)) if baseline is None else np.asarray(baseline, dtype=float)
     # One QR of every column: a set of columns has the singular values of the same columns of
     # R, so each rank test is a small SVD. The tolerance is numpy's matrix_rank default for the
     # n-row matrix (largest singular value x n x eps).
-    triangle = _triangular_factor(np.column_stack([base, design.to_numpy(float)]))
-    n_rows, n_base = len(design), base.shape[1]
+    triangle = _triangular_factor(np.column_stack([base, matrix]))
+    n_rows, n_base = len(matrix), base.shape[1]
+
+    def tolerance(singular: np.ndarray, n_columns: int) -> float:
+        return singular.max(initial=0.0) * max(n_rows, n_columns) * np.finfo(float).eps
 
     def rank(columns: list[int]) -> int:
         singular = np.linalg.svd(triangle[:, columns], compute_uv=False)
-        tolerance = singular.max(initial=0.0) * max(n_rows, len(columns)) * np.finfo(float).eps
-        return int(np.sum(singular > tolerance))
+        return int(np.sum(singular > tolerance(singular, len(columns))))
+
+    if triangle.size:
+        # Full column rank with room to spare: then so is every set of its columns (their
+        # smallest singular value is at least the whole matrix's, their tolerance at most its),
+        # so each test below would add rank and nothing is aliased. One SVD instead of one per
+        # column; the factor 2 keeps rounding in the SVDs from deciding.
+        singular = np.linalg.svd(triangle, compute_uv=False)
+        n_columns = triangle.shape[1]
+        if len(singular) == n_columns and singular.min() > 2 * tolerance(singular, n_columns):
+            return []
 
     kept = list(range(n_base))
     current = rank(kept)
     aliased = []
-    for index, name in enumerate(design.columns, start=n_base):
+    for index in range(n_base, n_base + matrix.shape[1]):
         new_rank = rank([*kept, index])
         if new_rank > current:
             kept.append(index)
             current = new_rank
         else:
-            aliased.append(name)
+            aliased.append(index - n_base)
     return aliased
 
 

@@ -204,24 +204,47 @@ def _fit_one(
         out = leaving.copy()
         out[support_position] += expected_events
         at_risk = out[::-1].cumsum()[::-1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            hazard = np.where(at_risk > 0, events / at_risk, 0.0)
+        hazard = np.where(at_risk > 0, events / at_risk, 0.0)
         return np.cumprod(1 - hazard)
 
-    if rows.size == 0:
-        survival = kaplan_meier(np.zeros(len(support)))
-        mass = -np.diff(np.concatenate([[1.0], survival[support_position]]))
-        return TurnbullFit(support, mass, curve_times, survival, 0, True)
+    # Division by an empty risk set is masked out just above; the EM step runs thousands of
+    # times, so the error state is set once around all of it.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if rows.size == 0:
+            survival = kaplan_meier(np.zeros(len(support)))
+            mass = -np.diff(np.concatenate([[1.0], survival[support_position]]))
+            return TurnbullFit(support, mass, curve_times, survival, 0, True)
+        survival, survival_at_support, iterations, converged = _self_consistency(
+            admissible, kaplan_meier, support_position, tolerance
+        )
+    mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
+    return TurnbullFit(support, mass, curve_times, survival, iterations, bool(converged))
+
+
+def _self_consistency(
+    admissible: np.ndarray, kaplan_meier, support_position: np.ndarray, tolerance: float
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """survfitTurnbull's EM (KM within EM), accelerated by SQUAREM, to a change below
+    `tolerance`.
+
+    Returns the curve, its values at the support points, the iterations and whether it
+    converged.
+    """
+    previous = np.empty(admissible.shape[1])
+    previous[0] = 1.0
+    weighted = np.empty_like(admissible)
+    totals = np.empty((admissible.shape[0], 1))
 
     def em_step(survival_at_support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One self-consistency step: the survival curve, and its values at the support."""
         # E step: each censored row's unit spread over its admissible support points.
-        mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
-        weighted = admissible * mass[None, :]
-        totals = weighted.sum(axis=1, keepdims=True)
-        expected = (weighted / np.where(totals > 0, totals, 1.0)).sum(axis=0)
+        previous[1:] = survival_at_support[:-1]
+        mass = previous - survival_at_support
+        np.multiply(admissible, mass, out=weighted)
+        weighted.sum(axis=1, keepdims=True, out=totals)
+        np.divide(weighted, np.where(totals > 0, totals, 1.0), out=weighted)
         # M step as survival does it: Kaplan-Meier with those expected events added.
-        survival = kaplan_meier(expected)
+        survival = kaplan_meier(weighted.sum(axis=0))
         return survival, survival[support_position]
 
     start = admissible.sum(axis=0)
@@ -243,5 +266,4 @@ def _fit_one(
         survival, updated = em_step(proposal)
         converged = np.max(np.abs(updated - survival_at_support)) < tolerance
         survival_at_support = updated
-    mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
-    return TurnbullFit(support, mass, curve_times, survival, iterations, bool(converged))
+    return survival, survival_at_support, iterations, bool(converged)
