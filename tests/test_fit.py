@@ -32,8 +32,8 @@ from analysis.fit import (
 from analysis.io import DERIVED_FRAMES, read_stage_frames
 from analysis.privacy import site_groups_left_out, site_plan
 from analysis.results import HAZARD_RATIO_COLUMNS, REFERENCE_COLUMN, TIDY_COLUMNS, ModelResult
-from analysis.survival import fit_aft, fit_cox, turnbull
-from analysis.timeline import VERDICTS
+from analysis.survival import fit_aft, fit_cox
+from analysis.timeline import VERDICTS, turnbull_quantiles
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED_TABLES = {
@@ -561,28 +561,22 @@ def test_two_processes_give_the_outputs_of_one(fitted, params):
     assert two.timeline_model == one.timeline_model
 
 
-def test_quoted_claims_about_the_same_people_share_a_curve_and_each_repeats_its_notes(
-    fitted, params, monkeypatch
-):
-    """The milestones' claims fit one Turnbull curve per milestone and profile; a note on it
-    is still said once per claim, as when each claim fitted its own."""
+def test_quoted_claims_about_the_same_people_share_one_bootstrap(fitted, params, monkeypatch):
+    """The milestones' claims estimate one Turnbull curve and one bootstrap per milestone and
+    profile, whatever number of claims (quantiles) rest on it."""
     frames = read_stage_frames(fitted / "processed", DERIVED_FRAMES, "derive")
     calls = []
 
-    def noted_turnbull(*args, **kwargs):
-        calls.append(args)
-        result = turnbull(*args, **kwargs)
-        result.note("a note on this curve")
-        return result
+    def counted(*args, **kwargs):
+        calls.append(args[3])
+        return turnbull_quantiles(*args, **kwargs)
 
-    monkeypatch.setattr(fit_module, "turnbull", noted_turnbull)
-    outputs = _run_quietly(frames, params, only=["milestones"])
+    monkeypatch.setattr(fit_module, "turnbull_quantiles", counted)
+    _run_quietly(frames, params, only=["milestones"])
     quoted = params["fit"]["milestones"]["quoted"]
     people = {(claim["milestone"], str(sorted(claim["profile"].items()))) for claim in quoted}
     assert len(calls) == len(people) < len(quoted)
-    assert [note for note in outputs.notes if note[2] == "a note on this curve"] == [
-        ("milestones", "ModelWarning", "a note on this curve")
-    ] * len(quoted)
+    assert sum(len(quantiles) for quantiles in calls) == len(quoted)
 
 
 def test_with_two_processes_the_error_raised_is_the_one_of_the_first_failing_family(
