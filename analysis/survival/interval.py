@@ -181,12 +181,11 @@ def _fit_one(
 
     censored_set = (status == _LEFT) | (status == _INTERVAL)
     rows = np.flatnonzero(censored_set)
-    # admissible[i, j]: support point j lies in row i's censoring set.
-    admissible = np.where(
-        (status[rows] == _LEFT)[:, None],
-        support[None, :] <= time[rows, None],
-        (support[None, :] > low[rows, None]) & (support[None, :] <= high[rows, None]),
-    ).astype(float)
+    # A censored row's admissible support points are a run of the sorted support, indices
+    # [first, stop): up to its time for a left-censored row, in (low, high] for an interval.
+    left = status[rows] == _LEFT
+    first = np.where(left, 0, np.searchsorted(support, low[rows], side="right"))
+    stop = np.searchsorted(support, np.where(left, time[rows], high[rows]), side="right")
     exact_times = time[status == _EXACT]
     right_times = time[status == _RIGHT]
     curve_times = np.unique(np.concatenate([exact_times, right_times, support]))
@@ -215,39 +214,54 @@ def _fit_one(
             mass = -np.diff(np.concatenate([[1.0], survival[support_position]]))
             return TurnbullFit(support, mass, curve_times, survival, 0, True)
         survival, survival_at_support, iterations, converged = _self_consistency(
-            admissible, kaplan_meier, support_position, tolerance
+            first, stop, len(support), kaplan_meier, support_position, tolerance
         )
     mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
     return TurnbullFit(support, mass, curve_times, survival, iterations, bool(converged))
 
 
 def _self_consistency(
-    admissible: np.ndarray, kaplan_meier, support_position: np.ndarray, tolerance: float
+    first: np.ndarray,
+    stop: np.ndarray,
+    points: int,
+    kaplan_meier,
+    support_position: np.ndarray,
+    tolerance: float,
 ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """survfitTurnbull's EM (KM within EM), accelerated by SQUAREM, to a change below
-    `tolerance`.
+    `tolerance`; censored rows admit the support points [first, stop) of `points`.
 
     Returns the curve, its values at the support points, the iterations and whether it
     converged.
     """
-    previous = np.empty(admissible.shape[1])
+    # Rows admitting the same run of support points are one run with a count (visits make
+    # many intervals alike); sums over a run are differences of cumulative sums.
+    runs, counts = np.unique(first * (points + 1) + stop, return_counts=True)
+    run_first, run_stop = np.divmod(runs, points + 1)
+    previous = np.empty(points)
     previous[0] = 1.0
-    weighted = np.empty_like(admissible)
-    totals = np.empty((admissible.shape[0], 1))
+
+    def spread(per_run: np.ndarray) -> np.ndarray:
+        """Each run's value added to every support point of the run."""
+        edges = np.bincount(run_first, per_run, points + 1) - np.bincount(
+            run_stop, per_run, points + 1
+        )
+        return np.cumsum(edges)[:points]
 
     def em_step(survival_at_support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One self-consistency step: the survival curve, and its values at the support."""
-        # E step: each censored row's unit spread over its admissible support points.
+        # E step: each censored row's unit spread over its admissible support points in
+        # proportion to their mass.
         previous[1:] = survival_at_support[:-1]
         mass = previous - survival_at_support
-        np.multiply(admissible, mass, out=weighted)
-        weighted.sum(axis=1, keepdims=True, out=totals)
-        np.divide(weighted, np.where(totals > 0, totals, 1.0), out=weighted)
+        cumulative = np.concatenate([[0.0], np.cumsum(mass)])
+        totals = cumulative[run_stop] - cumulative[run_first]
+        shares = np.divide(counts, totals, out=np.zeros_like(totals), where=totals > 0)
         # M step as survival does it: Kaplan-Meier with those expected events added.
-        survival = kaplan_meier(weighted.sum(axis=0))
+        survival = kaplan_meier(mass * spread(shares))
         return survival, survival[support_position]
 
-    start = admissible.sum(axis=0)
+    start = spread(counts.astype(float))
     survival_at_support = 1 - np.cumsum(start) / start.sum()
     converged, iterations = False, 0
     while not converged and iterations < _MAX_ITERATIONS:
@@ -255,9 +269,9 @@ def _self_consistency(
         # SQUAREM (Varadhan & Roland 2008): extrapolate along two EM steps, project back onto
         # non-increasing curves in [0, 1], then take one EM step from there. Same fixed point
         # as plain EM, reached in far fewer iterations (EM alone needs ~10^4 here).
-        _, first = em_step(survival_at_support)
-        _, second = em_step(first)
-        step, curvature = first - survival_at_support, second - 2 * first + survival_at_support
+        _, once = em_step(survival_at_support)
+        _, twice = em_step(once)
+        step, curvature = once - survival_at_support, twice - 2 * once + survival_at_support
         scale = np.linalg.norm(curvature)
         alpha = -np.linalg.norm(step) / scale if scale > 0 else -1.0
         alpha = min(alpha, -1.0)
