@@ -127,8 +127,8 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 
-def export_html(executed: Path, title: str) -> str:
-    """The executed notebook as one self-contained HTML page: outputs only, figures inline."""
+def notebook_html(executed: Path, title: str) -> str:
+    """nbconvert's page for the executed notebook: outputs only, figures inline, offline."""
 
     notebook = nbformat.read(executed, as_version=4)
     notebook.metadata["title"] = title
@@ -141,9 +141,16 @@ def export_html(executed: Path, title: str) -> str:
         embed_images=True,
     )
     body, _ = exporter.from_notebook_node(notebook)
+    return body
+
+
+def export_html(executed: Path, title: str) -> str:
+    """The executed notebook as one self-contained HTML page: outputs only, figures inline,
+    described (`with_figure_descriptions`) and structured (`with_report_structure`)."""
+
     # One parse for both passes: each parse and serialisation of a report with its figures
     # inline (megabytes of base64) takes a few tenths of a second.
-    soup = BeautifulSoup(body, "html.parser")
+    soup = BeautifulSoup(notebook_html(executed, title), "html.parser")
     _describe_figures(soup)
     _structure_report(soup)
     return str(soup)
