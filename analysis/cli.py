@@ -560,6 +560,7 @@ def report(
     from analysis.report.kernels import ReportKernels, kernel_count
 
     study = read_params(params).with_report(**parse_param_overrides(param or []))
+    models = models or data / MODELS_FOLDER
     # The kernels start first: they boot and do their imports while this process loads the
     # rendering libraries.
     with (
@@ -568,14 +569,7 @@ def report(
     ):
         progress.add_task("rendering reports", total=None)
         rendered = run_report(
-            data / "raw",
-            data,
-            models or data / MODELS_FOLDER,
-            reports,
-            study,
-            params,
-            notebooks,
-            kernels,
+            data / "raw", data, models, reports, study, params, notebooks, kernels
         )
     print_reports(rendered)
 

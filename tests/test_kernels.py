@@ -44,7 +44,7 @@ class FakeKernel:
     stopped: list[str] = []
 
     def __init__(self, cwd, kernel_name, warm_up):
-        self.warm_up = warm_up
+        self.cwd, self.warm_up = cwd, warm_up
 
     def start(self):
         FakeKernel.started.append(threading.current_thread().name)

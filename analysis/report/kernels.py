@@ -182,9 +182,11 @@ class ReportKernels:
     def _serve(inbox: queue.SimpleQueue, kernel: ReportKernel) -> None:
         # Never leaves early: `run` waits for every thread to take each batch.
         try:
-            # A kernel that fails to start is started again by the first task, which says why.
+            # A kernel that fails to start is started again by the first task, which says why
+            # (and a missing folder is the rendering's error to report, not the kernel's).
             with contextlib.suppress(Exception):
-                kernel.start()
+                if kernel.cwd.is_dir():
+                    kernel.start()
             while (batch := inbox.get()) is not None:
                 batch.run_on(kernel)
         finally:
