@@ -489,7 +489,10 @@ def run_report(
     params: StudyParams,
     params_path: Path,
     notebooks: Path,
+    kernels=None,
 ) -> list:
+    """Render every report into `reports` (replaced only once all succeeded), on `kernels`
+    (kernels.ReportKernels) if the caller started them ahead, else on kernels started here."""
     from analysis.report.render import render_all
 
     # Rendered beside the old reports, which are replaced only once every report succeeded.
@@ -504,6 +507,7 @@ def run_report(
                 params=params,
                 params_file=params_path,
                 notebooks=notebooks,
+                kernels=kernels,
             )
         except ReportError as error:
             raise ReportError(_keep_failed_notebooks(str(error), staging, reports)) from None
@@ -556,11 +560,19 @@ def report(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Run the notebooks with papermill and render HTML reports (whole study and per site)."""
+    from analysis.report.kernels import ReportKernels, kernel_count
+
     study = read_params(params).with_report(**parse_param_overrides(param or []))
-    with stage_progress() as progress:
+    models = models or data / MODELS_FOLDER
+    # The kernels start first: they boot and do their imports while this process loads the
+    # rendering libraries.
+    with (
+        ReportKernels(notebooks, kernel_count(study.report.jobs)) as kernels,
+        stage_progress() as progress,
+    ):
         progress.add_task("rendering reports", total=None)
         rendered = run_report(
-            data / "raw", data, models or data / MODELS_FOLDER, reports, study, params, notebooks
+            data / "raw", data, models, reports, study, params, notebooks, kernels
         )
     print_reports(rendered)
 
@@ -586,8 +598,14 @@ def run(
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """The whole pipeline: (simulate ->) clean -> derive -> fit -> report, with a summary."""
+    from analysis.report.kernels import ReportKernels, kernel_count
+
     study = read_params(params)
-    with stage_progress() as progress:
+    # The report kernels start now and do their imports while the other stages run.
+    with (
+        ReportKernels(notebooks, kernel_count(study.report.jobs)) as kernels,
+        stage_progress() as progress,
+    ):
         if raw is None:
             raw = data / "raw"
             sim = study.simulate
@@ -609,7 +627,7 @@ def run(
         models = data / MODELS_FOLDER
         outputs = run_fit(data / "processed", models, data / METRICS_FILE, study)
         progress.add_task("rendering reports", total=None)
-        rendered = run_report(raw, data, models, reports, study, params, notebooks)
+        rendered = run_report(raw, data, models, reports, study, params, notebooks, kernels)
     print_cleaning_summary(cleaning)
     print_cohort_summary(frames.recovery)
     print_fit_summary(outputs)

@@ -23,7 +23,7 @@ from analysis.params import (
     read_params,
     validated_params,
 )
-from analysis.report import render
+from analysis.report import kernels, render
 from tests.conftest import PROJECT_ROOT
 
 PARAMS = PROJECT_ROOT / "params.yaml"
@@ -268,6 +268,12 @@ def test_ga_rehab_run_reads_params_yaml_once_and_hands_notebooks_the_values(tmp_
         def __init__(self, *args):
             pass
 
+        def start(self):
+            pass
+
+        def shutdown(self):
+            pass
+
         def __enter__(self):
             return self
 
@@ -277,7 +283,7 @@ def test_ga_rehab_run_reads_params_yaml_once_and_hands_notebooks_the_values(tmp_
     monkeypatch.setattr(stdlib_io, "open", counting_open)  # what Path.open/read_text call
     monkeypatch.setattr("builtins.open", counting_open)
     monkeypatch.setattr(render, "render_report", render_report)
-    monkeypatch.setattr(render, "ReportKernel", NoKernel)
+    monkeypatch.setattr(kernels, "ReportKernel", NoKernel)
     result = CliRunner().invoke(
         app,
         [

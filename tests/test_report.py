@@ -23,7 +23,7 @@ from analysis.cli import run_clean, run_derive, run_fit, run_simulate
 from analysis.errors import ParameterError, ReportError
 from analysis.params import read_params
 from analysis.provenance import code_digest, collect_provenance, file_digests
-from analysis.report import adherence_groups, comparison, inputs, render
+from analysis.report import adherence_groups, comparison, inputs, render, shared
 from analysis.report.render import SITE_REPORTS_FOLDER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -343,6 +343,43 @@ def test_rendering_twice_gives_the_same_bytes(rendered_study, tmp_path):
             tmp_path / "study_report_files" / name
         ).read_bytes(), name
     assert first.html.read_bytes() == second_html.read_bytes()
+
+
+def test_the_export_is_the_two_public_passes_over_nbconvert_page(rendered_study):
+    """export_html parses the page once for both passes; the bytes are those of the passes
+    applied one after the other, and those the report stage wrote."""
+    for report in (rendered_study.rendered[0], rendered_study.rendered[-1]):  # study, a site
+        title = report.name.replace("_", " ")
+        page = render.notebook_html(report.executed, title)
+        both = render.with_report_structure(render.with_figure_descriptions(page))
+        assert render.export_html(report.executed, title) == both, report.name
+        assert report.html.read_text(encoding="utf-8") == both, report.name
+
+
+def test_report_inputs_are_read_once_and_each_caller_gets_its_own_copy(
+    rendered_study, tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    shutil.copytree(rendered_study.data, data)
+    places = (data / "processed", data / "models", data / "interim" / "cleaning_report.json")
+    reads = []
+    monkeypatch.setattr(
+        shared, "read_report_inputs", lambda *a: reads.append(a) or inputs.read_report_inputs(*a)
+    )
+    first = shared.report_inputs(*places)
+    first.recovery.loc[:, "site"] = "changed by a notebook"
+    first.models["km_medians"].drop(first.models["km_medians"].index, inplace=True)
+    second = shared.report_inputs(*places)
+    assert len(reads) == 1
+    assert "changed by a notebook" not in set(second.recovery["site"])
+    assert len(second.models["km_medians"]) > 0
+    # A stage that writes again (a new file in place of the old) is read again.
+    medians = places[1] / "km_medians.csv"
+    text = medians.read_text()
+    medians.unlink()
+    medians.write_text(text)
+    shared.report_inputs(*places)
+    assert len(reads) == 2
 
 
 def test_a_failing_cell_raises_report_error_and_replaces_nothing(tmp_path):

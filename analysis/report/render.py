@@ -7,13 +7,10 @@ list of reports to render (the three notebooks, one study report per site).
 from __future__ import annotations
 
 import ast
-import asyncio
 import hashlib
 import os
-import queue
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,8 +20,6 @@ import nbformat
 import papermill
 from bs4 import BeautifulSoup
 from jinja2 import DictLoader
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
 from nbconvert import HTMLExporter
 from papermill.exceptions import PapermillExecutionError
 from papermill.translators import PythonTranslator, papermill_translators
@@ -35,6 +30,7 @@ from analysis.io import (
 )
 from analysis.params import StudyParams
 from analysis.report.inputs import model_table_files, sites_with_a_report, study_sites
+from analysis.report.kernels import KERNEL_NAME, ReportKernel, ReportKernels, kernel_count
 
 STUDY_REPORT = "study_report"
 
@@ -46,9 +42,6 @@ TIMELINE_CALIBRATION = "timeline_calibration"
 
 
 REPORT_NOTEBOOKS = (STUDY_REPORT, ADHERENCE_GROUPS, TIMELINE_CALIBRATION)
-
-
-KERNEL_NAME = "python3"
 
 
 # Notebook parameters that say where outputs go; they are not inputs, so provenance omits them.
@@ -134,8 +127,8 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 
-def export_html(executed: Path, title: str) -> str:
-    """The executed notebook as one self-contained HTML page: outputs only, figures inline."""
+def notebook_html(executed: Path, title: str) -> str:
+    """nbconvert's page for the executed notebook: outputs only, figures inline, offline."""
 
     notebook = nbformat.read(executed, as_version=4)
     notebook.metadata["title"] = title
@@ -148,7 +141,19 @@ def export_html(executed: Path, title: str) -> str:
         embed_images=True,
     )
     body, _ = exporter.from_notebook_node(notebook)
-    return with_report_structure(with_figure_descriptions(body))
+    return body
+
+
+def export_html(executed: Path, title: str) -> str:
+    """The executed notebook as one self-contained HTML page: outputs only, figures inline,
+    described (`with_figure_descriptions`) and structured (`with_report_structure`)."""
+
+    # One parse for both passes: each parse and serialisation of a report with its figures
+    # inline (megabytes of base64) takes a few tenths of a second.
+    soup = BeautifulSoup(notebook_html(executed, title), "html.parser")
+    _describe_figures(soup)
+    _structure_report(soup)
+    return str(soup)
 
 
 SECTION_HEADING = "h2"
@@ -183,6 +188,11 @@ def with_report_structure(html: str) -> str:
     captions, section references resolved ("§[Cohort flow]" -> "3. Cohort flow", linked), and
     the provenance section's contents collapsed."""
     soup = BeautifulSoup(html, "html.parser")
+    _structure_report(soup)
+    return str(soup)
+
+
+def _structure_report(soup) -> None:
     sections = {}
     for number, heading in enumerate(soup.find_all(SECTION_HEADING), start=1):
         title = _heading_text(heading)
@@ -194,7 +204,6 @@ def with_report_structure(html: str) -> str:
     _resolve_section_references(soup, sections)
     _collapse_provenance(soup)
     _insert_contents(soup, sections)
-    return str(soup)
 
 
 def _caption(soup, css_class: str, label: str, text: str):
@@ -330,6 +339,11 @@ def with_figure_descriptions(html: str) -> str:
     """
 
     soup = BeautifulSoup(html, "html.parser")
+    _describe_figures(soup)
+    return str(soup)
+
+
+def _describe_figures(soup) -> None:
     for output in soup.select(".jp-OutputArea-output, .jp-MarkdownCell"):
         _without_active_content(output)
     # Outputs are made from data: a web address in a site name is text, not a link.
@@ -340,7 +354,6 @@ def with_figure_descriptions(html: str) -> str:
         heading = image.find_previous(["h1", "h2", "h3", "h4"])
         if heading is not None:
             image["alt"] = f"Figure: {heading.get_text(strip=True).rstrip('¶')}"
-    return str(soup)
 
 
 ACTIVE_ELEMENTS = ("script", "iframe", "object", "embed", "form", "base", "meta", "link")
@@ -374,58 +387,6 @@ def _cell_error(error: Exception) -> str:
 
 
 RESET_CELL_TAG = "report-kernel-reset"
-
-
-class ReportKernel:
-    """One Jupyter kernel reused for several notebooks, so heavy imports are paid once.
-
-    Each notebook starts with the kernel's namespace cleared (`%reset -f`); modules stay
-    imported. Use an instance from one thread only: its clients belong to that thread's event
-    loop. The kernel runs in `cwd` (the notebooks' folder, as in JupyterLab).
-    """
-
-    def __init__(self, cwd: Path, kernel_name: str = KERNEL_NAME) -> None:
-        self.cwd, self.kernel_name = Path(cwd), kernel_name
-        self.manager = None
-        self.clients: list = []
-
-    def manager_for_next_notebook(self):
-        """The running kernel's manager, (re)started if it is not alive."""
-
-        self.close_clients()
-        if self.manager is None or not run_sync(self.manager.is_alive)():
-            self.shutdown()
-            clients = self.clients
-
-            class TrackedKernelManager(AsyncKernelManager):
-                # nbclient leaves the clients of a kernel it does not own open; we close them.
-                def client(self, **kwargs):
-                    created = super().client(**kwargs)
-                    clients.append(created)
-                    return created
-
-            self.manager = TrackedKernelManager(kernel_name=self.kernel_name)
-            run_sync(self.manager.start_kernel)(cwd=str(self.cwd))
-        return self.manager
-
-    def close_clients(self) -> None:
-        """Close the channels of every client the last notebook opened."""
-        while self.clients:
-            self.clients.pop().stop_channels()
-
-    def shutdown(self) -> None:
-        """Stop the kernel (idempotent)."""
-
-        self.close_clients()
-        if self.manager is not None and self.manager.has_kernel:
-            run_sync(self.manager.shutdown_kernel)(now=True)
-        self.manager = None
-
-    def __enter__(self) -> ReportKernel:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.shutdown()
 
 
 def _with_reset_cell(notebook: Path):
@@ -684,13 +645,15 @@ def render_all(
     notebooks: Path,
     jobs: int | None = None,
     on_done: Callable[[RenderedReport], None] | None = None,
+    kernels: ReportKernels | None = None,
 ) -> list[RenderedReport]:
     """Render the whole-study report, adherence_groups, timeline_calibration and one per site.
 
     Outputs: reports/<name>.html, the CSVs behind it in reports/<name>_files/, the executed
-    notebook in reports/executed/<name>.ipynb. Notebooks run on `jobs` kernels at once
-    (default: the report block's `jobs`, else one per CPU), each kernel reused for several
-    notebooks; the first failure raises ReportError once the running ones finish.
+    notebook in reports/executed/<name>.ipynb. Notebooks run on `kernels` (started earlier by
+    the caller, e.g. while the fit stage ran), else on `jobs` kernels started here (default:
+    the report block's `jobs`, else one per CPU), each kernel reused for several notebooks; the
+    first failure raises once the running notebooks finish.
     """
     planned = report_jobs(
         raw=raw,
@@ -702,74 +665,31 @@ def render_all(
         params_file=params_file,
         notebooks=notebooks,
     )
-    workers = jobs or params.report.jobs or os.cpu_count() or 1
     timeout = params.report.timeout_seconds
 
-    pending: queue.SimpleQueue[ReportJob] = queue.SimpleQueue()
-    for job in planned:
-        pending.put(job)
-    results: dict[str, RenderedReport] = {}
-    errors: list[GaRehabError] = []
+    def render_job(job: ReportJob, kernel: ReportKernel) -> RenderedReport:
+        started = time.perf_counter()
+        render_report(
+            job.notebook,
+            job.html,
+            job.parameters,
+            executed_notebook=job.executed,
+            tables_dir=job.tables_dir,
+            kernel=kernel,
+            timeout_seconds=timeout,
+        )
+        done = RenderedReport(
+            job.name, job.html, job.tables_dir, job.executed, time.perf_counter() - started
+        )
+        if on_done is not None:
+            on_done(done)
+        return done
 
-    def worker() -> None:
-        try:
-            render_queue()
-        finally:
-            _close_thread_event_loop()
-
-    def render_queue() -> None:
-        # One kernel per worker, reused across its notebooks; stopped when the queue is empty.
-        with ReportKernel(notebooks) as kernel:
-            while not errors:
-                try:
-                    job = pending.get_nowait()
-                except queue.Empty:
-                    return
-                started = time.perf_counter()
-                try:
-                    render_report(
-                        job.notebook,
-                        job.html,
-                        job.parameters,
-                        executed_notebook=job.executed,
-                        tables_dir=job.tables_dir,
-                        kernel=kernel,
-                        timeout_seconds=timeout,
-                    )
-                except GaRehabError as error:
-                    errors.append(error)
-                    return
-                done = RenderedReport(
-                    job.name,
-                    job.html,
-                    job.tables_dir,
-                    job.executed,
-                    time.perf_counter() - started,
-                )
-                results[job.name] = done
-                if on_done is not None:
-                    on_done(done)
-
-    threads = [
-        threading.Thread(target=worker, name=f"report-worker-{i}", daemon=True)
-        for i in range(max(1, min(int(workers), len(planned))))
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return [results[job.name] for job in planned]
-
-
-def _close_thread_event_loop() -> None:
-    """The kernel clients ran on this thread's event loop; it ends with the thread."""
-    try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:  # the thread never needed one
-        return
-    loop.close()
+    if kernels is not None:
+        return kernels.run(planned, render_job)
+    count = min(kernel_count(jobs or params.report.jobs), len(planned))
+    with ReportKernels(notebooks, count) as started:
+        return started.run(planned, render_job)
 
 
 SITE_SLUG_LENGTH = 60
