@@ -330,7 +330,10 @@ def compare(
     fits = our_fits(inputs, fit_params)
     primary = fit_params["primary"]
     inputs["primary"] = fit_stage.primary_frame(intervals, recovery, primary)
-    fits["primary"] = ("primary", lambda: fit_stage.fit_primary(inputs["primary"], primary))
+    fits["primary"] = (
+        "primary",
+        lambda: fit_stage.fit_primary(inputs["primary"], primary, fit_params["reference_levels"]),
+    )
     r = None
     if r_present:
         write_r_inputs(folder / "r", inputs, fit_params)
