@@ -254,14 +254,24 @@ class SuppressionPlan:
 
 
 def reader_bounds(
-    counts: PublishedCounts, plan_sensitive: Iterable, plan_complementary: Iterable, k: int
+    counts: PublishedCounts,
+    plan_sensitive: Iterable,
+    plan_complementary: Iterable,
+    k: int,
+    withheld: Iterable = (),
 ) -> dict[Key, tuple[float, float]]:
-    """What a reader knows of each hidden cell from how it is shown (the attacker's bounds)."""
+    """What a reader knows of each hidden cell from how it is shown (the attacker's bounds).
+
+    `withheld`: cells a plan shows blank where no mark could be shown safely; zeros are always
+    shown, so a reader knows only that such a cell is at least 1.
+    """
     bounds: dict[Key, tuple[float, float]] = {}
     for key in plan_complementary:
         bounds[key] = (float(k), np.inf)
     for key in plan_sensitive:
         bounds[key] = (1.0, float(k - 1))
+    for key in withheld:
+        bounds[key] = (1.0, np.inf)
     # A blank (or never shown) cell tells a reader nothing but that it is a count.
     for key in counts.unpublished | counts.always_hidden:
         bounds[key] = (0.0, np.inf)
@@ -452,13 +462,12 @@ def plan_suppression(
     )
     decided = frozenset(decided) - sensitive
     complementary: set = set(decided)
-    # Hidden cells shown blank instead of marked: a reader learns only that each is a count.
+    # Hidden cells shown blank instead of marked: a reader learns only that each is >= 1.
     withheld: set = set()
     system = _Relations(counts)
 
     def exposed(targets: Iterable, extra: Iterable = (), **options) -> set:
-        bounds = reader_bounds(counts, sensitive, complementary | set(extra), k)
-        bounds.update(dict.fromkeys(withheld, (0.0, np.inf)))
+        bounds = reader_bounds(counts, sensitive, complementary | set(extra), k, withheld)
         return system.pinned(bounds, targets, **options)
 
     # Hiding more only widens the set of counts consistent with what is published: a cell once
@@ -473,7 +482,7 @@ def plan_suppression(
         if not candidates:
             # Every count related to the target is hidden, and the marks' bounds still pin it
             # (two levels of 4 in a column of 8 are both 4): its relations' hidden cells are
-            # shown blank instead. A reader then learns only that each is a count.
+            # shown blank instead. A reader then learns only that each is at least 1.
             blank = {target} | {
                 member
                 for relation in counts.totals
@@ -577,7 +586,8 @@ def _cheapest_cover(candidates: list, counts: PublishedCounts, unpins, needs: li
 
 def protection_holes(counts: PublishedCounts, plan: SuppressionPlan) -> set:
     """Sensitive cells a reader could recover under this plan (empty for a safe plan)."""
-    bounds = reader_bounds(counts, plan.sensitive, plan.complementary, plan.min_cell_size)
+    withheld = plan.always_hidden - counts.always_hidden
+    bounds = reader_bounds(counts, plan.sensitive, plan.complementary, plan.min_cell_size, withheld)
     return pinned_cells(counts, bounds, plan.sensitive)
 
 

@@ -117,7 +117,8 @@ def enumeration_attack(counts: PublishedCounts, plan) -> dict:
     filled. Unbounded cells are capped at the largest count plus k: a cap can only hide
     solutions, which makes the attacker look stronger, never weaker.
     """
-    bounds = reader_bounds(counts, plan.sensitive, plan.complementary, plan.min_cell_size)
+    withheld = plan.always_hidden - counts.always_hidden
+    bounds = reader_bounds(counts, plan.sensitive, plan.complementary, plan.min_cell_size, withheld)
     cap = max(counts.cells.values()) + plan.min_cell_size
     order = sorted(bounds, key=str)
     relations = [
