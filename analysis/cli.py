@@ -351,9 +351,10 @@ def run_fit(
             frames["weekly_trajectories"],
             params.stage_params("fit"),
             only=only,
-            # Two groups of families side by side where a second core is idle (the same
-            # outputs either way); on a busy machine the second process would only compete.
-            processes=2 if (os.cpu_count() or 1) - max(os.getloadavg()[0], 1) >= 1 else 1,
+            # Two groups of families side by side where there is a second core (the same
+            # outputs either way): 8.1 -> 6.1 s on an idle 2-core machine; with the other core
+            # busy it costs ~10% (docs/performance.md). A load average lags too much to choose.
+            processes=2 if (os.cpu_count() or 1) >= 2 else 1,
         )
     except GaRehabError:
         raise

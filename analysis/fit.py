@@ -1203,11 +1203,10 @@ def run_models(
 
 
 # The families a second process fits when `run_models(processes=2)`: about half of the stage's
-# time (the timeline's bootstrap and calibration, the milestones' models), and independent of
-# the other families (the timeline reuses the aft family's fits, so the two go together). The
-# milestones' frames are the only ones validated by pandera here, whose first use imports
-# hypothesis where it is installed (~0.5 s): that import then happens beside the other fits.
-SECOND_PROCESS_FAMILIES = ("milestones", "aft", "timeline")
+# time (the timeline's bootstrap and calibration, the per-site comparisons; the milestones'
+# bootstrapped claims stay in the first), and independent of the other families (the timeline
+# reuses the aft family's fits, so the two go together).
+SECOND_PROCESS_FAMILIES = ("aft", "timeline", "site_comparison")
 
 
 def _fit_families(
