@@ -69,7 +69,15 @@ def stage_args(stage: str, data: Path, reports: Path) -> list[str]:
         "simulate": ["simulate", "--out", str(data / "raw")],
         "clean": ["clean", "--raw", str(data / "raw"), "--out", str(data / "interim")],
         "derive": ["derive", "--clean", str(data / "interim"), "--out", str(data / "processed")],
-        "fit": ["fit", "--processed", str(data / "processed"), "--models", str(data / "models")],
+        "fit": [
+            "fit",
+            "--processed",
+            str(data / "processed"),
+            "--models",
+            str(data / "models"),
+            "--metrics",
+            str(data / "metrics.json"),
+        ],
         "report": ["report", "--data", str(data), "--reports", str(reports)],
     }[stage]
 
