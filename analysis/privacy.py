@@ -737,16 +737,9 @@ def plan_report(
     counts = row_total_counts(
         outcomes, OUTCOMES_TABLE, OUTCOMES_LABEL, OUTCOMES_TOTAL, tables.outcome_parts
     )
-    sizes = {
-        (OUTCOMES_TABLE, g, OUTCOMES_TOTAL): counts.cells[(OUTCOMES_TABLE, g, OUTCOMES_TOTAL)]
-        for g in groups
-    }
+    sizes = (relation.total for relation in counts.totals)
     parts = [
-        PublishedCounts(
-            counts.cells,
-            counts.totals,
-            shown_elsewhere=frozenset(key for key, n in sizes.items() if n >= k),
-        )
+        replace(counts, shown_elsewhere=frozenset(key for key in sizes if counts.cells[key] >= k))
     ]
     links = []
     if tables.table_one is not None:
@@ -760,18 +753,12 @@ def plan_report(
     if tables.flow is not None:
         flow = flow_counts(tables.flow, tables.flow_chain)
         parts.append(flow)
-        stage_keys = {
-            stage: [key for key in flow.cells if key[1] == stage]
-            for stage in {key[1] for key in flow.cells}
-        }
         for column, stages in tables.flow_sums.items():
             column_sum, relation = column_sums(counts, OUTCOMES_TABLE, groups, column)
             (total,) = column_sum.cells
             parts.append(column_sum)
             links.append(relation)
-            links.append(
-                Total(total, tuple(key for stage in stages for key in stage_keys.get(stage, ())))
-            )
+            links.append(Total(total, tuple(key for key in flow.cells if key[1] in stages)))
     combined = parts[0].combine(*parts[1:], links=links)
     absent = [key for key in decided if key not in combined.cells]
     if absent:

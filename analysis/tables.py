@@ -358,11 +358,14 @@ def format_p_value(p_value: float, digits: int = 3) -> str:
 INTERVAL_SEPARATOR = " to "
 
 
-def format_interval(estimate: float, low: float, high: float, digits: int = 2) -> str:
-    """ "1.23 (1.01 to 1.50)": the report's one interval style (INTERVAL_SEPARATOR)."""
+def format_interval(
+    estimate: float, low: float, high: float, digits: int = 2, missing: str = "NA"
+) -> str:
+    """ "1.23 (1.01 to 1.50)": the report's one interval style (INTERVAL_SEPARATOR); a limit
+    that is not there reads `missing`."""
     if pd.isna(estimate):
         return ""
-    limits = [("NA" if pd.isna(value) else f"{value:.{digits}f}") for value in (low, high)]
+    limits = [(missing if pd.isna(value) else f"{value:.{digits}f}") for value in (low, high)]
     return f"{estimate:.{digits}f} ({limits[0]}{INTERVAL_SEPARATOR}{limits[1]})"
 
 

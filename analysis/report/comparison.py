@@ -171,8 +171,9 @@ def weeks_interval(days: float, low: float, high: float, missing: str = "not rea
     a median whose CI curve never crosses one half), a missing estimate "not reached"."""
     if pd.isna(days):
         return "not reached"
-    text = format_interval(days / DAYS_PER_WEEK, low / DAYS_PER_WEEK, high / DAYS_PER_WEEK, 1)
-    return text.replace("NA", missing)
+    return format_interval(
+        days / DAYS_PER_WEEK, low / DAYS_PER_WEEK, high / DAYS_PER_WEEK, 1, missing=missing
+    )
 
 
 def medians_for_report(km_medians: pd.DataFrame, min_cell_size: int) -> pd.DataFrame:
