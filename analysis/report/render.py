@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +22,9 @@ import papermill
 from bs4 import BeautifulSoup
 from jinja2 import DictLoader
 from nbconvert import HTMLExporter
+from nbconvert.exporters.templateexporter import TemplateExporter
+from nbconvert.filters.highlight import Highlight2HTML
+from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 from papermill.exceptions import PapermillExecutionError
 from papermill.translators import PythonTranslator, papermill_translators
 
@@ -127,30 +131,89 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 
+class _ReportExporter(HTMLExporter):
+    """nbconvert's HTML exporter without its own parse of the page.
+
+    HTMLExporter parses its page once more to give images without one an alt text and to make
+    outputs focusable; the report's one parse (`export_html`) does both, so a report with its
+    figures inline (megabytes of base64) is parsed and serialised once, not twice. One
+    instance per thread keeps the compiled template (a tenth of a second per page to compile).
+    """
+
+    def from_notebook_node(self, nb, resources=None, **kw):
+        resources = self._init_resources(resources)
+        # As HTMLExporter: the template names a code highlighter (no code is shown here) and
+        # a filter choosing which format of each output is shown.
+        language = nb.metadata.get("language_info", {})
+        self.register_filter(
+            "highlight_code",
+            Highlight2HTML(
+                pygments_lexer=language.get("pygments_lexer", language.get("name")), parent=self
+            ),
+        )
+        self.register_filter(
+            "filter_data_type",
+            WidgetsDataTypeFilter(
+                notebook_metadata=self._nb_metadata, parent=self, resources=resources
+            ),
+        )
+        return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+
+
+_exporters = threading.local()
+
+
+def _report_exporter() -> _ReportExporter:
+    if not hasattr(_exporters, "exporter"):
+        _exporters.exporter = _ReportExporter(
+            extra_loaders=[DictLoader({"ga_rehab_report.html.j2": _OFFLINE_TEMPLATE})],
+            template_file="ga_rehab_report.html.j2",
+            exclude_input=True,
+            exclude_input_prompt=True,
+            exclude_output_prompt=True,
+            embed_images=True,
+        )
+    return _exporters.exporter
+
+
+# What HTMLExporter's own pass gives every page: alt text on any image without one, and each
+# shown cell input (markdown) and output focusable (keyboard and screen-reader navigation).
+MISSING_ALT_TEXT = "No description has been provided for this image"
+
+
 def notebook_html(executed: Path, title: str) -> str:
     """nbconvert's page for the executed notebook: outputs only, figures inline, offline."""
+    soup = BeautifulSoup(_template_html(executed, title), "html.parser")
+    _accessible(soup)
+    return str(soup)
 
+
+def _template_html(executed: Path, title: str) -> str:
     notebook = nbformat.read(executed, as_version=4)
     notebook.metadata["title"] = title
-    exporter = HTMLExporter(
-        extra_loaders=[DictLoader({"ga_rehab_report.html.j2": _OFFLINE_TEMPLATE})],
-        template_file="ga_rehab_report.html.j2",
-        exclude_input=True,
-        exclude_input_prompt=True,
-        exclude_output_prompt=True,
-        embed_images=True,
-    )
-    body, _ = exporter.from_notebook_node(notebook)
+    body, _ = _report_exporter().from_notebook_node(notebook)
     return body
+
+
+def _accessible(soup) -> None:
+    for image in soup.find_all("img", alt=False):
+        image["alt"] = MISSING_ALT_TEXT
+    notebook = soup.find(class_="jp-Notebook")
+    if notebook is not None:
+        for cell_part in notebook.find_all(
+            "div", class_=["jp-Cell-inputWrapper", "jp-OutputArea-output"]
+        ):
+            cell_part["tabindex"] = "0"
 
 
 def export_html(executed: Path, title: str) -> str:
     """The executed notebook as one self-contained HTML page: outputs only, figures inline,
     described (`with_figure_descriptions`) and structured (`with_report_structure`)."""
 
-    # One parse for both passes: each parse and serialisation of a report with its figures
+    # One parse for every pass: each parse and serialisation of a report with its figures
     # inline (megabytes of base64) takes a few tenths of a second.
-    soup = BeautifulSoup(notebook_html(executed, title), "html.parser")
+    soup = BeautifulSoup(_template_html(executed, title), "html.parser")
+    _accessible(soup)
     _describe_figures(soup)
     _structure_report(soup)
     return str(soup)
