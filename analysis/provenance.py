@@ -9,6 +9,7 @@ identified by the SHA-256 of its source files instead.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -96,6 +97,13 @@ def package_versions(packages: tuple[str, ...] = REPORTED_PACKAGES) -> pd.DataFr
     Python is given as major.minor: the lock file fixes every package, and a patch release of
     the interpreter must not change a report's bytes.
     """
+    return _package_versions(packages).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _package_versions(packages: tuple[str, ...]) -> pd.DataFrame:
+    # Once per process: a report kernel renders several reports, and reading the installed
+    # packages' metadata takes a few hundredths of a second each time.
     major, minor, _ = platform.python_version_tuple()
     rows = [{"package": "python", "version": f"{major}.{minor}"}]
     for name in packages:

@@ -5,6 +5,7 @@ Pure functions on DataFrames: each returns a new frame ready for HTML and never 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -444,6 +445,13 @@ ID_CONTEXT = r"(?:participant|patient|subject|record|person|case|id)s?\b\s*(?:id
 NUMBER_TEXT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 
 
+@functools.lru_cache(maxsize=4)
+def _identifier_matchers(identifiers: tuple) -> tuple[re.Pattern | None, frozenset[str]]:
+    """The id pattern and the numeric ids, built once per set of ids: a report checks every
+    table it saves against the same few hundred ids."""
+    return _identifier_pattern(identifiers), frozenset(_numeric_ids(identifiers))
+
+
 def _identifier_pattern(identifiers: Iterable) -> re.Pattern | None:
     """Ids where ids can appear: any id with a letter anywhere in a text, but an id that is
     only digits (REDCap numbers records 1, 2, 3) only after a word such as "participant":
@@ -517,7 +525,7 @@ def find_identifiers_or_dates(frame_or_text, identifiers: Iterable = ()) -> list
     object in a cell counts even before it is written out as text.
     """
     findings: list[str] = []
-    pattern = _identifier_pattern(identifiers)
+    pattern, numeric_ids = _identifier_matchers(tuple(identifiers))
     if isinstance(frame_or_text, pd.Series):
         frame_or_text = frame_or_text.to_frame()
     if isinstance(frame_or_text, pd.DataFrame):
@@ -529,7 +537,6 @@ def find_identifiers_or_dates(frame_or_text, identifiers: Iterable = ()) -> list
                 findings.append(f"date column {name!r}")
         if is_datetime64_any_dtype(frame.index):
             findings.append("date index")
-    numeric_ids = _numeric_ids(identifiers)
     for where, text in _labelled_texts(frame_or_text):
         if pattern is not None and (match := pattern.search(text)):
             findings.append(f"participant id {match.group(0)!r} in {where}")

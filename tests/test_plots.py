@@ -493,8 +493,8 @@ def test_timeline_ranges_one_row_per_profile_with_quoted_ranges(tmp_path):
     labels = [label.get_text() for label in ax.get_yticklabels()]
     assert len(labels) == len(table) and "mild · low adherence · low sitting" in labels[-1]
     assert "weeks" in ax.get_xlabel().lower()
-    legend = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert "cohort span (6-26 weeks)" in legend
+    (legend,) = ax.figure.legends
+    assert "cohort span (6-26 weeks)" in [text.get_text() for text in legend.get_texts()]
     shaded = [patch for patch in ax.patches if patch.get_x() == 6]
     assert len(shaded) == 2
     assert all(label.get_fontsize() >= plots.MIN_FONT_SIZE for label in ax.get_yticklabels())
@@ -606,3 +606,14 @@ def test_every_figure_fits_the_report_page_so_text_keeps_its_size(
     for figure in figures:
         assert figure.get_size_inches()[0] <= plots.MAX_FIGURE_WIDTH_INCHES
         assert_text_at_least(figure)
+        assert_whole_when_drawn_once(figure)
+
+
+def assert_whole_when_drawn_once(figure) -> None:
+    """The report draws each figure once, uncropped (plots.setup_figures): after one layout
+    pass nothing (legend, risk table, labels) may reach past the canvas."""
+    figure.canvas.draw()
+    drawn = figure.get_tightbbox(figure.canvas.get_renderer())
+    width, height = figure.get_size_inches()
+    assert drawn.x0 >= 0 and drawn.y0 >= 0, drawn
+    assert drawn.x1 <= width and drawn.y1 <= height, drawn

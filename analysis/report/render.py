@@ -748,11 +748,24 @@ def render_all(
             on_done(done)
         return done
 
+    # Longest first, so that no kernel is left with a long report while the other is idle:
+    # the whole-study report, then the site reports, then the two short notebooks.
+    order = sorted(range(len(planned)), key=lambda index: _render_rank(planned[index]))
+    in_order = [planned[index] for index in order]
     if kernels is not None:
-        return kernels.run(planned, render_job)
-    count = min(kernel_count(jobs or params.report.jobs), len(planned))
-    with ReportKernels(notebooks, count) as started:
-        return started.run(planned, render_job)
+        rendered = kernels.run(in_order, render_job)
+    else:
+        count = min(kernel_count(jobs or params.report.jobs), len(planned))
+        with ReportKernels(notebooks, count) as started:
+            rendered = started.run(in_order, render_job)
+    by_job = dict(zip(order, rendered, strict=True))
+    return [by_job[index] for index in range(len(planned))]
+
+
+def _render_rank(job: ReportJob) -> int:
+    if job.name == STUDY_REPORT:
+        return 0
+    return 1 if job.notebook.stem == STUDY_REPORT else 2
 
 
 SITE_SLUG_LENGTH = 60
