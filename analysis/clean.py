@@ -677,8 +677,9 @@ class _TypedColumn:
         return self.distinct.take(self.codes).set_axis(index)
 
     def value_codes(self, positions: np.ndarray) -> np.ndarray:
-        """For the rows at `positions`, an integer equal exactly when their typed values are."""
-        by_value = pd.factorize(self.distinct, use_na_sentinel=False)[0].astype(np.int32)
+        """For the rows at `positions`, an integer equal exactly when their typed values are,
+        and in the values' order (missing last): a table in key order gets ascending keys."""
+        by_value = pd.factorize(self.distinct, sort=True, use_na_sentinel=False)[0].astype(np.int32)
         return by_value[self.codes[positions]]
 
     def ledger(self, ledger: _Ledger) -> _DistinctLedger:
@@ -777,8 +778,11 @@ def _reject_unknown_participants(
     ids: _TypedColumn, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
 ) -> None:
     """Rows of a participant not kept: quarantined with them, or unknown to the export."""
-    known = ids.distinct.isin(kept_ids).to_numpy(dtype=bool, na_value=False)
-    in_export = ids.distinct.isin(raw_ids).to_numpy(dtype=bool, na_value=False)
+    # As Python strings: pandas' `isin` on Arrow strings makes one Arrow scalar per id looked
+    # for (0.1 s per 20,000 ids); a hash set over the same strings takes milliseconds.
+    distinct = pd.Series(ids.distinct.to_numpy(dtype=object, na_value=None))
+    known = distinct.isin(kept_ids.to_numpy(dtype=object)).to_numpy(dtype=bool)
+    in_export = distinct.isin(raw_ids.to_numpy(dtype=object)).to_numpy(dtype=bool)
     by_id = ids.ledger(ledger)
     by_id.reject_rows(
         ~known & in_export,
@@ -831,8 +835,12 @@ def _record_codes(columns: Iterable[np.ndarray]) -> np.ndarray:
 
 def _occurs_more_than_once(record: np.ndarray) -> np.ndarray:
     """Per row, whether another row has the same value: found by sorting, with no hash table
-    over millions of keys (equal values lie side by side once sorted)."""
-    order = np.argsort(record)
+    over millions of keys (equal values lie side by side once sorted).
+
+    A stable sort (timsort) runs in about linear time over keys mostly in order already, as an
+    export's rows usually are (participant by participant, day by day).
+    """
+    order = np.argsort(record, kind="stable")
     in_order = record[order]
     same_as_next = in_order[1:] == in_order[:-1]
     del in_order

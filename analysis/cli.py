@@ -23,7 +23,6 @@ from rich.table import Table
 
 from analysis import io
 from analysis.errors import GaRehabError, ReportError
-from analysis.model_tables import check_model_tables
 from analysis.params import (
     CleanParams,
     DeriveParams,
@@ -331,6 +330,7 @@ def run_fit(
 ):
     """Fit and write the tables; with `only`, other families' files and metrics are kept."""
     from analysis.fit import run_models
+    from analysis.model_tables import check_model_tables
 
     frames = io.read_stage_frames(processed, io.DERIVED_FRAMES, "derive")
     recovery = frames["recovery"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow
 import pyarrow.csv
@@ -350,6 +351,16 @@ def _cells_frame(table: pyarrow.Table) -> pd.DataFrame:
     return pd.DataFrame({position: column(position) for position in range(table.num_columns)})
 
 
+def _blank_cells(cells: pd.Series) -> np.ndarray:
+    """Per cell, whether it holds only spaces or nothing; a coded column is judged over its
+    distinct texts (stripping millions of cells builds as many Python strings)."""
+    if isinstance(cells.dtype, pd.CategoricalDtype):
+        blank = np.asarray(cells.cat.categories.str.strip() == "", dtype=bool)
+        # A missing cell (code -1) takes the appended slot: not blank, as a text comparison says.
+        return np.append(blank, False)[cells.cat.codes.to_numpy()]
+    return (cells.str.strip() == "").to_numpy(dtype=bool, na_value=False)
+
+
 def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) -> pd.DataFrame:
     """A CSV as text cells plus `source_row`; malformed files raise DataError naming the row.
 
@@ -379,7 +390,7 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
         frame = cells.iloc[1:].set_axis(header, axis=1)
         frame[SOURCE_ROW] = frame.index + 1
         # Blank rows (blank lines, or only delimiters): first column empty, then all.
-        maybe = frame.index[frame.iloc[:, 0].str.strip() == ""]
+        maybe = frame.index[_blank_cells(frame.iloc[:, 0])]
         if len(maybe):
             data = frame.loc[maybe].drop(columns=SOURCE_ROW)
             all_blank = (data.apply(lambda c: c.str.strip()) == "").all(axis=1)
