@@ -670,7 +670,15 @@ class _TypedColumn:
 
     def at(self, positions: np.ndarray) -> pd.Series:
         """The typed values of the rows at `positions`, indexed 0, 1, ... (taken once)."""
-        return pd.Series(self.distinct.array.take(self.codes[positions]), copy=False)
+        rows = self.codes[positions]
+        if self.distinct.dtype == TEXT_DTYPE:
+            # Taken by Arrow from one contiguous array of the distinct texts: pandas' take
+            # goes through a chunked array, several times slower over millions of rows.
+            texts = pa.array(self.distinct.array)
+            if isinstance(texts, pa.ChunkedArray):
+                texts = texts.combine_chunks()
+            return pd.Series(pd.arrays.ArrowStringArray(texts.take(pa.array(rows))), copy=False)
+        return pd.Series(self.distinct.array.take(rows), copy=False)
 
     def rows(self, index: pd.Index) -> pd.Series:
         """The typed value of every row, under the raw table's `index`."""
@@ -919,9 +927,11 @@ def _clean_taken_table(
     as_of: date,
     participants: pd.DataFrame | None = None,
     raw_participant_ids: pd.Index | None = None,
+    before_kept: Callable[[], None] | None = None,
 ) -> CleanResult:
     """`clean_table` on the raw table taken out of `raw_tables`: once its columns are parsed it
-    is referenced nowhere here, so it can be freed before the rows are merged and kept."""
+    is referenced nowhere here, so it can be freed before the rows are merged and kept.
+    `before_kept()` is called before the kept rows are taken (see `clean_study`)."""
     raw = raw_tables.pop(table)
     model = CANONICAL_TABLES[table]
     ledger = _Ledger(table, source_file, raw)
@@ -952,6 +962,8 @@ def _clean_taken_table(
         )
         _reject_implausible_dates(columns, ledger, enrolment, params, as_of)
     kept_rows, merged = _merge_duplicates(columns, table, ledger)
+    if before_kept is not None:
+        before_kept()
     # Column by column, each released once taken: no frame-wide copy into consolidated blocks.
     kept = pd.DataFrame(index=pd.RangeIndex(len(kept_rows)))
     for name in list(columns):
@@ -988,6 +1000,7 @@ def clean_study(
     reader_quarantine: pd.DataFrame | None = None,
     hand_over: Callable[[str, pd.DataFrame], None] | None = None,
     release_raw: bool = False,
+    before_kept: Callable[[], None] | None = None,
 ) -> StudyCleanResult:
     """Clean participants first (ids and enrolment dates), then the tables that refer to them.
 
@@ -997,6 +1010,9 @@ def clean_study(
     it) and the result keeps none of them: a large study's tables are not all held at once.
     `release_raw`: each raw table is taken out of `raw_tables` as it is cleaned (the caller's
     dict is emptied), so a large export's raw tables are freed one by one.
+    `before_kept()`, if given, is called before each table's kept rows are taken, the
+    table's memory peak: a caller writing the table handed over before it in the background
+    waits there, so the two are never held at that peak together.
     """
     tables: dict[str, pd.DataFrame] = {}
     quarantines: list[pd.DataFrame] = []
@@ -1024,6 +1040,7 @@ def clean_study(
         source_file=source_files["participants"],
         params=params,
         as_of=as_of,
+        before_kept=before_kept,
     )
     done(participants)
     for table in TABLE_ORDER[1:]:
@@ -1036,6 +1053,7 @@ def clean_study(
                 as_of=as_of,
                 participants=participants.kept,
                 raw_participant_ids=raw_ids,
+                before_kept=before_kept,
             )
         )
     reader_counts = {}

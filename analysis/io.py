@@ -19,6 +19,7 @@ import secrets
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import StringIO
@@ -385,7 +386,6 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
         del payload  # the file's bytes are no longer needed; a large export is freed early
         cells = _cells_frame(table)
         del table
-        release_arrow_memory()
         header = _header_names(cells.iloc[0].tolist(), path)
         frame = cells.iloc[1:].set_axis(header, axis=1)
         frame[SOURCE_ROW] = frame.index + 1
@@ -626,6 +626,9 @@ def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
             tables[table] = coded_text(canonical)
             files[table] = source.path.name
         study = RawStudy(tables, files)
+    # Once, after all files: the memory Arrow freed after one file is reused reading the next
+    # (fresh memory costs the kernel's zeroing of every page), and none is kept for cleaning.
+    release_arrow_memory()
     study.stated_export_dates = stated_export_dates(raw_dir, mapping_path, mapping)
     return study
 
@@ -830,6 +833,39 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
     release_arrow_memory()
+
+
+class BackgroundParquetWrites:
+    """Parquet files written one at a time on a second thread while the caller goes on.
+
+    pyarrow's writer runs without the GIL, so writing one clean table overlaps cleaning the
+    next on another core. At most one write is in flight (`write` first waits for the one
+    before), and `wait` lets the caller bound it further: the frame being written stays in
+    memory until its file is done. Leaving the `with` block waits for the last write and
+    raises its error, if any (after an error of the caller's, its write is waited for only).
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+        self._pending: Future | None = None
+
+    def write(self, frame: pd.DataFrame, path: Path) -> None:
+        self.wait()
+        self._pending = self._executor.submit(write_parquet, frame, path)
+
+    def wait(self) -> None:
+        """Return once the file handed over last is written (or raise its error)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> BackgroundParquetWrites:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        self._executor.shutdown(wait=True)
+        if error_type is None:
+            self.wait()
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

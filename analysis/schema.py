@@ -252,7 +252,9 @@ def column_names(model: type[pa.DataFrameModel]) -> list[str]:
     return list(model.to_schema().columns)
 
 
-def _failing_values(values: pd.Series, failing) -> list:
+def _failing_values(values: pd.Series, failing: pd.Series) -> list:
+    if not failing.any():
+        return []  # the usual case: no subset of millions of rows to build
     return values[failing].drop_duplicates().head(5).tolist()
 
 
