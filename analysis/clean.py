@@ -259,12 +259,18 @@ class _DistinctLedger(_ColumnRejects):
         return lambda rows: values.iloc[self.codes[rows]]
 
     def reject_rows(self, mask, rule: str, column, values, reason: str) -> None:
-        by_row = _flags(mask)[self.codes]
-        self.ledger.reject_row_positions(by_row, rule, column, self._values_at(values), reason)
+        flags = _flags(mask)
+        if flags.any():  # else no row to spread the mask over (the usual case)
+            by_row = flags[self.codes]
+            self.ledger.reject_row_positions(by_row, rule, column, self._values_at(values), reason)
 
     def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
-        by_row = _flags(mask)[self.codes]
-        self.ledger.reject_value_positions(by_row, rule, column, self._values_at(values), reason)
+        flags = _flags(mask)
+        if flags.any():
+            by_row = flags[self.codes]
+            self.ledger.reject_value_positions(
+                by_row, rule, column, self._values_at(values), reason
+            )
 
     def fix(self, rule: str, mask: pd.Series) -> None:
         """Count every row holding a value in `mask` (a mask over some distinct values)."""
@@ -694,6 +700,26 @@ class _TypedColumn:
         return _DistinctLedger(ledger, self.codes, len(self.distinct))
 
 
+def _distinct_texts(raw: pd.Series) -> _TypedColumn:
+    """A raw column as its distinct texts (each held by some row) and a code per row."""
+    if not isinstance(raw.dtype, pd.CategoricalDtype):
+        codes, distinct = pd.factorize(raw, use_na_sentinel=False)
+        # int32: half the memory of the default; distinct texts < 2**31.
+        return _TypedColumn(pd.Series(distinct), codes.astype(np.int32))
+    # Coded already: the categories' codes serve, with no hash table over millions of rows.
+    # A category no row holds is dropped (it is no evidence); a missing cell (code -1) takes
+    # the slot after the categories, a value of its own.
+    categories = raw.cat.categories
+    slots = raw.cat.codes.to_numpy().astype(np.int32)
+    slots[slots < 0] = len(categories)
+    held = np.bincount(slots, minlength=len(categories) + 1) > 0
+    code_of_slot = (np.cumsum(held) - 1).astype(np.int32)
+    held_slots = np.flatnonzero(held)
+    held_slots[held_slots == len(categories)] = -1
+    distinct = pd.Categorical.from_codes(held_slots, dtype=raw.dtype)
+    return _TypedColumn(pd.Series(distinct).astype(categories.dtype), code_of_slot[slots])
+
+
 def _parse_column(
     raw: pd.Series, spec: ColumnSpec, ledger: _Ledger, params: dict, unproven_mark: str | None
 ) -> _TypedColumn:
@@ -703,14 +729,9 @@ def _parse_column(
     judges a cell by its text alone (column-wide evidence, such as the decimal mark or the
     day/month order, is a question of which texts occur, not how often).
     """
-    codes, distinct = pd.factorize(raw, use_na_sentinel=False)
-    codes = codes.astype(np.int32)  # half the memory of the default; distinct texts < 2**31
-    distinct = pd.Series(distinct)
-    if isinstance(distinct.dtype, pd.CategoricalDtype):
-        distinct = distinct.astype(distinct.dtype.categories.dtype)
-    column = _TypedColumn(distinct, codes)
+    column = _distinct_texts(raw)
     parsed = _parse_texts(column.distinct, spec, column.ledger(ledger), params, unproven_mark)
-    return _TypedColumn(parsed, codes)
+    return _TypedColumn(parsed, column.codes)
 
 
 def _parse_texts(

@@ -394,7 +394,8 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
         if len(maybe):
             data = frame.loc[maybe].drop(columns=SOURCE_ROW)
             all_blank = (data.apply(lambda c: c.str.strip()) == "").all(axis=1)
-            frame = frame[~frame.index.isin(maybe[all_blank])]
+            if all_blank.any():  # else no copy of the whole table
+                frame = frame[~frame.index.isin(maybe[all_blank])]
         frame.index = pd.RangeIndex(len(frame))
     else:
         text = _decode(payload, path, encoding)
