@@ -253,6 +253,7 @@ def _with(column: str, values) -> pd.DataFrame:
 BROKEN_SESSIONS = {
     "out of range": lambda: _with(Sessions.sets, [3.0, 21.0, 1.0]),
     "below range": lambda: _with(Sessions.load_kg, [0.0, -0.5, np.nan]),
+    "out of range beside a missing value": lambda: _with(Sessions.sets, [np.nan, 21.0, 1.0]),
     "unknown level": lambda: _with(Sessions.phase, [1.0, 4.0, 2.0]),
     "unknown name": lambda: _with(
         Sessions.exercise, pd.array(["squat", "plank", "lunge"], dtype=TEXT_DTYPE)
@@ -324,6 +325,10 @@ def test_a_repeated_participant_id_is_refused(params):
     check_typed_frame(Participants, people.copy())
     with pytest.raises(SchemaError, match="participant_id: repeated values"):
         check_typed_frame(Participants, pd.concat([people, people], ignore_index=True))
+    empty_id = people.copy()
+    empty_id[Participants.participant_id] = pd.array([""], dtype=TEXT_DTYPE)
+    with pytest.raises(SchemaError, match="participant_id: str_length"):
+        check_typed_frame(Participants, empty_id)
 
 
 def test_cleaning_does_not_import_hypothesis():
