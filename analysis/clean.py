@@ -794,11 +794,12 @@ def _reject_implausible_dates(
         enrolled = ids.distinct.map(enrolment).to_numpy(dtype="datetime64[ns]")[ids.codes]
         allowed = np.timedelta64(params["days_before_enrolment_allowed"], "D")
         date_rows = dates.distinct.to_numpy(dtype="datetime64[ns]")[dates.codes]
-        ledger.reject_rows(
+        ledger.reject_row_positions(
             date_rows < enrolled - allowed,
             "date_before_enrolment",
             date_column,
-            dates.rows(ledger.row_labels),
+            # Only the rejected rows' dates: a Series of every row's date would cost more.
+            lambda rows: dates.distinct.iloc[dates.codes[rows]],
             "date before the participant enrolled",
         )
 
