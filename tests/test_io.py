@@ -57,6 +57,7 @@ def test_csv_cells_stay_text_and_rows_count_like_a_spreadsheet(tmp_path):
     ("content", "message"),
     [
         (b"", "the file is empty"),
+        (b" \r\n\t\n", "the file is empty"),
         (b"\x00\x01\x02PK\x03\x04" * 10, "not a text CSV"),
         (b"a,b,c\n1,2,3\n4,5\n", "row 3"),
         (b'a,b\n1,"unterminated\n', "malformed CSV"),
@@ -452,3 +453,13 @@ def test_a_failed_background_write_is_raised(tmp_path):
         writes.write(frame, tmp_path / "a_file" / "t.parquet")
         with pytest.raises(OSError):
             writes.wait()
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 22) - 1, 1 << 22, (1 << 22) + 7])
+def test_quotes_are_counted_across_slices(size):
+    """Counted a slice at a time; a quote either side of a slice boundary counts once."""
+    payload = bytearray(b"x" * size)
+    for position in (0, size // 2, (1 << 22) - 1, 1 << 22, size - 1):
+        if 0 <= position < size:
+            payload[position] = ord('"')
+    assert io._byte_count(bytes(payload), ord('"')) == bytes(payload).count(b'"')
