@@ -10,6 +10,7 @@ quarantine). For every table: input rows = kept + quarantined rows + merged dupl
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -251,7 +252,12 @@ class _DistinctLedger(_ColumnRejects):
 
     def __init__(self, ledger: _Ledger, codes: np.ndarray, distinct_count: int) -> None:
         self.ledger, self.codes = ledger, codes
-        self.rows_per_value = np.bincount(codes, minlength=distinct_count)
+        self.distinct_count = distinct_count
+
+    @functools.cached_property
+    def rows_per_value(self) -> np.ndarray:
+        """How many rows hold each distinct value (counted once a fix needs it)."""
+        return np.bincount(self.codes, minlength=self.distinct_count)
 
     def _values_at(self, values):
         if np.isscalar(values):
@@ -275,7 +281,8 @@ class _DistinctLedger(_ColumnRejects):
     def fix(self, rule: str, mask: pd.Series) -> None:
         """Count every row holding a value in `mask` (a mask over some distinct values)."""
         positions = mask.index.to_numpy()[_flags(mask)]
-        self.ledger.add_fixes(rule, int(self.rows_per_value[positions].sum()))
+        if len(positions):
+            self.ledger.add_fixes(rule, int(self.rows_per_value[positions].sum()))
 
 
 # --- text-level rules -------------------------------------------------------------------------

@@ -436,7 +436,8 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
             row=1,
             hint="give it a header, or delete it",
         )
-    frame = frame.loc[:, [bool(name) for name in frame.columns]]
+    if not all(frame.columns):  # else no copy of the whole table
+        frame = frame.loc[:, [bool(name) for name in frame.columns]]
     if semicolon_separated:
         frame.attrs[UNPROVEN_DECIMAL_MARK] = None
     return frame
@@ -565,7 +566,9 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
     canonical_names = set(column_names(CANONICAL_TABLES[table]))
     # A source column that happens to carry a canonical name but maps elsewhere is left out.
     unmatched = [name for name in frame.columns if name not in renames and name in canonical_names]
-    renamed = frame.drop(columns=unmatched).rename(columns=renames)
+    # The columns relabelled on a shallow copy: `rename` would copy every cell of a large table.
+    renamed = frame.drop(columns=unmatched) if unmatched else frame.copy(deep=False)
+    renamed.columns = [renames.get(name, name) for name in renamed.columns]
     # Said in the cleaning report: a column the export holds but no canonical column reads.
     renamed.attrs[IGNORED_COLUMNS] = [
         str(name) for name in frame.columns if name not in renames and name != SOURCE_ROW
