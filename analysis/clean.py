@@ -717,8 +717,10 @@ def _distinct_texts(raw: pd.Series) -> _TypedColumn:
     # A category no row holds is dropped (it is no evidence); a missing cell (code -1) takes
     # the slot after the categories, a value of its own.
     categories = raw.cat.categories
-    slots = raw.cat.codes.to_numpy().astype(np.int32)
-    slots[slots < 0] = len(categories)
+    slots = raw.cat.codes.to_numpy()
+    if slots.min(initial=0) < 0:
+        slots = slots.astype(np.int32)
+        slots[slots < 0] = len(categories)
     held = np.bincount(slots, minlength=len(categories) + 1) > 0
     code_of_slot = (np.cumsum(held) - 1).astype(np.int32)
     held_slots = np.flatnonzero(held)
