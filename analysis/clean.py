@@ -10,6 +10,7 @@ quarantine). For every table: input rows = kept + quarantined rows + merged dupl
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -251,7 +252,12 @@ class _DistinctLedger(_ColumnRejects):
 
     def __init__(self, ledger: _Ledger, codes: np.ndarray, distinct_count: int) -> None:
         self.ledger, self.codes = ledger, codes
-        self.rows_per_value = np.bincount(codes, minlength=distinct_count)
+        self.distinct_count = distinct_count
+
+    @functools.cached_property
+    def rows_per_value(self) -> np.ndarray:
+        """How many rows hold each distinct value (counted once a fix needs it)."""
+        return np.bincount(self.codes, minlength=self.distinct_count)
 
     def _values_at(self, values):
         if np.isscalar(values):
@@ -259,17 +265,24 @@ class _DistinctLedger(_ColumnRejects):
         return lambda rows: values.iloc[self.codes[rows]]
 
     def reject_rows(self, mask, rule: str, column, values, reason: str) -> None:
-        by_row = _flags(mask)[self.codes]
-        self.ledger.reject_row_positions(by_row, rule, column, self._values_at(values), reason)
+        flags = _flags(mask)
+        if flags.any():  # else no row to spread the mask over (the usual case)
+            by_row = flags[self.codes]
+            self.ledger.reject_row_positions(by_row, rule, column, self._values_at(values), reason)
 
     def reject_values(self, mask, rule: str, column: str, values, reason: str) -> None:
-        by_row = _flags(mask)[self.codes]
-        self.ledger.reject_value_positions(by_row, rule, column, self._values_at(values), reason)
+        flags = _flags(mask)
+        if flags.any():
+            by_row = flags[self.codes]
+            self.ledger.reject_value_positions(
+                by_row, rule, column, self._values_at(values), reason
+            )
 
     def fix(self, rule: str, mask: pd.Series) -> None:
         """Count every row holding a value in `mask` (a mask over some distinct values)."""
         positions = mask.index.to_numpy()[_flags(mask)]
-        self.ledger.add_fixes(rule, int(self.rows_per_value[positions].sum()))
+        if len(positions):
+            self.ledger.add_fixes(rule, int(self.rows_per_value[positions].sum()))
 
 
 # --- text-level rules -------------------------------------------------------------------------
@@ -670,19 +683,50 @@ class _TypedColumn:
 
     def at(self, positions: np.ndarray) -> pd.Series:
         """The typed values of the rows at `positions`, indexed 0, 1, ... (taken once)."""
-        return pd.Series(self.distinct.array.take(self.codes[positions]), copy=False)
+        rows = self.codes[positions]
+        if self.distinct.dtype == TEXT_DTYPE:
+            # Taken by Arrow from one contiguous array of the distinct texts: pandas' take
+            # goes through a chunked array, several times slower over millions of rows.
+            texts = pa.array(self.distinct.array)
+            if isinstance(texts, pa.ChunkedArray):
+                texts = texts.combine_chunks()
+            return pd.Series(pd.arrays.ArrowStringArray(texts.take(pa.array(rows))), copy=False)
+        return pd.Series(self.distinct.array.take(rows), copy=False)
 
     def rows(self, index: pd.Index) -> pd.Series:
         """The typed value of every row, under the raw table's `index`."""
         return self.distinct.take(self.codes).set_axis(index)
 
     def value_codes(self, positions: np.ndarray) -> np.ndarray:
-        """For the rows at `positions`, an integer equal exactly when their typed values are."""
-        by_value = pd.factorize(self.distinct, use_na_sentinel=False)[0].astype(np.int32)
+        """For the rows at `positions`, an integer equal exactly when their typed values are,
+        and in the values' order (missing last): a table in key order gets ascending keys."""
+        by_value = pd.factorize(self.distinct, sort=True, use_na_sentinel=False)[0].astype(np.int32)
         return by_value[self.codes[positions]]
 
     def ledger(self, ledger: _Ledger) -> _DistinctLedger:
         return _DistinctLedger(ledger, self.codes, len(self.distinct))
+
+
+def _distinct_texts(raw: pd.Series) -> _TypedColumn:
+    """A raw column as its distinct texts (each held by some row) and a code per row."""
+    if not isinstance(raw.dtype, pd.CategoricalDtype):
+        codes, distinct = pd.factorize(raw, use_na_sentinel=False)
+        # int32: half the memory of the default; distinct texts < 2**31.
+        return _TypedColumn(pd.Series(distinct), codes.astype(np.int32))
+    # Coded already: the categories' codes serve, with no hash table over millions of rows.
+    # A category no row holds is dropped (it is no evidence); a missing cell (code -1) takes
+    # the slot after the categories, a value of its own.
+    categories = raw.cat.categories
+    slots = raw.cat.codes.to_numpy()
+    if slots.min(initial=0) < 0:
+        slots = slots.astype(np.int32)
+        slots[slots < 0] = len(categories)
+    held = np.bincount(slots, minlength=len(categories) + 1) > 0
+    code_of_slot = (np.cumsum(held) - 1).astype(np.int32)
+    held_slots = np.flatnonzero(held)
+    held_slots[held_slots == len(categories)] = -1
+    distinct = pd.Categorical.from_codes(held_slots, dtype=raw.dtype)
+    return _TypedColumn(pd.Series(distinct).astype(categories.dtype), code_of_slot[slots])
 
 
 def _parse_column(
@@ -694,14 +738,9 @@ def _parse_column(
     judges a cell by its text alone (column-wide evidence, such as the decimal mark or the
     day/month order, is a question of which texts occur, not how often).
     """
-    codes, distinct = pd.factorize(raw, use_na_sentinel=False)
-    codes = codes.astype(np.int32)  # half the memory of the default; distinct texts < 2**31
-    distinct = pd.Series(distinct)
-    if isinstance(distinct.dtype, pd.CategoricalDtype):
-        distinct = distinct.astype(distinct.dtype.categories.dtype)
-    column = _TypedColumn(distinct, codes)
+    column = _distinct_texts(raw)
     parsed = _parse_texts(column.distinct, spec, column.ledger(ledger), params, unproven_mark)
-    return _TypedColumn(parsed, codes)
+    return _TypedColumn(parsed, column.codes)
 
 
 def _parse_texts(
@@ -764,11 +803,12 @@ def _reject_implausible_dates(
         enrolled = ids.distinct.map(enrolment).to_numpy(dtype="datetime64[ns]")[ids.codes]
         allowed = np.timedelta64(params["days_before_enrolment_allowed"], "D")
         date_rows = dates.distinct.to_numpy(dtype="datetime64[ns]")[dates.codes]
-        ledger.reject_rows(
+        ledger.reject_row_positions(
             date_rows < enrolled - allowed,
             "date_before_enrolment",
             date_column,
-            dates.rows(ledger.row_labels),
+            # Only the rejected rows' dates: a Series of every row's date would cost more.
+            lambda rows: dates.distinct.iloc[dates.codes[rows]],
             "date before the participant enrolled",
         )
 
@@ -777,8 +817,11 @@ def _reject_unknown_participants(
     ids: _TypedColumn, ledger: _Ledger, kept_ids: pd.Index, raw_ids: pd.Index
 ) -> None:
     """Rows of a participant not kept: quarantined with them, or unknown to the export."""
-    known = ids.distinct.isin(kept_ids).to_numpy(dtype=bool, na_value=False)
-    in_export = ids.distinct.isin(raw_ids).to_numpy(dtype=bool, na_value=False)
+    # As Python strings: pandas' `isin` on Arrow strings makes one Arrow scalar per id looked
+    # for (0.1 s per 20,000 ids); a hash set over the same strings takes milliseconds.
+    distinct = pd.Series(ids.distinct.to_numpy(dtype=object, na_value=None))
+    known = distinct.isin(kept_ids.to_numpy(dtype=object)).to_numpy(dtype=bool)
+    in_export = distinct.isin(raw_ids.to_numpy(dtype=object)).to_numpy(dtype=bool)
     by_id = ids.ledger(ledger)
     by_id.reject_rows(
         ~known & in_export,
@@ -831,8 +874,12 @@ def _record_codes(columns: Iterable[np.ndarray]) -> np.ndarray:
 
 def _occurs_more_than_once(record: np.ndarray) -> np.ndarray:
     """Per row, whether another row has the same value: found by sorting, with no hash table
-    over millions of keys (equal values lie side by side once sorted)."""
-    order = np.argsort(record)
+    over millions of keys (equal values lie side by side once sorted).
+
+    A stable sort (timsort) runs in about linear time over keys mostly in order already, as an
+    export's rows usually are (participant by participant, day by day).
+    """
+    order = np.argsort(record, kind="stable")
     in_order = record[order]
     same_as_next = in_order[1:] == in_order[:-1]
     del in_order
@@ -911,9 +958,11 @@ def _clean_taken_table(
     as_of: date,
     participants: pd.DataFrame | None = None,
     raw_participant_ids: pd.Index | None = None,
+    before_kept: Callable[[], None] | None = None,
 ) -> CleanResult:
     """`clean_table` on the raw table taken out of `raw_tables`: once its columns are parsed it
-    is referenced nowhere here, so it can be freed before the rows are merged and kept."""
+    is referenced nowhere here, so it can be freed before the rows are merged and kept.
+    `before_kept()` is called before the kept rows are taken (see `clean_study`)."""
     raw = raw_tables.pop(table)
     model = CANONICAL_TABLES[table]
     ledger = _Ledger(table, source_file, raw)
@@ -944,6 +993,8 @@ def _clean_taken_table(
         )
         _reject_implausible_dates(columns, ledger, enrolment, params, as_of)
     kept_rows, merged = _merge_duplicates(columns, table, ledger)
+    if before_kept is not None:
+        before_kept()
     # Column by column, each released once taken: no frame-wide copy into consolidated blocks.
     kept = pd.DataFrame(index=pd.RangeIndex(len(kept_rows)))
     for name in list(columns):
@@ -980,6 +1031,7 @@ def clean_study(
     reader_quarantine: pd.DataFrame | None = None,
     hand_over: Callable[[str, pd.DataFrame], None] | None = None,
     release_raw: bool = False,
+    before_kept: Callable[[], None] | None = None,
 ) -> StudyCleanResult:
     """Clean participants first (ids and enrolment dates), then the tables that refer to them.
 
@@ -989,6 +1041,9 @@ def clean_study(
     it) and the result keeps none of them: a large study's tables are not all held at once.
     `release_raw`: each raw table is taken out of `raw_tables` as it is cleaned (the caller's
     dict is emptied), so a large export's raw tables are freed one by one.
+    `before_kept()`, if given, is called before each table's kept rows are taken, the
+    table's memory peak: a caller writing the table handed over before it in the background
+    waits there, so the two are never held at that peak together.
     """
     tables: dict[str, pd.DataFrame] = {}
     quarantines: list[pd.DataFrame] = []
@@ -1016,6 +1071,7 @@ def clean_study(
         source_file=source_files["participants"],
         params=params,
         as_of=as_of,
+        before_kept=before_kept,
     )
     done(participants)
     for table in TABLE_ORDER[1:]:
@@ -1028,6 +1084,7 @@ def clean_study(
                 as_of=as_of,
                 participants=participants.kept,
                 raw_participant_ids=raw_ids,
+                before_kept=before_kept,
             )
         )
     reader_counts = {}

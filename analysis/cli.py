@@ -23,7 +23,6 @@ from rich.table import Table
 
 from analysis import io
 from analysis.errors import GaRehabError, ReportError
-from analysis.model_tables import check_model_tables
 from analysis.params import (
     CleanParams,
     DeriveParams,
@@ -197,18 +196,21 @@ def run_clean(
     # Each table is written as soon as it is clean, so a large study's are not all held.
     # Read before cleaning, which empties `raw_study.tables` to free each raw table once used.
     ignored_columns = raw_study.ignored_columns
-    with io.stage_folder(out, "clean") as staging:
+    # Each table is written on a second thread while the next is cleaned, and waited for
+    # before the next one's kept rows are taken (its memory peak).
+    with io.stage_folder(out, "clean") as staging, io.BackgroundParquetWrites() as writes:
         result = clean_study(
             raw_study.tables,
             raw_study.files,
             params.model_dump(),
             export_date,
             reader_quarantine=raw_study.quarantine,
-            hand_over=lambda table, frame: io.write_parquet(frame, staging / f"{table}.parquet"),
+            hand_over=lambda table, frame: writes.write(frame, staging / f"{table}.parquet"),
             release_raw=True,
+            before_kept=writes.wait,
         )
         result.report[io.IGNORED_COLUMNS] = ignored_columns
-        io.write_parquet(result.quarantine, staging / "quarantine.parquet")
+        writes.write(result.quarantine, staging / "quarantine.parquet")
         io.write_json(result.report, staging / "cleaning_report.json")
         io.write_text(cleaning_report_markdown(result.report), staging / "cleaning_report.md")
     return result.report
@@ -331,6 +333,7 @@ def run_fit(
 ):
     """Fit and write the tables; with `only`, other families' files and metrics are kept."""
     from analysis.fit import run_models
+    from analysis.model_tables import check_model_tables
 
     frames = io.read_stage_frames(processed, io.DERIVED_FRAMES, "derive")
     recovery = frames["recovery"]

@@ -13,17 +13,20 @@ import errno
 import fcntl
 import glob
 import json
+import mmap
 import os
 import re
 import secrets
 import shutil
 import socket
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow
 import pyarrow.csv
@@ -287,7 +290,28 @@ def _records_frame(header: list[str], records: list[list[str]], rows: list[int])
     return frame
 
 
-def _arrow_csv(payload: bytes, encoding: str | None, coded: bool) -> pyarrow.Table | None:
+def _byte_count(payload: bytes | mmap.mmap, byte: int) -> int:
+    """How often `byte` occurs, counted a slice at a time (no mask as large as the file)."""
+    view = np.frombuffer(payload, dtype=np.uint8)
+    step = 1 << 22
+    return sum(
+        int(np.count_nonzero(view[start : start + step] == byte))
+        for start in range(0, len(view), step)
+    )
+
+
+def _file_bytes(path: Path) -> bytes | mmap.mmap:
+    """The file's bytes, mapped from the page cache rather than copied (hundreds of megabytes
+    for a large export; copying them costs the kernel a fresh zeroed page per 4 KB)."""
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _arrow_csv(
+    payload: bytes | mmap.mmap, encoding: str | None, coded: bool
+) -> pyarrow.Table | None:
     """The fast reader (Arrow) for the usual file; None where only the exact reader can say.
 
     `coded`: each column as codes into its distinct texts (Arrow dictionaries), read so.
@@ -300,9 +324,9 @@ def _arrow_csv(payload: bytes, encoding: str | None, coded: bool) -> pyarrow.Tab
     end = len(payload)
     while end and payload[end - 1] in b"\r\n":
         end -= 1
-    closed = payload.endswith(b'"', 0, end)
+    closed = end > 0 and payload[end - 1] == ord('"')
     last_line_quoted = payload.find(b'"', payload.rfind(b"\n", 0, end) + 1, end) >= 0
-    if payload.count(b'"') % 2 or (last_line_quoted and not closed):
+    if _byte_count(payload, ord('"')) % 2 or (last_line_quoted and not closed):
         return None
     head = payload[:65536].decode(encoding or "utf-8", errors="replace").removeprefix("\ufeff")
     delimiter = _delimiter(head.split("\n", 1)[0])
@@ -350,6 +374,16 @@ def _cells_frame(table: pyarrow.Table) -> pd.DataFrame:
     return pd.DataFrame({position: column(position) for position in range(table.num_columns)})
 
 
+def _blank_cells(cells: pd.Series) -> np.ndarray:
+    """Per cell, whether it holds only spaces or nothing; a coded column is judged over its
+    distinct texts (stripping millions of cells builds as many Python strings)."""
+    if isinstance(cells.dtype, pd.CategoricalDtype):
+        blank = np.asarray(cells.cat.categories.str.strip() == "", dtype=bool)
+        # A missing cell (code -1) takes the appended slot: not blank, as a text comparison says.
+        return np.append(blank, False)[cells.cat.codes.to_numpy()]
+    return (cells.str.strip() == "").to_numpy(dtype=bool, na_value=False)
+
+
 def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) -> pd.DataFrame:
     """A CSV as text cells plus `source_row`; malformed files raise DataError naming the row.
 
@@ -359,10 +393,10 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
     reads the columns as codes into their distinct texts (see `coded_text`), so a large file's
     text is never held whole.
     """
-    payload = path.read_bytes()
-    if not payload or payload.isspace():
+    payload = _file_bytes(path)
+    if not re.search(rb"\S", payload):
         raise DataError("the file is empty", file=str(path), hint="re-export it with a header row")
-    if encoding is None and payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if encoding is None and payload[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
         encoding = "utf-16"  # Excel's "Unicode text": the byte-order mark says so
     if encoding != "utf-16" and b"\x00" in payload[:65536]:
         raise DataError("this is not a text CSV (binary content)", file=str(path))
@@ -374,19 +408,19 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
         del payload  # the file's bytes are no longer needed; a large export is freed early
         cells = _cells_frame(table)
         del table
-        release_arrow_memory()
         header = _header_names(cells.iloc[0].tolist(), path)
         frame = cells.iloc[1:].set_axis(header, axis=1)
         frame[SOURCE_ROW] = frame.index + 1
         # Blank rows (blank lines, or only delimiters): first column empty, then all.
-        maybe = frame.index[frame.iloc[:, 0].str.strip() == ""]
+        maybe = frame.index[_blank_cells(frame.iloc[:, 0])]
         if len(maybe):
             data = frame.loc[maybe].drop(columns=SOURCE_ROW)
             all_blank = (data.apply(lambda c: c.str.strip()) == "").all(axis=1)
-            frame = frame[~frame.index.isin(maybe[all_blank])]
+            if all_blank.any():  # else no copy of the whole table
+                frame = frame[~frame.index.isin(maybe[all_blank])]
         frame.index = pd.RangeIndex(len(frame))
     else:
-        text = _decode(payload, path, encoding)
+        text = _decode(payload[:], path, encoding)
         if "\x00" in text[:65536]:
             raise DataError("this is not a text CSV (binary content)", file=str(path))
         frame = _records_frame(*_csv_records(text, path))
@@ -402,7 +436,8 @@ def read_csv_text(path: Path, encoding: str | None = None, coded: bool = False) 
             row=1,
             hint="give it a header, or delete it",
         )
-    frame = frame.loc[:, [bool(name) for name in frame.columns]]
+    if not all(frame.columns):  # else no copy of the whole table
+        frame = frame.loc[:, [bool(name) for name in frame.columns]]
     if semicolon_separated:
         frame.attrs[UNPROVEN_DECIMAL_MARK] = None
     return frame
@@ -531,7 +566,9 @@ def canonical_raw_table(table: str, frame: pd.DataFrame, source: TableSource) ->
     canonical_names = set(column_names(CANONICAL_TABLES[table]))
     # A source column that happens to carry a canonical name but maps elsewhere is left out.
     unmatched = [name for name in frame.columns if name not in renames and name in canonical_names]
-    renamed = frame.drop(columns=unmatched).rename(columns=renames)
+    # The columns relabelled on a shallow copy: `rename` would copy every cell of a large table.
+    renamed = frame.drop(columns=unmatched) if unmatched else frame.copy(deep=False)
+    renamed.columns = [renames.get(name, name) for name in renamed.columns]
     # Said in the cleaning report: a column the export holds but no canonical column reads.
     renamed.attrs[IGNORED_COLUMNS] = [
         str(name) for name in frame.columns if name not in renames and name != SOURCE_ROW
@@ -615,6 +652,9 @@ def read_raw_study(raw_dir: Path, mapping_path: Path | None = None) -> RawStudy:
             tables[table] = coded_text(canonical)
             files[table] = source.path.name
         study = RawStudy(tables, files)
+    # Once, after all files: the memory Arrow freed after one file is reused reading the next
+    # (fresh memory costs the kernel's zeroing of every page), and none is kept for cleaning.
+    release_arrow_memory()
     study.stated_export_dates = stated_export_dates(raw_dir, mapping_path, mapping)
     return study
 
@@ -819,6 +859,39 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     write_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
     release_arrow_memory()
+
+
+class BackgroundParquetWrites:
+    """Parquet files written one at a time on a second thread while the caller goes on.
+
+    pyarrow's writer runs without the GIL, so writing one clean table overlaps cleaning the
+    next on another core. At most one write is in flight (`write` first waits for the one
+    before), and `wait` lets the caller bound it further: the frame being written stays in
+    memory until its file is done. Leaving the `with` block waits for the last write and
+    raises its error, if any (after an error of the caller's, its write is waited for only).
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+        self._pending: Future | None = None
+
+    def write(self, frame: pd.DataFrame, path: Path) -> None:
+        self.wait()
+        self._pending = self._executor.submit(write_parquet, frame, path)
+
+    def wait(self) -> None:
+        """Return once the file handed over last is written (or raise its error)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> BackgroundParquetWrites:
+        return self
+
+    def __exit__(self, error_type, error, traceback) -> None:
+        self._executor.shutdown(wait=True)
+        if error_type is None:
+            self.wait()
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:

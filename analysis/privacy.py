@@ -36,7 +36,6 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
-from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from analysis.errors import DataError
 
@@ -402,6 +401,10 @@ def _other_value(matrix, rhs, low, high, unit, truth):
     moves, the relaxation (and so every integer filling) pins the target; fractional optima
     go to an integer programme.
     """
+    # Imported here: scipy.optimize takes ~0.3 s to import, and every command imports this
+    # module (params reads its constants) while only the reports solve these programmes.
+    from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+
     position = int(np.argmax(unit))
     if low[position] == high[position]:
         return None

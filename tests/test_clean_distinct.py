@@ -13,6 +13,7 @@ import sys
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,6 +27,7 @@ from analysis.clean import (
     _parse_column,
     _parse_texts,
     _record_codes,
+    _TypedColumn,
     clean_study,
     column_specs,
 )
@@ -135,16 +137,24 @@ def test_cleaning_coded_raw_tables_equals_cleaning_text(params, simulated_design
     pd.testing.assert_frame_equal(result.quarantine, expected.quarantine)
     assert result.report == expected.report
 
-    handed_over = {}
+    handed_over, events = {}, []
+
+    def hand_over(table, frame):
+        handed_over[table] = frame
+        events.append(table)
+
     streamed = clean_study(
         coded,
         files,
         params["clean"],
         simulated.export_date,
-        hand_over=lambda table, frame: handed_over.setdefault(table, frame),
+        hand_over=hand_over,
+        before_kept=lambda: events.append("before kept"),
     )
     assert streamed.tables == {}
     assert list(handed_over) == list(expected.tables)
+    # Each table's kept rows are taken after the one before was handed over and waited for.
+    assert events == [step for table in expected.tables for step in ("before kept", table)]
     for table, frame in expected.tables.items():
         pd.testing.assert_frame_equal(handed_over[table], frame)
     assert streamed.report == expected.report
@@ -191,6 +201,34 @@ def test_record_codes_of_widely_spread_codes_do_not_overflow(rows):
     )
 
 
+@given(
+    texts=st.lists(st.one_of(st.none(), st.text(max_size=5)), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_typed_text_columns_are_taken_as_pandas_takes_them(texts, data):
+    """Arrow takes the kept rows' texts; the result is pandas' own take, Arrow type included."""
+    distinct = pd.Series(texts, dtype=TEXT_DTYPE)
+    codes = np.array(
+        data.draw(st.lists(st.integers(0, len(texts) - 1), max_size=20)), dtype=np.int32
+    )
+    positions = np.array(
+        data.draw(st.lists(st.integers(0, len(codes) - 1), max_size=20)) if len(codes) else [],
+        dtype=np.int64,
+    )
+    taken = _TypedColumn(distinct, codes).at(positions)
+    expected = pd.Series(distinct.array.take(codes[positions]), copy=False)
+    pd.testing.assert_series_equal(taken, expected)
+    assert pa.array(taken.array).type == pa.array(expected.array).type
+
+
+def test_value_codes_follow_the_values_order():
+    """Keys of rows in value order ascend, so sorting them is nearly linear."""
+    distinct = pd.Series(["P2", None, "P10", "P1"], dtype=TEXT_DTYPE)
+    column = _TypedColumn(distinct, np.array([3, 0, 2, 1, 0], dtype=np.int32))
+    # Rows P1, P2, P10, missing, P2: codes in the texts' order, missing last.
+    assert column.value_codes(np.arange(5)).tolist() == [0, 2, 1, 3, 2]
+
+
 def _valid_sessions() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -215,6 +253,7 @@ def _with(column: str, values) -> pd.DataFrame:
 BROKEN_SESSIONS = {
     "out of range": lambda: _with(Sessions.sets, [3.0, 21.0, 1.0]),
     "below range": lambda: _with(Sessions.load_kg, [0.0, -0.5, np.nan]),
+    "out of range beside a missing value": lambda: _with(Sessions.sets, [np.nan, 21.0, 1.0]),
     "unknown level": lambda: _with(Sessions.phase, [1.0, 4.0, 2.0]),
     "unknown name": lambda: _with(
         Sessions.exercise, pd.array(["squat", "plank", "lunge"], dtype=TEXT_DTYPE)
@@ -286,6 +325,10 @@ def test_a_repeated_participant_id_is_refused(params):
     check_typed_frame(Participants, people.copy())
     with pytest.raises(SchemaError, match="participant_id: repeated values"):
         check_typed_frame(Participants, pd.concat([people, people], ignore_index=True))
+    empty_id = people.copy()
+    empty_id[Participants.participant_id] = pd.array([""], dtype=TEXT_DTYPE)
+    with pytest.raises(SchemaError, match="participant_id: str_length"):
+        check_typed_frame(Participants, empty_id)
 
 
 def test_cleaning_does_not_import_hypothesis():

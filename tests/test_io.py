@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -11,9 +13,18 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from analysis import io
 from analysis.clean import SOURCE_ROW
 from analysis.errors import DataError
-from analysis.io import EXPORT_INFO_FILE, read_raw_study, read_table_file, write_atomic, write_csv
+from analysis.io import (
+    EXPORT_INFO_FILE,
+    BackgroundParquetWrites,
+    read_raw_study,
+    read_table_file,
+    write_atomic,
+    write_csv,
+    write_parquet,
+)
 from analysis.schema import CANONICAL_TABLES, Diary, Participants, column_names
 from analysis.testing import raw_diary, raw_participant
 
@@ -46,6 +57,7 @@ def test_csv_cells_stay_text_and_rows_count_like_a_spreadsheet(tmp_path):
     ("content", "message"),
     [
         (b"", "the file is empty"),
+        (b" \r\n\t\n", "the file is empty"),
         (b"\x00\x01\x02PK\x03\x04" * 10, "not a text CSV"),
         (b"a,b,c\n1,2,3\n4,5\n", "row 3"),
         (b'a,b\n1,"unterminated\n', "malformed CSV"),
@@ -206,12 +218,14 @@ def test_byte_order_mark_and_leading_zeros_keep_ids_as_text(tmp_path):
     assert people[Participants.participant_id].tolist() == ["00017"]
 
 
-def test_source_row_counts_blank_lines_like_a_spreadsheet(tmp_path):
+@pytest.mark.parametrize("coded", [False, True])
+def test_source_row_counts_blank_lines_like_a_spreadsheet(tmp_path, coded):
     path = tmp_path / "diary.csv"
-    path.write_text("participant_id,pain_hip\nP1,1\n\nP2,2\n,\nP3,3\n")
-    frame = read_table_file(path)
-    assert frame["participant_id"].tolist() == ["P1", "P2", "P3"]
-    assert frame[SOURCE_ROW].tolist() == [2, 4, 6]
+    path.write_text("participant_id,pain_hip\nP1,1\n\nP2,2\n,\nP3,3\n  , \n , 4\n")
+    frame = read_table_file(path, coded=coded)
+    # Only delimiters and spaces: a blank row; an empty id beside a value is data.
+    assert frame["participant_id"].astype(str).str.strip().tolist() == ["P1", "P2", "P3", ""]
+    assert frame[SOURCE_ROW].tolist() == [2, 4, 6, 8]
 
 
 def test_large_file_with_multi_line_quoted_notes_is_read(tmp_path):
@@ -382,3 +396,70 @@ def test_a_semicolon_file_proves_no_decimal_point(tmp_path, params, strengths, e
     assert [None if pd.isna(v) else v for v in kept] == expected
     ambiguous = result.quarantine["rule"].eq("ambiguous_number").sum()
     assert ambiguous == expected.count(None)
+
+
+def test_background_parquet_writes_give_the_same_files(tmp_path):
+    frame = pd.DataFrame({"id": pd.array(["P1", None], dtype="string[pyarrow]"), "x": [1.5, 2.0]})
+    frames = {"a": frame, "b": frame.iloc[::-1].reset_index(drop=True)}
+    for name, each in frames.items():
+        write_parquet(each, tmp_path / f"direct_{name}.parquet")
+    with BackgroundParquetWrites() as writes:
+        for name, each in frames.items():
+            writes.write(each, tmp_path / f"{name}.parquet")
+    for name in frames:
+        written = (tmp_path / f"{name}.parquet").read_bytes()
+        assert written == (tmp_path / f"direct_{name}.parquet").read_bytes()
+
+
+def test_background_parquet_writes_run_one_at_a_time(tmp_path, monkeypatch):
+    """A write starts only when the one before is done, and `wait` returns only then."""
+    events = []
+    writing = threading.Lock()
+
+    def slow_write(frame, path):
+        assert writing.acquire(blocking=False), "two writes at once"
+        events.append(f"start {path.name}")
+        time.sleep(0.05)
+        events.append(f"end {path.name}")
+        writing.release()
+
+    monkeypatch.setattr(io, "write_parquet", slow_write)
+    frame = pd.DataFrame({"x": [1.0]})
+    with BackgroundParquetWrites() as writes:
+        writes.write(frame, tmp_path / "a.parquet")
+        writes.write(frame, tmp_path / "b.parquet")
+        writes.wait()
+        events.append("waited")
+        writes.write(frame, tmp_path / "c.parquet")
+    events.append("left")
+    assert events == [
+        "start a.parquet",
+        "end a.parquet",
+        "start b.parquet",
+        "end b.parquet",
+        "waited",
+        "start c.parquet",
+        "end c.parquet",
+        "left",
+    ]
+
+
+def test_a_failed_background_write_is_raised(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    frame = pd.DataFrame({"x": [1.0]})
+    with pytest.raises(OSError), BackgroundParquetWrites() as writes:
+        writes.write(frame, tmp_path / "a_file" / "t.parquet")  # its folder is a file
+    with BackgroundParquetWrites() as writes:
+        writes.write(frame, tmp_path / "a_file" / "t.parquet")
+        with pytest.raises(OSError):
+            writes.wait()
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 22) - 1, 1 << 22, (1 << 22) + 7])
+def test_quotes_are_counted_across_slices(size):
+    """Counted a slice at a time; a quote either side of a slice boundary counts once."""
+    payload = bytearray(b"x" * size)
+    for position in (0, size // 2, (1 << 22) - 1, 1 << 22, size - 1):
+        if 0 <= position < size:
+            payload[position] = ord('"')
+    assert io._byte_count(bytes(payload), ord('"')) == bytes(payload).count(b'"')
