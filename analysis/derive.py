@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from analysis.errors import ParameterError
 from analysis.schema import (
     CENSOR_END,
     CENSOR_LOST,
@@ -168,6 +169,29 @@ def _band(values: pd.Series, cutoffs: list[float], labels: list[str]) -> pd.Seri
     """Left-closed bands: [-inf, c1), [c1, c2), ..., [ck, inf)."""
     bins = [-np.inf, *cutoffs, np.inf]
     return pd.cut(values, bins=bins, labels=labels, right=False).astype(object)
+
+
+def regroup_adherence(
+    recovery: pd.DataFrame,
+    cutoffs: list[float],
+    labels: list[str],
+    column: str = Recovery.adherence_group,
+) -> pd.DataFrame:
+    """A copy with `column` recomputed from overall adherence with other cut-offs:
+    [-inf, c1) -> labels[0], ... (left-closed, as derive bands them); people with no adherence
+    data stay ungrouped. For the fit stage's cut-off sensitivity and the adherence report.
+    """
+    cutoffs, labels = [float(c) for c in cutoffs], [str(label) for label in labels]
+    if len(labels) != len(cutoffs) + 1:
+        raise ParameterError(
+            f"{len(cutoffs)} adherence cut-off(s) need {len(cutoffs) + 1} labels, got {len(labels)}"
+        )
+    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
+        raise ParameterError(f"adherence cut-offs must increase: {cutoffs}")
+    if len(set(labels)) != len(labels):
+        raise ParameterError(f"adherence group labels must differ: {labels}")
+    bands = _band(recovery[Recovery.overall_adherence], cutoffs, labels)
+    return recovery.assign(**{column: bands.where(bands.notna(), None)})
 
 
 def _weekly_grid(days_in_study: pd.Series) -> pd.DataFrame:

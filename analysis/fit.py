@@ -16,7 +16,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 # interval_censored_frame lives in derive (timeline needs it too); it is also fit's name for it.
-from analysis.derive import interval_censored_frame, milestone_intervals
+from analysis.derive import interval_censored_frame, milestone_intervals, regroup_adherence
 from analysis.errors import ParameterError
 from analysis.mixed import (
     FITTED_VS_OBSERVED_COLUMNS,
@@ -1304,34 +1304,6 @@ def _finite(value) -> float | None:
 
 
 # --- the comparisons a site report and the adherence report show ------------------------------
-
-
-def regroup_adherence(
-    recovery: pd.DataFrame,
-    cutoffs: list[float],
-    labels: list[str],
-    column: str = Recovery.adherence_group,
-) -> pd.DataFrame:
-    """A copy with `column` recomputed from overall adherence: [-inf, c1) -> labels[0], ...
-
-    Bands are left-closed as in derive; people with no adherence data stay ungrouped.
-    """
-    cutoffs, labels = [float(c) for c in cutoffs], [str(label) for label in labels]
-    if len(labels) != len(cutoffs) + 1:
-        raise ParameterError(
-            f"{len(cutoffs)} adherence cut-off(s) need {len(cutoffs) + 1} labels, got {len(labels)}"
-        )
-    if any(b <= a for a, b in zip(cutoffs, cutoffs[1:], strict=False)):
-        raise ParameterError(f"adherence cut-offs must increase: {cutoffs}")
-    if len(set(labels)) != len(labels):
-        raise ParameterError(f"adherence group labels must differ: {labels}")
-    bands = pd.cut(
-        recovery[Recovery.overall_adherence],
-        bins=[-np.inf, *cutoffs, np.inf],
-        labels=labels,
-        right=False,
-    ).astype(object)
-    return recovery.assign(**{column: bands.where(bands.notna(), None)})
 
 
 def cox_covariates_for_groups(params: dict, group: str) -> list[str]:

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from analysis.derive import regroup_adherence
 from analysis.errors import ReportError
-from analysis.fit import regroup_adherence
 from analysis.model_tables import (
     ADHERENCE_GROUPING_TABLE_PREFIX,
     GROUPING_DEFINITION,

@@ -748,8 +748,7 @@ def render_all(
             on_done(done)
         return done
 
-    # Longest first, so that no kernel is left with a long report while the other is idle:
-    # the whole-study report, then the site reports, then the two short notebooks.
+    # Longest first, so that no kernel is left with a long report while the other is idle.
     order = sorted(range(len(planned)), key=lambda index: _render_rank(planned[index]))
     in_order = [planned[index] for index in order]
     if kernels is not None:
@@ -762,10 +761,16 @@ def render_all(
     return [by_job[index] for index in range(len(planned))]
 
 
+# Each report's place in the rendering order, by its usual length: the whole-study report,
+# the site reports (the same notebook on fewer people), timeline_calibration, adherence_groups.
+_SITE_REPORT = "site report"
+_RENDER_ORDER = (STUDY_REPORT, _SITE_REPORT, TIMELINE_CALIBRATION, ADHERENCE_GROUPS)
+
+
 def _render_rank(job: ReportJob) -> int:
-    if job.name == STUDY_REPORT:
-        return 0
-    return 1 if job.notebook.stem == STUDY_REPORT else 2
+    if job.notebook.stem == STUDY_REPORT and job.name != STUDY_REPORT:
+        return _RENDER_ORDER.index(_SITE_REPORT)
+    return _RENDER_ORDER.index(job.notebook.stem)
 
 
 SITE_SLUG_LENGTH = 60
