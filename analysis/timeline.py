@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.conventions import CONVENTIONS
 from analysis.derive import interval_censored_frame
+from analysis.distributions import LOGISTIC, MINIMUM_EXTREME_VALUE, NORMAL
 from analysis.errors import ConvergenceError, DataError, ModelWarning, ParameterError
 from analysis.results import ModelResult, run_collecting_notes
 from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
@@ -77,12 +77,12 @@ CALIBRATION_COLUMNS = ("week", "group", "n", "predicted", "observed")
 MODEL_SURVIVAL = "model_survival_"
 NULL_SURVIVAL = "null_survival_"
 
-# The standardised error W of log T = X beta + scale * W, as scipy distributions: survreg's
-# "weibull" is the minimum extreme-value (Gumbel, left-skewed) error.
+# The standardised error W of log T = X beta + scale * W: survreg's "weibull" is the minimum
+# extreme-value (Gumbel, left-skewed) error.
 ERROR_DISTRIBUTIONS = {
-    "weibull": stats.gumbel_l,
-    "lognormal": stats.norm,
-    "loglogistic": stats.logistic,
+    "weibull": MINIMUM_EXTREME_VALUE,
+    "lognormal": NORMAL,
+    "loglogistic": LOGISTIC,
 }
 # Levels of the canonical profile dimensions that are not configured in params.yaml.
 CANONICAL_LEVELS = {
