@@ -30,7 +30,7 @@ from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITION
 from analysis.survival import turnbull
 from analysis.survival.aft import INTERCEPT, AftEstimate, AftRefits, AftResult, compare_by_aic
 from analysis.survival.design import is_categorical
-from analysis.survival.interval import turnbull_replicate
+from analysis.survival.interval import turnbull_replicates
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
 from analysis.survival.validation import (
     calibration_by_groups,
@@ -980,10 +980,9 @@ def turnbull_quantiles(
     quantiles = list(quantiles)
     estimate = _turnbull_quantiles_days(frame, lower, upper, quantiles)
     low, high = frame[lower].to_numpy(float), frame[upper].to_numpy(float)
-    replicates = np.empty((samples if len(frame) else 0, len(quantiles)))
-    for replicate in replicates:
-        pick = rng.integers(0, len(frame), len(frame))
-        fit = turnbull_replicate(low[pick], high[pick])
+    picks = [rng.integers(0, len(frame), len(frame)) for _ in range(samples if len(frame) else 0)]
+    replicates = np.empty((len(picks), len(quantiles)))
+    for replicate, fit in zip(replicates, turnbull_replicates(low, high, picks), strict=True):
         if not fit.converged:
             warnings.warn(
                 f"a bootstrap replicate's Turnbull estimate stopped after {fit.iterations} "
