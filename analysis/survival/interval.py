@@ -100,9 +100,13 @@ def turnbull(df: pd.DataFrame, lower: str, upper: str, group: str | None = None)
         if group is None
         else {name: rows for name, rows in used.groupby(group, sort=True, observed=True)}
     )
+    # The groups' EMs side by side.
+    curves = [
+        _curve(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
+        for rows in groups.values()
+    ]
     fits: dict = {}
-    for name, rows in groups.items():
-        fit = _fit_one(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
+    for name, fit in zip(groups, _fit_curves(curves, _TOLERANCE), strict=True):
         if not fit.converged:
             notes.append(
                 f"The Turnbull estimate for group {name!r} stopped after {fit.iterations} "
@@ -168,13 +172,6 @@ def turnbull_replicates(low: np.ndarray, high: np.ndarray, picks: list[np.ndarra
         keep = ~(np.isnan(low_rows) & np.isnan(high_rows))
         curves.append(_curve(low_rows[keep], high_rows[keep], "lower"))
     return _fit_curves(curves, REPLICATE_TOLERANCE)
-
-
-def _fit_one(
-    low: np.ndarray, high: np.ndarray, column: str, tolerance: float = _TOLERANCE
-) -> TurnbullFit:
-    """survfitTurnbull's iteration: KM of exact, right-censored and expected interval events."""
-    return _fit_curves([_curve(low, high, column)], tolerance)[0]
 
 
 @dataclass
@@ -281,7 +278,7 @@ class _Batch:
         count = len(curves)
         points = np.array([len(curve.support) for curve in curves])
         times = np.array([len(curve.times) for curve in curves])
-        self.points = points
+        self.points = points.tolist()
         width, length = int(points.max()), int(times.max())
         self.length = length
         rows = np.arange(count)
@@ -305,15 +302,17 @@ class _Batch:
         self.support_at = rows[:, None] * length + positions
         reverse = np.maximum(times[:, None] - 1 - np.arange(length), 0)
         self.natural_from = rows[:, None] * length + reverse
-        self.exact_reversed = np.zeros((count, length))
-        self.leaving_reversed = np.zeros((count, length))
+        # The exact events (row 0) and the leavers (row 1) per time, each row reversed.
+        self.exact_and_leaving = np.zeros((2, count, length))
         for r, curve in enumerate(curves):
-            self.exact_reversed[r, : len(curve.times)] = curve.exact_events[::-1]
-            self.leaving_reversed[r, : len(curve.times)] = curve.leaving[::-1]
+            self.exact_and_leaving[0, r, : len(curve.times)] = curve.exact_events[::-1]
+            self.exact_and_leaving[1, r, : len(curve.times)] = curve.leaving[::-1]
+        self.exact_and_leaving = self.exact_and_leaving.reshape(2, count * length)
         self.state = np.stack([state[column[r]] for r, state in enumerate(states)])
         self.previous = np.empty((count, width))
         self.previous[:, 0] = 1.0
         self.cumulative = np.zeros((count, width + 1))
+        self.bins = count * (width + 1)
 
     def em_step(self, survival_at_support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One self-consistency step of every curve: the curves, and their values at the support."""
@@ -322,22 +321,23 @@ class _Batch:
         # proportion to their mass.
         self.previous[:, 1:] = survival_at_support[:, :-1]
         mass = self.previous - survival_at_support
-        np.cumsum(mass, axis=1, out=self.cumulative[:, 1:])
+        mass.cumsum(axis=1, out=self.cumulative[:, 1:])
         cumulative = self.cumulative.ravel()
         totals = cumulative[self.run_stop] - cumulative[self.run_first]
-        shares = np.divide(self.counts, totals, out=np.zeros_like(totals), where=totals > 0)
-        bins = count * (width + 1)
-        edges = np.bincount(self.run_first, shares, bins) - np.bincount(self.run_stop, shares, bins)
-        spread = np.cumsum(edges.reshape(count, width + 1), axis=1)[:, :width]
+        shares = np.divide(self.counts, totals, out=np.zeros(len(totals)), where=totals > 0)
+        edges = np.bincount(self.run_first, shares, self.bins) - np.bincount(
+            self.run_stop, shares, self.bins
+        )
+        spread = edges.reshape(count, width + 1).cumsum(axis=1)[:, :width]
         expected = (mass * spread).ravel()[self.expected_from]
-        # M step as survival does it: Kaplan-Meier with those expected events added.
-        events = self.exact_reversed.ravel().copy()
+        # M step as survival does it: Kaplan-Meier with those expected events added to the
+        # events and to the leavers.
+        events, leaving = self.exact_and_leaving.copy()
         events[self.reversed_at] += expected
-        leaving = self.leaving_reversed.ravel().copy()
         leaving[self.reversed_at] += expected
-        at_risk = np.cumsum(leaving.reshape(count, self.length), axis=1).ravel()
+        at_risk = leaving.reshape(count, self.length).cumsum(axis=1).ravel()
         hazard = np.where(at_risk > 0, events / at_risk, 0.0)
-        survival = np.cumprod((1 - hazard)[self.natural_from], axis=1)
+        survival = (1 - hazard)[self.natural_from].cumprod(axis=1)
         return survival, survival.ravel()[self.support_at]
 
 
@@ -360,8 +360,10 @@ def _self_consistency(curves: list[_Curve], tolerance: float) -> list[tuple]:
     # times, so the error state is set once around all of it.
     with np.errstate(divide="ignore", invalid="ignore"):
         batch = _Batch(curves, [curve.start for curve in curves])
-        state, going = batch.state, np.ones(len(rows), dtype=bool)
-        while going.any() and iterations < _MAX_ITERATIONS:
+        state, going = batch.state, list(range(len(rows)))  # going: the rows still iterating
+        # 2 alpha and alpha^2 per row; a stopped row's do not matter (its result is taken).
+        doubled, squared = np.full(len(rows), -2.0), np.ones(len(rows))
+        while going and iterations < _MAX_ITERATIONS:
             iterations += 1
             # SQUAREM (Varadhan & Roland 2008): extrapolate along two EM steps, project back
             # onto non-increasing curves in [0, 1], then take one EM step from there. Same
@@ -369,24 +371,23 @@ def _self_consistency(curves: list[_Curve], tolerance: float) -> list[tuple]:
             _, once = batch.em_step(state)
             _, twice = batch.em_step(once)
             step, curvature = once - state, twice - 2 * once + state
-            # A stopped row's step does not matter (its result is taken): alpha = -1 there.
-            doubled, squared = np.full((len(rows), 1), -2.0), np.ones((len(rows), 1))
-            for row in np.flatnonzero(going):
+            for row in going:
                 points = batch.points[row]
                 # Row by row as one curve's EM takes them, from the same numbers.
                 scale = _vector_norm(curvature[row, :points])
                 alpha = -_vector_norm(step[row, :points]) / scale if scale > 0 else -1.0
                 alpha = min(alpha, -1.0)
                 doubled[row], squared[row] = 2 * alpha, alpha**2
-            proposal = state - doubled * step + squared * curvature
-            proposal = np.minimum.accumulate(np.clip(proposal, 0.0, 1.0), axis=1)
+            proposal = state - doubled[:, None] * step + squared[:, None] * curvature
+            proposal = np.minimum.accumulate(proposal.clip(0.0, 1.0), axis=1)
             survival, updated = batch.em_step(proposal)
             # A padded column repeats its row's last support point, so it changes as that.
-            change = np.abs(updated - state).max(axis=1)
-            converged = change < tolerance
+            converged = np.abs(updated - state).max(axis=1) < tolerance
             state = updated
-            stopping = going & (converged | (iterations >= _MAX_ITERATIONS))
-            for row in np.flatnonzero(stopping):
+            if iterations < _MAX_ITERATIONS and not converged.any():
+                continue
+            stopping = [row for row in going if converged[row] or iterations >= _MAX_ITERATIONS]
+            for row in stopping:
                 curve = batch.curves[row]
                 results[rows[row]] = (
                     survival[row, : len(curve.times)].copy(),
@@ -394,12 +395,13 @@ def _self_consistency(curves: list[_Curve], tolerance: float) -> list[tuple]:
                     iterations,
                     bool(converged[row]),
                 )
-            going &= ~stopping
+            stopped = set(stopping)
+            going = [row for row in going if row not in stopped]
             # Stopped rows are dropped when a quarter of the batch has stopped: a smaller
             # batch is cheaper to step, and building one costs a few steps.
-            if 0 < going.sum() <= 0.75 * len(rows):
-                kept = np.flatnonzero(going)
-                rows = [rows[row] for row in kept]
-                batch = _Batch([curves[i] for i in rows], list(state[kept]))
-                state, going = batch.state, np.ones(len(rows), dtype=bool)
+            if going and len(going) <= 0.75 * len(rows):
+                rows = [rows[row] for row in going]
+                batch = _Batch([curves[i] for i in rows], list(state[going]))
+                state, going = batch.state, list(range(len(rows)))
+                doubled, squared = np.full(len(rows), -2.0), np.ones(len(rows))
     return results
