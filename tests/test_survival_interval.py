@@ -11,6 +11,7 @@ survfit stops its EM when the curve moves less than 5e-5 per step, so its curve 
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from analysis.survival.interval import (
     TurnbullFit,
     TurnbullResult,
     turnbull,
+    turnbull_each,
     turnbull_replicates,
 )
 from analysis.testing import assert_survival_curve
@@ -121,6 +123,26 @@ def test_replicates_fitted_side_by_side_are_those_fitted_one_by_one() -> None:
             assert getattr(fit, name).tobytes() == getattr(alone, name).tobytes()
         assert (fit.iterations, fit.converged) == (alone.iterations, alone.converged)
     assert together[-1].iterations == 0
+
+
+def test_turnbull_each_gives_each_frame_its_turnbull_and_its_own_notes() -> None:
+    data = pd.read_csv(DATA / "turnbull_lung_interval.csv")
+    gap = pd.DataFrame({"lower": [np.nan], "upper": [np.nan], "sex": [1]})
+    frames = [data, pd.concat([data.iloc[:40], gap], ignore_index=True), data.iloc[40:]]
+    results = turnbull_each(frames, "lower", "upper", group="sex")
+    note_counts = []
+    for frame, result in zip(frames, results, strict=True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            together = result()
+        with warnings.catch_warnings(record=True) as alone_caught:
+            warnings.simplefilter("always")
+            alone = turnbull(frame, "lower", "upper", group="sex")
+        pd.testing.assert_frame_equal(together.curves, alone.curves, check_exact=True)
+        assert together.notes == alone.notes
+        assert [str(w.message) for w in caught] == [str(w.message) for w in alone_caught]
+        note_counts.append(len(together.notes))
+    assert note_counts == [0, 1, 0]
 
 
 def test_rows_without_bounds_are_dropped_with_a_note() -> None:

@@ -7,7 +7,9 @@ survival's own support points and its KM-within-EM iteration.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -78,6 +80,33 @@ def turnbull(df: pd.DataFrame, lower: str, upper: str, group: str | None = None)
     its curve can differ from the converged NPMLE in the 4th decimal). No standard errors:
     survfit's are not valid for the NPMLE.
     """
+    (result,) = turnbull_each([df], lower, upper, group)
+    return result()
+
+
+def turnbull_each(
+    frames: list[pd.DataFrame], lower: str, upper: str, group: str | None = None
+) -> list[Callable[[], TurnbullResult]]:
+    """`turnbull` of each frame, all their curves' EMs run side by side: per frame, a function
+    that returns its result and issues its notes (so a caller can collect each frame's notes
+    apart). A frame's bad bounds raise here, before any result."""
+    prepared = [_turnbull_groups(df, lower, upper, group) for df in frames]
+    curves = [
+        _curve(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
+        for _, groups in prepared
+        for rows in groups.values()
+    ]
+    fits = iter(_fit_curves(curves, _TOLERANCE))
+    return [
+        partial(_turnbull_result, {name: next(fits) for name in groups}, notes)
+        for notes, groups in prepared
+    ]
+
+
+def _turnbull_groups(
+    df: pd.DataFrame, lower: str, upper: str, group: str | None
+) -> tuple[list[str], dict]:
+    """The notes on rows left out, and the rows of each group's curve."""
     for name in (lower, upper, group):
         if name is not None and name not in df:
             raise DataError("column not in the frame", column=name)
@@ -100,20 +129,19 @@ def turnbull(df: pd.DataFrame, lower: str, upper: str, group: str | None = None)
         if group is None
         else {name: rows for name, rows in used.groupby(group, sort=True, observed=True)}
     )
-    # The groups' EMs side by side.
-    curves = [
-        _curve(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
-        for rows in groups.values()
-    ]
-    fits: dict = {}
-    for name, fit in zip(groups, _fit_curves(curves, _TOLERANCE), strict=True):
+    return notes, groups
+
+
+def _turnbull_result(fits: dict, notes: list[str]) -> TurnbullResult:
+    """The result of the groups' fits, its notes (those given, then convergence) issued."""
+    notes = list(notes)
+    for name, fit in fits.items():
         if not fit.converged:
             notes.append(
                 f"The Turnbull estimate for group {name!r} stopped after {fit.iterations} "
                 "iterations without converging, so its curve may still change in the later "
                 "decimals."
             )
-        fits[name] = fit
     curves = pd.concat(
         [
             pd.DataFrame({"group": name, "time": fit.times, "survival": fit.survival})
