@@ -145,6 +145,15 @@ def test_turnbull_each_gives_each_frame_its_turnbull_and_its_own_notes() -> None
     assert note_counts == [0, 1, 0]
 
 
+def test_turnbull_each_raises_a_frames_error_when_its_result_is_asked_for() -> None:
+    good = pd.read_csv(DATA / "turnbull_small.csv")
+    reversed_bounds = pd.DataFrame({"lower": [2.0, 1.0], "upper": [1.0, 3.0]})
+    first, second = turnbull_each([reversed_bounds, good], "lower", "upper")
+    pd.testing.assert_frame_equal(second().curves, fitted("small").curves, check_exact=True)
+    with pytest.raises(DataError, match="lower bound above"):
+        first()
+
+
 def test_rows_without_bounds_are_dropped_with_a_note() -> None:
     data = pd.read_csv(DATA / "turnbull_small.csv")
     with_gap = pd.concat([data, pd.DataFrame({"lower": [np.nan], "upper": [np.nan]})])

@@ -88,19 +88,36 @@ def turnbull_each(
     frames: list[pd.DataFrame], lower: str, upper: str, group: str | None = None
 ) -> list[Callable[[], TurnbullResult]]:
     """`turnbull` of each frame, all their curves' EMs run side by side: per frame, a function
-    that returns its result and issues its notes (so a caller can collect each frame's notes
-    apart). A frame's bad bounds raise here, before any result."""
-    prepared = [_turnbull_groups(df, lower, upper, group) for df in frames]
-    curves = [
-        _curve(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
-        for _, groups in prepared
-        for rows in groups.values()
-    ]
-    fits = iter(_fit_curves(curves, _TOLERANCE))
+    that returns its result and issues its notes, or raises its error (a missing column, a
+    lower bound above the upper), so a caller can take each frame's apart."""
+    prepared = []
+    for df in frames:
+        try:
+            notes, groups = _turnbull_groups(df, lower, upper, group)
+            curves = [
+                _curve(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
+                for rows in groups.values()
+            ]
+        except DataError as error:
+            prepared.append(error)
+        else:
+            prepared.append((notes, groups, curves))
+    fits = iter(
+        _fit_curves(
+            [curve for part in prepared if isinstance(part, tuple) for curve in part[2]],
+            _TOLERANCE,
+        )
+    )
     return [
-        partial(_turnbull_result, {name: next(fits) for name in groups}, notes)
-        for notes, groups in prepared
+        partial(_turnbull_result, {name: next(fits) for name in part[1]}, part[0])
+        if isinstance(part, tuple)
+        else partial(_raise, part)
+        for part in prepared
     ]
+
+
+def _raise(error: Exception):
+    raise error
 
 
 def _turnbull_groups(
