@@ -29,6 +29,9 @@ _LEVEL_TOLERANCE = np.sqrt(np.finfo(float).eps)
 
 # survival's status codes for Surv(type="interval2") rows.
 _RIGHT, _EXACT, _LEFT, _INTERVAL = 0, 1, 2, 3
+# The sort code of each status's end at its time (see _support): exact 0, left end of an
+# interval or right-censoring 2, a left-censored row's time 1 (a right end).
+_END_CODES = np.array([2, 0, 1, 2])
 
 
 @dataclass
@@ -195,8 +198,7 @@ def _support(time: np.ndarray, upper: np.ndarray, status: np.ndarray) -> np.ndar
     Ends are sorted by time with exact < right end < left end at ties, so (l, u] is open on the
     left; a left end followed directly by a right end bounds an innermost interval.
     """
-    end_code = {_RIGHT: 2, _EXACT: 0, _LEFT: 1, _INTERVAL: 2}
-    codes = np.array([end_code[s] for s in status])
+    codes = _END_CODES[status]
     interval = status == _INTERVAL
     points = np.concatenate([time, upper[interval]])
     codes = np.concatenate([codes, np.ones(interval.sum(), dtype=int)])
