@@ -209,7 +209,9 @@ def _support(time: np.ndarray, upper: np.ndarray, status: np.ndarray) -> np.ndar
     return np.concatenate([points[codes == 0], midpoints])
 
 
-def turnbull_replicates(low: np.ndarray, high: np.ndarray, picks: list[np.ndarray]) -> list:
+def turnbull_replicates(
+    low: np.ndarray, high: np.ndarray, picks: list[np.ndarray]
+) -> list[TurnbullFit]:
     """The NPMLE of the rows (low, high)[pick] for each pick, as for bootstrap replicates: the
     same estimator as `turnbull`, their EMs run side by side (`_self_consistency`) and stopped
     at REPLICATE_TOLERANCE, no frame built. A list of TurnbullFit, one per pick."""
