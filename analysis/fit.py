@@ -132,7 +132,13 @@ def information_count(
 ) -> tuple[int, int]:
     """Events and estimated parameters (design columns) among the rows a regression would use."""
     used, _ = complete_rows(frame, [*outcome_columns, *covariates])
-    return int(is_event.loc[used.index].sum()), design_matrix(used, covariates).shape[1]
+    # design_matrix's columns, counted without building them: a numeric covariate is one, a
+    # factor one per level but its reference.
+    parameters = sum(
+        len(factor_levels(used[name])) - 1 if is_categorical(used[name]) else 1
+        for name in covariates
+    )
+    return int(is_event.loc[used.index].sum()), parameters
 
 
 def reference_levels_in(
