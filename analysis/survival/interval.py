@@ -7,6 +7,7 @@ survival's own support points and its KM-within-EM iteration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -390,9 +391,10 @@ class _Batch:
         return survival, survival.ravel()[self.support_at]
 
 
-def _vector_norm(vector: np.ndarray) -> np.float64:
-    """np.linalg.norm of a vector, as it computes it (a BLAS dot product), without its checks."""
-    return np.sqrt(vector.dot(vector))
+def _vector_norm(vector: np.ndarray) -> float:
+    """np.linalg.norm of a vector, as it computes it (the square root of a BLAS dot product;
+    math.sqrt rounds as np.sqrt does), without its checks."""
+    return math.sqrt(vector.dot(vector))
 
 
 def _self_consistency(curves: list[_Curve], tolerance: float) -> list[tuple]:
