@@ -32,6 +32,7 @@ from analysis.schema import (
     Sessions,
     WeeklyIntervals,
     WeeklyTrajectories,
+    check_typed_frame,
     column_names,
 )
 
@@ -467,6 +468,8 @@ def milestone_intervals(
     The derived rows run to each person's full-recovery exit time, which is never before the
     first functional change's (the change is seen at the latest with recovery, and censoring
     is shared), so the rows are cut at the milestone's time and the event put on the last.
+    The rows keep the derived (validated) columns' types, so they are checked without pandera's
+    coercion, whose first use imports `hypothesis` (~0.6 s of the fit command).
     """
     columns = MILESTONES[milestone]
     outcome = recovery.set_index(Recovery.participant_id)
@@ -476,7 +479,7 @@ def milestone_intervals(
     exit_time, event = exit_time[rows.index], event[rows.index]
     rows["stop"] = np.minimum(rows["stop"], exit_time)
     rows[WeeklyIntervals.event] = (rows["stop"] == exit_time) & event
-    return WeeklyIntervals.validate(rows.reset_index(drop=True))
+    return check_typed_frame(WeeklyIntervals, rows.reset_index(drop=True))
 
 
 def interval_censored_frame(recovery: pd.DataFrame) -> pd.DataFrame:

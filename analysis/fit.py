@@ -74,6 +74,7 @@ from analysis.survival import (
 )
 from analysis.survival.aft import AftResult, compare_by_aic
 from analysis.survival.design import complete_rows, design_matrix, factor_levels, is_categorical
+from analysis.survival.interval import TurnbullResult, turnbull_each
 from analysis.timeline import (
     calibration_diagnostics,
     compare_with_quoted_ranges,
@@ -131,7 +132,13 @@ def information_count(
 ) -> tuple[int, int]:
     """Events and estimated parameters (design columns) among the rows a regression would use."""
     used, _ = complete_rows(frame, [*outcome_columns, *covariates])
-    return int(is_event.loc[used.index].sum()), design_matrix(used, covariates).shape[1]
+    # design_matrix's columns, counted without building them: a numeric covariate is one, a
+    # factor one per level but its reference.
+    parameters = sum(
+        len(factor_levels(used[name])) - 1 if is_categorical(used[name]) else 1
+        for name in covariates
+    )
+    return int(is_event.loc[used.index].sum()), parameters
 
 
 def reference_levels_in(
@@ -1325,14 +1332,42 @@ def cumulative_incidence_model(recovery: pd.DataFrame, params: dict, outputs: Fi
         ).tidy()
 
 
-def whole_cohort_curves(recovery: pd.DataFrame, outputs: FitOutputs) -> None:
-    """Kaplan-Meier and Turnbull curves of everyone (group "all"), for the Turnbull figure."""
+def whole_cohort_curves(
+    recovery: pd.DataFrame,
+    outputs: FitOutputs,
+    turnbull_fit: Callable[[], TurnbullResult] | None,
+) -> None:
+    """Kaplan-Meier and Turnbull curves of everyone (group "all"), for the Turnbull figure.
+    `turnbull_fit`: the Turnbull fit of the rows (`whole_cohort_turnbull_fits`), None when no
+    row is informative."""
     outputs.tables["km_curves_overall"] = kaplan_meier(recovery, DURATION, EVENT).curves
-    informative = interval_censored_frame(recovery)
-    if not informative.empty:
-        outputs.tables["turnbull_curves"] = turnbull(
-            informative, Recovery.interval_lower_days, Recovery.interval_upper_days
-        ).curves
+    if turnbull_fit is not None:
+        outputs.tables["turnbull_curves"] = turnbull_fit().curves
+
+
+def whole_cohort_turnbull_fits(frames: list[pd.DataFrame]) -> list:
+    """`whole_cohort_curves`' Turnbull fit of each frame, their EMs side by side (None for a
+    frame without informative rows)."""
+    informative = [interval_censored_frame(frame) for frame in frames]
+    fits = iter(
+        turnbull_each(
+            [rows for rows in informative if not rows.empty],
+            Recovery.interval_lower_days,
+            Recovery.interval_upper_days,
+        )
+    )
+    return [None if rows.empty else next(fits) for rows in informative]
+
+
+def compared_rows(
+    recovery: pd.DataFrame, group: str, min_cell_size: int, left_out: Sequence | None = None
+) -> tuple[list, pd.DataFrame]:
+    """`group_comparison`'s groups left out and the rows it compares."""
+    if left_out is None:
+        suppressed = groups_to_suppress(recovery, group, min_cell_size)
+        return suppressed, recovery[~recovery[group].isin(suppressed)]
+    suppressed = sorted(left_out, key=str)
+    return suppressed, recovery[recovery[group].notna() & ~recovery[group].isin(suppressed)]
 
 
 def group_comparison(
@@ -1341,6 +1376,7 @@ def group_comparison(
     min_cell_size: int,
     intervals: pd.DataFrame | None = None,
     left_out: Sequence | None = None,
+    turnbull_fit: Callable[[], TurnbullResult] | None = None,
 ) -> FitOutputs:
     """Kaplan-Meier, log-rank, RMST, Cox and cumulative incidence by params["group"], with the
     whole-study tables' names, for a subset (a site) or a regrouping.
@@ -1349,20 +1385,16 @@ def group_comparison(
     before fitting, so no estimate rests on them (table `suppressed_groups`). The time-varying
     Cox model is fitted only when `intervals` is given. With `left_out` (a site report, which
     leaves those people out of every count) the curves of everyone in the groups compared are
-    added as group "all". Fine-Gray, the primary and the mixed models are whole-study models
-    and are not fitted here.
+    added as group "all" (`turnbull_fit`, needed then: their Turnbull fit from
+    `whole_cohort_turnbull_fits`). Fine-Gray, the primary and the mixed models are whole-study
+    models and are not fitted here.
     """
     group = params["group"]
-    if left_out is None:
-        suppressed = groups_to_suppress(recovery, group, min_cell_size)
-        frame = recovery[~recovery[group].isin(suppressed)]
-    else:
-        suppressed = sorted(left_out, key=str)
-        frame = recovery[recovery[group].notna() & ~recovery[group].isin(suppressed)]
+    suppressed, frame = compared_rows(recovery, group, min_cell_size, left_out)
     outputs = FitOutputs()
     _run(outputs, "kaplan_meier", lambda: km_models(frame, params, outputs))
     if left_out is not None:
-        _run(outputs, "turnbull", lambda: whole_cohort_curves(frame, outputs))
+        _run(outputs, "turnbull", lambda: whole_cohort_curves(frame, outputs, turnbull_fit))
     if intervals is not None:
         kept = intervals[
             intervals[WeeklyIntervals.participant_id].isin(frame[Recovery.participant_id])
@@ -1395,11 +1427,23 @@ def site_comparison_models(
     of that name with a `site` column first, written as site_<name>.
     """
     counts, plan = site_plan(recovery, Recovery.site, params["group"], min_cell_size)
+    sites = sites_with_report(plan, counts)
+    people = [recovery[recovery[Recovery.site].astype(str) == site] for site in sites]
+    left_out = [site_groups_left_out(plan, counts, site) for site in sites]
+    # The sites' whole-cohort Turnbull curves, fitted side by side.
+    turnbull_fits = whole_cohort_turnbull_fits(
+        [
+            compared_rows(rows, params["group"], min_cell_size, groups)[1]
+            for rows, groups in zip(people, left_out, strict=True)
+        ]
+    )
     parts: dict[str, list[pd.DataFrame]] = {}
-    for site in sites_with_report(plan, counts):
-        people = recovery[recovery[Recovery.site].astype(str) == site]
-        left_out = site_groups_left_out(plan, counts, site)
-        compared = group_comparison(people, params, min_cell_size, intervals, left_out=left_out)
+    for site, rows, groups, turnbull_fit in zip(
+        sites, people, left_out, turnbull_fits, strict=True
+    ):
+        compared = group_comparison(
+            rows, params, min_cell_size, intervals, left_out=groups, turnbull_fit=turnbull_fit
+        )
         for name, table in compared.tables.items():
             parts.setdefault(name, []).append(table.assign(**{SITE_COLUMN: site}))
     for name, tables in parts.items():

@@ -28,10 +28,11 @@ import numpy as np
 import pandas as pd
 from formulaic import Formula, model_matrix
 from formulaic.errors import FormulaicError
-from scipy import linalg, optimize, sparse, stats
+from scipy import linalg, optimize, sparse
 from threadpoolctl import threadpool_limits
 
 from analysis.conventions import CONVENTIONS
+from analysis.distributions import STUDENT_T
 from analysis.errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -1199,14 +1200,14 @@ def _tidy_fixed_effects(
 ) -> pd.DataFrame:
     """FIXED_EFFECTS_COLUMNS: t statistic, Satterthwaite df, t-based p-value and interval."""
     statistic = estimate / std_error
-    quantile = stats.t.ppf(0.5 + CONVENTIONS.confidence_level / 2, df)
+    quantile = STUDENT_T.ppf(0.5 + CONVENTIONS.confidence_level / 2, df)
     return pd.DataFrame(
         {
             "term": names,
             "estimate": estimate,
             "std_error": std_error,
             "statistic": statistic,
-            "p_value": 2 * stats.t.sf(np.abs(statistic), df),
+            "p_value": 2 * STUDENT_T.sf(np.abs(statistic), df),
             "conf_low": estimate - quantile * std_error,
             "conf_high": estimate + quantile * std_error,
             "df": df,

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.conventions import CONVENTIONS
+from analysis.distributions import NORMAL
 from analysis.errors import GaRehabError, ModelWarning
 
 TIDY_COLUMNS = ("term", "estimate", "std_error", "statistic", "p_value", "conf_low", "conf_high")
@@ -30,7 +30,7 @@ REFERENCE_COLUMN = "reference"
 
 def z_critical() -> float:
     """The normal quantile for the declared confidence level (1.96 at 95 %)."""
-    return float(stats.norm.ppf(0.5 + CONVENTIONS.confidence_level / 2))
+    return float(NORMAL.ppf(0.5 + CONVENTIONS.confidence_level / 2))
 
 
 def wald_table(terms, estimate, std_error) -> pd.DataFrame:
@@ -45,7 +45,7 @@ def wald_table(terms, estimate, std_error) -> pd.DataFrame:
             "estimate": estimate,
             "std_error": std_error,
             "statistic": statistic,
-            "p_value": 2 * stats.norm.sf(np.abs(statistic)),
+            "p_value": 2 * NORMAL.sf(np.abs(statistic)),
             "conf_low": estimate - z * std_error,
             "conf_high": estimate + z * std_error,
         }

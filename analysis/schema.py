@@ -12,6 +12,8 @@ from typing import Annotated
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+from pandas.api.types import infer_dtype
+from pandera.engines.pandas_engine import NpString
 from pandera.errors import SchemaError
 from pandera.typing import Series
 
@@ -288,6 +290,15 @@ def _failing_check(check_name: str, statistics: dict, values: pd.Series) -> list
     raise NotImplementedError(f"no vectorised test for the pandera check {check_name!r}")
 
 
+def _has_model_dtype(values: pd.Series, column: pa.Column) -> bool:
+    """The column holds the model's dtype. A `str` column (numpy has no dtype for texts of any
+    length, so pandas keeps them in object columns) is an object column of texts and missing
+    values only: the test pandera makes of it."""
+    if isinstance(column.dtype, NpString):
+        return values.dtype == object and infer_dtype(values, skipna=True) in ("string", "empty")
+    return values.dtype == column.dtype.type
+
+
 def check_typed_frame(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd.DataFrame:
     """A frame checked against its model with vectorised tests; pandera coercion not needed.
 
@@ -310,8 +321,8 @@ def check_typed_frame(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> pd
                 frame[name] = values.astype(column.dtype.type)  # in place: no frame copy
         for name, column in schema.columns.items():
             values = frame[name]
-            if values.dtype != column.dtype.type:
-                problems.append(f"{name}: dtype {values.dtype!r}, expected {column.dtype.type!r}")
+            if not _has_model_dtype(values, column):
+                problems.append(f"{name}: dtype {values.dtype!r}, expected {column.dtype}")
                 continue
             if not column.nullable and values.isna().any():
                 problems.append(f"{name}: missing values")

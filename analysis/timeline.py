@@ -20,17 +20,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis.conventions import CONVENTIONS
 from analysis.derive import interval_censored_frame
+from analysis.distributions import LOGISTIC, MINIMUM_EXTREME_VALUE, NORMAL
 from analysis.errors import ConvergenceError, DataError, ModelWarning, ParameterError
 from analysis.results import ModelResult, run_collecting_notes
 from analysis.schema import DAYS_PER_WEEK, SEVERITY_LEVELS, UNDERLYING_CONDITIONS, Recovery
 from analysis.survival import turnbull
 from analysis.survival.aft import INTERCEPT, AftEstimate, AftRefits, AftResult, compare_by_aic
 from analysis.survival.design import is_categorical
-from analysis.survival.interval import turnbull_replicate
+from analysis.survival.interval import turnbull_replicates
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
 from analysis.survival.validation import (
     calibration_by_groups,
@@ -77,12 +77,12 @@ CALIBRATION_COLUMNS = ("week", "group", "n", "predicted", "observed")
 MODEL_SURVIVAL = "model_survival_"
 NULL_SURVIVAL = "null_survival_"
 
-# The standardised error W of log T = X beta + scale * W, as scipy distributions: survreg's
-# "weibull" is the minimum extreme-value (Gumbel, left-skewed) error.
+# The standardised error W of log T = X beta + scale * W: survreg's "weibull" is the minimum
+# extreme-value (Gumbel, left-skewed) error.
 ERROR_DISTRIBUTIONS = {
-    "weibull": stats.gumbel_l,
-    "lognormal": stats.norm,
-    "loglogistic": stats.logistic,
+    "weibull": MINIMUM_EXTREME_VALUE,
+    "lognormal": NORMAL,
+    "loglogistic": LOGISTIC,
 }
 # Levels of the canonical profile dimensions that are not configured in params.yaml.
 CANONICAL_LEVELS = {
@@ -980,10 +980,9 @@ def turnbull_quantiles(
     quantiles = list(quantiles)
     estimate = _turnbull_quantiles_days(frame, lower, upper, quantiles)
     low, high = frame[lower].to_numpy(float), frame[upper].to_numpy(float)
-    replicates = np.empty((samples if len(frame) else 0, len(quantiles)))
-    for replicate in replicates:
-        pick = rng.integers(0, len(frame), len(frame))
-        fit = turnbull_replicate(low[pick], high[pick])
+    picks = [rng.integers(0, len(frame), len(frame)) for _ in range(samples if len(frame) else 0)]
+    replicates = np.empty((len(picks), len(quantiles)))
+    for replicate, fit in zip(replicates, turnbull_replicates(low, high, picks), strict=True):
         if not fit.converged:
             warnings.warn(
                 f"a bootstrap replicate's Turnbull estimate stopped after {fit.iterations} "

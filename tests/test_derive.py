@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pandera.errors import SchemaError
 
 from analysis.derive import (
     INPUT_CODED_COLUMNS,
@@ -29,6 +30,7 @@ from analysis.schema import (
     Recovery,
     Sessions,
     WeeklyIntervals,
+    check_typed_frame,
     column_names,
 )
 from analysis.validation import simulate_clean_derive
@@ -337,6 +339,28 @@ def test_milestone_intervals_cut_the_weekly_rows_at_the_milestone(change_cohort)
     c6 = first.query("participant_id == 'C6'")
     assert c6["stop"].tolist() == [7, 14]
     assert c6["event"].tolist() == [False, True]
+
+
+def test_milestone_intervals_are_checked_against_the_schema_without_coercion(change_cohort):
+    """Text ids in an object column pass as pandera's `str` passes them; anything pandera
+    would have had to coerce or refuse is refused (pandera's SchemaError)."""
+    intervals = change_cohort.weekly_intervals
+    assert intervals[WeeklyIntervals.participant_id].dtype == object
+    check_typed_frame(WeeklyIntervals, intervals.copy())
+    numbered = intervals.astype({"participant_id": object})
+    numbered.loc[0, WeeklyIntervals.participant_id] = 1
+    with pytest.raises(SchemaError, match="participant_id: dtype"):
+        check_typed_frame(WeeklyIntervals, numbered)
+    arrow_text = intervals.astype({"participant_id": "string[pyarrow]"})
+    with pytest.raises(SchemaError, match="participant_id: dtype"):
+        check_typed_frame(WeeklyIntervals, arrow_text)
+    negative = intervals.assign(start=-intervals["start"] - 1)
+    with pytest.raises(SchemaError, match="start: greater_than_or_equal_to"):
+        milestone_intervals(negative, change_cohort.recovery, MILESTONE_FULL_RECOVERY)
+    missing = intervals.astype({"participant_id": object})
+    missing.loc[0, WeeklyIntervals.participant_id] = None
+    with pytest.raises(SchemaError, match="participant_id: missing values"):
+        check_typed_frame(WeeklyIntervals, missing)
 
 
 def test_a_day_counts_once_as_a_session_done(params):

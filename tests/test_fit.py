@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -752,3 +754,28 @@ def test_unadjusted_fine_gray_agrees_with_crr_one_covariate_at_a_time():
     assert marked == {"severity[mild]", "chronic[False]", "underlying_condition[none]"}
     models = {status["model"] for status in outputs.status}
     assert models == {f"fine_gray_unadjusted_{c}" for c in params["fine_gray_covariates"]}
+
+
+def test_fit_command_imports_neither_hypothesis_nor_scipy_stats(fitted, tmp_path):
+    """Start-up costs the fit command does not need: pandera imports hypothesis (a dev
+    dependency, ~0.6 s) on its first validation, scipy.stats ~0.3 s for functions that
+    scipy.special has (analysis.distributions). Every family in this one process."""
+    script = (
+        "import os, sys\n"
+        "os.cpu_count = lambda: 1\n"
+        "from analysis.cli import app\n"
+        "try:\n"
+        "    app(sys.argv[1:])\n"
+        "finally:\n"
+        "    print(sorted({'hypothesis', 'scipy.stats'} & set(sys.modules)), file=sys.stderr)\n"
+    )
+    arguments = ["fit", "--processed", fitted / "processed", "--models", tmp_path / "models"]
+    arguments += ["--metrics", tmp_path / "metrics.json", "--params", PROJECT_ROOT / "params.yaml"]
+    out = subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "[]"

@@ -11,6 +11,7 @@ survfit stops its EM when the curve moves less than 5e-5 per step, so its curve 
 
 from __future__ import annotations
 
+import warnings
 from functools import cache
 from pathlib import Path
 
@@ -21,7 +22,13 @@ from lifelines import KaplanMeierFitter
 
 from analysis.errors import DataError, ModelWarning
 from analysis.results import TIDY_COLUMNS
-from analysis.survival.interval import TurnbullFit, TurnbullResult, turnbull
+from analysis.survival.interval import (
+    TurnbullFit,
+    TurnbullResult,
+    turnbull,
+    turnbull_each,
+    turnbull_replicates,
+)
 from analysis.testing import assert_survival_curve
 
 DATA = Path(__file__).parent / "data"
@@ -97,6 +104,54 @@ def test_is_deterministic() -> None:
     first = turnbull(data, "lower", "upper", group="sex")
     second = turnbull(data, "lower", "upper", group="sex")
     pd.testing.assert_frame_equal(first.curves, second.curves, check_exact=True)
+
+
+def test_replicates_fitted_side_by_side_are_those_fitted_one_by_one() -> None:
+    """The EMs run as one batch (rows of different lengths, stopping at different iterations,
+    the batch rebuilt as they stop) give each replicate's numbers bit for bit; a replicate
+    without censored rows is its Kaplan-Meier curve."""
+    data = pd.read_csv(DATA / "turnbull_lung_interval.csv")
+    low, high = data["lower"].to_numpy(float), data["upper"].to_numpy(float)
+    rng = np.random.default_rng(3)
+    picks = [rng.integers(0, len(data), size) for size in rng.integers(5, len(data), 40)]
+    picks.append(np.flatnonzero(np.isnan(high)))
+    together = turnbull_replicates(low, high, picks)
+    assert len({fit.iterations for fit in together}) > 5
+    for pick, fit in zip(picks, together, strict=True):
+        (alone,) = turnbull_replicates(low, high, [pick])
+        for name in ("support", "mass", "times", "survival"):
+            assert getattr(fit, name).tobytes() == getattr(alone, name).tobytes()
+        assert (fit.iterations, fit.converged) == (alone.iterations, alone.converged)
+    assert together[-1].iterations == 0
+
+
+def test_turnbull_each_gives_each_frame_its_turnbull_and_its_own_notes() -> None:
+    data = pd.read_csv(DATA / "turnbull_lung_interval.csv")
+    gap = pd.DataFrame({"lower": [np.nan], "upper": [np.nan], "sex": [1]})
+    frames = [data, pd.concat([data.iloc[:40], gap], ignore_index=True), data.iloc[40:]]
+    results = turnbull_each(frames, "lower", "upper", group="sex")
+    note_counts = []
+    for frame, result in zip(frames, results, strict=True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            together = result()
+        with warnings.catch_warnings(record=True) as alone_caught:
+            warnings.simplefilter("always")
+            alone = turnbull(frame, "lower", "upper", group="sex")
+        pd.testing.assert_frame_equal(together.curves, alone.curves, check_exact=True)
+        assert together.notes == alone.notes
+        assert [str(w.message) for w in caught] == [str(w.message) for w in alone_caught]
+        note_counts.append(len(together.notes))
+    assert note_counts == [0, 1, 0]
+
+
+def test_turnbull_each_raises_a_frames_error_when_its_result_is_asked_for() -> None:
+    good = pd.read_csv(DATA / "turnbull_small.csv")
+    reversed_bounds = pd.DataFrame({"lower": [2.0, 1.0], "upper": [1.0, 3.0]})
+    first, second = turnbull_each([reversed_bounds, good], "lower", "upper")
+    pd.testing.assert_frame_equal(second().curves, fitted("small").curves, check_exact=True)
+    with pytest.raises(DataError, match="lower bound above"):
+        first()
 
 
 def test_rows_without_bounds_are_dropped_with_a_note() -> None:

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
-from scipy import stats
 
+from analysis.distributions import CHI_SQUARE
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import (
     TIDY_COLUMNS,
@@ -568,7 +568,7 @@ def gray_test(
                 "event": event,
                 "statistic": statistic,
                 "dof": dof,
-                "p_value": float(stats.chi2.sf(statistic, dof)),
+                "p_value": float(CHI_SQUARE.sf(statistic, dof)),
             }
         )
         fitted[event] = (score, variance)

@@ -9,9 +9,10 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import sparse
 
 from analysis.conventions import CONVENTIONS
+from analysis.distributions import CHI_SQUARE
 from analysis.errors import ConvergenceError, DataError, NotEstimableError
 from analysis.results import ModelResult, wald_table, with_estimability, with_hazard_ratios
 from analysis.survival.design import (
@@ -689,7 +690,7 @@ def _zph_table(
                 "term": name,
                 "statistic": statistic,
                 "dof": dof,
-                "p_value": float(stats.chi2.sf(statistic, dof)),
+                "p_value": float(CHI_SQUARE.sf(statistic, dof)),
             }
         )
     return pd.DataFrame(rows)

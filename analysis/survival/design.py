@@ -22,7 +22,11 @@ def complete_rows(frame: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame
     missing = [name for name in columns if name not in frame.columns]
     if missing:
         raise DataError(f"column(s) not in the frame: {', '.join(missing)}", column=missing[0])
-    used = frame.loc[frame[columns].notna().all(axis=1)]
+    # Column by column: selecting the columns as a frame first costs more than the test.
+    present = np.ones(len(frame), dtype=bool)
+    for name in columns:
+        present &= frame[name].notna().to_numpy()
+    used = frame.loc[present]
     if used.empty:
         raise DataError("no rows with all of the used columns present", column=columns[0])
     return used, len(frame) - len(used)

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, sparse, stats
+from scipy import optimize, sparse
 
 from analysis.conventions import CONVENTIONS
+from analysis.distributions import CHI_SQUARE
 from analysis.errors import ConvergenceError, DataError
 from analysis.results import ModelResult, wald_table, with_hazard_ratios
 from analysis.survival.design import design_matrix
@@ -306,7 +307,7 @@ def _profile_interval(
     steps from the Wald bound find it in a few profile fits; where they do not (a bent or
     flat profile), the root is bracketed and found by Brent's method.
     """
-    threshold = float(stats.chi2.ppf(CONVENTIONS.confidence_level, 1))
+    threshold = float(CHI_SQUARE.ppf(CONVENTIONS.confidence_level, 1))
     target = np.sqrt(threshold)
     free = np.arange(len(theta_hat)) != index
     estimate = theta_hat[index]

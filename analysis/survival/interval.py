@@ -7,7 +7,10 @@ survival's own support points and its KM-within-EM iteration.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -27,6 +30,9 @@ _LEVEL_TOLERANCE = np.sqrt(np.finfo(float).eps)
 
 # survival's status codes for Surv(type="interval2") rows.
 _RIGHT, _EXACT, _LEFT, _INTERVAL = 0, 1, 2, 3
+# The sort code of each status's end at its time (see _support): exact 0, left end of an
+# interval or right-censoring 2, a left-censored row's time 1 (a right end).
+_END_CODES = np.array([2, 0, 1, 2])
 
 
 @dataclass
@@ -78,6 +84,50 @@ def turnbull(df: pd.DataFrame, lower: str, upper: str, group: str | None = None)
     its curve can differ from the converged NPMLE in the 4th decimal). No standard errors:
     survfit's are not valid for the NPMLE.
     """
+    (result,) = turnbull_each([df], lower, upper, group)
+    return result()
+
+
+def turnbull_each(
+    frames: list[pd.DataFrame], lower: str, upper: str, group: str | None = None
+) -> list[Callable[[], TurnbullResult]]:
+    """`turnbull` of each frame, all their curves' EMs run side by side: per frame, a function
+    that returns its result and issues its notes, or raises its error (a missing column, a
+    lower bound above the upper), so a caller can take each frame's apart."""
+    prepared = []
+    for df in frames:
+        try:
+            notes, groups = _turnbull_groups(df, lower, upper, group)
+            curves = [
+                _curve(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
+                for rows in groups.values()
+            ]
+        except DataError as error:
+            prepared.append(error)
+        else:
+            prepared.append((notes, groups, curves))
+    fits = iter(
+        _fit_curves(
+            [curve for part in prepared if isinstance(part, tuple) for curve in part[2]],
+            _TOLERANCE,
+        )
+    )
+    return [
+        partial(_turnbull_result, {name: next(fits) for name in part[1]}, part[0])
+        if isinstance(part, tuple)
+        else partial(_raise, part)
+        for part in prepared
+    ]
+
+
+def _raise(error: Exception):
+    raise error
+
+
+def _turnbull_groups(
+    df: pd.DataFrame, lower: str, upper: str, group: str | None
+) -> tuple[list[str], dict]:
+    """The notes on rows left out, and the rows of each group's curve."""
     for name in (lower, upper, group):
         if name is not None and name not in df:
             raise DataError("column not in the frame", column=name)
@@ -100,16 +150,19 @@ def turnbull(df: pd.DataFrame, lower: str, upper: str, group: str | None = None)
         if group is None
         else {name: rows for name, rows in used.groupby(group, sort=True, observed=True)}
     )
-    fits: dict = {}
-    for name, rows in groups.items():
-        fit = _fit_one(rows[lower].to_numpy(float), rows[upper].to_numpy(float), lower)
+    return notes, groups
+
+
+def _turnbull_result(fits: dict, notes: list[str]) -> TurnbullResult:
+    """The result of the groups' fits, its notes (those given, then convergence) issued."""
+    notes = list(notes)
+    for name, fit in fits.items():
         if not fit.converged:
             notes.append(
                 f"The Turnbull estimate for group {name!r} stopped after {fit.iterations} "
                 "iterations without converging, so its curve may still change in the later "
                 "decimals."
             )
-        fits[name] = fit
     curves = pd.concat(
         [
             pd.DataFrame({"group": name, "time": fit.times, "survival": fit.survival})
@@ -146,8 +199,7 @@ def _support(time: np.ndarray, upper: np.ndarray, status: np.ndarray) -> np.ndar
     Ends are sorted by time with exact < right end < left end at ties, so (l, u] is open on the
     left; a left end followed directly by a right end bounds an innermost interval.
     """
-    end_code = {_RIGHT: 2, _EXACT: 0, _LEFT: 1, _INTERVAL: 2}
-    codes = np.array([end_code[s] for s in status])
+    codes = _END_CODES[status]
     interval = status == _INTERVAL
     points = np.concatenate([time, upper[interval]])
     codes = np.concatenate([codes, np.ones(interval.sum(), dtype=int)])
@@ -158,17 +210,41 @@ def _support(time: np.ndarray, upper: np.ndarray, status: np.ndarray) -> np.ndar
     return np.concatenate([points[codes == 0], midpoints])
 
 
-def turnbull_replicate(low: np.ndarray, high: np.ndarray) -> TurnbullFit:
-    """The NPMLE of one group's rows (low, high] as arrays, for a bootstrap replicate: the same
-    estimator as `turnbull`, its EM stopped at REPLICATE_TOLERANCE, no frame built."""
-    keep = ~(np.isnan(low) & np.isnan(high))
-    return _fit_one(low[keep], high[keep], "lower", REPLICATE_TOLERANCE)
+def turnbull_replicates(
+    low: np.ndarray, high: np.ndarray, picks: list[np.ndarray]
+) -> list[TurnbullFit]:
+    """The NPMLE of the rows (low, high)[pick] for each pick, as for bootstrap replicates: the
+    same estimator as `turnbull`, their EMs run side by side (`_self_consistency`) and stopped
+    at REPLICATE_TOLERANCE, no frame built. A list of TurnbullFit, one per pick."""
+    curves = []
+    for pick in picks:
+        low_rows, high_rows = low[pick], high[pick]
+        keep = ~(np.isnan(low_rows) & np.isnan(high_rows))
+        curves.append(_curve(low_rows[keep], high_rows[keep], "lower"))
+    return _fit_curves(curves, REPLICATE_TOLERANCE)
 
 
-def _fit_one(
-    low: np.ndarray, high: np.ndarray, column: str, tolerance: float = _TOLERANCE
-) -> TurnbullFit:
-    """survfitTurnbull's iteration: KM of exact, right-censored and expected interval events."""
+@dataclass
+class _Curve:
+    """One curve's EM problem. Censored rows admit runs of the sorted support points, [first,
+    stop) of `points`: rows admitting the same run are one run with a count (visits make many
+    intervals alike). The curve's times hold the support and the exact and right-censored
+    times, whose events and leavers enter each Kaplan-Meier step as they are; `start` is the EM's
+    starting curve at the support."""
+
+    support: np.ndarray
+    times: np.ndarray
+    support_position: np.ndarray
+    exact_events: np.ndarray
+    leaving: np.ndarray
+    run_first: np.ndarray
+    run_stop: np.ndarray
+    counts: np.ndarray
+    start: np.ndarray
+
+
+def _curve(low: np.ndarray, high: np.ndarray, column: str) -> TurnbullFit | _Curve:
+    """One group's rows set up for the EM, or its fit when no row is censored (plain KM)."""
     status = _status(low, high, column)
     # One time per row as survival stores it: the upper bound for a left-censored row.
     time = np.where(status == _LEFT, high, low)
@@ -196,88 +272,187 @@ def _fit_one(
     leaving = exact_events + np.bincount(
         np.searchsorted(curve_times, right_times), minlength=len(curve_times)
     )
-
-    def kaplan_meier(expected_events: np.ndarray) -> np.ndarray:
-        events = exact_events.copy()
-        events[support_position] += expected_events
-        out = leaving.copy()
-        out[support_position] += expected_events
-        at_risk = out[::-1].cumsum()[::-1]
-        hazard = np.where(at_risk > 0, events / at_risk, 0.0)
-        return np.cumprod(1 - hazard)
-
-    # Division by an empty risk set is masked out just above; the EM step runs thousands of
-    # times, so the error state is set once around all of it.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if rows.size == 0:
-            survival = kaplan_meier(np.zeros(len(support)))
-            mass = -np.diff(np.concatenate([[1.0], survival[support_position]]))
-            return TurnbullFit(support, mass, curve_times, survival, 0, True)
-        survival, survival_at_support, iterations, converged = _self_consistency(
-            first, stop, len(support), kaplan_meier, support_position, tolerance
-        )
-    mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
-    return TurnbullFit(support, mass, curve_times, survival, iterations, bool(converged))
-
-
-def _self_consistency(
-    first: np.ndarray,
-    stop: np.ndarray,
-    points: int,
-    kaplan_meier,
-    support_position: np.ndarray,
-    tolerance: float,
-) -> tuple[np.ndarray, np.ndarray, int, bool]:
-    """survfitTurnbull's EM (KM within EM), accelerated by SQUAREM, to a change below
-    `tolerance`; censored rows admit the support points [first, stop) of `points`.
-
-    Returns the curve, its values at the support points, the iterations and whether it
-    converged.
-    """
-    # Rows admitting the same run of support points are one run with a count (visits make
-    # many intervals alike); sums over a run are differences of cumulative sums.
+    if rows.size == 0:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            at_risk = leaving[::-1].cumsum()[::-1]
+            survival = np.cumprod(1 - np.where(at_risk > 0, exact_events / at_risk, 0.0))
+        mass = -np.diff(np.concatenate([[1.0], survival[support_position]]))
+        return TurnbullFit(support, mass, curve_times, survival, 0, True)
+    points = len(support)
     runs, counts = np.unique(first * (points + 1) + stop, return_counts=True)
     run_first, run_stop = np.divmod(runs, points + 1)
-    previous = np.empty(points)
-    previous[0] = 1.0
+    # The EM starts with mass on each support point in proportion to the censored rows
+    # admitting it.
+    start = np.cumsum(
+        np.bincount(run_first, counts.astype(float), points + 1)
+        - np.bincount(run_stop, counts.astype(float), points + 1)
+    )[:points]
+    return _Curve(
+        support,
+        curve_times,
+        support_position,
+        exact_events,
+        leaving,
+        run_first,
+        run_stop,
+        counts.astype(float),
+        1 - np.cumsum(start) / start.sum(),
+    )
 
-    def spread(per_run: np.ndarray) -> np.ndarray:
-        """Each run's value added to every support point of the run."""
-        edges = np.bincount(run_first, per_run, points + 1) - np.bincount(
-            run_stop, per_run, points + 1
+
+def _fit_curves(curves: list, tolerance: float) -> list[TurnbullFit]:
+    """Each _Curve's EM to a change below `tolerance` (`_self_consistency`); fits pass through."""
+    problems = [curve for curve in curves if isinstance(curve, _Curve)]
+    solved = iter(_self_consistency(problems, tolerance) if problems else [])
+    fits = []
+    for curve in curves:
+        if isinstance(curve, _Curve):
+            survival, survival_at_support, iterations, converged = next(solved)
+            mass = -np.diff(np.concatenate([[1.0], survival_at_support]))
+            curve = TurnbullFit(curve.support, mass, curve.times, survival, iterations, converged)
+        fits.append(curve)
+    return fits
+
+
+class _Batch:
+    """Several curves' EM steps as one set of array operations, each curve's numbers those of
+    its own EM bit for bit: the curves' arrays are rows padded at their ends, and every sum
+    runs along a row in the order of the curve's own (cumulative sums and products along rows,
+    weighted counts per bin in run order); the risk sets, summed from the last time back, are
+    kept reversed so that their padding comes after them too. A padded column of the support
+    points repeats the row's last point (a step takes it from the same time of the curve).
+    """
+
+    def __init__(self, curves: list[_Curve], states: list[np.ndarray]):
+        self.curves = curves
+        count = len(curves)
+        points = np.array([len(curve.support) for curve in curves])
+        times = np.array([len(curve.times) for curve in curves])
+        self.points = points.tolist()
+        width, length = int(points.max()), int(times.max())
+        self.length = length
+        rows = np.arange(count)
+        runs = np.array([len(curve.counts) for curve in curves])
+        run_offset = np.repeat(rows * (width + 1), runs)
+        self.run_first = np.concatenate([curve.run_first for curve in curves]) + run_offset
+        self.run_stop = np.concatenate([curve.run_stop for curve in curves]) + run_offset
+        self.counts = np.concatenate([curve.counts for curve in curves])
+        real = np.arange(width) < points[:, None]
+        # Support point j of curve r: row r, column j of a points array; column
+        # times[r] - 1 - position of the reversed time arrays.
+        self.expected_from = np.flatnonzero(real)
+        self.reversed_at = np.concatenate(
+            [
+                r * length + len(curve.times) - 1 - curve.support_position
+                for r, curve in enumerate(curves)
+            ]
         )
-        return np.cumsum(edges)[:points]
+        column = np.minimum(np.arange(width), points[:, None] - 1)
+        positions = np.stack([curve.support_position[column[r]] for r, curve in enumerate(curves)])
+        self.support_at = rows[:, None] * length + positions
+        reverse = np.maximum(times[:, None] - 1 - np.arange(length), 0)
+        self.natural_from = rows[:, None] * length + reverse
+        # The exact events (row 0) and the leavers (row 1) per time, each row reversed.
+        self.exact_and_leaving = np.zeros((2, count, length))
+        for r, curve in enumerate(curves):
+            self.exact_and_leaving[0, r, : len(curve.times)] = curve.exact_events[::-1]
+            self.exact_and_leaving[1, r, : len(curve.times)] = curve.leaving[::-1]
+        self.exact_and_leaving = self.exact_and_leaving.reshape(2, count * length)
+        self.state = np.stack([state[column[r]] for r, state in enumerate(states)])
+        self.previous = np.empty((count, width))
+        self.previous[:, 0] = 1.0
+        self.cumulative = np.zeros((count, width + 1))
+        self.bins = count * (width + 1)
 
-    def em_step(survival_at_support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One self-consistency step: the survival curve, and its values at the support."""
+    def em_step(self, survival_at_support: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One self-consistency step of every curve: the curves, and their values at the support."""
+        count, width = survival_at_support.shape
         # E step: each censored row's unit spread over its admissible support points in
         # proportion to their mass.
-        previous[1:] = survival_at_support[:-1]
-        mass = previous - survival_at_support
-        cumulative = np.concatenate([[0.0], np.cumsum(mass)])
-        totals = cumulative[run_stop] - cumulative[run_first]
-        shares = np.divide(counts, totals, out=np.zeros_like(totals), where=totals > 0)
-        # M step as survival does it: Kaplan-Meier with those expected events added.
-        survival = kaplan_meier(mass * spread(shares))
-        return survival, survival[support_position]
+        self.previous[:, 1:] = survival_at_support[:, :-1]
+        mass = self.previous - survival_at_support
+        mass.cumsum(axis=1, out=self.cumulative[:, 1:])
+        cumulative = self.cumulative.ravel()
+        totals = cumulative[self.run_stop] - cumulative[self.run_first]
+        shares = np.divide(self.counts, totals, out=np.zeros(len(totals)), where=totals > 0)
+        edges = np.bincount(self.run_first, shares, self.bins) - np.bincount(
+            self.run_stop, shares, self.bins
+        )
+        spread = edges.reshape(count, width + 1).cumsum(axis=1)[:, :width]
+        expected = (mass * spread).ravel()[self.expected_from]
+        # M step as survival does it: Kaplan-Meier with those expected events added to the
+        # events and to the leavers.
+        events, leaving = self.exact_and_leaving.copy()
+        events[self.reversed_at] += expected
+        leaving[self.reversed_at] += expected
+        at_risk = leaving.reshape(count, self.length).cumsum(axis=1).ravel()
+        hazard = np.where(at_risk > 0, events / at_risk, 0.0)
+        survival = (1 - hazard)[self.natural_from].cumprod(axis=1)
+        return survival, survival.ravel()[self.support_at]
 
-    start = spread(counts.astype(float))
-    survival_at_support = 1 - np.cumsum(start) / start.sum()
-    converged, iterations = False, 0
-    while not converged and iterations < _MAX_ITERATIONS:
-        iterations += 1
-        # SQUAREM (Varadhan & Roland 2008): extrapolate along two EM steps, project back onto
-        # non-increasing curves in [0, 1], then take one EM step from there. Same fixed point
-        # as plain EM, reached in far fewer iterations (EM alone needs ~10^4 here).
-        _, once = em_step(survival_at_support)
-        _, twice = em_step(once)
-        step, curvature = once - survival_at_support, twice - 2 * once + survival_at_support
-        scale = np.linalg.norm(curvature)
-        alpha = -np.linalg.norm(step) / scale if scale > 0 else -1.0
-        alpha = min(alpha, -1.0)
-        proposal = survival_at_support - 2 * alpha * step + alpha**2 * curvature
-        proposal = np.minimum.accumulate(np.clip(proposal, 0.0, 1.0))
-        survival, updated = em_step(proposal)
-        converged = np.max(np.abs(updated - survival_at_support)) < tolerance
-        survival_at_support = updated
-    return survival, survival_at_support, iterations, bool(converged)
+
+def _vector_norm(vector: np.ndarray) -> float:
+    """np.linalg.norm of a vector, as it computes it (the square root of a BLAS dot product;
+    math.sqrt rounds as np.sqrt does), without its checks."""
+    return math.sqrt(vector.dot(vector))
+
+
+def _self_consistency(curves: list[_Curve], tolerance: float) -> list[tuple]:
+    """survfitTurnbull's EM (KM within EM), accelerated by SQUAREM, to a change below
+    `tolerance`, for several curves at once (_Batch); each curve stops on its own.
+
+    Returns per curve its curve, its values at the support points, the iterations and whether
+    it converged.
+    """
+    results: list = [None] * len(curves)
+    rows = list(range(len(curves)))  # the curve of each row of the batch
+    iterations = 0
+    # Division by an empty risk set is masked out in the step; the EM step runs thousands of
+    # times, so the error state is set once around all of it.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        batch = _Batch(curves, [curve.start for curve in curves])
+        state, going = batch.state, list(range(len(rows)))  # going: the rows still iterating
+        # 2 alpha and alpha^2 per row; a stopped row's do not matter (its result is taken).
+        doubled, squared = np.full(len(rows), -2.0), np.ones(len(rows))
+        while going and iterations < _MAX_ITERATIONS:
+            iterations += 1
+            # SQUAREM (Varadhan & Roland 2008): extrapolate along two EM steps, project back
+            # onto non-increasing curves in [0, 1], then take one EM step from there. Same
+            # fixed point as plain EM, reached in far fewer iterations (EM alone needs ~10^4).
+            _, once = batch.em_step(state)
+            _, twice = batch.em_step(once)
+            step, curvature = once - state, twice - 2 * once + state
+            for row in going:
+                points = batch.points[row]
+                # Row by row as one curve's EM takes them, from the same numbers.
+                scale = _vector_norm(curvature[row, :points])
+                alpha = -_vector_norm(step[row, :points]) / scale if scale > 0 else -1.0
+                alpha = min(alpha, -1.0)
+                doubled[row], squared[row] = 2 * alpha, alpha**2
+            proposal = state - doubled[:, None] * step + squared[:, None] * curvature
+            proposal = np.minimum.accumulate(proposal.clip(0.0, 1.0), axis=1)
+            survival, updated = batch.em_step(proposal)
+            # A padded column repeats its row's last support point, so it changes as that.
+            converged = np.abs(updated - state).max(axis=1) < tolerance
+            state = updated
+            if iterations < _MAX_ITERATIONS and not converged.any():
+                continue
+            stopping = [row for row in going if converged[row] or iterations >= _MAX_ITERATIONS]
+            for row in stopping:
+                curve = batch.curves[row]
+                results[rows[row]] = (
+                    survival[row, : len(curve.times)].copy(),
+                    state[row, : len(curve.support)].copy(),
+                    iterations,
+                    bool(converged[row]),
+                )
+            stopped = set(stopping)
+            going = [row for row in going if row not in stopped]
+            # Stopped rows are dropped when a quarter of the batch has stopped: a smaller
+            # batch is cheaper to step, and building one costs a few steps.
+            if going and len(going) <= 0.75 * len(rows):
+                rows = [rows[row] for row in going]
+                batch = _Batch([curves[i] for i in rows], list(state[going]))
+                state, going = batch.state, list(range(len(rows)))
+                doubled, squared = np.full(len(rows), -2.0), np.ones(len(rows))
+    return results

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
+from analysis.distributions import CHI_SQUARE, NORMAL
 from analysis.errors import DataError
 from analysis.results import TIDY_COLUMNS, ModelResult, z_critical
 from analysis.survival.design import check_event_indicator, complete_rows
@@ -319,7 +319,7 @@ def logrank_test(
         @ np.linalg.solve(variance[np.ix_(informative, informative)], difference[informative])
     )
     dof = len(informative)
-    p_value = float(stats.chi2.sf(statistic, dof))
+    p_value = float(CHI_SQUARE.sf(statistic, dof))
     counts = np.bincount(codes, minlength=len(levels))
     groups_frame = pd.DataFrame(
         {"group": levels, "n": counts, "observed": observed, "expected": expected}
@@ -432,7 +432,7 @@ def rmst_difference(
                 "estimate": estimate,
                 "std_error": std_error,
                 "statistic": statistic,
-                "p_value": 2 * stats.norm.sf(abs(statistic)),
+                "p_value": 2 * NORMAL.sf(abs(statistic)),
                 "conf_low": estimate - z * std_error,
                 "conf_high": estimate + z * std_error,
             }

@@ -15,7 +15,7 @@ import pandas as pd
 
 from analysis.results import run_collecting_notes
 from analysis.survival.cox import concordance_index
-from analysis.survival.interval import turnbull
+from analysis.survival.interval import turnbull_each
 from analysis.survival.nonparametric import kaplan_meier_steps, step_function_at
 
 FOLD = "fold"
@@ -120,10 +120,11 @@ def calibration_by_groups(
     ranks = frame[predicted].rank(method="first")
     group = pd.qcut(ranks, min(groups, len(frame)), labels=False) + 1
     rows, notes = [], []
-    for number, members in frame.groupby(group):
-        curve, fit_notes = run_collecting_notes(
-            "turnbull", lambda members=members: turnbull(members, lower, upper), failures=()
-        )
+    grouped = list(frame.groupby(group))
+    # The groups' curves fitted side by side; each group's notes collected on their own.
+    results = turnbull_each([members for _, members in grouped], lower, upper)
+    for (number, members), result in zip(grouped, results, strict=True):
+        curve, fit_notes = run_collecting_notes("turnbull", result, failures=())
         notes.extend(f"group {number}: {message}" for _, _, message in fit_notes)
         fit = next(iter(curve.fitted.values()))
         survival = step_function_at(fit.times, fit.survival, np.array([time]))
