@@ -10,6 +10,7 @@ time axis is in weeks. `figure_caption(ax)` gives what a caption must say about 
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -18,6 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MultipleLocator, NullFormatter
@@ -94,16 +96,18 @@ SAFE_CURVE_HINT = "pass the curve through analysis.privacy.safe_curve first"
 
 # --- report-wide set-up -----------------------------------------------------------------------
 
-# zlib's fastest level: a report's figures (flat colours) come out ~15 % larger than at the
-# default level 6, and take ~0.1 s less each to encode at 2x.
-PNG_COMPRESS_LEVEL = 1
+# Salt for the ids matplotlib gives clip paths and glyphs in an SVG: fixed, so a re-run gives
+# the same bytes (by default they are random).
+SVG_ID_SALT = "ga-rehab"
 
 
 def setup_figures(dpi: int = 100) -> None:
-    """Report-wide figure look: text sizes >= MIN_FONT_SIZE and, in a notebook, 2x PNG output.
+    """Report-wide figure look: text sizes >= MIN_FONT_SIZE and, in a notebook, SVG output.
 
-    The inline backend then renders every figure at twice `dpi` and tells the page its size at
-    `dpi` (IPython's "retina" format), so figures stay sharp in print and on high-density screens.
+    Figures are vector graphics (sharp at any zoom and in print), shown on the page at `dpi`
+    pixels per inch of figure. Each is drawn once and not cropped: IPython's default crop lays
+    a figure out and measures every text once more before drawing it, and the figures'
+    constrained layout fills the canvas already.
     """
     mpl.rcParams.update(
         {
@@ -116,18 +120,36 @@ def setup_figures(dpi: int = 100) -> None:
             "ytick.labelsize": MIN_FONT_SIZE,
             "legend.fontsize": MIN_FONT_SIZE,
             "legend.title_fontsize": MIN_FONT_SIZE,
+            "svg.hashsalt": SVG_ID_SALT,
         }
     )
     shell = _notebook_shell()
     if shell is not None:
+        # Importing the inline backend sets its default formats: first, so they do not
+        # replace these later.
         from matplotlib_inline.backend_inline import set_matplotlib_formats
 
-        # Uncropped: IPython's default crops each figure to its contents, which lays it out
-        # and measures every text once more before drawing it; the figures' constrained
-        # layout already fills the canvas.
-        set_matplotlib_formats(
-            "retina", bbox_inches=None, pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL}
-        )
+        set_matplotlib_formats("svg")  # and no other format of each figure
+        shell.display_formatter.formatters["image/svg+xml"].for_type(Figure, svg_figure)
+
+
+def svg_figure(figure: Figure) -> tuple[str, dict] | None:
+    """A figure as the report shows it: SVG with no date in its metadata, and its size on the
+    page (pixels at the figure's dpi) for the HTML export; None for a figure with nothing in it.
+    """
+    if not figure.axes and not figure.lines:
+        return None
+    drawn = io.BytesIO()
+    figure.savefig(
+        drawn,
+        format="svg",
+        bbox_inches=None,
+        metadata={"Date": None},
+        facecolor=figure.get_facecolor(),
+        edgecolor=figure.get_edgecolor(),
+    )
+    width, height = figure.get_size_inches() * figure.dpi
+    return drawn.getvalue().decode("utf-8"), {"width": round(width), "height": round(height)}
 
 
 def _notebook_shell():

@@ -3,6 +3,8 @@ group, every element checked on the returned axes (marks, tests, risk table, tex
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -617,3 +619,19 @@ def assert_whole_when_drawn_once(figure) -> None:
     width, height = figure.get_size_inches()
     assert drawn.x0 >= 0 and drawn.y0 >= 0, drawn
     assert drawn.x1 <= width and drawn.y1 <= height, drawn
+
+
+def test_report_figures_are_svg_without_a_date_and_the_same_bytes_each_time(safe_km):
+    curves, at_risk, marks = safe_km
+    with matplotlib.rc_context():
+        plots.setup_figures(90)
+        figure = plots.plot_km(curves, at_risk, censor_marks=marks).figure
+        svg, size = plots.svg_figure(figure)
+        again = plots.svg_figure(figure)[0]
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert "dc:date" not in svg and not re.search(r"\d{4}-\d{2}-\d{2}", svg)
+    # Ids (clip paths, glyphs) come from a fixed salt: a re-run gives the same bytes.
+    assert again == svg
+    width, height = figure.get_size_inches() * 90
+    assert size == {"width": round(width), "height": round(height)}
+    assert plots.svg_figure(plt.figure()) is None  # nothing drawn: no image

@@ -263,7 +263,7 @@ def test_html_has_no_code_and_every_figure_embedded(rendered_study):
         html = path.read_text()
         assert 'class="jp-CodeMirrorEditor' not in html, f"{path.name} shows code cells"
         assert "import matplotlib" not in html and "read_study_params" not in html, path.name
-        assert re.search(r'<img[^>]+src="data:image/png;base64,', html), path.name
+        assert re.search(r'<img[^>]+src="data:image/svg\+xml;base64,', html), path.name
         external = re.findall(r'(?:src|href)="(https?:)?//[^"]*"', html)
         assert not external, f"{path.name} loads {external[:3]}"
         assert "Traceback" not in html, path.name

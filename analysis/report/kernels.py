@@ -11,14 +11,17 @@ import ast
 import asyncio
 import contextlib
 import json
+import math
 import os
 import queue
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 
@@ -32,6 +35,34 @@ KERNEL_START_TIMEOUT_SECONDS = 120
 def kernel_count(jobs: int | None = None) -> int:
     """How many kernels render the reports: `jobs` (params.yaml report.jobs), else one per CPU."""
     return max(1, int(jobs or os.cpu_count() or 1))
+
+
+class ReadyOnReplyClient(AsyncKernelClient):
+    """A kernel client that is ready once the kernel has answered on both channels it reads.
+
+    jupyter_client's `wait_for_ready` ends by waiting until IOPub has been quiet for 0.2 s, to
+    drop messages of earlier requests. A client made for one notebook has none it would read
+    (nbclient takes only the messages of its own requests), so that wait left the kernel idle
+    for 0.2 s before every notebook.
+    """
+
+    async def wait_for_ready(self, timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (math.inf if timeout is None else timeout)
+        while True:
+            self.kernel_info()
+            try:
+                reply = await self.shell_channel.get_msg(timeout=1)
+                if reply["msg_type"] == "kernel_info_reply":
+                    # IOPub is connected once it delivers the kernel's status for the request.
+                    await self.iopub_channel.get_msg(timeout=0.2)
+                    self._handle_kernel_info_reply(reply)
+                    return
+            except queue.Empty:
+                pass
+            if not await self.is_alive():
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
 
 
 class ReportKernel:
@@ -74,7 +105,10 @@ class ReportKernel:
 
         self.sockets = Path(tempfile.mkdtemp(prefix="ga-rehab-kernel-"))
         self.manager = TrackedKernelManager(
-            kernel_name=self.kernel_name, transport="ipc", ip=str(self.sockets / "kernel")
+            kernel_name=self.kernel_name,
+            transport="ipc",
+            ip=str(self.sockets / "kernel"),
+            client_factory=ReadyOnReplyClient,
         )
         run_sync(self.manager.start_kernel)(cwd=str(self.cwd))
         if self.warm_up:

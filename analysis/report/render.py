@@ -7,6 +7,7 @@ list of reports to render (the three notebooks, one study report per site).
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
 import os
 import re
@@ -128,6 +129,14 @@ _OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- if size.get('width') %} width="{{ size['width'] | int }}"{% endif %}>
 </div>
 {%- endblock data_png -%}
+{#- A figure (SVG) as an image, so that nothing in it can run, with its size on the page. -#}
+{%- block data_svg scoped -%}
+<div class="jp-RenderedImage jp-OutputArea-output {{ extra_class }}">
+{%- set size = output.metadata.get('image/svg+xml', {}) -%}
+<img src="data:image/svg+xml;base64,{{ output.data['image/svg+xml'] | svg_base64 }}" alt="Figure"
+{%- if size.get('width') %} width="{{ size['width'] | int }}"{% endif %}>
+</div>
+{%- endblock data_svg -%}
 """
 
 
@@ -151,6 +160,7 @@ class _ReportExporter(HTMLExporter):
                 pygments_lexer=language.get("pygments_lexer", language.get("name")), parent=self
             ),
         )
+        self.register_filter("svg_base64", lambda svg: base64.b64encode(svg.encode()).decode())
         self.register_filter(
             "filter_data_type",
             WidgetsDataTypeFilter(
@@ -425,7 +435,9 @@ ACTIVE_ELEMENTS = ("script", "iframe", "object", "embed", "form", "base", "meta"
 URL_ATTRIBUTES = ("href", "src", "action", "formaction", "xlink:href", "srcset", "poster")
 
 
-SAFE_URL = re.compile(r"^(?:https?:|mailto:|#|data:image/png;base64,|[^:]*$)", re.IGNORECASE)
+SAFE_URL = re.compile(
+    r"^(?:https?:|mailto:|#|data:image/(?:png|svg\+xml);base64,|[^:]*$)", re.IGNORECASE
+)
 
 
 def _without_active_content(element) -> None:
