@@ -23,7 +23,7 @@ from analysis.cli import run_clean, run_derive, run_fit, run_simulate
 from analysis.errors import ParameterError, ReportError
 from analysis.params import read_params
 from analysis.provenance import code_digest, collect_provenance, file_digests
-from analysis.report import adherence_groups, comparison, inputs, render, shared
+from analysis.report import adherence_groups, comparison, inputs, render, shared, study_report
 from analysis.report.render import SITE_REPORTS_FOLDER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -726,3 +726,32 @@ def test_cut_off_sensitivity_shows_no_group_size_and_no_estimate_of_a_small_grou
     assert shown.iloc[0]["hazard ratio vs first group (95% CI)"] == "reference"
     sentence = adherence_groups.sensitivity_sentence(table, 5)
     assert "high 1.80 to 1.80" in sentence and "2.00" not in sentence
+
+
+def test_a_groups_fitted_line_stops_before_its_first_week_with_few_people_observed():
+    """The mixed models' lines: a group's late weeks hold the few people not yet recovered,
+    and its line there follows them; it is drawn up to the last week before fewer than min_n."""
+    weeks = range(6)
+    observed = {  # people observed per week: low dips below 3 at week 2, then recovers to 3
+        ("pain", "low"): [9, 5, 2, 3, 3, 1],
+        ("pain", "high"): [9, 8, 7, 6, 5, 4],
+        ("strength", "low"): [9, 9, 9, 9, 9, 9],
+    }
+    counts = pd.DataFrame(
+        [
+            {"outcome": outcome, "week": week, "group": group, "n": n}
+            for (outcome, group), ns in observed.items()
+            for week, n in zip(weeks, ns, strict=True)
+        ]
+    )
+    predictions = counts.rename(columns={"group": "adherence_group"}).assign(
+        fitted=lambda frame: frame["week"] * 1.5
+    )[["week", "adherence_group", "outcome", "fitted"]]
+    models = {"mixed_predictions": predictions, "mixed_fitted_vs_observed": counts}
+    shown = study_report.mixed_predictions_for_report(models, "adherence_group", 3)
+    last = shown.groupby(["outcome", "adherence_group"])["week"].max().to_dict()
+    assert last == {("pain", "low"): 1, ("pain", "high"): 5, ("strength", "low"): 5}
+    assert shown.groupby(["outcome", "adherence_group"])["week"].min().eq(0).all()
+    assert list(shown.columns) == ["week", "adherence_group", "outcome", "fitted"]
+    none = study_report.mixed_predictions_for_report({}, "adherence_group", 3)
+    assert none.empty and list(none.columns) == list(shown.columns)

@@ -310,11 +310,32 @@ def groups_shown(recovery: pd.DataFrame, group: str, min_cell_size: int) -> list
     )
 
 
-def mixed_predictions_for_report(models: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
-    """The mixed models' fitted lines, or an empty frame of that shape where none were fitted."""
-    if "mixed_predictions" in models:
-        return models["mixed_predictions"]
-    return pd.DataFrame(columns=["week", Recovery.adherence_group, "outcome", "fitted"])
+def mixed_predictions_for_report(
+    models: Mapping[str, pd.DataFrame], group: str, min_n: int
+) -> pd.DataFrame:
+    """The mixed models' fitted lines, each group's up to its last week of the first run of
+    weeks in which at least `min_n` of its people were observed (mixed_fitted_vs_observed's
+    n); or an empty frame of that shape where none were fitted.
+
+    People leave follow-up as they recover, so a group's last weeks hold a handful of people,
+    and its line there (week enters as a spline, by group) follows them, not the group: on the
+    default study the high-adherence line for low-back pain climbed from 0.5 to 6 after week
+    28, where fewer than 20 people were left.
+    """
+    columns = [WeeklyTrajectories.week, group, "outcome", "fitted"]
+    if "mixed_predictions" not in models:
+        return pd.DataFrame(columns=columns)
+    predictions = models["mixed_predictions"]
+    counts = models["mixed_fitted_vs_observed"].rename(columns={"group": group})
+    keys = ["outcome", group]
+    counts = counts.sort_values([*keys, WeeklyTrajectories.week])
+    # Weeks before a group's first week with fewer than min_n observed people.
+    enough = counts["n"].ge(min_n).astype(int).groupby([counts[key] for key in keys]).cummin()
+    last_week = counts[enough.astype(bool)].groupby(keys)[WeeklyTrajectories.week].max()
+    shown = predictions.merge(last_week.rename("last_week").reset_index(), on=keys)
+    return shown[shown[WeeklyTrajectories.week] <= shown["last_week"]][columns].reset_index(
+        drop=True
+    )
 
 
 def mixed_fit_summary(fitted_vs_observed: pd.DataFrame, min_n: int) -> pd.DataFrame:
