@@ -149,6 +149,10 @@ class _ReportExporter(HTMLExporter):
     instance per thread keeps the compiled template (a tenth of a second per page to compile).
     """
 
+    def default_filters(self):
+        yield from super().default_filters()
+        yield ("svg_base64", lambda svg: base64.b64encode(svg.encode()).decode())
+
     def from_notebook_node(self, nb, resources=None, **kw):
         resources = self._init_resources(resources)
         # As HTMLExporter: the template names a code highlighter (no code is shown here) and
@@ -160,7 +164,6 @@ class _ReportExporter(HTMLExporter):
                 pygments_lexer=language.get("pygments_lexer", language.get("name")), parent=self
             ),
         )
-        self.register_filter("svg_base64", lambda svg: base64.b64encode(svg.encode()).decode())
         self.register_filter(
             "filter_data_type",
             WidgetsDataTypeFilter(
@@ -193,16 +196,17 @@ MISSING_ALT_TEXT = "No description has been provided for this image"
 
 def notebook_html(executed: Path, title: str) -> str:
     """nbconvert's page for the executed notebook: outputs only, figures inline, offline."""
-    soup = BeautifulSoup(_template_html(executed, title), "html.parser")
-    _accessible(soup)
-    return str(soup)
+    return str(_page_soup(executed, title))
 
 
-def _template_html(executed: Path, title: str) -> str:
+def _page_soup(executed: Path, title: str):
+    """The page as HTMLExporter makes it, parsed once for every pass."""
     notebook = nbformat.read(executed, as_version=4)
     notebook.metadata["title"] = title
     body, _ = _report_exporter().from_notebook_node(notebook)
-    return body
+    soup = BeautifulSoup(body, "html.parser")
+    _accessible(soup)
+    return soup
 
 
 def _accessible(soup) -> None:
@@ -222,8 +226,7 @@ def export_html(executed: Path, title: str) -> str:
 
     # One parse for every pass: each parse and serialisation of a report with its figures
     # inline (megabytes of base64) takes a few tenths of a second.
-    soup = BeautifulSoup(_template_html(executed, title), "html.parser")
-    _accessible(soup)
+    soup = _page_soup(executed, title)
     _describe_figures(soup)
     _structure_report(soup)
     return str(soup)
